@@ -1,0 +1,81 @@
+"""The configuration as frozen dataclasses. Defaults live here, once; the loader only validates
+and fills them. DESIGN.md §4.2 is the contract for the YAML keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+DEFAULT_CONFIG_PATH = "/etc/nat-keepalive/config.yaml"
+DEFAULT_STATUS_FILE = "/run/nat-keepalive/status.json"
+SAFE_INTERVAL = 25.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where OPTIONS go: a host name or address and a UDP port."""
+
+    host: str
+    port: int = 5060
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Every key of `defaults:`; each binding may override any of them."""
+
+    interval: float = SAFE_INTERVAL  # with interval_auto: the safe starting interval
+    interval_auto: bool = False
+    jitter: float = 0.2
+    timeout: float = 3.0
+    lagged_ms: int = 2000
+    fail_threshold: int = 2
+    ok_threshold: int = 1
+    retry_interval: float = 10.0
+    inbound_check: int = 10
+    require_2xx: bool = False
+    max_forwards: int = 70
+    user_agent: str = "nat-keepalive"
+    # interval: auto (lifetime discovery)
+    interval_min: float = 5.0
+    interval_max: float = SAFE_INTERVAL
+    safety: float = 0.8
+    rediscover: float = 24.0  # hours
+
+
+@dataclass(frozen=True)
+class BindingConfig:
+    name: str
+    server: Target
+    source_port: int
+    interface: Optional[str] = None
+    bind: Optional[str] = None
+    settings: ProbeSettings = field(default_factory=ProbeSettings)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    target: str = "syslog"  # syslog | stderr
+    facility: str = "daemon"
+    address: str = "/dev/log"  # a socket path, or host:port for a UDP collector
+    level: str = "info"  # debug info notice warning err
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    command: Optional[str] = None
+    events: Tuple[str, ...] = ("binding-changed", "binding-expired", "unreachable", "reachable")
+
+
+@dataclass(frozen=True)
+class Config:
+    bindings: Tuple[BindingConfig, ...] = ()
+    log: LogConfig = field(default_factory=LogConfig)
+    status_file: str = DEFAULT_STATUS_FILE
+    defaults: ProbeSettings = field(default_factory=ProbeSettings)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+    user: Optional[str] = None  # drop privileges to this user after binding, when started as root
+    source: str = ""  # the file it was read from

@@ -1,0 +1,257 @@
+"""Events: what the agent tells its owner. Frozen dataclasses, one per log line.
+
+Rules:
+- The field order of a class is the key order of its log line (`event=NAME key=value ...`).
+- NAME and SEVERITY are class constants; SEVERITY uses syslog's numbers (0 emerg .. 7 debug).
+- Fields are plain str/int/float/None so the log formatter, the hooks and ubus can all render them
+  without knowing the class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Dict, Tuple, Type, Union
+
+EMERG, ALERT, CRIT, ERR, WARNING, NOTICE, INFO, DEBUG = range(8)
+
+Value = Union[str, int, float, None]
+
+
+@dataclass(frozen=True)
+class Event:
+    NAME: ClassVar[str] = ""
+    SEVERITY: ClassVar[int] = INFO
+
+    def items(self) -> Tuple[Tuple[str, Value], ...]:
+        """(key, value) pairs in log order."""
+        return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Started(Event):
+    NAME: ClassVar[str] = "started"
+    SEVERITY: ClassVar[int] = NOTICE
+    version: str
+    bindings: int
+
+
+@dataclass(frozen=True)
+class Stopped(Event):
+    NAME: ClassVar[str] = "stopped"
+    SEVERITY: ClassVar[int] = NOTICE
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reloaded(Event):
+    NAME: ClassVar[str] = "reloaded"
+    SEVERITY: ClassVar[int] = NOTICE
+    added: int
+    changed: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class ConfigRejected(Event):
+    NAME: ClassVar[str] = "config-rejected"
+    SEVERITY: ClassVar[int] = ERR
+    file: str
+    error: str
+
+
+# --- the mapping -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BindingLearned(Event):
+    NAME: ClassVar[str] = "binding-learned"
+    SEVERITY: ClassVar[int] = INFO
+    binding: str
+    server: str
+    local: str
+    public: str
+
+
+@dataclass(frozen=True)
+class BindingChanged(Event):
+    NAME: ClassVar[str] = "binding-changed"
+    SEVERITY: ClassVar[int] = WARNING
+    binding: str
+    old: str
+    new: str
+    cause: str  # port-remapped | address-changed
+
+
+@dataclass(frozen=True)
+class BindingExpired(Event):
+    NAME: ClassVar[str] = "binding-expired"
+    SEVERITY: ClassVar[int] = WARNING
+    binding: str
+    public: str
+    idle_s: float
+    detected: str  # inbound-check | remap
+
+
+@dataclass(frozen=True)
+class BindingFlapping(Event):
+    NAME: ClassVar[str] = "binding-flapping"
+    SEVERITY: ClassVar[int] = WARNING
+    binding: str
+    public: str
+    alternate: str
+
+
+@dataclass(frozen=True)
+class RportUnsupported(Event):
+    NAME: ClassVar[str] = "rport-unsupported"
+    SEVERITY: ClassVar[int] = WARNING
+    binding: str
+    server: str
+
+
+@dataclass(frozen=True)
+class InboundCheckUnsupported(Event):
+    """The server answered the inbound check on the probing socket: it forces rport."""
+
+    NAME: ClassVar[str] = "inbound-check-unsupported"
+    SEVERITY: ClassVar[int] = NOTICE
+    binding: str
+    server: str
+
+
+# --- reachability ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reachable(Event):
+    NAME: ClassVar[str] = "reachable"
+    SEVERITY: ClassVar[int] = NOTICE
+    binding: str
+    rtt_ms: float
+
+
+@dataclass(frozen=True)
+class Lagged(Event):
+    NAME: ClassVar[str] = "lagged"
+    SEVERITY: ClassVar[int] = WARNING
+    binding: str
+    rtt_ms: float
+    threshold_ms: int
+
+
+@dataclass(frozen=True)
+class Unreachable(Event):
+    NAME: ClassVar[str] = "unreachable"
+    SEVERITY: ClassVar[int] = ERR
+    binding: str
+    failures: int
+
+
+# --- the network around the binding -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LocalAddressChanged(Event):
+    NAME: ClassVar[str] = "local-address-changed"
+    SEVERITY: ClassVar[int] = NOTICE
+    binding: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class ResolveFailed(Event):
+    NAME: ClassVar[str] = "resolve-failed"
+    SEVERITY: ClassVar[int] = ERR
+    binding: str
+    host: str
+    error: str
+
+
+@dataclass(frozen=True)
+class SendFailed(Event):
+    NAME: ClassVar[str] = "send-failed"
+    SEVERITY: ClassVar[int] = ERR
+    binding: str
+    error: str
+
+
+@dataclass(frozen=True)
+class ServerChanged(Event):
+    NAME: ClassVar[str] = "server-changed"
+    SEVERITY: ClassVar[int] = NOTICE
+    binding: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class LifetimeDiscovered(Event):
+    NAME: ClassVar[str] = "lifetime-discovered"
+    SEVERITY: ClassVar[int] = NOTICE
+    binding: str
+    lifetime_s: float
+    lo_s: float
+    hi_s: float
+
+
+@dataclass(frozen=True)
+class IntervalAdjusted(Event):
+    NAME: ClassVar[str] = "interval-adjusted"
+    SEVERITY: ClassVar[int] = NOTICE
+    binding: str
+    old_s: float
+    new_s: float
+    reason: str
+
+
+# --- per-probe detail (debug) ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProbeSent(Event):
+    NAME: ClassVar[str] = "probe-sent"
+    SEVERITY: ClassVar[int] = DEBUG
+    binding: str
+    cseq: int
+    transmission: int
+    kind: str  # keepalive | confirm | inbound
+
+
+@dataclass(frozen=True)
+class ProbeAnswered(Event):
+    NAME: ClassVar[str] = "probe-answered"
+    SEVERITY: ClassVar[int] = DEBUG
+    binding: str
+    cseq: int
+    status: int
+    rtt_ms: float
+    public: str
+
+
+@dataclass(frozen=True)
+class ProbeTimedOut(Event):
+    NAME: ClassVar[str] = "probe-timeout"
+    SEVERITY: ClassVar[int] = DEBUG
+    binding: str
+    cseq: int
+    transmissions: int
+
+
+@dataclass(frozen=True)
+class DatagramDropped(Event):
+    NAME: ClassVar[str] = "datagram-dropped"
+    SEVERITY: ClassVar[int] = DEBUG
+    binding: str
+    source: str
+    reason: str
+
+
+ALL_EVENTS: Dict[str, Type[Event]] = {
+    cls.NAME: cls
+    for cls in (
+        Started, Stopped, Reloaded, ConfigRejected, BindingLearned, BindingChanged, BindingExpired,
+        BindingFlapping, RportUnsupported, InboundCheckUnsupported, Reachable, Lagged, Unreachable,
+        LocalAddressChanged, ResolveFailed, SendFailed, ServerChanged, LifetimeDiscovered,
+        IntervalAdjusted, ProbeSent, ProbeAnswered, ProbeTimedOut, DatagramDropped,
+    )
+}
