@@ -1,0 +1,70 @@
+"""TARGET syntax: `host[:port]`, `[v6addr]:port`, a bare IPv6 address, or `sip:host[:port]`.
+
+UDP only: `sips:` and `transport=` other than udp are refused rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+
+from natkeepalive.config.model import Target
+from natkeepalive.errors import TargetError
+
+DEFAULT_PORT = 5060
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
+_V6 = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$")
+
+
+def format_hostport(host: str, port: int) -> str:
+    """`host:port`, with brackets around an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _port(text: str, original: str) -> int:
+    if not text.isdigit():
+        raise TargetError(f"bad port {text!r} in target {original!r}")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise TargetError(f"port {port} out of range 1-65535 in target {original!r}")
+    return port
+
+
+def parse_target(text: str) -> Target:
+    original = text
+    text = text.strip()
+    if not text:
+        raise TargetError("empty target")
+    lowered = text.lower()
+    if lowered.startswith("sips:"):
+        raise TargetError(f"sips: (TLS) is not supported, UDP only: {original!r}")
+    if lowered.startswith("sip:"):
+        text = text[4:]
+        text, _, params = text.partition(";")
+        for param in params.split(";") if params else ():
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "transport" and value.strip().lower() != "udp":
+                raise TargetError(f"only UDP is supported, not transport={value}: {original!r}")
+        if "@" in text:
+            text = text.rpartition("@")[2]
+    port = DEFAULT_PORT
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise TargetError(f"missing ']' in target {original!r}")
+        if rest:
+            if not rest.startswith(":"):
+                raise TargetError(f"unexpected {rest!r} after ']' in target {original!r}")
+            port = _port(rest[1:], original)
+        if ":" not in host or not _V6.match(host):
+            raise TargetError(f"bad IPv6 address {host!r} in target {original!r}")
+        return Target(host, port)
+    if text.count(":") > 1:  # a bare IPv6 address: no port possible without brackets
+        if not _V6.match(text):
+            raise TargetError(f"bad IPv6 address in target {original!r}")
+        return Target(text, port)
+    host, sep, port_text = text.partition(":")
+    if sep:
+        port = _port(port_text, original)
+    if not _HOSTNAME.match(host):
+        raise TargetError(f"bad host name {host!r} in target {original!r}")
+    return Target(host.rstrip(".") or host, port)
