@@ -1,0 +1,103 @@
+"""`nat-keepalive probe TARGET`: one OPTIONS (and optionally the inbound check), for scripts and
+monitoring. JSON shape: DESIGN.md §4.1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Dict, Optional
+
+from natkeepalive.errors import SocketSetupError
+from natkeepalive.runtime.probe import Prober
+from natkeepalive.runtime.sockets import family_of, resolve
+from natkeepalive.sip.target import format_hostport, parse_target
+
+
+def _bind_address(args: argparse.Namespace, family: int) -> Optional[str]:
+    if args.bind:
+        return str(args.bind)
+    if args.interface:
+        from natkeepalive.netinfo import interface_addresses
+
+        for address in interface_addresses(args.interface):
+            if family_of(address) == family:
+                return address
+        raise SocketSetupError(f"interface {args.interface} has no address of that family")
+    return None
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    target = parse_target(args.target)
+    result: Dict[str, Any] = {
+        "target": str(target), "server": None, "local": None, "reachable": False,
+        "status": None, "reason": None, "rtt_ms": None, "transmissions": 0, "public": None,
+        "rport_supported": None, "inbound_check": None,
+    }
+    try:
+        server = resolve(target.host, target.port)
+    except OSError as exc:
+        result["error"] = f"cannot resolve {target.host}: {exc}"
+        return _report(args, result, 1)
+    result["server"] = {"address": server[0], "port": server[1]}
+    bind = _bind_address(args, family_of(server[0]))
+    try:
+        prober = Prober(server, target.host, target.port, args.source_port, bind,
+                        args.timeout, args.max_forwards)
+    except SocketSetupError as exc:
+        sys.stderr.write(f"nat-keepalive: {exc}\n")
+        return 2
+    with prober:
+        result["local"] = {"address": prober.local[0], "port": prober.local[1]}
+        answer = prober.keepalive()
+        result["transmissions"] = answer.transmissions
+        response = answer.response
+        if response is None or answer.rtt is None:
+            return _report(args, result, 1)
+        via = response.top_via
+        result.update(reachable=True, status=response.status, reason=response.reason,
+                      rtt_ms=round(answer.rtt * 1000.0, 3),
+                      public={"address": via.received or via.host, "port": via.rport},
+                      rport_supported=via.rport is not None)
+        code = 0
+        if args.inbound_check:
+            result["inbound_check"] = _inbound(prober, via.received or via.host, via.rport)
+            code = 1 if result["inbound_check"] == "expired" else 0
+        return _report(args, result, code)
+
+
+def _inbound(prober: Prober, address: str, port: Optional[int]) -> Optional[str]:
+    if port is None:
+        return "unsupported"  # no public port to aim at
+    answer = prober.inbound((address, port))
+    if answer.response is not None:
+        return "alive" if answer.channel == "main" else "unsupported"
+    confirm = prober.keepalive()  # silence alone proves nothing: is the server there at all?
+    return "expired" if confirm.response is not None else None  # the server went away
+
+
+def _report(args: argparse.Namespace, result: Dict[str, Any], code: int) -> int:
+    if args.json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return code
+    lines = [f"target     {result['target']}"]
+    server = result["server"]
+    if server:
+        lines[0] += f" ({format_hostport(server['address'], server['port'])})"
+    if result["local"]:
+        lines.append(f"local      {format_hostport(result['local']['address'], result['local']['port'])}")
+    if result["reachable"]:
+        lines.append(f"reachable  yes: {result['status']} {result['reason']} in "
+                     f"{result['rtt_ms']} ms ({result['transmissions']} transmission(s))")
+        public = result["public"]
+        if public["port"] is None:
+            lines.append(f"public     {public['address']} (the server ignores rport: port unknown)")
+        else:
+            lines.append(f"public     {format_hostport(public['address'], public['port'])}")
+    else:
+        why = result.get("error") or f"no answer after {result['transmissions']} transmission(s)"
+        lines.append(f"reachable  no: {why}")
+    if result["inbound_check"] is not None:
+        lines.append(f"inbound    {result['inbound_check']}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return code

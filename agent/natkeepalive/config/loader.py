@@ -1,0 +1,559 @@
+"""YAML text -> a validated, frozen Config (DESIGN.md §4.2).
+
+Rules:
+- The file is composed into YAML nodes, never constructed into Python objects wholesale: nodes
+  keep their line, so every error names the file, the 1-based line and the key path
+  (`bindings[1].source_port`). Only the scalars we expect are turned into values, one at a time.
+- Types are strict where YAML 1.1 guesses: a quoted "yes" is not a boolean, `true` is not a
+  number, 2.5 is not an integer. Fields that are text take a plain scalar as written, so
+  `user: 1000` or an address YAML would read as a base-60 number stay text.
+- Unknown and duplicate keys are errors; a close spelling gets a "did you mean".
+- Precedence of probe settings: the binding's own key, then `defaults:`, then model.py.
+- Nothing here touches the network: a server name that does not resolve is the runtime's business.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, NoReturn, Union
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from natkeepalive.config.model import (
+    DEFAULT_CONFIG_PATH,
+    BindingConfig,
+    Config,
+    HooksConfig,
+    LogConfig,
+    ProbeSettings,
+)
+from natkeepalive.errors import ConfigError, TargetError
+from natkeepalive.events import ALL_EVENTS
+from natkeepalive.sip.target import parse_target
+
+ENV_VAR = "NAT_KEEPALIVE_CONFIG"
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_T = "tag:yaml.org,2002:"
+_STR, _INT, _FLOAT, _BOOL, _NULL = _T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"
+_MAP, _SEQ, _MERGE = _T + "map", _T + "seq", _T + "merge"
+_SCALAR_TAGS = frozenset((_STR, _INT, _FLOAT, _BOOL, _NULL, _T + "timestamp"))
+
+TOP_KEYS = ("log", "status_file", "defaults", "bindings", "hooks", "user")
+LOG_KEYS = ("target", "facility", "address", "level")
+HOOK_KEYS = ("command", "events")
+BINDING_KEYS = ("name", "server", "source_port", "interface", "bind")
+LOG_TARGETS = ("syslog", "stderr")
+LOG_LEVELS = ("debug", "info", "notice", "warning", "err")
+FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+              "authpriv", "ftp", *(f"local{i}" for i in range(8)))
+USER_AGENT_MAX = 100
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
+_HOSTPORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]+)\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+if TYPE_CHECKING:  # aliases used only in annotations
+    Value = Union[str, int, float, bool]
+    # A probe setting as read: its value, the node it came from and its key path.
+    Setting = tuple[Value, Node, str]
+    Pairs = dict[str, tuple[Node, Node]]  # key -> (key node, value node)
+
+
+def config_path(explicit: str | None, environ: Mapping[str, str]) -> str:
+    """`-c FILE` when given, else $NAT_KEEPALIVE_CONFIG when set and not empty, else the default."""
+    if explicit is not None:
+        return explicit
+    return environ.get(ENV_VAR) or DEFAULT_CONFIG_PATH
+
+
+def load_config(path: str) -> Config:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise ConfigError("cannot read: file not found", file=path) from None
+    except PermissionError:
+        raise ConfigError("cannot read: permission denied", file=path) from None
+    except IsADirectoryError:
+        raise ConfigError("cannot read: is a directory", file=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x})", file=path,
+                          line=line) from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, file: str) -> Config:
+    root = _compose(text, file)
+    return _Reader(file).config(root)
+
+
+def _compose(text: str, file: str) -> Node:
+    try:
+        root = yaml.compose(text, Loader=_LOADER)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        parts = [str(p) for p in (exc.context, exc.problem) if p]
+        where = f" (column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"invalid YAML{where}: {', '.join(parts)}", file=file,
+                          line=mark.line + 1 if mark is not None else None) from None
+    except yaml.YAMLError as exc:
+        # ReaderError (a control character) carries a character offset instead of a mark.
+        position = getattr(exc, "position", None)
+        line = text[:position].count("\n") + 1 if isinstance(position, int) else None
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"invalid YAML: {first}", file=file, line=line) from None
+    if root is None:
+        raise ConfigError("the file is empty; it needs at least a 'bindings' list", file=file)
+    return root
+
+
+def _line(node: Node) -> int | None:
+    return node.start_mark.line + 1 if node.start_mark is not None else None
+
+
+def _describe(node: Node) -> str:
+    """A node as an error message should show it."""
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    if node.tag == _NULL:
+        return "empty"
+    if node.tag == _BOOL:
+        return f"a boolean ({node.value})"
+    if node.tag == _STR:
+        return f"the string {node.value!r}"
+    return str(node.value)
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    import difflib  # only on the error path: it is not small
+
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Reader:
+    """Walks the node tree; every check raises ConfigError with the node's line and key path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self._constructor = yaml.constructor.SafeConstructor()
+
+    def fail(self, message: str, node: Node | None, key: str) -> NoReturn:
+        line = _line(node) if node is not None else None
+        raise ConfigError(message, file=self.file, line=line, key=key)
+
+    # --- structure ----------------------------------------------------------------------------
+
+    def mapping(self, node: Node, path: str, allowed: Sequence[str]) -> Pairs:
+        """key -> (key node, value node). YAML merge keys (`<<: *anchor`) are honoured; keys
+        written in this mapping win over merged ones and may not repeat."""
+        if node.tag == _NULL:  # an empty section (`hooks:`) means all defaults
+            return {}
+        if not isinstance(node, MappingNode):
+            self.fail(f"must be a mapping, not {_describe(node)}", node, path)
+        if node.tag != _MAP:
+            self.fail(f"unsupported YAML tag {node.tag!r}", node, path)
+        own: Pairs = {}
+        merged: Pairs = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                for key, pair in self._merged(key_node, value_node, path, [node]).items():
+                    if key not in allowed:
+                        self.fail(f"unknown key {key!r}{_suggest(key, allowed)}", pair[0],
+                                  _join(path, key))
+                    merged.setdefault(key, pair)
+                continue
+            if not isinstance(key_node, ScalarNode):
+                self.fail(f"keys must be names, not {_describe(key_node)}", key_node, path)
+            key = str(key_node.value)
+            full = _join(path, key)
+            if key in own:
+                first = _line(own[key][0])
+                self.fail(f"duplicate key {key!r} (first at line {first})", key_node, full)
+            if key not in allowed:
+                self.fail(f"unknown key {key!r}{_suggest(key, allowed)}", key_node, full)
+            own[key] = (key_node, value_node)
+        merged.update(own)
+        return merged
+
+    def _merged(self, at: Node, node: Node, path: str, seen: list[Node]) -> Pairs:
+        """The pairs a `<<` (the key node `at`) brings in; the first mapping listed wins."""
+        sources = node.value if isinstance(node, SequenceNode) else [node]
+        result: Pairs = {}
+        for source in sources:
+            if not isinstance(source, MappingNode):
+                self.fail(f"'<<' must merge a mapping, not {_describe(source)}", source, path)
+            if any(source is s for s in seen):  # an anchor merged into itself
+                self.fail("'<<' merges a mapping into itself", at, path)
+            pairs: Pairs = {}
+            for key_node, value_node in source.value:
+                if key_node.tag == _MERGE:
+                    for key, pair in self._merged(key_node, value_node, path,
+                                                     [*seen, source]).items():
+                        pairs.setdefault(key, pair)
+                elif isinstance(key_node, ScalarNode):
+                    pairs[str(key_node.value)] = (key_node, value_node)
+            for key, pair in pairs.items():
+                result.setdefault(key, pair)
+        return result
+
+    def sequence(self, node: Node, path: str) -> list[Node]:
+        if not isinstance(node, SequenceNode):
+            self.fail(f"must be a list, not {_describe(node)}", node, path)
+        if node.tag != _SEQ:
+            self.fail(f"unsupported YAML tag {node.tag!r}", node, path)
+        return list(node.value)
+
+    # --- scalars ------------------------------------------------------------------------------
+
+    def _scalar(self, node: Node, path: str, what: str) -> object:
+        if not isinstance(node, ScalarNode):
+            self.fail(f"must be {what}, not {_describe(node)}", node, path)
+        if node.tag not in _SCALAR_TAGS:
+            self.fail(f"unsupported YAML tag {node.tag!r}", node, path)
+        try:
+            return self._constructor.construct_object(node)
+        except (yaml.YAMLError, ValueError, TypeError):
+            self.fail(f"must be {what}, not {_describe(node)}", node, path)
+
+    def number(self, node: Node, path: str) -> float:
+        value = self._scalar(node, path, "a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(f"must be a number, not {_describe(node)}", node, path)
+        if not math.isfinite(value):
+            self.fail(f"must be a finite number, not {node.value}", node, path)
+        return float(value)
+
+    def integer(self, node: Node, path: str) -> int:
+        value = self._scalar(node, path, "an integer")
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(f"must be an integer, not {_describe(node)}", node, path)
+        return value
+
+    def boolean(self, node: Node, path: str) -> bool:
+        value = self._scalar(node, path, "true or false")
+        if not isinstance(value, bool):
+            self.fail(f"must be true or false, not {_describe(node)}", node, path)
+        return value
+
+    def text(self, node: Node, path: str) -> str:
+        """Text as written: a plain `1000` or `2001:db8::1` is text here, not a number."""
+        if not isinstance(node, ScalarNode) or node.tag == _NULL:
+            self.fail(f"must be a string, not {_describe(node)}", node, path)
+        if node.tag not in _SCALAR_TAGS:
+            self.fail(f"unsupported YAML tag {node.tag!r}", node, path)
+        return str(node.value)
+
+    def choice(self, node: Node, path: str, choices: Sequence[str]) -> str:
+        value = self.text(node, path)
+        if value not in choices:
+            self.fail(f"must be one of {', '.join(choices)}, not {value!r}"
+                      f"{_suggest(value, choices)}", node, path)
+        return value
+
+    def absolute_path(self, node: Node, path: str) -> str:
+        value = self.text(node, path)
+        if not value.startswith("/"):
+            self.fail(f"must be an absolute path (starting with /), not {value!r}", node, path)
+        return value
+
+    # --- sections -----------------------------------------------------------------------------
+
+    def config(self, root: Node) -> Config:
+        if not isinstance(root, MappingNode):
+            self.fail(f"the top level must be a mapping with keys {', '.join(TOP_KEYS)}, "
+                      f"not {_describe(root)}", root, "")
+        top = self.mapping(root, "", TOP_KEYS)
+        defaults_layer = self.settings(top["defaults"][1], "defaults") if "defaults" in top else {}
+        log = self.log(top["log"][1]) if "log" in top else LogConfig()
+        status_file = (self.absolute_path(top["status_file"][1], "status_file")
+                       if "status_file" in top else Config.status_file)
+        hooks = self.hooks(top["hooks"][1]) if "hooks" in top else HooksConfig()
+        user = None
+        if "user" in top and top["user"][1].tag != _NULL:
+            user = self.text(top["user"][1], "user")
+            if not user:
+                self.fail("must not be empty", top["user"][1], "user")
+        # Bindings last: a file without them still gets its other mistakes reported first.
+        if "bindings" not in top:
+            self.fail("required key is missing", root, "bindings")
+        return Config(
+            bindings=self.bindings(top["bindings"][1], defaults_layer),
+            log=log,
+            status_file=status_file,
+            defaults=self.merge([defaults_layer]),
+            hooks=hooks,
+            user=user,
+            source=self.file,
+        )
+
+    def log(self, node: Node) -> LogConfig:
+        keys = self.mapping(node, "log", LOG_KEYS)
+        values: dict[str, str] = {}
+        if "target" in keys:
+            values["target"] = self.choice(keys["target"][1], "log.target", LOG_TARGETS)
+        if "facility" in keys:
+            values["facility"] = self.choice(keys["facility"][1], "log.facility", FACILITIES)
+        if "level" in keys:
+            values["level"] = self.choice(keys["level"][1], "log.level", LOG_LEVELS)
+        if "address" in keys:
+            values["address"] = self.log_address(keys["address"][1], "log.address")
+        return replace(LogConfig(), **values)
+
+    def log_address(self, node: Node, path: str) -> str:
+        value = self.text(node, path)
+        if value.startswith("/"):
+            return value
+        match = _HOSTPORT.match(value)
+        if not match:
+            self.fail(f"must be a socket path (starting with /) or host:port, not {value!r}",
+                      node, path)
+        port = int(match.group(2))
+        if not 1 <= port <= 65535:
+            self.fail(f"port must be between 1 and 65535, not {port}", node, path)
+        return value
+
+    def hooks(self, node: Node) -> HooksConfig:
+        keys = self.mapping(node, "hooks", HOOK_KEYS)
+        command = None
+        if "command" in keys and keys["command"][1].tag != _NULL:
+            command = self.absolute_path(keys["command"][1], "hooks.command")
+        events = HooksConfig.events
+        if "events" in keys:
+            names: list[str] = []
+            for index, item in enumerate(self.sequence(keys["events"][1], "hooks.events")):
+                path = f"hooks.events[{index}]"
+                name = self.text(item, path)
+                if name not in ALL_EVENTS:
+                    self.fail(f"unknown event {name!r}{_suggest(name, list(ALL_EVENTS))}",
+                              item, path)
+                if name not in names:
+                    names.append(name)
+            events = tuple(names)
+        return HooksConfig(command=command, events=events)
+
+    # --- probe settings -----------------------------------------------------------------------
+
+    def settings(self, node: Node, path: str,
+                 keys: Pairs | None = None) -> dict[str, Setting]:
+        """The probe settings written in one mapping (defaults or a binding), each validated."""
+        if keys is None:
+            keys = self.mapping(node, path, SETTING_KEYS)
+        layer: dict[str, Setting] = {}
+        for key, (_, value_node) in keys.items():
+            rule = _SETTING_RULES.get(key)
+            if rule is not None:
+                key_path = _join(path, key)
+                layer[key] = (rule(self, value_node, key_path), value_node, key_path)
+        return layer
+
+    def merge(self, layers: Sequence[dict[str, Setting]]) -> ProbeSettings:
+        """Later layers win. Checks that span two keys are reported at the more specific one."""
+        merged: dict[str, tuple[Setting, int]] = {}
+        for depth, layer in enumerate(layers):
+            for key, setting in layer.items():
+                merged[key] = (setting, depth)
+        values: dict[str, Any] = {key: s[0] for key, (s, _) in merged.items()}
+        base = ProbeSettings()
+        low = float(values.get("interval_min", base.interval_min))
+        high = float(values.get("interval_max", base.interval_max))
+        if low > high:
+            lo_depth = merged["interval_min"][1] if "interval_min" in merged else -1
+            hi_depth = merged["interval_max"][1] if "interval_max" in merged else -1
+            _, node, path = merged["interval_min" if lo_depth >= hi_depth else "interval_max"][0]
+            self.fail(f"interval_min ({_num(low)}) must not be greater than interval_max "
+                      f"({_num(high)})", node, path)
+        if values.get("interval") == AUTO:
+            values["interval_auto"] = True
+            values["interval"] = high
+        return replace(base, **values)
+
+    # --- bindings -----------------------------------------------------------------------------
+
+    def bindings(self, node: Node, defaults: dict[str, Setting]) -> tuple[BindingConfig, ...]:
+        if node.tag == _NULL or (isinstance(node, SequenceNode) and not node.value):
+            self.fail("must be a non-empty list of bindings", node, "bindings")
+        seen: list[tuple[BindingConfig, Pairs]] = []
+        for index, item in enumerate(self.sequence(node, "bindings")):
+            path = f"bindings[{index}]"
+            binding, keys = self.binding(item, path, defaults)
+            for other, other_keys in seen:
+                if binding.name == other.name:
+                    self.fail(f"duplicate name {binding.name!r} (first at line "
+                              f"{_line(other_keys['name'][1])})", keys["name"][1], f"{path}.name")
+                if _overlaps(binding, other):
+                    self.fail(f"binding {binding.name!r} shares local port {binding.source_port} "
+                              f"with binding {other.name!r} (line "
+                              f"{_line(other_keys['source_port'][1])}); give each its own "
+                              f"source_port, bind address or interface",
+                              keys["source_port"][1], f"{path}.source_port")
+            seen.append((binding, keys))
+        return tuple(binding for binding, _ in seen)
+
+    def binding(self, node: Node, path: str, defaults: dict[str, Setting]
+                ) -> tuple[BindingConfig, Pairs]:
+        if node.tag == _NULL:
+            self.fail("must be a mapping, not empty", node, path)
+        keys = self.mapping(node, path, _BINDING_ALL)
+        for required in ("name", "server", "source_port"):
+            if required not in keys:
+                self.fail("required key is missing", node, f"{path}.{required}")
+        name_node, server_node, port_node = (keys[k][1] for k in ("name", "server", "source_port"))
+        name = self.text(name_node, f"{path}.name")
+        if not _NAME.match(name):
+            self.fail(f"must match [A-Za-z0-9_.-]+, not {name!r}", name_node, f"{path}.name")
+        try:
+            server = parse_target(self.text(server_node, f"{path}.server"))
+        except TargetError as exc:
+            self.fail(str(exc), server_node, f"{path}.server")
+        port = self.integer(port_node, f"{path}.source_port")
+        if not 1 <= port <= 65535:
+            self.fail(f"must be between 1 and 65535, not {port}", port_node, f"{path}.source_port")
+        if "interface" in keys and "bind" in keys:
+            self.fail("cannot be used together with 'interface': choose one",
+                      keys["bind"][0], f"{path}.bind")
+        interface = bind = None
+        if "interface" in keys:
+            interface_node = keys["interface"][1]
+            interface = self.text(interface_node, f"{path}.interface")
+            if not _IFNAME.match(interface) or interface in (".", ".."):
+                self.fail(f"must be an interface name (letters, digits, _ . -), not {interface!r}",
+                          interface_node, f"{path}.interface")
+        if "bind" in keys:
+            bind_node = keys["bind"][1]
+            bind = self.text(bind_node, f"{path}.bind")
+            if _packed(bind) is None:
+                self.fail(f"must be an IPv4 or IPv6 address, not {bind!r}", bind_node,
+                          f"{path}.bind")
+        settings = self.merge([defaults, self.settings(node, path, keys)])
+        return BindingConfig(name=name, server=server, source_port=port, interface=interface,
+                             bind=bind, settings=settings), keys
+
+
+# --- probe setting rules (one per key of `defaults:`) -------------------------------------------
+
+AUTO = "auto"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def _positive(reader: _Reader, node: Node, path: str) -> float:
+    value = reader.number(node, path)
+    if value <= 0:
+        reader.fail(f"must be greater than 0, not {_num(value)}", node, path)
+    return value
+
+
+def _interval(reader: _Reader, node: Node, path: str) -> Value:
+    if isinstance(node, ScalarNode) and node.tag == _STR:
+        if node.value == AUTO:
+            return AUTO
+        reader.fail(f"must be a number of seconds or \"auto\", not {node.value!r}", node, path)
+    return _positive(reader, node, path)
+
+
+def _jitter(reader: _Reader, node: Node, path: str) -> float:
+    value = reader.number(node, path)
+    if not 0 <= value < 1:
+        reader.fail(f"must be at least 0 and less than 1, not {_num(value)}", node, path)
+    return value
+
+
+def _safety(reader: _Reader, node: Node, path: str) -> float:
+    value = reader.number(node, path)
+    if not 0 < value <= 1:
+        reader.fail(f"must be greater than 0 and at most 1, not {_num(value)}", node, path)
+    return value
+
+
+def _int_rule(low: int, high: int | None = None) -> Callable[[_Reader, Node, str], int]:
+    def rule(reader: _Reader, node: Node, path: str) -> int:
+        value = reader.integer(node, path)
+        if high is not None and not low <= value <= high:
+            reader.fail(f"must be between {low} and {high}, not {value}", node, path)
+        if value < low:
+            reader.fail(f"must be at least {low}, not {value}", node, path)
+        return value
+    return rule
+
+
+def _user_agent(reader: _Reader, node: Node, path: str) -> str:
+    value = reader.text(node, path)
+    if _CONTROL.search(value):
+        reader.fail("must not contain control characters", node, path)
+    if len(value) > USER_AGENT_MAX:
+        reader.fail(f"must be at most {USER_AGENT_MAX} characters, not {len(value)}", node, path)
+    return value
+
+
+_SETTING_RULES: dict[str, Callable[[_Reader, Node, str], Value]] = {
+    "interval": _interval,
+    "jitter": _jitter,
+    "timeout": _positive,
+    "lagged_ms": _int_rule(1),
+    "fail_threshold": _int_rule(1),
+    "ok_threshold": _int_rule(1),
+    "retry_interval": _positive,
+    "inbound_check": _int_rule(0),
+    "require_2xx": _Reader.boolean,
+    "max_forwards": _int_rule(0, 255),
+    "user_agent": _user_agent,
+    "interval_min": _positive,
+    "interval_max": _positive,
+    "safety": _safety,
+    "rediscover": _positive,
+}
+SETTING_KEYS = tuple(_SETTING_RULES)
+_BINDING_ALL = BINDING_KEYS + SETTING_KEYS
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _packed(address: str) -> bytes | None:
+    """The packed form of an IPv4 or IPv6 literal (so ::1 and 0::1 compare equal), else None."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return socket.inet_pton(family, address)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+_WILDCARDS = (bytes(4), bytes(16))
+
+
+def _overlaps(a: BindingConfig, b: BindingConfig) -> bool:
+    """Could both bindings end up on the same local address and port? Interface addresses are
+    unknown until run time, so only what is certain from the file counts; a wildcard (no bind and
+    no interface, 0.0.0.0 or ::) overlaps everything on its port."""
+    if a.source_port != b.source_port:
+        return False
+    pa = _packed(a.bind) if a.bind else None
+    pb = _packed(b.bind) if b.bind else None
+    for binding, packed in ((a, pa), (b, pb)):
+        if binding.interface is None and (packed is None or packed in _WILDCARDS):
+            return True
+    if a.interface is not None and a.interface == b.interface:
+        return True
+    return pa is not None and pa == pb

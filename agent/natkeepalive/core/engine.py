@@ -1,0 +1,378 @@
+"""One binding's keepalive engine, sans-I/O: bytes and `now` in; datagrams, events and the next
+deadline out (the shape of aioquic's connection). The runtime owns sockets, clocks and randomness.
+
+Rules:
+- A cycle starts when a keepalive is due. When an inbound check is due too (every
+  `inbound_check` keepalives, the public port known, the server not known to force rport) the cycle
+  first sends the check from the AUX socket, then the keepalive when the check ends: the check runs
+  when the binding has been idle longest.
+- The check's answer on the BINDING socket proves the binding alive; on the AUX socket it proves
+  the server forces rport (reported once, never tried again for that server). Silence after all
+  retransmissions only makes the binding suspect: the keepalive that follows must be answered
+  before `binding-expired detected=inbound-check` is reported (else the server is simply down).
+- Keepalives go `interval` (jittered down by up to `jitter`) after the previous one was sent, or
+  `retry_interval` while unreachable. A new flow (start, new server or local address, a changed or
+  expired binding) gets a second keepalive PROMOTE_DELAY after the first, so a Linux NAT moves the
+  flow to its long stream timeout.
+- Answers are accepted only from the server's address and port, with a known branch and the same
+  Call-ID and CSeq; everything else is counted as dropped and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import binascii
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+from natkeepalive import events as ev
+from natkeepalive.config.model import ProbeSettings
+from natkeepalive.core.reachability import UNREACHABLE, Reachability
+from natkeepalive.core.tracker import Mapping, Tracker, format_mapping
+from natkeepalive.core.transaction import ClientTransaction, TransactionKey
+from natkeepalive.errors import SipParseError
+from natkeepalive.sip.message import Response, parse_response
+from natkeepalive.sip.request import OptionsRequest, build_options
+from natkeepalive.sip.target import format_hostport
+
+Address = Tuple[str, int]
+RandomBytes = Callable[[int], bytes]
+
+BINDING, AUX = "binding", "aux"
+KEEPALIVE, CONFIRM, INBOUND = "keepalive", "confirm", "inbound"
+PROMOTE_DELAY = 3.0  # > 2 s: Linux conntrack promotes a UDP flow only after that much two-way traffic
+BRANCH_BYTES = 10  # 80 random bits
+RECENT_DONE = 8
+
+
+@dataclass(frozen=True)
+class Datagram:
+    channel: str  # BINDING or AUX
+    payload: bytes
+    destination: Address
+
+
+def _hex(random_bytes: RandomBytes, n: int) -> str:
+    return binascii.hexlify(random_bytes(n)).decode("ascii")
+
+
+class BindingEngine:
+    """The keepalive, inbound check, mapping and reachability logic of one binding."""
+
+    def __init__(self, name: str, settings: ProbeSettings, random_bytes: RandomBytes,
+                 uri_host: str, uri_port: int) -> None:
+        self.name = name
+        self.settings = settings
+        self._random = random_bytes
+        self.uri_host = uri_host
+        self.uri_port = uri_port
+        self.call_id = _hex(random_bytes, 8)
+        self.from_tag = _hex(random_bytes, 4)
+        self.cseq = 0
+        self.server: Optional[Address] = None
+        self.local: Optional[Address] = None
+        self.interval = settings.interval
+        self.tracker = Tracker(name, "")
+        self.reach = Reachability(name, settings.fail_threshold, settings.ok_threshold,
+                                  settings.lagged_ms)
+        self._tx: Dict[str, ClientTransaction] = {}
+        self._recent_done: List[str] = []
+        self._outbox: List[Datagram] = []
+        self._events: List[ev.Event] = []
+        self.next_keepalive: Optional[float] = None
+        self.last_keepalive_at: Optional[float] = None
+        self.last_response_at: Optional[float] = None
+        self._promote = True
+        self._since_check = 0
+        self._check_pending = False  # a check is out; the keepalive waits for it
+        self._suspect_idle: Optional[float] = None  # the check went unanswered
+        self._cycle_expired = False
+        self.inbound_unsupported: set[Address] = set()
+        self._send_failing = False
+        # counters for the status file
+        self.probes_sent = 0
+        self.responses = 0
+        self.timeouts = 0
+        self.dropped = 0
+        self.duplicates = 0
+        self.last_rtt_ms: Optional[float] = None
+        self.last_status: Optional[int] = None
+        self.inbound_result: Optional[str] = None
+
+    # ------------------------------------------------------------------ inputs from the runtime
+
+    def set_flow(self, local: Address, server: Address, now: float, start_offset: float = 0.0
+                 ) -> None:
+        """The socket's local address and the server's resolved address; a change is a new flow."""
+        old_local, old_server = self.local, self.server
+        self.local, self.server = local, server
+        server_text = format_hostport(*server)
+        if old_server is None and old_local is None:
+            self.tracker.reset(server_text)
+            self.next_keepalive = now + start_offset
+            return
+        if old_server is not None and old_server != server:
+            self._events.append(ev.ServerChanged(self.name, format_hostport(*old_server),
+                                                 server_text))
+        if old_local is not None and old_local[0] != local[0]:
+            self._events.append(ev.LocalAddressChanged(self.name, old_local[0], local[0]))
+        if old_server == server and old_local is not None and old_local[0] == local[0]:
+            return
+        self._new_flow(server_text)
+        self.next_keepalive = now
+
+    def clear_server(self) -> None:
+        """The server's name no longer resolves: stop probing until it does."""
+        self._abort_all()
+        self.server = None
+        self.next_keepalive = None
+
+    def _new_flow(self, server_text: str) -> None:
+        self._abort_all()
+        self.tracker.reset(server_text)
+        self._promote = True
+        self._since_check = 0
+        self._suspect_idle = None
+        self.last_response_at = None
+
+    def _abort_all(self) -> None:
+        self._tx.clear()
+        self._check_pending = False
+
+    def send_failed(self, error: str) -> None:
+        """The runtime could not send a datagram; reported once per outage."""
+        if not self._send_failing:
+            self._send_failing = True
+            self._events.append(ev.SendFailed(self.name, error))
+
+    def set_interval(self, interval: float, reason: str, now: float) -> None:
+        if interval == self.interval:
+            return
+        self._events.append(ev.IntervalAdjusted(self.name, round(self.interval, 3),
+                                                round(interval, 3), reason))
+        self.interval = interval
+        if self.last_keepalive_at is not None and self.next_keepalive is not None:
+            self.next_keepalive = min(self.next_keepalive,
+                                      max(now, self.last_keepalive_at + interval))
+
+    def receive_datagram(self, data: bytes, source: Address, now: float,
+                         channel: str = BINDING) -> None:
+        try:
+            response = parse_response(data)
+        except SipParseError:
+            self.dropped += 1
+            return
+        self.receive_response(response, source, now, channel)
+
+    def receive_response(self, response: Response, source: Address, now: float,
+                         channel: str = BINDING) -> None:
+        if self.server is None or source != self.server:
+            self.dropped += 1
+            return
+        branch = response.top_via.branch or ""
+        tx = self._tx.get(branch)
+        if tx is None:
+            if branch in self._recent_done:
+                self.duplicates += 1
+            else:
+                self.dropped += 1
+            return
+        if response.call_id != tx.key.call_id or response.cseq != tx.key.cseq \
+                or response.cseq_method.upper() != "OPTIONS":
+            self.dropped += 1
+            return
+        if tx.kind != INBOUND and channel != BINDING:
+            self.dropped += 1
+            return
+        final, rtt = tx.on_response(response.status, now)
+        if not final:
+            return
+        self._finish(branch)
+        if tx.kind == INBOUND:
+            self._check_done(AUX if channel == AUX else "alive", now)
+        else:
+            self._answered(tx, response, rtt, now)
+
+    def handle_timer(self, now: float) -> None:
+        for branch, tx in list(self._tx.items()):
+            due = tx.due()
+            if due is None or due > now:
+                continue
+            again = tx.on_timer(now)
+            if again is not None:
+                channel = AUX if tx.kind == INBOUND else BINDING
+                self._send(channel, again)
+            elif tx.done:
+                self._finish(branch)
+                self._timed_out(tx, now)
+        if self.next_keepalive is not None and self.next_keepalive <= now \
+                and not self._check_pending and self.server is not None:
+            self._start_cycle(now)
+
+    # ------------------------------------------------------------------ outputs
+
+    def datagrams_to_send(self) -> List[Datagram]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def events(self) -> List[ev.Event]:
+        out, self._events = self._events, []
+        return out
+
+    def next_deadline(self) -> Optional[float]:
+        deadlines = [d for d in (tx.due() for tx in self._tx.values()) if d is not None]
+        if self.next_keepalive is not None and not self._check_pending \
+                and self.server is not None:
+            deadlines.append(self.next_keepalive)
+        return min(deadlines) if deadlines else None
+
+    @property
+    def public(self) -> Optional[Mapping]:
+        return self.tracker.mapping
+
+    @property
+    def expiries(self) -> int:
+        return self.tracker.expiries
+
+    # ------------------------------------------------------------------ the cycle
+
+    def _start_cycle(self, now: float) -> None:
+        if self._check_due():
+            self._since_check = 0
+            self._check_pending = True
+            self._send_probe(INBOUND, now)
+            return
+        self._send_keepalive(now)
+
+    def _check_due(self) -> bool:
+        every = self.settings.inbound_check
+        mapping = self.tracker.mapping
+        return (every > 0 and self._since_check >= every and mapping is not None
+                and mapping[1] is not None and self.server not in self.inbound_unsupported
+                and self.reach.state != UNREACHABLE)
+
+    def _send_keepalive(self, now: float) -> None:
+        self._since_check += 1
+        self._send_probe(KEEPALIVE, now)
+        self.last_keepalive_at = now
+        if self._promote:
+            self._promote = False
+            wait = PROMOTE_DELAY
+        else:
+            wait = self._wait()
+        self.next_keepalive = now + wait
+
+    def _wait(self) -> float:
+        base = self.interval
+        if self.reach.state == UNREACHABLE:
+            base = min(base, self.settings.retry_interval)
+        fraction = int.from_bytes(self._random(7), "big") / float(1 << 56)
+        return base * (1.0 - self.settings.jitter * fraction)
+
+    def _send_probe(self, kind: str, now: float) -> None:
+        assert self.server is not None and self.local is not None
+        self.cseq += 1
+        branch = "z9hG4bK" + _hex(self._random, BRANCH_BYTES)
+        if kind == INBOUND:
+            public = self.tracker.mapping
+            assert public is not None and public[1] is not None
+            via_host, via_port, rport = public[0], public[1], False
+        else:
+            via_host, via_port, rport = self.local[0], self.local[1], True
+        payload = build_options(OptionsRequest(
+            uri_host=self.uri_host,
+            uri_port=None if self.uri_port == 5060 else self.uri_port,
+            via_host=via_host, via_port=via_port, branch=branch, call_id=self.call_id,
+            from_tag=self.from_tag, cseq=self.cseq, rport=rport,
+            max_forwards=self.settings.max_forwards, user_agent=self.settings.user_agent))
+        key = TransactionKey(branch, self.call_id, self.cseq)
+        self._tx[branch] = ClientTransaction(key, payload, kind, now, self.settings.timeout)
+        self.probes_sent += 1
+        self._events.append(ev.ProbeSent(self.name, self.cseq, 1, kind))
+        self._send(AUX if kind == INBOUND else BINDING, payload)
+
+    def _send(self, channel: str, payload: bytes) -> None:
+        assert self.server is not None
+        self._outbox.append(Datagram(channel, payload, self.server))
+
+    def _finish(self, branch: str) -> None:
+        self._tx.pop(branch, None)
+        self._recent_done.append(branch)
+        if len(self._recent_done) > RECENT_DONE:
+            del self._recent_done[0]
+
+    def _check_done(self, result: str, now: float) -> None:
+        """result: alive (answer on BINDING), aux (the server forces rport), silent."""
+        self._check_pending = False
+        if result == AUX:
+            self.inbound_result = "unsupported"
+            if self.server is not None and self.server not in self.inbound_unsupported:
+                self.inbound_unsupported.add(self.server)
+                self._events.append(ev.InboundCheckUnsupported(
+                    self.name, format_hostport(*self.server)))
+        elif result == "alive":
+            self.inbound_result = "alive"
+            self.last_response_at = now
+        else:
+            self.inbound_result = "silent"
+            idle_from = self.last_response_at
+            self._suspect_idle = None if idle_from is None else now - idle_from
+        self._send_keepalive(now)
+
+    def _answered(self, tx: ClientTransaction, response: Response, rtt: float,
+                  now: float) -> None:
+        self._send_failing = False
+        self.responses += 1
+        rtt_ms = rtt * 1000.0
+        self.last_rtt_ms = round(rtt_ms, 3)
+        self.last_status = response.status
+        idle_s = 0.0 if self.last_response_at is None else tx.first_sent - self.last_response_at
+        self.last_response_at = now
+        ok = not self.settings.require_2xx or 200 <= response.status < 300
+        via = response.top_via
+        seen: Mapping = (via.received or via.host, via.rport)
+        self._events.append(ev.ProbeAnswered(self.name, tx.key.cseq, response.status,
+                                             round(rtt_ms, 3), format_mapping(seen) or ""))
+        transition = self.reach.feed(rtt_ms if ok else None)
+        if transition is not None:
+            self._events.append(transition)
+        if tx.kind == KEEPALIVE:
+            self._cycle_expired = False
+            if self._suspect_idle is not None and self.tracker.mapping is not None:
+                self._cycle_expired = True
+                self.tracker.expiries += 1
+                self._events.append(ev.BindingExpired(
+                    self.name, format_mapping(self.tracker.mapping) or "",
+                    round(self._suspect_idle, 1), "inbound-check"))
+                self._renew(now)
+            self._suspect_idle = None
+        assert self.local is not None
+        changes_before = self.tracker.changes + self.tracker.expiries
+        found, confirm = self.tracker.observe(
+            seen, now, idle_s, format_hostport(*self.local), expiry_known=self._cycle_expired)
+        self._events.extend(found)
+        if self.tracker.changes + self.tracker.expiries != changes_before:
+            self._renew(now)
+        if confirm:
+            self._send_probe(CONFIRM, now)
+
+    def _renew(self, now: float) -> None:
+        """The NAT made a new binding: promote its flow with an early second keepalive."""
+        if self.last_keepalive_at is not None and self.next_keepalive is not None:
+            self.next_keepalive = min(self.next_keepalive,
+                                      max(now, self.last_keepalive_at + PROMOTE_DELAY))
+
+    def _timed_out(self, tx: ClientTransaction, now: float) -> None:
+        if tx.kind == INBOUND:
+            self._check_done("silent", now)
+            return
+        self.timeouts += 1
+        self._events.append(ev.ProbeTimedOut(self.name, tx.key.cseq, tx.transmissions))
+        if tx.kind == KEEPALIVE:
+            self._suspect_idle = None  # no answer at all: the server, not the binding
+        transition = self.reach.feed(None)
+        if transition is not None:
+            self._events.append(transition)
+            if self.reach.state == UNREACHABLE and self.next_keepalive is not None \
+                    and self.last_keepalive_at is not None:
+                self.next_keepalive = min(self.next_keepalive,
+                                          self.last_keepalive_at + self._wait())

@@ -1,0 +1,84 @@
+"""Reachability of a binding's server, with hysteresis.
+
+Rules:
+- Inputs are probe outcomes: FAST (answered, RTT <= lagged_ms), SLOW (answered, RTT above it),
+  FAIL (timed out, or a non-2xx answer under require_2xx).
+- The table maps (state, input) to (next state, gate). Gate NOW moves at once; gate OK moves after
+  `ok_threshold` consecutive answers; gate FAIL after `fail_threshold` consecutive failures.
+- An event is produced on every change of state and on no other input.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+from natkeepalive import events as ev
+from natkeepalive.errors import LocalProtocolError
+
+UNKNOWN, REACHABLE, LAGGED, UNREACHABLE = "unknown", "reachable", "lagged", "unreachable"
+STATES = (UNKNOWN, REACHABLE, LAGGED, UNREACHABLE)
+FAST, SLOW, FAIL = "fast", "slow", "fail"
+INPUTS = (FAST, SLOW, FAIL)
+NOW, OK, FAILS = "now", "ok", "fails"
+
+TRANSITIONS: Dict[Tuple[str, str], Tuple[str, str]] = {
+    (UNKNOWN, FAST): (REACHABLE, OK),
+    (UNKNOWN, SLOW): (LAGGED, OK),
+    (UNKNOWN, FAIL): (UNREACHABLE, FAILS),
+    (REACHABLE, FAST): (REACHABLE, NOW),
+    (REACHABLE, SLOW): (LAGGED, NOW),
+    (REACHABLE, FAIL): (UNREACHABLE, FAILS),
+    (LAGGED, FAST): (REACHABLE, NOW),
+    (LAGGED, SLOW): (LAGGED, NOW),
+    (LAGGED, FAIL): (UNREACHABLE, FAILS),
+    (UNREACHABLE, FAST): (REACHABLE, OK),
+    (UNREACHABLE, SLOW): (LAGGED, OK),
+    (UNREACHABLE, FAIL): (UNREACHABLE, NOW),
+}
+
+
+class Reachability:
+    __slots__ = ("answers", "binding", "fail_threshold", "failures", "lagged_ms",
+                 "ok_threshold", "state")
+
+    def __init__(self, binding: str, fail_threshold: int, ok_threshold: int,
+                 lagged_ms: int) -> None:
+        self.binding = binding
+        self.fail_threshold = fail_threshold
+        self.ok_threshold = ok_threshold
+        self.lagged_ms = lagged_ms
+        self.state = UNKNOWN
+        self.answers = 0  # consecutive
+        self.failures = 0  # consecutive
+
+    def classify(self, rtt_ms: Optional[float]) -> str:
+        if rtt_ms is None:
+            return FAIL
+        return SLOW if rtt_ms > self.lagged_ms else FAST
+
+    def feed(self, rtt_ms: Optional[float]) -> Optional[ev.Event]:
+        """One probe outcome (None = failed); returns the transition's event, if any."""
+        kind = self.classify(rtt_ms)
+        if kind == FAIL:
+            self.failures += 1
+            self.answers = 0
+        else:
+            self.answers += 1
+            self.failures = 0
+        try:
+            target, gate = TRANSITIONS[(self.state, kind)]
+        except KeyError:  # pragma: no cover - the table is total; this guards edits
+            raise LocalProtocolError(f"no transition for {(self.state, kind)}") from None
+        if gate == OK and self.answers < self.ok_threshold:
+            return None
+        if gate == FAILS and self.failures < self.fail_threshold:
+            return None
+        if target == self.state:
+            return None
+        self.state = target
+        if target == UNREACHABLE:
+            return ev.Unreachable(self.binding, self.failures)
+        assert rtt_ms is not None
+        if target == LAGGED:
+            return ev.Lagged(self.binding, round(rtt_ms, 2), self.lagged_ms)
+        return ev.Reachable(self.binding, round(rtt_ms, 2))

@@ -1,0 +1,151 @@
+"""The public mapping of one binding, learned from the top Via of each answer (RFC 3581).
+
+Rules:
+- States: NONE (nothing learned), LEARNED (a stable mapping), CONFIRMING (an answer showed another
+  mapping; one more probe must show it again before anyone is told).
+- The table maps (state, observation) to (next state, action). Observations compare the answer's
+  mapping with the learned one (SAME/OTHER) and, while confirming, with the candidate (CANDIDATE).
+- A mapping whose port is unknown (the server ignored rport) is compared by address only: we never
+  invent a port, and a missing rport is reported once per binding (`rport-unsupported`).
+- A confirmed change to a mapping that we left within FLAP_WINDOW, or a candidate that loses to the
+  old mapping, means two mappings alternate (an ALG or a load balancer): `binding-flapping`, once per pair.
+- A confirmed new port on the same address means the NAT dropped the old binding and made a new
+  one: `binding-expired detected=remap` too, unless this cycle already reported the expiry.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+from natkeepalive import events as ev
+from natkeepalive.sip.target import format_hostport
+
+Mapping = Tuple[str, Optional[int]]
+
+NONE, LEARNED, CONFIRMING = "none", "learned", "confirming"
+STATES = (NONE, LEARNED, CONFIRMING)
+FIRST, SAME, OTHER, CANDIDATE = "first", "same", "other", "candidate"
+
+# action names: learn, keep, confirm (send a confirmation probe), accept (report the change),
+# revert (the candidate lost: flapping)
+TRANSITIONS: Dict[Tuple[str, str], Tuple[str, str]] = {
+    (NONE, FIRST): (LEARNED, "learn"),
+    (LEARNED, SAME): (LEARNED, "keep"),
+    (LEARNED, OTHER): (CONFIRMING, "confirm"),
+    (CONFIRMING, CANDIDATE): (LEARNED, "accept"),
+    (CONFIRMING, SAME): (LEARNED, "revert"),
+    (CONFIRMING, OTHER): (CONFIRMING, "confirm"),
+}
+
+FLAP_WINDOW = 600.0
+
+
+def format_mapping(mapping: Optional[Mapping]) -> Optional[str]:
+    if mapping is None:
+        return None
+    address, port = mapping
+    return address if port is None else format_hostport(address, port)
+
+
+def same_mapping(a: Mapping, b: Mapping) -> bool:
+    if a[1] is None or b[1] is None:
+        return a[0] == b[0]
+    return a == b
+
+
+class Tracker:
+    __slots__ = ("_flap_reported", "_left", "binding", "candidate", "candidate_expiry_known",
+                 "candidate_idle",
+                 "changes", "changed_at", "expiries", "mapping", "rport_reported", "server",
+                 "state")
+
+    def __init__(self, binding: str, server: str) -> None:
+        self.binding = binding
+        self.server = server
+        self.state = NONE
+        self.mapping: Optional[Mapping] = None
+        self.candidate: Optional[Mapping] = None
+        self.candidate_expiry_known = False
+        self.candidate_idle = 0.0
+        self.rport_reported = False
+        self.changes = 0
+        self.expiries = 0
+        self.changed_at: Optional[float] = None
+        self._left: Dict[Mapping, float] = {}  # mappings we changed away from, and when
+        self._flap_reported: Optional[frozenset[Mapping]] = None
+
+    def reset(self, server: str) -> None:
+        """A new flow (new server address or local address): learn from scratch."""
+        self.server = server
+        self.state = NONE
+        self.mapping = None
+        self.candidate = None
+        self._left.clear()
+
+    def _classify(self, seen: Mapping) -> str:
+        if self.mapping is None:
+            return FIRST
+        if same_mapping(seen, self.mapping):
+            return SAME
+        if self.state == CONFIRMING and self.candidate is not None \
+                and same_mapping(seen, self.candidate):
+            return CANDIDATE
+        return OTHER
+
+    def observe(self, seen: Mapping, now: float, idle_s: float, local: str,
+                expiry_known: bool = False) -> Tuple[List[ev.Event], bool]:
+        """One answer's mapping; returns (events, whether to send a confirmation probe now)."""
+        out: List[ev.Event] = []
+        if seen[1] is None and not self.rport_reported:
+            self.rport_reported = True
+            out.append(ev.RportUnsupported(self.binding, self.server))
+        kind = self._classify(seen)
+        self.state, action = TRANSITIONS[(self.state, kind)]
+        if action == "learn":
+            self.mapping = seen
+            out.append(ev.BindingLearned(self.binding, self.server, local,
+                                         format_mapping(seen) or ""))
+        elif action == "keep":
+            assert self.mapping is not None
+            if self.mapping[1] is None and seen[1] is not None:
+                self.mapping = seen  # the server started to send rport: a refinement
+        elif action == "confirm":
+            self.candidate = seen
+            self.candidate_idle = idle_s  # the idle time before the first sight counts
+            self.candidate_expiry_known = expiry_known or self.candidate_expiry_known
+            return out, True
+        elif action == "revert":
+            assert self.mapping is not None and self.candidate is not None
+            self._report_flap(self.mapping, self.candidate, out)
+            self.candidate = None
+            self.candidate_expiry_known = False
+        elif action == "accept":
+            old, new = self.mapping, seen
+            assert old is not None
+            expiry_known = expiry_known or self.candidate_expiry_known
+            self.candidate = None
+            self.candidate_expiry_known = False
+            left_at = self._left.get(new)
+            self._left = {m: t for m, t in self._left.items() if now - t <= FLAP_WINDOW}
+            self._left[old] = now
+            self.mapping = new
+            self.changed_at = now
+            if left_at is not None and now - left_at <= FLAP_WINDOW:
+                self._report_flap(new, old, out)
+            else:
+                self.changes += 1
+                if old[0] == new[0] and not expiry_known:
+                    self.expiries += 1
+                    out.append(ev.BindingExpired(self.binding, format_mapping(old) or "",
+                                                 round(self.candidate_idle, 1), "remap"))
+                cause = "address-changed" if old[0] != new[0] else "port-remapped"
+                out.append(ev.BindingChanged(self.binding, format_mapping(old) or "",
+                                             format_mapping(new) or "", cause))
+        return out, False
+
+    def _report_flap(self, public: Mapping, alternate: Mapping, out: List[ev.Event]) -> None:
+        pair = frozenset((public, alternate))
+        if pair != self._flap_reported:
+            self._flap_reported = pair
+            out.append(ev.BindingFlapping(self.binding, format_mapping(public) or "",
+                                          format_mapping(alternate) or ""))

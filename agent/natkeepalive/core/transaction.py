@@ -1,0 +1,80 @@
+"""RFC 3261 §17.1.2 non-INVITE client transaction over UDP, as deadlines (no clock, no socket).
+
+Rules:
+- The request is sent at creation; Timer E retransmits it at T1, then doubling up to T2
+  (0.5, 1, 2, 4, 4 ... seconds apart) until Timer F (the probe's `timeout`) fires.
+- After a provisional (1xx) response retransmissions continue every T2 (§17.1.2.2).
+- A final response (2xx-6xx) completes the transaction; RTT is from the FIRST transmission,
+  so a retransmitted probe reports the delay the user actually waited.
+- Once completed or timed out a transaction ignores everything (late duplicates are dropped by
+  the caller, which no longer finds it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+T1 = 0.5
+T2 = 4.0
+
+TRYING, PROCEEDING, COMPLETED, TIMED_OUT = "trying", "proceeding", "completed", "timed-out"
+
+
+@dataclass(frozen=True)
+class TransactionKey:
+    branch: str
+    call_id: str
+    cseq: int
+
+
+class ClientTransaction:
+    __slots__ = ("_interval", "deadline", "first_sent", "key", "kind", "next_retransmit",
+                 "payload", "state", "transmissions")
+
+    def __init__(self, key: TransactionKey, payload: bytes, kind: str, now: float,
+                 timeout: float, t1: float = T1) -> None:
+        self.key = key
+        self.payload = payload
+        self.kind = kind
+        self.state = TRYING
+        self.first_sent = now
+        self.transmissions = 1
+        self._interval = t1
+        self.next_retransmit = now + t1
+        self.deadline = now + timeout
+
+    @property
+    def done(self) -> bool:
+        return self.state in (COMPLETED, TIMED_OUT)
+
+    def due(self) -> Optional[float]:
+        if self.done:
+            return None
+        return min(self.next_retransmit, self.deadline)
+
+    def on_timer(self, now: float) -> Optional[bytes]:
+        """Advance to `now`; returns the payload when it must be sent again."""
+        if self.done:
+            return None
+        if now >= self.deadline:
+            self.state = TIMED_OUT
+            return None
+        if now < self.next_retransmit:
+            return None
+        self._interval = T2 if self.state == PROCEEDING else min(self._interval * 2, T2)
+        self.next_retransmit = now + self._interval
+        self.transmissions += 1
+        return self.payload
+
+    def on_response(self, status: int, now: float) -> Tuple[bool, float]:
+        """Feed a matched response; returns (final, rtt_seconds)."""
+        rtt = now - self.first_sent
+        if self.done:
+            return False, rtt
+        if status < 200:
+            if self.state == TRYING:
+                self.state = PROCEEDING
+            return False, rtt
+        self.state = COMPLETED
+        return True, rtt

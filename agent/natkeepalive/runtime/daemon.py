@@ -1,0 +1,483 @@
+"""The daemon: one thread, one `selectors` loop, one timer heap.
+
+Rules:
+- The process sleeps in select() until the earliest deadline of any binding or housekeeping timer;
+  every wake-up does the due work and nothing else (no polling).
+- Signals only set flags (through the wake-up fd): SIGTERM/SIGINT stop, SIGHUP reloads, SIGUSR1 writes
+  the status file now, SIGUSR2 re-probes every binding now (an interface came up).
+- A reload keeps every binding whose configuration is unchanged, with its socket, state and learned
+  mapping; a bad file is rejected (`config-rejected`) and the old configuration keeps running.
+- The status file is written when a reported state changed (coalesced to STATUS_MIN_GAP) and, for
+  the counters alone, every STATUS_COUNTERS_EVERY seconds when they moved.
+- Errors from the network are counted, never fatal. A full socket buffer drops a datagram like the
+  network would; reading stops after READ_BURST datagrams per socket so a flood cannot starve timers.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import selectors
+import signal
+import socket
+import time
+from typing import Callable, Dict, List, Optional, Set, Tuple
+
+from natkeepalive import __version__
+from natkeepalive import events as ev
+from natkeepalive.config import load_config
+from natkeepalive.config.model import Config
+from natkeepalive.core.engine import AUX, BINDING, Address
+from natkeepalive.core.tracker import format_mapping
+from natkeepalive.errors import ConfigError, SipParseError, SocketSetupError
+from natkeepalive.runtime.hooks import HookRunner
+from natkeepalive.runtime.logsink import Sink
+from natkeepalive.runtime.notify import Notifier
+from natkeepalive.runtime.slot import Slot
+from natkeepalive.runtime.sockets import family_of, wildcard
+from natkeepalive.runtime.status import iso_utc, write_status
+from natkeepalive.sip.message import parse_response
+
+READ_BURST = 64
+NETWATCH_EVERY = 30.0
+STATUS_MIN_GAP = 1.0
+STATUS_COUNTERS_EVERY = 30.0
+DROP_REPORT_EVERY = 60.0
+START_SPREAD = 1.0  # first keepalives of many bindings are spread over this many seconds
+
+
+class Daemon:
+    def __init__(self, config: Config, sink: Sink, status_path: Optional[str] = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time,
+                 random_bytes: Callable[[int], bytes] = os.urandom,
+                 environ: Optional[Dict[str, str]] = None) -> None:
+        self.config = config
+        self.sink = sink
+        self.status_path_override = status_path
+        self.clock = clock
+        self.wall = wall
+        self.random_bytes = random_bytes
+        self.selector = selectors.DefaultSelector()
+        self.slots: Dict[str, Slot] = {}
+        self.by_fd: Dict[int, Slot] = {}
+        self.by_call_id: Dict[str, Slot] = {}
+        self.aux: Dict[int, socket.socket] = {}
+        self.heap: List[Tuple[float, int, str]] = []
+        self._seq = 0
+        self.hooks = HookRunner(config.hooks.command, config.hooks.events)
+        self.notifier = Notifier.from_env(environ if environ is not None else dict(os.environ))
+        self.started_at = wall()
+        self._pending_signals: Set[int] = set()
+        self._stop_reason: Optional[str] = None
+        self._status_dirty = False
+        self._status_written_at = float("-inf")
+        self._status_counters_at = 0.0
+        self._counter_mark = 0
+        self._status_error: Optional[str] = None
+        self._netwatch_at = 0.0
+        self._drops_reported = 0
+        self._drops_at = 0.0
+        self._watchdog_at: Optional[float] = None
+        self._wake_r, self._wake_w = socket.socketpair()
+
+    # ------------------------------------------------------------------ set-up
+
+    @property
+    def status_path(self) -> str:
+        return self.status_path_override or self.config.status_file
+
+    def start(self) -> None:
+        """Open every binding's socket; a port that cannot be bound is fatal at start."""
+        now = self.clock()
+        self._add_slots(self.config, now, fatal=True)
+        self._drop_privileges()
+        self._install_signals()
+        self.emit(ev.Started(__version__, len(self.slots)))
+        self.notifier.ready(self._summary())
+        interval = self.notifier.watchdog_interval()
+        if interval is not None:
+            self._watchdog_at = now
+        self._netwatch_at = now + NETWATCH_EVERY
+        self._status_counters_at = now + STATUS_COUNTERS_EVERY
+        self._drops_at = now + DROP_REPORT_EVERY
+        self._write_status(now)
+
+    def _add_slots(self, config: Config, now: float, fatal: bool,
+                   names: Optional[Set[str]] = None) -> None:
+        chosen = [b for b in config.bindings if names is None or b.name in names]
+        count = max(len(chosen), 1)
+        for index, binding in enumerate(chosen):
+            slot = Slot(binding, self.random_bytes)
+            slot.start_offset = START_SPREAD * index / count if count > 1 else 0.0
+            self.slots[slot.name] = slot
+            self.by_call_id[slot.engine.call_id] = slot
+            found: List[ev.Event] = []
+            try:
+                slot.refresh(now, found)
+            except SocketSetupError as exc:
+                if fatal:
+                    self._close_all()
+                    raise
+                slot.engine.send_failed(str(exc))
+            self._register(slot)
+            self._after(slot, found, now)
+
+    def _drop_privileges(self) -> None:
+        user = self.config.user
+        if user is None or os.geteuid() != 0:
+            return
+        import pwd  # only when asked to drop privileges
+
+        entry = pwd.getpwnam(user)
+        os.setgroups([])
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+
+    def _install_signals(self) -> None:
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                       signal.SIGUSR2):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._pending_signals.add(signum)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> int:
+        self.start()
+        try:
+            while self._stop_reason is None:
+                self.run_once()
+        finally:
+            self.shutdown(self._stop_reason or "error")
+        return 0
+
+    def run_once(self, max_wait: Optional[float] = None) -> None:
+        now = self.clock()
+        timeout = self._next_wake(now)
+        if max_wait is not None:
+            timeout = max_wait if timeout is None else min(timeout, max_wait)
+        for key, _mask in self.selector.select(timeout):
+            if key.fileobj is self._wake_r:
+                self._drain_wakeups()
+            elif isinstance(key.data, Slot):
+                self._read_binding(key.data)
+            else:
+                self._read_aux(key.fileobj)  # type: ignore[arg-type]
+        if self._pending_signals:
+            self._handle_signals()
+        now = self.clock()
+        self._run_timers(now)
+        self._housekeeping(now)
+
+    def _next_wake(self, now: float) -> Optional[float]:
+        candidates = [self._netwatch_at, self._status_counters_at, self._drops_at]
+        if self.heap:
+            candidates.append(self.heap[0][0])
+        if self._status_dirty:
+            candidates.append(self._status_written_at + STATUS_MIN_GAP)
+        if self._watchdog_at is not None:
+            candidates.append(self._watchdog_at)
+        hook = self.hooks.next_deadline()
+        if hook is not None:
+            candidates.append(hook)
+        return max(0.0, min(candidates) - now)
+
+    def _run_timers(self, now: float) -> None:
+        while self.heap and self.heap[0][0] <= now:
+            deadline, _seq, name = heapq.heappop(self.heap)
+            slot = self.slots.get(name)
+            if slot is None or slot.scheduled != deadline:
+                continue  # superseded
+            slot.scheduled = None
+            found: List[ev.Event] = []
+            if slot.resolve_due(now):
+                self._refresh(slot, now, found)
+            slot.engine.handle_timer(now)
+            self._after(slot, found, now)
+
+    def _refresh(self, slot: Slot, now: float, found: List[ev.Event]) -> None:
+        try:
+            slot.refresh(now, found)
+        except SocketSetupError as exc:
+            slot.engine.send_failed(str(exc))
+        self._register(slot)
+
+    def _housekeeping(self, now: float) -> None:
+        if now >= self._netwatch_at:
+            self._netwatch_at = now + NETWATCH_EVERY
+            for slot in list(self.slots.values()):
+                found: List[ev.Event] = []
+                self._refresh(slot, now, found)
+                self._after(slot, found, now)
+        if self._watchdog_at is not None and now >= self._watchdog_at:
+            self.notifier.watchdog()
+            self._watchdog_at = now + (self.notifier.watchdog_interval() or 30.0)
+        for problem in self.hooks.poll(now):
+            self.sink.emit_text(ev.WARNING, f"hook: {problem}")
+        if now >= self._drops_at:
+            self._drops_at = now + DROP_REPORT_EVERY
+            dropped = sum(s.engine.dropped for s in self.slots.values())
+            if dropped > self._drops_reported:
+                self.sink.emit_text(ev.NOTICE, f"dropped {dropped - self._drops_reported} "
+                                    f"unmatched or malformed datagrams in the last "
+                                    f"{DROP_REPORT_EVERY:.0f} s")
+                self._drops_reported = dropped
+        if now >= self._status_counters_at:
+            self._status_counters_at = now + STATUS_COUNTERS_EVERY
+            mark = sum(s.engine.probes_sent + s.engine.responses for s in self.slots.values())
+            if mark != self._counter_mark:
+                self._status_dirty = True
+        if self._status_dirty and now >= self._status_written_at + STATUS_MIN_GAP:
+            self._write_status(now)
+
+    # ------------------------------------------------------------------ I/O
+
+    def _register(self, slot: Slot) -> None:
+        """Keep the selector in step with the slot's socket (it changes when re-opened)."""
+        for fd, owner in list(self.by_fd.items()):
+            if owner is slot and (slot.sock is None or slot.sock.fileno() != fd):
+                del self.by_fd[fd]
+                try:
+                    self.selector.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
+        if slot.sock is not None and slot.sock.fileno() not in self.by_fd:
+            self.selector.register(slot.sock, selectors.EVENT_READ, slot)
+            self.by_fd[slot.sock.fileno()] = slot
+
+    def _read_binding(self, slot: Slot) -> None:
+        sock = slot.sock
+        if sock is None:
+            return
+        now = self.clock()
+        for _ in range(READ_BURST):
+            try:
+                data, source = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ICMP errors queued on the socket: the probe will time out
+                continue
+            slot.engine.receive_datagram(data, (source[0], source[1]), now, BINDING)
+        self._after(slot, [], now)
+
+    def _read_aux(self, sock: socket.socket) -> None:
+        now = self.clock()
+        for _ in range(READ_BURST):
+            try:
+                data, source = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            try:
+                response = parse_response(data)
+            except SipParseError:
+                continue
+            slot = self.by_call_id.get(response.call_id)
+            if slot is not None:
+                slot.engine.receive_response(response, (source[0], source[1]), now, AUX)
+                self._after(slot, [], now)
+
+    def _aux_socket(self, family: int) -> socket.socket:
+        sock = self.aux.get(family)
+        if sock is None:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.bind((wildcard(family), 0))
+            self.selector.register(sock, selectors.EVENT_READ, "aux")
+            self.aux[family] = sock
+        return sock
+
+    def _after(self, slot: Slot, found: List[ev.Event], now: float) -> None:
+        """Flush a slot's datagrams and events, and put its next deadline in the heap."""
+        engine = slot.engine
+        for datagram in engine.datagrams_to_send():
+            if datagram.channel == BINDING:
+                error = slot.send(datagram.payload, datagram.destination)
+            else:
+                error = self._send_aux(datagram.payload, datagram.destination)
+            if error is not None:
+                engine.send_failed(error)
+                self._netwatch_at = min(self._netwatch_at, now + 1.0)
+        for event in found:
+            self.emit(event)
+        for event in engine.events():
+            self.emit(event)
+        deadline = engine.next_deadline()
+        if slot.resolve_failing or (slot.server is None and deadline is None):
+            deadline = slot.next_resolve if deadline is None else min(deadline, slot.next_resolve)
+        if deadline != slot.scheduled and deadline is not None:
+            slot.scheduled = deadline
+            self._seq += 1
+            heapq.heappush(self.heap, (deadline, self._seq, slot.name))
+
+    def _send_aux(self, payload: bytes, destination: Address) -> Optional[str]:
+        try:
+            self._aux_socket(family_of(destination[0])).sendto(payload, destination)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None
+
+    # ------------------------------------------------------------------ events and status
+
+    def emit(self, event: ev.Event) -> None:
+        self.sink.emit(event)
+        if event.SEVERITY < ev.DEBUG:
+            self._status_dirty = True
+            self.hooks.fire(event, self.clock())
+
+    def _summary(self) -> str:
+        states: Dict[str, int] = {}
+        for slot in self.slots.values():
+            states[slot.engine.reach.state] = states.get(slot.engine.reach.state, 0) + 1
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        return f"{len(self.slots)} bindings: {parts}" if parts else "no bindings"
+
+    def snapshot(self, now: float) -> Dict[str, object]:
+        wall_now = self.wall()
+
+        def wall_of(mono: Optional[float]) -> Optional[str]:
+            return None if mono is None else iso_utc(wall_now - (now - mono))
+
+        bindings = []
+        for slot in self.slots.values():
+            engine = slot.engine
+            public = engine.public
+            local = engine.local
+            bindings.append({
+                "name": slot.name,
+                "server": slot.server_text,
+                "local": None if local is None else f"{local[0]}:{local[1]}"
+                if ":" not in local[0] else f"[{local[0]}]:{local[1]}",
+                "state": engine.reach.state,
+                "public": format_mapping(public),
+                "public_address": None if public is None else public[0],
+                "public_port": None if public is None else public[1],
+                "rtt_ms": engine.last_rtt_ms,
+                "interval_s": round(engine.interval, 3),
+                "last_response_at": wall_of(engine.last_response_at),
+                "last_change_at": wall_of(engine.tracker.changed_at),
+                "changes": engine.tracker.changes,
+                "expiries": engine.tracker.expiries,
+                "probes_sent": engine.probes_sent,
+                "responses": engine.responses,
+                "timeouts": engine.timeouts,
+                "dropped": engine.dropped,
+                "inbound_check": engine.inbound_result,
+                "lifetime_s": None,
+            })
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started_at": iso_utc(self.started_at),
+            "updated_at": iso_utc(wall_now),
+            "bindings": bindings,
+        }
+
+    def _write_status(self, now: float) -> None:
+        self._status_dirty = False
+        self._status_written_at = now
+        self._counter_mark = sum(s.engine.probes_sent + s.engine.responses
+                                 for s in self.slots.values())
+        try:
+            write_status(self.status_path, self.snapshot(now))
+        except OSError as exc:
+            error = f"cannot write status file {self.status_path}: {exc.strerror or exc}"
+            if error != self._status_error:
+                self._status_error = error
+                self.sink.emit_text(ev.ERR, error)
+            return
+        if self._status_error is not None:
+            self._status_error = None
+            self.sink.emit_text(ev.NOTICE, f"status file {self.status_path} written again")
+        self.notifier.send(STATUS=self._summary())
+
+    # ------------------------------------------------------------------ signals
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except OSError:
+            pass
+
+    def _handle_signals(self) -> None:
+        pending, self._pending_signals = self._pending_signals, set()
+        now = self.clock()
+        if signal.SIGTERM in pending or signal.SIGINT in pending:
+            self._stop_reason = "sigterm" if signal.SIGTERM in pending else "sigint"
+            return
+        if signal.SIGHUP in pending:
+            self.reload(now)
+        if signal.SIGUSR2 in pending:
+            self.reprobe(now)
+        if signal.SIGUSR1 in pending:
+            self._write_status(now)
+
+    def stop(self, reason: str) -> None:
+        self._stop_reason = reason
+
+    def reprobe(self, now: float) -> None:
+        """An interface came up: check local addresses and probe every binding now."""
+        for slot in list(self.slots.values()):
+            found: List[ev.Event] = []
+            self._refresh(slot, now, found)
+            if slot.engine.next_keepalive is not None:
+                slot.engine.next_keepalive = now
+            self._after(slot, found, now)
+
+    def reload(self, now: float) -> None:
+        self.notifier.reloading()
+        path = self.config.source
+        try:
+            new = load_config(path)
+        except ConfigError as exc:
+            self.emit(ev.ConfigRejected(path, str(exc)))
+            self.notifier.ready(self._summary())
+            return
+        old_by_name = {b.name: b for b in self.config.bindings}
+        new_by_name = {b.name: b for b in new.bindings}
+        removed = {n for n in old_by_name if n not in new_by_name}
+        changed = {n for n in old_by_name if n in new_by_name and old_by_name[n] != new_by_name[n]}
+        added = {n for n in new_by_name if n not in old_by_name}
+        for name in removed | changed:
+            self._remove_slot(name)
+        if new.hooks != self.config.hooks:
+            self.hooks.close()
+            self.hooks = HookRunner(new.hooks.command, new.hooks.events)
+        self.config = new
+        self._add_slots(new, now, fatal=False, names=added | changed)
+        self.emit(ev.Reloaded(len(added), len(changed), len(removed)))
+        self.notifier.ready(self._summary())
+        self._write_status(now)
+
+    def _remove_slot(self, name: str) -> None:
+        slot = self.slots.pop(name)
+        self.by_call_id.pop(slot.engine.call_id, None)
+        slot.close()
+        self._register(slot)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def shutdown(self, reason: str) -> None:
+        self.notifier.stopping()
+        self.emit(ev.Stopped(reason))
+        now = self.clock()
+        self._write_status(now)
+        self.hooks.close()
+        self._close_all()
+        self.sink.close()
+
+    def _close_all(self) -> None:
+        for slot in self.slots.values():
+            slot.close()
+        for sock in self.aux.values():
+            sock.close()
+        self.aux.clear()
+        self.selector.close()

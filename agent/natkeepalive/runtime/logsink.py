@@ -1,0 +1,461 @@
+"""Log lines and where they go: stderr (with journald priority prefixes) or a syslog socket.
+
+Rules:
+- One event, one line: `event=NAME key=value ...` in the event's field order.
+- The line is printable ASCII, always. Text that came from the network can contain anything, so
+  every control or non-ASCII character is escaped (`\\xNN`, `\\uNNNN`, `\\UNNNNNNNN`), and a
+  value with a space, `"`, `=` or `\\` is quoted. A reader that splits on unquoted spaces therefore
+  never sees a forged `event=` key or a second line.
+- An unquoted `-` is None; the string "-" is written quoted so `parse_line` can tell them apart.
+- A sink never raises into the daemon. A syslog line that cannot be delivered goes to stderr.
+- No `logging` module: it costs ~3.7 MB on a router for what is here a socket and a format string.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterable
+from typing import Callable, TextIO
+
+from natkeepalive.config.model import LogConfig
+from natkeepalive.events import Event, Value
+
+SEVERITY_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+LEVELS: dict[str, int] = {name: number for number, name in enumerate(SEVERITY_NAMES)}
+LEVELS.update({"error": 3, "warn": 4, "panic": 0})  # the aliases syslog.conf accepts
+
+FACILITIES: dict[str, int] = {
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
+    "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+    **{f"local{n}": 16 + n for n in range(8)},
+}
+
+DEFAULT_SYSLOG_PORT = 514
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_QUOTE_TRIGGERS = frozenset(' "=\\')
+
+
+# --- formatting ----------------------------------------------------------------------------------
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def escape_text(text: str) -> str:
+    """`text` with every control and non-ASCII character escaped; nothing else changes."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(c if " " <= c <= "~" else _escape_char(c) for c in text)
+
+
+def _format_str(text: str) -> str:
+    if text and text != "-" and not any(c in _QUOTE_TRIGGERS for c in text):
+        return escape_text(text)
+    inner = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escape_text(inner)}"'
+
+
+def format_float(number: float) -> str:
+    """At most 3 decimals, trailing zeros dropped: 0.41, 12, 2.5."""
+    text = f"{number:.3f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def format_value(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):  # before int: bool is an int
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format_float(value)
+    return _format_str(str(value))
+
+
+def format_fields(name: str, items: Iterable[tuple[str, Value]]) -> str:
+    """`event=NAME key=value ...`; keys are field names, trusted to be plain identifiers."""
+    parts = [f"event={_format_str(name)}"]
+    parts.extend(f"{key}={format_value(value)}" for key, value in items)
+    return " ".join(parts)
+
+
+def format_event(ev: Event) -> str:
+    return format_fields(ev.NAME, ev.items())
+
+
+# --- parsing (tests, the lab, and anyone reading the log back) ----------------------------------
+
+_ESCAPE_WIDTH = {"x": 2, "u": 4, "U": 8}
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char != "\\":
+            out.append(char)
+            i += 1
+            continue
+        if i + 1 >= len(text):
+            raise ValueError("dangling backslash")
+        kind = text[i + 1]
+        if kind in '\\"':
+            out.append(kind)
+            i += 2
+            continue
+        width = _ESCAPE_WIDTH.get(kind)
+        digits = text[i + 2:i + 2 + width] if width else ""
+        if not width or len(digits) != width or not all(c in _HEX for c in digits):
+            raise ValueError(f"bad escape at {text[i:i + 10]!r}")
+        code = int(digits, 16)
+        if code > 0x10FFFF:
+            raise ValueError(f"bad escape at {text[i:i + 10]!r}")
+        out.append(chr(code))
+        i += 2 + width
+    return "".join(out)
+
+
+def _find_event_start(line: str) -> int:
+    if line.startswith("event="):
+        return 0
+    if line.startswith("<"):  # a journald `<N>` prefix
+        close = line.find(">")
+        if close > 1 and line[1:close].isdigit() and line.startswith("event=", close + 1):
+            return close + 1
+    found = line.find(" event=")
+    if found < 0:
+        raise ValueError("no event= in line")
+    return found + 1
+
+
+def parse_line(line: str) -> tuple[str, dict[str, str | None]]:
+    """(event name, {key: value}) from a line written by `format_event`.
+
+    Anything before the first `event=` (a syslog header, a severity prefix) is skipped. Values come
+    back as strings (None for `-`); converting them is the caller's business. Raises ValueError.
+    """
+    line = line.rstrip("\r\n")
+    pos = _find_event_start(line)
+    fields: dict[str, str | None] = {}
+    end = len(line)
+    while pos < end:
+        if line[pos] == " ":
+            pos += 1
+            continue
+        eq = line.find("=", pos)
+        key = line[pos:eq] if eq >= 0 else ""
+        if not key or any(c in ' "\\' for c in key):
+            raise ValueError(f"bad key at column {pos}")
+        if key in fields:
+            raise ValueError(f"duplicate key {key!r}")
+        pos = eq + 1
+        value: str | None
+        if pos < end and line[pos] == '"':
+            close = pos + 1
+            while close < end and line[close] != '"':
+                close += 2 if line[close] == "\\" else 1
+            if close >= end:
+                raise ValueError(f"unterminated quote in {key!r}")
+            value = _unescape(line[pos + 1:close])
+            pos = close + 1
+            if pos < end and line[pos] != " ":
+                raise ValueError(f"text after closing quote of {key!r}")
+        else:
+            stop = line.find(" ", pos)
+            stop = end if stop < 0 else stop
+            raw = line[pos:stop]
+            if '"' in raw:
+                raise ValueError(f"stray quote in {key!r}")
+            value = None if raw == "-" else _unescape(raw)
+            pos = stop
+        fields[key] = value
+    name = fields.pop("event")
+    if not name:
+        raise ValueError("empty event name")
+    return name, fields
+
+
+# --- sinks ---------------------------------------------------------------------------------------
+
+def level_severity(level: str) -> int:
+    """The highest severity number a `level` name lets through (debug -> 7)."""
+    try:
+        return LEVELS[level.strip().lower()]
+    except KeyError:
+        names = ", ".join(SEVERITY_NAMES)
+        raise ValueError(f"unknown log level {level!r}; use one of: {names}") from None
+
+
+def _write_stream(stream: TextIO | None, text: str) -> bool:
+    target = stream if stream is not None else sys.stderr
+    try:
+        target.write(text)
+        target.flush()
+    except (OSError, ValueError):  # closed or broken stderr: nowhere left to complain
+        return False
+    return True
+
+
+class Sink:
+    """Filters by level; subclasses deliver a (severity, printable ASCII text) pair."""
+
+    def __init__(self, level: str = "info") -> None:
+        self.max_severity = level_severity(level)
+
+    def wants(self, severity: int) -> bool:
+        """Lets the daemon skip building debug events nobody will see."""
+        return severity <= self.max_severity
+
+    def emit(self, ev: Event) -> None:
+        if self.max_severity >= ev.SEVERITY:
+            self._deliver(ev.SEVERITY, format_event(ev))
+
+    def emit_text(self, severity: int, text: str) -> None:
+        if severity <= self.max_severity:
+            self._deliver(severity, escape_text(text))
+
+    def close(self) -> None:
+        pass
+
+    def _deliver(self, severity: int, text: str) -> None:
+        raise NotImplementedError
+
+
+def _journal_stream_matches(stream: TextIO, value: str) -> bool:
+    """JOURNAL_STREAM is inherited by children whose stderr may have been redirected since;
+    systemd documents comparing its `dev:inode` with the stream's own."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return True  # no descriptor to compare (a test's StringIO): trust the variable
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return False
+    return value.strip() == f"{info.st_dev}:{info.st_ino}"
+
+
+class StderrSink(Sink):
+    """`notice: event=...` on a terminal, `<5>event=...` under journald."""
+
+    def __init__(self, stream: TextIO | None = None, level: str = "info",
+                 journal: bool | None = None) -> None:
+        super().__init__(level)
+        self._stream = stream
+        if journal is None:
+            value = os.environ.get("JOURNAL_STREAM")
+            journal = bool(value) and _journal_stream_matches(stream or sys.stderr, value or "")
+        self.journal = journal
+
+    def _deliver(self, severity: int, text: str) -> None:
+        prefix = f"<{severity}>" if self.journal else f"{SEVERITY_NAMES[severity]}: "
+        _write_stream(self._stream, f"{prefix}{text}\n")
+
+
+class ListSink(Sink):
+    """Keeps (severity, line) pairs in memory: for tests of code that logs."""
+
+    def __init__(self, level: str = "debug") -> None:
+        super().__init__(level)
+        self.records: list[tuple[int, str]] = []
+
+    @property
+    def lines(self) -> list[str]:
+        return [text for _, text in self.records]
+
+    def _deliver(self, severity: int, text: str) -> None:
+        self.records.append((severity, text))
+
+
+def parse_syslog_address(address: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port`, `host` or `v6addr` -> (host, port); port defaults to 514."""
+    text = address.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not host or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad syslog address {address!r}")
+        port_text = rest[1:] if rest else ""
+    elif text.count(":") > 1:
+        host, port_text = text, ""
+    else:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise ValueError(f"bad syslog address {address!r}")
+    if not port_text:
+        return host, DEFAULT_SYSLOG_PORT
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"bad port in syslog address {address!r}")
+    return host, int(port_text)
+
+
+# Errors after which the connection is worth rebuilding; EAGAIN/ENOBUFS mean "full right now".
+_TRANSIENT = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS))
+
+
+class SyslogSink(Sink):
+    """RFC 3164 lines to a local socket path or a UDP collector (`host:port`, `[v6]:port`).
+
+    The socket is non-blocking: a stuck syslogd costs a line on stderr, never a stalled loop.
+    """
+
+    def __init__(self, address: str = "/dev/log", facility: str = "daemon", level: str = "info",
+                 ident: str = "nat-keepalive", *, fallback: TextIO | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(level)
+        try:
+            self.facility = FACILITIES[facility.strip().lower()]
+        except KeyError:
+            raise ValueError(f"unknown syslog facility {facility!r}") from None
+        self.address = address
+        self.ident = ident
+        self._fallback = fallback
+        self._clock = clock
+        self._remote: tuple[str, int] | None = None
+        if not address.startswith(("/", "@", ".")):
+            self._remote = parse_syslog_address(address)
+        self._hostname = (socket.gethostname().split(".")[0] or "-").replace(" ", "_")
+        self._sock: socket.socket | None = None
+        self._stream = False
+        self._failing = False  # whether the outage was already reported on stderr
+        self.delivered = 0
+        self.undelivered = 0
+
+    # connection ---------------------------------------------------------------------------------
+
+    def _connect_local(self) -> socket.socket:
+        path = "\0" + self.address[1:] if self.address.startswith("@") else self.address
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(path)
+            self._stream = False
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EPROTOTYPE:
+                raise
+            # syslog-ng and some busybox setups listen on a stream socket; glibc's syslog() then
+            # ends each message with a NUL, which they and rsyslog's stream inputs accept.
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                sock.connect(path)
+            except OSError:
+                sock.close()
+                raise
+            self._stream = True
+        sock.setblocking(False)
+        return sock
+
+    def _connect_remote(self, host: str, port: int) -> socket.socket:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
+        last: OSError | None = None
+        for family, kind, proto, _, sockaddr in infos:
+            sock = socket.socket(family, kind | socket.SOCK_CLOEXEC, proto)
+            try:
+                sock.connect(sockaddr)  # connected UDP: ICMP unreachable comes back as an error
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            sock.setblocking(False)
+            self._stream = False
+            return sock
+        raise last or OSError(errno.EADDRNOTAVAIL, f"no address for {host}")
+
+    def _connect(self) -> socket.socket:
+        if self._sock is None:
+            if self._remote is not None:
+                self._sock = self._connect_remote(*self._remote)
+            else:
+                self._sock = self._connect_local()
+        return self._sock
+
+    def _disconnect(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    # framing and delivery -----------------------------------------------------------------------
+
+    def frame(self, severity: int, text: str) -> bytes:
+        tm = time.localtime(self._clock())
+        stamp = (f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:2d} "
+                 f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}")
+        host = f" {self._hostname}" if self._remote is not None else ""
+        pri = self.facility * 8 + severity
+        line = f"<{pri}>{stamp}{host} {self.ident}[{os.getpid()}]: {text}"
+        return line.encode("ascii", "replace")
+
+    def _send_once(self, payload: bytes) -> None:
+        sock = self._connect()
+        if not self._stream:
+            sock.send(payload)
+            return
+        data = payload + b"\0"
+        sent = sock.send(data, socket.MSG_NOSIGNAL)
+        if sent != len(data):
+            # Half a frame went out; the rest would need a buffer. Closing ends the frame for the
+            # receiver, and the whole line still reaches stderr.
+            self._disconnect()
+            raise OSError(errno.EAGAIN, "syslog stream socket is full")
+
+    def _deliver(self, severity: int, text: str) -> None:
+        payload = self.frame(severity, text)
+        try:
+            try:
+                self._send_once(payload)
+            except OSError as exc:
+                if exc.errno in _TRANSIENT or self._sock is None:
+                    raise
+                # The peer went away (syslogd restarted, or a late ICMP error on UDP): one fresh
+                # connection gets this line through if the daemon is back already.
+                self._disconnect()
+                self._send_once(payload)
+        except OSError as exc:
+            if exc.errno not in _TRANSIENT:
+                self._disconnect()
+            self.undelivered += 1
+            if not self._failing:
+                self._failing = True
+                _write_stream(self._fallback, f"err: syslog {self.address} unavailable ({exc}); "
+                              "writing log lines to stderr until it is back\n")
+            _write_stream(self._fallback, f"{SEVERITY_NAMES[severity]}: {text}\n")
+            return
+        self.delivered += 1
+        if self._failing:
+            self._failing = False
+            _write_stream(self._fallback, f"notice: syslog {self.address} is back\n")
+
+    def close(self) -> None:
+        self._disconnect()
+
+
+def make_sink(log: LogConfig, override_target: str | None = None) -> Sink:
+    """The sink the configuration asks for; `--log` on the command line overrides the target."""
+    target = (override_target or log.target).strip().lower()
+    if target == "stderr":
+        return StderrSink(level=log.level)
+    if target == "syslog":
+        return SyslogSink(log.address, log.facility, log.level)
+    raise ValueError(f"unknown log target {target!r}; use syslog or stderr")
+
+
+__all__ = [
+    "FACILITIES", "LEVELS", "SEVERITY_NAMES", "ListSink", "Sink", "StderrSink",
+    "SyslogSink", "escape_text", "format_event", "format_fields", "format_value", "level_severity",
+    "make_sink", "parse_line", "parse_syslog_address",
+]

@@ -1,0 +1,147 @@
+"""One-shot probes for `probe` (and `discover`): an OPTIONS transaction and the inbound check over
+real sockets, driven by the same transaction rules as the daemon.
+
+Rules:
+- One request at a time; RFC 3261 retransmissions until `timeout`; answers are matched by source,
+  branch, Call-ID and CSeq, everything else is counted as dropped.
+- The inbound check is sent from a second socket with the learned public mapping as Via sent-by and
+  no rport. An answer on the main socket: "alive"; on the second socket: "unsupported" (the server
+  forces rport); silence after all retransmissions, followed by an answered keepalive: "expired".
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+import selectors
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
+
+from natkeepalive.core.transaction import ClientTransaction, TransactionKey
+from natkeepalive.errors import SipParseError
+from natkeepalive.netinfo import source_address_for
+from natkeepalive.runtime.sockets import family_of, open_udp, wildcard
+from natkeepalive.sip.message import Response, parse_response
+from natkeepalive.sip.request import OptionsRequest, build_options
+
+Address = Tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Answer:
+    response: Optional[Response]
+    channel: str  # "main", "aux", or "" when nothing came
+    rtt: Optional[float]
+    transmissions: int
+
+
+def _hex(n: int) -> str:
+    return binascii.hexlify(os.urandom(n)).decode("ascii")
+
+
+class Prober:
+    """Sockets toward one server: `main` (the binding's port) and, on demand, `aux`."""
+
+    def __init__(self, server: Address, uri_host: str, uri_port: int, source_port: int = 0,
+                 bind: Optional[str] = None, timeout: float = 3.0, max_forwards: int = 70,
+                 user_agent: str = "nat-keepalive",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.server = server
+        self.uri_host = uri_host
+        self.uri_port = uri_port
+        self.timeout = timeout
+        self.max_forwards = max_forwards
+        self.user_agent = user_agent
+        self.clock = clock
+        family = family_of(server[0])
+        self.main = open_udp(bind or wildcard(family), source_port, "probe")
+        bound = self.main.getsockname()
+        local_host = str(bound[0])
+        if local_host in ("0.0.0.0", "::"):
+            local_host = source_address_for(server[0], server[1], family) or local_host
+        self.local: Address = (local_host, int(bound[1]))
+        self.aux: Optional[socket.socket] = None
+        self.call_id = _hex(8)
+        self.from_tag = _hex(4)
+        self.cseq = 0
+        self.dropped = 0
+
+    def close(self) -> None:
+        self.main.close()
+        if self.aux is not None:
+            self.aux.close()
+
+    def __enter__(self) -> Prober:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def keepalive(self) -> Answer:
+        return self._transact(self.local, rport=True, via_aux=False)
+
+    def inbound(self, public: Address) -> Answer:
+        if self.aux is None:
+            self.aux = open_udp(wildcard(family_of(self.server[0])), 0, "probe")
+        return self._transact(public, rport=False, via_aux=True)
+
+    def _transact(self, via: Address, rport: bool, via_aux: bool) -> Answer:
+        self.cseq += 1
+        branch = "z9hG4bK" + _hex(10)
+        payload = build_options(OptionsRequest(
+            uri_host=self.uri_host, uri_port=None if self.uri_port == 5060 else self.uri_port,
+            via_host=via[0], via_port=via[1], branch=branch, call_id=self.call_id,
+            from_tag=self.from_tag, cseq=self.cseq, rport=rport,
+            max_forwards=self.max_forwards, user_agent=self.user_agent))
+        sender = self.aux if via_aux and self.aux is not None else self.main
+        now = self.clock()
+        tx = ClientTransaction(TransactionKey(branch, self.call_id, self.cseq), payload,
+                               "probe", now, self.timeout)
+        sockets: Dict[str, socket.socket] = {"main": self.main}
+        if self.aux is not None:
+            sockets["aux"] = self.aux
+        with selectors.DefaultSelector() as selector:
+            for name, sock in sockets.items():
+                selector.register(sock, selectors.EVENT_READ, name)
+            self._send(sender, payload)
+            while True:
+                due = tx.due()
+                if due is None:
+                    return Answer(None, "", None, tx.transmissions)
+                for key, _ in selector.select(max(0.0, due - self.clock())):
+                    answer = self._read(key.fileobj, str(key.data), tx)  # type: ignore[arg-type]
+                    if answer is not None:
+                        return answer
+                again = tx.on_timer(self.clock())
+                if again is not None:
+                    self._send(sender, again)
+
+    def _send(self, sock: socket.socket, payload: bytes) -> None:
+        try:
+            sock.sendto(payload, self.server)
+        except OSError:
+            pass  # the network is down: the transaction times out like a lost datagram
+
+    def _read(self, sock: socket.socket, channel: str, tx: ClientTransaction
+              ) -> Optional[Answer]:
+        try:
+            data, source = sock.recvfrom(65535)
+        except OSError:
+            return None
+        now = self.clock()
+        try:
+            response = parse_response(data)
+        except SipParseError:
+            self.dropped += 1
+            return None
+        key = tx.key
+        if (source[0], source[1]) != self.server or response.top_via.branch != key.branch \
+                or response.call_id != key.call_id or response.cseq != key.cseq:
+            self.dropped += 1
+            return None
+        final, rtt = tx.on_response(response.status, now)
+        if not final:
+            return None
+        return Answer(response, channel, rtt, tx.transmissions)

@@ -1,0 +1,139 @@
+"""A binding at run time: its engine, its socket, its server's resolved address and local address.
+
+Rules:
+- The socket is opened when the server's address family is known (at once for an IP literal or an
+  explicit `bind`), and re-opened on the same port when the local address changes.
+- A name is resolved at start, again every RESOLVE_EVERY seconds, and again `retry_interval` after a
+  failure or while the server is unreachable. A new address is a new flow (`server-changed`).
+- `resolve-failed` and the recovery are reported once per outage, not at every retry.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Callable, List, Optional, Tuple
+
+from natkeepalive import events as ev
+from natkeepalive import netinfo
+from natkeepalive.config.model import BindingConfig
+from natkeepalive.core.engine import Address, BindingEngine
+from natkeepalive.core.reachability import UNREACHABLE
+from natkeepalive.runtime.sockets import family_of, is_ip_literal, open_udp, resolve, wildcard
+from natkeepalive.sip.target import format_hostport
+
+RESOLVE_EVERY = 600.0
+
+
+class Slot:
+    def __init__(self, config: BindingConfig, random_bytes: Callable[[int], bytes]) -> None:
+        self.config = config
+        self.name = config.name
+        self.engine = BindingEngine(config.name, config.settings, random_bytes,
+                                    config.server.host, config.server.port)
+        self.sock: Optional[socket.socket] = None
+        self.server: Optional[Address] = None
+        self.next_resolve = 0.0
+        self.resolve_failing = False
+        self.scheduled: Optional[float] = None  # the deadline this slot has in the timer heap
+        self.start_offset = 0.0
+
+    # ---------------------------------------------------------------- addresses
+
+    def _bind_address(self, family: int) -> Optional[str]:
+        """The address to bind: explicit, the interface's, or the wildcard (None: none yet)."""
+        if self.config.bind:
+            return self.config.bind
+        if self.config.interface:
+            for address in netinfo.interface_addresses(self.config.interface):
+                if family_of(address) == family:
+                    return address
+            return None
+        return wildcard(family)
+
+    def _via_address(self, bound: str) -> Optional[str]:
+        """What goes into the Via: the bound address, or for a wildcard the kernel's choice."""
+        if bound not in ("0.0.0.0", "::") or self.server is None:
+            return bound
+        return netinfo.source_address_for(self.server[0], self.server[1],
+                                          family_of(self.server[0]))
+
+    def local_now(self) -> Optional[Tuple[str, str]]:
+        """(bind address, via address) as they are now; None when the host has no usable one."""
+        if self.server is None:
+            return None
+        bound = self._bind_address(family_of(self.server[0]))
+        if bound is None:
+            return None
+        via = self._via_address(bound)
+        return None if via is None else (bound, via)
+
+    # ---------------------------------------------------------------- life cycle
+
+    def resolve_due(self, now: float) -> bool:
+        if now >= self.next_resolve:
+            return True
+        return self.engine.reach.state == UNREACHABLE and self.server is not None \
+            and not is_ip_literal(self.config.server.host) and self.resolve_failing
+
+    def refresh(self, now: float, out: List[ev.Event]) -> None:
+        """Resolve the server if due and (re)open the socket if the local address moved."""
+        host, port = self.config.server.host, self.config.server.port
+        if now >= self.next_resolve:
+            family = family_of(self.config.bind) if self.config.bind else 0
+            try:
+                server = resolve(host, port, family)
+            except OSError as exc:
+                self.next_resolve = now + self.config.settings.retry_interval
+                if not self.resolve_failing:
+                    self.resolve_failing = True
+                    out.append(ev.ResolveFailed(self.name, host, str(exc)))
+                if self.server is None:
+                    return
+            else:
+                self.resolve_failing = False
+                literal = is_ip_literal(host)
+                self.next_resolve = float("inf") if literal else now + RESOLVE_EVERY
+                self.server = server
+        self.check_local(now, out)
+
+    def check_local(self, now: float, out: List[ev.Event]) -> None:
+        """Open or re-open the socket so it sits on the current local address."""
+        if self.server is None:
+            return
+        local = self.local_now()
+        if local is None:
+            if self.engine.local is not None:
+                self.engine.send_failed(f"no local address toward {self.server[0]}")
+            return
+        bound, via = local
+        engine_local = self.engine.local
+        same_server = self.engine.server == self.server
+        if self.sock is not None and engine_local is not None and engine_local[0] == via \
+                and same_server:
+            return
+        if self.sock is None or engine_local is None or engine_local[0] != via:
+            self.close()
+            self.sock = open_udp(bound, self.config.source_port, f"binding {self.name}")
+        self.engine.set_flow((via, self.config.source_port), self.server, now,
+                             self.start_offset)
+
+    def send(self, payload: bytes, destination: Address) -> Optional[str]:
+        """Send on the binding's socket; returns an error text instead of raising."""
+        if self.sock is None:
+            return "no socket"
+        try:
+            self.sock.sendto(payload, destination)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        return None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    @property
+    def server_text(self) -> str:
+        if self.server is None:
+            return str(self.config.server)
+        return format_hostport(*self.server)

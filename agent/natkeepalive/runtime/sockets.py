@@ -1,0 +1,66 @@
+"""UDP sockets and name resolution: the only place that turns configuration into file descriptors."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Tuple
+
+from natkeepalive.errors import SocketSetupError
+
+Address = Tuple[str, int]
+
+
+def is_ip_literal(host: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host.split("%", 1)[0])
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def family_of(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def wildcard(family: int) -> str:
+    return "::" if family == socket.AF_INET6 else "0.0.0.0"
+
+
+def open_udp(address: str, port: int, label: str) -> socket.socket:
+    """A non-blocking UDP socket bound to (address, port); errors name the binding and port."""
+    family = family_of(address)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setblocking(False)
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        where = f"{address}:{port}" if family == socket.AF_INET else f"[{address}]:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise SocketSetupError(f"{label}: local port {port} is already in use ({where})") \
+                from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise SocketSetupError(f"{label}: address {address} is not on this host ({where})") \
+                from None
+        if exc.errno == errno.EACCES:
+            raise SocketSetupError(f"{label}: no permission to bind {where} "
+                                   "(ports below 1024 need CAP_NET_BIND_SERVICE)") from None
+        raise SocketSetupError(f"{label}: cannot bind {where}: {exc.strerror}") from None
+    return sock
+
+
+def resolve(host: str, port: int, family: int = 0) -> Address:
+    """The first UDP address of host; raises OSError (socket.gaierror) when it does not resolve."""
+    if is_ip_literal(host):
+        return host, port
+    infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    if not infos:
+        raise OSError(f"no address for {host}")
+    address = infos[0][4]
+    return str(address[0]), int(address[1])
+

@@ -1,0 +1,113 @@
+"""The status file (DESIGN.md §4.4): written atomically by the daemon, read by `status`.
+
+Rules:
+- A reader sees the old file or the new one, never half of one: temporary file in the same
+  directory, then rename.
+- No fsync: the file lives in RAM-backed runtime storage (/run, /var/run), where it buys nothing
+  and on flash it would only wear the chip for a file rewritten on every change.
+- Errors reach the caller: the daemon decides how loudly to report them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+COLUMNS = ("NAME", "STATE", "PUBLIC", "RTT_MS", "INTERVAL", "CHANGES", "EXPIRIES", "LAST_RESPONSE")
+_KEYS = ("name", "state", "public", "rtt_ms", "interval_s", "changes", "expiries",
+         "last_response_at")
+_NUMERIC = frozenset((3, 4, 5, 6))  # right-aligned so digits line up
+
+_counter = 0
+
+
+def iso_utc(epoch: float) -> str:
+    """`2026-11-27T05:10:00Z`: whole seconds, UTC."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _ensure_dir(folder: str) -> None:
+    if not folder or os.path.isdir(folder):
+        return
+    os.makedirs(folder, mode=DIR_MODE, exist_ok=True)
+    os.chmod(folder, DIR_MODE)  # makedirs' mode goes through the umask
+
+
+def write_status(path: str, data: Mapping[str, Any]) -> None:
+    """Replace `path` with `data` as JSON, atomically, mode 0644. Raises OSError (and TypeError or
+    ValueError for data JSON cannot hold)."""
+    global _counter
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    folder = os.path.dirname(path)
+    _ensure_dir(folder)
+    _counter += 1
+    temp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{_counter}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    try:
+        try:
+            os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away
+            view = memoryview(text.encode("utf-8"))
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def read_status(path: str) -> dict[str, Any]:
+    """The status as a dict. Raises OSError, or ValueError when the file is not a JSON object."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a status object")
+    return data
+
+
+def _cell(value: object) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        text = f"{value:.3f}".rstrip("0").rstrip(".")
+        return "0" if text == "-0" else text
+    # a status file from elsewhere may hold anything: keep the table one line per binding
+    return "".join(c if " " < c <= "~" else "?" for c in str(value))
+
+
+def _header(data: Mapping[str, Any]) -> str:
+    parts = [f"nat-keepalive {_cell(data.get('version'))}", f"pid {_cell(data.get('pid'))}"]
+    if data.get("started_at"):
+        parts.append(f"started {_cell(data.get('started_at'))}")
+    parts.append(f"updated {_cell(data.get('updated_at'))}")
+    return "  ".join(parts)
+
+
+def render_table(data: Mapping[str, Any]) -> str:
+    """A header line and one aligned row per binding; missing or null values show as `-`."""
+    bindings = data.get("bindings")
+    rows: list[Sequence[str]] = [COLUMNS]
+    if isinstance(bindings, list):
+        for entry in bindings:
+            if isinstance(entry, Mapping):
+                rows.append([_cell(entry.get(key)) for key in _KEYS])
+    lines = [_header(data)]
+    if len(rows) == 1:
+        lines.append("no bindings")
+        return "\n".join(lines) + "\n"
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    for row in rows:
+        cells = [cell.rjust(width) if i in _NUMERIC else cell.ljust(width)
+                 for i, (cell, width) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"

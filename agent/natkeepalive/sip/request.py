@@ -1,0 +1,117 @@
+"""Building the keepalive OPTIONS request (RFC 3261 §8.1.1, RFC 3581 §3).
+
+Every byte is sent on every interval, often over metered links, so the request carries only
+what RFC 3261 requires plus an optional User-Agent. Inputs are checked here because a CR, LF
+or space in a value would let it forge headers; that is a caller bug, hence LocalProtocolError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from natkeepalive.errors import LocalProtocolError
+
+BRANCH_COOKIE = "z9hG4bK"
+FROM_USER = "nk"  # short: sent every interval; User-Agent names the product
+
+# RFC 3261 §25.1 `token` and `word` (Call-ID) characters.
+_TOKEN_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
+)
+_WORD_CHARS = _TOKEN_CHARS | frozenset('()<>:\\"/[]?{}')
+_HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+_V6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+
+
+@dataclass(frozen=True)
+class OptionsRequest:
+    """What varies between keepalives; `build_options` turns it into bytes."""
+
+    uri_host: str            # host or address as configured (IPv6 without brackets)
+    uri_port: int | None  # None: omitted from the Request-URI (use None for 5060)
+    via_host: str            # local address, or the learned public one for the inbound check
+    via_port: int
+    branch: str              # full value including the z9hG4bK magic cookie
+    call_id: str
+    from_tag: str
+    cseq: int
+    rport: bool = True       # False for the inbound check: no rport parameter at all
+    max_forwards: int = 70
+    user_agent: str = "nat-keepalive"  # "" omits the header
+
+
+def _host(value: str, what: str) -> str:
+    """The host as it goes into a URI or Via: IPv6 in brackets."""
+    if not value:
+        raise LocalProtocolError(f"{what} is empty")
+    if ":" in value:
+        if not set(value) <= _V6_CHARS or value.count(":") < 2:
+            raise LocalProtocolError(f"{what} {value!r} is not an IPv6 address")
+        return f"[{value}]"
+    if not set(value) <= _HOSTNAME_CHARS or len(value) > 253:
+        raise LocalProtocolError(f"{what} {value!r} is not a host name or address")
+    return value
+
+
+def _port(value: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise LocalProtocolError(f"{what} {value!r} is not a port in 1-65535")
+    return value
+
+
+def _token(value: str, what: str, chars: frozenset[str] = _TOKEN_CHARS) -> str:
+    if not value or not set(value) <= chars:
+        raise LocalProtocolError(f"{what} {value!r} is empty or has characters not allowed")
+    return value
+
+
+def _check_int(value: int, what: str, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise LocalProtocolError(f"{what} {value!r} is not an integer in 0-{high}")
+    return value
+
+
+def _user_agent(value: str) -> str:
+    # Printable ASCII only: a control character or non-ASCII byte gains nothing on the wire.
+    if value != value.strip() or any(not " " <= ch <= "~" for ch in value):
+        raise LocalProtocolError(f"user_agent {value!r} must be printable ASCII without "
+                                 "leading or trailing spaces")
+    return value
+
+
+def build_options(req: OptionsRequest) -> bytes:
+    """The OPTIONS datagram for `req`, CRLF line ends, no body."""
+    uri_host = _host(req.uri_host, "uri_host")
+    uri = f"sip:{uri_host}"
+    if req.uri_port is not None:
+        uri += f":{_port(req.uri_port, 'uri_port')}"
+    via_host = _host(req.via_host, "via_host")
+    via_port = _port(req.via_port, "via_port")
+    branch = _token(req.branch, "branch")
+    if not branch.startswith(BRANCH_COOKIE) or len(branch) == len(BRANCH_COOKIE):
+        raise LocalProtocolError(f"branch {branch!r} must be {BRANCH_COOKIE} plus a unique suffix")
+    call_id = _token(req.call_id, "call_id", _WORD_CHARS | {"@"})
+    if call_id.count("@") > 1 or call_id.startswith("@") or call_id.endswith("@"):
+        raise LocalProtocolError(f"call_id {call_id!r} must be word[@word]")
+    tag = _token(req.from_tag, "from_tag")
+    # RFC 3261 §8.1.1.5: a CSeq is a 32-bit unsigned integer (below 2**31 when it starts).
+    cseq = _check_int(req.cseq, "cseq", 2**32 - 1)
+    max_forwards = _check_int(req.max_forwards, "max_forwards", 255)
+    user_agent = _user_agent(req.user_agent)
+
+    via = f"SIP/2.0/UDP {via_host}:{via_port};branch={branch}"
+    if req.rport:
+        via += ";rport"
+    lines = [
+        f"OPTIONS {uri} SIP/2.0",
+        f"Via: {via}",
+        f"Max-Forwards: {max_forwards}",
+        f"To: <{uri}>",
+        f"From: <sip:{FROM_USER}@{via_host}>;tag={tag}",
+        f"Call-ID: {call_id}",
+        f"CSeq: {cseq} OPTIONS",
+    ]
+    if user_agent:
+        lines.append(f"User-Agent: {user_agent}")
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")

@@ -1,0 +1,309 @@
+"""The per-binding engine driven by a fake clock and a fake NAT/server: no sockets, no sleeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from natkeepalive import events as ev
+from natkeepalive.config.model import ProbeSettings
+from natkeepalive.core.engine import AUX, BINDING, PROMOTE_DELAY
+from tests.support.fakenet import SERVER, FakeNet
+from tests.support.sipfake import answer
+
+
+def net(**settings: object) -> FakeNet:
+    base = {"interval": 20.0, "jitter": 0.2, "inbound_check": 0}
+    base.update(settings)
+    return FakeNet(settings=ProbeSettings(**base))  # type: ignore[arg-type]
+
+
+def test_first_keepalive_at_start_second_after_promotion_delay_then_jittered_interval() -> None:
+    n = net()
+    n.run_until(300)
+    times = n.keepalive_times()
+    assert times[0] == 0.0
+    assert times[1] == pytest.approx(PROMOTE_DELAY)
+    gaps = [b - a for a, b in zip(times[1:], times[2:])]
+    assert len(gaps) >= 12
+    assert all(16.0 - 1e-9 <= g <= 20.0 + 1e-9 for g in gaps), gaps
+    assert len({round(g, 6) for g in gaps}) > 3  # really jittered
+
+
+def test_learns_the_mapping_and_becomes_reachable_once() -> None:
+    n = net()
+    n.run_until(100)
+    learned = n.of(ev.BindingLearned)
+    assert learned == [ev.BindingLearned("b", "203.0.113.10:5060", "192.168.77.2:5062",
+                                         "203.0.113.1:40000")]
+    assert n.names().count("reachable") == 1
+    assert n.engine.reach.state == "reachable"
+
+
+def test_port_remap_is_confirmed_then_reported_as_change_and_expiry() -> None:
+    n = net()
+    n.run_until(50)
+    before = len(n.sent)
+    n.public = ("203.0.113.1", 40001)
+    n.run_until(80)
+    changed = n.of(ev.BindingChanged)
+    assert changed == [ev.BindingChanged("b", "203.0.113.1:40000", "203.0.113.1:40001",
+                                         "port-remapped")]
+    expired = n.of(ev.BindingExpired)
+    assert len(expired) == 1 and expired[0].detected == "remap"
+    assert 15.0 <= expired[0].idle_s <= 20.0
+    # the confirmation went out at once, right after the answer that showed the new port
+    first_new = n.sent[before]
+    confirm = n.sent[before + 1]
+    assert confirm.at - first_new.at == pytest.approx(n.rtt)
+    assert n.engine.tracker.changes == 1 and n.engine.expiries == 1
+
+
+def test_a_single_odd_answer_is_not_reported() -> None:
+    n = net()
+    n.run_until(30)
+    n.public = ("203.0.113.1", 40001)
+    n.step()  # the keepalive with the odd mapping goes out
+    while not any(s.request.top_via.branch for s in n.sent[-1:]):
+        n.step()
+    # the odd mapping is seen once; the confirmation sees the old one again
+    n.run_until(n.now + 0.001)
+    n.public = ("203.0.113.1", 40000)
+    n.run_until(200)
+    assert "binding-changed" not in n.names()
+
+
+def test_address_change_is_reported_without_expiry() -> None:
+    n = net()
+    n.run_until(50)
+    n.public = ("203.0.113.2", 40000)
+    n.run_until(80)
+    assert [e.cause for e in n.of(ev.BindingChanged)] == ["address-changed"]
+    assert n.of(ev.BindingExpired) == []
+
+
+def test_two_mappings_alternating_report_flapping_once() -> None:
+    n = net(interval=10.0, jitter=0.0)
+    n.run_until(20)
+    a, b = ("203.0.113.1", 40000), ("203.0.113.1", 40002)
+    # alternate per probe: every answer differs from the previous
+    original = n._server_receives
+
+    def alternating(datagram: object) -> None:
+        n.public = b if n.public == a else a
+        original(datagram)  # type: ignore[arg-type]
+
+    n._server_receives = alternating  # type: ignore[method-assign]
+    n.run_until(300)
+    assert n.names().count("binding-flapping") == 1
+
+
+def test_server_ignoring_rport_reported_once_and_no_port_invented() -> None:
+    n = net()
+    n.ignore_rport = True
+    n.run_until(200)
+    assert n.names().count("rport-unsupported") == 1
+    assert n.engine.public == ("192.168.77.2", None)
+    assert "binding-changed" not in n.names() and "binding-expired" not in n.names()
+
+
+def test_retransmissions_follow_t1_doubling_until_timeout() -> None:
+    n = net(timeout=7.0)
+    n.silent = True
+    n.run_until(7.01)
+    first = [s.at for s in n.sent if s.request.cseq == 1]
+    assert first == pytest.approx([0.0, 0.5, 1.5, 3.5])
+    n2 = net(timeout=16.0, interval=60.0)
+    n2.silent = True
+    n2.run_until(2.9)  # before the promotion keepalive
+    n2.run_until(16.0)
+    times = [s.at for s in n2.sent if s.request.cseq == 1]
+    assert times == pytest.approx([0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5])
+
+
+def test_unreachable_after_fail_threshold_then_retry_interval_then_reachable() -> None:
+    n = net(interval=30.0, retry_interval=5.0, fail_threshold=2, timeout=3.0)
+    n.run_until(40)
+    n.silent = True
+    n.run_until(120)
+    assert n.names().count("unreachable") == 1
+    unreachable_at = n.engine.last_keepalive_at
+    times = [t for t in n.keepalive_times() if t > 100]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert gaps and all(4.0 - 1e-9 <= g <= 5.0 + 1e-9 for g in gaps), gaps
+    n.silent = False
+    n.run_until(140)
+    assert n.names()[-1] == "reachable"
+    assert n.names().count("reachable") == 2
+    assert unreachable_at is not None
+
+
+def test_hysteresis_ok_threshold() -> None:
+    n = net(interval=10.0, jitter=0.0, retry_interval=10.0, ok_threshold=3, fail_threshold=1)
+    n.silent = True
+    n.run_until(10)
+    assert n.names() == ["unreachable"]
+    n.silent = False
+    reach = ("reachable", "unreachable", "lagged")
+    n.run_until(23.5)  # two answers (at ~13 and ~23)
+    assert [x for x in n.names() if x in reach] == ["unreachable"]
+    n.run_until(40)
+    assert [x for x in n.names() if x in reach] == ["unreachable", "reachable"]
+
+
+def test_lagged_when_rtt_above_threshold_and_back() -> None:
+    n = net(lagged_ms=100, timeout=3.0)
+    n.rtt = 0.5
+    n.run_until(30)
+    assert n.names()[:2] == ["lagged", "binding-learned"] or "lagged" in n.names()
+    n.rtt = 0.01
+    n.run_until(80)
+    assert n.names().count("reachable") == 1
+    assert n.names().index("lagged") < n.names().index("reachable")
+
+
+def test_provisional_response_is_not_final() -> None:
+    n = net(timeout=3.0)
+    n.silent = True
+    n.run_until(0.0)
+    request = n.sent[0].raw
+    n.inject(answer(request, ("203.0.113.1", 40000), status=100, reason="Trying"), SERVER)
+    assert n.engine.responses == 0
+    n.run_until(3.0)
+    assert n.engine.timeouts == 1
+
+
+@pytest.mark.parametrize("kind", ["source-ip", "source-port", "branch", "call-id", "cseq",
+                                  "garbage", "aux-channel"])
+def test_spoofed_answers_are_dropped_and_change_nothing(kind: str) -> None:
+    n = net()
+    n.run_until(1)
+    learned = n.engine.public
+    n.silent = True
+    n.run_until(PROMOTE_DELAY)  # the second keepalive is outstanding now
+    request = n.sent[-1].raw
+    assert n.sent[-1].at == PROMOTE_DELAY
+    forged = {"public": ("198.51.100.7", 1234)}
+    source = SERVER
+    channel = BINDING
+    if kind == "source-ip":
+        source = ("198.51.100.66", 5060)
+    elif kind == "source-port":
+        source = (SERVER[0], 5061)
+    elif kind == "aux-channel":
+        channel = AUX
+    reply = answer(request, forged["public"],
+                   branch="z9hG4bKguess" if kind == "branch" else None,
+                   call_id="other" if kind == "call-id" else None,
+                   cseq=999 if kind == "cseq" else None)
+    if kind == "garbage":
+        reply = b"\x00\xffSIP/2.0 200"
+    counts = (n.engine.responses, n.engine.timeouts)
+    n.inject(reply, source, channel)
+    assert n.engine.dropped == 1
+    assert n.engine.public == learned
+    assert (n.engine.responses, n.engine.timeouts) == counts
+    assert "binding-changed" not in n.names()
+
+
+def test_replayed_old_answer_is_not_accepted() -> None:
+    n = net()
+    n.run_until(1)
+    old_request = n.sent[0].raw
+    n.silent = True
+    n.run_until(PROMOTE_DELAY)  # a new keepalive is outstanding
+    n.inject(answer(old_request, ("198.51.100.7", 1)), SERVER)
+    assert n.engine.public == ("203.0.113.1", 40000)
+    assert n.engine.responses == 1  # only the genuine first answer
+    assert n.engine.duplicates == 1
+
+
+def test_require_2xx_counts_error_answers_as_failures() -> None:
+    n = net(require_2xx=True, fail_threshold=2, retry_interval=5.0)
+    n.status = 503
+    n.run_until(20)
+    assert n.names().count("unreachable") == 1
+    n2 = net()
+    n2.status = 404
+    n2.run_until(20)
+    assert "reachable" in n2.names()
+
+
+# --- the inbound liveness check ------------------------------------------------------------
+
+def test_inbound_check_alive_goes_before_the_keepalive_without_rport() -> None:
+    n = net(inbound_check=2, jitter=0.0)
+    n.run_until(100)
+    checks = [s for s in n.sent if s.channel == AUX]
+    assert checks, "no inbound check sent"
+    for check in checks:
+        assert not check.kind_rport
+        assert check.request.top_via.host == "203.0.113.1"
+        assert check.request.top_via.port == 40000
+        after = [s for s in n.sent if s.at >= check.at and s.channel == BINDING]
+        assert after and after[0].at - check.at == pytest.approx(n.rtt)
+    assert n.engine.inbound_result == "alive"
+    assert "binding-expired" not in n.names()
+
+
+def test_inbound_check_silence_then_answered_keepalive_reports_expiry_once() -> None:
+    n = net(inbound_check=1, jitter=0.0, timeout=3.0)
+    n.run_until(10)
+    n.binding_alive = False
+    n.run_until(27)
+    expired = n.of(ev.BindingExpired)
+    assert len(expired) == 1
+    assert expired[0].detected == "inbound-check"
+    assert expired[0].public == "203.0.113.1:40000"
+    # the check was retransmitted before silence counted
+    aux = [s for s in n.sent if s.channel == AUX]
+    assert len(aux) >= 3
+    assert n.engine.expiries == 1
+
+
+def test_inbound_check_silence_with_server_down_is_not_expiry() -> None:
+    n = net(inbound_check=1, jitter=0.0, timeout=3.0)
+    n.run_until(10)
+    n.silent = True
+    n.run_until(100)
+    assert "binding-expired" not in n.names()
+    assert "unreachable" in n.names()
+
+
+def test_server_forcing_rport_makes_the_check_unsupported_once() -> None:
+    n = net(inbound_check=1, jitter=0.0)
+    n.force_rport = True
+    n.run_until(200)
+    assert n.names().count("inbound-check-unsupported") == 1
+    assert len([s for s in n.sent if s.channel == AUX]) == 1
+    assert "binding-expired" not in n.names()
+
+
+def test_random_port_nat_expiry_reports_expired_once_and_changed() -> None:
+    n = net(inbound_check=1, jitter=0.0)
+    n.run_until(10)
+    n.binding_alive = False
+    n.public = ("203.0.113.1", 40077)
+    n.run_until(30)
+    n.binding_alive = True
+    n.run_until(60)
+    assert n.names().count("binding-expired") == 1
+    assert [e.cause for e in n.of(ev.BindingChanged)] == ["port-remapped"]
+
+
+def test_new_flow_on_local_address_change() -> None:
+    n = net()
+    n.run_until(30)
+    n.engine.set_flow(("192.168.77.3", 5062), SERVER, n.now)
+    n._deliver_outgoing()
+    n.run_until(40)
+    assert ev.LocalAddressChanged("b", "192.168.77.2", "192.168.77.3") in n.log
+    assert n.names().count("binding-learned") == 2
+
+
+def test_server_address_change_is_a_new_flow() -> None:
+    n = net()
+    n.run_until(30)
+    n.engine.set_flow(("192.168.77.2", 5062), ("203.0.113.11", 5060), n.now)
+    n._deliver_outgoing()
+    assert ev.ServerChanged("b", "203.0.113.10:5060", "203.0.113.11:5060") in n.log
+    assert n.engine.next_deadline() == n.now
