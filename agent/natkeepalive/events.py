@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Tuple, Type, Union
+from typing import ClassVar, Union
 
 EMERG, ALERT, CRIT, ERR, WARNING, NOTICE, INFO, DEBUG = range(8)
 
@@ -23,7 +23,7 @@ class Event:
     NAME: ClassVar[str] = ""
     SEVERITY: ClassVar[int] = INFO
 
-    def items(self) -> Tuple[Tuple[str, Value], ...]:
+    def items(self) -> tuple[tuple[str, Value], ...]:
         """(key, value) pairs in log order."""
         return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
 
@@ -246,7 +246,7 @@ class DatagramDropped(Event):
     reason: str
 
 
-ALL_EVENTS: Dict[str, Type[Event]] = {
+ALL_EVENTS: dict[str, type[Event]] = {
     cls.NAME: cls
     for cls in (
         Started, Stopped, Reloaded, ConfigRejected, BindingLearned, BindingChanged, BindingExpired,

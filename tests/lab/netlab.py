@@ -354,6 +354,7 @@ class Lab:
         self.router_wan_ip = ROUTER_WAN_IP
         self.server_ip = SERVER_IP
         self.nat_random = False
+        self.wan_firewall = "drop"
         self.tmpdir = tempfile.mkdtemp(prefix=f"{self.id}-")
         self._procs: list[subprocess.Popen[Any]] = []
         self._kamailio: subprocess.Popen[Any] | None = None
@@ -399,6 +400,7 @@ class Lab:
         self.sysctl("router", "net.ipv4.ip_forward", "1")
         self._ensure_conntrack()
         self.set_nat(random=False)
+        self.set_wan_firewall("drop")
 
     def close(self) -> None:
         if self._closed:
@@ -498,6 +500,33 @@ class Lab:
         )
         self.run("router", ["nft", "-f", "-"], input=ruleset)
         self.nat_random = random
+
+    def set_wan_firewall(self, mode: str = "drop") -> None:
+        """What the router does with unsolicited packets to its own wan address: "drop" (the
+        default, like most home gateways), "reject" (OpenWrt's wan zone) or "off" (accepted).
+
+        It matters beyond security: with "off", a packet to a public port whose binding is gone
+        (an inbound check after expiry) is accepted locally and confirmed as a conntrack entry
+        `server:5060 -> wan:port`. That entry blocks the same public port for the next outbound
+        flow, so masquerade picks another port: a failed check itself causes a remap. A dropped
+        or rejected packet is never confirmed, and the next keepalive keeps its port.
+        """
+        verdicts = {"drop": "drop", "reject": "reject", "off": "accept"}
+        if mode not in verdicts:
+            raise ValueError(f"wan firewall mode {mode!r}: use drop, reject or off")
+        ruleset = (
+            "table inet filter {}\n"
+            "delete table inet filter\n"
+            "table inet filter {\n"
+            "  chain input {\n"
+            "    type filter hook input priority filter; policy accept;\n"
+            f'    iifname "{ROUTER_WAN_IF}" ct state established,related accept\n'
+            f'    iifname "{ROUTER_WAN_IF}" {verdicts[mode]}\n'
+            "  }\n"
+            "}\n"
+        )
+        self.run("router", ["nft", "-f", "-"], input=ruleset)
+        self.wan_firewall = mode
 
     def nat_ruleset(self) -> str:
         return self.run("router", ["nft", "list", "table", "ip", "nat"]).stdout

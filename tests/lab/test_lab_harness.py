@@ -80,6 +80,8 @@ def test_topology_nat_rule_and_per_namespace_sysctls(lab: Lab) -> None:
     lab.set_nat(random=True)
     assert "masquerade random" in lab.nat_ruleset()
     assert lab.nat_ruleset().count("masquerade") == 1
+    firewall = lab.run("router", ["nft", "list", "table", "inet", "filter"]).stdout
+    assert 'iifname "rwan0" drop' in firewall
 
     host_before = [open("/proc/sys/net/netfilter/" + key).read().strip()
                    for key in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream")]
@@ -230,6 +232,22 @@ def test_flush_conntrack_is_a_nat_reboot(kamailio_lab: Lab) -> None:
     assert _learn(lab, shell, "a", port_a)["rport"] == str(public_port)
     probe = _inbound_probe(lab, shell, public_port, netlab.ROUTER_WAN_IP)
     assert [(s, _branch(d)) for s, d, _ in shell.recv(1.0)] == [("a", _branch(probe))]
+
+
+def test_without_wan_firewall_a_failed_inbound_check_moves_the_port(kamailio_lab: Lab) -> None:
+    lab = kamailio_lab
+    lab.set_wan_firewall("off")
+    shell = lab.udp_shell()
+    port_a = shell.open("a")
+    shell.open("b")
+    public_port = int(_learn(lab, shell, "a", port_a)["rport"] or 0)
+    lab.flush_conntrack()
+    _inbound_probe(lab, shell, public_port, netlab.ROUTER_WAN_IP)
+    assert shell.recv(0.5, wait_all=True) == []
+    # The unanswerable answer was accepted by the router itself and now holds the public port.
+    stray = _entry(lab, 5060, public_port)
+    assert stray is not None and f"src={netlab.SERVER_IP} dst={netlab.ROUTER_WAN_IP} " in stray
+    assert _learn(lab, shell, "a", port_a)["rport"] != str(public_port)
 
 
 def test_change_lan_address(kamailio_lab: Lab) -> None:

@@ -14,6 +14,7 @@ Default answer rules (RFC 3261 §18.2.2, RFC 3581 §4):
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import selectors
@@ -21,12 +22,13 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any
 
 from natkeepalive.errors import SipParseError
 from natkeepalive.sip import Request, Via, parse_message
 
-Address = Tuple[Any, ...]  # (host, port) or the 4-tuple of an AF_INET6 socket
+if TYPE_CHECKING:
+    Address = tuple[Any, ...]  # (host, port) or the 4-tuple of an AF_INET6 socket
 
 BEHAVIOUR = ("received", "rport", "ignore_rport", "force_rport", "silent", "delay", "status",
              "reason", "reply_from_other_port", "wrong_branch", "wrong_call_id",
@@ -57,8 +59,8 @@ class SipResponder:
                  reason: str = "OK", extra_headers: list[str] | None = None) -> None:
         self.lock = threading.Lock()
         # Behaviour (see the module docstring); read per request under `lock`.
-        self.received: Optional[str] = None   # override for the received parameter
-        self.rport: Optional[int] = None      # override for the rport value
+        self.received: str | None = None   # override for the received parameter
+        self.rport: int | None = None      # override for the rport value
         self.ignore_rport = False             # echo the Via unchanged, answer to the source
         self.force_rport = False              # always answer to the source (Asterisk style)
         self.silent = False
@@ -107,6 +109,11 @@ class SipResponder:
         host, port = self._other.getsockname()[:2]
         return host, port
 
+    @property
+    def closed(self) -> bool:
+        return all(sock.fileno() == -1 for sock in (self._sock, self._other, self._wake_r,
+                                                     self._wake_w))
+
     def start(self) -> SipResponder:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="sip-responder", daemon=True)
@@ -115,10 +122,8 @@ class SipResponder:
 
     def stop(self) -> None:
         self._stopping = True
-        try:
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        except OSError:
-            pass
         if self._thread is not None:
             self._thread.join(timeout=5)
             if self._thread.is_alive():

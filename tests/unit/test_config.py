@@ -841,6 +841,13 @@ def test_config_path(explicit: str | None, environ: dict[str, str], expected: st
     assert config_path(explicit, environ) == expected
 
 
+@pytest.mark.parametrize("first", ["natkeepalive.sip.target", "natkeepalive.config.model",
+                                   "natkeepalive.config.loader", "natkeepalive.config"])
+def test_no_import_cycle(first: str) -> None:
+    code = f"import {first}\nfrom natkeepalive.config import load_config\n"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 # --- the package exports -----------------------------------------------------------------------
 
 def test_package_exports() -> None:

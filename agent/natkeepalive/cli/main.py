@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from natkeepalive import __version__
 from natkeepalive.errors import ConfigError, NatKeepaliveError, TargetError
@@ -122,7 +122,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _configured_status_file() -> Optional[str]:
+def _configured_status_file() -> str | None:
     from natkeepalive.config import config_path, load_config
 
     try:
@@ -140,7 +140,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "check": cmd_check, "status": cmd_status, "probe": cmd_probe}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     try:
         return COMMANDS[args.command](args)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Dict, Optional
+from typing import Any
 
 from natkeepalive.errors import SocketSetupError
 from natkeepalive.runtime.probe import Prober
@@ -14,7 +14,7 @@ from natkeepalive.runtime.sockets import family_of, resolve
 from natkeepalive.sip.target import format_hostport, parse_target
 
 
-def _bind_address(args: argparse.Namespace, family: int) -> Optional[str]:
+def _bind_address(args: argparse.Namespace, family: int) -> str | None:
     if args.bind:
         return str(args.bind)
     if args.interface:
@@ -29,7 +29,7 @@ def _bind_address(args: argparse.Namespace, family: int) -> Optional[str]:
 
 def run_probe(args: argparse.Namespace) -> int:
     target = parse_target(args.target)
-    result: Dict[str, Any] = {
+    result: dict[str, Any] = {
         "target": str(target), "server": None, "local": None, "reachable": False,
         "status": None, "reason": None, "rtt_ms": None, "transmissions": 0, "public": None,
         "rport_supported": None, "inbound_check": None,
@@ -66,7 +66,7 @@ def run_probe(args: argparse.Namespace) -> int:
         return _report(args, result, code)
 
 
-def _inbound(prober: Prober, address: str, port: Optional[int]) -> Optional[str]:
+def _inbound(prober: Prober, address: str, port: int | None) -> str | None:
     if port is None:
         return "unsupported"  # no public port to aim at
     answer = prober.inbound((address, port))
@@ -76,7 +76,7 @@ def _inbound(prober: Prober, address: str, port: Optional[int]) -> Optional[str]
     return "expired" if confirm.response is not None else None  # the server went away
 
 
-def _report(args: argparse.Namespace, result: Dict[str, Any], code: int) -> int:
+def _report(args: argparse.Namespace, result: dict[str, Any], code: int) -> int:
     if args.json:
         sys.stdout.write(json.dumps(result) + "\n")
         return code
@@ -85,7 +85,8 @@ def _report(args: argparse.Namespace, result: Dict[str, Any], code: int) -> int:
     if server:
         lines[0] += f" ({format_hostport(server['address'], server['port'])})"
     if result["local"]:
-        lines.append(f"local      {format_hostport(result['local']['address'], result['local']['port'])}")
+        local = result["local"]
+        lines.append(f"local      {format_hostport(local['address'], local['port'])}")
     if result["reachable"]:
         lines.append(f"reachable  yes: {result['status']} {result['reason']} in "
                      f"{result['rtt_ms']} ms ({result['transmissions']} transmission(s))")

@@ -4,7 +4,6 @@ and fills them. DESIGN.md §4.2 is the contract for the YAML keys."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
 
 DEFAULT_CONFIG_PATH = "/etc/nat-keepalive/config.yaml"
 DEFAULT_STATUS_FILE = "/run/nat-keepalive/status.json"
@@ -51,8 +50,8 @@ class BindingConfig:
     name: str
     server: Target
     source_port: int
-    interface: Optional[str] = None
-    bind: Optional[str] = None
+    interface: str | None = None
+    bind: str | None = None
     settings: ProbeSettings = field(default_factory=ProbeSettings)
 
 
@@ -66,16 +65,16 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class HooksConfig:
-    command: Optional[str] = None
-    events: Tuple[str, ...] = ("binding-changed", "binding-expired", "unreachable", "reachable")
+    command: str | None = None
+    events: tuple[str, ...] = ("binding-changed", "binding-expired", "unreachable", "reachable")
 
 
 @dataclass(frozen=True)
 class Config:
-    bindings: Tuple[BindingConfig, ...] = ()
+    bindings: tuple[BindingConfig, ...] = ()
     log: LogConfig = field(default_factory=LogConfig)
     status_file: str = DEFAULT_STATUS_FILE
     defaults: ProbeSettings = field(default_factory=ProbeSettings)
     hooks: HooksConfig = field(default_factory=HooksConfig)
-    user: Optional[str] = None  # drop privileges to this user after binding, when started as root
+    user: str | None = None  # drop privileges to this user after binding, when started as root
     source: str = ""  # the file it was read from

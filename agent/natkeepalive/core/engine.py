@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import binascii
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
@@ -34,12 +34,13 @@ from natkeepalive.sip.message import Response, parse_response
 from natkeepalive.sip.request import OptionsRequest, build_options
 from natkeepalive.sip.target import format_hostport
 
-Address = Tuple[str, int]
+Address = tuple[str, int]
 RandomBytes = Callable[[int], bytes]
 
 BINDING, AUX = "binding", "aux"
 KEEPALIVE, CONFIRM, INBOUND = "keepalive", "confirm", "inbound"
-PROMOTE_DELAY = 3.0  # > 2 s: Linux conntrack promotes a UDP flow only after that much two-way traffic
+# Linux conntrack promotes a UDP flow to its stream timeout only after > 2 s of two-way traffic
+PROMOTE_DELAY = 3.0
 BRANCH_BYTES = 10  # 80 random bits
 RECENT_DONE = 8
 
@@ -68,23 +69,23 @@ class BindingEngine:
         self.call_id = _hex(random_bytes, 8)
         self.from_tag = _hex(random_bytes, 4)
         self.cseq = 0
-        self.server: Optional[Address] = None
-        self.local: Optional[Address] = None
+        self.server: Address | None = None
+        self.local: Address | None = None
         self.interval = settings.interval
         self.tracker = Tracker(name, "")
         self.reach = Reachability(name, settings.fail_threshold, settings.ok_threshold,
                                   settings.lagged_ms)
-        self._tx: Dict[str, ClientTransaction] = {}
-        self._recent_done: List[str] = []
-        self._outbox: List[Datagram] = []
-        self._events: List[ev.Event] = []
-        self.next_keepalive: Optional[float] = None
-        self.last_keepalive_at: Optional[float] = None
-        self.last_response_at: Optional[float] = None
+        self._tx: dict[str, ClientTransaction] = {}
+        self._recent_done: list[str] = []
+        self._outbox: list[Datagram] = []
+        self._events: list[ev.Event] = []
+        self.next_keepalive: float | None = None
+        self.last_keepalive_at: float | None = None
+        self.last_response_at: float | None = None
         self._promote = True
         self._since_check = 0
         self._check_pending = False  # a check is out; the keepalive waits for it
-        self._suspect_idle: Optional[float] = None  # the check went unanswered
+        self._suspect_idle: float | None = None  # the check went unanswered
         self._cycle_expired = False
         self.inbound_unsupported: set[Address] = set()
         self._send_failing = False
@@ -94,9 +95,9 @@ class BindingEngine:
         self.timeouts = 0
         self.dropped = 0
         self.duplicates = 0
-        self.last_rtt_ms: Optional[float] = None
-        self.last_status: Optional[int] = None
-        self.inbound_result: Optional[str] = None
+        self.last_rtt_ms: float | None = None
+        self.last_status: int | None = None
+        self.inbound_result: str | None = None
 
     # ------------------------------------------------------------------ inputs from the runtime
 
@@ -210,15 +211,15 @@ class BindingEngine:
 
     # ------------------------------------------------------------------ outputs
 
-    def datagrams_to_send(self) -> List[Datagram]:
+    def datagrams_to_send(self) -> list[Datagram]:
         out, self._outbox = self._outbox, []
         return out
 
-    def events(self) -> List[ev.Event]:
+    def events(self) -> list[ev.Event]:
         out, self._events = self._events, []
         return out
 
-    def next_deadline(self) -> Optional[float]:
+    def next_deadline(self) -> float | None:
         deadlines = [d for d in (tx.due() for tx in self._tx.values()) if d is not None]
         if self.next_keepalive is not None and not self._check_pending \
                 and self.server is not None:
@@ -226,7 +227,7 @@ class BindingEngine:
         return min(deadlines) if deadlines else None
 
     @property
-    def public(self) -> Optional[Mapping]:
+    def public(self) -> Mapping | None:
         return self.tracker.mapping
 
     @property
@@ -332,9 +333,6 @@ class BindingEngine:
         seen: Mapping = (via.received or via.host, via.rport)
         self._events.append(ev.ProbeAnswered(self.name, tx.key.cseq, response.status,
                                              round(rtt_ms, 3), format_mapping(seen) or ""))
-        transition = self.reach.feed(rtt_ms if ok else None)
-        if transition is not None:
-            self._events.append(transition)
         if tx.kind == KEEPALIVE:
             self._cycle_expired = False
             if self._suspect_idle is not None and self.tracker.mapping is not None:
@@ -352,6 +350,9 @@ class BindingEngine:
         self._events.extend(found)
         if self.tracker.changes + self.tracker.expiries != changes_before:
             self._renew(now)
+        transition = self.reach.feed(rtt_ms if ok else None)
+        if transition is not None:
+            self._events.append(transition)
         if confirm:
             self._send_probe(CONFIRM, now)
 

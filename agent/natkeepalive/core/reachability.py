@@ -10,8 +10,6 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
-
 from natkeepalive import events as ev
 from natkeepalive.errors import LocalProtocolError
 
@@ -21,7 +19,7 @@ FAST, SLOW, FAIL = "fast", "slow", "fail"
 INPUTS = (FAST, SLOW, FAIL)
 NOW, OK, FAILS = "now", "ok", "fails"
 
-TRANSITIONS: Dict[Tuple[str, str], Tuple[str, str]] = {
+TRANSITIONS: dict[tuple[str, str], tuple[str, str]] = {
     (UNKNOWN, FAST): (REACHABLE, OK),
     (UNKNOWN, SLOW): (LAGGED, OK),
     (UNKNOWN, FAIL): (UNREACHABLE, FAILS),
@@ -51,12 +49,12 @@ class Reachability:
         self.answers = 0  # consecutive
         self.failures = 0  # consecutive
 
-    def classify(self, rtt_ms: Optional[float]) -> str:
+    def classify(self, rtt_ms: float | None) -> str:
         if rtt_ms is None:
             return FAIL
         return SLOW if rtt_ms > self.lagged_ms else FAST
 
-    def feed(self, rtt_ms: Optional[float]) -> Optional[ev.Event]:
+    def feed(self, rtt_ms: float | None) -> ev.Event | None:
         """One probe outcome (None = failed); returns the transition's event, if any."""
         kind = self.classify(rtt_ms)
         if kind == FAIL:

@@ -8,19 +8,20 @@ Rules:
 - A mapping whose port is unknown (the server ignored rport) is compared by address only: we never
   invent a port, and a missing rport is reported once per binding (`rport-unsupported`).
 - A confirmed change to a mapping that we left within FLAP_WINDOW, or a candidate that loses to the
-  old mapping, means two mappings alternate (an ALG or a load balancer): `binding-flapping`, once per pair.
+  old mapping, means two mappings alternate (an ALG or a load balancer): `binding-flapping`,
+  once per pair.
 - A confirmed new port on the same address means the NAT dropped the old binding and made a new
   one: `binding-expired detected=remap` too, unless this cycle already reported the expiry.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 from natkeepalive import events as ev
 from natkeepalive.sip.target import format_hostport
 
-Mapping = Tuple[str, Optional[int]]
+Mapping = tuple[str, Optional[int]]
 
 NONE, LEARNED, CONFIRMING = "none", "learned", "confirming"
 STATES = (NONE, LEARNED, CONFIRMING)
@@ -28,7 +29,7 @@ FIRST, SAME, OTHER, CANDIDATE = "first", "same", "other", "candidate"
 
 # action names: learn, keep, confirm (send a confirmation probe), accept (report the change),
 # revert (the candidate lost: flapping)
-TRANSITIONS: Dict[Tuple[str, str], Tuple[str, str]] = {
+TRANSITIONS: dict[tuple[str, str], tuple[str, str]] = {
     (NONE, FIRST): (LEARNED, "learn"),
     (LEARNED, SAME): (LEARNED, "keep"),
     (LEARNED, OTHER): (CONFIRMING, "confirm"),
@@ -40,7 +41,7 @@ TRANSITIONS: Dict[Tuple[str, str], Tuple[str, str]] = {
 FLAP_WINDOW = 600.0
 
 
-def format_mapping(mapping: Optional[Mapping]) -> Optional[str]:
+def format_mapping(mapping: Mapping | None) -> str | None:
     if mapping is None:
         return None
     address, port = mapping
@@ -54,25 +55,36 @@ def same_mapping(a: Mapping, b: Mapping) -> bool:
 
 
 class Tracker:
-    __slots__ = ("_flap_reported", "_left", "binding", "candidate", "candidate_expiry_known",
-                 "candidate_idle",
-                 "changes", "changed_at", "expiries", "mapping", "rport_reported", "server",
-                 "state")
+    __slots__ = (
+        "_flap_reported",
+        "_left",
+        "binding",
+        "candidate",
+        "candidate_expiry_known",
+        "candidate_idle",
+        "changed_at",
+        "changes",
+        "expiries",
+        "mapping",
+        "rport_reported",
+        "server",
+        "state",
+    )
 
     def __init__(self, binding: str, server: str) -> None:
         self.binding = binding
         self.server = server
         self.state = NONE
-        self.mapping: Optional[Mapping] = None
-        self.candidate: Optional[Mapping] = None
+        self.mapping: Mapping | None = None
+        self.candidate: Mapping | None = None
         self.candidate_expiry_known = False
         self.candidate_idle = 0.0
         self.rport_reported = False
         self.changes = 0
         self.expiries = 0
-        self.changed_at: Optional[float] = None
-        self._left: Dict[Mapping, float] = {}  # mappings we changed away from, and when
-        self._flap_reported: Optional[frozenset[Mapping]] = None
+        self.changed_at: float | None = None
+        self._left: dict[Mapping, float] = {}  # mappings we changed away from, and when
+        self._flap_reported: frozenset[Mapping] | None = None
 
     def reset(self, server: str) -> None:
         """A new flow (new server address or local address): learn from scratch."""
@@ -93,9 +105,9 @@ class Tracker:
         return OTHER
 
     def observe(self, seen: Mapping, now: float, idle_s: float, local: str,
-                expiry_known: bool = False) -> Tuple[List[ev.Event], bool]:
+                expiry_known: bool = False) -> tuple[list[ev.Event], bool]:
         """One answer's mapping; returns (events, whether to send a confirmation probe now)."""
-        out: List[ev.Event] = []
+        out: list[ev.Event] = []
         if seen[1] is None and not self.rport_reported:
             self.rport_reported = True
             out.append(ev.RportUnsupported(self.binding, self.server))
@@ -143,7 +155,7 @@ class Tracker:
                                              format_mapping(new) or "", cause))
         return out, False
 
-    def _report_flap(self, public: Mapping, alternate: Mapping, out: List[ev.Event]) -> None:
+    def _report_flap(self, public: Mapping, alternate: Mapping, out: list[ev.Event]) -> None:
         pair = frozenset((public, alternate))
         if pair != self._flap_reported:
             self._flap_reported = pair

@@ -13,7 +13,6 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 T1 = 0.5
 T2 = 4.0
@@ -48,12 +47,12 @@ class ClientTransaction:
     def done(self) -> bool:
         return self.state in (COMPLETED, TIMED_OUT)
 
-    def due(self) -> Optional[float]:
+    def due(self) -> float | None:
         if self.done:
             return None
         return min(self.next_retransmit, self.deadline)
 
-    def on_timer(self, now: float) -> Optional[bytes]:
+    def on_timer(self, now: float) -> bytes | None:
         """Advance to `now`; returns the payload when it must be sent again."""
         if self.done:
             return None
@@ -67,7 +66,7 @@ class ClientTransaction:
         self.transmissions += 1
         return self.payload
 
-    def on_response(self, status: int, now: float) -> Tuple[bool, float]:
+    def on_response(self, status: int, now: float) -> tuple[bool, float]:
         """Feed a matched response; returns (final, rtt_seconds)."""
         rtt = now - self.first_sent
         if self.done:

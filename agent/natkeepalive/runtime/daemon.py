@@ -3,25 +3,27 @@
 Rules:
 - The process sleeps in select() until the earliest deadline of any binding or housekeeping timer;
   every wake-up does the due work and nothing else (no polling).
-- Signals only set flags (through the wake-up fd): SIGTERM/SIGINT stop, SIGHUP reloads, SIGUSR1 writes
-  the status file now, SIGUSR2 re-probes every binding now (an interface came up).
+- Signals only set flags (through the wake-up fd): SIGTERM/SIGINT stop, SIGHUP reloads, SIGUSR1
+  writes the status file now, SIGUSR2 re-probes every binding now (an interface came up).
 - A reload keeps every binding whose configuration is unchanged, with its socket, state and learned
   mapping; a bad file is rejected (`config-rejected`) and the old configuration keeps running.
 - The status file is written when a reported state changed (coalesced to STATUS_MIN_GAP) and, for
   the counters alone, every STATUS_COUNTERS_EVERY seconds when they moved.
-- Errors from the network are counted, never fatal. A full socket buffer drops a datagram like the
-  network would; reading stops after READ_BURST datagrams per socket so a flood cannot starve timers.
+- Errors from the network are counted, never fatal. A full socket buffer drops a datagram like
+  the network would; reading stops after READ_BURST datagrams per socket so a flood cannot starve
+  the timers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import selectors
 import signal
 import socket
 import time
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable
 
 from natkeepalive import __version__
 from natkeepalive import events as ev
@@ -47,11 +49,11 @@ START_SPREAD = 1.0  # first keepalives of many bindings are spread over this man
 
 
 class Daemon:
-    def __init__(self, config: Config, sink: Sink, status_path: Optional[str] = None,
+    def __init__(self, config: Config, sink: Sink, status_path: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
                  random_bytes: Callable[[int], bytes] = os.urandom,
-                 environ: Optional[Dict[str, str]] = None) -> None:
+                 environ: dict[str, str] | None = None) -> None:
         self.config = config
         self.sink = sink
         self.status_path_override = status_path
@@ -59,26 +61,26 @@ class Daemon:
         self.wall = wall
         self.random_bytes = random_bytes
         self.selector = selectors.DefaultSelector()
-        self.slots: Dict[str, Slot] = {}
-        self.by_fd: Dict[int, Slot] = {}
-        self.by_call_id: Dict[str, Slot] = {}
-        self.aux: Dict[int, socket.socket] = {}
-        self.heap: List[Tuple[float, int, str]] = []
+        self.slots: dict[str, Slot] = {}
+        self.by_fd: dict[int, Slot] = {}
+        self.by_call_id: dict[str, Slot] = {}
+        self.aux: dict[int, socket.socket] = {}
+        self.heap: list[tuple[float, int, str]] = []
         self._seq = 0
         self.hooks = HookRunner(config.hooks.command, config.hooks.events)
         self.notifier = Notifier.from_env(environ if environ is not None else dict(os.environ))
         self.started_at = wall()
-        self._pending_signals: Set[int] = set()
-        self._stop_reason: Optional[str] = None
+        self._pending_signals: set[int] = set()
+        self._stop_reason: str | None = None
         self._status_dirty = False
         self._status_written_at = float("-inf")
         self._status_counters_at = 0.0
         self._counter_mark = 0
-        self._status_error: Optional[str] = None
+        self._status_error: str | None = None
         self._netwatch_at = 0.0
         self._drops_reported = 0
         self._drops_at = 0.0
-        self._watchdog_at: Optional[float] = None
+        self._watchdog_at: float | None = None
         self._wake_r, self._wake_w = socket.socketpair()
 
     # ------------------------------------------------------------------ set-up
@@ -104,7 +106,7 @@ class Daemon:
         self._write_status(now)
 
     def _add_slots(self, config: Config, now: float, fatal: bool,
-                   names: Optional[Set[str]] = None) -> None:
+                   names: set[str] | None = None) -> None:
         chosen = [b for b in config.bindings if names is None or b.name in names]
         count = max(len(chosen), 1)
         for index, binding in enumerate(chosen):
@@ -112,7 +114,7 @@ class Daemon:
             slot.start_offset = START_SPREAD * index / count if count > 1 else 0.0
             self.slots[slot.name] = slot
             self.by_call_id[slot.engine.call_id] = slot
-            found: List[ev.Event] = []
+            found: list[ev.Event] = []
             try:
                 slot.refresh(now, found)
             except SocketSetupError as exc:
@@ -157,7 +159,7 @@ class Daemon:
             self.shutdown(self._stop_reason or "error")
         return 0
 
-    def run_once(self, max_wait: Optional[float] = None) -> None:
+    def run_once(self, max_wait: float | None = None) -> None:
         now = self.clock()
         timeout = self._next_wake(now)
         if max_wait is not None:
@@ -175,7 +177,7 @@ class Daemon:
         self._run_timers(now)
         self._housekeeping(now)
 
-    def _next_wake(self, now: float) -> Optional[float]:
+    def _next_wake(self, now: float) -> float | None:
         candidates = [self._netwatch_at, self._status_counters_at, self._drops_at]
         if self.heap:
             candidates.append(self.heap[0][0])
@@ -195,13 +197,13 @@ class Daemon:
             if slot is None or slot.scheduled != deadline:
                 continue  # superseded
             slot.scheduled = None
-            found: List[ev.Event] = []
+            found: list[ev.Event] = []
             if slot.resolve_due(now):
                 self._refresh(slot, now, found)
             slot.engine.handle_timer(now)
             self._after(slot, found, now)
 
-    def _refresh(self, slot: Slot, now: float, found: List[ev.Event]) -> None:
+    def _refresh(self, slot: Slot, now: float, found: list[ev.Event]) -> None:
         try:
             slot.refresh(now, found)
         except SocketSetupError as exc:
@@ -212,7 +214,7 @@ class Daemon:
         if now >= self._netwatch_at:
             self._netwatch_at = now + NETWATCH_EVERY
             for slot in list(self.slots.values()):
-                found: List[ev.Event] = []
+                found: list[ev.Event] = []
                 self._refresh(slot, now, found)
                 self._after(slot, found, now)
         if self._watchdog_at is not None and now >= self._watchdog_at:
@@ -243,10 +245,8 @@ class Daemon:
         for fd, owner in list(self.by_fd.items()):
             if owner is slot and (slot.sock is None or slot.sock.fileno() != fd):
                 del self.by_fd[fd]
-                try:
+                with contextlib.suppress(KeyError, ValueError):
                     self.selector.unregister(fd)
-                except (KeyError, ValueError):
-                    pass
         if slot.sock is not None and slot.sock.fileno() not in self.by_fd:
             self.selector.register(slot.sock, selectors.EVENT_READ, slot)
             self.by_fd[slot.sock.fileno()] = slot
@@ -294,7 +294,7 @@ class Daemon:
             self.aux[family] = sock
         return sock
 
-    def _after(self, slot: Slot, found: List[ev.Event], now: float) -> None:
+    def _after(self, slot: Slot, found: list[ev.Event], now: float) -> None:
         """Flush a slot's datagrams and events, and put its next deadline in the heap."""
         engine = slot.engine
         for datagram in engine.datagrams_to_send():
@@ -317,7 +317,7 @@ class Daemon:
             self._seq += 1
             heapq.heappush(self.heap, (deadline, self._seq, slot.name))
 
-    def _send_aux(self, payload: bytes, destination: Address) -> Optional[str]:
+    def _send_aux(self, payload: bytes, destination: Address) -> str | None:
         try:
             self._aux_socket(family_of(destination[0])).sendto(payload, destination)
         except OSError as exc:
@@ -333,16 +333,16 @@ class Daemon:
             self.hooks.fire(event, self.clock())
 
     def _summary(self) -> str:
-        states: Dict[str, int] = {}
+        states: dict[str, int] = {}
         for slot in self.slots.values():
             states[slot.engine.reach.state] = states.get(slot.engine.reach.state, 0) + 1
         parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         return f"{len(self.slots)} bindings: {parts}" if parts else "no bindings"
 
-    def snapshot(self, now: float) -> Dict[str, object]:
+    def snapshot(self, now: float) -> dict[str, object]:
         wall_now = self.wall()
 
-        def wall_of(mono: Optional[float]) -> Optional[str]:
+        def wall_of(mono: float | None) -> str | None:
             return None if mono is None else iso_utc(wall_now - (now - mono))
 
         bindings = []
@@ -426,7 +426,7 @@ class Daemon:
     def reprobe(self, now: float) -> None:
         """An interface came up: check local addresses and probe every binding now."""
         for slot in list(self.slots.values()):
-            found: List[ev.Event] = []
+            found: list[ev.Event] = []
             self._refresh(slot, now, found)
             if slot.engine.next_keepalive is not None:
                 slot.engine.next_keepalive = now

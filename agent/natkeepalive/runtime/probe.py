@@ -12,12 +12,13 @@ Rules:
 from __future__ import annotations
 
 import binascii
+import contextlib
 import os
 import selectors
 import socket
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable
 
 from natkeepalive.core.transaction import ClientTransaction, TransactionKey
 from natkeepalive.errors import SipParseError
@@ -26,14 +27,14 @@ from natkeepalive.runtime.sockets import family_of, open_udp, wildcard
 from natkeepalive.sip.message import Response, parse_response
 from natkeepalive.sip.request import OptionsRequest, build_options
 
-Address = Tuple[str, int]
+Address = tuple[str, int]
 
 
 @dataclass(frozen=True)
 class Answer:
-    response: Optional[Response]
+    response: Response | None
     channel: str  # "main", "aux", or "" when nothing came
-    rtt: Optional[float]
+    rtt: float | None
     transmissions: int
 
 
@@ -45,7 +46,7 @@ class Prober:
     """Sockets toward one server: `main` (the binding's port) and, on demand, `aux`."""
 
     def __init__(self, server: Address, uri_host: str, uri_port: int, source_port: int = 0,
-                 bind: Optional[str] = None, timeout: float = 3.0, max_forwards: int = 70,
+                 bind: str | None = None, timeout: float = 3.0, max_forwards: int = 70,
                  user_agent: str = "nat-keepalive",
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.server = server
@@ -62,7 +63,7 @@ class Prober:
         if local_host in ("0.0.0.0", "::"):
             local_host = source_address_for(server[0], server[1], family) or local_host
         self.local: Address = (local_host, int(bound[1]))
-        self.aux: Optional[socket.socket] = None
+        self.aux: socket.socket | None = None
         self.call_id = _hex(8)
         self.from_tag = _hex(4)
         self.cseq = 0
@@ -99,7 +100,7 @@ class Prober:
         now = self.clock()
         tx = ClientTransaction(TransactionKey(branch, self.call_id, self.cseq), payload,
                                "probe", now, self.timeout)
-        sockets: Dict[str, socket.socket] = {"main": self.main}
+        sockets: dict[str, socket.socket] = {"main": self.main}
         if self.aux is not None:
             sockets["aux"] = self.aux
         with selectors.DefaultSelector() as selector:
@@ -119,13 +120,12 @@ class Prober:
                     self._send(sender, again)
 
     def _send(self, sock: socket.socket, payload: bytes) -> None:
-        try:
+        # a network that is down makes the transaction time out like a lost datagram
+        with contextlib.suppress(OSError):
             sock.sendto(payload, self.server)
-        except OSError:
-            pass  # the network is down: the transaction times out like a lost datagram
 
     def _read(self, sock: socket.socket, channel: str, tx: ClientTransaction
-              ) -> Optional[Answer]:
+              ) -> Answer | None:
         try:
             data, source = sock.recvfrom(65535)
         except OSError:

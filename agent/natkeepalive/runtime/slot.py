@@ -11,7 +11,7 @@ Rules:
 from __future__ import annotations
 
 import socket
-from typing import Callable, List, Optional, Tuple
+from typing import Callable
 
 from natkeepalive import events as ev
 from natkeepalive import netinfo
@@ -30,16 +30,16 @@ class Slot:
         self.name = config.name
         self.engine = BindingEngine(config.name, config.settings, random_bytes,
                                     config.server.host, config.server.port)
-        self.sock: Optional[socket.socket] = None
-        self.server: Optional[Address] = None
+        self.sock: socket.socket | None = None
+        self.server: Address | None = None
         self.next_resolve = 0.0
         self.resolve_failing = False
-        self.scheduled: Optional[float] = None  # the deadline this slot has in the timer heap
+        self.scheduled: float | None = None  # the deadline this slot has in the timer heap
         self.start_offset = 0.0
 
     # ---------------------------------------------------------------- addresses
 
-    def _bind_address(self, family: int) -> Optional[str]:
+    def _bind_address(self, family: int) -> str | None:
         """The address to bind: explicit, the interface's, or the wildcard (None: none yet)."""
         if self.config.bind:
             return self.config.bind
@@ -50,14 +50,14 @@ class Slot:
             return None
         return wildcard(family)
 
-    def _via_address(self, bound: str) -> Optional[str]:
+    def _via_address(self, bound: str) -> str | None:
         """What goes into the Via: the bound address, or for a wildcard the kernel's choice."""
         if bound not in ("0.0.0.0", "::") or self.server is None:
             return bound
         return netinfo.source_address_for(self.server[0], self.server[1],
                                           family_of(self.server[0]))
 
-    def local_now(self) -> Optional[Tuple[str, str]]:
+    def local_now(self) -> tuple[str, str] | None:
         """(bind address, via address) as they are now; None when the host has no usable one."""
         if self.server is None:
             return None
@@ -75,7 +75,7 @@ class Slot:
         return self.engine.reach.state == UNREACHABLE and self.server is not None \
             and not is_ip_literal(self.config.server.host) and self.resolve_failing
 
-    def refresh(self, now: float, out: List[ev.Event]) -> None:
+    def refresh(self, now: float, out: list[ev.Event]) -> None:
         """Resolve the server if due and (re)open the socket if the local address moved."""
         host, port = self.config.server.host, self.config.server.port
         if now >= self.next_resolve:
@@ -96,7 +96,7 @@ class Slot:
                 self.server = server
         self.check_local(now, out)
 
-    def check_local(self, now: float, out: List[ev.Event]) -> None:
+    def check_local(self, now: float, out: list[ev.Event]) -> None:
         """Open or re-open the socket so it sits on the current local address."""
         if self.server is None:
             return
@@ -117,7 +117,7 @@ class Slot:
         self.engine.set_flow((via, self.config.source_port), self.server, now,
                              self.start_offset)
 
-    def send(self, payload: bytes, destination: Address) -> Optional[str]:
+    def send(self, payload: bytes, destination: Address) -> str | None:
         """Send on the binding's socket; returns an error text instead of raising."""
         if self.sock is None:
             return "no socket"

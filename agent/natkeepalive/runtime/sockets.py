@@ -1,14 +1,13 @@
-"""UDP sockets and name resolution: the only place that turns configuration into file descriptors."""
+"""UDP sockets and name resolution: where configuration becomes file descriptors."""
 
 from __future__ import annotations
 
 import errno
 import socket
-from typing import Tuple
 
 from natkeepalive.errors import SocketSetupError
 
-Address = Tuple[str, int]
+Address = tuple[str, int]
 
 
 def is_ip_literal(host: str) -> bool:

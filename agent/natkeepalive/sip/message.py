@@ -414,7 +414,7 @@ def _common(headers: list[tuple[str, str]], rest: bytes) -> _Common:
     return tuple(vias), call_id, cseq[0], cseq[1], tuple(headers), _body(headers, rest)
 
 
-def parse_message(data: bytes) -> Request | Response:
+def parse_message(data: bytes | bytearray | memoryview) -> Request | Response:
     """Parse one datagram. Raises SipParseError, and only that, for anything unusable."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SipParseError(f"expected bytes, got {type(data).__name__}")
@@ -437,7 +437,7 @@ def parse_message(data: bytes) -> Request | Response:
     return Request(method, uri, *_common(_header_lines(header_text), rest))
 
 
-def parse_response(data: bytes) -> Response:
+def parse_response(data: bytes | bytearray | memoryview) -> Response:
     """Like parse_message, but a request is an error too."""
     message = parse_message(data)
     if not isinstance(message, Response):

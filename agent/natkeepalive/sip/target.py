@@ -11,7 +11,8 @@ from natkeepalive.config.model import Target
 from natkeepalive.errors import TargetError
 
 DEFAULT_PORT = 5060
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
 _V6 = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$")
 
 
