@@ -39,6 +39,7 @@ ROLES = ("lan", "router", "wan")
 # nk<pid hex><4 hex>-<role>: the pid lets cleanup_stale() tell a live run's namespaces from a
 # dead one's.
 _NAME = re.compile(r"^" + PREFIX + r"([0-9a-f]+)([0-9a-f]{4})-(lan|router|wan)$")
+_TMPDIR = re.compile(r"^" + PREFIX + r"([0-9a-f]+)([0-9a-f]{4})-[a-z0-9_]{8}$")
 
 LAN_IP = "192.168.77.2"
 ROUTER_LAN_IP = "192.168.77.1"
@@ -116,6 +117,11 @@ def cleanup_stale() -> list[str]:
         if match and not _pid_alive(int(match.group(1), 16)):
             _delete_namespace(name)
             removed.append(name)
+    tmp = tempfile.gettempdir()
+    for entry in os.listdir(tmp):
+        match = _TMPDIR.match(entry)
+        if match and not _pid_alive(int(match.group(1), 16)):
+            shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
     return removed
 
 
@@ -422,7 +428,7 @@ class Lab:
         """Start argv in a namespace (role or full name); its process group is killed on close."""
         if self._closed:
             raise LabError("lab is closed")
-        kw.setdefault("start_new_session", True)
+        kw["start_new_session"] = True  # close() kills by process group
         proc: subprocess.Popen[Any] = subprocess.Popen(
             [_ip(), "netns", "exec", self._netns(ns), *argv], **kw)
         self._procs.append(proc)

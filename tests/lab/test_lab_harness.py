@@ -9,6 +9,8 @@ the stream timeout and marks it ASSURED. Packets in either direction refresh the
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -70,12 +72,25 @@ def _branch(message: bytes) -> str | None:
     return netlab.top_via_params(message).get("branch")
 
 
+def _host_udp_timeouts() -> list[str]:
+    values = []
+    for key in (netlab.UDP_TIMEOUT, netlab.UDP_TIMEOUT_STREAM):
+        with open("/proc/sys/" + key.replace(".", "/")) as handle:
+            values.append(handle.read().strip())
+    return values
+
+
 def test_topology_nat_rule_and_per_namespace_sysctls(lab: Lab) -> None:
     for role in netlab.ROLES:
         assert lab.ns[role] in netlab.list_namespaces()
     assert f"inet {netlab.LAN_IP}/24" in lab.run("lan", ["ip", "addr"]).stdout
     assert "default via 192.168.77.1" in lab.run("lan", ["ip", "route"]).stdout
     assert lab.sysctl("router", "net.ipv4.ip_forward") == "1"
+    source = lab.python("lan", "import socket, sys\n"
+                        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                        "s.connect((sys.argv[1], 5060))\n"
+                        "print(s.getsockname()[0])\n", netlab.SERVER_IP)
+    assert source.returncode == 0 and source.stdout.strip() == netlab.LAN_IP
     assert 'oifname "rwan0" masquerade' in lab.nat_ruleset()
     lab.set_nat(random=True)
     assert "masquerade random" in lab.nat_ruleset()
@@ -83,14 +98,11 @@ def test_topology_nat_rule_and_per_namespace_sysctls(lab: Lab) -> None:
     firewall = lab.run("router", ["nft", "list", "table", "inet", "filter"]).stdout
     assert 'iifname "rwan0" drop' in firewall
 
-    host_before = [open("/proc/sys/net/netfilter/" + key).read().strip()
-                   for key in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream")]
+    host_before = _host_udp_timeouts()
     lan_before = lab.sysctl("lan", netlab.UDP_TIMEOUT)
     lab.set_udp_timeouts(INITIAL, STREAM)
     assert lab.udp_timeouts() == (INITIAL, STREAM)
-    host_after = [open("/proc/sys/net/netfilter/" + key).read().strip()
-                  for key in ("nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream")]
-    assert host_after == host_before
+    assert _host_udp_timeouts() == host_before
     assert lab.sysctl("lan", netlab.UDP_TIMEOUT) == lan_before
 
 
@@ -137,14 +149,15 @@ def test_port_preserving_nat_hides_expiry_random_nat_shows_it(
         ports[each.id] = shells[each.id].open("a")
         first[each.id] = _learn(each, shells[each.id], "a", ports[each.id])
     idle_start = time.monotonic()
-    expired_after = [_wait_expired(each, ports[each.id], INITIAL + 2) for each in (lab, random_lab)]
+    for each in (lab, random_lab):
+        _wait_expired(each, ports[each.id], INITIAL + 2)
     idle = time.monotonic() - idle_start
     second = {each.id: _learn(each, shells[each.id], "a", ports[each.id])
               for each in (lab, random_lab)}
 
     assert first[lab.id]["rport"] == second[lab.id]["rport"] == str(ports[lab.id])
     assert first[random_lab.id]["rport"] != second[random_lab.id]["rport"]
-    print(f"expired after {expired_after[0]:.1f}/{expired_after[1]:.1f} s, idle {idle:.1f} s; "
+    print(f"both flows gone after {idle:.1f} s idle; "
           f"preserving: {ports[lab.id]} -> {first[lab.id]['rport']} -> {second[lab.id]['rport']}; "
           f"random: {ports[random_lab.id]} -> {first[random_lab.id]['rport']} -> "
           f"{second[random_lab.id]['rport']}")
@@ -293,13 +306,18 @@ def test_cleanup_stale_removes_only_namespaces_of_dead_runs(lab: Lab) -> None:
     with open("/proc/sys/kernel/pid_max") as handle:
         dead_pid = int(handle.read()) + 1  # no process can have it
     stale = f"{netlab.PREFIX}{dead_pid:x}beef-wan"
-    lab.run("lan", ["true"])  # a live lab must survive
+    stale_dir = os.path.join(tempfile.gettempdir(), f"{netlab.PREFIX}{dead_pid:x}beef-abcd1234")
+    os.mkdir(stale_dir)
     netlab._host_run([netlab._ip(), "netns", "add", stale])
     try:
         removed = netlab.cleanup_stale()
         assert stale in removed
         assert stale not in netlab.list_namespaces()
+        assert not os.path.exists(stale_dir)
+        # the live lab (this process) is untouched
         assert set(lab.ns.values()) <= set(netlab.list_namespaces())
+        assert os.path.isdir(lab.tmpdir)
     finally:
         if stale in netlab.list_namespaces():
             netlab._host_run([netlab._ip(), "netns", "del", stale], check=False)
+        shutil.rmtree(stale_dir, ignore_errors=True)

@@ -213,7 +213,8 @@ class Rsyslog:
         marker = f"ready-{time.monotonic_ns()}"
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             def seen() -> bool:
-                udp.sendto(f"<14>{marker}".encode(), ("127.0.0.1", self.port))
+                udp.sendto(f"<14>Jan  1 00:00:00 h probe: {marker}".encode(),
+                           ("127.0.0.1", self.port))
                 return marker in self.text()
             _wait_for(seen, "rsyslogd's UDP input")
 

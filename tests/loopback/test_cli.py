@@ -1,0 +1,149 @@
+"""The one-shot commands through a subprocess, as scripts and monitoring use them."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from natkeepalive import __version__
+from tests.support.agentproc import run_cli
+from tests.support.responder import SipResponder
+
+
+@pytest.fixture
+def responder() -> Iterator[SipResponder]:
+    with SipResponder() as r:
+        yield r
+
+
+def target(r: SipResponder) -> str:
+    return f"{r.address[0]}:{r.address[1]}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_version() -> None:
+    done = run_cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"nat-keepalive {__version__}"
+
+
+def test_usage_error_exits_2() -> None:
+    done = run_cli("probe")
+    assert done.returncode == 2 and "TARGET" in done.stderr
+    assert run_cli("probe", "h", "--timeout", "-1").returncode == 2
+    assert run_cli("frobnicate").returncode == 2
+
+
+def test_probe_json_reachable(responder: SipResponder) -> None:
+    port = free_port()
+    done = run_cli("probe", target(responder), "--source-port", str(port), "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["reachable"] is True and out["status"] == 200 and out["reason"] == "OK"
+    assert out["server"] == {"address": "127.0.0.1", "port": responder.address[1]}
+    assert out["local"] == {"address": "127.0.0.1", "port": port}
+    assert out["public"] == {"address": "127.0.0.1", "port": port}
+    assert out["rport_supported"] is True and out["inbound_check"] is None
+    assert out["transmissions"] == 1 and 0 < out["rtt_ms"] < 1000
+    assert out["target"] == target(responder)
+    requests = responder.requests
+    assert len(requests) == 1 and requests[0][0] == ("127.0.0.1", port)
+
+
+def test_probe_unreachable_exits_1_after_retransmissions(responder: SipResponder) -> None:
+    responder.configure(silent=True)
+    done = run_cli("probe", target(responder), "--timeout", "1.6", "--json")
+    assert done.returncode == 1
+    out = json.loads(done.stdout)
+    assert out["reachable"] is False and out["public"] is None and out["status"] is None
+    assert out["transmissions"] == 3  # at 0, 0.5 and 1.5 s
+    assert len(responder.requests) == 3
+
+
+def test_probe_server_without_rport(responder: SipResponder) -> None:
+    responder.configure(ignore_rport=True)
+    out = json.loads(run_cli("probe", target(responder), "--json").stdout)
+    assert out["rport_supported"] is False
+    assert out["public"]["port"] is None
+
+
+def test_probe_changed_mapping_and_error_status(responder: SipResponder) -> None:
+    responder.configure(received="203.0.113.1", rport=33785, status=404, reason="Not Here")
+    out = json.loads(run_cli("probe", f"sip:{target(responder)}", "--json").stdout)
+    assert out["public"] == {"address": "203.0.113.1", "port": 33785}
+    assert (out["status"], out["reason"], out["reachable"]) == (404, "Not Here", True)
+
+
+def test_probe_ignores_answers_from_another_port(responder: SipResponder) -> None:
+    responder.configure(reply_from_other_port=True)
+    done = run_cli("probe", target(responder), "--timeout", "0.8", "--json")
+    assert done.returncode == 1 and json.loads(done.stdout)["reachable"] is False
+
+
+@pytest.mark.parametrize("mode, expected", [({}, "alive"), ({"force_rport": True}, "unsupported"),
+                                            ({"ignore_rport": True}, "unsupported")])
+def test_probe_inbound_check(responder: SipResponder, mode: dict[str, bool], expected: str) -> None:
+    responder.configure(**mode)
+    done = run_cli("probe", target(responder), "--inbound-check", "--json")
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["inbound_check"] == expected
+
+
+def test_probe_inbound_check_expired(responder: SipResponder) -> None:
+    # the server answers into a "public" port where nothing listens: the binding is gone
+    responder.configure(received="127.0.0.1", rport=free_port())
+    done = run_cli("probe", target(responder), "--inbound-check", "--timeout", "1", "--json")
+    assert json.loads(done.stdout)["inbound_check"] == "expired"
+    assert done.returncode == 1
+
+
+def test_probe_human_output(responder: SipResponder) -> None:
+    done = run_cli("probe", target(responder))
+    assert done.returncode == 0
+    assert "reachable  yes: 200 OK" in done.stdout and "public     127.0.0.1:" in done.stdout
+
+
+def test_probe_bad_target_exits_2() -> None:
+    done = run_cli("probe", "sips:example.net")
+    assert done.returncode == 2 and "TLS" in done.stderr
+
+
+def test_check_good_and_bad(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("bindings:\n  - {name: a, server: 192.0.2.1, source_port: 5062}\n")
+    done = run_cli("check", "-c", str(good))
+    assert done.returncode == 0 and "OK, 1 binding(s): a" in done.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("bindings:\n  - name: a\n    server: 192.0.2.1\n    source_port: 70000\n")
+    done = run_cli("check", "-c", str(bad))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"nat-keepalive: {bad}:4: bindings[0].source_port: "
+                                   "must be between 1 and 65535, not 70000")
+    done = run_cli("check", env={"NAT_KEEPALIVE_CONFIG": str(tmp_path / "missing.yaml")})
+    assert done.returncode == 2 and "missing.yaml" in done.stderr
+
+
+def test_status_table_json_and_missing(tmp_path: Path) -> None:
+    status = tmp_path / "status.json"
+    assert run_cli("status", "--status-file", str(status)).returncode == 1
+    data = {"version": "0.1.0", "pid": 1, "started_at": "2026-11-27T00:00:00Z",
+            "updated_at": "2026-11-27T00:01:00Z",
+            "bindings": [{"name": "provider", "server": "203.0.113.10:5060",
+                          "local": "192.168.77.2:5062", "state": "reachable",
+                          "public": "203.0.113.1:33785", "rtt_ms": 0.5, "interval_s": 25,
+                          "last_response_at": "2026-11-27T00:01:00Z", "last_change_at": None,
+                          "changes": 0, "expiries": 0, "probes_sent": 10, "responses": 10,
+                          "timeouts": 0, "lifetime_s": None}]}
+    status.write_text(json.dumps(data))
+    done = run_cli("status", "--status-file", str(status), "--json")
+    assert done.returncode == 0 and json.loads(done.stdout) == data
+    table = run_cli("status", "--status-file", str(status)).stdout
+    assert "provider" in table and "reachable" in table and "203.0.113.1:33785" in table

@@ -1,0 +1,223 @@
+"""The daemon as users run it (a subprocess, --log stderr) against a real UDP SIP responder on
+127.0.0.1 that can play a NAT rebinding, ignore rport, answer late, from the wrong port, with a
+wrong branch, or not at all. Intervals are a second or two so each test takes seconds."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.agentproc import Agent
+from tests.support.responder import SipResponder
+
+FAST = {"interval": 1.5, "jitter": 0.1, "timeout": 1.0, "fail_threshold": 2,
+        "retry_interval": 1.0, "inbound_check": 0}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(path: Path, bindings: list[tuple[str, tuple[str, int], int]],
+                 **defaults: object) -> Path:
+    settings = dict(FAST)
+    settings.update(defaults)
+    lines = ["log: {target: stderr, level: debug}", "defaults:"]
+    lines += [f"  {k}: {json.dumps(v)}" for k, v in settings.items()]
+    lines.append("bindings:")
+    for name, (host, port), source_port in bindings:
+        lines += [f"  - name: {name}", f"    server: {host}:{port}",
+                  f"    source_port: {source_port}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def responder() -> Iterator[SipResponder]:
+    with SipResponder() as r:
+        yield r
+
+
+def status_of(agent: Agent) -> dict:  # type: ignore[type-arg]
+    return json.loads(agent.status.read_text())
+
+
+def binding_status(agent: Agent, name: str = "provider") -> dict:  # type: ignore[type-arg]
+    return next(b for b in status_of(agent)["bindings"] if b["name"] == name)
+
+
+def test_learned_changed_unreachable_reachable_and_status_agrees(
+        tmp_path: Path, responder: SipResponder) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)])
+    with Agent(config, tmp_path / "status.json") as agent:
+        learned = agent.wait_for("binding-learned")
+        assert learned["public"] == f"127.0.0.1:{port}"
+        assert learned["local"] == f"127.0.0.1:{port}"
+        agent.wait_for("reachable")
+        responder.configure(received="203.0.113.1", rport=40001)
+        changed = agent.wait_for("binding-changed")
+        assert changed == {"binding": "provider", "old": f"127.0.0.1:{port}",
+                           "new": "203.0.113.1:40001", "cause": "address-changed"}
+        responder.configure(silent=True)
+        agent.wait_for("unreachable", failures=2)
+        responder.configure(silent=False)
+        agent.wait_for("reachable", count=2)
+        agent.signal(signal.SIGUSR1)
+        agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 1)
+        assert agent.stop() == 0
+        names = agent.names()
+        assert names[0] == "started" and names[-1] == "stopped"
+        assert names.count("binding-changed") == 1
+        assert names.count("unreachable") == 1
+        assert "binding-expired" not in names  # an address change is not an expiry
+        entry = binding_status(agent)
+        assert entry["state"] == "reachable"
+        assert entry["public"] == "203.0.113.1:40001"
+        assert entry["changes"] == 1 and entry["expiries"] == 0
+        assert entry["timeouts"] >= 2
+        assert entry["probes_sent"] == len(agent.events("probe-sent"))
+        assert entry["responses"] == len(agent.events("probe-answered"))
+
+
+def test_port_remap_on_same_address_is_change_and_expiry(
+        tmp_path: Path, responder: SipResponder) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)])
+    with Agent(config, tmp_path / "status.json") as agent:
+        agent.wait_for("binding-learned")
+        responder.configure(rport=port + 1)
+        agent.wait_for("binding-changed", cause="port-remapped")
+        expired = agent.events("binding-expired")
+        assert [f["detected"] for _, f in expired] == ["remap"]
+        agent.stop()
+        entry = binding_status(agent)
+        assert (entry["changes"], entry["expiries"]) == (1, 1)
+
+
+def test_server_ignoring_rport(tmp_path: Path, responder: SipResponder) -> None:
+    responder.configure(ignore_rport=True)
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())])
+    with Agent(config, tmp_path / "status.json") as agent:
+        agent.wait_for("rport-unsupported")
+        agent.wait_for("probe-answered", count=4)
+        agent.stop()
+        assert agent.names().count("rport-unsupported") == 1
+        assert "binding-changed" not in agent.names()
+        entry = binding_status(agent)
+        assert entry["public_port"] is None and entry["state"] == "reachable"
+
+
+def test_late_answers_make_the_binding_lagged(tmp_path: Path, responder: SipResponder) -> None:
+    responder.configure(delay=0.3)
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())],
+                          lagged_ms=100)
+    with Agent(config, tmp_path / "status.json") as agent:
+        lagged = agent.wait_for("lagged")
+        assert float(lagged["rtt_ms"] or 0) >= 300 and lagged["threshold_ms"] == "100"
+        responder.configure(delay=0.0)
+        agent.wait_for("reachable")
+
+
+@pytest.mark.parametrize("fault", ["reply_from_other_port", "wrong_branch", "wrong_call_id",
+                                   "silent"])
+def test_answers_that_do_not_match_are_never_accepted(
+        tmp_path: Path, responder: SipResponder, fault: str) -> None:
+    responder.configure(**{fault: True})
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())])
+    with Agent(config, tmp_path / "status.json") as agent:
+        agent.wait_for("unreachable")
+        agent.signal(signal.SIGUSR1)
+        agent.stop()
+        names = agent.names()
+        assert "binding-learned" not in names and "reachable" not in names
+        entry = binding_status(agent)
+        assert entry["responses"] == 0
+        if fault != "silent":
+            assert entry["dropped"] >= 2
+
+
+def test_inbound_check_alive_on_loopback(tmp_path: Path, responder: SipResponder) -> None:
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())],
+                          inbound_check=1)
+    with Agent(config, tmp_path / "status.json") as agent:
+        agent.wait_for("probe-sent", kind="inbound", count=2)
+        agent.wait_for("probe-answered", count=4)
+        agent.stop()
+        assert "binding-expired" not in agent.names()
+        assert binding_status(agent)["inbound_check"] == "alive"
+
+
+def test_inbound_check_unsupported_when_server_forces_rport(
+        tmp_path: Path, responder: SipResponder) -> None:
+    responder.configure(force_rport=True)
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())],
+                          inbound_check=1)
+    with Agent(config, tmp_path / "status.json") as agent:
+        agent.wait_for("inbound-check-unsupported")
+        agent.wait_for("probe-answered", count=5)
+        agent.stop()
+        assert agent.names().count("inbound-check-unsupported") == 1
+        assert len(agent.events("probe-sent")) - len(
+            [1 for _, f in agent.events("probe-sent") if f["kind"] != "inbound"]) == 1
+        assert "binding-expired" not in agent.names()
+
+
+def test_sighup_keeps_unchanged_bindings_and_rejects_a_bad_file(
+        tmp_path: Path, responder: SipResponder) -> None:
+    first, second = free_port(), free_port()
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, first)])
+    with Agent(config, tmp_path / "status.json") as agent:
+        agent.wait_for("binding-learned")
+        write_config(config, [("provider", responder.address, first),
+                              ("backup", responder.address, second)])
+        agent.signal(signal.SIGHUP)
+        reloaded = agent.wait_for("reloaded")
+        assert (reloaded["added"], reloaded["changed"], reloaded["removed"]) == ("1", "0", "0")
+        agent.wait_for("binding-learned", binding="backup")
+        config.write_text("bindings:\n  - name: provider\n    server: x\n    sourceport: 1\n")
+        agent.signal(signal.SIGHUP)
+        rejected = agent.wait_for("config-rejected")
+        assert "did you mean 'source_port'" in (rejected["error"] or "")
+        assert "c.yaml:4" in (rejected["error"] or "")
+        sent = len(agent.events("probe-sent"))
+        agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 2)
+        assert len(agent.events("probe-sent")) > sent  # the old configuration keeps running
+        assert agent.stop() == 0
+        learned = [f["binding"] for _, f in agent.events("binding-learned")]
+        assert learned == ["provider", "backup"]  # provider kept its mapping through reloads
+        assert len(agent.events("started")) == 1
+
+
+def test_sigterm_stops_cleanly_and_sigusr1_writes_status(
+        tmp_path: Path, responder: SipResponder) -> None:
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())])
+    status = tmp_path / "status.json"
+    with Agent(config, status) as agent:
+        agent.wait_for("binding-learned")
+        status.unlink()
+        agent.signal(signal.SIGUSR1)
+        agent.wait_for("probe-sent", count=len(agent.events("probe-sent")) + 1)
+        assert status.exists()
+        assert agent.stop() == 0
+        assert agent.events("stopped")[0][1]["reason"] == "sigterm"
+        assert status_of(agent)["bindings"][0]["name"] == "provider"
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path, responder: SipResponder) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("0.0.0.0", 0))
+        port = busy.getsockname()[1]
+        config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)])
+        with Agent(config, tmp_path / "status.json") as agent:
+            code = agent.proc.wait(10)
+            agent.kill()
+        assert code == 1
+        assert any(f"local port {port} is already in use" in line for line in agent.lines)
