@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from natkeepalive.runtime.hooks import HookRunner
 from natkeepalive.runtime.logsink import format_event
 
 DEADLINE = 10.0
+PR_SET_CHILD_SUBREAPER = 36
 SELECTED = ("binding-changed", "binding-expired", "unreachable", "reachable")
 
 
@@ -111,7 +114,18 @@ def _process_gone(pid: int) -> bool:
         return True
 
 
-def test_hanging_hook_is_killed_with_its_children(tmp_path: Path) -> None:
+@pytest.fixture
+def subreaper() -> Iterator[bool]:
+    """Orphaned grandchildren come to this process instead of PID 1, so the test can reap them
+    (a container's init may never do it)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    enabled = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    yield enabled
+    if enabled:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def test_hanging_hook_is_killed_with_its_children(tmp_path: Path, subreaper: bool) -> None:
     pids = tmp_path / "pids"
     hook = _script(tmp_path, "hook", f"sleep 100 &\necho $$ $! > {pids}\nwait\n")
     runner = HookRunner(hook, SELECTED, timeout=0.5)
@@ -129,6 +143,8 @@ def test_hanging_hook_is_killed_with_its_children(tmp_path: Path) -> None:
         time.sleep(0.01)
     runner.poll(1001.0)
     assert runner.next_deadline() is None  # the killed hook was reaped
+    if subreaper:
+        os.waitpid(sleeper, 0)
 
 
 def test_failing_hook_is_reported_with_its_stderr(tmp_path: Path) -> None:

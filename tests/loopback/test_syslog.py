@@ -177,6 +177,41 @@ def test_udp_collector_down_then_up() -> None:
     sink.close()
 
 
+def test_unresolvable_collector_is_not_looked_up_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = socket.getaddrinfo
+
+    def failing(host: str, *args: object, **kwargs: object) -> object:
+        calls.append(host)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", failing)
+    fallback = io.StringIO()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(2.0)
+        sink = SyslogSink(f"collector.test:{server.getsockname()[1]}", "daemon", "info",
+                          fallback=fallback)
+        for n in range(5):
+            sink.emit(ev.Stopped(f"n{n}"))
+        assert calls == ["collector.test"]  # one blocking lookup, not one per line
+        assert "cannot resolve collector.test" in fallback.getvalue()
+        assert fallback.getvalue().count("notice: event=stopped") == 5
+
+        def resolving(host: str, *args: object, **kwargs: object) -> object:
+            calls.append(host)
+            return real("127.0.0.1", *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(socket, "getaddrinfo", resolving)
+        monkeypatch.setattr(sink, "_resolve_retry_at", 0.0)  # the retry time has come
+        sink.emit(ev.Stopped("resolved"))
+        sink.emit(ev.Stopped("cached"))
+        assert server.recv(4096).endswith(b"reason=resolved")
+        assert server.recv(4096).endswith(b"reason=cached")
+        assert calls == ["collector.test"] * 2
+        sink.close()
+
+
 # --- a real rsyslogd ----------------------------------------------------------------------------
 
 class Rsyslog:

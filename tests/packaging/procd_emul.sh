@@ -21,6 +21,8 @@ procd_add_validation() { "$@"; }  # like procd.sh: the function, called without 
 logger() { emul_trace "logger $*"; }
 chown() { emul_trace "chown $*"; }
 
+extra_command() { :; }  # rc.common: registers a command name for the usage text
+
 start() {  # rc.common: a service definition holds what start_service declared
 	emul_trace "start"
 	start_service "$@"

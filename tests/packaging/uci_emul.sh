@@ -85,6 +85,7 @@ emul_matches() {  # VALUE ERE
 
 emul_datatype() {  # VALUE DATATYPE -> status 0 valid, 1 invalid
 	local v="$1" t="$2" inner alt lo hi
+	[ -n "$v" ] || [ "$t" = string ] || { emul_datatype x "$t"; [ $? = 2 ] && return 2; return 1; }
 	case "$t" in
 		bool) case "$v" in 0 | 1 | on | off | true | false | yes | no | enabled | disabled) return 0 ;; esac
 			return 1 ;;
@@ -103,7 +104,8 @@ emul_datatype() {  # VALUE DATATYPE -> status 0 valid, 1 invalid
 				case "$alt" in
 					\"*\") alt="${alt#\"}"
 						[ "$v" = "${alt%\"}" ] && return 0 ;;
-					*) emul_datatype "$v" "$alt" && return 0 ;;
+					*) emul_datatype "$v" "$alt"
+						case $? in 0) return 0 ;; 2) return 2 ;; esac ;;
 				esac
 			done
 			return 1 ;;
@@ -120,7 +122,7 @@ emul_export() {  # NAME DATATYPE VALUE: what validate_data prints for a valid va
 }
 
 emul_validate_data() {  # PACKAGE TYPE SECTION SPEC...
-	local package="$1" section="$3" rc=0 spec opt expr def rest value n i item items ok
+	local package="$1" section="$3" rc=0 spec opt expr base def rest value n i item items ok
 	shift 3
 	for spec in "$@"; do
 		opt="${spec%%:*}"
@@ -128,6 +130,10 @@ emul_validate_data() {  # PACKAGE TYPE SECTION SPEC...
 		expr="${rest%%:*}"
 		case "$rest" in *:*) def="${rest#*:}" ;; *) def="" ;; esac
 		eval "n=\${EMUL_${section}_${opt}__N:-0}"
+		base="$expr"
+		case "$base" in list\(*) base="${base#list(}"; base="${base%)}" ;; esac
+		emul_datatype "" "$base"
+		[ $? = 2 ] && return 2
 		case "$expr" in
 			list\(*)
 				expr="${expr#list(}"

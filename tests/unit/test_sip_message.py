@@ -362,6 +362,8 @@ def test_stray_semicolons_are_skipped() -> None:
 
 def test_split_outside_quotes_escapes_and_angles() -> None:
     assert split_outside('a,"b,\\",c",<d,e>,f', ",") == ['a', '"b,\\",c"', "<d,e>", "f"]
+    assert split_outside('<"a>,b', ",") == ['<"a>', "b"]  # a quote inside <> starts nothing
+    assert split_outside('x,"unterminated, <', ",") == ["x", '"unterminated, <']
     assert split_outside("", ",") == [""]
 
 
@@ -467,6 +469,24 @@ def test_header_line_cap() -> None:
     with pytest.raises(SipParseError) as info:
         parse_response(HEAD + filler * (200 - 2) + b"\r\n")
     assert str(info.value) == "too many header lines (limit 200)"
+
+
+def test_via_count_cap() -> None:
+    one = b"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1"
+    head = HEAD.replace(b"Via: ", b"X-Via: ")  # only the Via values below count
+    ok = b"Via: " + b", ".join([one] * 32) + b"\r\nv: " + b",".join([one] * 32) + b"\r\n"
+    assert len(parse_response(head + ok + b"\r\n").vias) == 64
+    with pytest.raises(SipParseError) as info:
+        parse_response(head + ok + b"Via: " + one + b"\r\n\r\n")
+    assert str(info.value) == "too many Via values (limit 64)"
+
+
+def test_via_parameter_cap() -> None:
+    assert len(parse_via("SIP/2.0/UDP h" + ";a" * 32).params) == 32
+    with pytest.raises(SipParseError) as info:
+        parse_via("SIP/2.0/UDP h" + ";a" * 33)
+    shown = "SIP/2.0/UDP h" + ";a" * 23 + ";..."  # the first 60 characters
+    assert str(info.value) == f"bad Via '{shown}': more than 32 parameters"
 
 
 def test_non_bytes_input() -> None:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from natkeepalive.errors import SipParseError
 from natkeepalive.sip import OptionsRequest, Request, Response, build_options, parse_message
+from natkeepalive.sip.message import split_outside
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SAMPLES = [path.read_bytes() for path in sorted(DATA.glob("*.sip"))]
@@ -123,3 +124,37 @@ def test_build_parse_round_trip(req: OptionsRequest) -> None:
     assert message.header("user-agent") == (req.user_agent or None)
     assert message.header("to") == f"<{expected_uri}>"
     assert message.body == b""
+
+
+def reference_split(text: str, sep: str) -> list[str]:
+    """The obvious character-by-character version split_outside must agree with."""
+    parts, start, quoted, angle, escaped = [], 0, False, False, False
+    for i, ch in enumerate(text):
+        if quoted:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+        elif angle:  # <...> is opaque: a quote inside it starts nothing
+            angle = ch != ">"
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            angle = True
+        elif ch == sep:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(st.sampled_from(list('ab,;"\\<> ')), max_size=40), st.sampled_from([",", ";"]),
+       st.integers(-1, 5))
+def test_split_outside_matches_the_reference(text: str, sep: str, max_splits: int) -> None:
+    expected = reference_split(text, sep)
+    if 0 <= max_splits < len(expected) - 1:  # str.split semantics: the rest stays joined
+        expected = expected[:max_splits] + [sep.join(expected[max_splits:])]
+    assert split_outside(text, sep, max_splits) == expected

@@ -92,12 +92,12 @@ def test_render_table() -> None:
         "LAST_RESPONSE\n"
         "provider  reachable  203.0.113.1:33785     0.5        25        0         0  "
         "2026-11-27T05:10:59Z\n"
-        "backup    unknown    -                       -      12.5        3        11  -\n"
+        "backup    unknown    -                       -      12.5        3        11  -"
     )
 
 
 def test_render_table_survives_odd_files() -> None:
-    assert render_table({}) == "nat-keepalive -  pid -  updated -\nno bindings\n"
+    assert render_table({}) == "nat-keepalive -  pid -  updated -\nno bindings"
     odd = render_table({"pid": 5, "bindings": [{"name": "a\nb\x1b[2J", "rtt_ms": 1.23456},
                                                 "not a binding", {}]})
     lines = odd.splitlines()

@@ -144,6 +144,9 @@ class HookRunner:
             proc = subprocess.Popen(
                 [self.command, event], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE, env=env, cwd="/", close_fds=True, start_new_session=True)
+        except ValueError as exc:  # a NUL in the configured command
+            self._problems.append(f"hook {self.command!r} {event}: could not start: {exc}")
+            return
         except OSError as exc:
             reason = exc.strerror or str(exc)
             if exc.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC):

@@ -19,10 +19,12 @@ import socket
 import sys
 import time
 from collections.abc import Iterable
-from typing import Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
-from natkeepalive.config.model import LogConfig
 from natkeepalive.events import Event, Value
+
+if TYPE_CHECKING:  # the config package loads YAML; a sink does not need it
+    from natkeepalive.config.model import LogConfig
 
 SEVERITY_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 LEVELS: dict[str, int] = {name: number for number, name in enumerate(SEVERITY_NAMES)}
@@ -35,6 +37,7 @@ FACILITIES: dict[str, int] = {
 }
 
 DEFAULT_SYSLOG_PORT = 514
+RESOLVE_RETRY = 60.0  # seconds between lookups of a syslog host name that did not resolve
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _QUOTE_TRIGGERS = frozenset(' "=\\')
 
@@ -327,7 +330,9 @@ class SyslogSink(Sink):
         self._fallback = fallback
         self._clock = clock
         self._remote: tuple[str, int] | None = None
-        if not address.startswith(("/", "@", ".")):
+        self._resolved: list[tuple[int, int, int, Any]] | None = None
+        self._resolve_retry_at = 0.0
+        if not address.startswith(("/", "@", ".")):  # a path is absolute (or ./relative)
             self._remote = parse_syslog_address(address)
         self._hostname = (socket.gethostname().split(".")[0] or "-").replace(" ", "_")
         self._sock: socket.socket | None = None
@@ -360,10 +365,24 @@ class SyslogSink(Sink):
         sock.setblocking(False)
         return sock
 
+    def _resolve(self, host: str, port: int) -> list[tuple[int, int, int, Any]]:
+        # getaddrinfo blocks; on a router DNS often rides the same link that just failed. Resolve
+        # once, keep the answer, and after a failure wait before asking again.
+        if self._resolved is None:
+            now = time.monotonic()
+            if now < self._resolve_retry_at:
+                raise OSError(errno.EHOSTUNREACH, f"cannot resolve {host} (will retry)")
+            try:
+                infos = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
+            except (OSError, UnicodeError) as exc:
+                self._resolve_retry_at = now + RESOLVE_RETRY
+                raise OSError(errno.EHOSTUNREACH, f"cannot resolve {host}: {exc}") from None
+            self._resolved = [(fam, kind, proto, addr) for fam, kind, proto, _, addr in infos]
+        return self._resolved
+
     def _connect_remote(self, host: str, port: int) -> socket.socket:
-        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)
         last: OSError | None = None
-        for family, kind, proto, _, sockaddr in infos:
+        for family, kind, proto, sockaddr in self._resolve(host, port):
             sock = socket.socket(family, kind | socket.SOCK_CLOEXEC, proto)
             try:
                 sock.connect(sockaddr)  # connected UDP: ICMP unreachable comes back as an error
@@ -431,14 +450,14 @@ class SyslogSink(Sink):
             self.undelivered += 1
             if not self._failing:
                 self._failing = True
-                _write_stream(self._fallback, f"err: syslog {self.address} unavailable ({exc}); "
-                              "writing log lines to stderr until it is back\n")
+                note = f"syslog {self.address} unavailable ({exc}); writing log lines to stderr"
+                _write_stream(self._fallback, f"err: {escape_text(note)} until it is back\n")
             _write_stream(self._fallback, f"{SEVERITY_NAMES[severity]}: {text}\n")
             return
         self.delivered += 1
         if self._failing:
             self._failing = False
-            _write_stream(self._fallback, f"notice: syslog {self.address} is back\n")
+            _write_stream(self._fallback, f"notice: syslog {escape_text(self.address)} is back\n")
 
     def close(self) -> None:
         self._disconnect()

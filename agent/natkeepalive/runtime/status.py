@@ -94,7 +94,8 @@ def _header(data: Mapping[str, Any]) -> str:
 
 
 def render_table(data: Mapping[str, Any]) -> str:
-    """A header line and one aligned row per binding; missing or null values show as `-`."""
+    """A header line and one aligned row per binding; missing or null values show as `-`.
+    No trailing newline: the caller prints it."""
     bindings = data.get("bindings")
     rows: list[Sequence[str]] = [COLUMNS]
     if isinstance(bindings, list):
@@ -104,10 +105,10 @@ def render_table(data: Mapping[str, Any]) -> str:
     lines = [_header(data)]
     if len(rows) == 1:
         lines.append("no bindings")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines)
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     for row in rows:
         cells = [cell.rjust(width) if i in _NUMERIC else cell.ljust(width)
                  for i, (cell, width) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)

@@ -18,6 +18,8 @@ from natkeepalive.errors import SipParseError
 
 MAX_MESSAGE_BYTES = 65535
 MAX_HEADER_LINES = 200
+MAX_VIAS = 64  # far above any real path; bounds the work a hostile packet can cause
+MAX_VIA_PARAMS = 32  # real Via values carry about five
 
 # One table of header names: (canonical long name, compact form or "").
 # Compact forms: RFC 3261 §7.3.3 and the IANA SIP parameters registry.
@@ -95,30 +97,55 @@ def _is_ipv6(text: str) -> bool:
     return 2 <= text.count(":") <= 7 and set(text) <= _V6_CHARS and ":::" not in text
 
 
-def split_outside(text: str, sep: str) -> list[str]:
-    """Split on `sep` except inside a quoted string (with backslash escapes) or <...>."""
+def _after_quoted(text: str, i: int) -> int:
+    """The index just past the quoted string opening at `i` (the end if it never closes)."""
+    j = i + 1
+    while True:
+        q = text.find('"', j)
+        if q < 0:
+            return len(text)
+        # The quote is escaped when an odd run of backslashes precedes it.
+        run = q - j - len(text[j:q].rstrip("\\"))
+        if run % 2 == 0:
+            return q + 1
+        j = q + 1
+
+
+def split_outside(text: str, sep: str, max_splits: int = -1) -> list[str]:
+    """Split on `sep` except inside a quoted string (with backslash escapes) or <...>.
+
+    At most `max_splits` splits, like str.split. Jumps between special characters with str.find,
+    so a long hostile value costs C-speed scans rather than a Python step per character.
+    """
+    if '"' not in text and "<" not in text:
+        return text.split(sep, max_splits)  # the common case
     parts: list[str] = []
-    start = 0
-    quoted = False
-    angle = False
-    escaped = False
-    for i, ch in enumerate(text):
-        if quoted:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-        elif angle:
-            angle = ch != ">"
-        elif ch == "<":
-            angle = True
-        elif ch == sep:
-            parts.append(text[start:i])
-            start = i + 1
+    start = pos = 0
+    at_sep = text.find(sep)
+    at_quote = text.find('"')
+    at_angle = text.find("<")
+    while True:
+        # A cached position stays valid while it is not behind `pos`.
+        if 0 <= at_sep < pos:
+            at_sep = text.find(sep, pos)
+        if 0 <= at_quote < pos:
+            at_quote = text.find('"', pos)
+        if 0 <= at_angle < pos:
+            at_angle = text.find("<", pos)
+        found = [at for at in (at_sep, at_quote, at_angle) if at >= 0]
+        if not found:
+            break
+        first = min(found)
+        if first == at_sep:
+            if len(parts) == max_splits:
+                break
+            parts.append(text[start:first])
+            start = pos = first + 1
+        elif first == at_quote:
+            pos = _after_quoted(text, first)
+        else:
+            close = text.find(">", first + 1)
+            pos = len(text) if close < 0 else close + 1
     parts.append(text[start:])
     return parts
 
@@ -223,7 +250,7 @@ def _via_port(text: str | None, original: str) -> int | None:
 
 def parse_via(value: str) -> Via:
     """One Via value: `SIP / 2.0 / UDP host [: port] *(; param [= value])`."""
-    parts = split_outside(value, ";")
+    parts = split_outside(value, ";", MAX_VIA_PARAMS + 1)
     pieces = parts[0].split("/", 2)
     if len(pieces) != 3:
         raise SipParseError(f"bad Via {_show(value)}: no sent-protocol")
@@ -236,6 +263,8 @@ def parse_via(value: str) -> Via:
     if not (_is_token(name) and _is_token(version) and _is_token(transport)):
         raise SipParseError(f"bad Via {_show(value)}: bad sent-protocol")
     host, port = _parse_sent_by(sent_by.strip(), value)
+    if len(parts) > MAX_VIA_PARAMS + 1:
+        raise SipParseError(f"bad Via {_show(value)}: more than {MAX_VIA_PARAMS} parameters")
     params: list[tuple[str, str | None]] = []
     for part in parts[1:]:
         key, sep, raw = part.partition("=")
@@ -398,7 +427,11 @@ def _common(headers: list[tuple[str, str]], rest: bytes) -> _Common:
     cseq: tuple[int, str] | None = None
     for name, value in headers:
         if name == "via":
-            vias.extend(parse_via(part) for part in split_outside(value, ",") if part.strip())
+            raw = split_outside(value, ",", MAX_VIAS)
+            parts = [part for part in raw if part.strip()]
+            if len(raw) > MAX_VIAS or len(vias) + len(parts) > MAX_VIAS:
+                raise SipParseError(f"too many Via values (limit {MAX_VIAS})")
+            vias.extend(parse_via(part) for part in parts)
         elif name == "call-id" and call_id is None:
             call_id = value
         elif name == "cseq" and cseq is None:

@@ -1,0 +1,535 @@
+"""The OpenWrt package without OpenWrt: the Makefile's dependencies against the agent's imports,
+and the procd init script run under dash and busybox ash against a small emulation of the UCI
+and procd shell API (uci_emul.sh, procd_emul.sh in this folder)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.packaging import stdlib_imports
+from tests.support.tools import require_tool
+
+ROOT = Path(__file__).resolve().parents[2]
+PKG = ROOT / "openwrt" / "nat-keepalive"
+FILES = PKG / "files"
+INIT = FILES / "nat-keepalive.init"
+HERE = Path(__file__).resolve().parent
+
+SHELLS = ("dash", "busybox")
+# The tools the init script runs besides shell builtins; in busybox mode they are busybox
+# applets, as on a router.
+BUSYBOX_APPLETS = ("awk", "cat", "chmod", "cmp", "grep", "mkdir", "mv", "rm", "sed")
+
+FORBIDDEN = {"python3-asyncio", "python3-logging", "python3-uuid", "python3-openssl"}
+
+FULL_UCI = """\
+config agent 'main'
+	option enabled '1'
+	option log_level 'notice'
+	option interval '30'
+	option jitter '0.10'
+	list hook_event 'binding-changed'
+	list hook_event 'reachable'
+
+config binding 'provider'
+	option server 'sip.example.net'
+	option source_port '05062'
+	option interface 'wan'
+	option interval 'auto'
+	option interval_max '40'
+	option user_agent 'it'\\''s "me" $(touch PWNED) `touch PWNED` \\n #x: y'
+
+config binding
+	option name 'pbx.2'
+	option server '[2001:db8::1]:5080'
+	option source_port '5064'
+	option bind '192.0.2.1'
+	option require_2xx 'yes'
+	option max_forwards '010'
+
+config binding 'lab'
+	option enabled '0'
+	option server 'ignored.example'
+	option source_port 'not checked when disabled'
+
+config binding 'lan_side'
+	option server 'sip:pbx.lan:5070'
+	option source_port '5066'
+	option interface 'lan2'
+"""
+
+BINDING = """\
+config binding 'provider'
+	option server 'sip.example.net'
+	option source_port '5062'
+"""
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    trace: list[str]
+    tmp: Path
+
+    @property
+    def conf(self) -> Path:
+        return self.tmp / "var" / "etc" / "nat-keepalive" / "config.yaml"
+
+    def text(self) -> str:
+        return self.conf.read_text(encoding="utf-8")
+
+
+def shell_command(shell: str, tmp: Path) -> tuple[list[str], str]:
+    """argv prefix and PATH for running a script under `shell`."""
+    if shell == "dash":
+        return [require_tool("dash")], "/usr/bin:/bin"
+    busybox = require_tool("busybox")
+    applets = tmp / "busybox-bin"
+    applets.mkdir(exist_ok=True)
+    for applet in BUSYBOX_APPLETS:
+        link = applets / applet
+        if not link.exists():
+            link.symlink_to(busybox)
+    return [busybox, "sh"], f"{applets}:/usr/bin:/bin"
+
+
+def run_init(shell: str, tmp: Path, uci: str | None, body: str,
+             running: bool = False, wan_device: str = "eth0.2") -> Run:
+    """Source the init script after the emulations, point its paths into `tmp`, run `body`."""
+    etc = tmp / "etc" / "config"
+    etc.mkdir(parents=True, exist_ok=True)
+    if uci is not None:
+        (etc / "nat-keepalive").write_text(uci, encoding="utf-8")
+    functions = tmp / "root" / "lib" / "functions"
+    functions.mkdir(parents=True, exist_ok=True)
+    # netifd's view in the test: wan is up on `wan_device`; any other name is unknown to it.
+    (functions / "network.sh").write_text(
+        f'network_get_device() {{ case "$2" in wan) eval "$1={wan_device}"; return 0 ;; esac; '
+        'return 1; }\nnetwork_get_physdev() { return 1; }\n', encoding="utf-8")
+    trace = tmp / "trace"
+    trace.write_text("", encoding="utf-8")
+    script = tmp / "drive.sh"
+    script.write_text(
+        f'. "{HERE}/uci_emul.sh"\n'
+        f'. "{HERE}/procd_emul.sh"\n'
+        f'. "{INIT}"\n'
+        f'CONF_DIR="{tmp}/var/etc/nat-keepalive"\n'
+        'CONF="$CONF_DIR/config.yaml"\n'
+        f'RUN_DIR="{tmp}/var/run/nat-keepalive"\n'
+        f"{body}\n", encoding="utf-8")
+    argv, path = shell_command(shell, tmp)
+    env = {"PATH": path, "LC_ALL": "C", "UCI_CONFIG_DIR": str(etc),
+           "IPKG_INSTROOT": str(tmp / "root"), "PROCD_TRACE": str(trace),
+           "EMUL_PROCD_RUNNING": "1" if running else "0"}
+    done = subprocess.run([*argv, str(script)], cwd=tmp, env=env, capture_output=True,
+                          text=True, timeout=30)
+    return Run(done.returncode, done.stdout, done.stderr,
+               trace.read_text(encoding="utf-8").splitlines(), tmp)
+
+
+def render(shell: str, tmp: Path, uci: str | None) -> Run:
+    return run_init(shell, tmp, uci, 'nk_render "$CONF"')
+
+
+def parse(run: Run):  # type: ignore[no-untyped-def]
+    from natkeepalive.config.loader import parse_config
+    return parse_config(run.text(), str(run.conf))
+
+
+def errors(run: Run) -> list[str]:
+    return [line for line in run.stderr.splitlines() if line.startswith("nat-keepalive: ")]
+
+
+# --- the Makefile ----------------------------------------------------------------------------
+
+def makefile() -> str:
+    return (PKG / "Makefile").read_text(encoding="utf-8")
+
+
+def test_makefile_depends_are_exactly_what_the_agent_imports() -> None:
+    imports = stdlib_imports.scan()
+    assert not imports.unknown, (
+        f"imports that are neither stdlib nor a known OpenWrt package: {imports.unknown}")
+    _, needed = stdlib_imports.needed(imports)
+    declared = stdlib_imports.makefile_depends()
+    assert sorted(set(declared)) == sorted(declared), "a DEPENDS entry is repeated"
+    assert set(declared) == needed, (
+        "openwrt/nat-keepalive/Makefile DEPENDS is out of date; "
+        "`python tests/packaging/stdlib_imports.py --depends` prints the right line")
+
+
+def test_agent_needs_no_heavy_stdlib_packages() -> None:
+    table, needed = stdlib_imports.needed(stdlib_imports.scan())
+    culprits = {m: p for m, p in table.items() if p in FORBIDDEN}
+    assert not culprits, f"DESIGN.md keeps these off the router: {culprits}"
+    assert "python3-netifaces" not in stdlib_imports.makefile_depends()
+    assert not [m for m, p in table.items() if p.startswith("(")], "module missing on OpenWrt"
+
+
+def test_scanner_finds_lazy_imports_and_skips_type_checking(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "m.py").write_text(
+        "from __future__ import annotations\n"
+        "import socket, os.path\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import asyncio\n"
+        "def f():\n    import logging.handlers\n    from uuid import uuid4\n"
+        "try:\n    import netifaces\nexcept ImportError:\n    netifaces = None\n"
+        "import yaml, somethingelse\n", encoding="utf-8")
+    imports = stdlib_imports.scan(package)
+    assert set(imports.direct) == {"socket", "os", "typing", "logging", "uuid"}
+    assert set(imports.third_party) == {"netifaces", "yaml"}
+    assert set(imports.unknown) == {"somethingelse"}
+    table, needed = stdlib_imports.needed(imports)
+    assert {"python3-logging", "python3-uuid", "python3-yaml", "python3-light"} <= needed
+    assert "python3-asyncio" not in needed
+    assert not any(p is None for p in needed)
+
+
+def test_closure_follows_stdlib_imports() -> None:
+    # http.client imports email: importing it on a router needs python3-email.
+    assert "email" in stdlib_imports.closure(["http.client"])
+
+
+def test_makefile_layout() -> None:
+    text = makefile()
+    from natkeepalive import __version__
+    assert re.search(rf"^PKG_VERSION:={re.escape(__version__)}$", text, re.M)
+    order = [text.index(s) for s in ("include $(TOPDIR)/rules.mk", "pypi.mk",
+                                      "include $(INCLUDE_DIR)/package.mk",
+                                      "python3-package.mk")]
+    assert order == sorted(order), "includes: rules.mk, pypi.mk, package.mk, python3-package.mk"
+    for line in ("$(eval $(call Py3Package,nat-keepalive))",
+                 "$(eval $(call BuildPackage,nat-keepalive))",
+                 "$(eval $(call BuildPackage,nat-keepalive-src))",
+                 "USERID:=nat-keepalive:nat-keepalive"):
+        assert line in text
+    conffiles = re.search(r"define Package/nat-keepalive/conffiles\n(.*?)\nendef", text, re.S)
+    assert conffiles and conffiles.group(1).split() == ["/etc/config/nat-keepalive"]
+    # Every file under files/ is installed, and every installed file exists.
+    used = set(re.findall(r"\./files/([\w.-]+)", text))
+    assert used == {p.name for p in FILES.iterdir()}
+    assert "netifaces" not in text.split("DEPENDS:=")[1].splitlines()[0]
+
+
+def test_ubus_acl_lets_the_agent_user_send_its_events() -> None:
+    import json
+    acl = json.loads((FILES / "nat-keepalive.acl.json").read_text(encoding="utf-8"))
+    assert acl == {"user": "nat-keepalive", "send": ["nat-keepalive.*"]}
+
+
+# --- shellcheck ---------------------------------------------------------------------------------
+
+def shell_files() -> list[Path]:
+    found = []
+    for base in (ROOT / "openwrt", ROOT / "packaging", HERE):
+        for path in sorted(base.rglob("*")):
+            if not path.is_file():
+                continue
+            head = path.read_bytes()[:64]
+            if path.suffix == ".sh" or head.startswith((b"#!/bin/sh", b"#!/bin/bash")):
+                found.append(path)
+    return found
+
+
+def test_shellcheck_every_shell_file() -> None:
+    shellcheck = require_tool("shellcheck")
+    files = shell_files()
+    names = {p.name for p in files}
+    assert {"nat-keepalive.init", "nat-keepalive.hook", "uci_emul.sh", "procd_emul.sh",
+            "build-deb.sh", "ci-install-check.sh"} <= names
+    done = subprocess.run([shellcheck, "-s", "sh", *map(str, files)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_render_full_config(shell: str, tmp_path: Path) -> None:
+    run = render(shell, tmp_path, FULL_UCI)
+    assert run.returncode == 0, run.stderr
+    assert not (tmp_path / "PWNED").exists()
+    config = parse(run)
+    assert config.log.level == "notice" and config.log.target == "syslog"
+    assert config.log.address == "/dev/log"
+    assert config.status_file == f"{tmp_path}/var/run/nat-keepalive/status.json"
+    assert config.hooks.command == "/usr/libexec/nat-keepalive/hook"
+    assert config.hooks.events == ("binding-changed", "reachable")
+    assert config.user is None
+    assert config.defaults.interval == 30 and config.defaults.jitter == 0.1
+    provider, pbx, lan = config.bindings
+    assert (provider.name, provider.server.host, provider.server.port) == (
+        "provider", "sip.example.net", 5060)
+    assert provider.source_port == 5062  # '05062' is not octal
+    assert provider.interface == "eth0.2"  # the device carrying UCI's 'wan'
+    assert provider.settings.interval_auto and provider.settings.interval_max == 40
+    assert provider.settings.jitter == 0.1  # from the agent section
+    assert provider.settings.user_agent == 'it\'s "me" $(touch PWNED) `touch PWNED` \\n #x: y'
+    assert (pbx.name, pbx.server.host, pbx.server.port) == ("pbx.2", "2001:db8::1", 5080)
+    assert pbx.bind == "192.0.2.1" and pbx.interface is None
+    assert pbx.settings.require_2xx is True
+    assert pbx.settings.max_forwards == 10
+    assert pbx.settings.interval == 30
+    assert (lan.name, lan.interface, lan.server.port) == ("lan_side", "lan2", 5070)
+    mode = run.conf.stat().st_mode & 0o777
+    assert mode == 0o644, "the agent re-reads it as an unprivileged user on SIGHUP"
+    assert not list(run.conf.parent.glob("*.tmp.*"))
+
+
+def test_rendered_config_passes_nat_keepalive_check(tmp_path: Path) -> None:
+    """The real CLI on the rendered file (needs natkeepalive.cli.main)."""
+    run = render("dash", tmp_path, FULL_UCI)
+    assert run.returncode == 0, run.stderr
+    done = subprocess.run([sys.executable, "-m", "natkeepalive", "check", "-c", str(run.conf)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_shipped_uci_file(shell: str, tmp_path: Path) -> None:
+    shipped = (FILES / "nat-keepalive.config").read_text(encoding="utf-8")
+    run = render(shell, tmp_path, shipped)
+    assert run.returncode == 2, run.stderr
+    assert "nothing to keep alive" in run.stderr
+    assert not run.conf.exists()
+    # Its commented example works once uncommented, as the file tells the user to do.
+    head, example = shipped.split("#config binding", 1)
+    uncommented = head + "\n".join(line[1:] if line.startswith("#") else line
+                                   for line in ("#config binding" + example).splitlines())
+    run = render(shell, tmp_path, uncommented + "\n")
+    assert run.returncode == 0, run.stderr
+    (binding,) = parse(run).bindings
+    assert (binding.name, binding.source_port, binding.interface) == ("provider", 5062, "eth0.2")
+    assert binding.settings.interval_auto
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_no_uci_file_means_nothing_to_run(shell: str, tmp_path: Path) -> None:
+    run = render(shell, tmp_path, None)
+    assert run.returncode == 2
+    assert not run.conf.exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_disabled_agent(shell: str, tmp_path: Path) -> None:
+    run = render(shell, tmp_path, "config agent 'main'\n\toption enabled '0'\n\n" + BINDING)
+    assert run.returncode == 2
+    assert "disabled" in run.stderr
+
+
+BAD_VALUES = [
+    ("source_port", "70000", "nat-keepalive.provider.source_port='70000'", "1 to 65535"),
+    ("source_port", "http", "nat-keepalive.provider.source_port='http'", "1 to 65535"),
+    ("interval", "abc", "nat-keepalive.provider.interval='abc'", "'auto'"),
+    ("interval", "0", "nat-keepalive.provider.interval='0'", "greater than 0"),
+    ("timeout", "1e3", "nat-keepalive.provider.timeout='1e3'", "greater than 0"),
+    ("jitter", "1", "nat-keepalive.provider.jitter='1'", "up to (not including) 1"),
+    ("safety", "1.5", "nat-keepalive.provider.safety='1.5'", "at most 1"),
+    ("safety", "0.0", "nat-keepalive.provider.safety='0.0'", "greater than 0"),
+    ("max_forwards", "256", "nat-keepalive.provider.max_forwards='256'", "0 to 255"),
+    ("fail_threshold", "0", "nat-keepalive.provider.fail_threshold='0'", "at least 1"),
+    ("require_2xx", "maybe", "nat-keepalive.provider.require_2xx='maybe'", "0 or 1"),
+    ("bind", "my-box", "nat-keepalive.provider.bind='my-box'", "IPv4 or IPv6"),
+    ("name", "a b", "nat-keepalive.provider.name='a b'", "letters, digits"),
+    ("server", "sip.example.net; reboot", "nat-keepalive.provider.server=", "host[:port]"),
+    ("interface", "wan'x", "nat-keepalive.provider.interface=", "interface name"),
+]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(("option", "value", "where", "hint"), BAD_VALUES)
+def test_bad_uci_value_is_rejected_clearly(shell: str, option: str, value: str, where: str,
+                                           hint: str, tmp_path: Path) -> None:
+    uci = BINDING.replace("\toption source_port '5062'\n", "") if option == "source_port" \
+        else BINDING
+    quoted = value.replace("'", "'\\''")
+    run = render(shell, tmp_path, uci + f"\toption {option} '{quoted}'\n")
+    assert run.returncode == 1
+    lines = errors(run)
+    assert any(where in line and hint in line for line in lines), run.stderr
+    assert lines[-1].endswith("the agent was not (re)configured")
+    assert not run.conf.exists()
+    assert f"logger -t nat-keepalive -p daemon.err -- /etc/config/nat-keepalive: {where}" in \
+        "\n".join(run.trace)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_agent_section_errors_and_missing_options(shell: str, tmp_path: Path) -> None:
+    uci = ("config agent 'main'\n\toption interval 'abc'\n\toption log_level 'loud'\n\n"
+           "config binding 'a'\n\toption server 'x.example'\n\n"
+           "config binding\n\toption server 'y.example'\n\toption source_port '5070'\n\n"
+           "config binding 'c'\n\toption source_port '5072'\n\n"
+           "config binding 'd'\n\toption server 'z.example'\n\toption source_port '5074'\n"
+           "\toption interface 'wan'\n\toption bind '10.0.0.1'\n")
+    run = render(shell, tmp_path, uci)
+    assert run.returncode == 1
+    text = "\n".join(errors(run))
+    assert "nat-keepalive.main.interval='abc'" in text
+    assert "nat-keepalive.main.log_level='loud'" in text
+    assert "nat-keepalive.a.source_port: missing" in text
+    assert "nat-keepalive.@binding[1]: an unnamed section needs option name" in text
+    assert "nat-keepalive.c.server: missing" in text
+    assert "nat-keepalive.d.bind: set either interface or bind, not both" in text
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_failed_render_keeps_the_running_config(shell: str, tmp_path: Path) -> None:
+    good = render(shell, tmp_path, BINDING)
+    assert good.returncode == 0
+    before = good.text()
+    bad = render(shell, tmp_path, BINDING.replace("5062", "99999"))
+    assert bad.returncode == 1
+    assert bad.text() == before
+
+
+# --- procd -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_start_service_runs_the_agent_unprivileged_under_procd(shell: str,
+                                                                tmp_path: Path) -> None:
+    run = run_init(shell, tmp_path, BINDING, "start_service")
+    assert run.returncode == 0, run.stderr
+    conf = run.conf
+    assert run.trace == [
+        f"chown nat-keepalive:nat-keepalive {tmp_path}/var/run/nat-keepalive",
+        "procd_open_instance ",
+        f"procd_set_param command /usr/bin/nat-keepalive run -c {conf} --log syslog",
+        "procd_set_param user nat-keepalive",
+        "procd_set_param no_new_privs 1",
+        "procd_set_param respawn",
+        "procd_set_param stdout 1",
+        "procd_set_param stderr 1",
+        "procd_close_instance",
+    ]
+    assert (tmp_path / "var" / "run" / "nat-keepalive").is_dir()
+    assert "run-as: user" in run.text()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_port_below_1024_starts_as_root_and_the_agent_drops_privileges(
+        shell: str, tmp_path: Path) -> None:
+    run = run_init(shell, tmp_path, BINDING.replace("5062", "506"), "start_service")
+    assert run.returncode == 0, run.stderr
+    assert not [line for line in run.trace if line.startswith("procd_set_param user")]
+    assert parse(run).user == "nat-keepalive"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_start_service_with_bad_config_starts_nothing(shell: str, tmp_path: Path) -> None:
+    run = run_init(shell, tmp_path, BINDING.replace("5062", "0"), "start_service")
+    assert run.returncode == 1
+    assert not [line for line in run.trace if line.startswith("procd_")]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_service_triggers(shell: str, tmp_path: Path) -> None:
+    run = run_init(shell, tmp_path, FULL_UCI, "service_triggers")
+    assert run.returncode == 0, run.stderr
+    triggers = [line for line in run.trace if line.startswith("procd_add")]
+    assert triggers == [
+        "procd_add_reload_trigger nat-keepalive",
+        "procd_add_interface_trigger interface.*.up wan /etc/init.d/nat-keepalive reprobe",
+        "procd_add_interface_trigger interface.*.up wan6 /etc/init.d/nat-keepalive reprobe",
+        "procd_add_interface_trigger interface.*.up lan2 /etc/init.d/nat-keepalive reprobe",
+    ]
+    schemas = [line.split()[:3] for line in run.trace if line.startswith("validation-schema")]
+    assert schemas == [["validation-schema", "nat-keepalive", "agent"],
+                       ["validation-schema", "nat-keepalive", "binding"]]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_reload_sends_sighup_to_a_running_agent(shell: str, tmp_path: Path) -> None:
+    run_init(shell, tmp_path, BINDING, "start_service")
+    run = run_init(shell, tmp_path, BINDING.replace("5062", "5070"), "reload_service",
+                   running=True)
+    assert run.returncode == 0, run.stderr
+    assert run.trace[0] == "start"
+    assert run.trace[-1] == "procd_send_signal nat-keepalive * HUP"
+    assert "source_port: 5070" in run.text()
+    assert not (run.conf.parent / "config.yaml.new").exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_reload_with_bad_config_leaves_the_agent_alone(shell: str, tmp_path: Path) -> None:
+    run_init(shell, tmp_path, BINDING, "start_service")
+    before = (tmp_path / "var" / "etc" / "nat-keepalive" / "config.yaml").read_text()
+    run = run_init(shell, tmp_path, BINDING + "\toption interval 'abc'\n", "reload_service",
+                   running=True)
+    assert run.returncode == 1
+    assert not [line for line in run.trace if line == "start" or line.startswith("procd_")]
+    assert run.text() == before
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_reload_to_disabled_stops_without_signal(shell: str, tmp_path: Path) -> None:
+    run_init(shell, tmp_path, BINDING, "start_service")
+    run = run_init(shell, tmp_path, BINDING.replace("'5062'", "'5062'\n\toption enabled '0'"),
+                   "reload_service", running=True)
+    assert run.returncode == 0, run.stderr
+    assert "start" in run.trace
+    assert not [line for line in run.trace if line.startswith(("procd_open_instance",
+                                                               "procd_send_signal"))]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_reload_when_run_as_changes_lets_procd_restart(shell: str, tmp_path: Path) -> None:
+    run_init(shell, tmp_path, BINDING, "start_service")
+    run = run_init(shell, tmp_path, BINDING.replace("5062", "506"), "reload_service",
+                   running=True)
+    assert run.returncode == 0, run.stderr
+    assert "procd_open_instance " in run.trace  # a changed instance: procd restarts it
+    assert not [line for line in run.trace if line.startswith("procd_send_signal")]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_ifup_reprobes_with_sigusr2(shell: str, tmp_path: Path) -> None:
+    uci = BINDING + "\toption interface 'wan'\n"
+    run_init(shell, tmp_path, uci, "start_service")
+    run = run_init(shell, tmp_path, uci, "reprobe", running=True)
+    assert run.returncode == 0, run.stderr
+    assert run.trace == ["procd_send_signal nat-keepalive * USR2"]
+    assert not (run.conf.parent / "config.yaml.new").exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_ifup_with_a_new_device_reloads(shell: str, tmp_path: Path) -> None:
+    uci = BINDING + "\toption interface 'wan'\n"
+    run_init(shell, tmp_path, uci, "start_service")
+    run = run_init(shell, tmp_path, uci, "reprobe", running=True, wan_device="pppoe-wan")
+    assert run.returncode == 0, run.stderr
+    assert "start" in run.trace
+    assert run.trace[-1] == "procd_send_signal nat-keepalive * HUP"
+    assert parse(run).bindings[0].interface == "pppoe-wan"
+
+
+def test_uci_settings_match_the_agents_setting_keys(tmp_path: Path) -> None:
+    from natkeepalive.config.loader import SETTING_KEYS
+    run = run_init("dash", tmp_path, None, "nk_with_settings_spec echo")
+    names = [spec.split(":")[0] for spec in run.stdout.split()]
+    assert sorted(names) == sorted(SETTING_KEYS)
+
+
+def test_the_emulation_refuses_datatypes_it_does_not_know(tmp_path: Path) -> None:
+    run = run_init("dash", tmp_path, BINDING,
+                   "uci_load_validate nat-keepalive binding provider '' 'server:macaddr'; "
+                   "echo rc=$?")
+    assert "rc=0" not in run.stdout
+    assert "datatype 'macaddr' is not emulated" in run.stderr
+
+
+def test_busybox_mode_really_uses_busybox(tmp_path: Path) -> None:
+    argv, path = shell_command("busybox", tmp_path)
+    awk = shutil.which("awk", path=path)
+    assert awk and os.path.realpath(awk) == os.path.realpath(require_tool("busybox"))
