@@ -247,6 +247,10 @@ def test_no_empty_line_is_tolerated() -> None:
     assert parsed.body == b""
 
 
+def test_blank_continuation_adds_nothing() -> None:
+    assert response(b"Server: a\r\n   \r\n\tb\r\n").header("server") == "a b"
+
+
 def test_lf_then_crlf_ends_the_headers() -> None:
     parsed = parse_response(HEAD.replace(b"\r\n", b"\n") + b"\r\nbody")
     assert parsed.body == b"body"
@@ -479,6 +483,10 @@ def test_via_count_cap() -> None:
     with pytest.raises(SipParseError) as info:
         parse_response(head + ok + b"Via: " + one + b"\r\n\r\n")
     assert str(info.value) == "too many Via values (limit 64)"
+    with pytest.raises(SipParseError) as info:  # stray commas count too: no real Via has 64
+        parse_response(head + b"Via: " + b"," * 64 + one + b"\r\n\r\n")
+    assert str(info.value) == "too many Via values (limit 64)"
+    assert len(parse_response(head + b"Via: " + b"," * 63 + one + b"\r\n\r\n").vias) == 1
 
 
 def test_via_parameter_cap() -> None:
@@ -487,6 +495,14 @@ def test_via_parameter_cap() -> None:
         parse_via("SIP/2.0/UDP h" + ";a" * 33)
     shown = "SIP/2.0/UDP h" + ";a" * 23 + ";..."  # the first 60 characters
     assert str(info.value) == f"bad Via '{shown}': more than 32 parameters"
+
+
+def test_quoted_section_cap() -> None:
+    assert split_outside('"",' * 32 + "<>" * 32, ",")[-1] == "<>" * 32
+    with pytest.raises(SipParseError) as info:
+        split_outside('"",' * 32 + "<>" * 33, ",")
+    assert str(info.value) == (
+        "more than 64 quoted strings or <...> in " + repr('"",' * 20 + "..."))
 
 
 def test_non_bytes_input() -> None:

@@ -156,5 +156,5 @@ def reference_split(text: str, sep: str) -> list[str]:
 def test_split_outside_matches_the_reference(text: str, sep: str, max_splits: int) -> None:
     expected = reference_split(text, sep)
     if 0 <= max_splits < len(expected) - 1:  # str.split semantics: the rest stays joined
-        expected = expected[:max_splits] + [sep.join(expected[max_splits:])]
+        expected = [*expected[:max_splits], sep.join(expected[max_splits:])]
     assert split_outside(text, sep, max_splits) == expected

@@ -43,6 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--inbound-check", action="store_true")
     probe.add_argument("--json", action="store_true")
 
+    disc = sub.add_parser("discover", help="measure how long the NAT keeps an idle binding")
+    disc.add_argument("target", metavar="TARGET")
+    disc.add_argument("--source-port", type=_port, default=0, metavar="N",
+                      help="first local port; trial k uses N+k (default: ephemeral ports)")
+    disc.add_argument("--bind", metavar="ADDR")
+    disc.add_argument("--max-idle", type=_positive, default=600.0, metavar="S")
+    disc.add_argument("--resolution", type=_positive, default=0.1, metavar="R",
+                      help="bracket width: a fraction (<1) of the lifetime, at least 1 s, "
+                           "or seconds (>=1); default 0.1")
+    disc.add_argument("--start", type=_positive, default=5.0, metavar="S",
+                      help="first idle time tried (default 5 s)")
+    disc.add_argument("--timeout", type=_positive, default=3.0, metavar="S")
+    disc.add_argument("--json", action="store_true")
+
     check = sub.add_parser("check", help="validate a configuration file")
     check.add_argument("-c", "--config", metavar="FILE")
 
@@ -137,7 +151,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return run_probe(args)
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "status": cmd_status, "probe": cmd_probe}
+def cmd_discover(args: argparse.Namespace) -> int:
+    from natkeepalive.cli.discover import run_discover
+
+    return run_discover(args)
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "status": cmd_status, "probe": cmd_probe,
+            "discover": cmd_discover}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -144,6 +144,8 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
                        signal.SIGUSR2):
             signal.signal(signum, self._on_signal)
+        # a finished hook wakes the loop through the wake-up fd, so it is reaped at once
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._pending_signals.add(signum)
@@ -221,7 +223,7 @@ class Daemon:
             self.notifier.watchdog()
             self._watchdog_at = now + (self.notifier.watchdog_interval() or 30.0)
         for problem in self.hooks.poll(now):
-            self.sink.emit_text(ev.WARNING, f"hook: {problem}")
+            self.sink.emit_text(ev.WARNING, problem)
         if now >= self._drops_at:
             self._drops_at = now + DROP_REPORT_EVERY
             dropped = sum(s.engine.dropped for s in self.slots.values())

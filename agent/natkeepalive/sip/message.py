@@ -2,7 +2,8 @@
 
 Rules:
 - Any bytes give a Request, a Response or SipParseError with a message precise enough to log;
-  no other exception escapes. Input is capped (size, header lines) so hostile packets cost little.
+  no other exception escapes. Input is capped (bytes, header lines, Via values, parameters,
+  quoted sections) so a hostile packet costs well under a millisecond here.
 - Lenient where real servers differ from the grammar (case, compact names, folded lines,
   whitespace around separators, bare LF, a missing Content-Length, `ip:port` in `received`);
   strict where the agent's decisions depend on it (status line, Via, Call-ID, CSeq).
@@ -20,6 +21,7 @@ MAX_MESSAGE_BYTES = 65535
 MAX_HEADER_LINES = 200
 MAX_VIAS = 64  # far above any real path; bounds the work a hostile packet can cause
 MAX_VIA_PARAMS = 32  # real Via values carry about five
+MAX_QUOTED = 64  # quoted strings and <...> sections in one Via header value
 
 # One table of header names: (canonical long name, compact form or "").
 # Compact forms: RFC 3261 §7.3.3 and the IANA SIP parameters registry.
@@ -97,30 +99,21 @@ def _is_ipv6(text: str) -> bool:
     return 2 <= text.count(":") <= 7 and set(text) <= _V6_CHARS and ":::" not in text
 
 
-def _after_quoted(text: str, i: int) -> int:
-    """The index just past the quoted string opening at `i` (the end if it never closes)."""
-    j = i + 1
-    while True:
-        q = text.find('"', j)
-        if q < 0:
-            return len(text)
-        # The quote is escaped when an odd run of backslashes precedes it.
-        run = q - j - len(text[j:q].rstrip("\\"))
-        if run % 2 == 0:
-            return q + 1
-        j = q + 1
-
-
 def split_outside(text: str, sep: str, max_splits: int = -1) -> list[str]:
     """Split on `sep` except inside a quoted string (with backslash escapes) or <...>.
 
     At most `max_splits` splits, like str.split. Jumps between special characters with str.find,
-    so a long hostile value costs C-speed scans rather than a Python step per character.
+    so a long hostile value costs C-speed scans rather than a Python step per character; more
+    than MAX_QUOTED quoted strings or <...> sections raise SipParseError.
     """
     if '"' not in text and "<" not in text:
         return text.split(sep, max_splits)  # the common case
+    # The same text with escaped pairs (backslash-backslash, backslash-quote) blanked, so the
+    # closing quote of a quoted string is the next '"' in it: a run of backslashes pairs up from
+    # its left end, exactly as the escapes do.
+    quotes = text.replace("\\\\", "\0\0").replace('\\"', "\0\0") if "\\" in text else text
     parts: list[str] = []
-    start = pos = 0
+    start = pos = sections = 0
     at_sep = text.find(sep)
     at_quote = text.find('"')
     at_angle = text.find("<")
@@ -141,9 +134,14 @@ def split_outside(text: str, sep: str, max_splits: int = -1) -> list[str]:
                 break
             parts.append(text[start:first])
             start = pos = first + 1
+        elif sections == MAX_QUOTED:
+            raise SipParseError(f"more than {MAX_QUOTED} quoted strings or <...> in {_show(text)}")
         elif first == at_quote:
-            pos = _after_quoted(text, first)
+            sections += 1
+            close = quotes.find('"', first + 1)
+            pos = len(text) if close < 0 else close + 1
         else:
+            sections += 1
             close = text.find(">", first + 1)
             pos = len(text) if close < 0 else close + 1
     parts.append(text[start:])
@@ -157,7 +155,7 @@ class Via:
     protocol: str  # e.g. "SIP/2.0/UDP", upper case
     host: str      # sent-by host, IPv6 without brackets
     port: int | None
-    params: Params  # names lower-cased, values as sent (None: no '=')
+    params: Params  # names lower-cased, values as sent but trimmed (None: no '=')
 
     def param(self, name: str) -> str | None:
         """The value of the first parameter `name` (None when absent or valueless)."""
@@ -356,7 +354,9 @@ def _header_lines(text: str) -> list[tuple[str, str]]:
             if not headers:
                 raise SipParseError(f"line {number}: continuation line without a header")
             name, value = headers[-1]
-            headers[-1] = (name, f"{value} {line.strip()}" if value else line.strip())
+            more = line.strip()
+            if more:
+                headers[-1] = (name, f"{value} {more}" if value else more)
             continue
         name, sep, value = line.partition(":")
         if not sep:

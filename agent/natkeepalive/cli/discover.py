@@ -1,0 +1,82 @@
+"""`nat-keepalive discover TARGET`: measure how long the NAT keeps an idle UDP binding."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from natkeepalive.config.model import ProbeSettings
+from natkeepalive.core.discovery import Discovery, Trial, recommended_interval
+from natkeepalive.runtime.discover import discover
+from natkeepalive.runtime.sockets import resolve
+from natkeepalive.sip.target import parse_target
+
+PORT_SPAN = 64  # trial k uses source_port + k; no configured binding may sit in that range
+
+
+def _configured_ports() -> dict[int, str]:
+    from natkeepalive.config import config_path, load_config
+    from natkeepalive.errors import ConfigError
+
+    try:
+        config = load_config(config_path(None, os.environ))
+    except ConfigError:
+        return {}
+    return {b.source_port: b.name for b in config.bindings}
+
+
+def _progress(trial: Trial, took: float) -> None:
+    sys.stderr.write(f"trial: idle {trial.idle:g} s -> {trial.result} "
+                     f"({trial.method}, {took:.1f} s)\n")
+    sys.stderr.flush()
+
+
+def run_discover(args: argparse.Namespace) -> int:
+    target = parse_target(args.target)
+    if args.source_port:
+        taken = _configured_ports()
+        for port in range(args.source_port, args.source_port + PORT_SPAN):
+            if port in taken:
+                sys.stderr.write(f"nat-keepalive: port {port} belongs to binding "
+                                 f"{taken[port]!r}; discover needs ports of its own\n")
+                return 2
+    try:
+        server = resolve(target.host, target.port)
+    except OSError as exc:
+        sys.stderr.write(f"nat-keepalive: cannot resolve {target.host}: {exc}\n")
+        return 1
+    resolution = args.resolution
+    discovery = Discovery(server, target.host, target.port, os.urandom,
+                          max_idle=args.max_idle, start=min(args.start, args.max_idle),
+                          resolution=resolution if resolution < 1 else 0.0,
+                          resolution_min=1.0 if resolution < 1 else resolution,
+                          timeout=args.timeout)
+    result = discover(discovery, args.source_port, args.bind, _progress)
+    defaults = ProbeSettings()
+    out: dict[str, Any] = {
+        "target": str(target), "server": {"address": server[0], "port": server[1]},
+        "lifetime_s": result.lifetime_s, "lo_s": result.lo_s, "hi_s": result.hi_s,
+        "trials": result.trials, "method": result.method, "recommended_interval_s": None,
+        "error": discovery.error,
+    }
+    if result.lifetime_s is not None:
+        out["recommended_interval_s"] = recommended_interval(
+            result.lo_s, defaults.safety, 1.0, args.max_idle)
+    if args.json:
+        sys.stdout.write(json.dumps(out) + "\n")
+    elif discovery.error is not None:
+        sys.stdout.write(f"cannot measure: {discovery.error}\n")
+    elif result.hi_s is None:
+        sys.stdout.write(f"the binding survived every idle time up to {result.lo_s:g} s "
+                         f"(--max-idle); lifetime >= {result.lo_s:g} s ({result.method}, "
+                         f"{result.trials} trials)\n")
+    else:
+        sys.stdout.write(
+            f"lifetime  {result.lo_s:g} s (between {result.lo_s:g} and {result.hi_s:g} s; "
+            f"{result.method}, {result.trials} trials)\n"
+            f"interval  {out['recommended_interval_s']:g} s recommended "
+            f"({defaults.safety:g} x lifetime)\n")
+    return 1 if discovery.error is not None or result.lifetime_s is None else 0

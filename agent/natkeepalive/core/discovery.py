@@ -1,0 +1,291 @@
+"""Binding lifetime discovery, sans-I/O: how long does this NAT keep an idle UDP binding?
+
+Rules:
+- A trial makes a fresh binding (its own new local port), establishes it the way the daemon does
+  (two answered exchanges PROMOTE_DELAY apart, so a Linux NAT promotes the flow to its long stream
+  timeout), leaves it idle for `idle` seconds counted from the last answer, then tests it.
+- Test by the inbound check (METHOD_INBOUND): an answer on the trial socket means it survived; on
+  the AUX socket, the server forces rport (the trial ends "unsupported"); silence needs a confirming
+  keepalive: answered means expired, unanswered means the server failed (the trial is void).
+- Test by rport (METHOD_RPORT, for servers that force rport, behind a random-port NAT): a keepalive
+  after the idle time; the same public port means it survived, another port means it expired.
+- The search grows the idle time (doubling from `start`) until a trial expires or `max_idle` is
+  reached, then bisects until hi - lo <= max(resolution_min, resolution * lo). `lo` is the largest
+  idle that survived, `hi` the smallest that expired; the lifetime lies between them.
+"""
+
+from __future__ import annotations
+
+import binascii
+from dataclasses import dataclass
+from typing import Callable
+
+from natkeepalive.core.engine import AUX, PROMOTE_DELAY, Address, Datagram
+from natkeepalive.core.transaction import ClientTransaction, TransactionKey
+from natkeepalive.errors import SipParseError
+from natkeepalive.sip.message import Response, parse_response
+from natkeepalive.sip.request import OptionsRequest, build_options
+
+TRIAL = "trial"
+METHOD_INBOUND, METHOD_RPORT = "inbound-check", "rport"
+SURVIVED, EXPIRED, FAILED, UNSUPPORTED = "survived", "expired", "failed", "unsupported"
+
+# trial phases
+ESTABLISH, SETTLE, PROMOTE, IDLE, CHECK, CONFIRM, DONE = (
+    "establish", "settle", "promote", "idle", "check", "confirm", "done")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    lifetime_s: float | None  # the largest idle that survived (None: not even `start`)
+    lo_s: float
+    hi_s: float | None  # None: nothing expired up to max_idle
+    trials: int
+    method: str
+
+
+class LifetimeSearch:
+    """Grow, then bisect. Pure bookkeeping: which idle time to try next, and when to stop."""
+
+    def __init__(self, start: float = 5.0, max_idle: float = 600.0, resolution: float = 0.1,
+                 resolution_min: float = 1.0) -> None:
+        self.start = min(start, max_idle)
+        self.max_idle = max_idle
+        self.resolution = resolution
+        self.resolution_min = resolution_min
+        self.lo = 0.0
+        self.hi: float | None = None
+        self.trials = 0
+
+    def next_idle(self) -> float | None:
+        if self.hi is None:
+            if self.lo >= self.max_idle:
+                return None
+            candidate = self.start if self.lo == 0.0 else self.lo * 2.0
+            return min(candidate, self.max_idle)
+        if self.hi - self.lo <= max(self.resolution_min, self.resolution * self.lo):
+            return None
+        return round((self.lo + self.hi) / 2.0, 3)
+
+    def record(self, idle: float, survived: bool) -> None:
+        self.trials += 1
+        if survived:
+            self.lo = max(self.lo, idle)
+        else:
+            self.hi = idle if self.hi is None else min(self.hi, idle)
+
+    def result(self, method: str) -> SearchResult:
+        return SearchResult(self.lo if self.lo > 0 else None, self.lo, self.hi, self.trials,
+                            method)
+
+
+class Trial:
+    """One fresh binding, established, left idle, tested. Channels: TRIAL (its socket) and AUX."""
+
+    def __init__(self, idle: float, method: str, server: Address, local: Address,
+                 uri_host: str, uri_port: int, now: float,
+                 random_bytes: Callable[[int], bytes], timeout: float = 3.0) -> None:
+        self.idle = idle
+        self.method = method
+        self.server = server
+        self.local = local
+        self.uri_host = uri_host
+        self.uri_port = uri_port
+        self.timeout = timeout
+        self._random = random_bytes
+        self.call_id = binascii.hexlify(random_bytes(8)).decode("ascii")
+        self.from_tag = binascii.hexlify(random_bytes(4)).decode("ascii")
+        self.cseq = 0
+        self.phase = ESTABLISH
+        self.result: str | None = None
+        self.public: Address | None = None
+        self.last_answer: float | None = None
+        self._wake: float | None = None
+        self._tx: ClientTransaction | None = None
+        self._outbox: list[Datagram] = []
+        self._send(now, rport=True)
+
+    # ------------------------------------------------------------------ driving
+
+    def next_deadline(self) -> float | None:
+        if self.phase == DONE:
+            return None
+        if self._tx is not None:
+            return self._tx.due()
+        return self._wake
+
+    def datagrams_to_send(self) -> list[Datagram]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def handle_timer(self, now: float) -> None:
+        if self.phase == DONE:
+            return
+        tx = self._tx
+        if tx is not None:
+            again = tx.on_timer(now)
+            if again is not None:
+                channel = AUX if self.phase == CHECK else TRIAL
+                self._outbox.append(Datagram(channel, again, self.server))
+            elif tx.done:
+                self._tx = None
+                self._silence(now)
+            return
+        if self._wake is not None and now >= self._wake:
+            self._wake = None
+            if self.phase == SETTLE:
+                self.phase = PROMOTE
+                self._send(now, rport=True)
+            elif self.phase == IDLE:
+                self._test(now)
+
+    def receive_datagram(self, data: bytes, source: Address, now: float, channel: str) -> None:
+        try:
+            response = parse_response(data)
+        except SipParseError:
+            return
+        self.receive_response(response, source, now, channel)
+
+    def receive_response(self, response: Response, source: Address, now: float,
+                         channel: str) -> None:
+        tx = self._tx
+        if tx is None or source != self.server or response.top_via.branch != tx.key.branch \
+                or response.call_id != tx.key.call_id or response.cseq != tx.key.cseq:
+            return
+        final, _rtt = tx.on_response(response.status, now)
+        if not final:
+            return
+        self._tx = None
+        via = response.top_via
+        seen = (via.received or via.host, via.rport)
+        if self.phase == CHECK:
+            self._finish(SURVIVED if channel == TRIAL else UNSUPPORTED)
+            return
+        if channel != TRIAL:
+            return
+        self.last_answer = now
+        if self.phase == ESTABLISH:
+            self.public = None if seen[1] is None else (seen[0], seen[1])
+            self.phase = SETTLE
+            self._wake = now + PROMOTE_DELAY
+        elif self.phase == PROMOTE:
+            self.phase = IDLE
+            self._wake = now + self.idle
+        elif self.phase == CONFIRM:
+            if self.method == METHOD_INBOUND:
+                self._finish(EXPIRED)
+            else:
+                same = self.public is not None and seen == self.public
+                self._finish(SURVIVED if same else EXPIRED)
+
+    # ------------------------------------------------------------------ steps
+
+    def _test(self, now: float) -> None:
+        if self.public is None:  # the server ignores rport: no port to aim at or compare
+            self._finish(UNSUPPORTED)
+        elif self.method == METHOD_INBOUND:
+            self.phase = CHECK
+            self._send(now, rport=False)
+        else:
+            self.phase = CONFIRM
+            self._send(now, rport=True)
+
+    def _silence(self, now: float) -> None:
+        if self.phase == CHECK:  # silence alone proves nothing: is the server there?
+            self.phase = CONFIRM
+            self._send(now, rport=True)
+        else:
+            self._finish(FAILED)
+
+    def _finish(self, result: str) -> None:
+        self.phase = DONE
+        self.result = result
+
+    def _send(self, now: float, rport: bool) -> None:
+        self.cseq += 1
+        branch = "z9hG4bK" + binascii.hexlify(self._random(10)).decode("ascii")
+        if rport:
+            via = self.local
+        else:
+            assert self.public is not None
+            via = self.public
+        payload = build_options(OptionsRequest(
+            uri_host=self.uri_host, uri_port=None if self.uri_port == 5060 else self.uri_port,
+            via_host=via[0], via_port=via[1], branch=branch, call_id=self.call_id,
+            from_tag=self.from_tag, cseq=self.cseq, rport=rport))
+        self._tx = ClientTransaction(TransactionKey(branch, self.call_id, self.cseq), payload,
+                                     "discovery", now, self.timeout)
+        self._outbox.append(Datagram(TRIAL if rport else AUX, payload, self.server))
+
+
+MAX_FAILED_TRIALS = 3
+
+
+class Discovery:
+    """Trials one after another until the search is done; picks and falls back the method.
+
+    The runtime opens a fresh socket for each trial and feeds the trial; this class only decides.
+    """
+
+    def __init__(self, server: Address, uri_host: str, uri_port: int,
+                 random_bytes: Callable[[int], bytes], max_idle: float = 600.0,
+                 start: float = 5.0, resolution: float = 0.1, resolution_min: float = 1.0,
+                 timeout: float = 3.0) -> None:
+        self.server = server
+        self.uri_host = uri_host
+        self.uri_port = uri_port
+        self._random = random_bytes
+        self.timeout = timeout
+        self.search = LifetimeSearch(start, max_idle, resolution, resolution_min)
+        self.method = METHOD_INBOUND
+        self.failed = 0
+        self.error: str | None = None
+        self.done = False
+        self.history: list[tuple[float, str, str]] = []  # (idle, method, result)
+
+    def start_trial(self, local: Address, now: float) -> Trial | None:
+        """The next trial on the fresh local address, or None when the search is over."""
+        if self.done:
+            return None
+        idle = self.search.next_idle()
+        if idle is None:
+            self.done = True
+            return None
+        return Trial(idle, self.method, self.server, local, self.uri_host, self.uri_port, now,
+                     self._random, self.timeout)
+
+    def trial_done(self, trial: Trial) -> None:
+        result = trial.result
+        self.history.append((trial.idle, trial.method, result or ""))
+        if result in (SURVIVED, EXPIRED):
+            if trial.method == METHOD_RPORT and trial.public is not None \
+                    and trial.public[1] == trial.local[1] and not self.search.trials:
+                self._give_up("the NAT keeps source ports and the server forces rport: "
+                              "neither the inbound check nor an rport change can show expiry")
+                return
+            self.search.record(trial.idle, result == SURVIVED)
+            return
+        if result == UNSUPPORTED:
+            if trial.public is None:
+                self._give_up("the server ignores rport: no public port to test")
+            elif self.method == METHOD_INBOUND:
+                self.method = METHOD_RPORT  # the server forces rport; try the port itself
+            else:
+                self._give_up("the binding cannot be tested")
+            return
+        self.failed += 1
+        if self.failed >= MAX_FAILED_TRIALS:
+            self._give_up(f"the server did not answer in {self.failed} trials")
+
+    def _give_up(self, why: str) -> None:
+        self.error = why
+        self.done = True
+
+    def result(self) -> SearchResult:
+        return self.search.result(self.method)
+
+
+def recommended_interval(lo_s: float, safety: float, interval_min: float,
+                         interval_max: float) -> float:
+    """safety × lo, inside [interval_min, interval_max]: jitter only ever shortens a wait."""
+    return max(interval_min, min(interval_max, round(safety * lo_s, 3)))
