@@ -192,7 +192,7 @@ class LifetimeDiscovered(Event):
     binding: str
     lifetime_s: float
     lo_s: float
-    hi_s: float
+    hi_s: float | None  # None: nothing expired up to the longest idle tried
 
 
 @dataclass(frozen=True)

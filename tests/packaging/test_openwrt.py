@@ -169,7 +169,7 @@ def test_makefile_depends_are_exactly_what_the_agent_imports() -> None:
 
 
 def test_agent_needs_no_heavy_stdlib_packages() -> None:
-    table, needed = stdlib_imports.needed(stdlib_imports.scan())
+    table, _needed = stdlib_imports.needed(stdlib_imports.scan())
     culprits = {m: p for m, p in table.items() if p in FORBIDDEN}
     assert not culprits, f"DESIGN.md keeps these off the router: {culprits}"
     assert "python3-netifaces" not in stdlib_imports.makefile_depends()
@@ -191,7 +191,7 @@ def test_scanner_finds_lazy_imports_and_skips_type_checking(tmp_path: Path) -> N
     assert set(imports.direct) == {"socket", "os", "typing", "logging", "uuid"}
     assert set(imports.third_party) == {"netifaces", "yaml"}
     assert set(imports.unknown) == {"somethingelse"}
-    table, needed = stdlib_imports.needed(imports)
+    _table, needed = stdlib_imports.needed(imports)
     assert {"python3-logging", "python3-uuid", "python3-yaml", "python3-light"} <= needed
     assert "python3-asyncio" not in needed
     assert not any(p is None for p in needed)
@@ -530,6 +530,6 @@ def test_the_emulation_refuses_datatypes_it_does_not_know(tmp_path: Path) -> Non
 
 
 def test_busybox_mode_really_uses_busybox(tmp_path: Path) -> None:
-    argv, path = shell_command("busybox", tmp_path)
+    _argv, path = shell_command("busybox", tmp_path)
     awk = shutil.which("awk", path=path)
     assert awk and os.path.realpath(awk) == os.path.realpath(require_tool("busybox"))

@@ -202,11 +202,13 @@ class SipResponder:
             with self._cond:
                 self.garbage.append((source, data, "a response, not a request"))
             return
+        # Settings are read before the request is recorded: a test that changes them after
+        # wait_for_requests() returns affects only later requests.
+        with self.lock:
+            settings = {name: getattr(self, name) for name in BEHAVIOUR}
         with self._cond:
             self.requests.append((source, message, time.monotonic()))
             self._cond.notify_all()
-        with self.lock:
-            settings = {name: getattr(self, name) for name in BEHAVIOUR}
         if settings["silent"] or message.method == "ACK":
             return
         vias, destination = self._reply_vias(message, source, settings)

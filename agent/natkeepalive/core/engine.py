@@ -72,6 +72,7 @@ class BindingEngine:
         self.server: Address | None = None
         self.local: Address | None = None
         self.interval = settings.interval
+        self.flow_timer: float | None = None
         self.tracker = Tracker(name, "")
         self.reach = Reachability(name, settings.fail_threshold, settings.ok_threshold,
                                   settings.lagged_ms)
@@ -146,6 +147,8 @@ class BindingEngine:
             self._events.append(ev.SendFailed(self.name, error))
 
     def set_interval(self, interval: float, reason: str, now: float) -> None:
+        if self.flow_timer is not None and interval > self.flow_timer:
+            interval = self.flow_timer  # RFC 5626: the server's limit is never exceeded
         if interval == self.interval:
             return
         self._events.append(ev.IntervalAdjusted(self.name, round(self.interval, 3),
@@ -329,6 +332,11 @@ class BindingEngine:
         idle_s = 0.0 if self.last_response_at is None else tx.first_sent - self.last_response_at
         self.last_response_at = now
         ok = not self.settings.require_2xx or 200 <= response.status < 300
+        flow_timer = response.flow_timer
+        if flow_timer is not None and flow_timer > 0 and flow_timer != self.flow_timer:
+            self.flow_timer = float(flow_timer)
+            if self.interval > self.flow_timer:
+                self.set_interval(self.flow_timer, "flow-timer", now)
         via = response.top_via
         seen: Mapping = (via.received or via.host, via.rport)
         self._events.append(ev.ProbeAnswered(self.name, tx.key.cseq, response.status,

@@ -29,14 +29,16 @@ from natkeepalive import __version__
 from natkeepalive import events as ev
 from natkeepalive.config import load_config
 from natkeepalive.config.model import Config
+from natkeepalive.core.discovery import TRIAL
 from natkeepalive.core.engine import AUX, BINDING, Address
 from natkeepalive.core.tracker import format_mapping
 from natkeepalive.errors import ConfigError, SipParseError, SocketSetupError
+from natkeepalive.runtime.auto import AutoInterval
 from natkeepalive.runtime.hooks import HookRunner
 from natkeepalive.runtime.logsink import Sink
 from natkeepalive.runtime.notify import Notifier
 from natkeepalive.runtime.slot import Slot
-from natkeepalive.runtime.sockets import family_of, wildcard
+from natkeepalive.runtime.sockets import family_of, send_datagram, wildcard
 from natkeepalive.runtime.status import iso_utc, write_status
 from natkeepalive.sip.message import parse_response
 
@@ -62,6 +64,8 @@ class Daemon:
         self.random_bytes = random_bytes
         self.selector = selectors.DefaultSelector()
         self.slots: dict[str, Slot] = {}
+        self.autos: dict[str, AutoInterval] = {}  # bindings with interval: auto
+        self._auto_fds: dict[str, int] = {}
         self.by_fd: dict[int, Slot] = {}
         self.by_call_id: dict[str, Slot] = {}
         self.aux: dict[int, socket.socket] = {}
@@ -124,6 +128,10 @@ class Daemon:
                 slot.engine.send_failed(str(exc))
             self._register(slot)
             self._after(slot, found, now)
+            if binding.settings.interval_auto:
+                auto = AutoInterval(slot, self.random_bytes, now)
+                self.autos[slot.name] = auto
+                self._after_auto(auto, [], now)
 
     def _drop_privileges(self) -> None:
         user = self.config.user
@@ -171,6 +179,8 @@ class Daemon:
                 self._drain_wakeups()
             elif isinstance(key.data, Slot):
                 self._read_binding(key.data)
+            elif isinstance(key.data, AutoInterval):
+                self._read_auto(key.data)
             else:
                 self._read_aux(key.fileobj)  # type: ignore[arg-type]
         if self._pending_signals:
@@ -195,6 +205,14 @@ class Daemon:
     def _run_timers(self, now: float) -> None:
         while self.heap and self.heap[0][0] <= now:
             deadline, _seq, name = heapq.heappop(self.heap)
+            if name.startswith("auto:"):
+                auto = self.autos.get(name[5:])
+                if auto is not None and auto.scheduled == deadline:
+                    auto.scheduled = None
+                    found_auto: list[ev.Event] = []
+                    auto.handle_timer(now, found_auto)
+                    self._after_auto(auto, found_auto, now)
+                continue
             slot = self.slots.get(name)
             if slot is None or slot.scheduled != deadline:
                 continue  # superseded
@@ -285,6 +303,60 @@ class Daemon:
             if slot is not None:
                 slot.engine.receive_response(response, (source[0], source[1]), now, AUX)
                 self._after(slot, [], now)
+                continue
+            for auto in self.autos.values():
+                if auto.trial is not None and auto.call_id == response.call_id:
+                    found: list[ev.Event] = []
+                    auto.receive_response(response, (source[0], source[1]), now, AUX, found)
+                    self._after_auto(auto, found, now)
+
+    def _read_auto(self, auto: AutoInterval) -> None:
+        sock = auto.sock
+        if sock is None:
+            return
+        now = self.clock()
+        found: list[ev.Event] = []
+        for _ in range(READ_BURST):
+            try:
+                data, source = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue
+            auto.receive(data, (source[0], source[1]), now, TRIAL, found)
+        self._after_auto(auto, found, now)
+
+    def _after_auto(self, auto: AutoInterval, found: list[ev.Event], now: float) -> None:
+        """Keep a discovery's socket registered, send its datagrams, schedule its deadline."""
+        old_fd = self._auto_fds.get(auto.key)
+        new_fd = None if auto.sock is None else auto.sock.fileno()
+        if old_fd is not None and old_fd != new_fd:
+            del self._auto_fds[auto.key]
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(old_fd)
+        if auto.sock is not None and new_fd is not None and old_fd != new_fd:
+            self.selector.register(auto.sock, selectors.EVENT_READ, auto)
+            self._auto_fds[auto.key] = new_fd
+        for datagram in auto.datagrams_to_send():
+            if datagram.channel == AUX:
+                self._send_aux(datagram.payload, datagram.destination)
+            else:
+                auto.send(datagram.payload, datagram.destination)
+        for event in found:
+            self.emit(event)
+        for note in auto.notes:
+            self.sink.emit_text(ev.NOTICE, note)
+        auto.notes.clear()
+        if auto.slot.name in self.slots:
+            self._after(auto.slot, [], now)
+        self._schedule_auto(auto)
+
+    def _schedule_auto(self, auto: AutoInterval) -> None:
+        deadline = auto.next_deadline()
+        if deadline is not None and deadline != auto.scheduled:
+            auto.scheduled = deadline
+            self._seq += 1
+            heapq.heappush(self.heap, (deadline, self._seq, auto.key))
 
     def _aux_socket(self, family: int) -> socket.socket:
         sock = self.aux.get(family)
@@ -309,8 +381,16 @@ class Daemon:
                 self._netwatch_at = min(self._netwatch_at, now + 1.0)
         for event in found:
             self.emit(event)
-        for event in engine.events():
-            self.emit(event)
+        auto = self.autos.get(slot.name)
+        pending = engine.events()
+        while pending:
+            for event in pending:
+                self.emit(event)
+                if auto is not None:
+                    auto.on_event(event, now)
+            pending = engine.events()  # set_interval from on_event reports too
+        if auto is not None:
+            self._schedule_auto(auto)
         deadline = engine.next_deadline()
         if slot.resolve_failing or (slot.server is None and deadline is None):
             deadline = slot.next_resolve if deadline is None else min(deadline, slot.next_resolve)
@@ -320,11 +400,7 @@ class Daemon:
             heapq.heappush(self.heap, (deadline, self._seq, slot.name))
 
     def _send_aux(self, payload: bytes, destination: Address) -> str | None:
-        try:
-            self._aux_socket(family_of(destination[0])).sendto(payload, destination)
-        except OSError as exc:
-            return exc.strerror or str(exc)
-        return None
+        return send_datagram(self._aux_socket(family_of(destination[0])), payload, destination)
 
     # ------------------------------------------------------------------ events and status
 
@@ -372,7 +448,8 @@ class Daemon:
                 "timeouts": engine.timeouts,
                 "dropped": engine.dropped,
                 "inbound_check": engine.inbound_result,
-                "lifetime_s": None,
+                "lifetime_s": None if slot.name not in self.autos
+                else self.autos[slot.name].lifetime,
             })
         return {
             "version": __version__,
@@ -460,6 +537,10 @@ class Daemon:
         self._write_status(now)
 
     def _remove_slot(self, name: str) -> None:
+        auto = self.autos.pop(name, None)
+        if auto is not None:
+            auto.close()
+            self._after_auto(auto, [], self.clock())
         slot = self.slots.pop(name)
         self.by_call_id.pop(slot.engine.call_id, None)
         slot.close()
@@ -479,6 +560,8 @@ class Daemon:
     def _close_all(self) -> None:
         for slot in self.slots.values():
             slot.close()
+        for auto in self.autos.values():
+            auto.close()
         for sock in self.aux.values():
             sock.close()
         self.aux.clear()

@@ -10,7 +10,7 @@ from typing import Callable
 from natkeepalive.core.discovery import TRIAL, Discovery, SearchResult, Trial
 from natkeepalive.core.engine import AUX, Address
 from natkeepalive.netinfo import source_address_for
-from natkeepalive.runtime.sockets import family_of, open_udp, wildcard
+from natkeepalive.runtime.sockets import family_of, open_udp, send_datagram, wildcard
 
 Progress = Callable[[Trial, float], None]
 
@@ -30,11 +30,9 @@ def run_trial(trial: Trial, sock: socket.socket, aux: socket.socket,
         selector.register(aux, selectors.EVENT_READ, AUX)
         while trial.result is None:
             for datagram in trial.datagrams_to_send():
-                target = aux if datagram.channel == AUX else sock
-                try:
-                    target.sendto(datagram.payload, datagram.destination)
-                except OSError:
-                    pass  # like a lost datagram: the transaction times out
+                # an error is like a lost datagram: the transaction times out
+                send_datagram(aux if datagram.channel == AUX else sock, datagram.payload,
+                              datagram.destination)
             deadline = trial.next_deadline()
             if deadline is None:
                 break

@@ -12,7 +12,6 @@ Rules:
 from __future__ import annotations
 
 import binascii
-import contextlib
 import os
 import selectors
 import socket
@@ -23,7 +22,7 @@ from typing import Callable
 from natkeepalive.core.transaction import ClientTransaction, TransactionKey
 from natkeepalive.errors import SipParseError
 from natkeepalive.netinfo import source_address_for
-from natkeepalive.runtime.sockets import family_of, open_udp, wildcard
+from natkeepalive.runtime.sockets import family_of, open_udp, send_datagram, wildcard
 from natkeepalive.sip.message import Response, parse_response
 from natkeepalive.sip.request import OptionsRequest, build_options
 
@@ -121,8 +120,7 @@ class Prober:
 
     def _send(self, sock: socket.socket, payload: bytes) -> None:
         # a network that is down makes the transaction time out like a lost datagram
-        with contextlib.suppress(OSError):
-            sock.sendto(payload, self.server)
+        send_datagram(sock, payload, self.server)
 
     def _read(self, sock: socket.socket, channel: str, tx: ClientTransaction
               ) -> Answer | None:

@@ -18,7 +18,14 @@ from natkeepalive import netinfo
 from natkeepalive.config.model import BindingConfig
 from natkeepalive.core.engine import Address, BindingEngine
 from natkeepalive.core.reachability import UNREACHABLE
-from natkeepalive.runtime.sockets import family_of, is_ip_literal, open_udp, resolve, wildcard
+from natkeepalive.runtime.sockets import (
+    family_of,
+    is_ip_literal,
+    open_udp,
+    resolve,
+    send_datagram,
+    wildcard,
+)
 from natkeepalive.sip.target import format_hostport
 
 RESOLVE_EVERY = 600.0
@@ -121,11 +128,7 @@ class Slot:
         """Send on the binding's socket; returns an error text instead of raising."""
         if self.sock is None:
             return "no socket"
-        try:
-            self.sock.sendto(payload, destination)
-        except OSError as exc:
-            return exc.strerror or str(exc)
-        return None
+        return send_datagram(self.sock, payload, destination)
 
     def close(self) -> None:
         if self.sock is not None:

@@ -63,3 +63,12 @@ def resolve(host: str, port: int, family: int = 0) -> Address:
     address = infos[0][4]
     return str(address[0]), int(address[1])
 
+
+
+def send_datagram(sock: socket.socket, payload: bytes, destination: Address) -> str | None:
+    """Send one datagram; an error comes back as text, since a lost datagram is never fatal."""
+    try:
+        sock.sendto(payload, destination)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

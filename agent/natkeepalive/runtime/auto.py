@@ -1,0 +1,164 @@
+"""`interval: auto` for one binding: discover the NAT's binding lifetime in the background, on
+spare ports, and set the binding's interval to safety × lifetime.
+
+Rules:
+- The binding starts at its safe interval (`interval_max`); discovery never touches its socket.
+- Each trial runs on a fresh ephemeral socket of its own; the inbound check shares the daemon's
+  AUX socket (answers are routed by Call-ID).
+- Rediscover after `binding-changed cause=address-changed`, after `binding-expired`, and every
+  `rediscover` hours. An expiry while on an adapted interval drops it to the safe one at once.
+- A lifetime that cannot be measured keeps the safe interval, said once per attempt.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Callable
+
+from natkeepalive import events as ev
+from natkeepalive.core.discovery import Discovery, Trial, recommended_interval
+from natkeepalive.core.engine import Address, Datagram
+from natkeepalive.runtime.slot import Slot
+from natkeepalive.runtime.sockets import family_of, open_udp, send_datagram, wildcard
+from natkeepalive.sip.message import Response
+
+START_DELAY = 5.0  # let the binding itself settle first
+
+
+class AutoInterval:
+    def __init__(self, slot: Slot, random_bytes: Callable[[int], bytes], now: float) -> None:
+        self.slot = slot
+        self.key = "auto:" + slot.name
+        self.settings = slot.config.settings
+        self.safe = self.settings.interval_max
+        self._random = random_bytes
+        self.discovery: Discovery | None = None
+        self.trial: Trial | None = None
+        self.sock: socket.socket | None = None
+        self.local: Address | None = None
+        self.next_start: float | None = now + START_DELAY
+        self.lifetime: float | None = None
+        self.scheduled: float | None = None
+        self.notes: list[str] = []  # plain log lines for the daemon (not events)
+
+    @property
+    def call_id(self) -> str | None:
+        return None if self.trial is None else self.trial.call_id
+
+    def next_deadline(self) -> float | None:
+        if self.trial is not None:
+            return self.trial.next_deadline()
+        return self.next_start
+
+    # ------------------------------------------------------------------ inputs
+
+    def handle_timer(self, now: float, out: list[ev.Event]) -> None:
+        if self.trial is not None:
+            self.trial.handle_timer(now)
+            self._progress(now, out)
+        elif self.next_start is not None and now >= self.next_start:
+            self._begin(now, out)
+
+    def receive(self, data: bytes, source: Address, now: float, channel: str,
+                out: list[ev.Event]) -> None:
+        if self.trial is not None:
+            self.trial.receive_datagram(data, source, now, channel)
+            self._progress(now, out)
+
+    def receive_response(self, response: Response, source: Address, now: float, channel: str,
+                         out: list[ev.Event]) -> None:
+        if self.trial is not None:
+            self.trial.receive_response(response, source, now, channel)
+            self._progress(now, out)
+
+    def on_event(self, event: ev.Event, now: float) -> None:
+        """The binding's own events: expiry and re-addressing make the lifetime stale."""
+        expired = isinstance(event, ev.BindingExpired)
+        readdressed = isinstance(event, ev.BindingChanged) and event.cause == "address-changed"
+        if not (expired or readdressed):
+            return
+        engine = self.slot.engine
+        if expired and engine.interval < self.safe:
+            engine.set_interval(self.safe, "binding-expired", now)
+        if self.discovery is None:
+            self.next_start = now
+
+    # ------------------------------------------------------------------ the search
+
+    def _begin(self, now: float, out: list[ev.Event]) -> None:
+        server = self.slot.server
+        if server is None:
+            self.next_start = now + self.settings.retry_interval
+            return
+        self.next_start = None
+        self.discovery = Discovery(
+            server, self.slot.config.server.host, self.slot.config.server.port, self._random,
+            max_idle=self.settings.interval_max / self.settings.safety,
+            start=self.settings.interval_min, timeout=self.settings.timeout)
+        self._next_trial(now, out)
+
+    def _next_trial(self, now: float, out: list[ev.Event]) -> None:
+        assert self.discovery is not None and self.slot.server is not None
+        self._close_socket()
+        family = family_of(self.slot.server[0])
+        bind = self.slot.config.bind or wildcard(family)
+        try:
+            self.sock = open_udp(bind, 0, f"binding {self.slot.name} discovery")
+        except OSError as exc:
+            self._finish(now, out, f"no spare port: {exc}")
+            return
+        host, port = self.sock.getsockname()[:2]
+        local = self.slot.engine.local
+        via = local[0] if local is not None else str(host)
+        self.local = (via, int(port))
+        self.trial = self.discovery.start_trial(self.local, now)
+        if self.trial is None:
+            self._finish(now, out, None)
+
+    def _progress(self, now: float, out: list[ev.Event]) -> None:
+        trial = self.trial
+        if trial is None or trial.result is None:
+            return
+        assert self.discovery is not None
+        self.discovery.trial_done(trial)
+        self.trial = None
+        self._next_trial(now, out)
+
+    def _finish(self, now: float, out: list[ev.Event], error: str | None) -> None:
+        discovery = self.discovery
+        self.discovery = None
+        self.trial = None
+        self._close_socket()
+        self.next_start = now + self.settings.rediscover * 3600.0
+        if discovery is not None and error is None:
+            error = discovery.error
+        name = self.slot.name
+        if discovery is None or error is not None:
+            self.notes.append(f"binding {name}: cannot discover the binding lifetime: {error}; "
+                              f"keeping the interval at {self.slot.engine.interval:g} s")
+            return
+        result = discovery.result()
+        self.lifetime = result.lo_s
+        out.append(ev.LifetimeDiscovered(name, result.lo_s, result.lo_s, result.hi_s))
+        interval = recommended_interval(result.lo_s, self.settings.safety,
+                                        self.settings.interval_min, self.safe)
+        self.slot.engine.set_interval(interval, "lifetime-discovered", now)
+
+    # ------------------------------------------------------------------ output
+
+    def datagrams_to_send(self) -> list[Datagram]:
+        return [] if self.trial is None else self.trial.datagrams_to_send()
+
+    def send(self, payload: bytes, destination: Address) -> None:
+        if self.sock is not None:  # an error is a lost datagram: the transaction times out
+            send_datagram(self.sock, payload, destination)
+
+    def _close_socket(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def close(self) -> None:
+        self._close_socket()
+        self.trial = None
+        self.discovery = None

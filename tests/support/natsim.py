@@ -1,0 +1,120 @@
+"""A simulated NAT (one idle lifetime for UDP flows, port-preserving or random ports) with a
+server behind it that answers like Kamailio, on a fake clock. It drives the sans-I/O discovery
+trials and the engine for unit tests and the keepalive-cost benchmark; no sockets."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from natkeepalive.core.discovery import TRIAL, Discovery, SearchResult, Trial
+from natkeepalive.core.engine import AUX, Datagram
+from natkeepalive.sip.message import Request, parse_message
+from tests.support.sipfake import answer
+
+PUBLIC_IP = "203.0.113.1"
+SERVER = ("203.0.113.10", 5060)
+RTT = 0.01
+
+
+@dataclass
+class NatSim:
+    lifetime: float
+    random_ports: bool = False
+    force_rport: bool = False
+    ignore_rport: bool = False
+    seed: int = 7
+    flows: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.expiries = 0
+
+    def _alive(self, local: tuple[str, int], now: float) -> int | None:
+        flow = self.flows.get(local)
+        if flow is None:
+            return None
+        port, last = flow
+        if now - last > self.lifetime:
+            del self.flows[local]
+            self.expiries += 1
+            return None
+        return port
+
+    def outbound(self, local: tuple[str, int], now: float) -> int:
+        port = self._alive(local, now)
+        if port is None:
+            port = self.rng.randrange(1024, 65536) if self.random_ports else local[1]
+        self.flows[local] = (port, now)
+        return port
+
+    def inbound(self, public_port: int, now: float) -> tuple[str, int] | None:
+        for local, (port, _) in list(self.flows.items()):
+            if port == public_port and self._alive(local, now) is not None:
+                self.flows[local] = (port, now)
+                return local
+        return None
+
+    def exchange(self, datagram: Datagram, local: tuple[str, int], aux_local: tuple[str, int],
+                 now: float) -> tuple[bytes, str] | None:
+        """The answer to one datagram and the channel it arrives on, or None if it is lost."""
+        request = parse_message(datagram.payload)
+        assert isinstance(request, Request)
+        sender = aux_local if datagram.channel == AUX else local
+        public = (PUBLIC_IP, self.outbound(sender, now))
+        reply = answer(datagram.payload, public, ignore_rport=self.ignore_rport)
+        via = request.top_via
+        if via.has_param("rport") or self.force_rport or self.ignore_rport:
+            # answered to the source: back through the sender's own flow
+            return reply, datagram.channel
+        target = self.inbound(via.port or 5060, now + RTT / 2)
+        if target is None:
+            return None
+        return reply, (TRIAL if datagram.channel == AUX and target == local else
+                       datagram.channel if target == sender else "elsewhere")
+
+
+def run_discovery(nat: NatSim, max_idle: float = 600.0, start: float = 5.0
+                  ) -> tuple[Discovery, SearchResult, float]:
+    """Discovery against the simulated NAT; returns it, its result and the simulated time taken."""
+    rng = random.Random(3)
+    discovery = Discovery(SERVER, "sip.example.net", 5060, rng.randbytes, max_idle=max_idle,
+                          start=start)
+    now = 0.0
+    port = 20000
+    aux_local = ("192.168.77.2", 40999)
+    while True:
+        port += 1
+        local = ("192.168.77.2", port)
+        trial = discovery.start_trial(local, now)
+        if trial is None:
+            break
+        now = drive(trial, nat, local, aux_local, now)
+        discovery.trial_done(trial)
+    return discovery, discovery.result(), now
+
+
+def drive(trial: Trial, nat: NatSim, local: tuple[str, int], aux_local: tuple[str, int],
+          now: float) -> float:
+    pending: list[tuple[float, bytes, str]] = []
+    for _ in range(10_000):  # bounded: a trial is a handful of exchanges
+        for datagram in trial.datagrams_to_send():
+            got = nat.exchange(datagram, local, aux_local, now)
+            if got is not None and got[1] in (TRIAL, AUX):
+                pending.append((now + RTT, got[0], got[1]))
+        if trial.result is not None:
+            return now
+        deadline = trial.next_deadline()
+        arrival = min((p[0] for p in pending), default=None)
+        if arrival is not None and (deadline is None or arrival <= deadline):
+            now = arrival
+            due = [p for p in pending if p[0] <= now]
+            pending = [p for p in pending if p[0] > now]
+            for _, data, channel in due:
+                trial.receive_datagram(data, SERVER, now, channel)
+        elif deadline is not None:
+            now = deadline
+            trial.handle_timer(now)
+        else:
+            return now
+    raise AssertionError("trial did not end")

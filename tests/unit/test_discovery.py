@@ -1,0 +1,77 @@
+"""Lifetime discovery on a simulated NAT and a fake clock: the bracket always holds the truth."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from natkeepalive.core.discovery import (
+    METHOD_INBOUND,
+    METHOD_RPORT,
+    LifetimeSearch,
+    recommended_interval,
+)
+from tests.support.natsim import NatSim, run_discovery
+
+
+@pytest.mark.parametrize("lifetime", [7.0, 30.0, 60.0, 120.0, 180.0, 300.0])
+@pytest.mark.parametrize("random_ports", [False, True])
+def test_inbound_check_brackets_the_true_lifetime(lifetime: float, random_ports: bool) -> None:
+    discovery, result, took = run_discovery(NatSim(lifetime, random_ports=random_ports))
+    assert discovery.error is None
+    assert result.method == METHOD_INBOUND
+    assert result.hi_s is not None
+    assert result.lo_s <= lifetime <= result.hi_s
+    assert result.hi_s - result.lo_s <= max(1.0, 0.1 * result.lo_s)
+    assert result.lifetime_s == result.lo_s
+    assert took < 20 * lifetime + 200  # minutes, not hours
+
+
+def test_server_forcing_rport_falls_back_to_rport_on_a_random_port_nat() -> None:
+    discovery, result, _ = run_discovery(NatSim(60.0, random_ports=True, force_rport=True))
+    assert discovery.error is None
+    assert result.method == METHOD_RPORT
+    assert result.hi_s is not None and result.lo_s <= 60.0 <= result.hi_s
+
+
+def test_port_preserving_nat_with_forced_rport_cannot_be_measured() -> None:
+    discovery, result, _ = run_discovery(NatSim(60.0, random_ports=False, force_rport=True))
+    assert discovery.error is not None and "keeps source ports" in discovery.error
+    assert result.lifetime_s is None
+
+
+def test_server_ignoring_rport_cannot_be_measured() -> None:
+    discovery, _, _ = run_discovery(NatSim(60.0, ignore_rport=True))
+    assert discovery.error is not None and "ignores rport" in discovery.error
+
+
+def test_nothing_expires_up_to_max_idle() -> None:
+    discovery, result, _ = run_discovery(NatSim(1000.0), max_idle=100.0)
+    assert discovery.error is None
+    assert result.hi_s is None and result.lo_s == 100.0
+
+
+@settings(max_examples=200)
+@given(st.floats(1.0, 2000.0), st.floats(0.5, 50.0), st.floats(10.0, 3000.0))
+def test_search_bracket_property(lifetime: float, start: float, max_idle: float) -> None:
+    search = LifetimeSearch(start=start, max_idle=max_idle)
+    for _ in range(200):
+        idle = search.next_idle()
+        if idle is None:
+            break
+        assert 0 < idle <= max_idle
+        search.record(idle, idle < lifetime)
+    else:
+        raise AssertionError("search did not end")
+    if search.hi is None:
+        assert search.lo >= min(max_idle, lifetime) or search.lo == max_idle
+    else:
+        assert search.lo <= lifetime <= search.hi
+        assert search.hi - search.lo <= max(1.0, 0.1 * search.lo)
+
+
+def test_recommended_interval_is_bounded() -> None:
+    assert recommended_interval(100.0, 0.8, 5.0, 25.0) == 25.0
+    assert recommended_interval(20.0, 0.8, 5.0, 25.0) == 16.0
+    assert recommended_interval(3.0, 0.8, 5.0, 25.0) == 5.0
