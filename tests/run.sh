@@ -39,4 +39,10 @@ echo "== vermin (Python 3.9)"; vermin -q -t=3.9- --no-tips --violations agent
 
 # --- tests ----------------------------------------------------------------------------------------
 echo "== pytest"
-exec python3 -m pytest -q -p no:cacheprovider "$@"
+python3 -m pytest -q -p no:cacheprovider "$@"
+
+# --- the .deb, installed for real with apt-get on this machine, then purged -----------------------
+if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
+  echo "== .deb install check"
+  sh packaging/deb/ci-install-check.sh
+fi

@@ -213,8 +213,10 @@ def test_makefile_layout() -> None:
     for line in ("$(eval $(call Py3Package,nat-keepalive))",
                  "$(eval $(call BuildPackage,nat-keepalive))",
                  "$(eval $(call BuildPackage,nat-keepalive-src))",
-                 "USERID:=nat-keepalive:nat-keepalive"):
+                 "USERID:=nat-keepalive:nat-keepalive",
+                 "$(LN) /var/etc/nat-keepalive/config.yaml $(1)/etc/nat-keepalive/config.yaml"):
         assert line in text
+    assert "CONF_DIR=/var/etc/nat-keepalive\n" in INIT.read_text(encoding="utf-8")
     conffiles = re.search(r"define Package/nat-keepalive/conffiles\n(.*?)\nendef", text, re.S)
     assert conffiles and conffiles.group(1).split() == ["/etc/config/nat-keepalive"]
     # Every file under files/ is installed, and every installed file exists.

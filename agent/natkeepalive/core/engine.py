@@ -72,6 +72,7 @@ class BindingEngine:
         self.server: Address | None = None
         self.local: Address | None = None
         self.interval = settings.interval
+        self.jitter = settings.jitter
         self.flow_timer: float | None = None
         self.tracker = Tracker(name, "")
         self.reach = Reachability(name, settings.fail_threshold, settings.ok_threshold,
@@ -160,6 +161,9 @@ class BindingEngine:
 
     def receive_datagram(self, data: bytes, source: Address, now: float,
                          channel: str = BINDING) -> None:
+        if self.server is None or source != self.server:
+            self.dropped += 1  # before parsing: a flood from elsewhere costs a comparison
+            return
         try:
             response = parse_response(data)
         except SipParseError:
@@ -270,7 +274,7 @@ class BindingEngine:
         if self.reach.state == UNREACHABLE:
             base = min(base, self.settings.retry_interval)
         fraction = int.from_bytes(self._random(7), "big") / float(1 << 56)
-        return base * (1.0 - self.settings.jitter * fraction)
+        return base * (1.0 - self.jitter * fraction)
 
     def _send_probe(self, kind: str, now: float) -> None:
         assert self.server is not None and self.local is not None

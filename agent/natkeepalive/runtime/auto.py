@@ -23,6 +23,11 @@ from natkeepalive.runtime.sockets import family_of, open_udp, send_datagram, wil
 from natkeepalive.sip.message import Response
 
 START_DELAY = 5.0  # let the binding itself settle first
+# An adapted interval comes from a measurement: jitter would only add keepalives, so it is capped.
+ADAPTED_JITTER = 0.05
+# Finer than `discover`'s default: every 1 % of the lifetime left unmeasured costs 1 % more
+# keepalives for as long as the interval holds (a trial or two more, once).
+RESOLUTION, RESOLUTION_MIN = 0.05, 0.25
 
 
 class AutoInterval:
@@ -79,6 +84,7 @@ class AutoInterval:
             return
         engine = self.slot.engine
         if expired and engine.interval < self.safe:
+            engine.jitter = self.settings.jitter
             engine.set_interval(self.safe, "binding-expired", now)
         if self.discovery is None:
             self.next_start = now
@@ -94,7 +100,8 @@ class AutoInterval:
         self.discovery = Discovery(
             server, self.slot.config.server.host, self.slot.config.server.port, self._random,
             max_idle=self.settings.interval_max / self.settings.safety,
-            start=self.settings.interval_min, timeout=self.settings.timeout)
+            start=self.settings.interval_min, resolution=RESOLUTION,
+            resolution_min=RESOLUTION_MIN, timeout=self.settings.timeout)
         self._next_trial(now, out)
 
     def _next_trial(self, now: float, out: list[ev.Event]) -> None:
@@ -142,7 +149,10 @@ class AutoInterval:
         out.append(ev.LifetimeDiscovered(name, result.lo_s, result.lo_s, result.hi_s))
         interval = recommended_interval(result.lo_s, self.settings.safety,
                                         self.settings.interval_min, self.safe)
-        self.slot.engine.set_interval(interval, "lifetime-discovered", now)
+        engine = self.slot.engine
+        engine.jitter = min(self.settings.jitter, ADAPTED_JITTER) if interval < self.safe \
+            else self.settings.jitter
+        engine.set_interval(interval, "lifetime-discovered", now)
 
     # ------------------------------------------------------------------ output
 

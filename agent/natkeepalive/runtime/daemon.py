@@ -65,8 +65,7 @@ class Daemon:
         self.selector = selectors.DefaultSelector()
         self.slots: dict[str, Slot] = {}
         self.autos: dict[str, AutoInterval] = {}  # bindings with interval: auto
-        self._auto_fds: dict[str, int] = {}
-        self.by_fd: dict[int, Slot] = {}
+        self._registered: dict[str, socket.socket] = {}  # selector keys, by owner
         self.by_call_id: dict[str, Slot] = {}
         self.aux: dict[int, socket.socket] = {}
         self.heap: list[tuple[float, int, str]] = []
@@ -261,15 +260,24 @@ class Daemon:
     # ------------------------------------------------------------------ I/O
 
     def _register(self, slot: Slot) -> None:
-        """Keep the selector in step with the slot's socket (it changes when re-opened)."""
-        for fd, owner in list(self.by_fd.items()):
-            if owner is slot and (slot.sock is None or slot.sock.fileno() != fd):
-                del self.by_fd[fd]
-                with contextlib.suppress(KeyError, ValueError):
-                    self.selector.unregister(fd)
-        if slot.sock is not None and slot.sock.fileno() not in self.by_fd:
-            self.selector.register(slot.sock, selectors.EVENT_READ, slot)
-            self.by_fd[slot.sock.fileno()] = slot
+        self._track(slot.name, slot.sock, slot)
+
+    def _track(self, key: str, sock: socket.socket | None, owner: Slot | AutoInterval) -> None:
+        """Keep the selector in step with an owner's socket, which is replaced when re-opened.
+
+        Sockets are compared as objects, not by fd: a re-opened socket usually gets the closed
+        one's fd number back, and closing a socket silently drops it from epoll.
+        """
+        old = self._registered.get(key)
+        if old is sock:
+            return
+        if old is not None:
+            del self._registered[key]
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(old)
+        if sock is not None:
+            self.selector.register(sock, selectors.EVENT_READ, owner)
+            self._registered[key] = sock
 
     def _read_binding(self, slot: Slot) -> None:
         sock = slot.sock
@@ -328,15 +336,7 @@ class Daemon:
 
     def _after_auto(self, auto: AutoInterval, found: list[ev.Event], now: float) -> None:
         """Keep a discovery's socket registered, send its datagrams, schedule its deadline."""
-        old_fd = self._auto_fds.get(auto.key)
-        new_fd = None if auto.sock is None else auto.sock.fileno()
-        if old_fd is not None and old_fd != new_fd:
-            del self._auto_fds[auto.key]
-            with contextlib.suppress(KeyError, ValueError):
-                self.selector.unregister(old_fd)
-        if auto.sock is not None and new_fd is not None and old_fd != new_fd:
-            self.selector.register(auto.sock, selectors.EVENT_READ, auto)
-            self._auto_fds[auto.key] = new_fd
+        self._track(auto.key, auto.sock, auto)
         for datagram in auto.datagrams_to_send():
             if datagram.channel == AUX:
                 self._send_aux(datagram.payload, datagram.destination)
