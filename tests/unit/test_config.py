@@ -321,23 +321,29 @@ def test_seconds_are_floats_and_counts_are_ints() -> None:
 
 # --- interval: auto and interval_min/interval_max ----------------------------------------------
 
-def test_interval_auto_starts_at_interval_max() -> None:
+def test_interval_auto_starts_at_the_safe_interval() -> None:
     config = parse("defaults:\n  interval: auto\n  interval_max: 60\n" + BINDING)
     assert config.defaults.interval_auto is True
-    assert config.defaults.interval == 60.0
+    assert config.defaults.interval == 25.0
     assert config.bindings[0].settings.interval_auto is True
-    assert config.bindings[0].settings.interval == 60.0
+    assert config.bindings[0].settings.interval == 25.0
+
+
+def test_interval_auto_starts_at_interval_max_when_lower_than_25_s() -> None:
+    config = parse("defaults:\n  interval: auto\n  interval_max: 20\n" + BINDING)
+    assert (config.defaults.interval, config.defaults.interval_max) == (20.0, 20.0)
 
 
 def test_interval_auto_without_interval_max_uses_the_model_default() -> None:
     settings = parse(in_binding("interval", "auto")).bindings[0].settings
-    assert (settings.interval_auto, settings.interval) == (True, ProbeSettings().interval_max)
+    assert (settings.interval_auto, settings.interval) == (True, 25.0)
+    assert settings.interval_max == ProbeSettings().interval_max == 300.0
 
 
 def test_interval_auto_uses_the_bindings_own_interval_max() -> None:
-    config = parse("defaults:\n  interval: auto\n  interval_max: 60\n" + BINDING
-                   + "    interval_max: 40\n")
-    assert (config.bindings[0].settings.interval, config.defaults.interval) == (40.0, 60.0)
+    config = parse("defaults:\n  interval: auto\n  interval_max: 20\n" + BINDING
+                   + "    interval_max: 15\n")
+    assert (config.bindings[0].settings.interval, config.defaults.interval) == (15.0, 20.0)
 
 
 def test_a_binding_interval_turns_auto_off() -> None:
@@ -354,9 +360,9 @@ def test_a_binding_can_ask_for_auto() -> None:
 
 
 @pytest.mark.parametrize(("text", "line", "key", "message"), [
-    # only defaults: the model's interval_max (25) is the other side
-    ("defaults:\n  interval_min: 30\n" + BINDING, 2, "defaults.interval_min",
-     "interval_min (30) must not be greater than interval_max (25)"),
+    # only defaults: the model's interval_max (300) is the other side
+    ("defaults:\n  interval_min: 400\n" + BINDING, 2, "defaults.interval_min",
+     "interval_min (400) must not be greater than interval_max (300)"),
     ("defaults:\n  interval_max: 4\n" + BINDING, 2, "defaults.interval_max",
      "interval_min (5) must not be greater than interval_max (4)"),
     ("defaults:\n  interval_min: 10\n  interval_max: 8.5\n" + BINDING, 2,
@@ -375,8 +381,8 @@ def test_interval_min_not_above_interval_max(text: str, line: int, key: str,
 
 
 def test_interval_min_equal_to_interval_max_is_fine() -> None:
-    settings = parse(in_binding("interval_min", "25")).bindings[0].settings
-    assert settings.interval_min == settings.interval_max == 25.0
+    settings = parse(in_binding("interval_min", "300")).bindings[0].settings
+    assert settings.interval_min == settings.interval_max == 300.0
 
 
 # --- defaults merging --------------------------------------------------------------------------

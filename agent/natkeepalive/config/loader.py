@@ -26,6 +26,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from natkeepalive.config.model import (
     DEFAULT_CONFIG_PATH,
+    SAFE_INTERVAL,
     BindingConfig,
     Config,
     HooksConfig,
@@ -379,7 +380,7 @@ class _Reader:
                       f"({_num(high)})", node, path)
         if values.get("interval") == AUTO:
             values["interval_auto"] = True
-            values["interval"] = high
+            values["interval"] = min(SAFE_INTERVAL, high)  # the safe start until measured
         return replace(base, **values)
 
     # --- bindings -----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ class Target:
 class ProbeSettings:
     """Every key of `defaults:`; each binding may override any of them."""
 
-    interval: float = SAFE_INTERVAL  # with interval_auto: the safe starting interval
+    interval: float = SAFE_INTERVAL  # with interval_auto: min(SAFE_INTERVAL, interval_max) at start
     interval_auto: bool = False
     jitter: float = 0.2
     timeout: float = 3.0
@@ -40,7 +40,7 @@ class ProbeSettings:
     user_agent: str = "nat-keepalive"
     # interval: auto (lifetime discovery)
     interval_min: float = 5.0
-    interval_max: float = SAFE_INTERVAL
+    interval_max: float = 300.0  # longer gains little; an unnoticed expiry costs up to this long
     safety: float = 0.8
     rediscover: float = 24.0  # hours
 

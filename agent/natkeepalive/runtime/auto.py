@@ -2,7 +2,8 @@
 spare ports, and set the binding's interval to safety × lifetime.
 
 Rules:
-- The binding starts at its safe interval (`interval_max`); discovery never touches its socket.
+- The binding starts at its safe interval (25 s, or `interval_max` if lower); discovery never
+  touches its socket. The adapted interval may be longer, up to `interval_max`.
 - Each trial runs on a fresh ephemeral socket of its own; the inbound check shares the daemon's
   AUX socket (answers are routed by Call-ID).
 - Rediscover after `binding-changed cause=address-changed`, after `binding-expired`, and every
@@ -35,7 +36,7 @@ class AutoInterval:
         self.slot = slot
         self.key = "auto:" + slot.name
         self.settings = slot.config.settings
-        self.safe = self.settings.interval_max
+        self.safe = self.settings.interval  # min(25 s, interval_max): the loader's safe start
         self._random = random_bytes
         self.discovery: Discovery | None = None
         self.trial: Trial | None = None
@@ -148,10 +149,9 @@ class AutoInterval:
         self.lifetime = result.lo_s
         out.append(ev.LifetimeDiscovered(name, result.lo_s, result.lo_s, result.hi_s))
         interval = recommended_interval(result.lo_s, self.settings.safety,
-                                        self.settings.interval_min, self.safe)
+                                        self.settings.interval_min, self.settings.interval_max)
         engine = self.slot.engine
-        engine.jitter = min(self.settings.jitter, ADAPTED_JITTER) if interval < self.safe \
-            else self.settings.jitter
+        engine.jitter = min(self.settings.jitter, ADAPTED_JITTER)
         engine.set_interval(interval, "lifetime-discovered", now)
 
     # ------------------------------------------------------------------ output
