@@ -433,10 +433,6 @@ def test_8_server_without_rport(
     assert entry["public_address"] == netlab.LAN_IP
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "agent bug: a re-opened binding socket that gets the closed socket's fd number is never "
-    "registered with the selector (Daemon._register compares fd numbers; epoll dropped the old "
-    "file on close), so no answer is read after the local address changes"))
 @pytest.mark.parametrize("bind", ["interface", "wildcard"])
 def test_9_lan_address_change_rebinds_the_socket(
         kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent], bind: str) -> None:

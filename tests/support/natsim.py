@@ -7,8 +7,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from natkeepalive import events as ev
 from natkeepalive.core.discovery import TRIAL, Discovery, SearchResult, Trial
-from natkeepalive.core.engine import AUX, Datagram
+from natkeepalive.core.engine import AUX, BINDING, BindingEngine, Datagram
 from natkeepalive.sip.message import Request, parse_message
 from tests.support.sipfake import answer
 
@@ -74,12 +75,13 @@ class NatSim:
                        datagram.channel if target == sender else "elsewhere")
 
 
-def run_discovery(nat: NatSim, max_idle: float = 600.0, start: float = 5.0
+def run_discovery(nat: NatSim, max_idle: float = 600.0, start: float = 5.0,
+                  resolution: float = 0.1, resolution_min: float = 1.0
                   ) -> tuple[Discovery, SearchResult, float]:
     """Discovery against the simulated NAT; returns it, its result and the simulated time taken."""
     rng = random.Random(3)
     discovery = Discovery(SERVER, "sip.example.net", 5060, rng.randbytes, max_idle=max_idle,
-                          start=start)
+                          start=start, resolution=resolution, resolution_min=resolution_min)
     now = 0.0
     port = 20000
     aux_local = ("192.168.77.2", 40999)
@@ -118,3 +120,34 @@ def drive(trial: Trial, nat: NatSim, local: tuple[str, int], aux_local: tuple[st
         else:
             return now
     raise AssertionError("trial did not end")
+
+
+def run_engine(engine: BindingEngine, nat: NatSim, until: float, now: float = 0.0,
+               local: tuple[str, int] = ("192.168.77.2", 5062)) -> dict[str, int]:
+    """Drive a BindingEngine through the simulated NAT until `until`; count what it sent."""
+    aux_local = ("192.168.77.2", 40998)
+    pending: list[tuple[float, bytes, str]] = []
+    counts = {"keepalive": 0, "confirm": 0, "inbound": 0, "expired_events": 0}
+    while True:
+        for datagram in engine.datagrams_to_send():
+            got = nat.exchange(datagram, local, aux_local, now)
+            if got is not None and got[1] in (BINDING, AUX):
+                pending.append((now + RTT, got[0], got[1]))
+        for event in engine.events():
+            if isinstance(event, ev.ProbeSent):
+                counts[event.kind] += 1
+            elif isinstance(event, ev.BindingExpired):
+                counts["expired_events"] += 1
+        deadline = engine.next_deadline()
+        arrival = min((p[0] for p in pending), default=None)
+        nxt = min(x for x in (deadline, arrival, float("inf")) if x is not None)
+        if nxt > until:
+            return counts
+        now = nxt
+        if arrival is not None and arrival <= now:
+            due = [p for p in pending if p[0] <= now]
+            pending = [p for p in pending if p[0] > now]
+            for _, data, channel in due:
+                engine.receive_datagram(data, SERVER, now, channel)
+        else:
+            engine.handle_timer(now)
