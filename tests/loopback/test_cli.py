@@ -147,3 +147,32 @@ def test_status_table_json_and_missing(tmp_path: Path) -> None:
     assert done.returncode == 0 and json.loads(done.stdout) == data
     table = run_cli("status", "--status-file", str(status)).stdout
     assert "provider" in table and "reachable" in table and "203.0.113.1:33785" in table
+
+
+def test_discover_without_a_nat_survives_up_to_max_idle(responder: SipResponder) -> None:
+    done = run_cli("discover", target(responder), "--start", "1", "--max-idle", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["lo_s"], out["hi_s"], out["trials"]) == (2.0, None, 2)
+    assert out["method"] == "inbound-check" and out["error"] is None
+    assert done.stderr.count("trial: idle") == 2
+    # each trial came from a fresh local port
+    sources = {source for source, _, _ in responder.requests}
+    assert len({port for _, port in sources}) >= 3  # two trial ports and the AUX socket
+
+
+def test_discover_refuses_a_configured_bindings_port(tmp_path: Path,
+                                                     responder: SipResponder) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("bindings:\n  - {name: provider, server: 192.0.2.1, source_port: 5070}\n")
+    done = run_cli("discover", target(responder), "--source-port", "5062",
+                   env={"NAT_KEEPALIVE_CONFIG": str(config)})
+    assert done.returncode == 2 and "provider" in done.stderr
+
+
+def test_discover_with_forced_rport_and_no_nat_cannot_measure(responder: SipResponder) -> None:
+    responder.configure(force_rport=True)
+    done = run_cli("discover", target(responder), "--start", "1", "--max-idle", "2", "--json")
+    out = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert "keeps source ports" in out["error"]
