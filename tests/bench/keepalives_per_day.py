@@ -18,11 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "agent"))
 
-from natkeepalive.config.model import ProbeSettings  # noqa: E402
-from natkeepalive.core.discovery import recommended_interval  # noqa: E402
-from natkeepalive.core.engine import BindingEngine  # noqa: E402
-from natkeepalive.runtime.auto import ADAPTED_JITTER, RESOLUTION, RESOLUTION_MIN  # noqa: E402
-from tests.support.natsim import NatSim, run_discovery, run_engine  # noqa: E402
+from natkeepalive.config.model import ProbeSettings
+from natkeepalive.core.discovery import recommended_interval
+from natkeepalive.core.engine import BindingEngine
+from natkeepalive.runtime.auto import ADAPTED_JITTER, RESOLUTION, RESOLUTION_MIN
+from tests.support.natsim import NatSim, run_discovery, run_engine
 
 DAY = 86_400.0
 LIFETIMES = (30.0, 60.0, 120.0, 180.0)

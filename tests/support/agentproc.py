@@ -3,6 +3,7 @@ collected by a thread so tests can wait for an event with a deadline instead of 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -94,8 +95,8 @@ class Agent:
                     return matches[count - 1]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(
-                        f"no {count}x {name} {fields} within {timeout}s; log:\n" + "\n".join(self.lines))
+                    raise AssertionError(f"no {count}x {name} {fields} within {timeout}s; "
+                                         "log:\n" + "\n".join(self.lines))
                 self._cond.wait(min(remaining, 0.5))
 
     def signal(self, signum: int) -> None:
@@ -110,9 +111,7 @@ class Agent:
 
     def kill(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.proc.wait(5)
         self._reader.join(5)
