@@ -221,3 +221,37 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, responder: SipResponder) -
             agent.kill()
         assert code == 1
         assert any(f"local port {port} is already in use" in line for line in agent.lines)
+
+
+def _many(tmp_path: Path, responder: SipResponder, count: int) -> Path:
+    ports = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return write_config(tmp_path / "c.yaml", [(f"b{i}", responder.address, port)
+                                              for i, port in enumerate(ports)])
+
+
+def test_raises_its_open_file_limit_when_the_hard_limit_allows(
+        tmp_path: Path, responder: SipResponder) -> None:
+    prlimit = ("prlimit", "--nofile=40:4096")  # 60 bindings need about 92 descriptors
+    with Agent(_many(tmp_path, responder, 60), tmp_path / "status.json", prefix=prlimit) as agent:
+        agent.wait_for("started")
+        agent.wait_for("binding-learned", count=60)
+        limits = Path(f"/proc/{agent.proc.pid}/limits").read_text()
+        soft = int(next(line for line in limits.splitlines()
+                        if line.startswith("Max open files")).split()[3])
+        assert soft >= 60 + 32
+        assert agent.stop() == 0
+
+
+def test_says_clearly_when_the_file_limit_is_too_low(tmp_path: Path,
+                                                     responder: SipResponder) -> None:
+    prlimit = ("prlimit", "--nofile=40:40")
+    with Agent(_many(tmp_path, responder, 60), tmp_path / "status.json", prefix=prlimit) as agent:
+        code = agent.proc.wait(10)
+        agent.kill()
+    assert code == 1
+    assert any("60 bindings need about 92 open files, but the limit is 40" in line
+               for line in agent.lines), agent.lines

@@ -47,6 +47,7 @@ NETWATCH_EVERY = 30.0
 STATUS_MIN_GAP = 1.0
 STATUS_COUNTERS_EVERY = 30.0
 DROP_REPORT_EVERY = 60.0
+FD_RESERVE = 32  # status file, syslog, aux and discovery sockets, hooks, the wake-up pair
 START_SPREAD = 1.0  # first keepalives of many bindings are spread over this many seconds
 
 
@@ -95,6 +96,7 @@ class Daemon:
     def start(self) -> None:
         """Open every binding's socket; a port that cannot be bound is fatal at start."""
         now = self.clock()
+        self._raise_file_limit(len(self.config.bindings))
         self._add_slots(self.config, now, fatal=True)
         self._drop_privileges()
         self._install_signals()
@@ -131,6 +133,22 @@ class Daemon:
                 auto = AutoInterval(slot, self.random_bytes, now)
                 self.autos[slot.name] = auto
                 self._after_auto(auto, [], now)
+
+    def _raise_file_limit(self, bindings: int) -> None:
+        """One descriptor per binding, plus a few: raise the soft limit as far as allowed."""
+        import resource  # start-up only
+
+        needed = bindings + FD_RESERVE
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            raise SocketSetupError(
+                f"{bindings} bindings need about {needed} open files, but the limit is {soft} "
+                f"(hard limit {hard}); raise it (ulimit -n, LimitNOFILE=, procd limits)")
 
     def _drop_privileges(self) -> None:
         user = self.config.user

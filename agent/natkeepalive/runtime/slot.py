@@ -41,6 +41,7 @@ class Slot:
         self.server: Address | None = None
         self.next_resolve = 0.0
         self.resolve_failing = False
+        self.resolved_at: float | None = None  # last resolution of a name (None: an IP literal)
         self.scheduled: float | None = None  # the deadline this slot has in the timer heap
         self.start_offset = 0.0
 
@@ -77,15 +78,17 @@ class Slot:
     # ---------------------------------------------------------------- life cycle
 
     def resolve_due(self, now: float) -> bool:
-        if now >= self.next_resolve:
-            return True
-        return self.engine.reach.state == UNREACHABLE and self.server is not None \
-            and not is_ip_literal(self.config.server.host) and self.resolve_failing
+        """Every RESOLVE_EVERY; every retry_interval while unreachable (the name may have moved)."""
+        if self.engine.reach.state == UNREACHABLE and self.resolved_at is not None:
+            self.next_resolve = min(self.next_resolve,
+                                    self.resolved_at + self.config.settings.retry_interval)
+        return now >= self.next_resolve
 
     def refresh(self, now: float, out: list[ev.Event]) -> None:
         """Resolve the server if due and (re)open the socket if the local address moved."""
         host, port = self.config.server.host, self.config.server.port
         if now >= self.next_resolve:
+            self.resolved_at = None if is_ip_literal(host) else now
             family = family_of(self.config.bind) if self.config.bind else 0
             try:
                 server = resolve(host, port, family)
