@@ -39,10 +39,33 @@ echo "== vermin (Python 3.9)"; vermin -q -t=3.9- --no-tips --violations agent
 
 # --- tests ----------------------------------------------------------------------------------------
 echo "== pytest"
-python3 -m pytest -q -p no:cacheprovider "$@"
+if [ $# -gt 0 ]; then
+  exec python3 -m pytest -q -p no:cacheprovider "$@"
+fi
+# The NAT lab mostly waits for real NAT timeouts, so it runs beside the rest of the suite: two
+# pytest processes, the lab's output shown after the other's, and one closing line for both.
+lab_log=$(mktemp)
+rest_log=$(mktemp)
+trap 'rm -f "$lab_log" "$rest_log"' EXIT
+python3 -m pytest -q -p no:cacheprovider tests/lab >"$lab_log" 2>&1 &
+lab_pid=$!
+rest=0
+python3 -m pytest -q -p no:cacheprovider --ignore=tests/lab 2>&1 | tee "$rest_log" || true
+rest=${PIPESTATUS[0]}
+lab=0
+wait "$lab_pid" || lab=$?
+echo "== pytest tests/lab (ran alongside)"
+cat "$lab_log"
 
 # --- the .deb, installed for real with apt-get on this machine, then purged -----------------------
-if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
+if [ "$(id -u)" -eq 0 ]; then
   echo "== .deb install check"
   sh packaging/deb/ci-install-check.sh
 fi
+
+total() {  # the sum of "N <word>" over both pytest summary lines
+  grep -hE "^[0-9].* in [0-9.]+s" "$rest_log" "$lab_log" | grep -oE "[0-9]+ $1" |
+    awk '{ n += $1 } END { print n + 0 }'
+}
+echo "suite: $(total passed) passed, $(total failed) failed"
+[ "$rest" -eq 0 ] && [ "$lab" -eq 0 ]

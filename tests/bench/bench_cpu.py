@@ -1,0 +1,174 @@
+"""2. CPU per answered keepalive: the agent with 100 and 1000 bindings at a 1-s interval, beside
+Kamailio's keepalive module with as many destinations at ping_interval 1 and a plain Python
+selectors loop (tests/bench/floor_pinger.py, the floor of any Python pinger), all three at once
+against the same Kamailio server. CPU is user + system from schedstat over the window (after a
+warm-up), answers are counted by the kernel (nftables counters on the server's replies, by
+destination port). Then the agent alone under cProfile: the top items.
+
+Budget (issue 7): below Kamailio's CPU per ping.
+"""
+
+from __future__ import annotations
+
+import pstats
+import signal
+import time
+from pathlib import Path
+
+from tests.bench import common as c
+
+NAME = "cpu"
+TITLE = "2. CPU per answered keepalive"
+COUNTS = (100, 1000)
+QUICK_COUNTS = (100,)
+AGENT_BASE, FLOOR_BASE = 22000, 24000  # below 32768: never an ephemeral port
+WAIT_FUNCTION = "<method 'poll' of 'select.epoll' objects>"
+
+
+def _counters() -> c.Counters:
+    def rng(base: int) -> str:
+        return f"{base}-{base + 999}"
+
+    return c.Counters({
+        "agent": f"udp sport 5060 udp dport {rng(AGENT_BASE)}",
+        "floor": f"udp sport 5060 udp dport {rng(FLOOR_BASE)}",
+        "kamailio": f"udp sport 5060 udp dport {c.PINGER_PORT}",
+        "agent_sent": f"udp dport 5060 udp sport {rng(AGENT_BASE)}",
+        "kamailio_sent": f"udp dport 5060 udp sport {c.PINGER_PORT}",
+    })
+
+
+def run(ctx: c.Context) -> None:
+    counts = QUICK_COUNTS if ctx.quick else COUNTS
+    warmup = 1.0 if ctx.quick else 5.0
+    window = 2.0 if ctx.quick else 30.0
+    section = ctx.section(NAME, TITLE, (
+        f"interval 1 s for {window:.0f} s after a {warmup:.0f}-s warm-up; the agent with "
+        f"default settings otherwise (jitter 0.2, inbound check every 10th keepalive), Kamailio "
+        f"keepalive ping_interval 1, the floor loop every 1 s; the three run at once against the "
+        f"run's Kamailio server. µs = CPU (user+system) / answers received in the window."))
+    counters = _counters()
+    try:
+        per: dict[str, list[float]] = {}
+        for _ in range(ctx.runs):
+            for count in counts:
+                for key, value in _one(ctx, counters, count, warmup, window).items():
+                    per.setdefault(key, []).append(value)
+        for count in counts:
+            agent, kam, floor = (per[f"{who} {count}"] for who in ("agent", "kamailio", "floor"))
+            ctx.figure(section, f"agent, {count} bindings", agent, "µs/keepalive")
+            ctx.figure(section, f"Kamailio keepalive, {count} destinations", kam, "µs/ping")
+            ctx.figure(section, f"plain Python selectors loop, {count} sockets", floor,
+                       "µs/keepalive")
+            ctx.figure(section, f"agent / Kamailio, {count}", [a / k for a, k in zip(agent, kam)],
+                       "x", "budget < 1", digits=2)
+            ctx.figure(section, f"agent CPU share, {count} bindings at 1 s",
+                       per[f"share {count}"], "% of a core")
+            ctx.figure(section, f"agent answered / sent, {count}", per[f"ratio {count}"], "",
+                       digits=3)
+        _profile(ctx, section, counters, counts[-1], 1.0 if ctx.quick else window)
+    finally:
+        counters.close()
+
+
+def _one(ctx: c.Context, counters: c.Counters, count: int, warmup: float,
+         window: float) -> dict[str, float]:
+    workdir = ctx.subdir(f"cpu-{count}")
+    status = workdir / "status.json"
+    config = c.agent_config(workdir / "agent.yaml", count=count, base_port=AGENT_BASE,
+                            status=status, interval=1)
+    pinger = c.kamailio_pinger_config(workdir, c.pinger_destinations(count), 1)
+    with c.Procs() as procs:
+        agent = procs.start(ctx.agent_argv(config, status), env=ctx.env(), capture=True,
+                            name="agent")
+        kam = procs.start(c.kamailio_argv(pinger, workdir / "kam"), env=ctx.env(),
+                          log=workdir / "kamailio.log", name="kamailio")
+        floor = procs.start([ctx.python, str(c.BENCH_DIR / "floor_pinger.py"), c.SERVER[0],
+                             str(c.SERVER[1]), str(FLOOR_BASE), str(count), "1",
+                             str(warmup + window + 30)], env=ctx.env(), name="floor")
+        agent.wait_line(c.is_event("started"), timeout=30)
+        time.sleep(warmup)
+        for proc in (agent, kam, floor):
+            if not proc.alive():
+                raise c.BenchError(f"{proc.name} exited during the warm-up")
+        before = {p.name: c.sample(p.pid) for p in (agent, kam, floor)}
+        packets_before = counters.read()
+        time.sleep(window)
+        after = {p.name: c.sample(p.pid) for p in (agent, kam, floor)}
+        packets_after = counters.read()
+    answers = {k: packets_after[k] - packets_before[k] for k in packets_after}
+    out: dict[str, float] = {}
+    for who in ("agent", "kamailio", "floor"):
+        used = after[who].cpu - before[who].cpu
+        if answers[who] <= 0:
+            raise c.BenchError(f"{who}: no answers in the window")
+        out[f"{who} {count}"] = used / 1000 / answers[who]
+    wall = after["agent"].at - before["agent"].at
+    out[f"share {count}"] = (after["agent"].cpu - before["agent"].cpu) / 1e9 / wall * 100
+    out[f"ratio {count}"] = answers["agent"] / max(1, answers["agent_sent"])
+    return out
+
+
+def _profile(ctx: c.Context, section: c.Section, counters: c.Counters, count: int,
+             window: float) -> None:
+    workdir = ctx.subdir("cpu-profile")
+    status = workdir / "status.json"
+    out = workdir / "agent.prof"
+    config = c.agent_config(workdir / "agent.yaml", count=count, base_port=AGENT_BASE,
+                            status=status, interval=1)
+    with c.Procs() as procs:
+        agent = procs.start(ctx.agent_argv(config, status, prefix=("-m", "cProfile", "-o",
+                                                                 str(out))),
+                            env=ctx.env(), capture=True, name="agent-profiled")
+        agent.wait_line(c.is_event("started"), timeout=60)
+        first = counters.read()["agent"]
+        time.sleep(window)
+        answers = counters.read()["agent"] - first
+        agent.send_signal(signal.SIGINT)  # a clean stop: cProfile writes its file on exit
+        agent.wait_line(c.is_event("stopped"), timeout=60)
+        procs.stop(agent, grace=30)
+    if not out.exists():
+        raise c.BenchError("cProfile wrote no profile")
+    ctx.note(section, _profile_text(out, count, window, answers))
+
+
+def _label(key: tuple[str, int, str]) -> str:
+    filename, line, function = key
+    if filename == "~":
+        return function
+    path = Path(filename)
+    parts = path.parts
+    short = "/".join(parts[parts.index("natkeepalive"):]) if "natkeepalive" in parts \
+        else path.name
+    return f"{short}:{line}({function})"
+
+
+def _profile_text(path: Path, count: int, window: float, answers: int) -> str:
+    stats = pstats.Stats(str(path))
+    table = stats.stats  # type: ignore[attr-defined]
+    rows = []
+    wait = 0.0
+    for key, (_cc, calls, tottime, cumtime, _callers) in table.items():
+        label = _label(key)
+        if label == WAIT_FUNCTION:
+            wait = tottime
+            continue
+        rows.append((label, calls, tottime, cumtime))
+    busy = sum(r[2] for r in rows) or 1.0
+    lines = [f"cProfile of the agent, {count} bindings at 1 s, about {window:.0f} s "
+             f"({answers} answers; {busy:.2f} s profiled outside epoll.poll, "
+             f"{wait:.1f} s waiting in it). cProfile inflates many small calls; read the "
+             "shares, not the absolute times.", "",
+             "Top by own time:", "",
+             "| function | calls | own s | share of busy | µs/call |", "|---|---|---|---|---|"]
+    for label, calls, tottime, _ in sorted(rows, key=lambda r: -r[2])[:12]:
+        lines.append(f"| `{label}` | {calls} | {tottime:.3f} | {tottime / busy * 100:.1f} % "
+                     f"| {tottime / max(calls, 1) * 1e6:.1f} |")
+    lines += ["", "Top agent functions by cumulative time (the loop itself left out):", "",
+              "| function | calls | cumulative s | share of busy |", "|---|---|---|---|"]
+    skip = ("(run)", "(run_once)", "(main)", "(cmd_run)", "(<module>)")
+    agent_rows = [r for r in rows if r[0].startswith("natkeepalive/")
+                  and not r[0].endswith(skip)]
+    for label, calls, _, cumtime in sorted(agent_rows, key=lambda r: -r[3])[:12]:
+        lines.append(f"| `{label}` | {calls} | {cumtime:.3f} | {cumtime / busy * 100:.1f} % |")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""1. Memory: PSS of the agent with 1, 100 and 1000 bindings, beside a bare python3 sleeping (the
+floor) and Kamailio's keepalive module pinging the same server with 100 destinations (the peer).
+
+Each process runs alone (PSS splits shared pages between the processes mapping them, so a python3
+running beside the agent would lower both figures); an agent's PSS is read once every binding has
+had an answer and its second (promoting) keepalive has gone out.
+Budget (issue 7): 100 bindings at most 1.6 x the bare interpreter and below Kamailio; at most
+8 KB per extra binding.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tests.bench import common as c
+
+NAME = "memory"
+TITLE = "1. Memory (PSS)"
+COUNTS = (1, 100, 1000)
+QUICK_COUNTS = (1, 10, 100)
+PINGER_DESTINATIONS = 100
+QUICK_PINGER_DESTINATIONS = 10
+
+
+def run(ctx: c.Context) -> None:
+    counts = QUICK_COUNTS if ctx.quick else COUNTS
+    destinations = QUICK_PINGER_DESTINATIONS if ctx.quick else PINGER_DESTINATIONS
+    settle = 0.3 if ctx.quick else 5.0
+    promote = 0.0 if ctx.quick else 3.0  # the promoting second keepalive goes 3 s after the first
+    section = ctx.section(NAME, TITLE, (
+        f"agent: `nat-keepalive run`, default settings (interval 25 s), bindings to the run's "
+        f"Kamailio server on 127.0.0.1; PSS read {settle:.0f} s after every binding was "
+        f"answered. Kamailio: keepalive module (tm + keepalive, default -m/-M), "
+        f"{destinations} destinations on the same server, ping_interval 25; PSS summed over its "
+        f"processes. Bare: `python3 -c 'import time; time.sleep(…)'`. One process at a time."))
+    pss: dict[str, list[float]] = {}
+    processes = 0
+    for run_index in range(ctx.runs):
+        workdir = ctx.subdir(f"memory-{run_index}")
+        for count in counts:
+            status = workdir / f"status-{count}.json"
+            config = c.agent_config(workdir / f"agent-{count}.yaml", count=count,
+                                    base_port=ctx.ports.take(count), status=status)
+            with c.Procs() as procs:
+                agent = procs.start(ctx.agent_argv(config, status), env=ctx.env(),
+                                    capture=True, name=f"agent-{count}")
+                agent.wait_line(c.is_event("reachable"), timeout=30 + count / 50, count=count)
+                time.sleep(settle + promote)
+                pss.setdefault(f"agent {count}", []).append(c.pss_kb(agent.pid) / 1024)
+        with c.Procs() as procs:
+            bare = procs.start([ctx.python, "-c", "import time; time.sleep(600)"],
+                               env=ctx.env(), name="python3")
+            time.sleep(settle)
+            pss.setdefault("bare", []).append(c.pss_kb(bare.pid) / 1024)
+        with c.Procs() as procs:
+            cfg = c.kamailio_pinger_config(workdir, c.pinger_destinations(destinations), 25)
+            kam = procs.start(c.kamailio_argv(cfg, workdir / "kam"), env=ctx.env(),
+                              log=workdir / "kamailio-pinger.log", name="kamailio")
+            time.sleep(settle + promote + 1.0)
+            if not kam.alive():
+                raise c.BenchError("the Kamailio pinger exited; see " +
+                                   str(workdir / "kamailio-pinger.log"))
+            pss.setdefault("kamailio", []).append(c.pss_kb(kam.pid) / 1024)
+            processes = len(c.descendants(kam.pid))
+    bare_mb = pss["bare"]
+    for count in counts:
+        ctx.figure(section, f"agent, {count} binding{'s' if count > 1 else ''}",
+                   pss[f"agent {count}"], "MB", digits=2)
+    ctx.figure(section, "bare python3 sleeping", bare_mb, "MB", digits=2)
+    ctx.figure(section, f"Kamailio keepalive, {destinations} destinations "
+               f"({processes} processes)", pss["kamailio"], "MB", digits=2)
+    mid = counts[1]
+    ratio = [a / b for a, b in zip(pss[f"agent {mid}"], bare_mb)]
+    ctx.figure(section, f"agent {mid} bindings / bare python3", ratio, "x",
+               "budget ≤ 1.6 x" if mid == 100 else "", digits=2)
+    vs_kam = [a / k for a, k in zip(pss[f"agent {mid}"], pss["kamailio"])]
+    ctx.figure(section, f"agent {mid} bindings / Kamailio {destinations} destinations", vs_kam,
+               "x", "budget < 1" if mid == 100 else "", digits=2)
+    low, high = counts[1], counts[2]
+    growth = [(h - m) * 1024 / (high - low)
+              for h, m in zip(pss[f"agent {high}"], pss[f"agent {low}"])]
+    ctx.figure(section, f"growth per binding ({low} → {high})", growth, "KB",
+               "budget ≤ 8 KB")

@@ -1,0 +1,138 @@
+"""6. Scale: 10 000 bindings at a 30-s interval against the run's Kamailio server on loopback for
+2 minutes: CPU share, PSS, and how late keepalives go out against their schedule.
+
+The schedule: with `jitter: 0` a binding's next keepalive is due exactly `interval` after the
+previous one went (3 s after the first: the promoting second keepalive). Send times are the
+kernel's capture timestamps of each request's first transmission (dumpcap on lo), so lateness is
+measured outside the agent, per binding, as (gap between consecutive keepalives) − (the wait the
+agent scheduled). The agent computes the next deadline from the time its loop pass began, so a
+send that was itself late inside a busy pass makes the next gap look that much shorter: values
+slightly below zero are that, not early sends.
+
+The agent starts with a soft open-file limit of 1024 (a common default; the hard limit is the
+host's) and must raise it itself. Budget (issue 7): p99 lateness under 50 ms, CPU under 10 % of
+one core.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from tests.bench import common as c
+
+NAME = "scale"
+TITLE = "6. Scale"
+BASE_PORT = 10000
+PROMOTE_DELAY = 3.0
+SOFT_NOFILE = 1024
+
+
+def run(ctx: c.Context) -> None:
+    if ctx.quick:
+        count, interval, window = 300, 2.0, 4.0
+    else:
+        count, interval, window = 10000, 30.0, 120.0
+    section = ctx.section(NAME, TITLE, (
+        f"{count} bindings, interval {interval:.0f} s, jitter 0 (so the schedule is known), "
+        f"other settings default, for {window:.0f} s from exec; soft RLIMIT_NOFILE "
+        f"{SOFT_NOFILE} at exec. Lateness from capture timestamps (see "
+        f"tests/bench/bench_scale.py)."))
+    results: dict[str, list[float]] = defaultdict(list)
+    for run_index in range(ctx.runs):
+        for key, value in _one(ctx, run_index, count, interval, window).items():
+            results[key].append(value)
+    ctx.figure(section, "CPU share, whole run (start-up included)", results["share"],
+               "% of a core")
+    ctx.figure(section, "CPU share, steady state (after the first 10 s)", results["steady"],
+               "% of a core", "budget < 10 %")
+    ctx.figure(section, "start-up: exec to `started` (all sockets bound)",
+               results["startup"], "s", digits=2)
+    ctx.figure(section, "PSS at the end", results["pss"], "MB")
+    ctx.figure(section, "PSS per binding", results["per_binding"], "KB", digits=2)
+    ctx.figure(section, "lateness p50", results["p50"], "ms", digits=2)
+    ctx.figure(section, "lateness p99", results["p99"], "ms", "budget < 50 ms", digits=2)
+    ctx.figure(section, "lateness max", results["max"], "ms", digits=1)
+    ctx.figure(section, "lateness min (see above: below 0 = a late previous send)",
+               results["min"], "ms", digits=2)
+    ctx.figure(section, "keepalive gaps measured", results["samples"], "", digits=0)
+    ctx.figure(section, "retransmissions (answers lost or late)", results["retransmissions"],
+               "", digits=0)
+    ctx.figure(section, "open-file soft limit the agent set", results["nofile"], "", digits=0)
+
+
+def _one(ctx: c.Context, run_index: int, count: int, interval: float,
+         window: float) -> dict[str, float]:
+    workdir = ctx.subdir(f"scale-{run_index}")
+    status = workdir / "status.json"
+    config = c.agent_config(workdir / "agent.yaml", count=count, base_port=BASE_PORT,
+                            status=status, interval=interval, jitter=0)
+    bpf = f"udp dst port 5060 and udp src portrange {BASE_PORT}-{BASE_PORT + count - 1}"
+    with c.Procs() as procs:
+        capture = c.Capture(workdir / "scale.pcap", bpf, procs)
+        agent = procs.start(ctx.agent_argv(config, status), env=ctx.env(), capture=True,
+                            name="agent", nofile_soft=SOFT_NOFILE)
+        exec_at = agent.started
+        started = agent.wait_line(c.is_event("started"), timeout=120)
+        nofile = _soft_nofile(agent.pid)
+        steady_from = exec_at + min(10.0, window / 2)
+        time.sleep(max(0.0, steady_from - time.monotonic()))
+        steady = c.sample(agent.pid)
+        time.sleep(max(0.0, exec_at + window - time.monotonic()))
+        end = c.sample(agent.pid)
+        pss = c.pss_kb(agent.pid)
+        if not agent.alive():
+            tail = "\n".join(line for _, line in agent.lines[-5:])
+            raise c.BenchError(f"the agent exited:\n{tail}")
+        procs.stop(agent)
+        packets = capture.stop()
+    lateness, retransmissions = _lateness(packets, interval)
+    if not lateness:
+        raise c.BenchError("no keepalive gaps captured")
+    ms = [x * 1000 for x in lateness]
+    return {
+        "share": end.cpu / 1e9 / (end.at - exec_at) * 100,
+        "steady": (end.cpu - steady.cpu) / 1e9 / (end.at - steady.at) * 100,
+        "startup": started - exec_at,
+        "pss": pss / 1024,
+        "per_binding": pss / count,
+        "p50": c.percentile(ms, 50),
+        "p99": c.percentile(ms, 99),
+        "max": max(ms),
+        "min": min(ms),
+        "samples": len(ms),
+        "retransmissions": retransmissions,
+        "nofile": nofile,
+    }
+
+
+def _soft_nofile(pid: int) -> float:
+    with open(f"/proc/{pid}/limits") as handle:
+        for line in handle:
+            if line.startswith("Max open files"):
+                return float(line.split()[3])
+    return float("nan")
+
+
+def _lateness(packets: list[c.Packet], interval: float) -> tuple[list[float], int]:
+    """Per binding (source port): first transmission of each CSeq, then gap − scheduled wait
+    for consecutive CSeqs (an inbound check takes a CSeq but leaves from another port)."""
+    first: dict[int, dict[int, float]] = defaultdict(dict)
+    retransmissions = 0
+    for packet in packets:
+        cseq_text = c.sip_header(packet.payload, "CSeq")
+        if cseq_text is None or not packet.payload.startswith(b"OPTIONS "):
+            continue
+        cseq = int(cseq_text.split()[0])
+        sends = first[packet.sport]
+        if cseq in sends:
+            retransmissions += 1
+            continue
+        sends[cseq] = packet.ts
+    lateness = []
+    for sends in first.values():
+        for cseq in sorted(sends):
+            if cseq - 1 in sends:
+                wait = PROMOTE_DELAY if cseq == 2 else interval
+                lateness.append(sends[cseq] - sends[cseq - 1] - wait)
+    return lateness, retransmissions

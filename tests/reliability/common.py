@@ -1,0 +1,112 @@
+"""Helpers shared by the reliability tests: configs, ports, status, memory, log lines."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support.agentproc import Agent
+
+HERE = Path(__file__).resolve().parent
+WRAP = (sys.executable, str(HERE / "agentwrap.py"))  # Agent prefix: test-only adjustments
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(path: Path, bindings: list[tuple[str, str, int]], *,
+                 log: str = "{target: stderr, level: debug}", extra: list[str] | None = None,
+                 **defaults: object) -> Path:
+    """bindings: (name, server text, source port)."""
+    values: dict[str, object] = {"interval": 1.0, "jitter": 0.0, "timeout": 1.0,
+                                 "retry_interval": 1.0, "inbound_check": 0,
+                                 "fail_threshold": 2}
+    values.update(defaults)
+    lines = [f"log: {log}", "defaults:"]
+    lines += [f"  {k}: {json.dumps(v)}" for k, v in values.items()]
+    lines.append("bindings:")
+    for name, server, port in bindings:
+        lines += [f"  - name: {name}", f"    server: {json.dumps(server)}",
+                  f"    source_port: {port}"]
+    lines += extra or []
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def status(agent: Agent, name: str | None = None, fresh: bool = True) -> dict[str, Any]:
+    """The status file (after SIGUSR1 made the agent write it now), or one binding's entry."""
+    if fresh:
+        before = agent.status.stat().st_mtime_ns if agent.status.exists() else 0
+        agent.signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if agent.status.exists() and agent.status.stat().st_mtime_ns != before:
+                break
+            time.sleep(0.02)
+    data: dict[str, Any] = json.loads(agent.status.read_text())
+    if name is None:
+        return data
+    entry: dict[str, Any] = next(b for b in data["bindings"] if b["name"] == name)
+    return entry
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in kB."""
+    rss = pss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    except OSError:
+        pss = rss
+    return rss, pss
+
+
+def fd_count(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def wait_line(agent: Agent, text: str, timeout: float = 10.0, after: int = 0) -> str:
+    """The first log line (from index `after`) containing `text`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in list(agent.lines)[after:]:
+            if text in line:
+                return line
+        if time.monotonic() > deadline or agent.proc.poll() is not None:
+            raise AssertionError(f"no line with {text!r}; log:\n" + "\n".join(agent.lines))
+        time.sleep(0.05)
+
+
+def count_lines(agent: Agent, text: str) -> int:
+    return sum(text in line for line in list(agent.lines))
+
+
+def first_sends(requests: list[tuple[Any, Any, float]], since: float = 0.0,
+                until: float = float("inf")) -> list[float]:
+    """Arrival times at a responder of each request's first transmission (one per branch)."""
+    seen: set[str] = set()
+    out = []
+    for _, message, at in list(requests):
+        branch = message.top_via.branch or ""
+        if branch in seen:
+            continue
+        seen.add(branch)
+        if since <= at <= until:
+            out.append(at)
+    return out
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:])]
