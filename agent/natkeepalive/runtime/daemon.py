@@ -23,6 +23,7 @@ import selectors
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from typing import Callable
 
 from natkeepalive import __version__
@@ -302,38 +303,26 @@ class Daemon:
         if sock is None:
             return
         now = self.clock()
-        for _ in range(READ_BURST):
-            try:
-                data, source = sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:  # ICMP errors queued on the socket: the probe will time out
-                continue
-            slot.engine.receive_datagram(data, (source[0], source[1]), now, BINDING)
+        for data, source in _drain(sock):
+            slot.engine.receive_datagram(data, source, now, BINDING)
         self._after(slot, [], now)
 
     def _read_aux(self, sock: socket.socket) -> None:
         now = self.clock()
-        for _ in range(READ_BURST):
-            try:
-                data, source = sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                continue
+        for data, source in _drain(sock):
             try:
                 response = parse_response(data)
             except SipParseError:
                 continue
             slot = self.by_call_id.get(response.call_id)
             if slot is not None:
-                slot.engine.receive_response(response, (source[0], source[1]), now, AUX)
+                slot.engine.receive_response(response, source, now, AUX)
                 self._after(slot, [], now)
                 continue
             for auto in self.autos.values():
                 if auto.trial is not None and auto.call_id == response.call_id:
                     found: list[ev.Event] = []
-                    auto.receive_response(response, (source[0], source[1]), now, AUX, found)
+                    auto.receive_response(response, source, now, AUX, found)
                     self._after_auto(auto, found, now)
 
     def _read_auto(self, auto: AutoInterval) -> None:
@@ -342,14 +331,8 @@ class Daemon:
             return
         now = self.clock()
         found: list[ev.Event] = []
-        for _ in range(READ_BURST):
-            try:
-                data, source = sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                continue
-            auto.receive(data, (source[0], source[1]), now, TRIAL, found)
+        for data, source in _drain(sock):
+            auto.receive(data, source, now, TRIAL, found)
         self._after_auto(auto, found, now)
 
     def _after_auto(self, auto: AutoInterval, found: list[ev.Event], now: float) -> None:
@@ -584,3 +567,15 @@ class Daemon:
             sock.close()
         self.aux.clear()
         self.selector.close()
+
+
+def _drain(sock: socket.socket) -> Iterator[tuple[bytes, Address]]:
+    """What is queued on a socket, at most READ_BURST datagrams so a flood cannot starve timers."""
+    for _ in range(READ_BURST):
+        try:
+            data, source = sock.recvfrom(65535)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # a queued ICMP error: the transaction times out like a lost datagram
+            continue
+        yield data, (source[0], source[1])
