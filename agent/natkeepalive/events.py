@@ -169,6 +169,17 @@ class ResolveFailed(Event):
 
 
 @dataclass(frozen=True)
+class ResolveRecovered(Event):
+    """The end of a `resolve-failed` outage: the name resolves again (to `address`)."""
+
+    NAME: ClassVar[str] = "resolve-recovered"
+    SEVERITY: ClassVar[int] = NOTICE
+    binding: str
+    host: str
+    address: str
+
+
+@dataclass(frozen=True)
 class SendFailed(Event):
     NAME: ClassVar[str] = "send-failed"
     SEVERITY: ClassVar[int] = ERR
@@ -251,7 +262,8 @@ ALL_EVENTS: dict[str, type[Event]] = {
     for cls in (
         Started, Stopped, Reloaded, ConfigRejected, BindingLearned, BindingChanged, BindingExpired,
         BindingFlapping, RportUnsupported, InboundCheckUnsupported, Reachable, Lagged, Unreachable,
-        LocalAddressChanged, ResolveFailed, SendFailed, ServerChanged, LifetimeDiscovered,
-        IntervalAdjusted, ProbeSent, ProbeAnswered, ProbeTimedOut, DatagramDropped,
+        LocalAddressChanged, ResolveFailed, ResolveRecovered, SendFailed, ServerChanged,
+        LifetimeDiscovered, IntervalAdjusted, ProbeSent, ProbeAnswered, ProbeTimedOut,
+        DatagramDropped,
     )
 }

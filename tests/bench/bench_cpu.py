@@ -66,7 +66,8 @@ def run(ctx: c.Context) -> None:
                        per[f"share {count}"], "% of a core")
             ctx.figure(section, f"agent answered / sent, {count}", per[f"ratio {count}"], "",
                        digits=3)
-        _profile(ctx, section, counters, counts[-1], 1.0 if ctx.quick else window)
+        if ctx.profile:
+            _profile(ctx, section, counters, counts[-1], 1.0 if ctx.quick else window)
     finally:
         counters.close()
 

@@ -81,3 +81,41 @@ def run(ctx: c.Context) -> None:
               for h, m in zip(pss[f"agent {high}"], pss[f"agent {low}"])]
     ctx.figure(section, f"growth per binding ({low} → {high})", growth, "KB",
                "budget ≤ 8 KB")
+    ctx.note(section, _import_costs(ctx))
+
+
+# What the agent's imports cost on their own: PSS of `python3 -c "import …"` minus the bare one.
+IMPORTS = (
+    ("socket, selectors", "socket, selectors"),
+    ("json", "json"),
+    ("yaml (PyYAML, C loader)", "yaml"),
+    ("argparse", "argparse"),
+    ("typing", "typing"),
+    ("dataclasses (imports inspect, ast, dis, …)", "dataclasses"),
+    ("natkeepalive.events", "natkeepalive.events"),
+    ("natkeepalive.config (loader, model, yaml)", "natkeepalive.config"),
+    ("natkeepalive.runtime.daemon", "natkeepalive.runtime.daemon"),
+    ("everything `run` imports", "natkeepalive.cli.main, natkeepalive.config, "
+     "natkeepalive.runtime.daemon, natkeepalive.runtime.logsink"),
+)
+
+
+def _import_costs(ctx: c.Context) -> str:
+    wait = 0.5 if ctx.quick else 1.5  # imports are done by then; nothing else runs
+
+    def pss_of(modules: str) -> float:
+        code = "import time" + (f", {modules}" if modules else "") + "; time.sleep(600)"
+        with c.Procs() as procs:
+            proc = procs.start([ctx.python, "-c", code], env=ctx.env(), name="python3")
+            time.sleep(wait)
+            if not proc.alive():
+                raise c.BenchError(f"python3 -c {code!r} exited")
+            return c.pss_kb(proc.pid) / 1024
+
+    bare = pss_of("")
+    lines = [f"Where the memory goes: PSS of `python3 -c 'import …'` (one process alone) above "
+             f"the bare interpreter ({bare:.2f} MB here); modules shared between rows count in "
+             "each.", "", "| import | + MB |", "|---|---:|"]
+    for label, modules in IMPORTS[-1:] if ctx.quick else IMPORTS:
+        lines.append(f"| {label} | {pss_of(modules) - bare:+.2f} |")
+    return "\n".join(lines)

@@ -673,6 +673,7 @@ class Context:
     python: str
     site: Path  # the agent's byte-compiled copy
     procs: Procs
+    profile: bool = True  # the CPU benchmark's cProfile run
     ports: PortPool = field(default_factory=PortPool)
     sections: list[Section] = field(default_factory=list)
     echo: Callable[[str], None] = print

@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                              "scratch copy); it is copied and byte-compiled, never written to")
     parser.add_argument("--python", help="interpreter for the agent and the baselines "
                         "(default: /usr/bin/python3 when it has PyYAML, else this one)")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="skip the cProfile run of the CPU benchmark")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     python = c.choose_python(args.python)
     agent_dir = args.agent_dir.resolve()
     ctx = c.Context(quick=args.quick, runs=runs, workdir=workdir, python=python,
-                    site=c.install_agent(agent_dir, workdir, python), procs=c.Procs())
+                    site=c.install_agent(agent_dir, workdir, python), procs=c.Procs(),
+                    profile=not args.no_profile)
     info = c.machine(python)
     failed = []
     try:
@@ -165,7 +168,7 @@ def _block(section: c.Section, info: dict[str, str], quick: bool, runs: int) -> 
     mode = "quick (smoke) mode" if quick else "full mode"
     lines = [f"<!-- bench:{section.name} -->", f"## {section.title}", "",
              f"Ran {info['date']} on {info['cpu']} ({info['cores']} cores), {info['python']}, "
-             f"Linux {info['kernel']}, Kamailio {info['kamailio'] or '?'}; {mode}, {runs} "
+             f"Linux {info['kernel']}, {info['kamailio'] or 'Kamailio ?'}; {mode}, {runs} "
              f"run(s), {section.seconds:.0f} s.", ""]
     if section.setup:
         lines += [section.setup, ""]

@@ -2,7 +2,7 @@
 
     python3 tests/fuzz/run.py [--seconds N | --runs N] [--targets parser,engine] [--json]
     python3 tests/fuzz/run.py --make-seeds          # rebuild tests/fuzz/corpus/ from tests/data/
-    python3 tests/fuzz/run.py --replay FILE...      # run saved inputs through the targets, no atheris
+    python3 tests/fuzz/run.py --replay FILE...      # saved inputs through the targets, no atheris
 
 Each target runs in its own process (in parallel, one per core) under libFuzzer, seeded with
 tests/fuzz/corpus/<target>/ (real answers captured from Kamailio and SIPp, tests/data/*.sip, and
@@ -108,10 +108,10 @@ def make_seeds(out: Path = CORPUS) -> dict[str, int]:
     return {"parser": len(list(parser_dir.iterdir())), "engine": len(list(engine_dir.iterdir()))}
 
 
-# --- the child: one target under libFuzzer --------------------------------------------------------
+# --- the child: one target under libFuzzer ------------------------------------------------------
 
 def child(target: str, libfuzzer_args: list[str]) -> None:
-    import atheris
+    import atheris  # type: ignore[import-untyped]
 
     atheris.enabled_hooks.add("str")
     with atheris.instrument_imports(include=["natkeepalive"]):
@@ -125,7 +125,7 @@ def child(target: str, libfuzzer_args: list[str]) -> None:
     atheris.Fuzz()
 
 
-# --- the parent ------------------------------------------------------------------------------------
+# --- the parent -----------------------------------------------------------------------------------
 
 _STATS = re.compile(r"^stat::(\w+):\s*(\d+)", re.MULTILINE)
 _PROGRESS = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/", re.MULTILINE)
@@ -192,8 +192,8 @@ def run_targets(targets: list[str], *, seconds: float | None, runs: int | None,
                 proc.kill()
                 code = proc.wait()
             elapsed = time.monotonic() - started
-            log = log_path.read_text("utf-8", "replace")
-            results.append(summarize(target, log, artifacts, code, elapsed))
+            text = log_path.read_text("utf-8", "replace")
+            results.append(summarize(target, text, artifacts, code, elapsed))
         return results
     finally:
         for _, proc, _, _ in procs:

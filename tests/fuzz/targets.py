@@ -1,4 +1,4 @@
-"""Fuzz targets and their invariants, shared by the atheris runner (run.py) and the regression tests.
+"""Fuzz targets and their invariants, shared by the atheris runner (run.py) and regression tests.
 
 Each target takes one input (bytes) and raises AssertionError (or lets any other exception
 escape) when an invariant is broken; returning normally means the input was fine.

@@ -8,6 +8,8 @@ Used as the `prefix` of tests.support.agentproc.Agent, so argv arrives as
 Adjustments, from the environment:
 - NK_TEST_SET="module.ATTR=number;...": set module constants (e.g. the daemon's
   DROP_REPORT_EVERY, so a 30-s test sees its rate-limited line several times).
+- NK_TEST_LOG_FROM_CONFIG=1: drop `--log stderr` (which agentproc.Agent always passes), so the
+  log goes where the configuration says (e.g. a test's own rsyslogd).
 - NK_TEST_WALL_OFFSET_FILE=path: time.time() returns the real time plus the number of seconds in
   that file (re-read at most every 50 ms), so a test can step the wall clock of this process alone
   without touching the host's clock. CLOCK_MONOTONIC is left alone.
@@ -55,6 +57,9 @@ def main() -> int:
         args = args[1:]
     if args[:2] == ["-m", "natkeepalive"]:
         args = args[2:]
+    if os.environ.get("NK_TEST_LOG_FROM_CONFIG") == "1" and "--log" in args:
+        at = args.index("--log")
+        del args[at:at + 2]
     offset_file = os.environ.get("NK_TEST_WALL_OFFSET_FILE")
     if offset_file:
         _install_wall_offset(offset_file)  # before natkeepalive binds time.time anywhere

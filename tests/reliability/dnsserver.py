@@ -9,6 +9,7 @@ files of the test, so the host's resolver is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -44,10 +45,8 @@ class DnsServer:
                 continue
             reply = self.answer(data)
             if reply is not None:
-                try:
+                with contextlib.suppress(OSError):
                     self.sock.sendto(reply, source)
-                except OSError:
-                    pass
 
     def answer(self, query: bytes) -> bytes | None:
         if len(query) < 12:

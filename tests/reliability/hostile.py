@@ -44,21 +44,31 @@ def _via(request: Request, source: tuple[str, int], *params: str) -> str:
     return ";".join([base, *params])
 
 
+def _variants(text: str) -> list[Template]:
+    def reason(r: Request, s: tuple[str, int], _t: str) -> bytes:
+        return _response(r, _via(r, s), status=f"200 OK {text}")
+
+    def server(r: Request, s: tuple[str, int], _t: str) -> bytes:
+        return _response(r, _via(r, s), extra=(f"Server: {text}", f"User-Agent: {text}"))
+
+    def via_param(r: Request, s: tuple[str, int], _t: str) -> bytes:
+        return _response(r, _via(r, s, f"x-evil={text}"))
+
+    def received(r: Request, s: tuple[str, int], _t: str) -> bytes:
+        return _response(r, _via(r, s, f"received={text}"))
+
+    def folded(r: Request, s: tuple[str, int], _t: str) -> bytes:
+        return _response(r, _via(r, s), extra=(f"Server: ok\r\n {text}",))  # folded onto Server
+
+    return [reason, server, via_param, received, folded]
+
+
 def templates(marker: str) -> list[Template]:
     """Answers that a parser may accept (hostile text where the agent does not look) or refuse."""
     texts = payloads(marker)
     out: list[Template] = []
     for text in texts:
-        out.append(lambda r, s, _t, text=text: _response(
-            r, _via(r, s), status=f"200 OK {text}"))
-        out.append(lambda r, s, _t, text=text: _response(
-            r, _via(r, s), extra=(f"Server: {text}", f"User-Agent: {text}")))
-        out.append(lambda r, s, _t, text=text: _response(
-            r, _via(r, s, f"x-evil={text}")))
-        out.append(lambda r, s, _t, text=text: _response(
-            r, _via(r, s, f"received={text}")))
-        out.append(lambda r, s, _t, text=text: _response(
-            r, _via(r, s), extra=(f"Server: ok\r\n {text}",)))  # folded onto Server
+        out += _variants(text)
     out.append(lambda r, s, _t: _response(r, _via(r, s, f"received={s[0]} event=forged")))
     out.append(lambda r, s, _t: _response(r, _via(r, s), status="503 \x1b[5mDown\x1b[0m"))
     return out

@@ -138,7 +138,6 @@ def test_replay_of_an_old_transaction_is_dropped() -> None:
     assert net.engine.public == ("203.0.113.1", 40000)
 
 
-@pytest.mark.xfail(strict=True, reason="defect: see /tmp/rel-patches/01-duplicates-dropped.diff")
 def test_replay_of_the_last_transaction_counts_as_dropped() -> None:
     """A replay of a transaction that just finished is counted as `duplicates`, a counter that is
     neither in the status file nor in the daemon's "dropped N" line: a replay flood is invisible."""
@@ -274,12 +273,13 @@ def status_entry(agent: Agent) -> dict:  # type: ignore[type-arg]
 
 
 def test_daemon_ignores_every_kind_of_spoof(tmp_path: Path, responder: SipResponder) -> None:
-    """The responder answers 0.6 s late, so each keepalive is outstanding while the spoofs, built
+    """The responder answers 0.4 s late (before the first retransmission, so no genuine duplicate
+    answer muddies the count), so each keepalive is outstanding while the spoofs, built
     from that very request, arrive: from another port, another address, and the server's own
     address and port with a guessed branch, another Call-ID, another CSeq, another method.
     (Replays are in test_daemon_counts_replays_as_dropped.)"""
     port = free_port()
-    responder.configure(delay=0.6)
+    responder.configure(delay=0.4)
     config = write_config(tmp_path / "c.yaml", responder.address, port, interval=1.0,
                           jitter=0.0, timeout=3.0)
     target = ("127.0.0.1", port)
@@ -329,7 +329,6 @@ def test_daemon_ignores_every_kind_of_spoof(tmp_path: Path, responder: SipRespon
     assert after["interval_s"] == 1.0  # the spoofed Flow-Timer was not applied
 
 
-@pytest.mark.xfail(strict=True, reason="defect: see /tmp/rel-patches/01-duplicates-dropped.diff")
 def test_daemon_counts_replays_as_dropped(tmp_path: Path, responder: SipResponder) -> None:
     """A replayed answer (here: to the first keepalive) from the server's address must show up in
     the status file's `dropped`, like every other datagram the agent refuses."""

@@ -58,6 +58,8 @@ EXPECTED = [
      "event=local-address-changed binding=p old=192.168.77.2 new=192.168.77.3"),
     (ev.ResolveFailed("p", "sip.example.net", "Name or service not known"),
      'event=resolve-failed binding=p host=sip.example.net error="Name or service not known"'),
+    (ev.ResolveRecovered("p", "sip.example.net", "203.0.113.10:5060"),
+     "event=resolve-recovered binding=p host=sip.example.net address=203.0.113.10:5060"),
     (ev.SendFailed("p", "[Errno 101] Network is unreachable"),
      'event=send-failed binding=p error="[Errno 101] Network is unreachable"'),
     (ev.ServerChanged("p", "203.0.113.10:5060", "203.0.113.11:5060"),

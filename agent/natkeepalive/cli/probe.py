@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from natkeepalive.errors import SocketSetupError
+from natkeepalive.runtime.logsink import escape_text
 from natkeepalive.runtime.probe import Prober
 from natkeepalive.runtime.sockets import family_of, resolve
 from natkeepalive.sip.target import format_hostport, parse_target
@@ -88,7 +89,8 @@ def _report(args: argparse.Namespace, result: dict[str, Any], code: int) -> int:
         local = result["local"]
         lines.append(f"local      {format_hostport(local['address'], local['port'])}")
     if result["reachable"]:
-        lines.append(f"reachable  yes: {result['status']} {result['reason']} in "
+        # the reason phrase is the server's text: ANSI escapes or a CR must not reach a terminal
+        lines.append(f"reachable  yes: {result['status']} {escape_text(result['reason'])} in "
                      f"{result['rtt_ms']} ms ({result['transmissions']} transmission(s))")
         public = result["public"]
         if public["port"] is None:

@@ -15,7 +15,11 @@ Rules:
   expired binding) gets a second keepalive PROMOTE_DELAY after the first, so a Linux NAT moves the
   flow to its long stream timeout.
 - Answers are accepted only from the server's address and port, with a known branch and the same
-  Call-ID and CSeq; everything else is counted as dropped and changes nothing else.
+  Call-ID and CSeq; everything else (late duplicates and replays too) is counted as dropped and
+  changes nothing else.
+- Outcomes (an answer or a timeout) move reachability and the mapping in probe order: one of a
+  probe older than a probe whose outcome was already applied is stale (a slow server's late answer
+  to a retransmission, the timeout of an older probe) and only counts.
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ class BindingEngine:
         self._cycle_expired = False
         self.inbound_unsupported: set[Address] = set()
         self._send_failing = False
+        self._newest_outcome = 0  # CSeq of the newest probe whose outcome was applied
         # counters for the status file
         self.probes_sent = 0
         self.responses = 0
@@ -179,10 +184,12 @@ class BindingEngine:
         branch = response.top_via.branch or ""
         tx = self._tx.get(branch)
         if tx is None:
+            # Every refused datagram is `dropped` (status file, the "dropped N" line): a replay
+            # flood of a finished transaction's answer must not be invisible. `duplicates` only
+            # tells how many of them carried a branch that just finished.
+            self.dropped += 1
             if branch in self._recent_done:
                 self.duplicates += 1
-            else:
-                self.dropped += 1
             return
         if response.call_id != tx.key.call_id or response.cseq != tx.key.cseq \
                 or response.cseq_method.upper() != "OPTIONS":
@@ -345,6 +352,8 @@ class BindingEngine:
         seen: Mapping = (via.received or via.host, via.rport)
         self._events.append(ev.ProbeAnswered(self.name, tx.key.cseq, response.status,
                                              round(rtt_ms, 3), format_mapping(seen) or ""))
+        if self._stale(tx):
+            return
         if tx.kind == KEEPALIVE:
             self._cycle_expired = False
             if self._suspect_idle is not None and self.tracker.mapping is not None:
@@ -368,6 +377,13 @@ class BindingEngine:
         if confirm:
             self._send_probe(CONFIRM, now)
 
+    def _stale(self, tx: ClientTransaction) -> bool:
+        """Whether a newer probe's outcome was applied already; if not, this one is the newest."""
+        if tx.key.cseq < self._newest_outcome:
+            return True
+        self._newest_outcome = tx.key.cseq
+        return False
+
     def _renew(self, now: float) -> None:
         """The NAT made a new binding: promote its flow with an early second keepalive."""
         if self.last_keepalive_at is not None and self.next_keepalive is not None:
@@ -380,6 +396,8 @@ class BindingEngine:
             return
         self.timeouts += 1
         self._events.append(ev.ProbeTimedOut(self.name, tx.key.cseq, tx.transmissions))
+        if self._stale(tx):
+            return
         if tx.kind == KEEPALIVE:
             self._suspect_idle = None  # no answer at all: the server, not the binding
         transition = self.reach.feed(None)

@@ -9,6 +9,7 @@ Rules:
   mapping; a bad file is rejected (`config-rejected`) and the old configuration keeps running.
 - The status file is written when a reported state changed (coalesced to STATUS_MIN_GAP) and, for
   the counters alone, every STATUS_COUNTERS_EVERY seconds when they moved.
+- The local address is checked whenever a binding's timer fires and every NETWATCH_EVERY s.
 - Errors from the network are counted, never fatal. A full socket buffer drops a datagram like
   the network would; reading stops after READ_BURST datagrams per socket so a flood cannot starve
   the timers.
@@ -39,7 +40,7 @@ from natkeepalive.runtime.hooks import HookRunner
 from natkeepalive.runtime.logsink import Sink
 from natkeepalive.runtime.notify import Notifier
 from natkeepalive.runtime.slot import Slot
-from natkeepalive.runtime.sockets import family_of, send_datagram, wildcard
+from natkeepalive.runtime.sockets import Resolver, family_of, send_datagram, wildcard
 from natkeepalive.runtime.status import iso_utc, write_status
 from natkeepalive.sip.message import parse_response
 
@@ -87,6 +88,7 @@ class Daemon:
         self._drops_at = 0.0
         self._watchdog_at: float | None = None
         self._wake_r, self._wake_w = socket.socketpair()
+        self.resolver = Resolver(self._wake)
 
     # ------------------------------------------------------------------ set-up
 
@@ -122,7 +124,8 @@ class Daemon:
             self.by_call_id[slot.engine.call_id] = slot
             found: list[ev.Event] = []
             try:
-                slot.refresh(now, found)
+                # in place at start (a port in use is fatal then), off the loop afterwards
+                slot.refresh(now, found, None if fatal else self.resolver)
             except SocketSetupError as exc:
                 if fatal:
                     self._close_all()
@@ -173,6 +176,11 @@ class Daemon:
         # a finished hook wakes the loop through the wake-up fd, so it is reaped at once
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
 
+    def _wake(self) -> None:
+        """From a resolver thread: a lookup finished; the loop picks it up after select()."""
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"r")
+
     def _on_signal(self, signum: int, frame: object) -> None:
         self._pending_signals.add(signum)
 
@@ -204,6 +212,14 @@ class Daemon:
         if self._pending_signals:
             self._handle_signals()
         now = self.clock()
+        for name in self.resolver.ready():
+            slot = self.slots.get(name)
+            if slot is None:
+                self.resolver.forget(name)
+                continue
+            found: list[ev.Event] = []
+            self._refresh(slot, now, found)
+            self._after(slot, found, now)
         self._run_timers(now)
         self._housekeeping(now)
 
@@ -236,14 +252,18 @@ class Daemon:
                 continue  # superseded
             slot.scheduled = None
             found: list[ev.Event] = []
-            if slot.resolve_due(now):
-                self._refresh(slot, now, found)
+            # Every timer may send (a keepalive, a retransmission): one from a local address that
+            # moved gets a new NAT mapping, which would be reported as an expiry and a remap. So
+            # look for the move first (a connect(), no packet): it is then reported as what it
+            # is, local-address-changed and a new flow. refresh() resolves only when due.
+            slot.resolve_due(now)  # brings the next lookup forward while unreachable
+            self._refresh(slot, now, found)
             slot.engine.handle_timer(now)
             self._after(slot, found, now)
 
     def _refresh(self, slot: Slot, now: float, found: list[ev.Event]) -> None:
         try:
-            slot.refresh(now, found)
+            slot.refresh(now, found, self.resolver)
         except SocketSetupError as exc:
             slot.engine.send_failed(str(exc))
         self._register(slot)
@@ -543,6 +563,7 @@ class Daemon:
             auto.close()
             self._after_auto(auto, [], self.clock())
         slot = self.slots.pop(name)
+        self.resolver.forget(name)
         self.by_call_id.pop(slot.engine.call_id, None)
         slot.close()
         self._register(slot)

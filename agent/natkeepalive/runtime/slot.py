@@ -5,7 +5,7 @@ Rules:
   explicit `bind`), and re-opened on the same port when the local address changes.
 - A name is resolved at start, again every RESOLVE_EVERY seconds, and again `retry_interval` after a
   failure or while the server is unreachable. A new address is a new flow (`server-changed`).
-- `resolve-failed` and the recovery are reported once per outage, not at every retry.
+- `resolve-failed` and `resolve-recovered` are reported once per outage, not at every retry.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from natkeepalive.config.model import BindingConfig
 from natkeepalive.core.engine import Address, BindingEngine
 from natkeepalive.core.reachability import UNREACHABLE
 from natkeepalive.runtime.sockets import (
+    Lookup,
+    Resolver,
     family_of,
     is_ip_literal,
     open_udp,
@@ -29,6 +31,7 @@ from natkeepalive.runtime.sockets import (
 from natkeepalive.sip.target import format_hostport
 
 RESOLVE_EVERY = 600.0
+LOOKUP_LIMIT = 60.0  # a lookup in flight this long is asked again
 
 
 class Slot:
@@ -84,26 +87,39 @@ class Slot:
                                     self.resolved_at + self.config.settings.retry_interval)
         return now >= self.next_resolve
 
-    def refresh(self, now: float, out: list[ev.Event]) -> None:
-        """Resolve the server if due and (re)open the socket if the local address moved."""
+    def refresh(self, now: float, out: list[ev.Event], resolver: Resolver | None = None) -> None:
+        """Resolve the server if due and (re)open the socket if the local address moved.
+
+        With a resolver a name is looked up off the loop: until the answer comes back (through
+        the daemon's loop, which calls refresh again) the binding keeps its current server, or
+        waits when it has none yet. Without one (at start) the lookup is done in place."""
         host, port = self.config.server.host, self.config.server.port
-        if now >= self.next_resolve:
-            self.resolved_at = None if is_ip_literal(host) else now
-            family = family_of(self.config.bind) if self.config.bind else 0
-            try:
-                server = resolve(host, port, family)
-            except OSError as exc:
-                self.next_resolve = now + self.config.settings.retry_interval
-                if not self.resolve_failing:
-                    self.resolve_failing = True
-                    out.append(ev.ResolveFailed(self.name, host, str(exc)))
-                if self.server is None:
-                    return
+        family = family_of(self.config.bind) if self.config.bind else 0
+        literal = is_ip_literal(host)
+        result: Lookup | None = resolver.take(self.name) if resolver is not None else None
+        if result is None and now >= self.next_resolve:
+            self.resolved_at = None if literal else now
+            if resolver is None or literal:
+                try:
+                    result = resolve(host, port, family)
+                except OSError as exc:
+                    result = exc
             else:
+                resolver.start(self.name, host, port, family)
+                self.next_resolve = now + LOOKUP_LIMIT
+        if isinstance(result, OSError):
+            self.next_resolve = now + self.config.settings.retry_interval
+            if not self.resolve_failing:
+                self.resolve_failing = True
+                out.append(ev.ResolveFailed(self.name, host, str(result)))
+        elif result is not None:
+            if self.resolve_failing:
                 self.resolve_failing = False
-                literal = is_ip_literal(host)
-                self.next_resolve = float("inf") if literal else now + RESOLVE_EVERY
-                self.server = server
+                out.append(ev.ResolveRecovered(self.name, host, format_hostport(*result)))
+            self.next_resolve = float("inf") if literal else now + RESOLVE_EVERY
+            self.server = result
+        if self.server is None:
+            return
         self.check_local(now, out)
 
     def check_local(self, now: float, out: list[ev.Event]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import Any, Callable, Union
 
 from natkeepalive.errors import SocketSetupError
 
@@ -63,6 +64,69 @@ def resolve(host: str, port: int, family: int = 0) -> Address:
     address = infos[0][4]
     return str(address[0]), int(address[1])
 
+
+
+Lookup = Union[Address, OSError]
+
+
+class Resolver:
+    """getaddrinfo() off the loop, one worker thread per lookup in flight.
+
+    The daemon has one thread: a resolver that does not answer (the DNS server, or the link to
+    it, is down) blocks getaddrinfo() for `timeout` x `attempts` of resolv.conf, and every
+    binding's keepalives with it. A lookup runs at most once at a time per key; `wake` (called
+    from the worker) tells the loop that `ready()` has something.
+    """
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._lock: Any = None  # threading is imported with the first lookup: IP literals never
+        self._running: set[str] = set()
+        self._done: dict[str, Lookup] = {}
+        self._wake = wake
+
+    def start(self, key: str, host: str, port: int, family: int = 0) -> None:
+        import threading
+
+        if self._lock is None:
+            self._lock = threading.Lock()
+        with self._lock:
+            if key in self._running or key in self._done:
+                return
+            self._running.add(key)
+        threading.Thread(target=self._work, args=(key, host, port, family), daemon=True,
+                         name=f"resolve {key}").start()
+
+    def _work(self, key: str, host: str, port: int, family: int) -> None:
+        result: Lookup
+        try:
+            result = resolve(host, port, family)
+        except OSError as exc:
+            result = exc
+        except Exception as exc:  # UnicodeError and the like: a failed lookup all the same
+            result = OSError(str(exc))
+        with self._lock:
+            self._running.discard(key)
+            self._done[key] = result
+        self._wake()
+
+    def take(self, key: str) -> Lookup | None:
+        if self._lock is None:
+            return None
+        with self._lock:
+            return self._done.pop(key, None)
+
+    def ready(self) -> list[str]:
+        if self._lock is None:
+            return []
+        with self._lock:
+            return list(self._done)
+
+    def forget(self, key: str) -> None:
+        """The key's owner is gone: a result still to come is thrown away."""
+        if self._lock is None:
+            return
+        with self._lock:
+            self._done.pop(key, None)
 
 
 def send_datagram(sock: socket.socket, payload: bytes, destination: Address) -> str | None:
