@@ -128,12 +128,6 @@ class BindingEngine:
         self._new_flow(server_text)
         self.next_keepalive = now
 
-    def clear_server(self) -> None:
-        """The server's name no longer resolves: stop probing until it does."""
-        self._abort_all()
-        self.server = None
-        self.next_keepalive = None
-
     def _new_flow(self, server_text: str) -> None:
         self._abort_all()
         self.tracker.reset(server_text)

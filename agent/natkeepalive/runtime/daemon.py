@@ -195,11 +195,9 @@ class Daemon:
             self.shutdown(self._stop_reason or "error")
         return 0
 
-    def run_once(self, max_wait: float | None = None) -> None:
+    def run_once(self) -> None:
         now = self.clock()
         timeout = self._next_wake(now)
-        if max_wait is not None:
-            timeout = max_wait if timeout is None else min(timeout, max_wait)
         for key, _mask in self.selector.select(timeout):
             if key.fileobj is self._wake_r:
                 self._drain_wakeups()
@@ -223,7 +221,7 @@ class Daemon:
         self._run_timers(now)
         self._housekeeping(now)
 
-    def _next_wake(self, now: float) -> float | None:
+    def _next_wake(self, now: float) -> float:
         candidates = [self._netwatch_at, self._status_counters_at, self._drops_at]
         if self.heap:
             candidates.append(self.heap[0][0])
@@ -519,9 +517,6 @@ class Daemon:
             self.reprobe(now)
         if signal.SIGUSR1 in pending:
             self._write_status(now)
-
-    def stop(self, reason: str) -> None:
-        self._stop_reason = reason
 
     def reprobe(self, now: float) -> None:
         """An interface came up: check local addresses and probe every binding now."""
