@@ -50,7 +50,11 @@ STATUS_MIN_GAP = 1.0
 STATUS_COUNTERS_EVERY = 30.0
 DROP_REPORT_EVERY = 60.0
 FD_RESERVE = 32  # status file, syslog, aux and discovery sockets, hooks, the wake-up pair
-START_SPREAD = 1.0  # first keepalives of many bindings are spread over this many seconds
+# The first keepalives of many bindings are spread out, at least START_GAP apart (about what one
+# keepalive costs the loop, with margin) and over at least START_SPREAD, never past an interval:
+# jittered waits keep the spacing, so a burst at start would recur every interval.
+START_SPREAD = 1.0
+START_GAP = 0.002
 
 
 class Daemon:
@@ -117,9 +121,11 @@ class Daemon:
                    names: set[str] | None = None) -> None:
         chosen = [b for b in config.bindings if names is None or b.name in names]
         count = max(len(chosen), 1)
+        shortest = min((b.settings.interval for b in chosen), default=START_SPREAD)
+        spread = min(max(START_SPREAD, count * START_GAP), shortest)
         for index, binding in enumerate(chosen):
             slot = Slot(binding, self.random_bytes)
-            slot.start_offset = START_SPREAD * index / count if count > 1 else 0.0
+            slot.start_offset = spread * index / count
             self.slots[slot.name] = slot
             self.by_call_id[slot.engine.call_id] = slot
             found: list[ev.Event] = []
