@@ -35,7 +35,7 @@ from natkeepalive.core.tracker import Mapping, Tracker, format_mapping
 from natkeepalive.core.transaction import ClientTransaction, TransactionKey
 from natkeepalive.errors import SipParseError
 from natkeepalive.sip.message import Response, parse_response
-from natkeepalive.sip.request import OptionsRequest, build_options
+from natkeepalive.sip.request import OptionsRequest, OptionsTemplate
 from natkeepalive.sip.target import format_hostport
 
 Address = tuple[str, int]
@@ -47,6 +47,8 @@ KEEPALIVE, CONFIRM, INBOUND = "keepalive", "confirm", "inbound"
 PROMOTE_DELAY = 3.0
 BRANCH_BYTES = 10  # 80 random bits
 RECENT_DONE = 8
+TEMPLATES_KEPT = 4
+BRANCH_PLACEHOLDER = "z9hG4bK-"  # a template's own request is never sent
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,17 @@ def _hex(random_bytes: RandomBytes, n: int) -> str:
 
 class BindingEngine:
     """The keepalive, inbound check, mapping and reachability logic of one binding."""
+
+    # One engine per binding: slots instead of a __dict__ save about 1.6 KB each.
+    __slots__ = (
+        "_check_pending", "_cycle_expired", "_events", "_newest_outcome", "_outbox",
+        "_promote", "_random", "_recent_done", "_send_failing", "_since_check",
+        "_suspect_idle", "_templates", "_tx", "call_id", "cseq", "dropped", "duplicates",
+        "flow_timer", "from_tag", "inbound_result", "inbound_unsupported", "interval",
+        "jitter", "last_keepalive_at", "last_response_at", "last_rtt_ms", "last_status",
+        "local", "name", "next_keepalive", "probes_sent", "reach", "responses",
+        "server", "settings", "timeouts", "tracker", "uri_host", "uri_port",
+    )
 
     def __init__(self, name: str, settings: ProbeSettings, random_bytes: RandomBytes,
                  uri_host: str, uri_port: int) -> None:
@@ -82,6 +95,7 @@ class BindingEngine:
         self.reach = Reachability(name, settings.fail_threshold, settings.ok_threshold,
                                   settings.lagged_ms)
         self._tx: dict[str, ClientTransaction] = {}
+        self._templates: dict[tuple[str, int, bool], OptionsTemplate] = {}
         self._recent_done: list[str] = []
         self._outbox: list[Datagram] = []
         self._events: list[ev.Event] = []
@@ -287,17 +301,27 @@ class BindingEngine:
             via_host, via_port, rport = public[0], public[1], False
         else:
             via_host, via_port, rport = self.local[0], self.local[1], True
-        payload = build_options(OptionsRequest(
-            uri_host=self.uri_host,
-            uri_port=None if self.uri_port == 5060 else self.uri_port,
-            via_host=via_host, via_port=via_port, branch=branch, call_id=self.call_id,
-            from_tag=self.from_tag, cseq=self.cseq, rport=rport,
-            max_forwards=self.settings.max_forwards, user_agent=self.settings.user_agent))
+        payload = self._template(via_host, via_port, rport).render(branch, self.cseq)
         key = TransactionKey(branch, self.call_id, self.cseq)
         self._tx[branch] = ClientTransaction(key, payload, kind, now, self.settings.timeout)
         self.probes_sent += 1
         self._events.append(ev.ProbeSent(self.name, self.cseq, 1, kind))
         self._send(AUX if kind == INBOUND else BINDING, payload)
+
+    def _template(self, via_host: str, via_port: int, rport: bool) -> OptionsTemplate:
+        """The request around branch and CSeq, built once per Via (local or public mapping)."""
+        key = (via_host, via_port, rport)
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= TEMPLATES_KEPT:  # old mappings: keep a handful at most
+                self._templates.clear()
+            template = self._templates[key] = OptionsTemplate(OptionsRequest(
+                uri_host=self.uri_host,
+                uri_port=None if self.uri_port == 5060 else self.uri_port,
+                via_host=via_host, via_port=via_port, branch=BRANCH_PLACEHOLDER,
+                call_id=self.call_id, from_tag=self.from_tag, cseq=0, rport=rport,
+                max_forwards=self.settings.max_forwards, user_agent=self.settings.user_agent))
+        return template
 
     def _send(self, channel: str, payload: bytes) -> None:
         assert self.server is not None

@@ -228,9 +228,14 @@ class Daemon:
         self._housekeeping(now)
 
     def _next_wake(self, now: float) -> float:
+        heap = self.heap
+        # An answered probe leaves its retransmission deadline behind in the heap: drop such
+        # superseded entries here, or each would cost a wake-up that does nothing.
+        while heap and self._superseded(heap[0][0], heap[0][2]):
+            heapq.heappop(heap)
         candidates = [self._netwatch_at, self._status_counters_at, self._drops_at]
-        if self.heap:
-            candidates.append(self.heap[0][0])
+        if heap:
+            candidates.append(heap[0][0])
         if self._status_dirty:
             candidates.append(self._status_written_at + STATUS_MIN_GAP)
         if self._watchdog_at is not None:
@@ -239,6 +244,14 @@ class Daemon:
         if hook is not None:
             candidates.append(hook)
         return max(0.0, min(candidates) - now)
+
+    def _superseded(self, deadline: float, name: str) -> bool:
+        """A heap entry whose owner has since been rescheduled or removed."""
+        if name.startswith("auto:"):
+            auto = self.autos.get(name[5:])
+            return auto is None or auto.scheduled != deadline
+        slot = self.slots.get(name)
+        return slot is None or slot.scheduled != deadline
 
     def _run_timers(self, now: float) -> None:
         while self.heap and self.heap[0][0] <= now:
@@ -264,6 +277,10 @@ class Daemon:
             self._refresh(slot, now, found)
             slot.engine.handle_timer(now)
             self._after(slot, found, now)
+            # The next binding's keepalive is counted from when it really goes: with one `now`
+            # for the whole pass, every binding sent in it got the same next deadline, and
+            # bindings clumped into ever larger passes (10 000 bindings: p99 116 ms late).
+            now = self.clock()
 
     def _refresh(self, slot: Slot, now: float, found: list[ev.Event]) -> None:
         try:

@@ -35,6 +35,12 @@ LOOKUP_LIMIT = 60.0  # a lookup in flight this long is asked again
 
 
 class Slot:
+    # One per binding, like the engine: no per-instance __dict__.
+    __slots__ = (
+        "config", "engine", "name", "next_resolve", "resolve_failing", "resolved_at",
+        "scheduled", "server", "sock", "start_offset",
+    )
+
     def __init__(self, config: BindingConfig, random_bytes: Callable[[int], bytes]) -> None:
         self.config = config
         self.name = config.name

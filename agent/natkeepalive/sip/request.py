@@ -79,39 +79,49 @@ def _user_agent(value: str) -> str:
     return value
 
 
-def build_options(req: OptionsRequest) -> bytes:
-    """The OPTIONS datagram for `req`, CRLF line ends, no body."""
-    uri_host = _host(req.uri_host, "uri_host")
-    uri = f"sip:{uri_host}"
-    if req.uri_port is not None:
-        uri += f":{_port(req.uri_port, 'uri_port')}"
-    via_host = _host(req.via_host, "via_host")
-    via_port = _port(req.via_port, "via_port")
-    branch = _token(req.branch, "branch")
+def _branch(value: str) -> str:
+    branch = _token(value, "branch")
     if not branch.startswith(BRANCH_COOKIE) or len(branch) == len(BRANCH_COOKIE):
         raise LocalProtocolError(f"branch {branch!r} must be {BRANCH_COOKIE} plus a unique suffix")
-    call_id = _token(req.call_id, "call_id", _WORD_CHARS | {"@"})
-    if call_id.count("@") > 1 or call_id.startswith("@") or call_id.endswith("@"):
-        raise LocalProtocolError(f"call_id {call_id!r} must be word[@word]")
-    tag = _token(req.from_tag, "from_tag")
-    # RFC 3261 §8.1.1.5: a CSeq is a 32-bit unsigned integer (below 2**31 when it starts).
-    cseq = _check_int(req.cseq, "cseq", 2**32 - 1)
-    max_forwards = _check_int(req.max_forwards, "max_forwards", 255)
-    user_agent = _user_agent(req.user_agent)
+    return branch
 
-    via = f"SIP/2.0/UDP {via_host}:{via_port};branch={branch}"
-    if req.rport:
-        via += ";rport"
-    lines = [
-        f"OPTIONS {uri} SIP/2.0",
-        f"Via: {via}",
-        f"Max-Forwards: {max_forwards}",
-        f"To: <{uri}>",
-        f"From: <sip:{FROM_USER}@{via_host}>;tag={tag}",
-        f"Call-ID: {call_id}",
-        f"CSeq: {cseq} OPTIONS",
-    ]
-    if user_agent:
-        lines.append(f"User-Agent: {user_agent}")
-    lines.append("Content-Length: 0")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+class OptionsTemplate:
+    """An OPTIONS request with everything checked and rendered once except the two fields that
+    change on every probe (branch and CSeq): a binding sends the same bytes around them for as
+    long as its flow lasts, and checking them again each time was most of the cost."""
+
+    __slots__ = ("_after_branch", "_after_cseq", "_before_branch")
+
+    def __init__(self, req: OptionsRequest) -> None:
+        uri_host = _host(req.uri_host, "uri_host")
+        uri = f"sip:{uri_host}"
+        if req.uri_port is not None:
+            uri += f":{_port(req.uri_port, 'uri_port')}"
+        via_host = _host(req.via_host, "via_host")
+        via_port = _port(req.via_port, "via_port")
+        call_id = _token(req.call_id, "call_id", _WORD_CHARS | {"@"})
+        if call_id.count("@") > 1 or call_id.startswith("@") or call_id.endswith("@"):
+            raise LocalProtocolError(f"call_id {call_id!r} must be word[@word]")
+        tag = _token(req.from_tag, "from_tag")
+        max_forwards = _check_int(req.max_forwards, "max_forwards", 255)
+        user_agent = _user_agent(req.user_agent)
+        self._before_branch = (f"OPTIONS {uri} SIP/2.0\r\n"
+                               f"Via: SIP/2.0/UDP {via_host}:{via_port};branch=")
+        self._after_branch = (
+            (";rport" if req.rport else "")
+            + f"\r\nMax-Forwards: {max_forwards}\r\nTo: <{uri}>\r\n"
+            f"From: <sip:{FROM_USER}@{via_host}>;tag={tag}\r\nCall-ID: {call_id}\r\nCSeq: ")
+        agent_line = f"User-Agent: {user_agent}\r\n" if user_agent else ""
+        self._after_cseq = f" OPTIONS\r\n{agent_line}Content-Length: 0\r\n\r\n"
+
+    def render(self, branch: str, cseq: int) -> bytes:
+        # RFC 3261 §8.1.1.5: a CSeq is a 32-bit unsigned integer (below 2**31 when it starts).
+        number = _check_int(cseq, "cseq", 2**32 - 1)
+        return (self._before_branch + _branch(branch) + self._after_branch + str(number)
+                + self._after_cseq).encode("ascii")
+
+
+def build_options(req: OptionsRequest) -> bytes:
+    """The OPTIONS datagram for `req`, CRLF line ends, no body."""
+    return OptionsTemplate(req).render(req.branch, req.cseq)
