@@ -62,6 +62,9 @@ def run(ctx: c.Context) -> None:
                        "µs/keepalive")
             ctx.figure(section, f"agent / Kamailio, {count}", [a / k for a, k in zip(agent, kam)],
                        "x", "budget < 1", digits=2)
+            ctx.figure(section, f"agent / plain Python loop, {count}",
+                       [a / f for a, f in zip(agent, floor)], "x",
+                       "steadier than µs on a busy machine", digits=2)
             ctx.figure(section, f"agent CPU share, {count} bindings at 1 s",
                        per[f"share {count}"], "% of a core")
             ctx.figure(section, f"agent answered / sent, {count}", per[f"ratio {count}"], "",

@@ -140,7 +140,8 @@ def _soft_nofile(pid: int) -> float:
 
 def _deadlines(path: Path) -> tuple[list[float], list[float]]:
     """Milliseconds from deadline to sendto(): (later keepalives, first keepalives)."""
-    later, first = [], []
+    later: list[float] = []
+    first: list[float] = []
     for line in path.read_text().splitlines():
         due, sent, is_first = line.split()
         (first if is_first == "1" else later).append((float(sent) - float(due)) * 1000)

@@ -37,6 +37,11 @@ def run(ctx: c.Context) -> None:
         agent = procs.start(ctx.agent_argv(config, status), env=ctx.env(), capture=True,
                             name="agent")
         agent.wait_line(c.is_event("reachable"), timeout=30)
+        # under load the capture may start late: keep the agent until an exchange is on file
+        # (its second keepalive follows 3 s after the first)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not _answered(pcap, agent_port):
+            time.sleep(0.2)
         procs.stop(agent)
         done = subprocess.run([c.tool("sipsak"), "-s", "sip:127.0.0.1:5060"],
                               capture_output=True, text=True, timeout=30, check=False)
@@ -50,8 +55,8 @@ def run(ctx: c.Context) -> None:
             time.sleep(0.2)
         procs.stop(kam)
         packets = capture.stop()
-    requests = {}
-    answers = {}
+    requests: dict[str, bytes] = {}
+    answers: dict[str, bytes] = {}
     for packet in packets:
         who = _who(packet, agent_port)
         if packet.dport == c.SERVER[1] and packet.payload.startswith(b"OPTIONS "):
