@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from tests.support.tools import find_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = Path(__file__).resolve().parent
 LAB_KAMAILIO_CFG = ROOT / "tests" / "lab" / "kamailio.cfg"
@@ -49,22 +51,10 @@ PINGER_PORT = 5070  # Kamailio's keepalive module sends from (and listens on) th
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
 NETNS_RE = re.compile(r"^nkb([0-9a-f]+)-bench$")
-EXTRA_PATH = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 
 
 # ------------------------------------------------------------------------------------------------
 # tools and the machine
-
-def find_tool(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for folder in EXTRA_PATH:
-        candidate = os.path.join(folder, name)
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
 
 def tool(name: str) -> str:
     found = find_tool(name)
