@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from tests.reliability.common import free_port, memory_kb
 from tests.support.agentproc import Agent
 from tests.support.responder import SipResponder
 
@@ -30,27 +30,6 @@ RATE = 20000
 SECONDS = 30.0
 INTERVAL = 1.0
 REPORT_EVERY = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def memory_kb(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) in kB from /proc."""
-    rss = pss = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1])
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                pss = int(line.split()[1])
-    except OSError:
-        pss = rss
-    return rss, pss
 
 
 def percentile(values: list[float], fraction: float) -> float:
