@@ -4,7 +4,6 @@ HookRunner really builds."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from natkeepalive import events as ev
+from natkeepalive.record import field_names
 from natkeepalive.runtime.hooks import hook_environment
 from tests.support.tools import require_tool
 
@@ -163,8 +163,16 @@ def test_ubus_failure_is_reported(shell: str, tmp_path: Path) -> None:
     assert "ubus send nat-keepalive.reachable failed" in done.stderr
 
 
-def sample(field: dataclasses.Field[object]) -> object:
-    return {"int": 7, "float": 1.25}.get(str(field.type), f"v-{field.name}")
+def sample(name: str, annotation: str) -> object:
+    return {"int": 7, "float": 1.25}.get(annotation, f"v-{name}")
+
+
+def event_fields(cls: type[ev.Event]) -> list[tuple[str, str]]:
+    """(name, annotation) per field; the annotations are strings (future import)."""
+    declared: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        declared.update(vars(klass).get("__annotations__", {}))
+    return [(name, declared[name]) for name in field_names(cls)]
 
 
 @pytest.mark.parametrize("cls", list(ev.ALL_EVENTS.values()), ids=list(ev.ALL_EVENTS))
@@ -172,8 +180,8 @@ def test_every_event_with_the_agents_own_environment(cls: type[ev.Event],
                                                      tmp_path: Path) -> None:
     """The hook's key table matches natkeepalive.events, fed by runtime.hooks.hook_environment."""
     argv, env = setup(tmp_path, "dash")
-    fields = dataclasses.fields(cls)
-    event = cls(**{f.name: sample(f) for f in fields})
+    fields = event_fields(cls)
+    event = cls(**{name: sample(name, kind) for name, kind in fields})
     agent_env = hook_environment(event, env["PATH"])
     done = subprocess.run([*argv, cls.NAME], env={**env, **agent_env}, cwd=tmp_path,
                           capture_output=True, text=True, timeout=30)
@@ -181,7 +189,7 @@ def test_every_event_with_the_agents_own_environment(cls: type[ev.Event],
     (call,) = ubus_calls(tmp_path)
     assert call[1] == f"nat-keepalive.{cls.NAME}"
     payload = json.loads(call[2])
-    assert payload == {"event": cls.NAME, **{f.name: sample(f) for f in fields}}
+    assert payload == {"event": cls.NAME, **{name: sample(name, kind) for name, kind in fields}}
 
 
 def test_hook_is_executable_and_posix() -> None:

@@ -4,7 +4,6 @@ hook that hangs or fails is killed and reported while the agent goes on."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -19,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from natkeepalive import events as ev
+from natkeepalive.record import field_names
 from natkeepalive.runtime.hooks import hook_environment
 from natkeepalive.runtime.logsink import SyslogSink, format_event, parse_line
 from tests.reliability.hostile import HostileServer, payloads, templates
@@ -81,15 +81,18 @@ HOSTILE_TEXT = st.one_of(
 )
 
 
-def _str_fields(cls: type[ev.Event]) -> list[dataclasses.Field[Any]]:
-    return list(dataclasses.fields(cls))
+def _str_fields(cls: type[ev.Event]) -> list[tuple[str, str]]:
+    """(name, annotation) per field; the annotations are strings (future import)."""
+    declared: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        declared.update(vars(klass).get("__annotations__", {}))
+    return [(name, declared[name]) for name in field_names(cls)]
 
 
 def _instance(cls: type[ev.Event], text: str) -> ev.Event:
     values: dict[str, Any] = {}
-    for field in _str_fields(cls):
-        kind = str(field.type)
-        values[field.name] = 1 if "int" in kind else 1.5 if "float" in kind else text
+    for name, kind in _str_fields(cls):
+        values[name] = 1 if "int" in kind else 1.5 if "float" in kind else text
     return cls(**values)
 
 

@@ -26,6 +26,7 @@ from natkeepalive.config import (
     parse_config,
 )
 from natkeepalive.errors import ConfigError
+from natkeepalive.record import field_names
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "packaging" / "config.example.yaml"
 
@@ -427,7 +428,7 @@ def test_every_defaults_key_can_be_set_per_binding() -> None:
 
 
 def test_setting_keys_cover_the_model() -> None:
-    fields = set(ProbeSettings.__dataclass_fields__) - {"interval_auto"}
+    fields = set(field_names(ProbeSettings)) - {"interval_auto"}
     assert set(loader.SETTING_KEYS) == fields
 
 

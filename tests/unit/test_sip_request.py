@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from natkeepalive.errors import LocalProtocolError
+from natkeepalive.record import replace
 from natkeepalive.sip import OptionsRequest, Request, build_options, parse_message
 
 TYPICAL = OptionsRequest(
@@ -41,18 +40,18 @@ def test_golden_bytes() -> None:
 def test_typical_size_fits_the_budget() -> None:
     # 16-hex branch suffix, 16-hex Call-ID, 8-hex tag, a host name server: measured 289 bytes.
     assert len(build_options(TYPICAL)) == 289
-    longer = dataclasses.replace(TYPICAL, cseq=99999, via_host="192.168.177.254")
+    longer = replace(TYPICAL, cseq=99999, via_host="192.168.177.254")
     assert len(build_options(longer)) <= 300
 
 
 def test_port_in_uri_and_to() -> None:
-    data = build_options(dataclasses.replace(TYPICAL, uri_port=5080))
+    data = build_options(replace(TYPICAL, uri_port=5080))
     assert data.startswith(b"OPTIONS sip:sip.example.net:5080 SIP/2.0\r\n")
     assert b"\r\nTo: <sip:sip.example.net:5080>\r\n" in data
 
 
 def test_ipv6_everywhere_in_brackets() -> None:
-    req = dataclasses.replace(TYPICAL, uri_host="2001:db8::10", uri_port=5070,
+    req = replace(TYPICAL, uri_host="2001:db8::10", uri_port=5070,
                               via_host="2001:db8:77::2")
     data = build_options(req)
     assert data.startswith(b"OPTIONS sip:[2001:db8::10]:5070 SIP/2.0\r\n")
@@ -66,7 +65,7 @@ def test_ipv6_everywhere_in_brackets() -> None:
 
 
 def test_inbound_check_has_no_rport_at_all() -> None:
-    req = dataclasses.replace(TYPICAL, via_host="203.0.113.1", via_port=33785, rport=False)
+    req = replace(TYPICAL, via_host="203.0.113.1", via_port=33785, rport=False)
     data = build_options(req)
     assert b"\r\nVia: SIP/2.0/UDP 203.0.113.1:33785;branch=z9hG4bK0123456789abcdef\r\n" in data
     assert b"rport" not in data
@@ -74,19 +73,19 @@ def test_inbound_check_has_no_rport_at_all() -> None:
 
 
 def test_empty_user_agent_omits_the_header() -> None:
-    data = build_options(dataclasses.replace(TYPICAL, user_agent=""))
+    data = build_options(replace(TYPICAL, user_agent=""))
     assert b"User-Agent" not in data
     assert data == GOLDEN.replace(b"User-Agent: nat-keepalive\r\n", b"")
 
 
 def test_max_forwards_and_user_agent_are_used() -> None:
-    data = build_options(dataclasses.replace(TYPICAL, max_forwards=0, user_agent="acme/1.0 (x)"))
+    data = build_options(replace(TYPICAL, max_forwards=0, user_agent="acme/1.0 (x)"))
     assert b"\r\nMax-Forwards: 0\r\n" in data
     assert b"\r\nUser-Agent: acme/1.0 (x)\r\n" in data
 
 
 def test_round_trip_through_the_parser() -> None:
-    message = parse_message(build_options(dataclasses.replace(TYPICAL, cseq=4294967295)))
+    message = parse_message(build_options(replace(TYPICAL, cseq=4294967295)))
     assert isinstance(message, Request)
     assert message.method == "OPTIONS"
     assert message.uri == "sip:sip.example.net"
@@ -130,12 +129,12 @@ def test_round_trip_through_the_parser() -> None:
     ],
 )
 def test_misuse_is_refused(change: dict[str, object], message: str) -> None:
-    req = dataclasses.replace(TYPICAL, **change)  # type: ignore[arg-type]
+    req = replace(TYPICAL, **change)
     with pytest.raises(LocalProtocolError) as info:
         build_options(req)
     assert str(info.value).startswith(message)
 
 
 def test_call_id_with_host_part_is_allowed() -> None:
-    data = build_options(dataclasses.replace(TYPICAL, call_id="abc@192.168.77.2"))
+    data = build_options(replace(TYPICAL, call_id="abc@192.168.77.2"))
     assert b"\r\nCall-ID: abc@192.168.77.2\r\n" in data

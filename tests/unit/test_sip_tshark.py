@@ -6,7 +6,6 @@ The pcap is written by hand (Ethernet / IPv4 or IPv6 / UDP with correct checksum
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import struct
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from natkeepalive.record import replace
 from natkeepalive.sip import OptionsRequest, build_options
 from tests.support.responder import SipResponder
 from tests.support.tools import require_tool
@@ -25,7 +25,7 @@ CLIENT6, SERVER6 = "2001:db8:77::2", "2001:db8::10"
 TYPICAL = OptionsRequest(
     uri_host="sip.example.net", uri_port=None, via_host=CLIENT, via_port=5062,
     branch="z9hG4bK0123456789abcdef", call_id="0123456789abcdef", from_tag="89abcdef", cseq=1)
-INBOUND6 = dataclasses.replace(
+INBOUND6 = replace(
     TYPICAL, uri_host=SERVER6, uri_port=5070, via_host=CLIENT6, via_port=40112, rport=False,
     user_agent="", cseq=2, branch="z9hG4bKfedcba9876543210")
 

@@ -18,7 +18,6 @@ import math
 import re
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn, Union
 
 import yaml
@@ -35,6 +34,7 @@ from natkeepalive.config.model import (
 )
 from natkeepalive.errors import ConfigError, TargetError
 from natkeepalive.events import ALL_EVENTS
+from natkeepalive.record import replace
 
 ENV_VAR = "NAT_KEEPALIVE_CONFIG"
 

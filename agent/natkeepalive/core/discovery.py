@@ -17,14 +17,19 @@ Rules:
 from __future__ import annotations
 
 import binascii
-from dataclasses import dataclass
-from typing import Callable
 
 from natkeepalive.core.engine import AUX, PROMOTE_DELAY, Address, Datagram
 from natkeepalive.core.transaction import ClientTransaction, TransactionKey
 from natkeepalive.errors import SipParseError
 from natkeepalive.sip.message import Response, parse_response
 from natkeepalive.sip.request import OptionsRequest, build_options
+
+TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+    from typing import Callable
+else:
+    from natkeepalive.record import dataclass
 
 TRIAL = "trial"
 METHOD_INBOUND, METHOD_RPORT = "inbound-check", "rport"

@@ -16,12 +16,14 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Optional
-
 from natkeepalive import events as ev
 from natkeepalive.sip.target import format_hostport
 
-Mapping = tuple[str, Optional[int]]
+TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+if TYPE_CHECKING:
+    from typing import Optional
+
+    Mapping = tuple[str, Optional[int]]
 
 NONE, LEARNED, CONFIRMING = "none", "learned", "confirming"
 STATES = (NONE, LEARNED, CONFIRMING)

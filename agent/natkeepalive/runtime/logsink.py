@@ -18,13 +18,16 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable, TextIO
 
-from natkeepalive.events import Event, Value
+from natkeepalive.events import Event
 
-if TYPE_CHECKING:  # the config package loads YAML; a sink does not need it
+TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any, Callable, TextIO
+
     from natkeepalive.config.model import LogConfig
+    from natkeepalive.events import Value
 
 SEVERITY_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 LEVELS: dict[str, int] = {name: number for number, name in enumerate(SEVERITY_NAMES)}
