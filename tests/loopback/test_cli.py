@@ -176,3 +176,22 @@ def test_discover_with_forced_rport_and_no_nat_cannot_measure(responder: SipResp
     out = json.loads(done.stdout)
     assert done.returncode == 1
     assert "keeps source ports" in out["error"]
+
+
+# --- `run` parses its arguments and file in a child (cli/run.py): same answers as before ---------
+
+def test_run_help_and_usage_errors() -> None:
+    done = run_cli("run", "--help")
+    assert done.returncode == 0 and "usage: nat-keepalive run" in done.stdout
+    done = run_cli("run", "--bogus")
+    assert done.returncode == 2 and "unrecognized arguments: --bogus" in done.stderr
+
+
+def test_run_with_a_bad_file_exits_2_naming_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("bindings:\n  - name: a\n    server: 127.0.0.1\n    source_port: 70000\n")
+    done = run_cli("run", "-c", str(path))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"nat-keepalive: {path}:4: bindings[0].source_port: ")
+    done = run_cli("run", "-c", str(tmp_path / "none.yaml"))
+    assert done.returncode == 2 and "file not found" in done.stderr

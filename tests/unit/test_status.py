@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from natkeepalive.runtime.status import iso_utc, read_status, render_table, write_status
+from natkeepalive.runtime.status import iso_utc, read_status, render_table, to_json, write_status
 
 SAMPLE: dict[str, Any] = {
     "version": "0.1.0", "pid": 123,
@@ -111,3 +113,39 @@ def test_iso_utc() -> None:
     assert iso_utc(1_795_756_200.0) == "2026-11-27T05:10:00Z"
     assert iso_utc(1_795_756_200.999) == "2026-11-27T05:10:00Z"
     assert iso_utc(0) == "1970-01-01T00:00:00Z"
+
+
+# --- the daemon's own JSON writer (status.to_json: no `json`, no `re` in the daemon) -------------
+
+_SCALARS = (st.none() | st.booleans() | st.integers() | st.text()
+            | st.floats(allow_nan=False, allow_infinity=False))
+_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=30)
+
+
+@given(_JSON)
+def test_to_json_reads_back_as_the_same_value(value: object) -> None:
+    text = to_json(value)
+    assert text.endswith("\n") and text.isascii()
+    assert json.loads(text) == value
+
+
+@given(st.text())
+def test_strings_are_escaped_exactly_as_json_does(text: str) -> None:
+    assert to_json(text) == json.dumps(text) + "\n"
+
+
+def test_layout_one_binding_per_line_and_refusals() -> None:
+    data = {"version": "1", "bindings": [{"name": "a", "public": {"address": "192.0.2.1"}},
+                                         {"name": "b"}], "empty": [], "none": {}}
+    assert to_json(data) == (
+        '{\n  "version": "1",\n  "bindings": [\n'
+        '    {"name": "a", "public": {"address": "192.0.2.1"}},\n'
+        '    {"name": "b"}\n  ],\n  "empty": [],\n  "none": {}\n}\n')
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError):
+            to_json({"x": [bad]})
+    with pytest.raises(TypeError):
+        to_json({1: "key not a string"})
+    with pytest.raises(TypeError):
+        to_json({"x": object()})

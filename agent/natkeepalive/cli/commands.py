@@ -1,4 +1,5 @@
-"""Command line: `nat-keepalive run|probe|check|status`. Exit 0 success, 1 the checked thing failed
+"""Command line: `nat-keepalive run|probe|check|status|discover` (cli/main.py sends `run` through
+cli/run.py, which calls prepare_run here in a child). Exit 0 success, 1 the checked thing failed
 (unreachable target, no status), 2 usage or configuration error with a one-line message."""
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ import sys
 from collections.abc import Sequence
 
 from natkeepalive import __version__
-from natkeepalive.errors import ConfigError, NatKeepaliveError, TargetError
+from natkeepalive.errors import ConfigError, TargetError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from natkeepalive.config.model import Config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -93,19 +98,25 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def prepare_run(argv: Sequence[str]) -> tuple[str | None, str | None, Config]:
+    """`run`'s options and its configuration, checked; exits like main() when they are bad."""
     from natkeepalive.config import config_path, load_config
-    from natkeepalive.runtime.daemon import Daemon
-    from natkeepalive.runtime.logsink import make_sink
+
+    args = build_parser().parse_args(list(argv))
+    try:
+        config = load_config(config_path(args.config, os.environ))
+    except ConfigError as exc:
+        raise SystemExit(_fail(str(exc), EXIT_USAGE)) from None
+    return args.log, args.status_file, config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """In-process `run`, for when fork() is impossible (cli/run.py)."""
+    from natkeepalive.cli.run import start_daemon
+    from natkeepalive.config import config_path, load_config
 
     config = load_config(config_path(args.config, os.environ))
-    sink = make_sink(config.log, args.log)
-    daemon = Daemon(config, sink, args.status_file)
-    try:
-        return daemon.run()
-    except NatKeepaliveError as exc:
-        sink.close()
-        return _fail(str(exc), EXIT_FAILED)
+    return start_daemon(config, args.log, args.status_file)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
