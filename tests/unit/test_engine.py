@@ -307,3 +307,36 @@ def test_server_address_change_is_a_new_flow() -> None:
     n._deliver_outgoing()
     assert ev.ServerChanged("b", "203.0.113.10:5060", "203.0.113.11:5060") in n.log
     assert n.engine.next_deadline() == n.now
+
+
+# --- a keepalive may go a little early when the loop is awake anyway (issue 7: fewer wake-ups) ---
+
+def test_keepalive_goes_early_only_within_its_allowance() -> None:
+    from natkeepalive.core.engine import KEEPALIVE_EARLY
+
+    n = net(interval=20.0, jitter=0.0)
+    n.run_until(10)  # the first keepalive and the promoting one are answered
+    engine = n.engine
+    due = engine.next_keepalive
+    assert due is not None
+    sent = len(n.sent)
+    allowance = KEEPALIVE_EARLY * 20.0  # 0.2 s
+    engine.handle_timer(due - allowance * 1.5, early=1.0)  # too early even with slack offered
+    assert len(n.sent) + len(engine.datagrams_to_send()) == sent and engine.next_keepalive == due
+    engine.handle_timer(due - 0.05, early=0.0)  # no slack offered: exact as before
+    assert engine.next_keepalive == due
+    engine.handle_timer(due - 0.05, early=0.1)  # within both: goes now, timed from now
+    out = engine.datagrams_to_send()
+    assert len(out) == 1 and out[0].channel == BINDING
+    assert engine.next_keepalive == pytest.approx(due - 0.05 + 20.0)
+
+
+def test_retransmissions_never_go_early() -> None:
+    n = net(interval=20.0, jitter=0.0, timeout=3.0)
+    n.silent = True
+    n.run_until(0.1)  # the first keepalive went, unanswered
+    engine = n.engine
+    retransmit = engine.next_deadline()
+    assert retransmit == pytest.approx(0.5)
+    engine.handle_timer(0.49, early=1.0)
+    assert engine.datagrams_to_send() == [] and engine.next_deadline() == retransmit

@@ -24,18 +24,17 @@ import selectors
 import signal
 import socket
 import time
-from collections.abc import Iterator
-from typing import Callable
 
 from natkeepalive import __version__
 from natkeepalive import events as ev
-from natkeepalive.config import load_config
 from natkeepalive.config.model import Config
 from natkeepalive.core.discovery import TRIAL
-from natkeepalive.core.engine import AUX, BINDING, Address
+from natkeepalive.core.engine import AUX, BINDING, KEEPALIVE_EARLY, Address
 from natkeepalive.core.tracker import format_mapping
 from natkeepalive.errors import ConfigError, SipParseError, SocketSetupError
+from natkeepalive.runtime.addrwatch import AddressWatch
 from natkeepalive.runtime.auto import AutoInterval
+from natkeepalive.runtime.configproc import load_config_in_child
 from natkeepalive.runtime.hooks import HookRunner
 from natkeepalive.runtime.logsink import Sink
 from natkeepalive.runtime.notify import Notifier
@@ -44,7 +43,15 @@ from natkeepalive.runtime.sockets import Resolver, family_of, send_datagram, wil
 from natkeepalive.runtime.status import iso_utc, write_status
 from natkeepalive.sip.message import parse_response
 
+TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Callable
+
 READ_BURST = 64
+TIMER_SLACK = 0.05  # the most a keepalive is sent early (engine.KEEPALIVE_EARLY caps it lower)
+ADDRESSES = "addresses"  # the selector's tag for the rtnetlink socket
+ADDRESS_SETTLE = 0.2  # one change comes as several messages: check the bindings once they are in
 NETWATCH_EVERY = 30.0
 STATUS_MIN_GAP = 1.0
 STATUS_COUNTERS_EVERY = 30.0
@@ -93,6 +100,7 @@ class Daemon:
         self._watchdog_at: float | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self.resolver = Resolver(self._wake)
+        self.addresses = AddressWatch.open()
 
     # ------------------------------------------------------------------ set-up
 
@@ -104,6 +112,8 @@ class Daemon:
         """Open every binding's socket; a port that cannot be bound is fatal at start."""
         now = self.clock()
         self._raise_file_limit(len(self.config.bindings))
+        if self.addresses.sock is not None:
+            self.selector.register(self.addresses.sock, selectors.EVENT_READ, ADDRESSES)
         self._add_slots(self.config, now, fatal=True)
         self._drop_privileges()
         self._install_signals()
@@ -124,7 +134,7 @@ class Daemon:
         shortest = min((b.settings.interval for b in chosen), default=START_SPREAD)
         spread = min(max(START_SPREAD, count * START_GAP), shortest)
         for index, binding in enumerate(chosen):
-            slot = Slot(binding, self.random_bytes)
+            slot = Slot(binding, self.random_bytes, self.addresses)
             slot.start_offset = spread * index / count
             self.slots[slot.name] = slot
             self.by_call_id[slot.engine.call_id] = slot
@@ -211,6 +221,8 @@ class Daemon:
                 self._read_binding(key.data)
             elif isinstance(key.data, AutoInterval):
                 self._read_auto(key.data)
+            elif key.data is ADDRESSES:
+                self._addresses_changed()
             else:
                 self._read_aux(key.fileobj)  # type: ignore[arg-type]
         if self._pending_signals:
@@ -224,6 +236,9 @@ class Daemon:
             found: list[ev.Event] = []
             self._refresh(slot, now, found)
             self._after(slot, found, now)
+        # A change announced since select() returned must not let a keepalive go out from an
+        # address the answers still think current.
+        self._addresses_changed()
         self._run_timers(now)
         self._housekeeping(now)
 
@@ -254,7 +269,12 @@ class Daemon:
         return slot is None or slot.scheduled != deadline
 
     def _run_timers(self, now: float) -> None:
-        while self.heap and self.heap[0][0] <= now:
+        # Keepalives due within TIMER_SLACK go in this pass when the engine allows it (see
+        # engine.KEEPALIVE_EARLY); the pass ends at the first entry that is not due and not a
+        # keepalive that may go early.
+        while self.heap and self.heap[0][0] <= now + TIMER_SLACK:
+            if self.heap[0][0] > now and not self._may_go_early(self.heap[0], now):
+                break
             deadline, _seq, name = heapq.heappop(self.heap)
             if name.startswith("auto:"):
                 auto = self.autos.get(name[5:])
@@ -271,16 +291,32 @@ class Daemon:
             found: list[ev.Event] = []
             # Every timer may send (a keepalive, a retransmission): one from a local address that
             # moved gets a new NAT mapping, which would be reported as an expiry and a remap. So
-            # look for the move first (a connect(), no packet): it is then reported as what it
-            # is, local-address-changed and a new flow. refresh() resolves only when due.
+            # look for the move first (a connect(), no packet, and only after rtnetlink announced
+            # a change: runtime/addrwatch.py): it is then reported as what it is,
+            # local-address-changed and a new flow. refresh() resolves only when due.
             slot.resolve_due(now)  # brings the next lookup forward while unreachable
             self._refresh(slot, now, found)
-            slot.engine.handle_timer(now)
+            slot.engine.handle_timer(now, TIMER_SLACK)
             self._after(slot, found, now)
+            if deadline > now and slot.scheduled == deadline:
+                break  # it did not go after all: never spin on it
             # The next binding's keepalive is counted from when it really goes: with one `now`
             # for the whole pass, every binding sent in it got the same next deadline, and
             # bindings clumped into ever larger passes (10 000 bindings: p99 116 ms late).
             now = self.clock()
+
+    def _may_go_early(self, entry: tuple[float, int, str], now: float) -> bool:
+        deadline, _seq, name = entry
+        if name.startswith("auto:"):
+            auto = self.autos.get(name[5:])
+            return auto is None or auto.scheduled != deadline  # superseded: dropped at no cost
+        slot = self.slots.get(name)
+        if slot is None or slot.scheduled != deadline:
+            return True
+        engine = slot.engine
+        # the engine's own test in handle_timer, written the same way so both round alike
+        return (engine.next_keepalive == deadline
+                and deadline <= now + min(TIMER_SLACK, KEEPALIVE_EARLY * engine.interval))
 
     def _refresh(self, slot: Slot, now: float, found: list[ev.Event]) -> None:
         try:
@@ -292,6 +328,7 @@ class Daemon:
     def _housekeeping(self, now: float) -> None:
         if now >= self._netwatch_at:
             self._netwatch_at = now + NETWATCH_EVERY
+            self.addresses.forget()
             for slot in list(self.slots.values()):
                 found: list[ev.Event] = []
                 self._refresh(slot, now, found)
@@ -521,6 +558,11 @@ class Daemon:
 
     # ------------------------------------------------------------------ signals
 
+    def _addresses_changed(self) -> None:
+        """rtnetlink announced a change: check every binding's local address shortly."""
+        if self.addresses.poll():
+            self._netwatch_at = min(self._netwatch_at, self.clock() + ADDRESS_SETTLE)
+
     def _drain_wakeups(self) -> None:
         try:
             while self._wake_r.recv(512):
@@ -543,6 +585,7 @@ class Daemon:
 
     def reprobe(self, now: float) -> None:
         """An interface came up: check local addresses and probe every binding now."""
+        self.addresses.forget()
         for slot in list(self.slots.values()):
             found: list[ev.Event] = []
             self._refresh(slot, now, found)
@@ -554,7 +597,7 @@ class Daemon:
         self.notifier.reloading()
         path = self.config.source
         try:
-            new = load_config(path)
+            new = load_config_in_child(path)
         except ConfigError as exc:
             self.emit(ev.ConfigRejected(path, str(exc)))
             self.notifier.ready(self._summary())
@@ -605,6 +648,7 @@ class Daemon:
         for sock in self.aux.values():
             sock.close()
         self.aux.clear()
+        self.addresses.close()
         self.selector.close()
 
 

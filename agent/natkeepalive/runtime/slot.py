@@ -11,15 +11,14 @@ Rules:
 from __future__ import annotations
 
 import socket
-from typing import Callable
 
 from natkeepalive import events as ev
 from natkeepalive import netinfo
 from natkeepalive.config.model import BindingConfig
 from natkeepalive.core.engine import Address, BindingEngine
 from natkeepalive.core.reachability import UNREACHABLE
+from natkeepalive.runtime.addrwatch import AddressWatch
 from natkeepalive.runtime.sockets import (
-    Lookup,
     Resolver,
     family_of,
     is_ip_literal,
@@ -30,6 +29,12 @@ from natkeepalive.runtime.sockets import (
 )
 from natkeepalive.sip.target import format_hostport
 
+TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from natkeepalive.runtime.sockets import Lookup
+
 RESOLVE_EVERY = 600.0
 LOOKUP_LIMIT = 60.0  # a lookup in flight this long is asked again
 
@@ -37,11 +42,14 @@ LOOKUP_LIMIT = 60.0  # a lookup in flight this long is asked again
 class Slot:
     # One per binding, like the engine: no per-instance __dict__.
     __slots__ = (
-        "config", "engine", "name", "next_resolve", "resolve_failing", "resolved_at",
-        "scheduled", "server", "sock", "start_offset",
+        "addresses", "config", "engine", "name", "next_resolve", "resolve_failing",
+        "resolved_at", "scheduled", "server", "sock", "start_offset",
     )
 
-    def __init__(self, config: BindingConfig, random_bytes: Callable[[int], bytes]) -> None:
+    def __init__(self, config: BindingConfig, random_bytes: Callable[[int], bytes],
+                 addresses: AddressWatch | None = None) -> None:
+        # Without a watch (tests, one-off use) every question goes to the system.
+        self.addresses = addresses if addresses is not None else AddressWatch(None)
         self.config = config
         self.name = config.name
         self.engine = BindingEngine(config.name, config.settings, random_bytes,
@@ -60,8 +68,12 @@ class Slot:
         """The address to bind: explicit, the interface's, or the wildcard (None: none yet)."""
         if self.config.bind:
             return self.config.bind
-        if self.config.interface:
-            for address in netinfo.interface_addresses(self.config.interface):
+        interface = self.config.interface
+        if interface:
+            addresses = self.addresses.ask(
+                ("interface", interface),
+                lambda: tuple(netinfo.interface_addresses(interface)))
+            for address in addresses:
                 if family_of(address) == family:
                     return address
             return None
@@ -69,10 +81,12 @@ class Slot:
 
     def _via_address(self, bound: str) -> str | None:
         """What goes into the Via: the bound address, or for a wildcard the kernel's choice."""
-        if bound not in ("0.0.0.0", "::") or self.server is None:
+        server = self.server
+        if bound not in ("0.0.0.0", "::") or server is None:
             return bound
-        return netinfo.source_address_for(self.server[0], self.server[1],
-                                          family_of(self.server[0]))
+        return self.addresses.ask(
+            ("source", server),
+            lambda: netinfo.source_address_for(server[0], server[1], family_of(server[0])))
 
     def local_now(self) -> tuple[str, str] | None:
         """(bind address, via address) as they are now; None when the host has no usable one."""

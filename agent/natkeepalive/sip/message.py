@@ -12,10 +12,13 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 from natkeepalive.errors import SipParseError
+
+TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:
+    from natkeepalive.record import dataclass
 
 MAX_MESSAGE_BYTES = 65535
 MAX_HEADER_LINES = 200
@@ -75,6 +78,34 @@ def _show(text: str, limit: int = 60) -> str:
 
 def _is_token(text: str) -> bool:
     return bool(text) and set(text) <= _TOKEN_CHARS
+
+
+# Names seen before, as written -> as used (canonical header names, lower-cased parameter names):
+# every answer repeats the same dozen, and checking each character of each again was a fifth of
+# the parse (issue 7's profile). Bounded, so hostile input cannot grow them.
+_KNOWN_LIMIT = 256
+_HEADER_NAMES: dict[str, str] = {}
+_PARAM_NAMES: dict[str, str] = {}
+_SIP_PROTOCOLS = frozenset({("SIP", "2.0", "UDP"), ("SIP", "2.0", "TCP"), ("SIP", "2.0", "TLS")})
+
+
+def _header_name(raw: str, number: int) -> str:
+    name = raw.rstrip(_WHITESPACE)
+    if not _is_token(name):
+        raise SipParseError(f"line {number}: bad header name {_show(name)}")
+    canonical = canonical_name(name)
+    if len(_HEADER_NAMES) < _KNOWN_LIMIT:
+        _HEADER_NAMES[raw] = canonical
+    return canonical
+
+
+def _param_name(raw: str, value: str) -> str:
+    key = raw.strip().lower()
+    if key and not _is_token(key):
+        raise SipParseError(f"bad Via {_show(value)}: bad parameter name {_show(key)}")
+    if len(_PARAM_NAMES) < _KNOWN_LIMIT:
+        _PARAM_NAMES[raw] = key
+    return key
 
 
 def _port_or_none(text: str | None) -> int | None:
@@ -258,7 +289,8 @@ def parse_via(value: str) -> Via:
     if len(transport_and_host) != 2:
         raise SipParseError(f"bad Via {_show(value)}: no sent-by")
     transport, sent_by = transport_and_host
-    if not (_is_token(name) and _is_token(version) and _is_token(transport)):
+    if (name, version, transport) not in _SIP_PROTOCOLS and not (
+            _is_token(name) and _is_token(version) and _is_token(transport)):
         raise SipParseError(f"bad Via {_show(value)}: bad sent-protocol")
     host, port = _parse_sent_by(sent_by.strip(), value)
     if len(parts) > MAX_VIA_PARAMS + 1:
@@ -266,11 +298,10 @@ def parse_via(value: str) -> Via:
     params: list[tuple[str, str | None]] = []
     for part in parts[1:]:
         key, sep, raw = part.partition("=")
-        key = key.strip().lower()
+        known = _PARAM_NAMES.get(key)
+        key = _param_name(key, value) if known is None else known
         if not key:
             continue  # a stray ';' carries nothing
-        if not _is_token(key):
-            raise SipParseError(f"bad Via {_show(value)}: bad parameter name {_show(key)}")
         params.append((key, raw.strip() if sep else None))
     return Via(f"{name}/{version}/{transport}".upper(), host, port, tuple(params))
 
@@ -361,10 +392,8 @@ def _header_lines(text: str) -> list[tuple[str, str]]:
         name, sep, value = line.partition(":")
         if not sep:
             raise SipParseError(f"line {number}: header line without ':': {_show(line)}")
-        name = name.rstrip(_WHITESPACE)
-        if not _is_token(name):
-            raise SipParseError(f"line {number}: bad header name {_show(name)}")
-        headers.append((canonical_name(name), value.strip()))
+        known = _HEADER_NAMES.get(name)
+        headers.append((_header_name(name, number) if known is None else known, value.strip()))
     return headers
 
 
