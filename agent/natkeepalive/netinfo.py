@@ -12,7 +12,7 @@ Rules:
 
 from __future__ import annotations
 
-import socket
+import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB (issue 7)
 from types import ModuleType
 
 SIOCGIFADDR = 0x8915
@@ -74,11 +74,13 @@ def _ipv4_ioctl(name: str) -> list[str]:
     import struct
 
     request = struct.pack(f"{IFNAMSIZ}s24x", name.encode("utf-8"))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            reply = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
-        except OSError:  # ENODEV: no such interface; EADDRNOTAVAIL: no IPv4 address on it
-            return []
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        reply = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, request)
+    except OSError:  # ENODEV: no such interface; EADDRNOTAVAIL: no IPv4 address on it
+        return []
+    finally:
+        sock.close()  # _socket's sockets are not context managers
     # struct ifreq: the name, then a sockaddr_in (family 2, port 2, address 4)
     return [socket.inet_ntop(socket.AF_INET, reply[IFNAMSIZ + 4:IFNAMSIZ + 8])]
 
@@ -151,16 +153,23 @@ def source_address_for(host: str, port: int, family: int = socket.AF_UNSPEC) -> 
     """The local address the kernel would use toward host:port. A UDP connect() only picks a route;
     no packet leaves the machine."""
     try:
-        infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
+        # bytes: a str host loads the idna codec (runtime/sockets.py, ascii_host)
+        infos = socket.getaddrinfo(host.encode("ascii") if host.isascii() else host, port,
+                                   family, socket.SOCK_DGRAM)
     except (OSError, UnicodeError):
         return None
     for fam, kind, proto, _, sockaddr in infos:
         try:
-            with socket.socket(fam, kind, proto) as sock:
-                sock.connect(sockaddr)
-                local = sock.getsockname()
+            sock = socket.socket(fam, kind, proto)
+        except OSError:
+            continue
+        try:
+            sock.connect(sockaddr)
+            local = sock.getsockname()
         except OSError:  # ENETUNREACH: no route in this family; try the next address
             continue
+        finally:
+            sock.close()
         return str(local[0])
     return None
 

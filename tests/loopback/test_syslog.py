@@ -6,6 +6,7 @@ socket, imudp on 127.0.0.1, and a template that writes `facility severity tag ms
 
 from __future__ import annotations
 
+import _socket
 import io
 import os
 import socket
@@ -178,14 +179,14 @@ def test_udp_collector_down_then_up() -> None:
 
 
 def test_unresolvable_collector_is_not_looked_up_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    real = socket.getaddrinfo
+    calls: list[str | bytes] = []
+    real = _socket.getaddrinfo  # what the sink calls (runtime modules use _socket, issue 7)
 
-    def failing(host: str, *args: object, **kwargs: object) -> object:
+    def failing(host: str | bytes, *args: object, **kwargs: object) -> object:
         calls.append(host)
         raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
 
-    monkeypatch.setattr(socket, "getaddrinfo", failing)
+    monkeypatch.setattr(_socket, "getaddrinfo", failing)
     fallback = io.StringIO()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
         server.bind(("127.0.0.1", 0))
@@ -194,21 +195,22 @@ def test_unresolvable_collector_is_not_looked_up_per_line(monkeypatch: pytest.Mo
                           fallback=fallback)
         for n in range(5):
             sink.emit(ev.Stopped(f"n{n}"))
-        assert calls == ["collector.test"]  # one blocking lookup, not one per line
+        # one blocking lookup, not one per line; bytes, so the idna codec is never loaded
+        assert calls == [b"collector.test"]
         assert "cannot resolve collector.test" in fallback.getvalue()
         assert fallback.getvalue().count("notice: event=stopped") == 5
 
-        def resolving(host: str, *args: object, **kwargs: object) -> object:
+        def resolving(host: str | bytes, *args: object, **kwargs: object) -> object:
             calls.append(host)
             return real("127.0.0.1", *args, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(socket, "getaddrinfo", resolving)
+        monkeypatch.setattr(_socket, "getaddrinfo", resolving)
         monkeypatch.setattr(sink, "_resolve_retry_at", 0.0)  # the retry time has come
         sink.emit(ev.Stopped("resolved"))
         sink.emit(ev.Stopped("cached"))
         assert server.recv(4096).endswith(b"reason=resolved")
         assert server.recv(4096).endswith(b"reason=cached")
-        assert calls == ["collector.test"] * 2
+        assert calls == [b"collector.test"] * 2
         sink.close()
 
 

@@ -132,3 +132,20 @@ def test_a_stuck_child_is_killed_and_reaped() -> None:
         os.close(write_fd)
     with pytest.raises(ChildProcessError):  # nothing left to reap: no zombie
         os.waitpid(-1, os.WNOHANG)
+
+
+def test_equal_settings_are_one_shared_object_but_types_stay_apart() -> None:
+    text = ("bindings:\n"
+            + "".join(f"  - name: b{i}\n    server: 192.0.2.1\n    source_port: {5062 + i}\n"
+                      for i in range(3))
+            + "  - name: int\n    server: 192.0.2.1\n    source_port: 5070\n    interval: 20\n"
+            + "  - name: float\n    server: 192.0.2.1\n    source_port: 5071\n"
+            + "    interval: 20.0\n")
+    config = from_plain(to_plain(parse_config(text, "shared.yaml")))
+    first, second, third, whole, point = config.bindings
+    assert first.settings is second.settings is third.settings
+    assert first.server is second.server
+    assert repr(whole.settings.interval) == repr(parse_config(text, "s").bindings[3]
+                                                 .settings.interval)
+    assert repr(point.settings.interval) == "20.0"
+    assert config == parse_config(text, "shared.yaml")

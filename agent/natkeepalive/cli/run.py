@@ -34,7 +34,9 @@ def main_run(argv: list[str]) -> int:
     if code != 0 or not data:  # the child printed why (or the help text, with 0)
         return code
     log, status_file, plain = marshal.loads(data)
-    return start_daemon(from_plain(plain), log, status_file)
+    config = from_plain(plain)
+    del data, plain  # this frame lasts as long as the daemon: keep only the model
+    return start_daemon(config, log, status_file)
 
 
 def start_daemon(config: Config, log: str | None, status_file: str | None) -> int:

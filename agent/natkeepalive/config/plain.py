@@ -38,17 +38,26 @@ def to_plain(value: object) -> Any:  # marshal-able: dict, tuple, str, int, floa
     return value
 
 
-def _build(value: object) -> object:
+def _build(value: object, made: dict[tuple[object, ...], object]) -> object:
     if isinstance(value, dict):
-        cls = _CLASSES[value[_KIND]]
-        return cls(**{k: _build(v) for k, v in value.items() if k != _KIND})
+        fields = {k: _build(v, made) for k, v in value.items() if k != _KIND}
+        # Equal settings (most bindings inherit `defaults:` unchanged) become one shared frozen
+        # object: 0.5 KB less per binding.
+        key = (value[_KIND], *((k, type(v), v) for k, v in fields.items()))  # 20 != 20.0 here
+        try:
+            return made[key]
+        except KeyError:
+            built = made[key] = _CLASSES[value[_KIND]](**fields)
+            return built
+        except TypeError:  # an unhashable field: not shared
+            return _CLASSES[value[_KIND]](**fields)
     if isinstance(value, tuple):
-        return tuple(_build(item) for item in value)
+        return tuple(_build(item, made) for item in value)
     return value
 
 
 def from_plain(value: object) -> Config:
-    config = _build(value)
+    config = _build(value, {})
     if not isinstance(config, Config):
         raise TypeError(f"not a configuration: {type(config).__name__}")
     return config

@@ -12,11 +12,9 @@ parent already imported. When fork fails (no memory for the copy), the loader ru
 
 from __future__ import annotations
 
-import contextlib
 import marshal
 import os
 import select
-import signal
 import sys
 
 from natkeepalive.config.plain import error_from_plain, error_to_plain, from_plain, to_plain
@@ -24,10 +22,14 @@ from natkeepalive.errors import ConfigError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
     from collections.abc import Callable
     from typing import NoReturn
 
     from natkeepalive.config.model import Config
+else:
+    # the C module: `signal` wraps it in enums, and `enum` costs 0.6 MB with socket's (issue 7)
+    import _signal as signal
 
 LOAD_TIMEOUT = 30.0  # a YAML file a router can read takes well under a second
 EX_SOFTWARE = 70  # sysexits.h: the child failed in a way it did not report itself
@@ -85,8 +87,10 @@ def _child(work: Callable[[], bytes], read_fd: int, write_fd: int) -> NoReturn:
         traceback.print_exc()
     finally:
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):  # closed or gone: nothing to say
+            try:
                 stream.flush()
+            except (OSError, ValueError):  # closed or gone: nothing to say
+                pass
         os._exit(code)
 
 
@@ -104,8 +108,10 @@ def _read_all(fd: int, timeout: float | None) -> bytes:
 
 
 def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    try:
         os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     os.waitpid(pid, 0)
 
 

@@ -17,25 +17,20 @@ Rules:
 
 from __future__ import annotations
 
-import contextlib
+import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB (issue 7)
 import heapq
 import os
 import selectors
-import signal
-import socket
 import time
 
 from natkeepalive import __version__
 from natkeepalive import events as ev
 from natkeepalive.config.model import Config
-from natkeepalive.core.discovery import TRIAL
 from natkeepalive.core.engine import AUX, BINDING, KEEPALIVE_EARLY, Address
 from natkeepalive.core.tracker import format_mapping
 from natkeepalive.errors import ConfigError, SipParseError, SocketSetupError
 from natkeepalive.runtime.addrwatch import AddressWatch
-from natkeepalive.runtime.auto import AutoInterval
 from natkeepalive.runtime.configproc import load_config_in_child
-from natkeepalive.runtime.hooks import HookRunner
 from natkeepalive.runtime.logsink import Sink
 from natkeepalive.runtime.notify import Notifier
 from natkeepalive.runtime.slot import Slot
@@ -45,12 +40,21 @@ from natkeepalive.sip.message import parse_response
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
+    import signal
     from collections.abc import Iterator
     from typing import Callable
 
+    from natkeepalive.config.model import HooksConfig
+    from natkeepalive.runtime.auto import AutoInterval
+    from natkeepalive.runtime.hooks import HookRunner
+else:
+    # the C module: `signal` wraps it in enums, and `enum` costs 0.6 MB with socket's (issue 7)
+    import _signal as signal
+
 READ_BURST = 64
 TIMER_SLACK = 0.05  # the most a keepalive is sent early (engine.KEEPALIVE_EARLY caps it lower)
-ADDRESSES = "addresses"  # the selector's tag for the rtnetlink socket
+ADDRESSES = "addresses"  # the selector's tags: the rtnetlink socket, the inbound-check sockets
+AUX_TAG = "aux"
 ADDRESS_SETTLE = 0.2  # one change comes as several messages: check the bindings once they are in
 NETWATCH_EVERY = 30.0
 STATUS_MIN_GAP = 1.0
@@ -84,7 +88,7 @@ class Daemon:
         self.aux: dict[int, socket.socket] = {}
         self.heap: list[tuple[float, int, str]] = []
         self._seq = 0
-        self.hooks = HookRunner(config.hooks.command, config.hooks.events)
+        self.hooks = make_hooks(config.hooks)
         self.notifier = Notifier.from_env(environ if environ is not None else dict(os.environ))
         self.started_at = wall()
         self._pending_signals: set[int] = set()
@@ -150,6 +154,8 @@ class Daemon:
             self._register(slot)
             self._after(slot, found, now)
             if binding.settings.interval_auto:
+                from natkeepalive.runtime.auto import AutoInterval
+
                 auto = AutoInterval(slot, self.random_bytes, now)
                 self.autos[slot.name] = auto
                 self._after_auto(auto, [], now)
@@ -162,8 +168,10 @@ class Daemon:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and soft < needed:
             target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
-            with contextlib.suppress(ValueError, OSError):
+            try:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            except (ValueError, OSError):
+                pass
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if soft != resource.RLIM_INFINITY and soft < needed:
             raise SocketSetupError(
@@ -175,6 +183,12 @@ class Daemon:
         if user is None or os.geteuid() != 0:
             return
         import pwd  # only when asked to drop privileges
+
+        # Reloads load the file in a child of this process, which then runs as `user` and may
+        # not be able to read the Python installation (a root-only virtualenv): import the
+        # loader while still root. Costs PyYAML's memory, only in this rare set-up (ports
+        # below 1024; packaged services get their user from procd or systemd instead).
+        import natkeepalive.config.loader  # noqa: F401
 
         entry = pwd.getpwnam(user)
         os.setgroups([])
@@ -194,8 +208,10 @@ class Daemon:
 
     def _wake(self) -> None:
         """From a resolver thread: a lookup finished; the loop picks it up after select()."""
-        with contextlib.suppress(OSError):
+        try:
             self._wake_w.send(b"r")
+        except OSError:
+            pass
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._pending_signals.add(signum)
@@ -219,12 +235,12 @@ class Daemon:
                 self._drain_wakeups()
             elif isinstance(key.data, Slot):
                 self._read_binding(key.data)
-            elif isinstance(key.data, AutoInterval):
-                self._read_auto(key.data)
             elif key.data is ADDRESSES:
                 self._addresses_changed()
-            else:
+            elif key.data is AUX_TAG:
                 self._read_aux(key.fileobj)  # type: ignore[arg-type]
+            else:  # auto and discovery are imported only for bindings with interval: auto
+                self._read_auto(key.data)
         if self._pending_signals:
             self._handle_signals()
         now = self.clock()
@@ -370,8 +386,10 @@ class Daemon:
             return
         if old is not None:
             del self._registered[key]
-            with contextlib.suppress(KeyError, ValueError):
+            try:
                 self.selector.unregister(old)
+            except (KeyError, ValueError):
+                pass
         if sock is not None:
             self.selector.register(sock, selectors.EVENT_READ, owner)
             self._registered[key] = sock
@@ -404,6 +422,8 @@ class Daemon:
                     self._after_auto(auto, found, now)
 
     def _read_auto(self, auto: AutoInterval) -> None:
+        from natkeepalive.core.discovery import TRIAL
+
         sock = auto.sock
         if sock is None:
             return
@@ -443,7 +463,7 @@ class Daemon:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.setblocking(False)
             sock.bind((wildcard(family), 0))
-            self.selector.register(sock, selectors.EVENT_READ, "aux")
+            self.selector.register(sock, selectors.EVENT_READ, AUX_TAG)
             self.aux[family] = sock
         return sock
 
@@ -611,7 +631,7 @@ class Daemon:
             self._remove_slot(name)
         if new.hooks != self.config.hooks:
             self.hooks.close()
-            self.hooks = HookRunner(new.hooks.command, new.hooks.events)
+            self.hooks = make_hooks(new.hooks)
         self.config = new
         self._add_slots(new, now, fatal=False, names=added | changed)
         self.emit(ev.Reloaded(len(added), len(changed), len(removed)))
@@ -650,6 +670,31 @@ class Daemon:
         self.aux.clear()
         self.addresses.close()
         self.selector.close()
+
+
+class NoHooks:
+    """What the daemon holds when no hook command is configured: runtime/hooks.py (and the
+    subprocess module it brings) is then never imported."""
+
+    def fire(self, event: ev.Event, now: float) -> None:
+        pass
+
+    def poll(self, now: float) -> list[str]:
+        return []
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def make_hooks(config: HooksConfig) -> HookRunner | NoHooks:
+    if not config.command:
+        return NoHooks()
+    from natkeepalive.runtime.hooks import HookRunner
+
+    return HookRunner(config.command, config.events)
 
 
 def _drain(sock: socket.socket) -> Iterator[tuple[bytes, Address]]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB (issue 7)
 import selectors
-import socket
 import time
+from contextlib import closing
 
 from natkeepalive.core.discovery import TRIAL, Discovery, SearchResult, Trial
 from natkeepalive.core.engine import AUX, Address
@@ -54,11 +55,11 @@ def discover(discovery: Discovery, source_port: int = 0, bind: str | None = None
              clock: Callable[[], float] = time.monotonic) -> SearchResult:
     """Run the whole search. With source_port N, trial k uses port N+k (each a fresh binding)."""
     family = family_of(discovery.server[0])
-    with open_udp(wildcard(family), 0, "discover") as aux:
+    with closing(open_udp(wildcard(family), 0, "discover")) as aux:
         index = 0
         while True:
             port = 0 if source_port == 0 else source_port + index
-            with open_udp(bind or wildcard(family), port, "discover") as sock:
+            with closing(open_udp(bind or wildcard(family), port, "discover")) as sock:
                 started = clock()
                 trial = discovery.start_trial(_local(sock, discovery.server), started)
                 if trial is None:

@@ -11,10 +11,10 @@ Rules:
 
 from __future__ import annotations
 
+import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB (issue 7)
 import binascii
 import os
 import selectors
-import socket
 import time
 
 from natkeepalive.core.transaction import ClientTransaction, TransactionKey

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB (issue 7)
 import errno
-import socket
 
 from natkeepalive.errors import SocketSetupError
 
@@ -57,11 +57,19 @@ def open_udp(address: str, port: int, label: str) -> socket.socket:
     return sock
 
 
+def ascii_host(host: str) -> str | bytes:
+    """The host as getaddrinfo() should get it: CPython runs every str host through the `idna`
+    codec, which loads encodings.idna, stringprep and unicodedata (0.1 MB for the daemon) even
+    for `127.0.0.1`; bytes skip that. Non-ASCII names keep the codec."""
+    return host.encode("ascii") if host.isascii() else host
+
+
 def resolve(host: str, port: int, family: int = 0) -> Address:
     """The first UDP address of host; raises OSError (socket.gaierror) when it does not resolve."""
     if is_ip_literal(host):
         return host, port
-    infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    infos = socket.getaddrinfo(ascii_host(host), port, family, socket.SOCK_DGRAM,
+                               socket.IPPROTO_UDP)
     if not infos:
         raise OSError(f"no address for {host}")
     address = infos[0][4]
