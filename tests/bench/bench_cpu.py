@@ -170,7 +170,8 @@ def _profile_text(path: Path, count: int, window: float, answers: int) -> str:
                      f"| {tottime / max(calls, 1) * 1e6:.1f} |")
     lines += ["", "Top agent functions by cumulative time (the loop itself left out):", "",
               "| function | calls | cumulative s | share of busy |", "|---|---|---|---|"]
-    skip = ("(run)", "(run_once)", "(main)", "(cmd_run)", "(<module>)")
+    skip = ("(run)", "(run_once)", "(main)", "(cmd_run)", "(main_run)", "(start_daemon)",
+            "(<module>)")
     agent_rows = [r for r in rows if r[0].startswith("natkeepalive/")
                   and not r[0].endswith(skip)]
     for label, calls, _, cumtime in sorted(agent_rows, key=lambda r: -r[3])[:12]:

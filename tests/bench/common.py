@@ -421,7 +421,7 @@ def is_event(name: str, **fields: str) -> Callable[[str], bool]:
 KAMAILIO_COMMON = """#!KAMAILIO
 debug=0
 log_stderror=yes
-children=1
+children={children}
 disable_tcp=yes
 disable_sctp=yes
 auto_aliases=no
@@ -441,15 +441,16 @@ def kamailio_server_config(workdir: Path, address: str, port: int) -> Path:
 
 
 def kamailio_pinger_config(workdir: Path, destinations: Iterable[str], interval: int,
-                           port: int = PINGER_PORT) -> Path:
-    """Kamailio with tm + keepalive: OPTIONS to every destination every `interval` seconds."""
-    lines = [KAMAILIO_COMMON.format(address="127.0.0.1", port=port),
+                           port: int = PINGER_PORT, children: int = 1) -> Path:
+    """Kamailio with tm + keepalive: OPTIONS to every destination every `interval` seconds.
+    children=1 is the leanest Kamailio; its own default is 8 UDP workers."""
+    lines = [KAMAILIO_COMMON.format(address="127.0.0.1", port=port, children=children),
              'loadmodule "tm.so"', 'loadmodule "keepalive.so"',
              f'modparam("keepalive", "ping_interval", {interval})',
              'modparam("keepalive", "delete_counter", 0)']
     lines += [f'modparam("keepalive", "destination", "{uri}")' for uri in destinations]
     lines += ["request_route {", "    drop;", "}", ""]
-    path = workdir / f"kamailio-pinger-{port}.cfg"
+    path = workdir / f"kamailio-pinger-{port}-{children}.cfg"
     path.write_text("\n".join(lines))
     return path
 

@@ -81,7 +81,8 @@ class BindingEngine:
     __slots__ = (
         "_check_pending", "_cycle_expired", "_events", "_newest_outcome", "_outbox",
         "_promote", "_random", "_recent_done", "_send_failing", "_since_check",
-        "_suspect_idle", "_templates", "_tx", "call_id", "cseq", "dropped", "duplicates",
+        "_suspect_idle", "_templates", "_tx", "call_id", "cseq", "debug_events", "dropped",
+        "duplicates",
         "flow_timer", "from_tag", "inbound_result", "inbound_unsupported", "interval",
         "jitter", "last_keepalive_at", "last_response_at", "last_rtt_ms", "last_status",
         "local", "name", "next_keepalive", "probes_sent", "reach", "responses",
@@ -121,6 +122,9 @@ class BindingEngine:
         self._cycle_expired = False
         self.inbound_unsupported: set[Address] = set()
         self._send_failing = False
+        # probe-sent and probe-answered (debug) for every probe: the daemon turns them off when
+        # its log level hides them, which saves building two events per keepalive
+        self.debug_events = True
         self._newest_outcome = 0  # CSeq of the newest probe whose outcome was applied
         # counters for the status file
         self.probes_sent = 0
@@ -321,7 +325,8 @@ class BindingEngine:
         key = TransactionKey(branch, self.call_id, self.cseq)
         self._tx[branch] = ClientTransaction(key, payload, kind, now, self.settings.timeout)
         self.probes_sent += 1
-        self._events.append(ev.ProbeSent(self.name, self.cseq, 1, kind))
+        if self.debug_events:
+            self._events.append(ev.ProbeSent(self.name, self.cseq, 1, kind))
         self._send(AUX if kind == INBOUND else BINDING, payload)
 
     def _template(self, via_host: str, via_port: int, rport: bool) -> OptionsTemplate:
@@ -384,8 +389,9 @@ class BindingEngine:
                 self.set_interval(self.flow_timer, "flow-timer", now)
         via = response.top_via
         seen: Mapping = (via.received or via.host, via.rport)
-        self._events.append(ev.ProbeAnswered(self.name, tx.key.cseq, response.status,
-                                             round(rtt_ms, 3), format_mapping(seen) or ""))
+        if self.debug_events:
+            self._events.append(ev.ProbeAnswered(self.name, tx.key.cseq, response.status,
+                                                 round(rtt_ms, 3), format_mapping(seen) or ""))
         if self._stale(tx):
             return
         if tx.kind == KEEPALIVE:

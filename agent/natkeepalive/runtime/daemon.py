@@ -60,6 +60,8 @@ NETWATCH_EVERY = 30.0
 STATUS_MIN_GAP = 1.0
 STATUS_COUNTERS_EVERY = 30.0
 DROP_REPORT_EVERY = 60.0
+HOUSEKEEPING_EARLY = 1 / 3  # of each routine task's period (above)
+HOUSEKEEPING_LATE = 1 / 2
 FD_RESERVE = 32  # status file, syslog, aux and discovery sockets, hooks, the wake-up pair
 # The first keepalives of many bindings are spread out, at least START_GAP apart (about what one
 # keepalive costs the loop, with margin) and over at least START_SPREAD, never past an interval:
@@ -99,8 +101,10 @@ class Daemon:
         self._counter_mark = 0
         self._status_error: str | None = None
         self._netwatch_at = 0.0
+        self._recheck_at: float | None = None  # a local-address check asked for, not routine
         self._drops_reported = 0
         self._drops_at = 0.0
+        self._drops_since = 0.0
         self._watchdog_at: float | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self.resolver = Resolver(self._wake)
@@ -129,6 +133,7 @@ class Daemon:
         self._netwatch_at = now + NETWATCH_EVERY
         self._status_counters_at = now + STATUS_COUNTERS_EVERY
         self._drops_at = now + DROP_REPORT_EVERY
+        self._drops_since = now
         self._write_status(now)
 
     def _add_slots(self, config: Config, now: float, fatal: bool,
@@ -139,6 +144,7 @@ class Daemon:
         spread = min(max(START_SPREAD, count * START_GAP), shortest)
         for index, binding in enumerate(chosen):
             slot = Slot(binding, self.random_bytes, self.addresses)
+            slot.engine.debug_events = self.sink.wants(ev.DEBUG)
             slot.start_offset = spread * index / count
             self.slots[slot.name] = slot
             self.by_call_id[slot.engine.call_id] = slot
@@ -264,7 +270,11 @@ class Daemon:
         # superseded entries here, or each would cost a wake-up that does nothing.
         while heap and self._superseded(heap[0][0], heap[0][2]):
             heapq.heappop(heap)
-        candidates = [self._netwatch_at, self._status_counters_at, self._drops_at]
+        candidates = [self._netwatch_at + NETWATCH_EVERY * HOUSEKEEPING_LATE,
+                      self._status_counters_at + STATUS_COUNTERS_EVERY * HOUSEKEEPING_LATE,
+                      self._drops_at + DROP_REPORT_EVERY * HOUSEKEEPING_LATE]
+        if self._recheck_at is not None:
+            candidates.append(self._recheck_at)
         if heap:
             candidates.append(heap[0][0])
         if self._status_dirty:
@@ -342,8 +352,14 @@ class Daemon:
         self._register(slot)
 
     def _housekeeping(self, now: float) -> None:
-        if now >= self._netwatch_at:
+        # Routine work runs up to a third of its period early when the loop is awake anyway
+        # (the drop report, a rate limit, never early), and waits up to half a period for such
+        # a wake-up: with a 25-s keepalive it never
+        # wakes the process on its own (idle: about one wake-up per due event, issue 7).
+        recheck = self._recheck_at is not None and now >= self._recheck_at
+        if recheck or now >= self._netwatch_at - NETWATCH_EVERY * HOUSEKEEPING_EARLY:
             self._netwatch_at = now + NETWATCH_EVERY
+            self._recheck_at = None
             self.addresses.forget()
             for slot in list(self.slots.values()):
                 found: list[ev.Event] = []
@@ -354,15 +370,16 @@ class Daemon:
             self._watchdog_at = now + (self.notifier.watchdog_interval() or 30.0)
         for problem in self.hooks.poll(now):
             self.sink.emit_text(ev.WARNING, problem)
-        if now >= self._drops_at:
+        if now >= self._drops_at:  # a rate limit: late is fine, early is not
             self._drops_at = now + DROP_REPORT_EVERY
             dropped = sum(s.engine.dropped for s in self.slots.values())
             if dropped > self._drops_reported:
                 self.sink.emit_text(ev.NOTICE, f"dropped {dropped - self._drops_reported} "
                                     f"unmatched or malformed datagrams in the last "
-                                    f"{DROP_REPORT_EVERY:.0f} s")
+                                    f"{now - self._drops_since:.0f} s")
                 self._drops_reported = dropped
-        if now >= self._status_counters_at:
+            self._drops_since = now
+        if now >= self._status_counters_at - STATUS_COUNTERS_EVERY * HOUSEKEEPING_EARLY:
             self._status_counters_at = now + STATUS_COUNTERS_EVERY
             mark = sum(s.engine.probes_sent + s.engine.responses for s in self.slots.values())
             if mark != self._counter_mark:
@@ -477,7 +494,7 @@ class Daemon:
                 error = self._send_aux(datagram.payload, datagram.destination)
             if error is not None:
                 engine.send_failed(error)
-                self._netwatch_at = min(self._netwatch_at, now + 1.0)
+                self._recheck(now + 1.0)
         for event in found:
             self.emit(event)
         auto = self.autos.get(slot.name)
@@ -581,7 +598,11 @@ class Daemon:
     def _addresses_changed(self) -> None:
         """rtnetlink announced a change: check every binding's local address shortly."""
         if self.addresses.poll():
-            self._netwatch_at = min(self._netwatch_at, self.clock() + ADDRESS_SETTLE)
+            self._recheck(self.clock() + ADDRESS_SETTLE)
+
+    def _recheck(self, at: float) -> None:
+        """Check every binding's local address at `at` (or sooner if already asked)."""
+        self._recheck_at = at if self._recheck_at is None else min(self._recheck_at, at)
 
     def _drain_wakeups(self) -> None:
         try:
