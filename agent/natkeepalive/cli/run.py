@@ -31,6 +31,8 @@ def main_run(argv: list[str]) -> int:
         from natkeepalive.cli.commands import main
 
         return main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the file is read: the child is gone already
+        return 130
     if code != 0 or not data:  # the child printed why (or the help text, with 0)
         return code
     log, status_file, plain = marshal.loads(data)

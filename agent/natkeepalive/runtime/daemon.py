@@ -354,8 +354,8 @@ class Daemon:
     def _housekeeping(self, now: float) -> None:
         # Routine work runs up to a third of its period early when the loop is awake anyway
         # (the drop report, a rate limit, never early), and waits up to half a period for such
-        # a wake-up: with a 25-s keepalive it never
-        # wakes the process on its own (idle: about one wake-up per due event, issue 7).
+        # a wake-up: with a 25-s keepalive it never wakes the process on its own (idle: about
+        # one wake-up per due event, issue 7).
         recheck = self._recheck_at is not None and now >= self._recheck_at
         if recheck or now >= self._netwatch_at - NETWATCH_EVERY * HOUSEKEEPING_EARLY:
             self._netwatch_at = now + NETWATCH_EVERY

@@ -42,7 +42,7 @@ LOOKUP_LIMIT = 60.0  # a lookup in flight this long is asked again
 class Slot:
     # One per binding, like the engine: no per-instance __dict__.
     __slots__ = (
-        "addresses", "config", "engine", "name", "next_resolve", "resolve_failing",
+        "addresses", "config", "engine", "literal", "name", "next_resolve", "resolve_failing",
         "resolved_at", "scheduled", "server", "sock", "start_offset",
     )
 
@@ -51,6 +51,7 @@ class Slot:
         # Without a watch (tests, one-off use) every question goes to the system.
         self.addresses = addresses if addresses is not None else AddressWatch(None)
         self.config = config
+        self.literal = is_ip_literal(config.server.host)  # asked before every send otherwise
         self.name = config.name
         self.engine = BindingEngine(config.name, config.settings, random_bytes,
                                     config.server.host, config.server.port)
@@ -115,7 +116,7 @@ class Slot:
         waits when it has none yet. Without one (at start) the lookup is done in place."""
         host, port = self.config.server.host, self.config.server.port
         family = family_of(self.config.bind) if self.config.bind else 0
-        literal = is_ip_literal(host)
+        literal = self.literal
         result: Lookup | None = resolver.take(self.name) if resolver is not None else None
         if result is None and now >= self.next_resolve:
             self.resolved_at = None if literal else now
