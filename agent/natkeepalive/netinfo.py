@@ -149,13 +149,18 @@ def interface_names(use_netifaces: bool | None = None) -> list[str]:
         return []
 
 
+def ascii_host(host: str) -> str | bytes:
+    """The host as getaddrinfo() should get it: CPython runs every str host through the `idna`
+    codec, which loads encodings.idna, stringprep and unicodedata (0.1 MB for the daemon) even
+    for `127.0.0.1`; bytes skip that. Non-ASCII names keep the codec."""
+    return host.encode("ascii") if host.isascii() else host
+
+
 def source_address_for(host: str, port: int, family: int = socket.AF_UNSPEC) -> str | None:
     """The local address the kernel would use toward host:port. A UDP connect() only picks a route;
     no packet leaves the machine."""
     try:
-        # bytes: a str host loads the idna codec (runtime/sockets.py, ascii_host)
-        infos = socket.getaddrinfo(host.encode("ascii") if host.isascii() else host, port,
-                                   family, socket.SOCK_DGRAM)
+        infos = socket.getaddrinfo(ascii_host(host), port, family, socket.SOCK_DGRAM)
     except (OSError, UnicodeError):
         return None
     for fam, kind, proto, _, sockaddr in infos:

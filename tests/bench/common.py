@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from tests.lab.netlab import pid_alive
 from tests.support.tools import find_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,23 +96,13 @@ def machine(python: str) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------
 # the private network namespace
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def cleanup_stale_netns() -> None:
     """Remove benchmark namespaces left by a killed run (their creator's pid is gone)."""
     if not NETNS_DIR.is_dir():
         return
     for entry in NETNS_DIR.iterdir():
         match = NETNS_RE.match(entry.name)
-        if match and not _pid_alive(int(match.group(1), 16)):
+        if match and not pid_alive(int(match.group(1), 16)):
             subprocess.run([tool("ip"), "netns", "del", entry.name], capture_output=True,
                            timeout=10, check=False)
 

@@ -85,7 +85,8 @@ def list_namespaces() -> list[str]:
     return [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process exists: stale namespaces and folders are named after their creator."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -114,13 +115,13 @@ def cleanup_stale() -> list[str]:
     removed = []
     for name in list_namespaces():
         match = _NAME.match(name)
-        if match and not _pid_alive(int(match.group(1), 16)):
+        if match and not pid_alive(int(match.group(1), 16)):
             _delete_namespace(name)
             removed.append(name)
     tmp = tempfile.gettempdir()
     for entry in os.listdir(tmp):
         match = _TMPDIR.match(entry)
-        if match and not _pid_alive(int(match.group(1), 16)):
+        if match and not pid_alive(int(match.group(1), 16)):
             shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
     return removed
 

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.reliability.common import free_port, memory_kb
+from tests.reliability.common import first_sends, free_port, memory_kb
 from tests.support.agentproc import Agent
 from tests.support.responder import SipResponder
 
@@ -36,20 +36,6 @@ def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
     return ordered[index]
-
-
-def keepalive_arrivals(responder: SipResponder, since: float, until: float) -> list[float]:
-    """Arrival times of each keepalive's first transmission (one per branch) in [since, until]."""
-    seen: set[str] = set()
-    times = []
-    for _, message, at in list(responder.requests):
-        branch = message.top_via.branch or ""
-        if branch in seen:
-            continue
-        seen.add(branch)
-        if since <= at <= until:
-            times.append(at)
-    return times
 
 
 def test_flood_keeps_schedule_reachability_memory_and_a_quiet_log(tmp_path: Path) -> None:
@@ -98,7 +84,7 @@ def test_flood_keeps_schedule_reachability_memory_and_a_quiet_log(tmp_path: Path
             alive = agent.proc.poll() is None
             assert agent.stop() == 0
     report = json.loads(out)
-    arrivals = keepalive_arrivals(responder, flood_start, flood_end)
+    arrivals = first_sends(responder.requests, flood_start, flood_end)
     lateness = [(b - a) - INTERVAL for a, b in zip(arrivals, arrivals[1:])]
     flood_lines = agent.lines[lines_before:]
     drop_lines = [line for line in flood_lines if "dropped" in line]

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,7 @@ from natkeepalive.config.model import ProbeSettings
 from natkeepalive.core.engine import AUX, BINDING, BRANCH_BYTES
 from natkeepalive.sip.message import parse_message
 from tests.fuzz.targets import counted_once, outstanding, snapshot
+from tests.reliability.common import status
 from tests.support.agentproc import ROOT, Agent, agent_env
 from tests.support.fakenet import SERVER, FakeNet
 from tests.support.responder import SipResponder
@@ -260,15 +262,8 @@ def responder() -> Iterator[SipResponder]:
         yield r
 
 
-def status_entry(agent: Agent) -> dict:  # type: ignore[type-arg]
-    before = agent.status.stat().st_mtime_ns if agent.status.exists() else 0
-    agent.signal(signal.SIGUSR1)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if agent.status.exists() and agent.status.stat().st_mtime_ns != before:
-            break
-        time.sleep(0.02)
-    entry: dict = json.loads(agent.status.read_text())["bindings"][0]  # type: ignore[type-arg]
+def status_entry(agent: Agent) -> dict[str, Any]:
+    entry: dict[str, Any] = status(agent)["bindings"][0]
     return entry
 
 

@@ -259,8 +259,9 @@ class Daemon:
             self._refresh(slot, now, found)
             self._after(slot, found, now)
         # A change announced since select() returned must not let a keepalive go out from an
-        # address the answers still think current.
-        self._addresses_changed()
+        # address the answers still think current (only checked when a timer pass will send).
+        if self.heap and self.heap[0][0] <= now + TIMER_SLACK:
+            self._addresses_changed()
         self._run_timers(now)
         self._housekeeping(now)
 

@@ -20,7 +20,7 @@ import sys
 import time
 
 from natkeepalive.events import Event
-from natkeepalive.runtime.sockets import ascii_host
+from natkeepalive.netinfo import ascii_host
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:

@@ -6,6 +6,7 @@ import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 
 import errno
 
 from natkeepalive.errors import SocketSetupError
+from natkeepalive.netinfo import ascii_host
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
@@ -55,13 +56,6 @@ def open_udp(address: str, port: int, label: str) -> socket.socket:
                                    "(ports below 1024 need CAP_NET_BIND_SERVICE)") from None
         raise SocketSetupError(f"{label}: cannot bind {where}: {exc.strerror}") from None
     return sock
-
-
-def ascii_host(host: str) -> str | bytes:
-    """The host as getaddrinfo() should get it: CPython runs every str host through the `idna`
-    codec, which loads encodings.idna, stringprep and unicodedata (0.1 MB for the daemon) even
-    for `127.0.0.1`; bytes skip that. Non-ASCII names keep the codec."""
-    return host.encode("ascii") if host.isascii() else host
 
 
 def resolve(host: str, port: int, family: int = 0) -> Address:
