@@ -309,9 +309,9 @@ def test_server_address_change_is_a_new_flow() -> None:
     assert n.engine.next_deadline() == n.now
 
 
-# --- a keepalive may go a little early when the loop is awake anyway (issue 7: fewer wake-ups) ---
+# --- a keepalive may go early when the loop is awake anyway (issue 7: fewer wake-ups) ---
 
-def test_keepalive_goes_early_only_within_its_allowance() -> None:
+def test_a_deadline_that_was_not_drawn_goes_early_only_within_its_allowance() -> None:
     from natkeepalive.core.engine import KEEPALIVE_EARLY
 
     n = net(interval=20.0, jitter=0.0)
@@ -320,15 +320,49 @@ def test_keepalive_goes_early_only_within_its_allowance() -> None:
     due = engine.next_keepalive
     assert due is not None
     sent = len(n.sent)
-    allowance = KEEPALIVE_EARLY * 20.0  # 0.2 s
-    engine.handle_timer(due - allowance * 1.5, early=1.0)  # too early even with slack offered
+    allowance = min(KEEPALIVE_EARLY * 20.0, 0.05)  # jitter 0: the allowance is all there is
+    assert not engine.may_go_early(due - allowance * 1.5)
+    engine.handle_timer(due - allowance * 1.5, early=True)  # too early even when offered
     assert len(n.sent) + len(engine.datagrams_to_send()) == sent and engine.next_keepalive == due
-    engine.handle_timer(due - 0.05, early=0.0)  # no slack offered: exact as before
+    engine.handle_timer(due - allowance / 2)  # not offered: exact as before
     assert engine.next_keepalive == due
-    engine.handle_timer(due - 0.05, early=0.1)  # within both: goes now, timed from now
+    assert engine.may_go_early(due - allowance / 2)
+    engine.handle_timer(due - allowance / 2, early=True)  # offered and within: goes, timed from now
     out = engine.datagrams_to_send()
     assert len(out) == 1 and out[0].channel == BINDING
-    assert engine.next_keepalive == pytest.approx(due - 0.05 + 20.0)
+    assert engine.next_keepalive == pytest.approx(due - allowance / 2 + 20.0)
+
+
+def test_a_drawn_wait_may_end_anywhere_the_jitter_allows_and_takes_the_loops_draw() -> None:
+    n = net(interval=20.0, jitter=0.2)
+    n.run_until(10)
+    engine = n.engine
+    last = engine.last_keepalive_at
+    assert last is not None and engine.next_keepalive is not None
+    opens = last + 20.0 * (1 - 0.2)  # the shortest wait the jitter allows
+    assert engine.keepalive_from == pytest.approx(opens)
+    assert not engine.may_go_early(opens - 0.01)
+    engine.handle_timer(opens - 0.01, early=True, draw=0.5)
+    assert engine.datagrams_to_send() == [] and engine.last_keepalive_at == last
+    engine.handle_timer(opens + 0.01, early=True, draw=0.5)
+    assert len(engine.datagrams_to_send()) == 1
+    assert engine.last_keepalive_at == opens + 0.01
+    assert engine.next_keepalive == pytest.approx(opens + 0.01 + 20.0 * (1 - 0.2 * 0.5))
+    assert engine.keepalive_from == pytest.approx(opens + 0.01 + 16.0)
+
+
+def test_bindings_sent_in_one_pass_with_one_draw_are_due_together() -> None:
+    settings = ProbeSettings(interval=20.0, jitter=0.2, inbound_check=0)
+    a, b = FakeNet(settings=settings, seed=1), FakeNet(settings=settings, seed=2)
+    a.run_until(10)
+    b.run_until(12)  # another phase
+    t = max(a.engine.keepalive_from, b.engine.keepalive_from) + 0.001
+    assert t < min(n.engine.next_keepalive or 0 for n in (a, b))  # both windows open, none due
+    for n in (a, b):
+        n.now = t
+        n.engine.handle_timer(t, early=True, draw=0.25)
+        n._deliver_outgoing()
+    assert a.engine.next_keepalive == b.engine.next_keepalive == pytest.approx(t + 19.0)
 
 
 def test_retransmissions_never_go_early() -> None:
@@ -338,5 +372,5 @@ def test_retransmissions_never_go_early() -> None:
     engine = n.engine
     retransmit = engine.next_deadline()
     assert retransmit == pytest.approx(0.5)
-    engine.handle_timer(0.49, early=1.0)
+    engine.handle_timer(0.49, early=True, draw=0.0)
     assert engine.datagrams_to_send() == [] and engine.next_deadline() == retransmit

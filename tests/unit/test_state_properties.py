@@ -107,3 +107,29 @@ def test_engine_random_faults_keep_a_valid_state(steps: list[tuple[str, float]],
     assert all(a.NAME != b.NAME for a, b in zip(transitions, transitions[1:]))
     assert engine.probes_sent == len(net.of(ev.ProbeSent))
     assert engine.responses == len(net.of(ev.ProbeAnswered))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from([0.0, 0.2, 0.5]),
+       st.lists(st.tuples(st.floats(0, 1), st.booleans(), st.floats(0, 1, exclude_max=True)),
+                min_size=5, max_size=60))
+def test_keepalives_offered_early_keep_every_wait_within_the_jitter(
+        jitter: float, wakeups: list[tuple[float, bool, float]]) -> None:
+    """However the loop offers early keepalives (any moment before the next deadline, with any
+    draw), every wait after the promoting keepalive stays in [interval*(1-jitter), interval],
+    or within the small allowance before a deadline when there is no jitter."""
+    interval = 20.0
+    net = FakeNet(settings=ProbeSettings(interval=interval, jitter=jitter, inbound_check=0))
+    net.run_until(10)  # the first keepalive and the promoting one
+    for fraction, early, draw in wakeups:
+        deadline = net.engine.next_deadline()
+        assert deadline is not None
+        wake = net.now + fraction * (deadline - net.now)
+        net.run_until(wake)  # answers in flight arrive first
+        net.engine.handle_timer(net.now, early, draw)
+        net._deliver_outgoing()
+    net.run_until(net.now + 0.5)
+    times = net.keepalive_times()[1:]  # after the promoting keepalive
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    shortest = interval * (1 - jitter) if jitter else interval - 0.05
+    assert all(shortest - 1e-6 <= gap <= interval + 1e-6 for gap in gaps), gaps

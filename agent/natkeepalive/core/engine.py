@@ -11,9 +11,12 @@ Rules:
   retransmissions only makes the binding suspect: the keepalive that follows must be answered
   before `binding-expired detected=inbound-check` is reported (else the server is simply down).
 - Keepalives go `interval` (jittered down by up to `jitter`) after the previous one was sent, or
-  `retry_interval` while unreachable. A new flow (start, new server or local address, a changed or
-  expired binding) gets a second keepalive PROMOTE_DELAY after the first, so a Linux NAT moves the
-  flow to its long stream timeout.
+  `retry_interval` while unreachable. A keepalive may go as soon as its window opens (the shortest
+  wait the jitter allows, or KEEPALIVE_EARLY before a deadline that was not drawn) when the loop
+  offers it, with the loop's draw for its next wait: bindings sent in one wake-up stay together.
+  A new flow (start, new server or local address, a changed or expired binding) gets a second
+  keepalive PROMOTE_DELAY after the first, so a Linux NAT moves the flow to its long stream
+  timeout.
 - Answers are accepted only from the server's address and port, with a known branch and the same
   Call-ID and CSeq; everything else (late duplicates and replays too) is counted as dropped and
   changes nothing else.
@@ -53,10 +56,12 @@ BINDING, AUX = "binding", "aux"
 KEEPALIVE, CONFIRM, INBOUND = "keepalive", "confirm", "inbound"
 # Linux conntrack promotes a UDP flow to its stream timeout only after > 2 s of two-way traffic
 PROMOTE_DELAY = 3.0
-# How early a keepalive may go when the loop is awake anyway: 1 % of its interval shortens the
-# interval by as much (harmless against any NAT timeout), and lets one wake-up serve several
-# bindings instead of one each (issue 7: wake-ups were most of the CPU per keepalive).
+# How early a keepalive whose wait was not drawn (the first, the promoting one, one brought
+# forward) may go when the loop is awake anyway: 1 % of its interval, at most EARLY_CAP, is
+# harmless against any NAT timeout and lets one wake-up serve several bindings. A drawn wait may
+# end anywhere the jitter allows. Wake-ups were most of the CPU per keepalive (issue 7).
 KEEPALIVE_EARLY = 0.01
+EARLY_CAP = 0.05
 BRANCH_BYTES = 10  # 80 random bits
 RECENT_DONE = 8
 TEMPLATES_KEPT = 4
@@ -84,8 +89,8 @@ class BindingEngine:
         "_suspect_idle", "_templates", "_tx", "call_id", "cseq", "debug_events", "dropped",
         "duplicates",
         "flow_timer", "from_tag", "inbound_result", "inbound_unsupported", "interval",
-        "jitter", "last_keepalive_at", "last_response_at", "last_rtt_ms", "last_status",
-        "local", "name", "next_keepalive", "probes_sent", "reach", "responses",
+        "jitter", "keepalive_from", "last_keepalive_at", "last_response_at", "last_rtt_ms",
+        "last_status", "local", "name", "next_keepalive", "probes_sent", "reach", "responses",
         "server", "settings", "timeouts", "tracker", "uri_host", "uri_port",
     )
 
@@ -113,6 +118,7 @@ class BindingEngine:
         self._outbox: list[Datagram] = []
         self._events: list[ev.Event] = []
         self.next_keepalive: float | None = None
+        self.keepalive_from = 0.0  # when the next keepalive's window opens (see _schedule)
         self.last_keepalive_at: float | None = None
         self.last_response_at: float | None = None
         self._promote = True
@@ -146,7 +152,7 @@ class BindingEngine:
         server_text = format_hostport(*server)
         if old_server is None and old_local is None:
             self.tracker.reset(server_text)
-            self.next_keepalive = now + start_offset
+            self._schedule(now + start_offset)
             return
         if old_server is not None and old_server != server:
             self._events.append(ev.ServerChanged(self.name, format_hostport(*old_server),
@@ -156,7 +162,7 @@ class BindingEngine:
         if old_server == server and old_local is not None and old_local[0] == local[0]:
             return
         self._new_flow(server_text)
-        self.next_keepalive = now
+        self._schedule(now)
 
     def _new_flow(self, server_text: str) -> None:
         self._abort_all()
@@ -185,8 +191,7 @@ class BindingEngine:
                                                 round(interval, 3), reason))
         self.interval = interval
         if self.last_keepalive_at is not None and self.next_keepalive is not None:
-            self.next_keepalive = min(self.next_keepalive,
-                                      max(now, self.last_keepalive_at + interval))
+            self._bring_forward(max(now, self.last_keepalive_at + interval))
 
     def receive_datagram(self, data: bytes, source: Address, now: float,
                          channel: str = BINDING) -> None:
@@ -231,10 +236,11 @@ class BindingEngine:
         else:
             self._answered(tx, response, rtt, now)
 
-    def handle_timer(self, now: float, early: float = 0.0) -> None:
-        """Advance to `now`. A keepalive due within `early` seconds (at most KEEPALIVE_EARLY of
-        the interval) goes now, so one wake-up can send several; retransmissions and timeouts
-        are never early."""
+    def handle_timer(self, now: float, early: bool = False, draw: float | None = None) -> None:
+        """Advance to `now`. With `early`, a keepalive whose window is open goes now, so one
+        wake-up can send several; retransmissions and timeouts are never early. `draw` (in
+        [0, 1)) replaces the random draw of the next wait: the loop passes one per wake-up, so
+        the bindings it sends together are due together again."""
         for branch, tx in list(self._tx.items()):
             due = tx.due()
             if due is None or due > now:
@@ -247,9 +253,19 @@ class BindingEngine:
                 self._finish(branch)
                 self._timed_out(tx, now)
         if self.next_keepalive is not None and not self._check_pending \
-                and self.server is not None and self.next_keepalive <= now + (
-                    min(early, KEEPALIVE_EARLY * self.interval) if early else 0.0):
-            self._start_cycle(now)
+                and self.server is not None and (
+                    self.next_keepalive <= now or (early and self.keepalive_from <= now)):
+            self._start_cycle(now, draw)
+
+    def may_go_early(self, now: float) -> bool:
+        """Whether handle_timer(now, early=True) would start a keepalive cycle."""
+        return (self.next_keepalive is not None and not self._check_pending
+                and self.server is not None and self.keepalive_from <= now)
+
+    def keepalive_now(self, now: float) -> None:
+        """Make the next keepalive due at `now` (an interface came up)."""
+        if self.next_keepalive is not None:
+            self._schedule(now)
 
     # ------------------------------------------------------------------ outputs
 
@@ -278,13 +294,13 @@ class BindingEngine:
 
     # ------------------------------------------------------------------ the cycle
 
-    def _start_cycle(self, now: float) -> None:
+    def _start_cycle(self, now: float, draw: float | None = None) -> None:
         if self._check_due():
             self._since_check = 0
             self._check_pending = True
             self._send_probe(INBOUND, now)
             return
-        self._send_keepalive(now)
+        self._send_keepalive(now, draw)
 
     def _check_due(self) -> bool:
         every = self.settings.inbound_check
@@ -293,23 +309,42 @@ class BindingEngine:
                 and mapping[1] is not None and self.server not in self.inbound_unsupported
                 and self.reach.state != UNREACHABLE)
 
-    def _send_keepalive(self, now: float) -> None:
+    def _send_keepalive(self, now: float, draw: float | None = None) -> None:
         self._since_check += 1
         self._send_probe(KEEPALIVE, now)
         self.last_keepalive_at = now
         if self._promote:
             self._promote = False
-            wait = PROMOTE_DELAY
-        else:
-            wait = self._wait()
-        self.next_keepalive = now + wait
+            self._schedule(now + PROMOTE_DELAY)
+            return
+        base = self._base()
+        self._schedule(now + self._wait(draw), now + base * (1.0 - self.jitter))
 
-    def _wait(self) -> float:
-        base = self.interval
+    def _base(self) -> float:
         if self.reach.state == UNREACHABLE:
-            base = min(base, self.settings.retry_interval)
-        fraction = int.from_bytes(self._random(7), "big") / float(1 << 56)
-        return base * (1.0 - self.jitter * fraction)
+            return min(self.interval, self.settings.retry_interval)
+        return self.interval
+
+    def _wait(self, draw: float | None = None) -> float:
+        if draw is None:
+            draw = int.from_bytes(self._random(7), "big") / float(1 << 56)
+        return self._base() * (1.0 - self.jitter * draw)
+
+    def _schedule(self, at: float, window: float | None = None) -> None:
+        """The next keepalive is due at `at`; it may go from the earlier of `window` (where a
+        drawn wait's range begins) and KEEPALIVE_EARLY before `at`."""
+        self.next_keepalive = at
+        self.keepalive_from = at - min(KEEPALIVE_EARLY * self.interval, EARLY_CAP)
+        if window is not None and window < self.keepalive_from:
+            self.keepalive_from = window
+
+    def _bring_forward(self, at: float) -> None:
+        assert self.next_keepalive is not None
+        if at < self.next_keepalive:
+            self.next_keepalive = at
+        self.keepalive_from = min(self.keepalive_from,
+                                  self.next_keepalive - min(KEEPALIVE_EARLY * self.interval,
+                                                            EARLY_CAP))
 
     def _send_probe(self, kind: str, now: float) -> None:
         assert self.server is not None and self.local is not None
@@ -427,8 +462,7 @@ class BindingEngine:
     def _renew(self, now: float) -> None:
         """The NAT made a new binding: promote its flow with an early second keepalive."""
         if self.last_keepalive_at is not None and self.next_keepalive is not None:
-            self.next_keepalive = min(self.next_keepalive,
-                                      max(now, self.last_keepalive_at + PROMOTE_DELAY))
+            self._bring_forward(max(now, self.last_keepalive_at + PROMOTE_DELAY))
 
     def _timed_out(self, tx: ClientTransaction, now: float) -> None:
         if tx.kind == INBOUND:
@@ -445,5 +479,4 @@ class BindingEngine:
             self._events.append(transition)
             if self.reach.state == UNREACHABLE and self.next_keepalive is not None \
                     and self.last_keepalive_at is not None:
-                self.next_keepalive = min(self.next_keepalive,
-                                          self.last_keepalive_at + self._wait())
+                self._bring_forward(self.last_keepalive_at + self._wait())

@@ -26,7 +26,7 @@ import time
 from natkeepalive import __version__
 from natkeepalive import events as ev
 from natkeepalive.config.model import Config
-from natkeepalive.core.engine import AUX, BINDING, KEEPALIVE_EARLY, Address
+from natkeepalive.core.engine import AUX, BINDING, Address
 from natkeepalive.core.tracker import format_mapping
 from natkeepalive.errors import ConfigError, SipParseError, SocketSetupError
 from natkeepalive.runtime.addrwatch import AddressWatch
@@ -52,7 +52,11 @@ else:
     import _signal as signal
 
 READ_BURST = 64
-TIMER_SLACK = 0.05  # the most a keepalive is sent early (engine.KEEPALIVE_EARLY caps it lower)
+# Keepalives whose window is open (engine.KEEPALIVE_EARLY, the jitter's range) join a wake-up,
+# at most BATCH of them: the kernel wakes the loop and the server once for the lot. Sent together
+# with one draw for their next wait, they are due together again. BATCH keeps a pass to about a
+# millisecond (about 20 µs a keepalive), so it never holds answers or later deadlines up.
+BATCH = 64
 ADDRESSES = "addresses"  # the selector's tags: the rtnetlink socket, the inbound-check sockets
 AUX_TAG = "aux"
 ADDRESS_SETTLE = 0.2  # one change comes as several messages: check the bindings once they are in
@@ -260,7 +264,7 @@ class Daemon:
             self._after(slot, found, now)
         # A change announced since select() returned must not let a keepalive go out from an
         # address the answers still think current (only checked when a timer pass will send).
-        if self.heap and self.heap[0][0] <= now + TIMER_SLACK:
+        if self.heap and (self.heap[0][0] <= now or self._may_go_early(self.heap[0], now)):
             self._addresses_changed()
         self._run_timers(now)
         self._housekeeping(now)
@@ -296,11 +300,13 @@ class Daemon:
         return slot is None or slot.scheduled != deadline
 
     def _run_timers(self, now: float) -> None:
-        # Keepalives due within TIMER_SLACK go in this pass when the engine allows it (see
-        # engine.KEEPALIVE_EARLY); the pass ends at the first entry that is not due and not a
-        # keepalive that may go early.
-        while self.heap and self.heap[0][0] <= now + TIMER_SLACK:
-            if self.heap[0][0] > now and not self._may_go_early(self.heap[0], now):
+        # Everything due goes in this pass, and up to BATCH keepalives that may go early (see
+        # BATCH); the pass ends at the first entry that is neither.
+        joined = 0
+        draw = self._draw()
+        while self.heap:
+            if self.heap[0][0] > now and (joined >= BATCH
+                                          or not self._may_go_early(self.heap[0], now)):
                 break
             deadline, _seq, name = heapq.heappop(self.heap)
             if name.startswith("auto:"):
@@ -323,10 +329,13 @@ class Daemon:
             # local-address-changed and a new flow. refresh() resolves only when due.
             slot.resolve_due(now)  # brings the next lookup forward while unreachable
             self._refresh(slot, now, found)
-            slot.engine.handle_timer(now, TIMER_SLACK)
+            slot.engine.handle_timer(now, True, draw)
             self._after(slot, found, now)
             if deadline > now and slot.scheduled == deadline:
                 break  # it did not go after all: never spin on it
+            joined += 1
+            if joined % BATCH == 0:
+                draw = self._draw()  # a new group: no group grows past BATCH
             # The next binding's keepalive is counted from when it really goes: with one `now`
             # for the whole pass, every binding sent in it got the same next deadline, and
             # bindings clumped into ever larger passes (10 000 bindings: p99 116 ms late).
@@ -340,10 +349,11 @@ class Daemon:
         slot = self.slots.get(name)
         if slot is None or slot.scheduled != deadline:
             return True
-        engine = slot.engine
-        # the engine's own test in handle_timer, written the same way so both round alike
-        return (engine.next_keepalive == deadline
-                and deadline <= now + min(TIMER_SLACK, KEEPALIVE_EARLY * engine.interval))
+        return slot.engine.next_keepalive == deadline and slot.engine.may_go_early(now)
+
+    def _draw(self) -> float:
+        """One jitter draw in [0, 1) for the keepalives of a pass (engine.handle_timer)."""
+        return int.from_bytes(self.random_bytes(7), "big") / float(1 << 56)
 
     def _refresh(self, slot: Slot, now: float, found: list[ev.Event]) -> None:
         try:
@@ -631,8 +641,7 @@ class Daemon:
         for slot in list(self.slots.values()):
             found: list[ev.Event] = []
             self._refresh(slot, now, found)
-            if slot.engine.next_keepalive is not None:
-                slot.engine.next_keepalive = now
+            slot.engine.keepalive_now(now)
             self._after(slot, found, now)
 
     def reload(self, now: float) -> None:
