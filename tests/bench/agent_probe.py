@@ -34,10 +34,10 @@ def main(argv: list[str]) -> int:
     start_cycle = BindingEngine._start_cycle
     send = Slot.send
 
-    def timed_start_cycle(self: BindingEngine, now: float) -> None:
+    def timed_start_cycle(self: BindingEngine, now: float, draw: float | None = None) -> None:
         if self.next_keepalive is not None:
             due_at[id(self)] = (self.next_keepalive, int(self.cseq == 0))
-        start_cycle(self, now)
+        start_cycle(self, now, draw)
 
     def timed_send(self: Slot, payload: bytes, destination: Any) -> str | None:
         sent = time.monotonic()

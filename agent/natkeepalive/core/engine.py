@@ -278,11 +278,16 @@ class BindingEngine:
         return out
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (tx.due() for tx in self._tx.values()) if d is not None]
-        if self.next_keepalive is not None and not self._check_pending \
-                and self.server is not None:
-            deadlines.append(self.next_keepalive)
-        return min(deadlines) if deadlines else None
+        # A plain loop: called twice per keepalive, and a comprehension builds a function each
+        # time on Python < 3.12.
+        first = self.next_keepalive
+        if first is not None and (self._check_pending or self.server is None):
+            first = None
+        for tx in self._tx.values():
+            due = tx.due()
+            if due is not None and (first is None or due < first):
+                first = due
+        return first
 
     @property
     def public(self) -> Mapping | None:

@@ -426,9 +426,15 @@ class Daemon:
         sock = slot.sock
         if sock is None:
             return
+        # One datagram per readiness: a binding's socket holds one answer at a time, and trying
+        # for a second costs a raised BlockingIOError per answer. More waiting (a flood) keeps
+        # the socket ready, so the loop comes back to it after its timers.
+        try:
+            data, source = sock.recvfrom(65535)
+        except OSError:  # nothing after all, or a queued ICMP error: lost like a datagram
+            return
         now = self.clock()
-        for data, source in _drain(sock):
-            slot.engine.receive_datagram(data, source, now, BINDING)
+        slot.engine.receive_datagram(data, (source[0], source[1]), now, BINDING)
         self._after(slot, [], now)
 
     def _read_aux(self, sock: socket.socket) -> None:
