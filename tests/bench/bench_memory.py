@@ -98,7 +98,11 @@ def run(ctx: c.Context) -> None:
 # rows are what the daemon avoids (they stay in cli/, the config child or nowhere).
 IMPORTS = (
     ("socket, signal (enum wrappers) — daemon uses _socket, _signal", "socket, signal"),
-    ("_socket, _signal, selectors — what the daemon uses", "_socket, _signal, selectors"),
+    ("selectors (imports collections) — daemon uses select.epoll", "selectors"),
+    ("threading (imports collections, functools) — daemon uses _thread", "threading"),
+    ("heapq — daemon uses _heapq", "heapq"),
+    ("_socket, _signal, select, _heapq — what the daemon uses",
+     "_socket, _signal, select, _heapq"),
     ("json (imports re) — daemon writes its own JSON", "json"),
     ("contextlib", "contextlib"),
     ("yaml (PyYAML) — config child only", "yaml"),

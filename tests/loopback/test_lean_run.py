@@ -1,7 +1,8 @@
 """What the running daemon holds: none of the modules issue 7 took out of it (each one costs the
 long-running process memory on a router; tests/bench/bench_memory.py measures them).
 
-The daemon runs for real (`nat-keepalive run`, a binding to a real UDP responder, a SIGHUP reload)
+The daemon runs for real (`nat-keepalive run`, a binding to a real UDP responder, a SIGHUP reload
+that adds one by name, which a worker thread resolves)
 in an interpreter without site (-I -S: this environment's .pth hooks import typing themselves);
 a SIGALRM handler lists the forbidden modules it finds loaded and who imported them.
 """
@@ -23,6 +24,7 @@ FORBIDDEN = (
     "typing", "dataclasses", "inspect", "ast", "dis", "tokenize",  # type hints, dataclasses
     "yaml", "argparse", "natkeepalive.config.loader",  # only in the config child
     "json", "re", "enum", "socket", "signal", "contextlib",  # stdlib wrappers the daemon avoids
+    "selectors", "collections", "heapq", "threading",  # epoll, _heapq, _thread instead
     "encodings.idna", "stringprep", "unicodedata",  # getaddrinfo() with a str host
     "subprocess", "natkeepalive.runtime.hooks",  # no hook command configured
     "natkeepalive.core.discovery", "natkeepalive.runtime.auto",  # no interval: auto
@@ -55,6 +57,8 @@ fired = []
 def alarm(signum, frame):
     if not fired:  # first: a reload (the daemon's own SIGHUP handler is in place by now)
         fired.append(1)
+        with open({config!r}, "a") as config:
+            config.write({added!r})
         os.kill(os.getpid(), _signal.SIGHUP)
         _signal.setitimer(_signal.ITIMER_REAL, {seconds!r})
         return
@@ -80,10 +84,15 @@ def test_the_running_daemon_holds_none_of_the_avoided_modules(tmp_path: Path) ->
             "  - name: a\n"
             f"    server: {responder.address[0]}:{responder.address[1]}\n"
             f"    source_port: {free_port()}\n")
+        added = ("  - name: by-name\n"  # added by the reload: resolved by a worker thread
+                 f"    server: localhost:{responder.address[1]}\n"
+                 "    bind: 127.0.0.1\n"
+                 f"    source_port: {free_port()}\n")
         agent = str(Path(natkeepalive.__file__).resolve().parent.parent)
         site = str(Path(yaml.__file__).resolve().parent.parent)  # for the config child
         code = PROBE.format(path=[agent, site], forbidden=FORBIDDEN, seconds=2.5,
-                            config=str(config), status=str(tmp_path / "status.json"))
+                            config=str(config), status=str(tmp_path / "status.json"),
+                            added=added)
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:
@@ -97,6 +106,7 @@ def test_the_running_daemon_holds_none_of_the_avoided_modules(tmp_path: Path) ->
     assert lines, f"no report; stderr:\n{err}"
     assert "event=started" in err and "event=reachable" in err, err
     assert "event=reloaded" in err, err
+    assert "binding=by-name" in err, err  # the binding resolved by name is running
     assert answered >= 4, "the daemon did not run its keepalives and checks"
     loaded = ast.literal_eval(lines[0][len("LOADED "):])
     assert loaded == {}, "\n".join(f"{name}: imported at {where}" for name, where in

@@ -126,7 +126,8 @@ class BindingEngine:
         self._check_pending = False  # a check is out; the keepalive waits for it
         self._suspect_idle: float | None = None  # the check went unanswered
         self._cycle_expired = False
-        self.inbound_unsupported: set[Address] = set()
+        # servers found to force rport; an empty set costs 216 bytes per binding, so a tuple
+        self.inbound_unsupported: tuple[Address, ...] = ()
         self._send_failing = False
         # probe-sent and probe-answered (debug) for every probe: the daemon turns them off when
         # its log level hides them, which saves building two events per keepalive
@@ -400,7 +401,7 @@ class BindingEngine:
         if result == AUX:
             self.inbound_result = "unsupported"
             if self.server is not None and self.server not in self.inbound_unsupported:
-                self.inbound_unsupported.add(self.server)
+                self.inbound_unsupported += (self.server,)
                 self._events.append(ev.InboundCheckUnsupported(
                     self.name, format_hostport(*self.server)))
         elif result == "alive":

@@ -1,4 +1,4 @@
-"""The daemon: one thread, one `selectors` loop, one timer heap.
+"""The daemon: one thread, one epoll loop (runtime/poller.py), one timer heap.
 
 Rules:
 - The process sleeps in select() until the earliest deadline of any binding or housekeeping timer;
@@ -17,10 +17,10 @@ Rules:
 
 from __future__ import annotations
 
+import _heapq as heapq  # the C functions: heapq.py adds merge, nlargest, … (+50 kB)
 import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB (issue 7)
-import heapq
+import gc
 import os
-import selectors
 import time
 
 from natkeepalive import __version__
@@ -33,6 +33,7 @@ from natkeepalive.runtime.addrwatch import AddressWatch
 from natkeepalive.runtime.configproc import load_config_in_child
 from natkeepalive.runtime.logsink import Sink
 from natkeepalive.runtime.notify import Notifier
+from natkeepalive.runtime.poller import Poller
 from natkeepalive.runtime.slot import Slot
 from natkeepalive.runtime.sockets import Resolver, family_of, send_datagram, wildcard
 from natkeepalive.runtime.status import iso_utc, write_status
@@ -86,7 +87,7 @@ class Daemon:
         self.clock = clock
         self.wall = wall
         self.random_bytes = random_bytes
-        self.selector = selectors.DefaultSelector()
+        self.selector = Poller()
         self.slots: dict[str, Slot] = {}
         self.autos: dict[str, AutoInterval] = {}  # bindings with interval: auto
         self._registered: dict[str, socket.socket] = {}  # selector keys, by owner
@@ -125,7 +126,7 @@ class Daemon:
         now = self.clock()
         self._raise_file_limit(len(self.config.bindings))
         if self.addresses.sock is not None:
-            self.selector.register(self.addresses.sock, selectors.EVENT_READ, ADDRESSES)
+            self.selector.register(self.addresses.sock, ADDRESSES)
         self._add_slots(self.config, now, fatal=True)
         self._drop_privileges()
         self._install_signals()
@@ -139,6 +140,7 @@ class Daemon:
         self._drops_at = now + DROP_REPORT_EVERY
         self._drops_since = now
         self._write_status(now)
+        gc.collect()  # start-up's cyclic garbage (imports, the configuration's reading): 70 kB
 
     def _add_slots(self, config: Config, now: float, fatal: bool,
                    names: set[str] | None = None) -> None:
@@ -209,7 +211,7 @@ class Daemon:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.selector.register(self._wake_r, None)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
                        signal.SIGUSR2):
             signal.signal(signum, self._on_signal)
@@ -240,17 +242,17 @@ class Daemon:
     def run_once(self) -> None:
         now = self.clock()
         timeout = self._next_wake(now)
-        for key, _mask in self.selector.select(timeout):
-            if key.fileobj is self._wake_r:
+        for sock, tag in self.selector.select(timeout):
+            if isinstance(tag, Slot):
+                self._read_binding(tag)
+            elif sock is self._wake_r:
                 self._drain_wakeups()
-            elif isinstance(key.data, Slot):
-                self._read_binding(key.data)
-            elif key.data is ADDRESSES:
+            elif tag is ADDRESSES:
                 self._addresses_changed()
-            elif key.data is AUX_TAG:
-                self._read_aux(key.fileobj)  # type: ignore[arg-type]
+            elif tag is AUX_TAG:
+                self._read_aux(sock)
             else:  # auto and discovery are imported only for bindings with interval: auto
-                self._read_auto(key.data)
+                self._read_auto(tag)  # type: ignore[arg-type]
         if self._pending_signals:
             self._handle_signals()
         now = self.clock()
@@ -414,12 +416,9 @@ class Daemon:
             return
         if old is not None:
             del self._registered[key]
-            try:
-                self.selector.unregister(old)
-            except (KeyError, ValueError):
-                pass
+            self.selector.unregister(old)
         if sock is not None:
-            self.selector.register(sock, selectors.EVENT_READ, owner)
+            self.selector.register(sock, owner)
             self._registered[key] = sock
 
     def _read_binding(self, slot: Slot) -> None:
@@ -497,7 +496,7 @@ class Daemon:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.setblocking(False)
             sock.bind((wildcard(family), 0))
-            self.selector.register(sock, selectors.EVENT_READ, AUX_TAG)
+            self.selector.register(sock, AUX_TAG)
             self.aux[family] = sock
         return sock
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB (issue 7)
+import _thread  # not `threading`: it imports collections and functools (+0.4 MB)
 import errno
 
 from natkeepalive.errors import SocketSetupError
@@ -10,7 +11,7 @@ from natkeepalive.netinfo import ascii_host
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
-    from typing import Any, Callable, Union
+    from typing import Callable, Union
 
 Address = tuple[str, int]
 
@@ -85,22 +86,18 @@ class Resolver:
     """
 
     def __init__(self, wake: Callable[[], None]) -> None:
-        self._lock: Any = None  # threading is imported with the first lookup: IP literals never
+        self._lock = _thread.allocate_lock()
         self._running: set[str] = set()
         self._done: dict[str, Lookup] = {}
         self._wake = wake
 
     def start(self, key: str, host: str, port: int, family: int = 0) -> None:
-        import threading
-
-        if self._lock is None:
-            self._lock = threading.Lock()
         with self._lock:
             if key in self._running or key in self._done:
                 return
             self._running.add(key)
-        threading.Thread(target=self._work, args=(key, host, port, family), daemon=True,
-                         name=f"resolve {key}").start()
+        # a bare thread: like a daemon thread, it never holds up the exit
+        _thread.start_new_thread(self._work, (key, host, port, family))
 
     def _work(self, key: str, host: str, port: int, family: int) -> None:
         result: Lookup
@@ -116,21 +113,19 @@ class Resolver:
         self._wake()
 
     def take(self, key: str) -> Lookup | None:
-        if self._lock is None:
-            return None
+        if not self._running and not self._done:
+            return None  # the common case, IP literals: no lock taken
         with self._lock:
             return self._done.pop(key, None)
 
     def ready(self) -> list[str]:
-        if self._lock is None:
+        if not self._done:
             return []
         with self._lock:
             return list(self._done)
 
     def forget(self, key: str) -> None:
         """The key's owner is gone: a result still to come is thrown away."""
-        if self._lock is None:
-            return
         with self._lock:
             self._done.pop(key, None)
 
