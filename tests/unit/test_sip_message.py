@@ -516,3 +516,21 @@ def test_flow_timer_rejects_junk() -> None:
     assert response(b"Flow-Timer: 25x\r\n").flow_timer is None
     assert response(b"Flow-Timer: \r\n").flow_timer is None
     assert response(b"flow-timer: 120\r\n").flow_timer == 120
+
+
+def test_the_parsers_caches_stay_bounded_and_answer_as_a_fresh_parse_would() -> None:
+    """Names, sent-by hosts and `received` values are remembered (issue 7: answers repeat
+    them); a stream of new ones must not grow the caches past their limit, and a remembered
+    verdict, good or bad, is the one a fresh check gives."""
+    from natkeepalive.sip import message as m
+
+    for i in range(m._KNOWN_LIMIT * 2):
+        via = parse_via(f"SIP/2.0/UDP h{i}.example:5060;branch={BRANCH};X-P{i}=1;"
+                        f"received=192.0.2.{i % 256}{'x' if i % 2 else ''}")
+        assert via.received == (None if i % 2 else f"192.0.2.{i % 256}")
+        assert via.received == via.received  # the second answer comes from the cache
+    for cache in (m._HEADER_NAMES, m._PARAM_NAMES, m._HOSTS, m._RECEIVED):
+        assert len(cache) <= m._KNOWN_LIMIT
+    for _ in range(2):  # a bad host stays bad when it is remembered
+        with pytest.raises(SipParseError, match="bad sent-by host"):
+            parse_via("SIP/2.0/UDP bad!host;branch=z9hG4bK1")

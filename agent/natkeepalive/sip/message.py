@@ -86,7 +86,10 @@ def _is_token(text: str) -> bool:
 _KNOWN_LIMIT = 256
 _HEADER_NAMES: dict[str, str] = {}
 _PARAM_NAMES: dict[str, str] = {}
-_SIP_PROTOCOLS = frozenset({("SIP", "2.0", "UDP"), ("SIP", "2.0", "TCP"), ("SIP", "2.0", "TLS")})
+_SIP_PROTOCOLS = {(n, v, t): f"{n}/{v}/{t}" for n, v, t in (
+    ("SIP", "2.0", "UDP"), ("SIP", "2.0", "TCP"), ("SIP", "2.0", "TLS"))}
+_HOSTS: dict[str, bool] = {}  # sent-by hosts seen before (valid or not), bounded like the names
+_RECEIVED: dict[str, str | None] = {}  # `received` values seen before -> Via.received
 
 
 def _header_name(raw: str, number: int) -> str:
@@ -211,17 +214,20 @@ class Via:
         Some servers wrongly write `ip:port` or `[v6]:port` here; only the address is kept
         (use `param("received")` for the raw text).
         """
-        value = self.param("received")
-        if value is None:
+        raw = self.param("received")
+        if raw is None:
             return None
-        value = value.strip()
+        if raw in _RECEIVED:  # every answer repeats the public address
+            return _RECEIVED[raw]
+        value = raw.strip()
         if value.startswith("["):
             value = value[1:].partition("]")[0]
         elif value.count(":") == 1:
             value = value.partition(":")[0]
-        if _is_ipv4(value) or _is_ipv6(value):
-            return value
-        return None
+        address = value if _is_ipv4(value) or _is_ipv6(value) else None
+        if len(_RECEIVED) < _KNOWN_LIMIT:
+            _RECEIVED[raw] = address
+        return address
 
     @property
     def rport(self) -> int | None:
@@ -263,7 +269,12 @@ def _parse_sent_by(text: str, original: str) -> tuple[str, int | None]:
     host = host.strip()
     if sep:
         port_text = rest
-    if not host or not set(host) <= _HOSTNAME_CHARS:
+    valid = _HOSTS.get(host)
+    if valid is None:
+        valid = bool(host) and set(host) <= _HOSTNAME_CHARS
+        if len(_HOSTS) < _KNOWN_LIMIT:
+            _HOSTS[host] = valid
+    if not valid:
         raise SipParseError(f"bad Via {_show(original)}: bad sent-by host")
     return host, _via_port(port_text, original)
 
@@ -289,9 +300,11 @@ def parse_via(value: str) -> Via:
     if len(transport_and_host) != 2:
         raise SipParseError(f"bad Via {_show(value)}: no sent-by")
     transport, sent_by = transport_and_host
-    if (name, version, transport) not in _SIP_PROTOCOLS and not (
-            _is_token(name) and _is_token(version) and _is_token(transport)):
-        raise SipParseError(f"bad Via {_show(value)}: bad sent-protocol")
+    protocol = _SIP_PROTOCOLS.get((name, version, transport))
+    if protocol is None:
+        if not (_is_token(name) and _is_token(version) and _is_token(transport)):
+            raise SipParseError(f"bad Via {_show(value)}: bad sent-protocol")
+        protocol = f"{name}/{version}/{transport}".upper()
     host, port = _parse_sent_by(sent_by.strip(), value)
     if len(parts) > MAX_VIA_PARAMS + 1:
         raise SipParseError(f"bad Via {_show(value)}: more than {MAX_VIA_PARAMS} parameters")
@@ -303,7 +316,7 @@ def parse_via(value: str) -> Via:
         if not key:
             continue  # a stray ';' carries nothing
         params.append((key, raw.strip() if sep else None))
-    return Via(f"{name}/{version}/{transport}".upper(), host, port, tuple(params))
+    return Via(protocol, host, port, tuple(params))
 
 
 class _Headers:
@@ -456,11 +469,16 @@ def _common(headers: list[tuple[str, str]], rest: bytes) -> _Common:
     cseq: tuple[int, str] | None = None
     for name, value in headers:
         if name == "via":
+            # loops, not comprehensions: on Python < 3.12 each builds a function per answer
             raw = split_outside(value, ",", MAX_VIAS)
-            parts = [part for part in raw if part.strip()]
+            parts = []
+            for part in raw:
+                if part.strip():
+                    parts.append(part)
             if len(raw) > MAX_VIAS or len(vias) + len(parts) > MAX_VIAS:
                 raise SipParseError(f"too many Via values (limit {MAX_VIAS})")
-            vias.extend(parse_via(part) for part in parts)
+            for part in parts:
+                vias.append(parse_via(part))
         elif name == "call-id" and call_id is None:
             call_id = value
         elif name == "cseq" and cseq is None:
@@ -469,7 +487,7 @@ def _common(headers: list[tuple[str, str]], rest: bytes) -> _Common:
         raise SipParseError("missing Via header")
     if call_id is None:
         raise SipParseError("missing Call-ID header")
-    if not call_id or any(ch in call_id for ch in _WHITESPACE):
+    if not call_id or " " in call_id or "\t" in call_id:
         raise SipParseError(f"bad Call-ID {_show(call_id)}")
     if cseq is None:
         raise SipParseError("missing CSeq header")
