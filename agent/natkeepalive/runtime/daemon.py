@@ -265,8 +265,12 @@ class Daemon:
             self._refresh(slot, now, found)
             self._after(slot, found, now)
         # A change announced since select() returned must not let a keepalive go out from an
-        # address the answers still think current (only checked when a timer pass will send).
-        if self.heap and (self.heap[0][0] <= now or self._may_go_early(self.heap[0], now)):
+        # address the answers still think current (only checked when a timer pass will send:
+        # an answer leaves its retransmission's entry behind, dropped here first).
+        heap = self.heap
+        while heap and self._superseded(heap[0][0], heap[0][2]):
+            heapq.heappop(heap)
+        if heap and (heap[0][0] <= now or self._may_go_early(heap[0], now)):
             self._addresses_changed()
         self._run_timers(now)
         self._housekeeping(now)
