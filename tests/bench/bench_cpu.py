@@ -1,7 +1,8 @@
 """2. CPU per answered keepalive: the agent with 100 and 1000 bindings at a 1-s interval, beside
 Kamailio's keepalive module with as many destinations at ping_interval 1 and a plain Python
-selectors loop (tests/bench/floor_pinger.py, the floor of any Python pinger), all three at once
-against the same Kamailio server. CPU is user + system from schedstat over the window (after a
+selectors loop (tests/bench/floor_pinger.py, the floor of any Python pinger) twice: its sends
+spread over the interval, and all at once as Kamailio sends; all four at once against the same
+Kamailio server. CPU is user + system from schedstat over the window (after a
 warm-up), answers are counted by the kernel (nftables counters on the server's replies, by
 destination port). Then the agent alone under cProfile: the top items.
 
@@ -21,7 +22,7 @@ NAME = "cpu"
 TITLE = "2. CPU per answered keepalive"
 COUNTS = (100, 1000)
 QUICK_COUNTS = (100,)
-AGENT_BASE, FLOOR_BASE = 22000, 24000  # below 32768: never an ephemeral port
+AGENT_BASE, FLOOR_BASE, BURST_BASE = 22000, 24000, 26000  # below 32768: never ephemeral
 WAIT_FUNCTION = "<method 'poll' of 'select.epoll' objects>"
 
 
@@ -32,6 +33,7 @@ def _counters() -> c.Counters:
     return c.Counters({
         "agent": f"udp sport 5060 udp dport {rng(AGENT_BASE)}",
         "floor": f"udp sport 5060 udp dport {rng(FLOOR_BASE)}",
+        "burst": f"udp sport 5060 udp dport {rng(BURST_BASE)}",
         "kamailio": f"udp sport 5060 udp dport {c.PINGER_PORT}",
         "agent_sent": f"udp dport 5060 udp sport {rng(AGENT_BASE)}",
         "kamailio_sent": f"udp dport 5060 udp sport {c.PINGER_PORT}",
@@ -45,8 +47,9 @@ def run(ctx: c.Context) -> None:
     section = ctx.section(NAME, TITLE, (
         f"interval 1 s for {window:.0f} s after a {warmup:.0f}-s warm-up; the agent with "
         f"default settings otherwise (jitter 0.2, inbound check every 10th keepalive), Kamailio "
-        f"keepalive ping_interval 1, the floor loop every 1 s; the three run at once against the "
-        f"run's Kamailio server. µs = CPU (user+system) / answers received in the window."))
+        f"keepalive ping_interval 1, the floor loop every 1 s, spread or in one burst; the four "
+        f"run at once against the run's Kamailio server. µs = CPU (user+system) / answers "
+        f"received in the window."))
     counters = _counters()
     try:
         per: dict[str, list[float]] = {}
@@ -55,16 +58,21 @@ def run(ctx: c.Context) -> None:
                 for key, value in _one(ctx, counters, count, warmup, window).items():
                     per.setdefault(key, []).append(value)
         for count in counts:
-            agent, kam, floor = (per[f"{who} {count}"] for who in ("agent", "kamailio", "floor"))
+            agent, kam, floor, burst = (per[f"{who} {count}"]
+                                        for who in ("agent", "kamailio", "floor", "burst"))
             ctx.figure(section, f"agent, {count} bindings", agent, "µs/keepalive")
             ctx.figure(section, f"Kamailio keepalive, {count} destinations", kam, "µs/ping")
             ctx.figure(section, f"plain Python selectors loop, {count} sockets", floor,
+                       "µs/keepalive")
+            ctx.figure(section, f"the same loop, all {count} sockets at once", burst,
                        "µs/keepalive")
             ctx.figure(section, f"agent / Kamailio, {count}", [a / k for a, k in zip(agent, kam)],
                        "x", "budget < 1", digits=2)
             ctx.figure(section, f"agent / plain Python loop, {count}",
                        [a / f for a, f in zip(agent, floor)], "x",
                        "steadier than µs on a busy machine", digits=2)
+            ctx.figure(section, f"agent / plain Python loop at once, {count}",
+                       [a / b for a, b in zip(agent, burst)], "x", digits=2)
             ctx.figure(section, f"agent CPU share, {count} bindings at 1 s",
                        per[f"share {count}"], "% of a core")
             ctx.figure(section, f"agent answered / sent, {count}", per[f"ratio {count}"], "",
@@ -87,22 +95,24 @@ def _one(ctx: c.Context, counters: c.Counters, count: int, warmup: float,
                             name="agent")
         kam = procs.start(c.kamailio_argv(pinger, workdir / "kam"), env=ctx.env(),
                           log=workdir / "kamailio.log", name="kamailio")
-        floor = procs.start([ctx.python, str(c.BENCH_DIR / "floor_pinger.py"), c.SERVER[0],
-                             str(c.SERVER[1]), str(FLOOR_BASE), str(count), "1",
-                             str(warmup + window + 30)], env=ctx.env(), name="floor")
+        floors = [procs.start([ctx.python, str(c.BENCH_DIR / "floor_pinger.py"), c.SERVER[0],
+                               str(c.SERVER[1]), str(base), str(count), "1",
+                               str(warmup + window + 30), *mode], env=ctx.env(), name=name)
+                  for name, base, mode in (("floor", FLOOR_BASE, ()),
+                                           ("burst", BURST_BASE, ("burst",)))]
         agent.wait_line(c.is_event("started"), timeout=30)
         time.sleep(warmup)
-        for proc in (agent, kam, floor):
+        for proc in (agent, kam, *floors):
             if not proc.alive():
                 raise c.BenchError(f"{proc.name} exited during the warm-up")
-        before = {p.name: c.sample(p.pid) for p in (agent, kam, floor)}
+        before = {p.name: c.sample(p.pid) for p in (agent, kam, *floors)}
         packets_before = counters.read()
         time.sleep(window)
-        after = {p.name: c.sample(p.pid) for p in (agent, kam, floor)}
+        after = {p.name: c.sample(p.pid) for p in (agent, kam, *floors)}
         packets_after = counters.read()
     answers = {k: packets_after[k] - packets_before[k] for k in packets_after}
     out: dict[str, float] = {}
-    for who in ("agent", "kamailio", "floor"):
+    for who in ("agent", "kamailio", "floor", "burst"):
         used = after[who].cpu - before[who].cpu
         if answers[who] <= 0:
             raise c.BenchError(f"{who}: no answers in the window")
@@ -173,7 +183,9 @@ def _profile_text(path: Path, count: int, window: float, answers: int) -> str:
     skip = ("(run)", "(run_once)", "(main)", "(cmd_run)", "(main_run)", "(start_daemon)",
             "(<module>)")
     agent_rows = [r for r in rows if r[0].startswith("natkeepalive/")
-                  and not r[0].endswith(skip)]
+                  and not r[0].endswith(skip)
+                  and not (r[0].startswith("natkeepalive/runtime/poller.py:")  # holds the wait
+                           and r[0].endswith("(select)"))]
     for label, calls, _, cumtime in sorted(agent_rows, key=lambda r: -r[3])[:12]:
         lines.append(f"| `{label}` | {calls} | {cumtime:.3f} | {cumtime / busy * 100:.1f} % |")
     return "\n".join(lines)

@@ -1,9 +1,11 @@
 """The floor for CPU per keepalive in Python: a plain `selectors` loop with one timer heap that
 sends a fixed OPTIONS (fresh branch and CSeq) from N sockets every INTERVAL seconds and reads
 the answers, matching only the branch. No parsing, state machines, events or status: what any
-Python keepalive costs at least. Runs for at most SECONDS, then exits.
+Python keepalive costs at least. Runs for at most SECONDS, then exits. The sockets' sends are
+spread evenly over the interval, or with `burst` all go at once (as Kamailio's keepalive module
+sends its pings).
 
-    python3 floor_pinger.py HOST PORT BASE_PORT COUNT INTERVAL SECONDS
+    python3 floor_pinger.py HOST PORT BASE_PORT COUNT INTERVAL SECONDS [burst]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ TEMPLATE = ("OPTIONS sip:{host}:{port} SIP/2.0\r\n"
 def main(argv: list[str]) -> int:
     host, port, base, count = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
     interval, seconds = float(argv[4]), float(argv[5])
+    spread = 0.0 if argv[6:] == ["burst"] else interval
     selector = selectors.DefaultSelector()
     socks, pending, cseqs = [], [b""] * count, [0] * count
     for index in range(count):
@@ -34,7 +37,7 @@ def main(argv: list[str]) -> int:
         selector.register(sock, selectors.EVENT_READ, index)
         socks.append(sock)
     start = time.monotonic()
-    heap = [(start + interval * index / count, index) for index in range(count)]
+    heap = [(start + spread * index / count, index) for index in range(count)]
     heapq.heapify(heap)
     answered = 0
     end = start + seconds
