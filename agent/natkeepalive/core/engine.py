@@ -253,15 +253,19 @@ class BindingEngine:
             elif tx.done:
                 self._finish(branch)
                 self._timed_out(tx, now)
-        if self.next_keepalive is not None and not self._check_pending \
-                and self.server is not None and (
-                    self.next_keepalive <= now or (early and self.keepalive_from <= now)):
+        due = self._keepalive_deadline()
+        if due is not None and (due <= now or (early and self.keepalive_from <= now)):
             self._start_cycle(now, draw)
 
     def may_go_early(self, now: float) -> bool:
         """Whether handle_timer(now, early=True) would start a keepalive cycle."""
-        return (self.next_keepalive is not None and not self._check_pending
-                and self.server is not None and self.keepalive_from <= now)
+        return self._keepalive_deadline() is not None and self.keepalive_from <= now
+
+    def _keepalive_deadline(self) -> float | None:
+        """The next keepalive's deadline, unless it waits (for a check, or for a server)."""
+        if self._check_pending or self.server is None:
+            return None
+        return self.next_keepalive
 
     def keepalive_now(self, now: float) -> None:
         """Make the next keepalive due at `now` (an interface came up)."""
@@ -281,9 +285,7 @@ class BindingEngine:
     def next_deadline(self) -> float | None:
         # A plain loop: called twice per keepalive, and a comprehension builds a function each
         # time on Python < 3.12.
-        first = self.next_keepalive
-        if first is not None and (self._check_pending or self.server is None):
-            first = None
+        first = self._keepalive_deadline()
         for tx in self._tx.values():
             due = tx.due()
             if due is not None and (first is None or due < first):
@@ -340,7 +342,7 @@ class BindingEngine:
         """The next keepalive is due at `at`; it may go from the earlier of `window` (where a
         drawn wait's range begins) and KEEPALIVE_EARLY before `at`."""
         self.next_keepalive = at
-        self.keepalive_from = at - min(KEEPALIVE_EARLY * self.interval, EARLY_CAP)
+        self.keepalive_from = at - self._allowance()
         if window is not None and window < self.keepalive_from:
             self.keepalive_from = window
 
@@ -348,9 +350,11 @@ class BindingEngine:
         assert self.next_keepalive is not None
         if at < self.next_keepalive:
             self.next_keepalive = at
-        self.keepalive_from = min(self.keepalive_from,
-                                  self.next_keepalive - min(KEEPALIVE_EARLY * self.interval,
-                                                            EARLY_CAP))
+        self.keepalive_from = min(self.keepalive_from, self.next_keepalive - self._allowance())
+
+    def _allowance(self) -> float:
+        """How early a deadline that was not drawn may be met."""
+        return min(KEEPALIVE_EARLY * self.interval, EARLY_CAP)
 
     def _send_probe(self, kind: str, now: float) -> None:
         assert self.server is not None and self.local is not None

@@ -11,8 +11,8 @@ Rules:
   the counters alone, every STATUS_COUNTERS_EVERY seconds when they moved.
 - The local address is checked whenever a binding's timer fires and every NETWATCH_EVERY s.
 - Errors from the network are counted, never fatal. A full socket buffer drops a datagram like
-  the network would; reading stops after READ_BURST datagrams per socket so a flood cannot starve
-  the timers.
+  the network would; a binding's socket is read one datagram per wake-up, the others at most
+  READ_BURST, so a flood cannot starve the timers.
 """
 
 from __future__ import annotations
@@ -267,20 +267,14 @@ class Daemon:
         # A change announced since select() returned must not let a keepalive go out from an
         # address the answers still think current (only checked when a timer pass will send:
         # an answer leaves its retransmission's entry behind, dropped here first).
-        heap = self.heap
-        while heap and self._superseded(heap[0][0], heap[0][2]):
-            heapq.heappop(heap)
+        heap = self._drop_superseded()
         if heap and (heap[0][0] <= now or self._may_go_early(heap[0], now)):
             self._addresses_changed()
         self._run_timers(now)
         self._housekeeping(now)
 
     def _next_wake(self, now: float) -> float:
-        heap = self.heap
-        # An answered probe leaves its retransmission deadline behind in the heap: drop such
-        # superseded entries here, or each would cost a wake-up that does nothing.
-        while heap and self._superseded(heap[0][0], heap[0][2]):
-            heapq.heappop(heap)
+        heap = self._drop_superseded()  # or each would cost a wake-up that does nothing
         candidates = [self._netwatch_at + NETWATCH_EVERY * HOUSEKEEPING_LATE,
                       self._status_counters_at + STATUS_COUNTERS_EVERY * HOUSEKEEPING_LATE,
                       self._drops_at + DROP_REPORT_EVERY * HOUSEKEEPING_LATE]
@@ -296,6 +290,14 @@ class Daemon:
         if hook is not None:
             candidates.append(hook)
         return max(0.0, min(candidates) - now)
+
+    def _drop_superseded(self) -> list[tuple[float, int, str]]:
+        """Pop superseded entries off the heap's top (an answered probe leaves its
+        retransmission deadline behind); returns the heap."""
+        heap = self.heap
+        while heap and self._superseded(heap[0][0], heap[0][2]):
+            heapq.heappop(heap)
+        return heap
 
     def _superseded(self, deadline: float, name: str) -> bool:
         """A heap entry whose owner has since been rescheduled or removed."""

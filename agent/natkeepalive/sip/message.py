@@ -62,7 +62,10 @@ _V6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 _WHITESPACE = " \t"
 
 if TYPE_CHECKING:  # aliases for annotations only, so 3.9 never evaluates them
+    from typing import TypeVar
+
     Params = tuple[tuple[str, str | None], ...]
+    V = TypeVar("V")
 
 
 def canonical_name(name: str) -> str:
@@ -92,13 +95,17 @@ _HOSTS: dict[str, bool] = {}  # sent-by hosts seen before (valid or not), bounde
 _RECEIVED: dict[str, str | None] = {}  # `received` values seen before -> Via.received
 
 
+def _remember(cache: dict[str, V], key: str, value: V) -> None:
+    if len(cache) < _KNOWN_LIMIT:
+        cache[key] = value
+
+
 def _header_name(raw: str, number: int) -> str:
     name = raw.rstrip(_WHITESPACE)
     if not _is_token(name):
         raise SipParseError(f"line {number}: bad header name {_show(name)}")
     canonical = canonical_name(name)
-    if len(_HEADER_NAMES) < _KNOWN_LIMIT:
-        _HEADER_NAMES[raw] = canonical
+    _remember(_HEADER_NAMES, raw, canonical)
     return canonical
 
 
@@ -106,8 +113,7 @@ def _param_name(raw: str, value: str) -> str:
     key = raw.strip().lower()
     if key and not _is_token(key):
         raise SipParseError(f"bad Via {_show(value)}: bad parameter name {_show(key)}")
-    if len(_PARAM_NAMES) < _KNOWN_LIMIT:
-        _PARAM_NAMES[raw] = key
+    _remember(_PARAM_NAMES, raw, key)
     return key
 
 
@@ -225,8 +231,7 @@ class Via:
         elif value.count(":") == 1:
             value = value.partition(":")[0]
         address = value if _is_ipv4(value) or _is_ipv6(value) else None
-        if len(_RECEIVED) < _KNOWN_LIMIT:
-            _RECEIVED[raw] = address
+        _remember(_RECEIVED, raw, address)
         return address
 
     @property
@@ -272,8 +277,7 @@ def _parse_sent_by(text: str, original: str) -> tuple[str, int | None]:
     valid = _HOSTS.get(host)
     if valid is None:
         valid = bool(host) and set(host) <= _HOSTNAME_CHARS
-        if len(_HOSTS) < _KNOWN_LIMIT:
-            _HOSTS[host] = valid
+        _remember(_HOSTS, host, valid)
     if not valid:
         raise SipParseError(f"bad Via {_show(original)}: bad sent-by host")
     return host, _via_port(port_text, original)
