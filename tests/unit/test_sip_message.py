@@ -529,8 +529,19 @@ def test_the_parsers_caches_stay_bounded_and_answer_as_a_fresh_parse_would() -> 
                         f"received=192.0.2.{i % 256}{'x' if i % 2 else ''}")
         assert via.received == (None if i % 2 else f"192.0.2.{i % 256}")
         assert via.received == via.received  # the second answer comes from the cache
-    for cache in (m._HEADER_NAMES, m._PARAM_NAMES, m._HOSTS, m._RECEIVED):
+    for i in range(m._KNOWN_LIMIT * 2):  # whole header lines
+        line = f"X-Line-{i % 7}: value {i}\r\n".encode()
+        first = response(line)
+        assert first == response(line)  # the second from the cache
+        assert first.header(f"x-line-{i % 7}") == f"value {i}"
+    for cache in (m._HEADER_NAMES, m._PARAM_NAMES, m._HOSTS, m._RECEIVED, m._LINES):
         assert len(cache) <= m._KNOWN_LIMIT
+    remembered = [response(f"X-Line-0: value {i}\r\n".encode()) for i in range(3)]
+    m._LINES.clear()
+    assert remembered == [response(f"X-Line-0: value {i}\r\n".encode()) for i in range(3)]
+    for _ in range(2):  # a bad line is never remembered
+        with pytest.raises(SipParseError, match="bad header name"):
+            response(b"Bad Name: x\r\n")
     for _ in range(2):  # a bad host stays bad when it is remembered
         with pytest.raises(SipParseError, match="bad sent-by host"):
             parse_via("SIP/2.0/UDP bad!host;branch=z9hG4bK1")

@@ -158,3 +158,29 @@ def test_split_outside_matches_the_reference(text: str, sep: str, max_splits: in
     if 0 <= max_splits < len(expected) - 1:  # str.split semantics: the rest stays joined
         expected = [*expected[:max_splits], sep.join(expected[max_splits:])]
     assert split_outside(text, sep, max_splits) == expected
+
+
+def _outcome(data: bytes) -> object:
+    try:
+        message = parse_message(data)
+    except SipParseError as exc:
+        return str(exc)
+    via = message.top_via
+    return message, via.branch, via.received, via.rport, message.flow_timer
+
+
+@SETTINGS
+@given(st.one_of(mutated_sample(), st.lists(SIP_ALPHABET, max_size=80).map(b"".join)))
+def test_the_parsers_caches_never_change_an_outcome(data: bytes) -> None:
+    """Lines, Via parts, names, hosts and `received` values are remembered (issue 7). With the
+    caches warm from this very message, the outcome (message or error text) is the one a parse
+    with every cache empty gives."""
+    from natkeepalive.sip import message as m
+
+    caches = (m._HEADER_NAMES, m._PARAM_NAMES, m._HOSTS, m._RECEIVED, m._LINES, m._SENT,
+              m._PARAMS)
+    _outcome(data)
+    warm = _outcome(data)
+    for cache in caches:
+        cache.clear()
+    assert _outcome(data) == warm

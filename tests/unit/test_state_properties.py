@@ -48,7 +48,7 @@ def test_tracker_counters_match_events(observations: list[tuple[t.Mapping, bool]
     now = 0.0
     for seen, known in observations:
         now += 20.0
-        found, _confirm = tracker.observe(seen, now, 20.0, "192.168.77.2:5062", known)
+        found, _confirm = tracker.observe(seen, now, 20.0, ("192.168.77.2", 5062), known)
         out.extend(found)
         assert tracker.state in t.STATES
         assert tracker.mapping is not None

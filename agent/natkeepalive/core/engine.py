@@ -451,8 +451,8 @@ class BindingEngine:
             self._suspect_idle = None
         assert self.local is not None
         changes_before = self.tracker.changes + self.tracker.expiries
-        found, confirm = self.tracker.observe(
-            seen, now, idle_s, format_hostport(*self.local), expiry_known=self._cycle_expired)
+        found, confirm = self.tracker.observe(seen, now, idle_s, self.local,
+                                              expiry_known=self._cycle_expired)
         self._events.extend(found)
         if self.tracker.changes + self.tracker.expiries != changes_before:
             self._renew(now)

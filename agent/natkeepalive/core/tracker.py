@@ -106,9 +106,10 @@ class Tracker:
             return CANDIDATE
         return OTHER
 
-    def observe(self, seen: Mapping, now: float, idle_s: float, local: str,
+    def observe(self, seen: Mapping, now: float, idle_s: float, local: tuple[str, int],
                 expiry_known: bool = False) -> tuple[list[ev.Event], bool]:
-        """One answer's mapping; returns (events, whether to send a confirmation probe now)."""
+        """One answer's mapping; returns (events, whether to send a confirmation probe now).
+        `local` is (address, port), formatted only for the event that names it."""
         out: list[ev.Event] = []
         if seen[1] is None and not self.rport_reported:
             self.rport_reported = True
@@ -117,7 +118,7 @@ class Tracker:
         self.state, action = TRANSITIONS[(self.state, kind)]
         if action == "learn":
             self.mapping = seen
-            out.append(ev.BindingLearned(self.binding, self.server, local,
+            out.append(ev.BindingLearned(self.binding, self.server, format_hostport(*local),
                                          format_mapping(seen) or ""))
         elif action == "keep":
             assert self.mapping is not None

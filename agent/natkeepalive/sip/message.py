@@ -93,6 +93,13 @@ _SIP_PROTOCOLS = {(n, v, t): f"{n}/{v}/{t}" for n, v, t in (
     ("SIP", "2.0", "UDP"), ("SIP", "2.0", "TCP"), ("SIP", "2.0", "TLS"))}
 _HOSTS: dict[str, bool] = {}  # sent-by hosts seen before (valid or not), bounded like the names
 _RECEIVED: dict[str, str | None] = {}  # `received` values seen before -> Via.received
+# Whole header lines seen before -> (name, value): most of an answer repeats the previous one
+# (Server, Accept, Content-Length, a binding's From and Call-ID). Bounded like the others, and so
+# are the Via parts seen before: the text before the first ';' -> (protocol, host, port), and
+# each parameter as written -> (name, value).
+_LINES: dict[str, tuple[str, str]] = {}
+_SENT: dict[str, tuple[str, str, int | None]] = {}
+_PARAMS: dict[str, tuple[str, str | None]] = {}
 
 
 def _remember(cache: dict[str, V], key: str, value: V) -> None:
@@ -199,7 +206,9 @@ class Via:
 
     def param(self, name: str) -> str | None:
         """The value of the first parameter `name` (None when absent or valueless)."""
-        name = name.lower()
+        return self._param(name.lower())
+
+    def _param(self, name: str) -> str | None:  # `name` in lower case: read for every answer
         for key, value in self.params:
             if key == name:
                 return value
@@ -211,7 +220,7 @@ class Via:
 
     @property
     def branch(self) -> str | None:
-        return self.param("branch")
+        return self._param("branch")
 
     @property
     def received(self) -> str | None:
@@ -220,7 +229,7 @@ class Via:
         Some servers wrongly write `ip:port` or `[v6]:port` here; only the address is kept
         (use `param("received")` for the raw text).
         """
-        raw = self.param("received")
+        raw = self._param("received")
         if raw is None:
             return None
         if raw in _RECEIVED:  # every answer repeats the public address
@@ -237,7 +246,7 @@ class Via:
     @property
     def rport(self) -> int | None:
         """The numeric `rport`; None when absent, valueless (as sent) or not a valid port."""
-        return _port_or_none(self.param("rport"))
+        return _port_or_none(self._param("rport"))
 
     @property
     def sent_by(self) -> str:
@@ -295,7 +304,30 @@ def _via_port(text: str | None, original: str) -> int | None:
 def parse_via(value: str) -> Via:
     """One Via value: `SIP / 2.0 / UDP host [: port] *(; param [= value])`."""
     parts = split_outside(value, ";", MAX_VIA_PARAMS + 1)
-    pieces = parts[0].split("/", 2)
+    head = _SENT.get(parts[0])
+    if head is None:
+        head = _parse_via_head(parts[0], value)
+        _remember(_SENT, parts[0], head)
+    if len(parts) > MAX_VIA_PARAMS + 1:
+        raise SipParseError(f"bad Via {_show(value)}: more than {MAX_VIA_PARAMS} parameters")
+    params: list[tuple[str, str | None]] = []
+    for part in parts[1:]:
+        pair = _PARAMS.get(part)
+        if pair is None:
+            key, sep, raw = part.partition("=")
+            known = _PARAM_NAMES.get(key)
+            key = _param_name(key, value) if known is None else known
+            if not key:
+                continue  # a stray ';' carries nothing
+            pair = (key, raw.strip() if sep else None)
+            _remember(_PARAMS, part, pair)
+        params.append(pair)
+    return Via(head[0], head[1], head[2], tuple(params))
+
+
+def _parse_via_head(text: str, value: str) -> tuple[str, str, int | None]:
+    """(protocol, host, port) from the part before the first ';'."""
+    pieces = text.split("/", 2)
     if len(pieces) != 3:
         raise SipParseError(f"bad Via {_show(value)}: no sent-protocol")
     name = pieces[0].strip()
@@ -310,17 +342,7 @@ def parse_via(value: str) -> Via:
             raise SipParseError(f"bad Via {_show(value)}: bad sent-protocol")
         protocol = f"{name}/{version}/{transport}".upper()
     host, port = _parse_sent_by(sent_by.strip(), value)
-    if len(parts) > MAX_VIA_PARAMS + 1:
-        raise SipParseError(f"bad Via {_show(value)}: more than {MAX_VIA_PARAMS} parameters")
-    params: list[tuple[str, str | None]] = []
-    for part in parts[1:]:
-        key, sep, raw = part.partition("=")
-        known = _PARAM_NAMES.get(key)
-        key = _param_name(key, value) if known is None else known
-        if not key:
-            continue  # a stray ';' carries nothing
-        params.append((key, raw.strip() if sep else None))
-    return Via(protocol, host, port, tuple(params))
+    return protocol, host, port
 
 
 class _Headers:
@@ -349,7 +371,11 @@ class _Headers:
     @property
     def flow_timer(self) -> int | None:
         """RFC 5626 §4.4.1 Flow-Timer: seconds the server expects between keepalives."""
-        value = self.header("flow-timer")
+        value = None
+        for key, text in self.headers:  # not header(): read for every answer
+            if key == "flow-timer":
+                value = text
+                break
         if value is None or not value.isdigit() or not value.isascii() or len(value) > 9:
             return None
         return int(value)
@@ -397,6 +423,10 @@ def _header_lines(text: str) -> list[tuple[str, str]]:
         raise SipParseError(f"too many header lines (limit {MAX_HEADER_LINES})")
     headers: list[tuple[str, str]] = []
     for number, raw in enumerate(lines, start=2):
+        known_line = _LINES.get(raw)
+        if known_line is not None:
+            headers.append(known_line)
+            continue
         line = raw.rstrip("\r")
         if line[:1] in (" ", "\t"):
             if not headers:
@@ -410,7 +440,9 @@ def _header_lines(text: str) -> list[tuple[str, str]]:
         if not sep:
             raise SipParseError(f"line {number}: header line without ':': {_show(line)}")
         known = _HEADER_NAMES.get(name)
-        headers.append((_header_name(name, number) if known is None else known, value.strip()))
+        pair = (_header_name(name, number) if known is None else known, value.strip())
+        headers.append(pair)
+        _remember(_LINES, raw, pair)
     return headers
 
 
