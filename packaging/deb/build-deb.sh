@@ -47,16 +47,7 @@ mkdir -p "$site" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/etc/nat-ke
 		cp "$root/agent/$file" "$site/$file"
 	done
 
-cat >"$stage/usr/bin/nat-keepalive" <<'EOF'
-#!/usr/bin/python3 -I
-"""The nat-keepalive command (Debian package): the code lives in the natkeepalive module."""
-import sys
-
-from natkeepalive.cli.main import main
-
-sys.exit(main())
-EOF
-chmod 0755 "$stage/usr/bin/nat-keepalive"
+install -m 0755 "$root/packaging/nat-keepalive.launcher" "$stage/usr/bin/nat-keepalive"
 
 cp "$root/packaging/systemd/nat-keepalive.service" "$stage/lib/systemd/system/"
 cp "$example" "$stage/etc/nat-keepalive/config.yaml"

@@ -1,8 +1,8 @@
-"""4. Start-up: from exec of `python3 -m natkeepalive run` (one binding) to its first OPTIONS
-arriving on a UDP socket of the harness, beside the wall time of `python3 -c pass`; samples
-alternate so both see the same machine. Bytecode is cached (like an installed package: a warm-up
-run fills a private PYTHONPYCACHEPREFIX first). Then `-X importtime` of one start: the imports
-that cost most.
+"""4. Start-up: from exec of the agent as the packages start it (`nat-keepalive run`, one
+binding) to its first OPTIONS arriving on a UDP socket of the harness, beside the wall time of
+`python3 -c pass`; samples alternate so both see the same machine. Bytecode is cached (like an
+installed package: a warm-up run fills a private PYTHONPYCACHEPREFIX first). Then `-X importtime`
+of one start: the imports that cost most.
 
 Budget (issue 7): at most the interpreter's start-up + 60 ms.
 """

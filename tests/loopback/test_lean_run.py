@@ -1,10 +1,11 @@
 """What the running daemon holds: none of the modules issue 7 took out of it (each one costs the
 long-running process memory on a router; tests/bench/bench_memory.py measures them).
 
-The daemon runs for real (`nat-keepalive run`, a binding to a real UDP responder, a SIGHUP reload
-that adds one by name, which a worker thread resolves)
-in an interpreter without site (-I -S: this environment's .pth hooks import typing themselves);
-a SIGALRM handler lists the forbidden modules it finds loaded and who imported them.
+The daemon runs for real (`nat-keepalive run` through packaging/nat-keepalive.launcher, what the
+packages install; a binding to a real UDP responder; a SIGHUP reload that adds one by name, which
+a worker thread resolves) in an interpreter without site (-I -S: this environment's .pth hooks
+import typing themselves); a SIGALRM handler lists the forbidden modules it finds loaded and who
+imported them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ FORBIDDEN = (
     "encodings.idna", "stringprep", "unicodedata",  # getaddrinfo() with a str host
     "subprocess", "natkeepalive.runtime.hooks",  # no hook command configured
     "natkeepalive.core.discovery", "natkeepalive.runtime.auto",  # no interval: auto
+    "runpy", "importlib.util",  # `python3 -m natkeepalive`, which the packages never run
 )
 
 PROBE = """
@@ -69,9 +71,11 @@ def alarm(signum, frame):
 
 _signal.signal(_signal.SIGALRM, alarm)
 _signal.setitimer(_signal.ITIMER_REAL, {seconds!r})
-from natkeepalive.cli.main import main
-main(["run", "-c", {config!r}, "--status-file", {status!r}])
+sys.argv = ["nat-keepalive", "run", "-c", {config!r}, "--status-file", {status!r}]
+with open({launcher!r}) as launcher:  # what the packages install as /usr/bin/nat-keepalive
+    exec(compile(launcher.read(), {launcher!r}, "exec"), {{"__name__": "__main__"}})
 """
+LAUNCHER = Path(__file__).resolve().parents[2] / "packaging" / "nat-keepalive.launcher"
 
 
 def test_the_running_daemon_holds_none_of_the_avoided_modules(tmp_path: Path) -> None:
@@ -92,7 +96,7 @@ def test_the_running_daemon_holds_none_of_the_avoided_modules(tmp_path: Path) ->
         site = str(Path(yaml.__file__).resolve().parent.parent)  # for the config child
         code = PROBE.format(path=[agent, site], forbidden=FORBIDDEN, seconds=2.5,
                             config=str(config), status=str(tmp_path / "status.json"),
-                            added=added)
+                            added=added, launcher=str(LAUNCHER))
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:

@@ -108,6 +108,7 @@ def test_packaged_files_are_the_repositorys(deb: Path, tmp_path: Path) -> None:
     wrapper = (tree / "usr/bin/nat-keepalive").read_text()
     assert wrapper.startswith("#!/usr/bin/python3 -I\n")
     assert "from natkeepalive.cli.main import main" in wrapper
+    assert wrapper == (ROOT / "packaging/nat-keepalive.launcher").read_text()
 
 
 def missing(what: str) -> None:

@@ -225,6 +225,16 @@ def test_makefile_layout() -> None:
     assert "netifaces" not in text.split("DEPENDS:=")[1].splitlines()[0]
 
 
+def test_the_command_is_the_lean_launcher_not_installers_console_script() -> None:
+    """installer's console script imports `re`, which the daemon would then hold (issue 7)."""
+    text = makefile()
+    assert "$(INSTALL_BIN) ./files/nat-keepalive.launcher $(1)/usr/bin/nat-keepalive" in text
+    assert "$(PKG_INSTALL_DIR)/usr/bin/nat-keepalive" not in text.replace(
+        "# Not $(PKG_INSTALL_DIR)/usr/bin/nat-keepalive", "")
+    assert (FILES / "nat-keepalive.launcher").read_bytes() == \
+        (ROOT / "packaging" / "nat-keepalive.launcher").read_bytes()
+
+
 def test_ubus_acl_lets_the_agent_user_send_its_events() -> None:
     import json
     acl = json.loads((FILES / "nat-keepalive.acl.json").read_text(encoding="utf-8"))
