@@ -534,8 +534,12 @@ def test_the_parsers_caches_stay_bounded_and_answer_as_a_fresh_parse_would() -> 
         first = response(line)
         assert first == response(line)  # the second from the cache
         assert first.header(f"x-line-{i % 7}") == f"value {i}"
-    for cache in (m._HEADER_NAMES, m._PARAM_NAMES, m._HOSTS, m._RECEIVED, m._LINES):
+    for cache in (m._HEADER_NAMES, m._PARAM_NAMES, m._HOSTS, m._RECEIVED):
         assert len(cache) <= m._KNOWN_LIMIT
+    for parts in (m._LINES, m._SENT, m._PARAMS):
+        assert len(parts) <= m._PARTS_LIMIT
+    assert not any(name in ("via", "to", "cseq") for name, _ in m._LINES.values())
+    assert not any(name == "branch" for name, _ in m._PARAMS.values())
     remembered = [response(f"X-Line-0: value {i}\r\n".encode()) for i in range(3)]
     m._LINES.clear()
     assert remembered == [response(f"X-Line-0: value {i}\r\n".encode()) for i in range(3)]
