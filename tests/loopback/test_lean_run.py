@@ -30,6 +30,7 @@ FORBIDDEN = (
     "subprocess", "natkeepalive.runtime.hooks",  # no hook command configured
     "natkeepalive.core.discovery", "natkeepalive.runtime.auto",  # no interval: auto
     "runpy", "importlib.util",  # `python3 -m natkeepalive`, which the packages never run
+    "resource",  # only when the open-file limit must be raised
 )
 
 PROBE = """

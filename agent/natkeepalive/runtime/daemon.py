@@ -174,9 +174,12 @@ class Daemon:
 
     def _raise_file_limit(self, bindings: int) -> None:
         """One descriptor per binding, plus a few: raise the soft limit as far as allowed."""
-        import resource  # start-up only
-
         needed = bindings + FD_RESERVE
+        current = os.sysconf("SC_OPEN_MAX")  # the soft limit (-1: none), without `resource`
+        if current < 0 or current >= needed:
+            return  # the usual case: `resource` would stay mapped for nothing (32 kB PSS)
+        import resource
+
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and soft < needed:
             target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
