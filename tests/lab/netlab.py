@@ -57,6 +57,7 @@ UDP_TIMEOUT = "net.netfilter.nf_conntrack_udp_timeout"
 UDP_TIMEOUT_STREAM = "net.netfilter.nf_conntrack_udp_timeout_stream"
 
 COMMAND_TIMEOUT = 10.0
+REBOOT_TABLE = "nklabreboot"  # the router's table that stops traffic in flush_conntrack
 STOP_GRACE = 2.0
 
 
@@ -547,11 +548,28 @@ class Lab:
         return initial, int(self.sysctl("router", UDP_TIMEOUT_STREAM))
 
     def flush_conntrack(self) -> None:
-        """A NAT reboot: every binding is forgotten."""
-        self.run("router", ["conntrack", "-F"], check=False)
-        # conntrack -F exits 1 on an empty table; only an entry that survives is a failure.
-        if self.conntrack_entries().strip():
-            self.run("router", ["conntrack", "-F"])
+        """A NAT reboot: every binding is forgotten.
+
+        Forwarding and input stop while the table is flushed, as they do while a router
+        reboots. Without that, a keepalive crossing at that moment can create its entry, with
+        the old mapping, just after the flush: the "reboot" then changes nothing (seen once in
+        CI: the quick detection benchmark waited for a binding-changed that could not come).
+        The table is listed until it is empty, which nothing can refill meanwhile."""
+        self.run("router", ["nft", "-f", "-"], input=(
+            f"table inet {REBOOT_TABLE} {{\n"
+            "  chain forward { type filter hook forward priority -300; policy drop; }\n"
+            "  chain input { type filter hook input priority -300; policy drop; }\n"
+            "}\n"))
+        try:
+            for _ in range(5):
+                # conntrack -F exits 1 on an empty table; what counts is the listing after it.
+                self.run("router", ["conntrack", "-F"], check=False)
+                listing = self.run("router", ["conntrack", "-L"], check=False)
+                if listing.returncode == 0 and not listing.stdout.strip():
+                    return
+            raise LabError(f"conntrack entries survive a flush:\n{listing.stdout}{listing.stderr}")
+        finally:
+            self.run("router", ["nft", "delete", "table", "inet", REBOOT_TABLE])
 
     def conntrack_entries(self) -> str:
         """`conntrack -L` in the router (one line per flow; the 3rd field is the seconds left)."""

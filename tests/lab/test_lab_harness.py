@@ -238,6 +238,8 @@ def test_flush_conntrack_is_a_nat_reboot(kamailio_lab: Lab) -> None:
 
     lab.flush_conntrack()
     assert lab.udp_entries() == []
+    # traffic stops only while the table is flushed
+    assert netlab.REBOOT_TABLE not in lab.run("router", ["nft", "list", "tables"]).stdout
     _inbound_probe(lab, shell, public_port, netlab.ROUTER_WAN_IP)
     assert shell.recv(1.0, wait_all=True) == []
     # The next keepalive gets a fresh binding on the same public port: the reboot is invisible
