@@ -80,6 +80,8 @@ def _show(text: str, limit: int = 60) -> str:
 
 
 def _is_token(text: str) -> bool:
+    if text.isascii() and text.isalnum():  # the usual case, decided without building a set
+        return True
     return bool(text) and set(text) <= _TOKEN_CHARS
 
 
@@ -324,8 +326,9 @@ def parse_via(value: str) -> Via:
             if not key:
                 continue  # a stray ';' carries nothing
             pair = (key, raw.strip() if sep else None)
-            if key != "branch":  # new in every answer: remembering it would only fill the cache
-                _remember(_PARAMS, part, pair, _PARTS_LIMIT)
+            # the branch is new in every answer: remembering it would only fill the cache
+            if len(_PARAMS) < _PARTS_LIMIT and key != "branch":
+                _PARAMS[part] = pair
         params.append(pair)
     return Via(head[0], head[1], head[2], tuple(params))
 
@@ -447,8 +450,8 @@ def _header_lines(text: str) -> list[tuple[str, str]]:
         known = _HEADER_NAMES.get(name)
         pair = (_header_name(name, number) if known is None else known, value.strip())
         headers.append(pair)
-        if pair[0] not in _NEW_EACH_TIME:
-            _remember(_LINES, raw, pair, _PARTS_LIMIT)
+        if len(_LINES) < _PARTS_LIMIT and pair[0] not in _NEW_EACH_TIME:  # _remember, inlined
+            _LINES[raw] = pair
     return headers
 
 

@@ -64,6 +64,10 @@ def _port(value: int, what: str) -> int:
 
 
 def _token(value: str, what: str, chars: frozenset[str] = _TOKEN_CHARS) -> str:
+    # ASCII letters and digits are in every allowed set; two C calls decide for the usual
+    # value (a branch of hex digits, per keepalive) before a set of its characters is built.
+    if value.isascii() and value.isalnum():
+        return value
     if not value or not set(value) <= chars:
         raise LocalProtocolError(f"{what} {value!r} is empty or has characters not allowed")
     return value
