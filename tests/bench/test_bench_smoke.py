@@ -33,3 +33,16 @@ def test_quick_run_reports_every_benchmark(tmp_path: Path) -> None:
         assert "**Failed:**" not in block, block
         assert ROW.search(block), f"{name}: no figure row\n{block}"
     assert "(cores)" not in text and " cores)" in text  # the machine is named
+
+
+def test_hot_path_measure_runs() -> None:
+    """tests/bench/hotpath.py: the in-process figure of the agent's Python per keepalive."""
+    from tests.bench.hotpath import measure
+
+    figures = measure(bindings=20, seconds=2.0, split=True)
+    assert figures["answers"] >= 20 * 2  # every binding answered, every simulated second
+    assert figures["total"] > 0
+    assert {"parse", "engine: answer", "engine: timer", "daemon: _after"} <= set(figures)
+    # the wrappers are gone afterwards
+    from natkeepalive.core import engine
+    assert engine.parse_response.__name__ == "parse_response"
