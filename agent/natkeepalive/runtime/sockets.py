@@ -118,6 +118,10 @@ class Resolver:
         with self._lock:
             return self._done.pop(key, None)
 
+    def has_result(self, key: str) -> bool:
+        """Whether take(key) would return something (a dict lookup: no lock needed)."""
+        return key in self._done
+
     def ready(self) -> list[str]:
         if not self._done:
             return []
