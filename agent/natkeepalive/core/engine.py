@@ -242,7 +242,7 @@ class BindingEngine:
         wake-up can send several; retransmissions and timeouts are never early. `draw` (in
         [0, 1)) replaces the random draw of the next wait: the loop passes one per wake-up, so
         the bindings it sends together are due together again."""
-        for branch, tx in list(self._tx.items()):
+        for branch, tx in list(self._tx.items()) if self._tx else ():  # usually none is out
             due = tx.due()
             if due is None or due > now:
                 continue

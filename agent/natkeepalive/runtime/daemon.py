@@ -524,7 +524,7 @@ class Daemon:
                 self._recheck(now + 1.0)
         for event in found:
             self.emit(event)
-        auto = self.autos.get(slot.name)
+        auto = self.autos.get(slot.name) if self.autos else None
         pending = engine.events()
         while pending:
             for event in pending:

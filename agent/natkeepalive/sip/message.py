@@ -466,17 +466,18 @@ def _parse_cseq(value: str) -> tuple[int, str]:
     return number, parts[1]
 
 
-def _body(headers: list[tuple[str, str]], rest: bytes) -> bytes:
-    for name, value in headers:
-        if name == "content-length":
-            if not value.isdigit() or not value.isascii() or len(value) > 5:
-                raise SipParseError(f"bad Content-Length {_show(value)}")
-            length = int(value)
-            if length > len(rest):
-                raise SipParseError(
-                    f"Content-Length {length} exceeds the {len(rest)} body bytes received")
-            return rest[:length]  # anything after it (e.g. CRLF padding) is not the body
-    return rest  # RFC 3261 §18.3: on UDP the body runs to the end of the datagram
+def _body(content_length: str | None, rest: bytes) -> bytes:
+    """The body by the first Content-Length value (None: there was none)."""
+    if content_length is None:
+        return rest  # RFC 3261 §18.3: on UDP the body runs to the end of the datagram
+    value = content_length
+    if not value.isdigit() or not value.isascii() or len(value) > 5:
+        raise SipParseError(f"bad Content-Length {_show(value)}")
+    length = int(value)
+    if length > len(rest):
+        raise SipParseError(
+            f"Content-Length {length} exceeds the {len(rest)} body bytes received")
+    return rest[:length]  # anything after it (e.g. CRLF padding) is not the body
 
 
 def _parse_status_line(start: str) -> tuple[int, str]:
@@ -512,6 +513,7 @@ def _common(headers: list[tuple[str, str]], rest: bytes) -> _Common:
     vias: list[Via] = []
     call_id: str | None = None
     cseq: tuple[int, str] | None = None
+    content_length: str | None = None  # checked last, as before: the other errors come first
     for name, value in headers:
         if name == "via":
             # loops, not comprehensions: on Python < 3.12 each builds a function per answer
@@ -528,6 +530,8 @@ def _common(headers: list[tuple[str, str]], rest: bytes) -> _Common:
             call_id = value
         elif name == "cseq" and cseq is None:
             cseq = _parse_cseq(value)
+        elif name == "content-length" and content_length is None:
+            content_length = value
     if not vias:
         raise SipParseError("missing Via header")
     if call_id is None:
@@ -536,7 +540,7 @@ def _common(headers: list[tuple[str, str]], rest: bytes) -> _Common:
         raise SipParseError(f"bad Call-ID {_show(call_id)}")
     if cseq is None:
         raise SipParseError("missing CSeq header")
-    return tuple(vias), call_id, cseq[0], cseq[1], tuple(headers), _body(headers, rest)
+    return tuple(vias), call_id, cseq[0], cseq[1], tuple(headers), _body(content_length, rest)
 
 
 def parse_message(data: bytes | bytearray | memoryview) -> Request | Response:
