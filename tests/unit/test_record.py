@@ -370,3 +370,29 @@ def test_every_record_class_of_the_agent_matches_its_annotations() -> None:
                 assert record.field_names(value) == declared_fields(value), value
                 checked += 1
     assert checked > len(ev.ALL_EVENTS)
+
+
+def test_fields_in_slots_are_set_without_a_dict() -> None:
+    """__init__ stores straight into the instance's __dict__ (issue 7: records are made for every
+    keepalive); a class whose instances keep fields in slots gets object.__setattr__ instead."""
+    class Slotted:
+        __slots__ = ("a", "b")
+
+    @record.dataclass(frozen=True)
+    class Plain:
+        a: int
+        b: str = "x"
+
+    @record.dataclass(frozen=True)
+    class InSlots(Slotted):
+        a: int
+        b: str
+
+    plain, slotted = Plain(1), InSlots(1, "x")
+    assert vars(plain) == {"a": 1, "b": "x"}
+    # a value stored in the __dict__ would hide behind the slot's descriptor: read back here
+    assert (slotted.a, slotted.b) == (1, "x") and "a" not in vars(slotted)
+    for instance in (plain, slotted):
+        with pytest.raises(record.FrozenInstanceError):
+            instance.a = 2  # type: ignore[misc]
+    assert InSlots(1, "x") == slotted and repr(slotted).endswith("InSlots(a=1, b='x')")
