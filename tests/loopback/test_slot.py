@@ -22,19 +22,29 @@ def watch() -> AddressWatch:
     return AddressWatch(a)
 
 
-def test_refresh_checks_again_only_after_a_change(monkeypatch: pytest.MonkeyPatch,
-                                                 watch: AddressWatch) -> None:
-    checks: list[float] = []
+@pytest.fixture
+def checks(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The times Slot.check_local ran (it still runs)."""
+    seen: list[float] = []
     check_local = Slot.check_local
 
     def counted(self: Slot, now: float, out: list[object]) -> None:
-        checks.append(now)
+        seen.append(now)
         check_local(self, now, out)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Slot, "check_local", counted)
+    return seen
+
+
+def _slot(watch: AddressWatch) -> Slot:
     config = BindingConfig(name="b", server=Target("127.0.0.1", 5060), source_port=free_port(),
                            bind="127.0.0.1")
-    slot = Slot(config, os.urandom, watch)
+    return Slot(config, os.urandom, watch)
+
+
+def test_refresh_checks_again_only_after_a_change(checks: list[float],
+                                                 watch: AddressWatch) -> None:
+    slot = _slot(watch)
     try:
         slot.refresh(1.0, [])
         assert len(checks) == 1 and slot.sock is not None
@@ -55,18 +65,8 @@ def test_refresh_checks_again_only_after_a_change(monkeypatch: pytest.MonkeyPatc
         watch.close()
 
 
-def test_without_rtnetlink_every_refresh_looks(monkeypatch: pytest.MonkeyPatch) -> None:
-    checks: list[float] = []
-    check_local = Slot.check_local
-
-    def counted(self: Slot, now: float, out: list[object]) -> None:
-        checks.append(now)
-        check_local(self, now, out)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Slot, "check_local", counted)
-    config = BindingConfig(name="b", server=Target("127.0.0.1", 5060), source_port=free_port(),
-                           bind="127.0.0.1")
-    slot = Slot(config, os.urandom, AddressWatch(None))  # no announcements: ask every time
+def test_without_rtnetlink_every_refresh_looks(checks: list[float]) -> None:
+    slot = _slot(AddressWatch(None))  # no announcements: ask every time
     try:
         for now in (1.0, 2.0, 3.0):
             slot.refresh(now, [])

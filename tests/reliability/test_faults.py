@@ -117,12 +117,10 @@ def test_server_1000_times_slower_than_usual(tmp_path: Path) -> None:
         assert len(resumed) >= 2 and max(resumed) < 1.0 + 0.1, resumed
 
 
-@pytest.mark.parametrize("fail_threshold", [1, 2])
-def test_stale_outcomes_do_not_flip_reachability(fail_threshold: int) -> None:
-    """Engine level, deterministic: the server comes back while several probes are outstanding.
-    The newest probe is answered first (reachable); then the answer to an older probe arrives,
-    with the older probe's long RTT, and older probes time out. Those outcomes are older than one
-    already applied and must not move reachability: the recovery is reported once."""
+def _unreachable_with_probes_out(fail_threshold: int
+                                 ) -> tuple[FakeNet, dict[int, tuple[float, bytes]]]:
+    """Engine level: answered at 1 s for 10 s, then silent until unreachable at 20 s, with
+    probes still out; returns the net and each probe's first send (time, bytes) by CSeq."""
     net = FakeNet(settings=ProbeSettings(interval=1.0, jitter=0.0, timeout=3.0, lagged_ms=1000,
                                          retry_interval=1.0, fail_threshold=fail_threshold,
                                          inbound_check=0), rtt=0.002)
@@ -134,6 +132,16 @@ def test_stale_outcomes_do_not_flip_reachability(fail_threshold: int) -> None:
     for sent in net.sent:
         if sent.channel == BINDING and sent.request.cseq not in first:
             first[sent.request.cseq] = (sent.at, sent.raw)
+    return net, first
+
+
+@pytest.mark.parametrize("fail_threshold", [1, 2])
+def test_stale_outcomes_do_not_flip_reachability(fail_threshold: int) -> None:
+    """Engine level, deterministic: the server comes back while several probes are outstanding.
+    The newest probe is answered first (reachable); then the answer to an older probe arrives,
+    with the older probe's long RTT, and older probes time out. Those outcomes are older than one
+    already applied and must not move reachability: the recovery is reported once."""
+    net, first = _unreachable_with_probes_out(fail_threshold)
     live = sorted(tx.key.cseq for tx in net.engine._tx.values())
     newest, older = live[-1], live[0]
     assert 20.0 - first[older][0] > 1.0  # its answer now has an RTT over lagged_ms
@@ -151,17 +159,7 @@ def test_recovery_through_a_retransmission_reports_its_full_wait() -> None:
     """Engine level, deterministic: what the slow-server test above may meet by chance. The server
     comes back while a probe sent 2 s earlier is outstanding; its retransmission is answered at
     once, but the user waited from the first send, so recovery reports lagged, then reachable."""
-    net = FakeNet(settings=ProbeSettings(interval=1.0, jitter=0.0, timeout=3.0, lagged_ms=1000,
-                                         retry_interval=1.0, fail_threshold=1,
-                                         inbound_check=0), rtt=0.002)
-    net.run_until(10.0)
-    net.silent = True
-    net.run_until(20.001)
-    assert net.engine.reach.state == "unreachable"
-    first: dict[int, tuple[float, bytes]] = {}
-    for sent in net.sent:
-        if sent.channel == BINDING and sent.request.cseq not in first:
-            first[sent.request.cseq] = (sent.at, sent.raw)
+    net, first = _unreachable_with_probes_out(fail_threshold=1)
     older = min(tx.key.cseq for tx in net.engine._tx.values())
     net.now = 20.01
     net.inject(answer(first[older][1], net.public), SERVER)

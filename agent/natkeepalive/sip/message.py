@@ -361,9 +361,11 @@ class _Headers:
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (long or compact form, any case)."""
-        name = canonical_name(name)
+        return self._first(canonical_name(name))
+
+    def _first(self, canonical: str) -> str | None:  # the name as stored: read for every answer
         for key, value in self.headers:
-            if key == name:
+            if key == canonical:
                 return value
         return None
 
@@ -379,11 +381,7 @@ class _Headers:
     @property
     def flow_timer(self) -> int | None:
         """RFC 5626 §4.4.1 Flow-Timer: seconds the server expects between keepalives."""
-        value = None
-        for key, text in self.headers:  # not header(): read for every answer
-            if key == "flow-timer":
-                value = text
-                break
+        value = self._first("flow-timer")
         if value is None or not value.isdigit() or not value.isascii() or len(value) > 9:
             return None
         return int(value)
