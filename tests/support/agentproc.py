@@ -43,6 +43,7 @@ class Agent:
                 "--log", "stderr", "--status-file", str(status), *extra]
         self.status = status
         self.lines: list[str] = []
+        self.stamps: list[float] = []  # time.monotonic() when each line was read
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, env=agent_env(env),
@@ -55,6 +56,7 @@ class Agent:
         for line in self.proc.stderr:
             with self._cond:
                 self.lines.append(line.rstrip("\n"))
+                self.stamps.append(time.monotonic())
                 self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()
@@ -76,6 +78,13 @@ class Agent:
             if name is None or event == name:
                 out.append((event, fields))
         return out
+
+    def timeline(self) -> list[tuple[int, float, str, dict[str, str | None]]]:
+        """(line index, time.monotonic() it was read, event, fields) of every event so far."""
+        with self._cond:
+            lines, stamps = list(self.lines), list(self.stamps)
+        return [(i, stamp, *parse_line(line)) for i, (line, stamp) in enumerate(zip(lines, stamps))
+                if "event=" in line]
 
     def names(self, include_debug: bool = False) -> list[str]:
         with self._cond:

@@ -8,6 +8,9 @@ Rules:
   AUX socket (answers are routed by Call-ID).
 - Rediscover after `binding-changed cause=address-changed`, after `binding-expired`, and every
   `rediscover` hours. An expiry while on an adapted interval drops it to the safe one at once.
+- An expiry after the binding sat idle at least the measured lifetime agrees with the measurement
+  (the last keepalive sent on the safe interval, before the adaptation; a long server outage):
+  it is reported, and the adapted interval and the lifetime stay.
 - A lifetime that cannot be measured keeps the safe interval, said once per attempt.
 """
 
@@ -81,11 +84,16 @@ class AutoInterval:
             self._progress(now, out)
 
     def on_event(self, event: ev.Event, now: float) -> None:
-        """The binding's own events: expiry and re-addressing make the lifetime stale."""
+        """The binding's own events: re-addressing, and an expiry sooner than the lifetime
+        measured, make the lifetime stale."""
         expired = isinstance(event, ev.BindingExpired)
         readdressed = isinstance(event, ev.BindingChanged) and event.cause == "address-changed"
         if not (expired or readdressed):
             return
+        if isinstance(event, ev.BindingExpired) and self.lifetime is not None \
+                and event.idle_s >= self.lifetime:
+            return  # idle as long as the measured lifetime or longer: the measurement holds
+        self.lifetime = None
         engine = self.slot.engine
         if expired and engine.interval < self.safe:
             engine.jitter = self.settings.jitter
@@ -149,9 +157,14 @@ class AutoInterval:
                               f"keeping the interval at {self.slot.engine.interval:g} s")
             return
         result = discovery.result()
-        self.lifetime = result.lo_s
-        out.append(ev.LifetimeDiscovered(name, result.lo_s, result.lo_s, result.hi_s))
-        interval = recommended_interval(result.lo_s, self.settings.safety,
+        self.adopt(result.lo_s, result.hi_s, now, out)
+
+    def adopt(self, lo_s: float, hi_s: float | None, now: float, out: list[ev.Event]) -> None:
+        """A lifetime between lo_s and hi_s (None: nothing expired) was measured: the interval
+        becomes safety × lo_s."""
+        self.lifetime = lo_s
+        out.append(ev.LifetimeDiscovered(self.slot.name, lo_s, lo_s, hi_s))
+        interval = recommended_interval(lo_s, self.settings.safety,
                                         self.settings.interval_min, self.settings.interval_max)
         engine = self.slot.engine
         engine.jitter = min(self.settings.jitter, ADAPTED_JITTER)
