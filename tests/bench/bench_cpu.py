@@ -1,7 +1,8 @@
 """2. CPU per answered keepalive: the agent with 100 and 1000 bindings at a 1-s interval, beside
-Kamailio's keepalive module with as many destinations at ping_interval 1 and a plain Python
+Kamailio's keepalive module with as many destinations at ping_interval 1 (twice: with one UDP
+worker, the leanest, and with Kamailio's default 8, as bench_memory) and a plain Python
 selectors loop (tests/bench/floor_pinger.py, the floor of any Python pinger) twice: its sends
-spread over the interval, and all at once as Kamailio sends; all four at once against the same
+spread over the interval, and all at once as Kamailio sends; all five at once against the same
 Kamailio server. CPU is user + system from schedstat over the window (after a
 warm-up), answers are counted by the kernel (nftables counters on the server's replies, by
 destination port). Then the agent alone under cProfile: the top items.
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from tests.bench import common as c
+from tests.bench.bench_memory import KAMAILIO_CHILDREN, KAMAILIO_NOTE
 
 NAME = "cpu"
 TITLE = "2. CPU per answered keepalive"
@@ -34,10 +36,14 @@ def _counters() -> c.Counters:
         "agent": f"udp sport 5060 udp dport {rng(AGENT_BASE)}",
         "floor": f"udp sport 5060 udp dport {rng(FLOOR_BASE)}",
         "burst": f"udp sport 5060 udp dport {rng(BURST_BASE)}",
-        "kamailio": f"udp sport 5060 udp dport {c.PINGER_PORT}",
+        **{f"kamailio_{n}": f"udp sport 5060 udp dport {_pinger_port(n)}"
+           for n in KAMAILIO_CHILDREN},
         "agent_sent": f"udp dport 5060 udp sport {rng(AGENT_BASE)}",
-        "kamailio_sent": f"udp dport 5060 udp sport {c.PINGER_PORT}",
     })
+
+
+def _pinger_port(children: int) -> int:
+    return c.PINGER_PORT + KAMAILIO_CHILDREN.index(children)
 
 
 def run(ctx: c.Context) -> None:
@@ -47,9 +53,10 @@ def run(ctx: c.Context) -> None:
     section = ctx.section(NAME, TITLE, (
         f"interval 1 s for {window:.0f} s after a {warmup:.0f}-s warm-up; the agent with "
         f"default settings otherwise (jitter 0.2, inbound check every 10th keepalive), Kamailio "
-        f"keepalive ping_interval 1, the floor loop every 1 s, spread or in one burst; the four "
-        f"run at once against the run's Kamailio server. µs = CPU (user+system) / answers "
-        f"received in the window."))
+        f"keepalive ping_interval 1 with one UDP worker (children=1, the leanest) and with its "
+        f"default 8, CPU summed over its processes; the floor loop every 1 s, spread or in one "
+        f"burst; the five run at once against the run's Kamailio server. µs = CPU "
+        f"(user+system) / answers received in the window."))
     counters = _counters()
     try:
         per: dict[str, list[float]] = {}
@@ -58,16 +65,19 @@ def run(ctx: c.Context) -> None:
                 for key, value in _one(ctx, counters, count, warmup, window).items():
                     per.setdefault(key, []).append(value)
         for count in counts:
-            agent, kam, floor, burst = (per[f"{who} {count}"]
-                                        for who in ("agent", "kamailio", "floor", "burst"))
+            agent, floor, burst = (per[f"{who} {count}"] for who in ("agent", "floor", "burst"))
             ctx.figure(section, f"agent, {count} bindings", agent, "µs/keepalive")
-            ctx.figure(section, f"Kamailio keepalive, {count} destinations", kam, "µs/ping")
+            for n in KAMAILIO_CHILDREN:
+                ctx.figure(section, f"Kamailio keepalive, {count} destinations, children={n}",
+                           per[f"kamailio {n} {count}"], "µs/ping", KAMAILIO_NOTE[n])
             ctx.figure(section, f"plain Python selectors loop, {count} sockets", floor,
                        "µs/keepalive")
             ctx.figure(section, f"the same loop, all {count} sockets at once", burst,
                        "µs/keepalive")
-            ctx.figure(section, f"agent / Kamailio, {count}", [a / k for a, k in zip(agent, kam)],
-                       "x", "budget < 1", digits=2)
+            for n in KAMAILIO_CHILDREN:
+                ctx.figure(section, f"agent / Kamailio children={n}, {count}",
+                           [a / k for a, k in zip(agent, per[f"kamailio {n} {count}"])], "x",
+                           "budget < 1", digits=2)
             ctx.figure(section, f"agent / plain Python loop, {count}",
                        [a / f for a, f in zip(agent, floor)], "x",
                        "steadier than µs on a busy machine", digits=2)
@@ -89,12 +99,16 @@ def _one(ctx: c.Context, counters: c.Counters, count: int, warmup: float,
     status = workdir / "status.json"
     config = c.agent_config(workdir / "agent.yaml", count=count, base_port=AGENT_BASE,
                             status=status, interval=1)
-    pinger = c.kamailio_pinger_config(workdir, c.pinger_destinations(count), 1)
     with c.Procs() as procs:
         agent = procs.start(ctx.agent_argv(config, status), env=ctx.env(), capture=True,
                             name="agent")
-        kam = procs.start(c.kamailio_argv(pinger, workdir / "kam"), env=ctx.env(),
-                          log=workdir / "kamailio.log", name="kamailio")
+        kams = []
+        for n in KAMAILIO_CHILDREN:
+            pinger = c.kamailio_pinger_config(workdir, c.pinger_destinations(count), 1,
+                                              port=_pinger_port(n), children=n)
+            kams.append(procs.start(c.kamailio_argv(pinger, workdir / f"kam-{n}"),
+                                    env=ctx.env(), log=workdir / f"kamailio-{n}.log",
+                                    name=f"kamailio {n}"))
         floors = [procs.start([ctx.python, str(c.BENCH_DIR / "floor_pinger.py"), c.SERVER[0],
                                str(c.SERVER[1]), str(base), str(count), "1",
                                str(warmup + window + 30), *mode], env=ctx.env(), name=name)
@@ -102,23 +116,24 @@ def _one(ctx: c.Context, counters: c.Counters, count: int, warmup: float,
                                            ("burst", BURST_BASE, ("burst",)))]
         agent.wait_line(c.is_event("started"), timeout=30)
         time.sleep(warmup)
-        for proc in (agent, kam, *floors):
+        for proc in (agent, *kams, *floors):
             if not proc.alive():
                 raise c.BenchError(f"{proc.name} exited during the warm-up")
-        before = {p.name: c.sample(p.pid) for p in (agent, kam, *floors)}
+        before = {p.name: c.sample(p.pid) for p in (agent, *kams, *floors)}
         packets_before = counters.read()
         time.sleep(window)
-        after = {p.name: c.sample(p.pid) for p in (agent, kam, *floors)}
+        after = {p.name: c.sample(p.pid) for p in (agent, *kams, *floors)}
         packets_after = counters.read()
     answers = {k: packets_after[k] - packets_before[k] for k in packets_after}
     out: dict[str, float] = {}
-    for who in ("agent", "kamailio", "floor", "burst"):
-        used = after[who].cpu - before[who].cpu
-        if answers[who] <= 0:
+    for who in ("agent", *(f"kamailio {n}" for n in KAMAILIO_CHILDREN), "floor", "burst"):
+        used = after[who].cpu_since(before[who])
+        answered = answers[who.replace(" ", "_")]  # nft names have no spaces
+        if answered <= 0:
             raise c.BenchError(f"{who}: no answers in the window")
-        out[f"{who} {count}"] = used / 1000 / answers[who]
+        out[f"{who} {count}"] = used / 1000 / answered
     wall = after["agent"].at - before["agent"].at
-    out[f"share {count}"] = (after["agent"].cpu - before["agent"].cpu) / 1e9 / wall * 100
+    out[f"share {count}"] = after["agent"].cpu_since(before["agent"]) / 1e9 / wall * 100
     out[f"ratio {count}"] = answers["agent"] / max(1, answers["agent_sent"])
     return out
 

@@ -55,7 +55,7 @@ def run(ctx: c.Context) -> None:
             (after[name].at - before[name].at)
 
     def ms_per_hour(name: str) -> float:
-        return (after[name].cpu - before[name].cpu) / 1e6 * 3600.0 / \
+        return after[name].cpu_since(before[name]) / 1e6 * 3600.0 / \
             (after[name].at - before[name].at)
 
     names = [a.name for a in agents]

@@ -343,14 +343,19 @@ def _tasks(pid: int) -> list[str]:
         return []
 
 
-def cpu_ns(pid: int, tree: bool = True) -> int:
-    """Nanoseconds on a CPU (user + system) of the process (tree), all threads."""
-    total = 0
+def cpu_by_task(pid: int, tree: bool = True) -> dict[str, int]:
+    """Nanoseconds on a CPU (user + system) of each thread of the process (tree)."""
+    out: dict[str, int] = {}
     for each in descendants(pid) if tree else [pid]:
         for task in _tasks(each):
             with contextlib.suppress(OSError, ValueError, IndexError):
-                total += int(Path(f"{task}/schedstat").read_text().split()[0])
-    return total
+                out[task] = int(Path(f"{task}/schedstat").read_text().split()[0])
+    return out
+
+
+def cpu_ns(pid: int, tree: bool = True) -> int:
+    """Nanoseconds on a CPU (user + system) of the process (tree), all threads."""
+    return sum(cpu_by_task(pid, tree).values())
 
 
 def voluntary_switches(pid: int, tree: bool = True) -> int:
@@ -369,10 +374,19 @@ class Sample:
     at: float
     cpu: int
     switches: int
+    tasks: dict[str, int]
+
+    def cpu_since(self, before: Sample) -> int:
+        """CPU ns used between two samples of a process tree, thread by thread: a thread missing
+        from one sample (it ended, or /proc did not list it) cannot make the figure negative,
+        as a difference of the two sums did once (Kamailio, 1000 destinations: -4.4 µs/ping)."""
+        return sum(max(0, ns - before.tasks.get(task, 0)) for task, ns in self.tasks.items()
+                   if task in before.tasks)
 
 
 def sample(pid: int) -> Sample:
-    return Sample(time.monotonic(), cpu_ns(pid), voluntary_switches(pid))
+    tasks = cpu_by_task(pid)
+    return Sample(time.monotonic(), sum(tasks.values()), voluntary_switches(pid), tasks)
 
 
 # ------------------------------------------------------------------------------------------------
