@@ -1,8 +1,8 @@
 """2. CPU per answered keepalive: the agent with 100 and 1000 bindings at a 1-s interval, beside
-Kamailio's keepalive module with as many destinations at ping_interval 1 (twice: with one UDP
-worker, the leanest, and with Kamailio's default 8, as bench_memory) and a plain Python
+Kamailio's keepalive module with as many destinations at ping_interval 1 (in the three
+configurations of common.PINGERS, as bench_memory) and a plain Python
 selectors loop (tests/bench/floor_pinger.py, the floor of any Python pinger) twice: its sends
-spread over the interval, and all at once as Kamailio sends; all five at once against the same
+spread over the interval, and all at once as Kamailio sends; all six at once against the same
 Kamailio server. CPU is user + system from schedstat over the window (after a
 warm-up), answers are counted by the kernel (nftables counters on the server's replies, by
 destination port). Then the agent alone under cProfile: the top items.
@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from tests.bench import common as c
-from tests.bench.bench_memory import KAMAILIO_CHILDREN, KAMAILIO_NOTE
 
 NAME = "cpu"
 TITLE = "2. CPU per answered keepalive"
@@ -36,14 +35,10 @@ def _counters() -> c.Counters:
         "agent": f"udp sport 5060 udp dport {rng(AGENT_BASE)}",
         "floor": f"udp sport 5060 udp dport {rng(FLOOR_BASE)}",
         "burst": f"udp sport 5060 udp dport {rng(BURST_BASE)}",
-        **{f"kamailio_{n}": f"udp sport 5060 udp dport {_pinger_port(n)}"
-           for n in KAMAILIO_CHILDREN},
+        **{f"kamailio_{kind}": f"udp sport 5060 udp dport {c.pinger_port(kind)}"
+           for kind in c.PINGERS},
         "agent_sent": f"udp dport 5060 udp sport {rng(AGENT_BASE)}",
     })
-
-
-def _pinger_port(children: int) -> int:
-    return c.PINGER_PORT + KAMAILIO_CHILDREN.index(children)
 
 
 def run(ctx: c.Context) -> None:
@@ -53,9 +48,10 @@ def run(ctx: c.Context) -> None:
     section = ctx.section(NAME, TITLE, (
         f"interval 1 s for {window:.0f} s after a {warmup:.0f}-s warm-up; the agent with "
         f"default settings otherwise (jitter 0.2, inbound check every 10th keepalive), Kamailio "
-        f"keepalive ping_interval 1 with one UDP worker (children=1, the leanest) and with its "
-        f"default 8, CPU summed over its processes; the floor loop every 1 s, spread or in one "
-        f"burst; the five run at once against the run's Kamailio server. µs = CPU "
+        f"keepalive ping_interval 1 in three configurations (lean: children=1; default: "
+        f"children=8; stock: Debian's /etc/kamailio/kamailio.cfg with the module added), CPU "
+        f"summed over its processes; the floor loop every 1 s, spread or in one burst; the six "
+        f"run at once against the run's Kamailio server. µs = CPU "
         f"(user+system) / answers received in the window."))
     counters = _counters()
     try:
@@ -67,16 +63,16 @@ def run(ctx: c.Context) -> None:
         for count in counts:
             agent, floor, burst = (per[f"{who} {count}"] for who in ("agent", "floor", "burst"))
             ctx.figure(section, f"agent, {count} bindings", agent, "µs/keepalive")
-            for n in KAMAILIO_CHILDREN:
-                ctx.figure(section, f"Kamailio keepalive, {count} destinations, children={n}",
-                           per[f"kamailio {n} {count}"], "µs/ping", KAMAILIO_NOTE[n])
+            for kind in c.PINGERS:
+                ctx.figure(section, f"Kamailio keepalive, {count} destinations, {kind}",
+                           per[f"kamailio {kind} {count}"], "µs/ping", c.PINGER_NOTES[kind])
             ctx.figure(section, f"plain Python selectors loop, {count} sockets", floor,
                        "µs/keepalive")
             ctx.figure(section, f"the same loop, all {count} sockets at once", burst,
                        "µs/keepalive")
-            for n in KAMAILIO_CHILDREN:
-                ctx.figure(section, f"agent / Kamailio children={n}, {count}",
-                           [a / k for a, k in zip(agent, per[f"kamailio {n} {count}"])], "x",
+            for kind in c.PINGERS:
+                ctx.figure(section, f"agent / Kamailio {kind}, {count}",
+                           [a / k for a, k in zip(agent, per[f"kamailio {kind} {count}"])], "x",
                            "budget < 1", digits=2)
             ctx.figure(section, f"agent / plain Python loop, {count}",
                        [a / f for a, f in zip(agent, floor)], "x",
@@ -103,12 +99,11 @@ def _one(ctx: c.Context, counters: c.Counters, count: int, warmup: float,
         agent = procs.start(ctx.agent_argv(config, status), env=ctx.env(), capture=True,
                             name="agent")
         kams = []
-        for n in KAMAILIO_CHILDREN:
-            pinger = c.kamailio_pinger_config(workdir, c.pinger_destinations(count), 1,
-                                              port=_pinger_port(n), children=n)
-            kams.append(procs.start(c.kamailio_argv(pinger, workdir / f"kam-{n}"),
-                                    env=ctx.env(), log=workdir / f"kamailio-{n}.log",
-                                    name=f"kamailio {n}"))
+        for kind in c.PINGERS:
+            pinger = c.kamailio_pinger(workdir, kind, c.pinger_destinations(count), 1)
+            kams.append(procs.start(c.kamailio_argv(pinger, workdir / f"kam-{kind}"),
+                                    env=ctx.env(), log=workdir / f"kamailio-{kind}.log",
+                                    name=f"kamailio {kind}"))
         floors = [procs.start([ctx.python, str(c.BENCH_DIR / "floor_pinger.py"), c.SERVER[0],
                                str(c.SERVER[1]), str(base), str(count), "1",
                                str(warmup + window + 30), *mode], env=ctx.env(), name=name)
@@ -126,7 +121,7 @@ def _one(ctx: c.Context, counters: c.Counters, count: int, warmup: float,
         packets_after = counters.read()
     answers = {k: packets_after[k] - packets_before[k] for k in packets_after}
     out: dict[str, float] = {}
-    for who in ("agent", *(f"kamailio {n}" for n in KAMAILIO_CHILDREN), "floor", "burst"):
+    for who in ("agent", *(f"kamailio {kind}" for kind in c.PINGERS), "floor", "burst"):
         used = after[who].cpu_since(before[who])
         answered = answers[who.replace(" ", "_")]  # nft names have no spaces
         if answered <= 0:

@@ -19,10 +19,6 @@ TITLE = "1. Memory (PSS)"
 COUNTS = (1, 100, 1000)
 QUICK_COUNTS = (1, 10, 100)
 PINGER_DESTINATIONS = 100
-# The leanest Kamailio (one UDP worker) and Kamailio's own default (8 UDP workers, what a user
-# who loads the keepalive module into a stock configuration runs).
-KAMAILIO_CHILDREN = (1, 8)
-KAMAILIO_NOTE = {1: "leanest", 8: "Kamailio's default"}
 QUICK_PINGER_DESTINATIONS = 10
 
 
@@ -35,11 +31,12 @@ def run(ctx: c.Context) -> None:
         f"agent: `nat-keepalive run`, default settings (interval 25 s), bindings to the run's "
         f"Kamailio server on 127.0.0.1; PSS read {settle:.0f} s after every binding was "
         f"answered. Kamailio: keepalive module (tm + keepalive, default -m/-M), "
-        f"{destinations} destinations on the same server, ping_interval 25, with one UDP worker "
-        f"(children=1, the leanest) and with Kamailio's default 8; PSS summed over its "
+        f"{destinations} destinations on the same server, ping_interval 25, in three "
+        f"configurations (lean: children=1; default: children=8; stock: Debian's "
+        f"/etc/kamailio/kamailio.cfg with the module added); PSS summed over its "
         f"processes. Bare: `python3 -c 'import time; time.sleep(…)'`. One process at a time."))
     pss: dict[str, list[float]] = {}
-    processes: dict[int, int] = {}
+    processes: dict[str, int] = {}
     for run_index in range(ctx.runs):
         workdir = ctx.subdir(f"memory-{run_index}")
         for count in counts:
@@ -57,34 +54,33 @@ def run(ctx: c.Context) -> None:
                                env=ctx.env(), name="python3")
             time.sleep(settle)
             pss.setdefault("bare", []).append(c.pss_kb(bare.pid) / 1024)
-        for children in KAMAILIO_CHILDREN:
+        for kind in c.PINGERS:
             with c.Procs() as procs:
-                cfg = c.kamailio_pinger_config(workdir, c.pinger_destinations(destinations), 25,
-                                               children=children)
-                log = workdir / f"kamailio-pinger-{children}.log"
-                kam = procs.start(c.kamailio_argv(cfg, workdir / f"kam-{children}"),
+                cfg = c.kamailio_pinger(workdir, kind, c.pinger_destinations(destinations), 25)
+                log = workdir / f"kamailio-pinger-{kind}.log"
+                kam = procs.start(c.kamailio_argv(cfg, workdir / f"kam-{kind}"),
                                   env=ctx.env(), log=log, name="kamailio")
                 time.sleep(settle + promote + 1.0)
                 if not kam.alive():
                     raise c.BenchError(f"the Kamailio pinger exited; see {log}")
-                pss.setdefault(f"kamailio {children}", []).append(c.pss_kb(kam.pid) / 1024)
-                processes[children] = len(c.descendants(kam.pid))
+                pss.setdefault(f"kamailio {kind}", []).append(c.pss_kb(kam.pid) / 1024)
+                processes[kind] = len(c.descendants(kam.pid))
     bare_mb = pss["bare"]
     for count in counts:
         ctx.figure(section, f"agent, {count} binding{'s' if count > 1 else ''}",
                    pss[f"agent {count}"], "MB", digits=2)
     ctx.figure(section, "bare python3 sleeping", bare_mb, "MB", digits=2)
-    for children in KAMAILIO_CHILDREN:
-        ctx.figure(section, f"Kamailio keepalive, {destinations} destinations, children="
-                   f"{children} ({processes[children]} processes)",
-                   pss[f"kamailio {children}"], "MB", KAMAILIO_NOTE[children], digits=2)
+    for kind in c.PINGERS:
+        ctx.figure(section, f"Kamailio keepalive, {destinations} destinations, {kind} "
+                   f"({processes[kind]} processes)",
+                   pss[f"kamailio {kind}"], "MB", c.PINGER_NOTES[kind], digits=2)
     mid = counts[1]
     ratio = [a / b for a, b in zip(pss[f"agent {mid}"], bare_mb)]
     ctx.figure(section, f"agent {mid} bindings / bare python3", ratio, "x",
                "budget ≤ 1.6 x" if mid == 100 else "", digits=2)
-    for children in KAMAILIO_CHILDREN:
-        vs_kam = [a / k for a, k in zip(pss[f"agent {mid}"], pss[f"kamailio {children}"])]
-        ctx.figure(section, f"agent {mid} bindings / Kamailio children={children}", vs_kam,
+    for kind in c.PINGERS:
+        vs_kam = [a / k for a, k in zip(pss[f"agent {mid}"], pss[f"kamailio {kind}"])]
+        ctx.figure(section, f"agent {mid} bindings / Kamailio {kind}", vs_kam,
                    "x", "budget < 1" if mid == 100 else "", digits=2)
     low, high = counts[1], counts[2]
     growth = [(h - m) * 1024 / (high - low)

@@ -467,6 +467,43 @@ def kamailio_pinger_config(workdir: Path, destinations: Iterable[str], interval:
     return path
 
 
+# The Kamailio pingers the agent is compared with: the leanest (one UDP worker, tm + keepalive),
+# that with Kamailio's default 8 workers, and Debian's shipped /etc/kamailio/kamailio.cfg with the
+# keepalive module added (what a user who installs the package and adds the module runs; it
+# listens on loopback only here). Each sends from its own port: PINGER_PORT + its index.
+PINGERS = ("lean", "default", "stock")
+PINGER_NOTES = {"lean": "children=1, tm + keepalive: the leanest",
+                "default": "children=8 (Kamailio's default), tm + keepalive",
+                "stock": "Debian's /etc/kamailio/kamailio.cfg + keepalive"}
+STOCK_KAMAILIO_CFG = Path("/etc/kamailio/kamailio.cfg")
+
+
+def pinger_port(kind: str) -> int:
+    return PINGER_PORT + PINGERS.index(kind)
+
+
+def kamailio_pinger(workdir: Path, kind: str, destinations: Sequence[str],
+                    interval: int) -> Path:
+    """The configuration of pinger `kind` (see PINGERS)."""
+    port = pinger_port(kind)
+    if kind != "stock":
+        return kamailio_pinger_config(workdir, destinations, interval, port=port,
+                                      children=1 if kind == "lean" else 8)
+    text = STOCK_KAMAILIO_CFG.read_text()
+    listen = "# listen=udp:10.0.0.10:5060"
+    anchor = 'loadmodule "counters.so"\n'
+    if listen not in text or anchor not in text:
+        raise BenchError(f"{STOCK_KAMAILIO_CFG} is not the shape this benchmark knows")
+    text = text.replace(listen, f"listen=udp:127.0.0.1:{port}\nlisten=tcp:127.0.0.1:{port}", 1)
+    added = ['loadmodule "keepalive.so"', f'modparam("keepalive", "ping_interval", {interval})',
+             'modparam("keepalive", "delete_counter", 0)']
+    added += [f'modparam("keepalive", "destination", "{uri}")' for uri in destinations]
+    text = text.replace(anchor, anchor + "\n".join(added) + "\n", 1)
+    path = workdir / f"kamailio-pinger-{port}-stock.cfg"
+    path.write_text(text)
+    return path
+
+
 def kamailio_argv(config: Path, rundir: Path, memory: Sequence[str] = ()) -> list[str]:
     rundir.mkdir(parents=True, exist_ok=True)
     return [tool("kamailio"), "-f", str(config), "-DD", "-E", *memory, "-Y", str(rundir),
