@@ -147,6 +147,7 @@ def measure(bindings: int, seconds: float, split: bool = False, profile: bool = 
     from natkeepalive.runtime import daemon as daemon_module
     from natkeepalive.runtime import slot as slot_module
     from natkeepalive.runtime.logsink import Sink
+    from natkeepalive.sip import memo as memo_module
 
     net, clock = Net(), Clock()
     aux = FakeSocket(net, 0)
@@ -159,7 +160,7 @@ def measure(bindings: int, seconds: float, split: bool = False, profile: bool = 
     try:
         if split:
             for owner, name, label in (
-                    (engine_module, "parse_response", "parse"),
+                    (memo_module.AnswerMemo, "parse", "parse"),
                     (engine_module.BindingEngine, "receive_response", "engine: answer"),
                     (engine_module.BindingEngine, "handle_timer", "engine: timer"),
                     (daemon_module.Daemon, "_after", "daemon: _after"),

@@ -44,5 +44,5 @@ def test_hot_path_measure_runs() -> None:
     assert figures["total"] > 0
     assert {"parse", "engine: answer", "engine: timer", "daemon: _after"} <= set(figures)
     # the wrappers are gone afterwards
-    from natkeepalive.core import engine
-    assert engine.parse_response.__name__ == "parse_response"
+    from natkeepalive.sip.memo import AnswerMemo
+    assert AnswerMemo.parse.__name__ == "parse"

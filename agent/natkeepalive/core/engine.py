@@ -35,7 +35,8 @@ from natkeepalive.core.reachability import UNREACHABLE, Reachability
 from natkeepalive.core.tracker import Tracker, format_mapping
 from natkeepalive.core.transaction import ClientTransaction, TransactionKey
 from natkeepalive.errors import SipParseError
-from natkeepalive.sip.message import Response, parse_response
+from natkeepalive.sip.memo import AnswerMemo
+from natkeepalive.sip.message import Response
 from natkeepalive.sip.request import OptionsRequest, OptionsTemplate
 from natkeepalive.sip.target import format_hostport
 
@@ -84,7 +85,7 @@ class BindingEngine:
 
     # One engine per binding: slots instead of a __dict__ save about 1.6 KB each.
     __slots__ = (
-        "_check_pending", "_cycle_expired", "_events", "_newest_outcome", "_outbox",
+        "_answers", "_check_pending", "_cycle_expired", "_events", "_newest_outcome", "_outbox",
         "_promote", "_random", "_recent_done", "_send_failing", "_since_check",
         "_suspect_idle", "_templates", "_tx", "call_id", "cseq", "debug_events", "dropped",
         "duplicates",
@@ -133,6 +134,7 @@ class BindingEngine:
         # its log level hides them, which saves building two events per keepalive
         self.debug_events = True
         self._newest_outcome = 0  # CSeq of the newest probe whose outcome was applied
+        self._answers = AnswerMemo()  # the server's last answer: the next is mostly the same
         # counters for the status file
         self.probes_sent = 0
         self.responses = 0
@@ -200,7 +202,7 @@ class BindingEngine:
             self.dropped += 1  # before parsing: a flood from elsewhere costs a comparison
             return
         try:
-            response = parse_response(data)
+            response = self._answers.parse(data)
         except SipParseError:
             self.dropped += 1
             return
