@@ -359,7 +359,8 @@ class BindingEngine:
 
     def _allowance(self) -> float:
         """How early a deadline that was not drawn may be met."""
-        return min(KEEPALIVE_EARLY * self.interval, EARLY_CAP)
+        early = KEEPALIVE_EARLY * self.interval
+        return early if early < EARLY_CAP else EARLY_CAP
 
     def _send_probe(self, kind: str, now: float) -> None:
         assert self.server is not None and self.local is not None

@@ -52,9 +52,11 @@ class ClientTransaction:
         return self.state in (COMPLETED, TIMED_OUT)
 
     def due(self) -> float | None:
-        if self.done:
+        # read twice per keepalive: no property, no min() call (issue 7)
+        if self.state == COMPLETED or self.state == TIMED_OUT:
             return None
-        return min(self.next_retransmit, self.deadline)
+        retransmit, deadline = self.next_retransmit, self.deadline
+        return retransmit if retransmit < deadline else deadline
 
     def on_timer(self, now: float) -> bytes | None:
         """Advance to `now`; returns the payload when it must be sent again."""
