@@ -30,9 +30,9 @@ def run(ctx: c.Context) -> None:
     section = ctx.section(NAME, TITLE, (
         f"agent: `nat-keepalive run`, default settings (interval 25 s), bindings to the run's "
         f"Kamailio server on 127.0.0.1; PSS read {settle:.0f} s after every binding was "
-        f"answered. Kamailio: keepalive module (tm + keepalive, default -m/-M), "
-        f"{destinations} destinations on the same server, ping_interval 25, in three "
-        f"configurations (lean: children=1; default: children=8; stock: Debian's "
+        f"answered. Kamailio: keepalive module (default -m/-M), {destinations} "
+        f"destinations on the same server, ping_interval 25, in three configurations (lean: "
+        f"tm + keepalive, children=1; default: the same, children=8; stock: Debian's "
         f"/etc/kamailio/kamailio.cfg with the module added); PSS summed over its "
         f"processes. Bare: `python3 -c 'import time; time.sleep(…)'`. One process at a time."))
     pss: dict[str, list[float]] = {}
