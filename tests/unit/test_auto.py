@@ -35,7 +35,7 @@ def _expired(idle_s: float) -> ev.BindingExpired:
     return ev.BindingExpired("b", "203.0.113.1:4000", idle_s, "remap")
 
 
-@pytest.mark.parametrize("idle_s", [LIFETIME, 9.5])
+@pytest.mark.parametrize("idle_s", [LIFETIME, 9.5, LIFETIME - 0.05])  # the last: rounded down
 def test_an_expiry_after_the_measured_lifetime_keeps_the_interval(auto: AutoInterval,
                                                                  idle_s: float) -> None:
     """The keepalive before the adaptation went on the safe interval: the binding it finds
@@ -46,8 +46,10 @@ def test_an_expiry_after_the_measured_lifetime_keeps_the_interval(auto: AutoInte
     assert auto.next_start == 60.0 + 24 * 3600.0  # no new discovery
 
 
-def test_an_expiry_sooner_than_the_lifetime_falls_back_and_rediscovers(auto: AutoInterval) -> None:
-    auto.on_event(_expired(4.4), 70.0)
+@pytest.mark.parametrize("idle_s", [4.4, LIFETIME - 0.1])
+def test_an_expiry_sooner_than_the_lifetime_falls_back_and_rediscovers(auto: AutoInterval,
+                                                                        idle_s: float) -> None:
+    auto.on_event(_expired(idle_s), 70.0)
     engine = auto.slot.engine
     assert engine.interval == SAFE and engine.jitter == 0.2
     assert engine.events() == [ev.IntervalAdjusted("b", 4.5, SAFE, "binding-expired")]

@@ -35,6 +35,9 @@ ADAPTED_JITTER = 0.05
 # Finer than `discover`'s default: every 1 % of the lifetime left unmeasured costs 1 % more
 # keepalives for as long as the interval holds (a trial or two more, once).
 RESOLUTION, RESOLUTION_MIN = 0.05, 0.25
+# binding-expired carries idle_s rounded to 0.1 s: an idle just above the lifetime may read as
+# just below it
+IDLE_ROUNDING = 0.05
 
 
 class AutoInterval:
@@ -91,7 +94,7 @@ class AutoInterval:
         if not (expired or readdressed):
             return
         if isinstance(event, ev.BindingExpired) and self.lifetime is not None \
-                and event.idle_s >= self.lifetime:
+                and event.idle_s + IDLE_ROUNDING >= self.lifetime:
             return  # idle as long as the measured lifetime or longer: the measurement holds
         self.lifetime = None
         engine = self.slot.engine
