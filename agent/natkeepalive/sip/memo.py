@@ -24,11 +24,17 @@ Rules:
 
 from __future__ import annotations
 
-from natkeepalive.sip.message import Response, Via, parse_response
+from natkeepalive.sip.message import (
+    _TOKEN_CHARS,
+    CSEQ_MAX,
+    Response,
+    Via,
+    _split_head,
+    parse_response,
+)
 
-_TOKEN = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
+_TOKEN = "".join(sorted(_TOKEN_CHARS)).encode("ascii")  # for bytes.strip and lstrip
 _BRANCH, _CSEQ, _TAG = 0, 1, 2
-_CSEQ_MAX = 2**32 - 1
 # A binding keeps what it learnt for life: only an answer that fits one unfragmented datagram
 # is learnt (real ones are 300-900 bytes), so a flood of large answers forged with the server's
 # address cannot make each binding hold 64 KB.
@@ -89,7 +95,7 @@ class AnswerMemo:
                 if not raw.isdigit():
                     return None
                 cseq = int(raw)
-                if cseq > _CSEQ_MAX:
+                if cseq > CSEQ_MAX:
                     return None
             text = raw.decode("ascii")
             name, value = headers[index]
@@ -108,8 +114,7 @@ class AnswerMemo:
         if (type(data) is not bytes or len(data) > LEARN_MAX_BYTES or data[:1] in (b"\r", b"\n")
                 or not data.isascii()):
             return
-        end = _head_end(data)
-        lines = data[:end].decode("ascii").split("\n")
+        lines = _split_head(data)[0].decode("ascii").split("\n")  # as the parser splits it
         if len(lines) != len(response.headers) + 1:
             return  # a continuation line: header i is not line i + 1
         starts = [0]
@@ -137,17 +142,6 @@ class AnswerMemo:
         self._head = data[:found[0][0]]
         self._branch_param = [key for key, _ in via.params].index("branch")
         self._last, self._length = response, len(data)
-
-
-def _head_end(data: bytes) -> int:
-    """Where the header section ends, as message._split_head decides it."""
-    lf_lf = data.find(b"\n\n")
-    lf_crlf = data.find(b"\n\r\n")
-    if lf_crlf >= 0 and (lf_lf < 0 or lf_crlf < lf_lf):
-        return lf_crlf
-    if lf_lf >= 0:
-        return lf_lf
-    return len(data.rstrip(b"\r\n"))
 
 
 def _tag(value: str) -> str:

@@ -25,6 +25,7 @@ MAX_HEADER_LINES = 200
 MAX_VIAS = 64  # far above any real path; bounds the work a hostile packet can cause
 MAX_VIA_PARAMS = 32  # real Via values carry about five
 MAX_QUOTED = 64  # quoted strings and <...> sections in one Via header value
+CSEQ_MAX = 2**32 - 1  # RFC 3261 §8.1.1.5: a 32-bit unsigned integer
 
 # One table of header names: (canonical long name, compact form or "").
 # Compact forms: RFC 3261 §7.3.3 and the IANA SIP parameters registry.
@@ -459,7 +460,7 @@ def _parse_cseq(value: str) -> tuple[int, str]:
             or len(parts[0]) > 10 or not _is_token(parts[1])):
         raise SipParseError(f"bad CSeq {_show(value)}: expected 'number method'")
     number = int(parts[0])
-    if number > 2**32 - 1:
+    if number > CSEQ_MAX:
         raise SipParseError(f"bad CSeq {_show(value)}: number above 2**32-1")
     return number, parts[1]
 
@@ -468,10 +469,9 @@ def _body(content_length: str | None, rest: bytes) -> bytes:
     """The body by the first Content-Length value (None: there was none)."""
     if content_length is None:
         return rest  # RFC 3261 §18.3: on UDP the body runs to the end of the datagram
-    value = content_length
-    if not value.isdigit() or not value.isascii() or len(value) > 5:
-        raise SipParseError(f"bad Content-Length {_show(value)}")
-    length = int(value)
+    if not content_length.isdigit() or not content_length.isascii() or len(content_length) > 5:
+        raise SipParseError(f"bad Content-Length {_show(content_length)}")
+    length = int(content_length)
     if length > len(rest):
         raise SipParseError(
             f"Content-Length {length} exceeds the {len(rest)} body bytes received")
