@@ -3,7 +3,7 @@ status file shows always equal the events that were reported."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from natkeepalive import events as ev
@@ -113,6 +113,9 @@ def test_engine_random_faults_keep_a_valid_state(steps: list[tuple[str, float]],
 @given(st.sampled_from([0.0, 0.2, 0.5]),
        st.lists(st.tuples(st.floats(0, 1), st.booleans(), st.floats(0, 1, exclude_max=True)),
                 min_size=5, max_size=60))
+# a draw near 1 left the allowance before the deadline reaching below the jitter's range
+@example(0.2, [(0.875, False, 0.0), (0.0, True, 0.99609375), (1.0, False, 0.0),
+               (0.9375, False, 0.0), (0.96875, True, 0.0)])
 def test_keepalives_offered_early_keep_every_wait_within_the_jitter(
         jitter: float, wakeups: list[tuple[float, bool, float]]) -> None:
     """However the loop offers early keepalives (any moment before the next deadline, with any
