@@ -1,5 +1,6 @@
 """sip/memo.py: AnswerMemo.parse gives what parse_response gives, for any datagram after any
-other, and parses again only what does not fit the answer it learnt."""
+other, and parses again only what does not fit the answer it learnt; the engine's way in,
+repeat() and else parse_full(), reads the same values."""
 
 from __future__ import annotations
 
@@ -46,6 +47,34 @@ def _outcome(parse: object, data: bytes) -> object:
     assert isinstance(response, Response)
     via = response.top_via
     return response, via.branch, via.received, via.rport, response.flow_timer
+
+
+def _view(response: Response, branch: str, cseq: int) -> tuple[object, ...]:
+    """What the engine reads of an answer (core/engine.py `_receive` and `_answered`)."""
+    via = response.top_via
+    return (branch, cseq, response.status, response.call_id, response.cseq_method, via.host,
+            via.received, via.rport, response.flow_timer)
+
+
+def _read(answers: AnswerMemo, data: bytes) -> object:
+    """The engine's reading: repeat() (the other fields are `last`'s), else parse_full()."""
+    try:
+        hit = answers.repeat(data)
+        if hit is not None:
+            assert answers.last is not None
+            return _view(answers.last, *hit)
+        response = answers.parse_full(data)
+    except SipParseError as exc:
+        return str(exc)
+    return _view(response, response.top_via.branch or "", response.cseq)
+
+
+def _expected(data: bytes) -> object:
+    try:
+        response = parse_response(data)
+    except SipParseError as exc:
+        return str(exc)
+    return _view(response, response.top_via.branch or "", response.cseq)
 
 
 def _fields(data: bytes) -> tuple[str, str, str]:
@@ -103,15 +132,18 @@ def test_one_odd_answer_keeps_the_shape_two_in_a_row_replace_it(full_parses: lis
 def test_every_byte_is_compared(name: str) -> None:
     """Each byte of the learnt answer changed in turn, alone: the outcome is the full parse's."""
     base = (DATA / name).read_bytes()
-    answers = AnswerMemo()
+    answers, reader = AnswerMemo(), AnswerMemo()
     answers.parse(base)
-    assert answers._last is not None
+    reader.parse_full(base)
+    assert answers._last is not None and reader.last is not None
     for where in range(len(base)):
         for byte in (b"x", b";", b"\n"):
             data = base[:where] + byte + base[where + 1:]
             if data != base:
                 assert _outcome(answers.parse, data) == _outcome(parse_response, data), where
+                assert _read(reader, data) == _expected(data), where
                 answers.parse(base)  # two misses in a row would teach it the changed one
+                assert reader.repeat(base) is not None
 
 
 HIGH = (DATA / "captured" / "kamailio_keepalive_cseq_high.sip").read_bytes()
@@ -210,17 +242,19 @@ def answer_runs(draw: st.DrawFn) -> list[bytes]:
 @SETTINGS
 @given(answer_runs())
 def test_the_memo_never_changes_an_outcome(run: list[bytes]) -> None:
-    answers = AnswerMemo()
+    answers, reader = AnswerMemo(), AnswerMemo()
     for data in run:
         assert _outcome(answers.parse, data) == _outcome(parse_response, data)
+        assert _read(reader, data) == _expected(data)
 
 
 @SETTINGS
 @given(st.lists(st.sampled_from(ANSWERS), min_size=2, max_size=6))
 def test_any_sequence_of_real_answers(run: list[bytes]) -> None:
-    answers = AnswerMemo()
+    answers, reader = AnswerMemo(), AnswerMemo()
     for data in run:
         assert _outcome(answers.parse, data) == _outcome(parse_response, data)
+        assert _read(reader, data) == _expected(data)
 
 
 def test_the_samples_are_answers_the_memo_learns() -> None:
@@ -232,3 +266,19 @@ def test_the_samples_are_answers_the_memo_learns() -> None:
         learnt += answers._last is not None
         assert isinstance(parse_message(data), Response)
     assert learnt >= len(ANSWERS) - 3, learnt
+
+
+def test_a_repeat_is_read_without_a_parse(full_parses: list[bytes]) -> None:
+    """The engine's way in: the next keepalive's answer gives its branch and CSeq, and `last`
+    gives the rest; the answer that does not fit goes to parse_full."""
+    answers = AnswerMemo()
+    assert answers.repeat(KAMAILIO) is None and answers.last is None
+    first = answers.parse_full(KAMAILIO)
+    branch, cseq, tag = _fields(KAMAILIO)
+    again = _next(KAMAILIO, branch[:-4] + "beef", str(int(cseq) + 1)[-len(cseq):],
+                  tag[:-2] + "zz")
+    assert answers.repeat(again) == (branch[:-4] + "beef", int(cseq) + 1)
+    assert answers.last is first
+    assert full_parses == [KAMAILIO]
+    moved = again.replace(b"rport=", b"rport=1")
+    assert answers.repeat(moved) is None

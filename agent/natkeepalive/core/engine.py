@@ -204,19 +204,31 @@ class BindingEngine:
         if self.server is None or source != self.server:
             self.dropped += 1  # before parsing: a flood from elsewhere costs a comparison
             return
+        answers = self._answers
+        repeat = answers.repeat(data)
+        if repeat is not None:  # the last answer again: its other fields are this one's
+            last = answers.last
+            assert last is not None
+            self._receive(repeat[0], repeat[1], last, now, channel)
+            return
         try:
-            response = self._answers.parse(data)
+            response = answers.parse_full(data)
         except SipParseError:
             self.dropped += 1
             return
-        self.receive_response(response, source, now, channel)
+        self._receive(response.top_via.branch or "", response.cseq, response, now, channel)
 
     def receive_response(self, response: Response, source: Address, now: float,
                          channel: str = BINDING) -> None:
         if self.server is None or source != self.server:
             self.dropped += 1
             return
-        branch = response.top_via.branch or ""
+        self._receive(response.top_via.branch or "", response.cseq, response, now, channel)
+
+    def _receive(self, branch: str, cseq: int, response: Response, now: float,
+                 channel: str) -> None:
+        """An answer from the server with this top-Via branch and CSeq number; every other
+        field is `response`'s (which may be an earlier answer of the same shape)."""
         tx = self._tx.get(branch)
         if tx is None:
             # Every refused datagram is `dropped` (status file, the "dropped N" line): a replay
@@ -226,7 +238,7 @@ class BindingEngine:
             if hash(branch) in self._recent_done:
                 self.duplicates += 1
             return
-        if response.call_id != tx.key.call_id or response.cseq != tx.key.cseq \
+        if response.call_id != tx.key.call_id or cseq != tx.key.cseq \
                 or response.cseq_method.upper() != "OPTIONS":
             self.dropped += 1
             return

@@ -61,12 +61,36 @@ class AnswerMemo:
         self._branch_param = 0
         self._missed = False
 
+    @property
+    def last(self) -> Response | None:
+        """The answer learnt from: after a `repeat` hit, the new answer is this one but for its
+        branch, CSeq number and To tag."""
+        return self._last
+
     def parse(self, data: bytes) -> Response:
-        if len(data) == self._length and type(data) is bytes:
-            again = self._again(data)
-            if again is not None:
-                self._missed = False
-                return again
+        texts = self._texts(data)
+        if texts is not None:
+            return self._build(texts)
+        return self.parse_full(data)
+
+    def repeat(self, data: bytes) -> tuple[str, int] | None:
+        """(branch, CSeq number) when `data` is the last answer again but for its branch, CSeq
+        number and To tag: everything else `parse` would give is `last`'s. Building no Response
+        saves half the memo's cost (issue 7)."""
+        texts = self._texts(data)
+        if texts is None:
+            return None
+        branch, cseq = "", 0
+        for (_start, _length, kind, *_rest), text in zip(self._spans, texts):
+            if kind == _BRANCH:
+                branch = text
+            elif kind == _CSEQ:
+                cseq = int(text)
+        return branch, cseq
+
+    def parse_full(self, data: bytes) -> Response:
+        """`parse_response(data)`, learnt from by the rule above; for a datagram `repeat`
+        refused."""
         response = parse_response(data)
         # A single odd answer (the inbound check's, every 10th) does not replace the keepalives'
         # shape, or the keepalive after it would miss too; the second miss in a row does.
@@ -76,32 +100,37 @@ class AnswerMemo:
             self._missed = True
         return response
 
-    def _again(self, data: bytes) -> Response | None:
-        if not data.startswith(self._head):
+    def _texts(self, data: bytes) -> list[str] | None:
+        """The spans' values in `data` (in span order) when it fits the learnt shape."""
+        if len(data) != self._length or type(data) is not bytes or not data.startswith(self._head):
             return None
         for start, length, _kind, _index, _offset, after in self._spans:
             if not data.startswith(after, start + length):
                 return None
+        texts = []
+        for start, length, kind, _index, _offset, _after in self._spans:
+            raw = data[start:start + length]
+            if raw.strip(_TOKEN):
+                return None  # a byte outside the token characters
+            if kind == _CSEQ and (not raw.isdigit() or int(raw) > CSEQ_MAX):
+                return None
+            texts.append(raw.decode("ascii"))
+        self._missed = False
+        return texts
+
+    def _build(self, texts: list[str]) -> Response:
         last = self._last
         assert last is not None
         headers = list(last.headers)
         cseq = last.cseq
         branch = ""
-        for start, length, kind, index, offset, _after in self._spans:
-            raw = data[start:start + length]
-            if raw.strip(_TOKEN):
-                return None  # a byte outside the token characters
-            if kind == _CSEQ:
-                if not raw.isdigit():
-                    return None
-                cseq = int(raw)
-                if cseq > CSEQ_MAX:
-                    return None
-            text = raw.decode("ascii")
+        for (_start, _length, kind, index, offset, _after), text in zip(self._spans, texts):
             name, value = headers[index]
             headers[index] = (name, value[:offset] + text + value[offset + len(text):])
             if kind == _BRANCH:
                 branch = text
+            elif kind == _CSEQ:
+                cseq = int(text)
         via = last.vias[0]
         params = list(via.params)
         params[self._branch_param] = ("branch", branch)
