@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from natkeepalive.errors import LocalProtocolError
 from natkeepalive.record import replace
@@ -122,6 +124,8 @@ def test_round_trip_through_the_parser() -> None:
         ({"from_tag": "x\n"}, "from_tag 'x\\n' is empty or has characters not allowed"),
         ({"cseq": -1}, "cseq -1 is not an integer in 0-4294967295"),
         ({"cseq": 2**32}, "cseq 4294967296 is not an integer in 0-4294967295"),
+        ({"cseq": True}, "cseq True is not an integer in 0-4294967295"),
+        ({"branch": "z9hG4bK\u00e9"}, "branch 'z9hG4bK\u00e9' is empty or has characters"),
         ({"max_forwards": 256}, "max_forwards 256 is not an integer in 0-255"),
         ({"user_agent": "x\r\nVia: evil"}, "user_agent 'x\\r\\nVia: evil' must be printable ASCII"),
         ({"user_agent": " x"}, "user_agent ' x' must be printable ASCII"),
@@ -138,3 +142,25 @@ def test_misuse_is_refused(change: dict[str, object], message: str) -> None:
 def test_call_id_with_host_part_is_allowed() -> None:
     data = build_options(replace(TYPICAL, call_id="abc@192.168.77.2"))
     assert b"\r\nCall-ID: abc@192.168.77.2\r\n" in data
+
+
+TOKEN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
+
+
+@given(st.one_of(st.just("z9hG4bK"), st.text(alphabet=TOKEN + ";, \r\n\u00e9\u0661", max_size=4))
+       .flatmap(lambda head: st.text(alphabet=TOKEN + ";\u00e9\u0661", max_size=12)
+                .map(lambda tail: head + tail)),
+       st.one_of(st.integers(-2, 2**32 + 2), st.booleans()))
+def test_branch_and_cseq_are_checked_on_every_render(branch: str, cseq: int) -> None:
+    """render's quick path for the usual values (sip/request.py) lets nothing through that the
+    full checks refuse, and changes nothing it lets through."""
+    allowed = (branch.startswith("z9hG4bK") and len(branch) > 7 and set(branch) <= set(TOKEN)
+               and type(cseq) is int and 0 <= cseq <= 2**32 - 1)
+    try:
+        data = build_options(replace(TYPICAL, branch=branch, cseq=cseq))
+    except LocalProtocolError:
+        assert not allowed
+        return
+    assert allowed
+    assert data == GOLDEN.replace(b"z9hG4bK0123456789abcdef", branch.encode()).replace(
+        b"CSeq: 1 ", f"CSeq: {cseq} ".encode())

@@ -8,6 +8,7 @@ or space in a value would let it forge headers; that is a caller bug, hence Loca
 from __future__ import annotations
 
 from natkeepalive.errors import LocalProtocolError
+from natkeepalive.sip.message import CSEQ_MAX
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
@@ -124,9 +125,15 @@ class OptionsTemplate:
         self._after_cseq = f" OPTIONS\r\n{agent_line}Content-Length: 0\r\n\r\n"
 
     def render(self, branch: str, cseq: int) -> bytes:
+        # Per keepalive: the usual values (an int CSeq in range, a cookie and hex digits) pass
+        # with C calls only; anything else gets the full checks, which raise or let it through.
         # RFC 3261 §8.1.1.5: a CSeq is a 32-bit unsigned integer (below 2**31 when it starts).
-        number = _check_int(cseq, "cseq", 2**32 - 1)
-        return (self._before_branch + _branch(branch) + self._after_branch + str(number)
+        if type(cseq) is not int or not 0 <= cseq <= CSEQ_MAX:
+            _check_int(cseq, "cseq", CSEQ_MAX)
+        if not (branch.startswith(BRANCH_COOKIE) and branch.isascii() and branch.isalnum()
+                and len(branch) > len(BRANCH_COOKIE)):
+            _branch(branch)
+        return (self._before_branch + branch + self._after_branch + str(cseq)
                 + self._after_cseq).encode("ascii")
 
 
