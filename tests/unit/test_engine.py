@@ -29,6 +29,18 @@ def test_first_keepalive_at_start_second_after_promotion_delay_then_jittered_int
     assert len({round(g, 6) for g in gaps}) > 3  # really jittered
 
 
+@pytest.mark.parametrize("interval", [1.0, 2.0, PROMOTE_DELAY])
+def test_a_short_interval_is_not_stretched_by_the_promotion(interval: float) -> None:
+    """With an interval up to PROMOTE_DELAY the second keepalive comes on the usual jittered
+    wait (it went PROMOTE_DELAY after the first: 3 s at an interval of 1 s)."""
+    n = net(interval=interval)
+    n.run_until(10 * interval)
+    times = n.keepalive_times()
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert len(gaps) >= 8
+    assert all(interval * 0.8 - 1e-9 <= g <= interval + 1e-9 for g in gaps), gaps
+
+
 def test_learns_the_mapping_and_becomes_reachable_once() -> None:
     n = net()
     n.run_until(100)

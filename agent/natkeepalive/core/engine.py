@@ -16,7 +16,8 @@ Rules:
   offers it, with the loop's draw for its next wait: bindings sent in one wake-up stay together.
   A new flow (start, new server or local address, a changed or expired binding) gets a second
   keepalive PROMOTE_DELAY after the first, so a Linux NAT moves the flow to its long stream
-  timeout.
+  timeout; with an interval (or retry_interval while unreachable) no longer than that, the next
+  keepalive comes on its usual wait, which is never stretched to PROMOTE_DELAY.
 - Answers are accepted only from the server's address and port, with a known branch and the same
   Call-ID and CSeq; everything else (late duplicates and replays too) is counted as dropped and
   changes nothing else.
@@ -338,11 +339,12 @@ class BindingEngine:
         self._since_check += 1
         self._send_probe(KEEPALIVE, now)
         self.last_keepalive_at = now
+        base = self._base()
         if self._promote:
             self._promote = False
-            self._schedule(now + PROMOTE_DELAY)
-            return
-        base = self._base()
+            if base > PROMOTE_DELAY:  # a shorter wait promotes the flow as well, and sooner
+                self._schedule(now + PROMOTE_DELAY)
+                return
         self._schedule(now + self._wait(draw), now + base * (1.0 - self.jitter))
 
     def _base(self) -> float:
