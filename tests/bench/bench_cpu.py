@@ -89,7 +89,7 @@ def run(ctx: c.Context) -> None:
             ctx.figure(section, f"agent answered / sent, {count}", per[f"ratio {count}"], "",
                        digits=3)
         if ctx.profile:
-            _profile(ctx, section, counters, counts[-1], 1.0 if ctx.quick else window)
+            _profile(ctx, section, counters, counts[-1], warmup, 1.0 if ctx.quick else window)
     finally:
         counters.close()
 
@@ -140,26 +140,29 @@ def _one(ctx: c.Context, counters: c.Counters, count: int, warmup: float,
 
 
 def _profile(ctx: c.Context, section: c.Section, counters: c.Counters, count: int,
-             window: float) -> None:
+             warmup: float, window: float) -> None:
+    """cProfile of the steady state: tests/bench/agent_profile.py turns it on after the warm-up."""
     workdir = ctx.subdir("cpu-profile")
     status = workdir / "status.json"
     out = workdir / "agent.prof"
     config = c.agent_config(workdir / "agent.yaml", count=count, base_port=AGENT_BASE,
                             status=status, interval=1)
+    argv = [ctx.python, str(c.BENCH_DIR / "agent_profile.py"), str(out), str(warmup), "run",
+            "-c", str(config), "--log", "stderr", "--status-file", str(status)]
     with c.Procs() as procs:
-        agent = procs.start(ctx.agent_argv(config, status, prefix=("-m", "cProfile", "-o",
-                                                                 str(out))),
-                            env=ctx.env(), capture=True, name="agent-profiled")
+        agent = procs.start(argv, env=ctx.env(), capture=True, name="agent-profiled")
         agent.wait_line(c.is_event("started"), timeout=60)
+        time.sleep(warmup)
         first = counters.read()["agent"]
         time.sleep(window)
         answers = counters.read()["agent"] - first
-        agent.send_signal(signal.SIGINT)  # a clean stop: cProfile writes its file on exit
+        agent.send_signal(signal.SIGINT)  # a clean stop: the wrapper writes its file on exit
         agent.wait_line(c.is_event("stopped"), timeout=60)
         procs.stop(agent, grace=30)
-    if not out.exists():
-        raise c.BenchError("cProfile wrote no profile")
-    ctx.note(section, _profile_text(out, count, window, answers))
+    seconds = Path(f"{out}.seconds")
+    if not out.exists() or not seconds.exists():
+        raise c.BenchError("the profiled agent wrote no profile")
+    ctx.note(section, _profile_text(out, count, float(seconds.read_text()), answers))
 
 
 def _label(key: tuple[str, int, str]) -> str:
@@ -185,8 +188,9 @@ def _profile_text(path: Path, count: int, window: float, answers: int) -> str:
             continue
         rows.append((label, calls, tottime, cumtime))
     busy = sum(r[2] for r in rows) or 1.0
-    lines = [f"cProfile of the agent, {count} bindings at 1 s, about {window:.0f} s "
-             f"({answers} answers; {busy:.2f} s profiled outside epoll.poll, "
+    lines = [f"cProfile of the agent, {count} bindings at 1 s, {window:.1f} s after a warm-up "
+             f"(start-up left out; about {answers} answers; {busy:.2f} s profiled outside "
+             f"epoll.poll, "
              f"{wait:.1f} s waiting in it). cProfile inflates many small calls; read the "
              "shares, not the absolute times.", "",
              "Top by own time:", "",
