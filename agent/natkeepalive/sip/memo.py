@@ -5,8 +5,9 @@ A server answers a binding's keepalives with the same bytes each time except the
 echoes in the top Via, the CSeq number and usually the To tag. After a full parse the memo
 notes where those three values lie in the datagram; a later datagram of the same length whose
 other bytes are all the same, and whose three values are made of token characters (the CSeq of
-digits), is the same message but for those values: the memo builds its Response from the
-previous one instead of parsing it.
+digits), is the same message but for those values. `parse` then builds its Response from the
+previous one instead of parsing it; `repeat`, the engine's way in, builds none and gives just
+the two values the engine matches on (branch and CSeq), the rest being `last`'s.
 
 Rules:
 - The result is always the Response (or the SipParseError) that parse_response gives for the
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
 
 
 class AnswerMemo:
-    """`memo.parse(data)` is `parse_response(data)`, faster for a repeat of the last answer."""
+    """`memo.parse(data)` is `parse_response(data)`, faster for a repeat of the last answer;
+    `memo.repeat(data)`, else `memo.parse_full(data)`, reads the same values cheaper still."""
 
     __slots__ = ("_branch_param", "_head", "_last", "_length", "_missed", "_spans")
 
