@@ -152,8 +152,9 @@ TOKEN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'
                 .map(lambda tail: head + tail)),
        st.one_of(st.integers(-2, 2**32 + 2), st.booleans()))
 def test_branch_and_cseq_are_checked_on_every_render(branch: str, cseq: int) -> None:
-    """render's quick path for the usual values (sip/request.py) lets nothing through that the
-    full checks refuse, and changes nothing it lets through."""
+    """render refuses exactly the branches and CSeqs the rules refuse (the token check's quick
+    path for ASCII letters and digits lets nothing else through), and changes nothing it lets
+    through."""
     allowed = (branch.startswith("z9hG4bK") and len(branch) > 7 and set(branch) <= set(TOKEN)
                and type(cseq) is int and 0 <= cseq <= 2**32 - 1)
     try:
