@@ -84,6 +84,10 @@ def run(ctx: c.Context) -> None:
                        "steadier than µs on a busy machine", digits=2)
             ctx.figure(section, f"agent / plain Python loop at once, {count}",
                        [a / b for a, b in zip(agent, burst)], "x", digits=2)
+            for who in ("agent", *(f"Kamailio {kind}" for kind in c.PINGERS)):
+                ctx.figure(section, f"{who} wake-ups per answer, {count}",
+                           per[f"wakes {who.lower()} {count}"], "", "voluntary context switches",
+                           digits=2)
             ctx.figure(section, f"agent CPU share, {count} bindings at 1 s",
                        per[f"share {count}"], "% of a core")
             ctx.figure(section, f"agent answered / sent, {count}", per[f"ratio {count}"], "",
@@ -133,6 +137,7 @@ def _one(ctx: c.Context, counters: c.Counters, count: int, warmup: float,
         if answered <= 0:
             raise c.BenchError(f"{who}: no answers in the window")
         out[f"{who} {count}"] = used / 1000 / answered
+        out[f"wakes {who} {count}"] = (after[who].switches - before[who].switches) / answered
     wall = after["agent"].at - before["agent"].at
     out[f"share {count}"] = after["agent"].cpu_since(before["agent"]) / 1e9 / wall * 100
     out[f"ratio {count}"] = answers["agent"] / max(1, answers["agent_sent"])
