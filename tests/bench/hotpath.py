@@ -160,8 +160,7 @@ def measure(bindings: int, seconds: float, split: bool = False, profile: bool = 
     try:
         if split:
             for owner, name, label in (
-                    (memo_module.AnswerMemo, "repeat", "parse"),  # the engine's way in
-                    (memo_module.AnswerMemo, "parse_full", "parse"),
+                    (memo_module.AnswerMemo, "read", "parse"),  # the engine's way in
                     (engine_module.BindingEngine, "_receive", "engine: answer"),
                     (engine_module.BindingEngine, "handle_timer", "engine: timer"),
                     (daemon_module.Daemon, "_after", "daemon: _after"),

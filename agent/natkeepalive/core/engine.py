@@ -36,7 +36,7 @@ from natkeepalive.core.reachability import UNREACHABLE, Reachability
 from natkeepalive.core.tracker import Tracker, format_mapping
 from natkeepalive.core.transaction import ClientTransaction, TransactionKey
 from natkeepalive.errors import SipParseError
-from natkeepalive.sip.memo import AnswerMemo
+from natkeepalive.sip.memo import AnswerFacts, AnswerMemo
 from natkeepalive.sip.message import Response
 from natkeepalive.sip.request import OptionsRequest, OptionsTemplate
 from natkeepalive.sip.target import format_hostport
@@ -138,7 +138,7 @@ class BindingEngine:
         # its log level hides them, which saves building two events per keepalive
         self.debug_events = True
         self._newest_outcome = 0  # CSeq of the newest probe whose outcome was applied
-        self._answers = AnswerMemo()  # the server's last answer: the next is mostly the same
+        self._answers = AnswerMemo()  # the server's answers: the next is mostly the same
         # counters for the status file
         self.probes_sent = 0
         self.responses = 0
@@ -205,31 +205,24 @@ class BindingEngine:
         if self.server is None or source != self.server:
             self.dropped += 1  # before parsing: a flood from elsewhere costs a comparison
             return
-        answers = self._answers
-        repeat = answers.repeat(data)
-        if repeat is not None:  # the last answer again: its other fields are this one's
-            last = answers.last
-            assert last is not None
-            self._receive(repeat[0], repeat[1], last, now, channel)
-            return
         try:
-            response = answers.parse_full(data)
+            branch, cseq, facts = self._answers.read(data)
         except SipParseError:
             self.dropped += 1
             return
-        self._receive(response.top_via.branch or "", response.cseq, response, now, channel)
+        self._receive(branch, cseq, facts, now, channel)
 
     def receive_response(self, response: Response, source: Address, now: float,
                          channel: str = BINDING) -> None:
         if self.server is None or source != self.server:
             self.dropped += 1
             return
-        self._receive(response.top_via.branch or "", response.cseq, response, now, channel)
+        self._receive(response.top_via.branch or "", response.cseq, AnswerFacts(response), now,
+                      channel)
 
-    def _receive(self, branch: str, cseq: int, response: Response, now: float,
+    def _receive(self, branch: str, cseq: int, facts: AnswerFacts, now: float,
                  channel: str) -> None:
-        """An answer from the server with this top-Via branch and CSeq number; every other
-        field is `response`'s (which may be an earlier answer of the same shape)."""
+        """An answer from the server with this top-Via branch and CSeq number."""
         tx = self._tx.get(branch)
         if tx is None:
             # Every refused datagram is `dropped` (status file, the "dropped N" line): a replay
@@ -239,21 +232,21 @@ class BindingEngine:
             if hash(branch) in self._recent_done:
                 self.duplicates += 1
             return
-        if response.call_id != tx.key.call_id or cseq != tx.key.cseq \
-                or response.cseq_method.upper() != "OPTIONS":
+        if facts.call_id != tx.key.call_id or cseq != tx.key.cseq \
+                or facts.cseq_method.upper() != "OPTIONS":
             self.dropped += 1
             return
         if tx.kind != INBOUND and channel != BINDING:
             self.dropped += 1
             return
-        final, rtt = tx.on_response(response.status, now)
+        final, rtt = tx.on_response(facts.status, now)
         if not final:
             return
         self._finish(branch)
         if tx.kind == INBOUND:
             self._check_done(AUX if channel == AUX else "alive", now)
         else:
-            self._answered(tx, response, rtt, now)
+            self._answered(tx, facts, rtt, now)
 
     def handle_timer(self, now: float, early: bool = False, draw: float | None = None) -> None:
         """Advance to `now`. With `early`, a keepalive whose window is open goes now, so one
@@ -440,25 +433,24 @@ class BindingEngine:
             self._suspect_idle = None if idle_from is None else now - idle_from
         self._send_keepalive(now)
 
-    def _answered(self, tx: ClientTransaction, response: Response, rtt: float,
+    def _answered(self, tx: ClientTransaction, facts: AnswerFacts, rtt: float,
                   now: float) -> None:
         self._send_failing = False
         self.responses += 1
         rtt_ms = rtt * 1000.0
         self.last_rtt_ms = round(rtt_ms, 3)
-        self.last_status = response.status
+        self.last_status = facts.status
         idle_s = 0.0 if self.last_response_at is None else tx.first_sent - self.last_response_at
         self.last_response_at = now
-        ok = not self.settings.require_2xx or 200 <= response.status < 300
-        flow_timer = response.flow_timer
+        ok = not self.settings.require_2xx or 200 <= facts.status < 300
+        flow_timer = facts.flow_timer
         if flow_timer is not None and flow_timer > 0 and flow_timer != self.flow_timer:
             self.flow_timer = float(flow_timer)
             if self.interval > self.flow_timer:
                 self.set_interval(self.flow_timer, "flow-timer", now)
-        via = response.top_via
-        seen: Mapping = (via.received or via.host, via.rport)
+        seen: Mapping = (facts.received or facts.host, facts.rport)
         if self.debug_events:
-            self._events.append(ev.ProbeAnswered(self.name, tx.key.cseq, response.status,
+            self._events.append(ev.ProbeAnswered(self.name, tx.key.cseq, facts.status,
                                                  round(rtt_ms, 3), format_mapping(seen) or ""))
         if self._stale(tx):
             return

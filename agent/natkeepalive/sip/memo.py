@@ -1,38 +1,32 @@
-"""A binding's next answer, parsed from its previous one (issue 7: parsing was a third of the
-agent's CPU per keepalive).
+"""What the engine reads of a binding's answers, parsed once per shape of answer (issue 7:
+parsing was a third of the agent's CPU per keepalive).
 
 A server answers a binding's keepalives with the same bytes each time except the branch it
 echoes in the top Via, the CSeq number and usually the To tag. After a full parse the memo
 notes where those three values lie in the datagram; a later datagram of the same length whose
 other bytes are all the same, and whose three values are made of token characters (the CSeq of
-digits), is the same message but for those values. `parse` then builds its Response from the
-previous one instead of parsing it; `repeat`, the engine's way in, builds none and gives just
-the two values the engine matches on (branch and CSeq), the rest being `last`'s.
+digits), is the same message but for those values: `read` then gives the new branch and CSeq
+number with the facts (AnswerFacts) noted at the full parse, and parses nothing.
 
 Rules:
-- The result is always the Response (or the SipParseError) that parse_response gives for the
-  same bytes; tests/unit/test_sip_memo.py holds it to that on arbitrary datagrams.
+- `read(data)` gives what parse_response gives for the same bytes, as the engine reads it (or the
+  same SipParseError); tests/unit/test_sip_memo.py holds it to that on arbitrary datagrams.
 - Token characters cannot move a line, a header, a Via or a parameter boundary, and the parser
   reads nothing inside a To value; a CSeq number of the same length only needs its range
   checked. Anything else (a new rport, a folded line, a longer CSeq) goes to the full parse,
-  which is learnt from again.
+  which is learnt from.
 - Only ASCII answers without CR/LF before the status line and without continuation lines are
   learnt (byte offsets are then string offsets and each line is one header), up to
   LEARN_MAX_BYTES.
-- One shape is kept, learnt from the first answer and again from the second of two answers in a
-  row that do not fit it: the inbound check's answer, every 10th, leaves the keepalives' shape.
+- SHAPES shapes are kept, the most recently used first, and a new one takes the place of the
+  least recently used: the keepalives' answers and the inbound check's (every 10th), which
+  differ in the top Via. The facts are all a shape keeps of its answer: the Response would cost
+  a binding another 1.7 KB for life.
 """
 
 from __future__ import annotations
 
-from natkeepalive.sip.message import (
-    _TOKEN_CHARS,
-    CSEQ_MAX,
-    Response,
-    Via,
-    _split_head,
-    parse_response,
-)
+from natkeepalive.sip.message import _TOKEN_CHARS, CSEQ_MAX, Response, _split_head, parse_response
 
 _TOKEN = "".join(sorted(_TOKEN_CHARS)).encode("ascii")  # for bytes.strip and lstrip
 _BRANCH, _CSEQ, _TAG = 0, 1, 2
@@ -40,108 +34,65 @@ _BRANCH, _CSEQ, _TAG = 0, 1, 2
 # is learnt (real ones are 300-900 bytes), so a flood of large answers forged with the server's
 # address cannot make each binding hold 64 KB.
 LEARN_MAX_BYTES = 1400
+SHAPES = 2
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
-    # (start, length, kind, header index, offset in that header's value, the bytes after it up
-    # to the next span): no end offset and no separate list of segments, since a binding keeps
-    # its memo for life (every int above 256 and every tuple is one more object per binding)
-    Span = tuple[int, int, int, int, int, bytes]
+    # (start, length, kind, the bytes after it up to the next span): no end offset and no
+    # separate list of segments, since a binding keeps its shapes for life (every int above 256
+    # and every tuple is one more object per binding)
+    Span = tuple[int, int, int, bytes]
+    # (length, the bytes before the first span, spans, facts)
+    Shape = tuple[int, bytes, tuple[Span, ...], "AnswerFacts"]
+
+
+class AnswerFacts:
+    """What the engine reads of an answer besides its top Via's branch and its CSeq number
+    (core/engine.py `_receive` and `_answered`), read once per shape."""
+
+    __slots__ = ("call_id", "cseq_method", "flow_timer", "host", "received", "rport", "status")
+
+    def __init__(self, response: Response) -> None:
+        via = response.top_via
+        self.status = response.status
+        self.call_id = response.call_id
+        self.cseq_method = response.cseq_method
+        self.host = via.host
+        self.received = via.received
+        self.rport = via.rport
+        self.flow_timer = response.flow_timer
 
 
 class AnswerMemo:
-    """`memo.parse(data)` is `parse_response(data)`, faster for a repeat of the last answer;
-    `memo.repeat(data)`, else `memo.parse_full(data)`, reads the same values cheaper still."""
+    """`memo.read(data)`: (branch, CSeq number, facts) of an answer, as parse_response reads it."""
 
-    __slots__ = ("_branch_param", "_head", "_last", "_length", "_missed", "_spans")
+    __slots__ = ("_shapes",)
 
     def __init__(self) -> None:
-        self._last: Response | None = None
-        self._length = -1
-        self._head = b""  # the bytes before the first span
-        self._spans: tuple[Span, ...] = ()
-        self._branch_param = 0
-        self._missed = False
+        self._shapes: list[Shape] = []
 
-    @property
-    def last(self) -> Response | None:
-        """The answer learnt from: after a `repeat` hit, the new answer is this one but for its
-        branch, CSeq number and To tag."""
-        return self._last
-
-    def parse(self, data: bytes) -> Response:
-        texts = self._texts(data)
-        if texts is not None:
-            return self._build(texts)
-        return self.parse_full(data)
-
-    def repeat(self, data: bytes) -> tuple[str, int] | None:
-        """(branch, CSeq number) when `data` is the last answer again but for its branch, CSeq
-        number and To tag: everything else `parse` would give is `last`'s. Building no Response
-        saves half the memo's cost (issue 7)."""
-        texts = self._texts(data)
-        if texts is None:
-            return None
-        branch, cseq = "", 0
-        for (_start, _length, kind, *_rest), text in zip(self._spans, texts):
-            if kind == _BRANCH:
-                branch = text
-            elif kind == _CSEQ:
-                cseq = int(text)
-        return branch, cseq
-
-    def parse_full(self, data: bytes) -> Response:
-        """`parse_response(data)`, learnt from by the rule above; for a datagram `repeat`
-        refused."""
+    def read(self, data: bytes) -> tuple[str, int, AnswerFacts]:
+        """Raises SipParseError as parse_response does."""
+        shapes = self._shapes
+        for index, shape in enumerate(shapes):
+            texts = _fit(shape, data)
+            if texts is None:
+                continue
+            if index:
+                shapes.insert(0, shapes.pop(index))
+            branch, cseq = "", 0
+            for (_start, _length, kind, _after), text in zip(shape[2], texts):
+                if kind == _BRANCH:
+                    branch = text
+                elif kind == _CSEQ:
+                    cseq = int(text)
+            return branch, cseq, shape[3]
         response = parse_response(data)
-        # A single odd answer (the inbound check's, every 10th) does not replace the keepalives'
-        # shape, or the keepalive after it would miss too; the second miss in a row does.
-        if self._last is None or self._missed:
-            self._learn(data, response)
-        else:
-            self._missed = True
-        return response
+        facts = AnswerFacts(response)
+        self._learn(data, response, facts)
+        return response.top_via.branch or "", response.cseq, facts
 
-    def _texts(self, data: bytes) -> list[str] | None:
-        """The spans' values in `data` (in span order) when it fits the learnt shape."""
-        if len(data) != self._length or type(data) is not bytes or not data.startswith(self._head):
-            return None
-        for start, length, _kind, _index, _offset, after in self._spans:
-            if not data.startswith(after, start + length):
-                return None
-        texts = []
-        for start, length, kind, _index, _offset, _after in self._spans:
-            raw = data[start:start + length]
-            if raw.strip(_TOKEN):
-                return None  # a byte outside the token characters
-            if kind == _CSEQ and (not raw.isdigit() or int(raw) > CSEQ_MAX):
-                return None
-            texts.append(raw.decode("ascii"))
-        self._missed = False
-        return texts
-
-    def _build(self, texts: list[str]) -> Response:
-        last = self._last
-        assert last is not None
-        headers = list(last.headers)
-        cseq = last.cseq
-        branch = ""
-        for (_start, _length, kind, index, offset, _after), text in zip(self._spans, texts):
-            name, value = headers[index]
-            headers[index] = (name, value[:offset] + text + value[offset + len(text):])
-            if kind == _BRANCH:
-                branch = text
-            elif kind == _CSEQ:
-                cseq = int(text)
-        via = last.vias[0]
-        params = list(via.params)
-        params[self._branch_param] = ("branch", branch)
-        vias = (Via(via.protocol, via.host, via.port, tuple(params)), *last.vias[1:])
-        return Response(last.status, last.reason, vias, last.call_id, cseq, last.cseq_method,
-                        tuple(headers), last.body)
-
-    def _learn(self, data: bytes, response: Response) -> None:
-        self._last, self._length, self._missed = None, -1, False
+    def _learn(self, data: bytes, response: Response, facts: AnswerFacts) -> None:
         if (type(data) is not bytes or len(data) > LEARN_MAX_BYTES or data[:1] in (b"\r", b"\n")
                 or not data.isascii()):
             return
@@ -153,9 +104,8 @@ class AnswerMemo:
             starts.append(starts[-1] + len(line) + 1)
         headers = response.headers
         names = [name for name, _ in headers]
-        via = response.vias[0]
         at = names.index("via")  # the first Via line holds the top Via
-        branch = _span(lines, starts, at, headers[at][1], via.branch or "", _BRANCH)
+        branch = _span(lines, starts, at, headers[at][1], response.top_via.branch or "", _BRANCH)
         at = names.index("cseq")  # the parser reads the first CSeq
         cseq = _span(lines, starts, at, headers[at][1], headers[at][1].split()[0], _CSEQ)
         if branch is None or cseq is None:
@@ -168,11 +118,29 @@ class AnswerMemo:
                 found.append(tag)
         found.sort()
         ends = [start for start, *_ in found[1:]] + [len(data)]
-        self._spans = tuple((start, length, kind, index, offset, data[start + length:end])
-                            for (start, length, kind, index, offset), end in zip(found, ends))
-        self._head = data[:found[0][0]]
-        self._branch_param = [key for key, _ in via.params].index("branch")
-        self._last, self._length = response, len(data)
+        spans = tuple((start, length, kind, data[start + length:end])
+                      for (start, length, kind), end in zip(found, ends))
+        self._shapes.insert(0, (len(data), data[:found[0][0]], spans, facts))
+        del self._shapes[SHAPES:]
+
+
+def _fit(shape: Shape, data: bytes) -> list[str] | None:
+    """The spans' values in `data` (in span order) when it has this shape."""
+    length, head, spans, _facts = shape
+    if len(data) != length or type(data) is not bytes or not data.startswith(head):
+        return None
+    for start, size, _kind, after in spans:
+        if not data.startswith(after, start + size):
+            return None
+    texts = []
+    for start, size, kind, _after in spans:
+        raw = data[start:start + size]
+        if raw.strip(_TOKEN):
+            return None  # a byte outside the token characters
+        if kind == _CSEQ and (not raw.isdigit() or int(raw) > CSEQ_MAX):
+            return None
+        texts.append(raw.decode("ascii"))
+    return texts
 
 
 def _tag(value: str) -> str:
@@ -186,7 +154,7 @@ def _tag(value: str) -> str:
 
 
 def _span(lines: list[str], starts: list[int], index: int, value: str, text: str,
-          kind: int) -> tuple[int, int, int, int, int] | None:
+          kind: int) -> tuple[int, int, int] | None:
     """Where `text`, found once in header `index`'s value, lies in the datagram."""
     if not text or value.count(text) != 1 or text.encode().strip(_TOKEN):
         return None
@@ -196,6 +164,5 @@ def _span(lines: list[str], starts: list[int], index: int, value: str, text: str
     at = colon + 1 + len(raw) - len(raw.lstrip())
     if line[at:at + len(value)] != value:
         return None
-    offset = value.find(text)
-    start = starts[index + 1] + at + offset
-    return (start, len(text), kind, index, offset)
+    start = starts[index + 1] + at + value.find(text)
+    return (start, len(text), kind)
