@@ -6,7 +6,7 @@ import pytest
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
-from natkeepalive.core.engine import AUX, BINDING, PROMOTE_DELAY
+from natkeepalive.core.engine import AUX, BINDING, PROMOTE_DELAY, RECENT_DONE
 from tests.support.fakenet import SERVER, FakeNet
 from tests.support.sipfake import answer
 
@@ -227,6 +227,20 @@ def test_replayed_old_answer_is_not_accepted() -> None:
     assert n.engine.public == ("203.0.113.1", 40000)
     assert n.engine.responses == 1  # only the genuine first answer
     assert n.engine.duplicates == 1
+
+
+def test_only_the_last_RECENT_DONE_answers_replayed_count_as_duplicates() -> None:
+    n = net()
+    n.run_until(1 + PROMOTE_DELAY + 25 * (RECENT_DONE + 1))
+    answered = [s.raw for s in n.sent]
+    assert len(answered) >= RECENT_DONE + 2 and n.engine.responses == len(answered)
+    for old in answered[-RECENT_DONE:]:
+        n.inject(answer(old, ("203.0.113.1", 40000)), SERVER)
+    assert n.engine.duplicates == RECENT_DONE
+    n.inject(answer(answered[-RECENT_DONE - 1], ("203.0.113.1", 40000)), SERVER)
+    assert n.engine.duplicates == RECENT_DONE  # gone from the record: dropped, nothing more
+    assert n.engine.dropped == RECENT_DONE + 1
+    assert n.engine.responses == len(answered)
 
 
 def test_require_2xx_counts_error_answers_as_failures() -> None:
