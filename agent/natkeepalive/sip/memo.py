@@ -74,19 +74,29 @@ class AnswerMemo:
     def read(self, data: bytes) -> tuple[str, int, AnswerFacts]:
         """Raises SipParseError as parse_response does."""
         shapes = self._shapes
-        for index, shape in enumerate(shapes):
-            texts = _fit(shape, data)
-            if texts is None:
+        for index, (length, head, spans, facts) in enumerate(shapes):
+            if len(data) != length or type(data) is not bytes or not data.startswith(head):
                 continue
-            if index:
-                shapes.insert(0, shapes.pop(index))
             branch, cseq = "", 0
-            for (_start, _length, kind, _after), text in zip(shape[2], texts):
+            for start, size, kind, after in spans:
+                end = start + size
+                if not data.startswith(after, end):
+                    break
+                raw = data[start:end]
+                if raw.strip(_TOKEN):
+                    break  # a byte outside the token characters
                 if kind == _BRANCH:
-                    branch = text
+                    branch = raw.decode("ascii")
                 elif kind == _CSEQ:
-                    cseq = int(text)
-            return branch, cseq, shape[3]
+                    if not raw.isdigit():
+                        break
+                    cseq = int(raw)
+                    if cseq > CSEQ_MAX:
+                        break
+            else:
+                if index:
+                    shapes.insert(0, shapes.pop(index))
+                return branch, cseq, facts
         response = parse_response(data)
         facts = AnswerFacts(response)
         self._learn(data, response, facts)
@@ -122,25 +132,6 @@ class AnswerMemo:
                       for (start, length, kind), end in zip(found, ends))
         self._shapes.insert(0, (len(data), data[:found[0][0]], spans, facts))
         del self._shapes[SHAPES:]
-
-
-def _fit(shape: Shape, data: bytes) -> list[str] | None:
-    """The spans' values in `data` (in span order) when it has this shape."""
-    length, head, spans, _facts = shape
-    if len(data) != length or type(data) is not bytes or not data.startswith(head):
-        return None
-    for start, size, _kind, after in spans:
-        if not data.startswith(after, start + size):
-            return None
-    texts = []
-    for start, size, kind, _after in spans:
-        raw = data[start:start + size]
-        if raw.strip(_TOKEN):
-            return None  # a byte outside the token characters
-        if kind == _CSEQ and (not raw.isdigit() or int(raw) > CSEQ_MAX):
-            return None
-        texts.append(raw.decode("ascii"))
-    return texts
 
 
 def _tag(value: str) -> str:
