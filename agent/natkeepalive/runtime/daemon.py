@@ -562,9 +562,16 @@ class Daemon:
 
     def snapshot(self, now: float) -> dict[str, object]:
         wall_now = self.wall()
+        texts: dict[int, str] = {}  # most bindings were answered within the same few seconds
 
         def wall_of(mono: float | None) -> str | None:
-            return None if mono is None else iso_utc(wall_now - (now - mono))
+            if mono is None:
+                return None
+            second = int(wall_now - (now - mono))  # iso_utc writes whole seconds
+            text = texts.get(second)
+            if text is None:
+                text = texts[second] = iso_utc(second)
+            return text
 
         bindings = []
         for slot in self.slots.values():

@@ -76,6 +76,8 @@ def write_status(path: str, data: Mapping[str, Any]) -> None:
 _SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n",
                   "\r": "\\r", "\t": "\\t"}
 _INF = float("inf")
+_KEYS_SEEN: dict[str, str] = {}
+_KEYS_KEPT = 256  # any mapping may be written: the cache of keys stays small
 
 
 def _escape(char: str) -> str:
@@ -97,16 +99,28 @@ def _string(text: str) -> str:
     return '"' + "".join(_escape(char) for char in text) + '"'
 
 
+def _key(key: object) -> str:
+    """An object key's JSON form: the status file repeats the same 19 keys for every binding."""
+    if not isinstance(key, str):
+        raise TypeError(f"JSON keys are strings, not {type(key).__name__}")
+    text = _KEYS_SEEN.get(key)
+    if text is None:
+        text = _string(key)
+        if len(_KEYS_SEEN) < _KEYS_KEPT:
+            _KEYS_SEEN[key] = text
+    return text
+
+
 def _value(value: object, indent: str, depth: int) -> str:
     """One JSON value; objects and arrays above depth 2 one item per line, deeper ones inline."""
+    if isinstance(value, str):
+        return _string(value)
     if value is None:
         return "null"
     if value is True:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, str):
-        return _string(value)
     if isinstance(value, int):
         return int.__repr__(value)
     if isinstance(value, float):
@@ -114,28 +128,37 @@ def _value(value: object, indent: str, depth: int) -> str:
             raise ValueError(f"{value!r} has no JSON form")
         return float.__repr__(value)
     if isinstance(value, Mapping):
-        pairs: list[tuple[str, object]] = []
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"JSON keys are strings, not {type(key).__name__}")
-            pairs.append((key, item))
-        if not pairs:
+        if not value:
             return "{}"
         if depth >= 2:
-            return "{" + ", ".join(f"{_string(k)}: {_value(v, '', depth + 1)}"
-                                   for k, v in pairs) + "}"
+            return "{" + ", ".join([_item(key, item, "", depth)
+                                    for key, item in value.items()]) + "}"
         inner = indent + "  "
-        return "{\n" + ",\n".join(f"{inner}{_string(k)}: {_value(v, inner, depth + 1)}"
-                                   for k, v in pairs) + f"\n{indent}}}"
+        return "{\n" + ",\n".join([inner + _item(key, item, inner, depth)
+                                    for key, item in value.items()]) + f"\n{indent}}}"
     if isinstance(value, (list, tuple)):
         if not value:
             return "[]"
         if depth >= 2:
-            return "[" + ", ".join(_value(v, "", depth + 1) for v in value) + "]"
+            return "[" + ", ".join([_value(v, "", depth + 1) for v in value]) + "]"
         inner = indent + "  "
-        return "[\n" + ",\n".join(f"{inner}{_value(v, inner, depth + 1)}"
-                                   for v in value) + f"\n{indent}]"
+        return "[\n" + ",\n".join([f"{inner}{_value(v, inner, depth + 1)}"
+                                    for v in value]) + f"\n{indent}]"
     raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
+def _item(key: object, value: object, indent: str, depth: int) -> str:
+    """`"key": value`; the common values of a status file without a call to _value."""
+    kind = type(value)
+    if kind is str:
+        text = _string(value)  # type: ignore[arg-type]
+    elif value is None:
+        text = "null"
+    elif kind is int:
+        text = int.__repr__(value)
+    else:
+        text = _value(value, indent, depth + 1)
+    return f"{_key(key)}: {text}"
 
 
 def to_json(value: object) -> str:
