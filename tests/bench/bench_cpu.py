@@ -156,8 +156,8 @@ def _profile(ctx: c.Context, section: c.Section, counters: c.Counters, count: in
     out = workdir / "agent.prof"
     config = c.agent_config(workdir / "agent.yaml", count=count, base_port=AGENT_BASE,
                             status=status, interval=1)
-    argv = [ctx.python, str(c.BENCH_DIR / "agent_profile.py"), str(out), str(warmup), "run",
-            "-c", str(config), "--log", "stderr", "--status-file", str(status)]
+    argv = [ctx.python, str(c.BENCH_DIR / "agent_profile.py"), str(out), str(warmup),
+            *c.run_args(config, status)]
     with c.Procs() as procs:
         agent = procs.start(argv, env=ctx.env(), capture=True, name="agent-profiled")
         agent.wait_line(c.is_event("started"), timeout=60)
@@ -199,9 +199,8 @@ def _profile_text(path: Path, count: int, window: float, answers: int) -> str:
     busy = sum(r[2] for r in rows) or 1.0
     lines = [f"cProfile of the agent, {count} bindings at 1 s, {window:.1f} s after a warm-up "
              f"(start-up left out; about {answers} answers; {busy:.2f} s profiled outside "
-             f"epoll.poll, "
-             f"{wait:.1f} s waiting in it). cProfile inflates many small calls; read the "
-             "shares, not the absolute times.", "",
+             f"epoll.poll, {wait:.1f} s waiting in it). cProfile inflates many small calls; "
+             "read the shares, not the absolute times.", "",
              "Top by own time:", "",
              "| function | calls | own s | share of busy | µs/call |", "|---|---|---|---|---|"]
     for label, calls, tottime, _ in sorted(rows, key=lambda r: -r[2])[:12]:

@@ -408,13 +408,16 @@ def agent_config(path: Path, *, count: int, base_port: int, status: Path,
     return path
 
 
-def agent_argv(python: str, site: Path, config: Path, status: Path,
-               prefix: Sequence[str] = ()) -> list[str]:
+def run_args(config: Path, status: Path) -> list[str]:
+    """The `run` command line every benchmark gives the agent."""
+    return ["run", "-c", str(config), "--log", "stderr", "--status-file", str(status)]
+
+
+def agent_argv(python: str, site: Path, config: Path, status: Path) -> list[str]:
     """The agent as the packages start it: their /usr/bin/nat-keepalive (not `python3 -m
     natkeepalive`, whose runpy brings importlib.util, collections, functools and contextlib: +0.6
     MB PSS and start-up time the installed agent never pays)."""
-    return [python, *prefix, str(site / LAUNCHER_NAME), "run", "-c", str(config), "--log",
-            "stderr", "--status-file", str(status)]
+    return [python, str(site / LAUNCHER_NAME), *run_args(config, status)]
 
 
 def is_event(name: str, **fields: str) -> Callable[[str], bool]:
@@ -721,8 +724,8 @@ class Context:
     def env(self) -> dict[str, str]:
         return child_env(self.site)
 
-    def agent_argv(self, config: Path, status: Path, prefix: Sequence[str] = ()) -> list[str]:
-        return agent_argv(self.python, self.site, config, status, prefix)
+    def agent_argv(self, config: Path, status: Path) -> list[str]:
+        return agent_argv(self.python, self.site, config, status)
 
     def section(self, name: str, title: str, setup: str = "") -> Section:
         section = Section(name, title, setup)
