@@ -6,6 +6,9 @@ running beside the agent would lower both figures); an agent's PSS is read in it
 once every binding has been through an inbound check (every 10th keepalive), whose answer is the
 second shape a binding's memo keeps (sip/memo.py). The agent runs at a 2-s interval to get there
 in seconds; nothing it keeps depends on the interval.
+Beside them, two plain Python loops with as many sockets (tests/bench/floor_pinger.py, no
+parsing or state): the least any Python pinger takes, with `selectors` and with what the agent
+imports instead.
 Budget (issue 7): 100 bindings at most 1.6 x the bare interpreter and below Kamailio; at most
 8 KB per extra binding.
 """
@@ -24,6 +27,12 @@ PINGER_DESTINATIONS = 100
 QUICK_PINGER_DESTINATIONS = 10
 INTERVAL = 2  # s: 12 keepalives (an inbound check among them) in about 24 s
 STEADY_AFTER = 12 * INTERVAL
+# The floor of any Python pinger (floor_pinger.py, no parsing or state beyond a branch per
+# socket: nothing grows after its first answers), with as many sockets as the middle count.
+FLOORS = (((), "plain Python selectors"), (("lean",), "lean Python"))
+FLOOR_NOTES = {"plain Python selectors": "the loop issue 7 measured its CPU floor with",
+               "lean Python": "_socket, select.epoll, _heapq: the least a Python pinger takes"}
+FLOOR_AFTER = 4 * INTERVAL
 
 
 def run(ctx: c.Context) -> None:
@@ -31,6 +40,8 @@ def run(ctx: c.Context) -> None:
     destinations = QUICK_PINGER_DESTINATIONS if ctx.quick else PINGER_DESTINATIONS
     settle = 0.3 if ctx.quick else 5.0
     steady = 0.0 if ctx.quick else STEADY_AFTER
+    floor_wait = settle + (1.0 if ctx.quick else FLOOR_AFTER)
+    mid = counts[1]
     section = ctx.section(NAME, TITLE, (
         f"agent: `nat-keepalive run`, default settings but interval {INTERVAL} s, bindings to "
         f"the run's Kamailio server on 127.0.0.1; PSS read {steady + settle:.0f} s after every "
@@ -39,7 +50,9 @@ def run(ctx: c.Context) -> None:
         f"destinations on the same server, ping_interval 25, in three configurations (lean: "
         f"tm + keepalive, children=1; default: the same, children=8; stock: Debian's "
         f"/etc/kamailio/kamailio.cfg with the module added); PSS summed over its "
-        f"processes. Bare: `python3 -c 'import time; time.sleep(…)'`. One process at a time."))
+        f"processes. Python loops: tests/bench/floor_pinger.py, {mid} sockets, every "
+        f"{INTERVAL} s, PSS read {floor_wait:.0f} s after start. Bare: `python3 -c 'import "
+        f"time; time.sleep(…)'`. One process at a time."))
     pss: dict[str, list[float]] = {}
     processes: dict[str, int] = {}
     for run_index in range(ctx.runs):
@@ -55,6 +68,16 @@ def run(ctx: c.Context) -> None:
                 agent.wait_line(c.is_event("reachable"), timeout=30 + count / 50, count=count)
                 time.sleep(settle + steady)
                 pss.setdefault(f"agent {count}", []).append(c.pss_kb(agent.pid) / 1024)
+        for mode, label in FLOORS:
+            with c.Procs() as procs:
+                loop = procs.start([ctx.python, str(c.BENCH_DIR / "floor_pinger.py"),
+                                    c.SERVER[0], str(c.SERVER[1]), str(ctx.ports.take(mid)),
+                                    str(mid), str(INTERVAL), "600", *mode],
+                                   env=ctx.env(), name=label)
+                time.sleep(floor_wait)
+                if not loop.alive():
+                    raise c.BenchError(f"the {label} loop exited")
+                pss.setdefault(label, []).append(c.pss_kb(loop.pid) / 1024)
         with c.Procs() as procs:
             bare = procs.start([ctx.python, "-c", "import time; time.sleep(600)"],
                                env=ctx.env(), name="python3")
@@ -76,11 +99,13 @@ def run(ctx: c.Context) -> None:
         ctx.figure(section, f"agent, {count} binding{'s' if count > 1 else ''}",
                    pss[f"agent {count}"], "MB", digits=2)
     ctx.figure(section, "bare python3 sleeping", bare_mb, "MB", digits=2)
+    for _mode, label in FLOORS:
+        ctx.figure(section, f"{label} loop, {mid} sockets",
+                   pss[label], "MB", FLOOR_NOTES[label], digits=2)
     for kind in c.PINGERS:
         ctx.figure(section, f"Kamailio keepalive, {destinations} destinations, {kind} "
                    f"({processes[kind]} processes)",
                    pss[f"kamailio {kind}"], "MB", c.PINGER_NOTES[kind], digits=2)
-    mid = counts[1]
     ratio = [a / b for a, b in zip(pss[f"agent {mid}"], bare_mb)]
     ctx.figure(section, f"agent {mid} bindings / bare python3", ratio, "x",
                "budget ≤ 1.6 x" if mid == 100 else "", digits=2)
@@ -88,6 +113,11 @@ def run(ctx: c.Context) -> None:
         vs_kam = [a / k for a, k in zip(pss[f"agent {mid}"], pss[f"kamailio {kind}"])]
         ctx.figure(section, f"agent {mid} bindings / Kamailio {kind}", vs_kam,
                    "x", "budget < 1" if mid == 100 else "", digits=2)
+    ctx.figure(section, f"agent {mid} bindings / lean Python loop", [
+        a / f for a, f in zip(pss[f"agent {mid}"], pss["lean Python"])], "x",
+        "what the agent's code and state add to the least a Python pinger takes", digits=2)
+    ctx.figure(section, "lean Python loop / Kamailio lean", [
+        f / k for f, k in zip(pss["lean Python"], pss["kamailio lean"])], "x", digits=2)
     low, high = counts[1], counts[2]
     growth = [(h - m) * 1024 / (high - low)
               for h, m in zip(pss[f"agent {high}"], pss[f"agent {low}"])]
