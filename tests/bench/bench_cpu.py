@@ -5,7 +5,10 @@ selectors loop (tests/bench/floor_pinger.py, the floor of any Python pinger) twi
 spread over the interval, and all at once as Kamailio sends; all six at once against the same
 Kamailio server. CPU is user + system from schedstat over the window (after a
 warm-up), answers are counted by the kernel (nftables counters on the server's replies, by
-destination port). Then the agent alone under cProfile: the top items.
+destination port); the part of it spent in the kernel is split off by the user and system
+ticks of /proc/PID/task/*/stat (the same split the kernel applies to the exact run time), to
+show how much of a difference is the interpreter. Then the agent alone under cProfile: the top
+items.
 
 Budget (issue 7): below Kamailio's CPU per ping.
 """
@@ -61,7 +64,8 @@ def run(ctx: c.Context) -> None:
         f"with -m 256, since 64 MB of shared memory runs out at 1000 destinations), CPU "
         f"summed over its processes; the floor loop every 1 s, spread or in one burst; the six "
         f"run at once against the run's Kamailio server. µs = CPU "
-        f"(user+system) / answers received in the window."))
+        f"(user+system) / answers received in the window; the kernel's part of it is split "
+        f"off by the share of system ticks in /proc's stat."))
     counters = _counters()
     try:
         per: dict[str, list[float]] = {}
@@ -88,6 +92,14 @@ def run(ctx: c.Context) -> None:
                        "steadier than µs on a busy machine", digits=2)
             ctx.figure(section, f"agent / plain Python loop at once, {count}",
                        [a / b for a, b in zip(agent, burst)], "x", digits=2)
+            kernel = (("agent", "agent"), *((f"Kamailio {kind}", f"kamailio {kind}")
+                                             for kind in c.PINGERS),
+                      ("plain Python loop", "floor"), ("plain Python loop at once", "burst"))
+            for label, who in kernel if count == counts[-1] else ():
+                # (only at the largest count: 100 answers a second give too few 10-ms ticks)
+                ctx.figure(section, f"{label}, {count}: of it in the kernel",
+                           per[f"kernel {who} {count}"], "µs/answer",
+                           "system time's share of the ticks" if who == "agent" else "")
             for who in ("agent", *(f"Kamailio {kind}" for kind in c.PINGERS)):
                 ctx.figure(section, f"{who} wake-ups per answer, {count}",
                            per[f"wakes {who.lower()} {count}"], "", "voluntary context switches",
@@ -141,6 +153,8 @@ def _one(ctx: c.Context, counters: c.Counters, count: int, warmup: float,
         if answered <= 0:
             raise c.BenchError(f"{who}: no answers in the window")
         out[f"{who} {count}"] = used / 1000 / answered
+        out[f"kernel {who} {count}"] = after[who].kernel_share_since(before[who]) * (
+            used / 1000 / answered)
         out[f"wakes {who} {count}"] = (after[who].switches - before[who].switches) / answered
     wall = after["agent"].at - before["agent"].at
     out[f"share {count}"] = after["agent"].cpu_since(before["agent"]) / 1e9 / wall * 100

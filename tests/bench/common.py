@@ -369,12 +369,24 @@ def voluntary_switches(pid: int, tree: bool = True) -> int:
     return total
 
 
+def ticks_by_task(pid: int, tree: bool = True) -> dict[str, tuple[int, int]]:
+    """(user, system) clock ticks of each thread of the process (tree), from /proc's stat."""
+    out: dict[str, tuple[int, int]] = {}
+    for each in descendants(pid) if tree else [pid]:
+        for task in _tasks(each):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = Path(f"{task}/stat").read_text().rsplit(")", 1)[1].split()
+                out[task] = (int(fields[11]), int(fields[12]))  # utime, stime
+    return out
+
+
 @dataclass
 class Sample:
     at: float
     cpu: int
     switches: int
     tasks: dict[str, int]
+    ticks: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def cpu_since(self, before: Sample) -> int:
         """CPU ns used between two samples of a process tree, thread by thread: a thread missing
@@ -383,10 +395,21 @@ class Sample:
         return sum(max(0, ns - before.tasks.get(task, 0)) for task, ns in self.tasks.items()
                    if task in before.tasks)
 
+    def kernel_share_since(self, before: Sample) -> float:
+        """The system part of the CPU used between two samples (ticks, so only a share: the
+        kernel splits a thread's exact run time by where its ticks fell)."""
+        user = system = 0
+        for task, (u, s) in self.ticks.items():
+            if task in before.ticks:
+                user += max(0, u - before.ticks[task][0])
+                system += max(0, s - before.ticks[task][1])
+        return system / (user + system) if user + system else 0.0
+
 
 def sample(pid: int) -> Sample:
     tasks = cpu_by_task(pid)
-    return Sample(time.monotonic(), sum(tasks.values()), voluntary_switches(pid), tasks)
+    return Sample(time.monotonic(), sum(tasks.values()), voluntary_switches(pid), tasks,
+                  ticks_by_task(pid))
 
 
 # ------------------------------------------------------------------------------------------------
