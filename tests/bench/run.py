@@ -49,7 +49,7 @@ PACKAGES = {"kamailio": "kamailio", "sipsak": "sipsak", "tshark": "tshark",
 HEADER = """# Benchmarks
 
 Written by `tests/bench/run.py` (see its docstring and each `tests/bench/bench_*.py`). Reproduce
-all of it with `sudo python3 tests/bench/run.py` (about 20 minutes) or one benchmark with
+all of it with `sudo python3 tests/bench/run.py` (about 25 minutes) or one benchmark with
 `sudo python3 tests/bench/run.py NAME`. Every section names the machine and date it ran on; each
 row gives min / median / max over the runs (one value: a single measurement). Baselines are
 measured in the same run as the agent, since the machines are shared and noisy. Budgets are those
