@@ -343,40 +343,36 @@ def _tasks(pid: int) -> list[str]:
         return []
 
 
-def cpu_by_task(pid: int, tree: bool = True) -> dict[str, int]:
-    """Nanoseconds on a CPU (user + system) of each thread of the process (tree)."""
+def _tree_tasks(pid: int, tree: bool = True) -> list[str]:
+    """Every thread of the process (and, with `tree`, of its descendants): one walk of /proc."""
+    return [task for each in (descendants(pid) if tree else [pid]) for task in _tasks(each)]
+
+
+def _cpu_of(tasks: Iterable[str]) -> dict[str, int]:
     out: dict[str, int] = {}
-    for each in descendants(pid) if tree else [pid]:
-        for task in _tasks(each):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                out[task] = int(Path(f"{task}/schedstat").read_text().split()[0])
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            out[task] = int(Path(f"{task}/schedstat").read_text().split()[0])
     return out
 
 
-def cpu_ns(pid: int, tree: bool = True) -> int:
-    """Nanoseconds on a CPU (user + system) of the process (tree), all threads."""
-    return sum(cpu_by_task(pid, tree).values())
-
-
-def voluntary_switches(pid: int, tree: bool = True) -> int:
+def _switches_of(tasks: Iterable[str]) -> int:
     total = 0
-    for each in descendants(pid) if tree else [pid]:
-        for task in _tasks(each):
-            with contextlib.suppress(OSError, ValueError):
-                for line in Path(f"{task}/status").read_text().splitlines():
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        total += int(line.split()[1])
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"{task}/status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
     return total
 
 
-def ticks_by_task(pid: int, tree: bool = True) -> dict[str, tuple[int, int]]:
-    """(user, system) clock ticks of each thread of the process (tree), from /proc's stat."""
+def _ticks_of(tasks: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """(user, system) clock ticks of each thread, from /proc's stat."""
     out: dict[str, tuple[int, int]] = {}
-    for each in descendants(pid) if tree else [pid]:
-        for task in _tasks(each):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                fields = Path(f"{task}/stat").read_text().rsplit(")", 1)[1].split()
-                out[task] = (int(fields[11]), int(fields[12]))  # utime, stime
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"{task}/stat").read_text().rsplit(")", 1)[1].split()
+            out[task] = (int(fields[11]), int(fields[12]))  # utime, stime
     return out
 
 
@@ -407,9 +403,10 @@ class Sample:
 
 
 def sample(pid: int) -> Sample:
-    tasks = cpu_by_task(pid)
-    return Sample(time.monotonic(), sum(tasks.values()), voluntary_switches(pid), tasks,
-                  ticks_by_task(pid))
+    threads = _tree_tasks(pid)  # one walk of /proc: the counters below are read close together
+    cpu = _cpu_of(threads)
+    return Sample(time.monotonic(), sum(cpu.values()), _switches_of(threads), cpu,
+                  _ticks_of(threads))
 
 
 # ------------------------------------------------------------------------------------------------
