@@ -94,14 +94,14 @@ class BindingEngine:
 
     # One engine per binding: slots instead of a __dict__ save about 1.6 KB each.
     __slots__ = (
-        "_answers", "_check_pending", "_cycle_expired", "_events", "_newest_outcome", "_outbox",
-        "_promote", "_random", "_recent_done", "_send_failing", "_since_check",
+        "_answers", "_check_pending", "_cycle_expired", "_keepalive_template",
+        "_newest_outcome", "_promote", "_random", "_recent_done", "_send_failing", "_since_check",
         "_suspect_idle", "_templates", "_tx", "call_id", "cseq", "debug_events", "dropped",
-        "duplicates",
-        "flow_timer", "from_tag", "inbound_result", "inbound_unsupported", "interval",
-        "jitter", "keepalive_from", "last_keepalive_at", "last_response_at", "last_rtt_ms",
-        "last_status", "local", "name", "next_keepalive", "probes_sent", "reach", "responses",
-        "server", "settings", "timeouts", "tracker", "uri_host", "uri_port",
+        "duplicates", "flow_timer", "from_tag", "inbound_result", "inbound_unsupported",
+        "interval", "jitter", "keepalive_from", "last_keepalive_at", "last_response_at",
+        "last_rtt_ms", "last_status", "local", "name", "next_keepalive", "outbox", "probes_sent",
+        "queued_events", "reach", "responses", "server", "settings", "timeouts", "tracker",
+        "uri_host", "uri_port",
     )
 
     def __init__(self, name: str, settings: ProbeSettings, random_bytes: RandomBytes,
@@ -124,12 +124,17 @@ class BindingEngine:
                                   settings.lagged_ms)
         self._tx: dict[str, ClientTransaction] = {}
         self._templates: dict[tuple[str, int, bool], OptionsTemplate] = {}
+        # the keepalives' template for the current flow (set_flow clears it): saves _template's
+        # key and lookup on every keepalive
+        self._keepalive_template: OptionsTemplate | None = None
         # the marks of the last RECENT_DONE finished branches, packed in one int: a binding keeps
         # them for life, and eight branch strings cost 600 bytes, eight hash() ints in a list
         # 410, this int 44 (a collision, 1 in 8192, only miscounts `duplicates`, a counter)
         self._recent_done = 0
-        self._outbox: list[Datagram] = []
-        self._events: list[ev.Event] = []
+        # What datagrams_to_send() and events() hand over; the runtime may look whether they
+        # are empty (most answers leave both so) before asking for them.
+        self.outbox: list[Datagram] = []
+        self.queued_events: list[ev.Event] = []
         self.next_keepalive: float | None = None
         self.keepalive_from = 0.0  # when the next keepalive's window opens (see _schedule)
         self.last_keepalive_at: float | None = None
@@ -164,16 +169,17 @@ class BindingEngine:
         """The socket's local address and the server's resolved address; a change is a new flow."""
         old_local, old_server = self.local, self.server
         self.local, self.server = local, server
+        self._keepalive_template = None
         server_text = format_hostport(*server)
         if old_server is None and old_local is None:
             self.tracker.reset(server_text)
             self._schedule(now + start_offset)
             return
         if old_server is not None and old_server != server:
-            self._events.append(ev.ServerChanged(self.name, format_hostport(*old_server),
+            self.queued_events.append(ev.ServerChanged(self.name, format_hostport(*old_server),
                                                  server_text))
         if old_local is not None and old_local[0] != local[0]:
-            self._events.append(ev.LocalAddressChanged(self.name, old_local[0], local[0]))
+            self.queued_events.append(ev.LocalAddressChanged(self.name, old_local[0], local[0]))
         if old_server == server and old_local is not None and old_local[0] == local[0]:
             return
         self._new_flow(server_text)
@@ -195,14 +201,14 @@ class BindingEngine:
         """The runtime could not send a datagram; reported once per outage."""
         if not self._send_failing:
             self._send_failing = True
-            self._events.append(ev.SendFailed(self.name, error))
+            self.queued_events.append(ev.SendFailed(self.name, error))
 
     def set_interval(self, interval: float, reason: str, now: float) -> None:
         if self.flow_timer is not None and interval > self.flow_timer:
             interval = self.flow_timer  # RFC 5626: the server's limit is never exceeded
         if interval == self.interval:
             return
-        self._events.append(ev.IntervalAdjusted(self.name, round(self.interval, 3),
+        self.queued_events.append(ev.IntervalAdjusted(self.name, round(self.interval, 3),
                                                 round(interval, 3), reason))
         self.interval = interval
         if self.last_keepalive_at is not None and self.next_keepalive is not None:
@@ -240,8 +246,9 @@ class BindingEngine:
             if self._just_finished(branch):
                 self.duplicates += 1
             return
+        method = facts.cseq_method
         if facts.call_id != tx.key.call_id or cseq != tx.key.cseq \
-                or facts.cseq_method.upper() != "OPTIONS":
+                or (method != "OPTIONS" and method.upper() != "OPTIONS"):
             self.dropped += 1
             return
         if tx.kind != INBOUND and channel != BINDING:
@@ -272,7 +279,9 @@ class BindingEngine:
             elif tx.done:
                 self._finish(branch)
                 self._timed_out(tx, now)
-        due = self._keepalive_deadline()
+        if self._check_pending or self.server is None:
+            return  # the keepalive waits (as _keepalive_deadline says; inlined, issue 7)
+        due = self.next_keepalive
         if due is not None and (due <= now or (early and self.keepalive_from <= now)):
             self._start_cycle(now, draw)
 
@@ -294,21 +303,22 @@ class BindingEngine:
     # ------------------------------------------------------------------ outputs
 
     def datagrams_to_send(self) -> list[Datagram]:
-        out, self._outbox = self._outbox, []
+        out, self.outbox = self.outbox, []
         return out
 
     def events(self) -> list[ev.Event]:
-        out, self._events = self._events, []
+        out, self.queued_events = self.queued_events, []
         return out
 
     def next_deadline(self) -> float | None:
         # A plain loop: called twice per keepalive, and a comprehension builds a function each
         # time on Python < 3.12.
-        first = self._keepalive_deadline()
-        for tx in self._tx.values():
-            due = tx.due()
-            if due is not None and (first is None or due < first):
-                first = due
+        first = None if self._check_pending or self.server is None else self.next_keepalive
+        if self._tx:  # none after an answer, one after a keepalive
+            for tx in self._tx.values():
+                due = tx.due()
+                if due is not None and (first is None or due < first):
+                    first = due
         return first
 
     @property
@@ -346,7 +356,13 @@ class BindingEngine:
             if base > PROMOTE_DELAY:  # a shorter wait promotes the flow as well, and sooner
                 self._schedule(now + PROMOTE_DELAY)
                 return
-        self._schedule(now + self._wait(draw), now + base * (1.0 - self.jitter))
+        if draw is None:
+            draw = self._draw()
+        at, window = now + base * (1.0 - self.jitter * draw), now + base * (1.0 - self.jitter)
+        if window < at:  # _schedule's drawn case, inlined (issue 7)
+            self.next_keepalive, self.keepalive_from = at, window
+        else:  # no jitter
+            self._schedule(at, window)
 
     def _base(self) -> float:
         if self.reach.state == UNREACHABLE:
@@ -355,8 +371,11 @@ class BindingEngine:
 
     def _wait(self, draw: float | None = None) -> float:
         if draw is None:
-            draw = int.from_bytes(self._random(7), "big") / float(1 << 56)
+            draw = self._draw()
         return self._base() * (1.0 - self.jitter * draw)
+
+    def _draw(self) -> float:
+        return int.from_bytes(self._random(7), "big") / float(1 << 56)
 
     def _schedule(self, at: float, window: float | None = None) -> None:
         """The next keepalive is due at `at`; it may go from `window` (where a drawn wait's
@@ -383,19 +402,22 @@ class BindingEngine:
     def _send_probe(self, kind: str, now: float) -> None:
         assert self.server is not None and self.local is not None
         self.cseq += 1
-        branch = "z9hG4bK" + _hex(self._random, BRANCH_BYTES)
+        branch = "z9hG4bK" + self._random(BRANCH_BYTES).hex()
         if kind == INBOUND:
             public = self.tracker.mapping
             assert public is not None and public[1] is not None
-            via_host, via_port, rport = public[0], public[1], False
+            template = self._template(public[0], public[1], False)
         else:
-            via_host, via_port, rport = self.local[0], self.local[1], True
-        payload = self._template(via_host, via_port, rport).render(branch, self.cseq)
+            template = self._keepalive_template  # type: ignore[assignment]
+            if template is None:
+                template = self._keepalive_template = self._template(
+                    self.local[0], self.local[1], True)
+        payload = template.render(branch, self.cseq)
         key = TransactionKey(branch, self.call_id, self.cseq)
         self._tx[branch] = ClientTransaction(key, payload, kind, now, self.settings.timeout)
         self.probes_sent += 1
         if self.debug_events:
-            self._events.append(ev.ProbeSent(self.name, self.cseq, 1, kind))
+            self.queued_events.append(ev.ProbeSent(self.name, self.cseq, 1, kind))
         self._send(AUX if kind == INBOUND else BINDING, payload)
 
     def _template(self, via_host: str, via_port: int, rport: bool) -> OptionsTemplate:
@@ -415,7 +437,7 @@ class BindingEngine:
 
     def _send(self, channel: str, payload: bytes) -> None:
         assert self.server is not None
-        self._outbox.append(Datagram(channel, payload, self.server))
+        self.outbox.append(Datagram(channel, payload, self.server))
 
     def _finish(self, branch: str) -> None:
         self._tx.pop(branch, None)
@@ -438,7 +460,7 @@ class BindingEngine:
             self.inbound_result = "unsupported"
             if self.server is not None and self.server not in self.inbound_unsupported:
                 self.inbound_unsupported += (self.server,)
-                self._events.append(ev.InboundCheckUnsupported(
+                self.queued_events.append(ev.InboundCheckUnsupported(
                     self.name, format_hostport(*self.server)))
         elif result == "alive":
             self.inbound_result = "alive"
@@ -466,30 +488,33 @@ class BindingEngine:
                 self.set_interval(self.flow_timer, "flow-timer", now)
         seen: Mapping = (facts.received or facts.host, facts.rport)
         if self.debug_events:
-            self._events.append(ev.ProbeAnswered(self.name, tx.key.cseq, facts.status,
+            self.queued_events.append(ev.ProbeAnswered(self.name, tx.key.cseq, facts.status,
                                                  round(rtt_ms, 3), format_mapping(seen) or ""))
-        if self._stale(tx):
+        if tx.key.cseq < self._newest_outcome:  # _stale, inlined: once per answer (issue 7)
             return
+        self._newest_outcome = tx.key.cseq
         if tx.kind == KEEPALIVE:
             self._cycle_expired = False
             if self._suspect_idle is not None and self.tracker.mapping is not None:
                 self._cycle_expired = True
                 self.tracker.expiries += 1
-                self._events.append(ev.BindingExpired(
+                self.queued_events.append(ev.BindingExpired(
                     self.name, format_mapping(self.tracker.mapping) or "",
                     round(self._suspect_idle, 1), "inbound-check"))
                 self._renew(now)
             self._suspect_idle = None
         assert self.local is not None
-        changes_before = self.tracker.changes + self.tracker.expiries
-        found, confirm = self.tracker.observe(seen, now, idle_s, self.local,
-                                              expiry_known=self._cycle_expired)
-        self._events.extend(found)
-        if self.tracker.changes + self.tracker.expiries != changes_before:
-            self._renew(now)
+        tracker = self.tracker
+        changes_before = tracker.changes + tracker.expiries
+        found, confirm = tracker.observe(seen, now, idle_s, self.local,
+                                         expiry_known=self._cycle_expired)
+        if found:  # a change or an expiry always comes with its event
+            self.queued_events.extend(found)
+            if tracker.changes + tracker.expiries != changes_before:
+                self._renew(now)
         transition = self.reach.feed(rtt_ms if ok else None)
         if transition is not None:
-            self._events.append(transition)
+            self.queued_events.append(transition)
         if confirm:
             self._send_probe(CONFIRM, now)
 
@@ -510,14 +535,14 @@ class BindingEngine:
             self._check_done("silent", now)
             return
         self.timeouts += 1
-        self._events.append(ev.ProbeTimedOut(self.name, tx.key.cseq, tx.transmissions))
+        self.queued_events.append(ev.ProbeTimedOut(self.name, tx.key.cseq, tx.transmissions))
         if self._stale(tx):
             return
         if tx.kind == KEEPALIVE:
             self._suspect_idle = None  # no answer at all: the server, not the binding
         transition = self.reach.feed(None)
         if transition is not None:
-            self._events.append(transition)
+            self.queued_events.append(transition)
             if self.reach.state == UNREACHABLE and self.next_keepalive is not None \
                     and self.last_keepalive_at is not None:
                 self._bring_forward(self.last_keepalive_at + self._wait())

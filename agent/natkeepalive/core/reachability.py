@@ -56,6 +56,11 @@ class Reachability:
 
     def feed(self, rtt_ms: float | None) -> ev.Event | None:
         """One probe outcome (None = failed); returns the transition's event, if any."""
+        if self.state == REACHABLE and rtt_ms is not None and rtt_ms <= self.lagged_ms:
+            # (REACHABLE, FAST) -> (REACHABLE, NOW): nearly every answer, so without the table
+            self.answers += 1
+            self.failures = 0
+            return None
         kind = self.classify(rtt_ms)
         if kind == FAIL:
             self.failures += 1

@@ -110,6 +110,8 @@ class Tracker:
                 expiry_known: bool = False) -> tuple[list[ev.Event], bool]:
         """One answer's mapping; returns (events, whether to send a confirmation probe now).
         `local` is (address, port), formatted only for the event that names it."""
+        if self.state == LEARNED and seen[1] is not None and seen == self.mapping:
+            return [], False  # (LEARNED, SAME) -> keep, with nothing to refine: most answers
         out: list[ev.Event] = []
         if seen[1] is None and not self.rport_reported:
             self.rport_reported = True

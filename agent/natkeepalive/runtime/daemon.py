@@ -27,6 +27,7 @@ from natkeepalive import __version__
 from natkeepalive import events as ev
 from natkeepalive.config.model import Config
 from natkeepalive.core.engine import AUX, BINDING, Address
+from natkeepalive.core.reachability import UNREACHABLE
 from natkeepalive.core.tracker import format_mapping
 from natkeepalive.errors import ConfigError, SipParseError, SocketSetupError
 from natkeepalive.runtime.addrwatch import AddressWatch
@@ -304,32 +305,36 @@ class Daemon:
 
     def _superseded(self, deadline: float, name: str) -> bool:
         """A heap entry whose owner has since been rescheduled or removed."""
+        slot = self.slots.get(name)  # first: a binding's name has no ':', so is never "auto:…"
+        if slot is not None:
+            return slot.scheduled != deadline
         if name.startswith("auto:"):
             auto = self.autos.get(name[5:])
             return auto is None or auto.scheduled != deadline
-        slot = self.slots.get(name)
-        return slot is None or slot.scheduled != deadline
+        return True
 
     def _run_timers(self, now: float) -> None:
         # Everything due goes in this pass, and up to BATCH keepalives that may go early (see
         # BATCH); the pass ends at the first entry that is neither.
         joined = 0
         draw: float | None = None  # drawn when first needed: most wake-ups are for answers
-        while self.heap:
-            if self.heap[0][0] > now and (joined >= BATCH
-                                          or not self._may_go_early(self.heap[0], now)):
+        heap, slots, resolver = self.heap, self.slots, self.resolver
+        while heap:
+            entry = heap[0]
+            if entry[0] > now and (joined >= BATCH or not self._may_go_early(entry, now)):
                 break
-            deadline, _seq, name = heapq.heappop(self.heap)
-            if name.startswith("auto:"):
-                auto = self.autos.get(name[5:])
-                if auto is not None and auto.scheduled == deadline:
-                    auto.scheduled = None
-                    found_auto: list[ev.Event] = []
-                    auto.handle_timer(now, found_auto)
-                    self._after_auto(auto, found_auto, now)
+            deadline, _seq, name = heapq.heappop(heap)
+            slot = slots.get(name)
+            if slot is None:
+                if name.startswith("auto:"):
+                    auto = self.autos.get(name[5:])
+                    if auto is not None and auto.scheduled == deadline:
+                        auto.scheduled = None
+                        found_auto: list[ev.Event] = []
+                        auto.handle_timer(now, found_auto)
+                        self._after_auto(auto, found_auto, now)
                 continue
-            slot = self.slots.get(name)
-            if slot is None or slot.scheduled != deadline:
+            if slot.scheduled != deadline:
                 continue  # superseded
             slot.scheduled = None
             found: list[ev.Event] = []
@@ -337,9 +342,11 @@ class Daemon:
             # moved gets a new NAT mapping, which would be reported as an expiry and a remap. So
             # look for the move first (a connect(), no packet, and only after rtnetlink announced
             # a change: runtime/addrwatch.py): it is then reported as what it is,
-            # local-address-changed and a new flow. refresh() resolves only when due.
-            slot.resolve_due(now)  # brings the next lookup forward while unreachable
-            self._refresh(slot, now, found)
+            # local-address-changed and a new flow. refresh() resolves only when due. A quiet
+            # slot (Slot.quiet) has nothing to look at, and its socket stays registered as is.
+            if slot.engine.reach.state == UNREACHABLE or not slot.quiet(now, resolver):
+                slot.resolve_due(now)  # brings the next lookup forward while unreachable
+                self._refresh(slot, now, found)
             if draw is None:
                 draw = self._draw()
             slot.engine.handle_timer(now, True, draw)
@@ -356,13 +363,16 @@ class Daemon:
 
     def _may_go_early(self, entry: tuple[float, int, str], now: float) -> bool:
         deadline, _seq, name = entry
-        if name.startswith("auto:"):
-            auto = self.autos.get(name[5:])
-            return auto is None or auto.scheduled != deadline  # superseded: dropped at no cost
         slot = self.slots.get(name)
-        if slot is None or slot.scheduled != deadline:
+        if slot is None:
+            if name.startswith("auto:"):
+                auto = self.autos.get(name[5:])
+                return auto is None or auto.scheduled != deadline  # superseded: dropped at no cost
             return True
-        return slot.engine.next_keepalive == deadline and slot.engine.may_go_early(now)
+        if slot.scheduled != deadline:
+            return True
+        engine = slot.engine
+        return engine.next_keepalive == deadline and engine.may_go_early(now)
 
     def _draw(self) -> float:
         """One jitter draw in [0, 1) for the keepalives of a pass (engine.handle_timer)."""
@@ -514,24 +524,28 @@ class Daemon:
     def _after(self, slot: Slot, found: list[ev.Event], now: float) -> None:
         """Flush a slot's datagrams and events, and put its next deadline in the heap."""
         engine = slot.engine
-        for datagram in engine.datagrams_to_send():
-            if datagram.channel == BINDING:
-                error = slot.send(datagram.payload, datagram.destination)
-            else:
-                error = self._send_aux(datagram.payload, datagram.destination)
-            if error is not None:
-                engine.send_failed(error)
-                self._recheck(now + 1.0)
+        # Twice per keepalive (its sending, its answer): the engine's lists are looked at before
+        # they are asked for, since an answer usually leaves both empty (issue 7).
+        if engine.outbox:
+            for datagram in engine.datagrams_to_send():
+                if datagram.channel == BINDING:
+                    error = slot.send(datagram.payload, datagram.destination)
+                else:
+                    error = self._send_aux(datagram.payload, datagram.destination)
+                if error is not None:
+                    engine.send_failed(error)
+                    self._recheck(now + 1.0)
         for event in found:
             self.emit(event)
         auto = self.autos.get(slot.name) if self.autos else None
-        pending = engine.events()
-        while pending:
-            for event in pending:
-                self.emit(event)
-                if auto is not None:
-                    auto.on_event(event, now)
-            pending = engine.events()  # set_interval from on_event reports too
+        if engine.queued_events:
+            pending = engine.events()
+            while pending:
+                for event in pending:
+                    self.emit(event)
+                    if auto is not None:
+                        auto.on_event(event, now)
+                pending = engine.events()  # set_interval from on_event reports too
         if auto is not None:
             self._schedule_auto(auto)
         deadline = engine.next_deadline()

@@ -38,12 +38,13 @@ SHAPES = 2
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
-    # (start, length, kind, the bytes after it up to the next span): no end offset and no
-    # separate list of segments, since a binding keeps its shapes for life (every int above 256
-    # and every tuple is one more object per binding)
-    Span = tuple[int, int, int, bytes]
-    # (length, the bytes before the first span, spans, facts)
-    Shape = tuple[int, bytes, tuple[Span, ...], "AnswerFacts"]
+    # (start, length, the bytes after it up to the next span): no end offset and no separate
+    # list of segments, since a binding keeps its shapes for life (every int above 256 and every
+    # tuple is one more object per binding)
+    Span = tuple[int, int, bytes]
+    # (length, the bytes before the first span, spans, the branch's span, the CSeq's, facts):
+    # the last two are two of the spans themselves, not copies
+    Shape = tuple[int, bytes, tuple[Span, ...], Span, Span, "AnswerFacts"]
 
 
 class AnswerFacts:
@@ -74,29 +75,25 @@ class AnswerMemo:
     def read(self, data: bytes) -> tuple[str, int, AnswerFacts]:
         """Raises SipParseError as parse_response does."""
         shapes = self._shapes
-        for index, (length, head, spans, facts) in enumerate(shapes):
+        for shape in shapes:
+            length, head, spans, branch, cseq, facts = shape
             if len(data) != length or type(data) is not bytes or not data.startswith(head):
                 continue
-            branch, cseq = "", 0
-            for start, size, kind, after in spans:
+            # One test per span for its bytes and the fixed bytes after it; the values that
+            # matter are cut out once all passed (issue 7: this was the hot path's largest item).
+            for start, size, after in spans:
                 end = start + size
-                if not data.startswith(after, end):
-                    break
-                raw = data[start:end]
-                if raw.strip(_TOKEN):
-                    break  # a byte outside the token characters
-                if kind == _BRANCH:
-                    branch = raw.decode("ascii")
-                elif kind == _CSEQ:
-                    if not raw.isdigit():
-                        break
-                    cseq = int(raw)
-                    if cseq > CSEQ_MAX:
-                        break
+                if not data.startswith(after, end) or data[start:end].strip(_TOKEN):
+                    break  # other fixed bytes, or a byte outside the token characters
             else:
-                if index:
-                    shapes.insert(0, shapes.pop(index))
-                return branch, cseq, facts
+                start = cseq[0]
+                raw = data[start:start + cseq[1]]
+                if raw.isdigit() and int(raw) <= CSEQ_MAX:
+                    if shape is not shapes[0]:
+                        shapes.remove(shape)
+                        shapes.insert(0, shape)
+                    start = branch[0]
+                    return data[start:start + branch[1]].decode("ascii"), int(raw), facts
         response = parse_response(data)
         facts = AnswerFacts(response)
         self._learn(data, response, facts)
@@ -128,9 +125,11 @@ class AnswerMemo:
                 found.append(tag)
         found.sort()
         ends = [start for start, *_ in found[1:]] + [len(data)]
-        spans = tuple((start, length, kind, data[start + length:end])
-                      for (start, length, kind), end in zip(found, ends))
-        self._shapes.insert(0, (len(data), data[:found[0][0]], spans, facts))
+        spans = tuple((start, length, data[start + length:end])
+                      for (start, length, _kind), end in zip(found, ends))
+        kinds = [kind for _start, _length, kind in found]
+        self._shapes.insert(0, (len(data), data[:found[0][0]], spans, spans[kinds.index(_BRANCH)],
+                                spans[kinds.index(_CSEQ)], facts))
         del self._shapes[SHAPES:]
 
 
