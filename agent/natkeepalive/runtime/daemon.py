@@ -32,6 +32,7 @@ from natkeepalive.core.tracker import format_mapping
 from natkeepalive.errors import ConfigError, SipParseError, SocketSetupError
 from natkeepalive.runtime.addrwatch import AddressWatch
 from natkeepalive.runtime.configproc import load_config_in_child
+from natkeepalive.runtime.entropy import RandomPool
 from natkeepalive.runtime.logsink import Sink
 from natkeepalive.runtime.notify import Notifier
 from natkeepalive.runtime.poller import Poller
@@ -80,14 +81,14 @@ class Daemon:
     def __init__(self, config: Config, sink: Sink, status_path: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
-                 random_bytes: Callable[[int], bytes] = os.urandom,
+                 random_bytes: Callable[[int], bytes] | None = None,
                  environ: dict[str, str] | None = None) -> None:
         self.config = config
         self.sink = sink
         self.status_path_override = status_path
         self.clock = clock
         self.wall = wall
-        self.random_bytes = random_bytes
+        self.random_bytes = RandomPool() if random_bytes is None else random_bytes
         self.selector = Poller()
         self.slots: dict[str, Slot] = {}
         self.autos: dict[str, AutoInterval] = {}  # bindings with interval: auto

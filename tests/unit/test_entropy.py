@@ -1,0 +1,67 @@
+"""runtime/entropy.py: the pool hands every byte of os.urandom out once, in order."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from natkeepalive.runtime import entropy
+from natkeepalive.runtime.entropy import POOL_BYTES, RandomPool
+
+
+class CountingUrandom:
+    """os.urandom's stand-in: a known, never repeating byte stream, and the calls made."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.stream = bytearray()
+
+    def __call__(self, n: int) -> bytes:
+        self.calls.append(n)
+        start = len(self.stream)
+        chunk = bytes((start + i) * 7 % 251 for i in range(n))
+        self.stream += chunk
+        return chunk
+
+
+@given(st.lists(st.integers(min_value=0, max_value=POOL_BYTES + 100), max_size=40))
+def test_every_byte_handed_out_once_and_in_order(sizes: list[int]) -> None:
+    fake = CountingUrandom()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(entropy.os, "urandom", fake)
+        pool = RandomPool()
+        got = [pool(n) for n in sizes]
+    # Each answer is the next n bytes of the current read; one that does not fit starts a new
+    # read (of at least POOL_BYTES), whose first bytes it is. So no byte is handed out twice.
+    expected, at, end_of_read, reads = [], 0, 0, []
+    for n in sizes:
+        if at + n > end_of_read:
+            reads.append(max(POOL_BYTES, n))
+            at = sum(reads[:-1])
+            end_of_read = at + reads[-1]
+        expected.append(bytes(fake.stream[at:at + n]))
+        at += n
+    assert fake.calls == reads
+    assert got == expected
+
+
+def test_one_system_call_serves_many_branches() -> None:
+    fake = CountingUrandom()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(entropy.os, "urandom", fake)
+        pool = RandomPool()
+        branches = [pool(10) for _ in range(POOL_BYTES // 10)]
+    assert fake.calls == [POOL_BYTES]
+    assert b"".join(branches) == fake.stream[:POOL_BYTES // 10 * 10]
+
+
+def test_more_than_a_pool_at_once() -> None:
+    pool = RandomPool()
+    assert len(pool(POOL_BYTES * 2 + 3)) == POOL_BYTES * 2 + 3
+    assert len(pool(5)) == 5
+
+
+def test_negative_size_is_refused_like_urandom() -> None:
+    with pytest.raises(ValueError):
+        RandomPool()(-1)
