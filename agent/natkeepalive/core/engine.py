@@ -257,7 +257,9 @@ class BindingEngine:
         final, rtt = tx.on_response(facts.status, now)
         if not final:
             return
-        self._finish(branch)
+        # _finish, inlined: once per answer
+        del self._tx[branch]
+        self._recent_done = ((self._recent_done << _MARK_BITS) | _mark(branch)) & _RECENT_MASK
         if tx.kind == INBOUND:
             self._check_done(AUX if channel == AUX else "alive", now)
         else:
@@ -287,7 +289,9 @@ class BindingEngine:
 
     def may_go_early(self, now: float) -> bool:
         """Whether handle_timer(now, early=True) would start a keepalive cycle."""
-        return self._keepalive_deadline() is not None and self.keepalive_from <= now
+        # _keepalive_deadline, inlined: asked for every keepalive that joins a wake-up
+        return (not self._check_pending and self.server is not None
+                and self.next_keepalive is not None and self.keepalive_from <= now)
 
     def _keepalive_deadline(self) -> float | None:
         """The next keepalive's deadline, unless it waits (for a check, or for a server)."""
@@ -332,7 +336,7 @@ class BindingEngine:
     # ------------------------------------------------------------------ the cycle
 
     def _start_cycle(self, now: float, draw: float | None = None) -> None:
-        if self._check_due():
+        if self._since_check >= self.settings.inbound_check and self._check_due():
             self._since_check = 0
             self._check_pending = True
             self._send_probe(INBOUND, now)
@@ -418,7 +422,7 @@ class BindingEngine:
         self.probes_sent += 1
         if self.debug_events:
             self.queued_events.append(ev.ProbeSent(self.name, self.cseq, 1, kind))
-        self._send(AUX if kind == INBOUND else BINDING, payload)
+        self.outbox.append(Datagram(AUX if kind == INBOUND else BINDING, payload, self.server))
 
     def _template(self, via_host: str, via_port: int, rport: bool) -> OptionsTemplate:
         """The request around branch and CSeq, built once per Via (local or public mapping)."""

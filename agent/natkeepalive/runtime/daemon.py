@@ -530,7 +530,9 @@ class Daemon:
         if engine.outbox:
             for datagram in engine.datagrams_to_send():
                 if datagram.channel == BINDING:
-                    error = slot.send(datagram.payload, datagram.destination)
+                    sock = slot.sock
+                    error = "no socket" if sock is None else send_datagram(
+                        sock, datagram.payload, datagram.destination)
                 else:
                     error = self._send_aux(datagram.payload, datagram.destination)
                 if error is not None:

@@ -24,7 +24,6 @@ from natkeepalive.runtime.sockets import (
     is_ip_literal,
     open_udp,
     resolve,
-    send_datagram,
     wildcard,
 )
 from natkeepalive.sip.target import format_hostport
@@ -118,7 +117,7 @@ class Slot:
         return (self.checked == self.addresses.changes and now < self.next_resolve
                 and self.sock is not None and self.addresses.sock is not None
                 and not self.resolve_failing
-                and (resolver is None or not resolver.has_result(self.name)))
+                and (resolver is None or self.name not in resolver.results))
 
     def refresh(self, now: float, out: list[ev.Event], resolver: Resolver | None = None) -> None:
         """Resolve the server if due and (re)open the socket if the local address moved.
@@ -179,12 +178,6 @@ class Slot:
         self.engine.set_flow((via, self.config.source_port), self.server, now,
                              self.start_offset)
         self.checked = self.addresses.changes
-
-    def send(self, payload: bytes, destination: Address) -> str | None:
-        """Send on the binding's socket; returns an error text instead of raising."""
-        if self.sock is None:
-            return "no socket"
-        return send_datagram(self.sock, payload, destination)
 
     def close(self) -> None:
         if self.sock is not None:

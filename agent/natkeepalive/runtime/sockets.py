@@ -88,12 +88,14 @@ class Resolver:
     def __init__(self, wake: Callable[[], None]) -> None:
         self._lock = _thread.allocate_lock()
         self._running: set[str] = set()
-        self._done: dict[str, Lookup] = {}
+        # finished lookups by key; the loop may test membership without the lock (one dict
+        # lookup, atomic: Slot.quiet)
+        self.results: dict[str, Lookup] = {}
         self._wake = wake
 
     def start(self, key: str, host: str, port: int, family: int = 0) -> None:
         with self._lock:
-            if key in self._running or key in self._done:
+            if key in self._running or key in self.results:
                 return
             self._running.add(key)
         # a bare thread: like a daemon thread, it never holds up the exit
@@ -109,29 +111,25 @@ class Resolver:
             result = OSError(str(exc))
         with self._lock:
             self._running.discard(key)
-            self._done[key] = result
+            self.results[key] = result
         self._wake()
 
     def take(self, key: str) -> Lookup | None:
-        if not self._running and not self._done:
+        if not self._running and not self.results:
             return None  # the common case, IP literals: no lock taken
         with self._lock:
-            return self._done.pop(key, None)
-
-    def has_result(self, key: str) -> bool:
-        """Whether take(key) would return something (a dict lookup: no lock needed)."""
-        return key in self._done
+            return self.results.pop(key, None)
 
     def ready(self) -> list[str]:
-        if not self._done:
+        if not self.results:
             return []
         with self._lock:
-            return list(self._done)
+            return list(self.results)
 
     def forget(self, key: str) -> None:
         """The key's owner is gone: a result still to come is thrown away."""
         with self._lock:
-            self._done.pop(key, None)
+            self.results.pop(key, None)
 
 
 def send_datagram(sock: socket.socket, payload: bytes, destination: Address) -> str | None:
