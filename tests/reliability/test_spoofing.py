@@ -237,17 +237,35 @@ def test_branch_on_the_wire_is_80_bits_from_os_urandom(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
         requests = [message for _, message, _ in responder.requests]
-    drawn = set(record.read_text().split())
+    # The agent reads os.urandom a page at a time (runtime/entropy.py) and hands each byte out
+    # once: every value must be bytes of one read, and no two values may share a byte.
+    draws = record.read_text().split()
+    taken: list[tuple[int, int, int]] = []  # (read, first byte, end)
+
+    def locate(value: str) -> None:
+        for index, draw in enumerate(draws):
+            at = draw.find(value)
+            while at >= 0 and at % 2:  # a value starts on a byte, not in the middle of one
+                at = draw.find(value, at + 1)
+            if at >= 0:
+                taken.append((index, at // 2, at // 2 + len(value) // 2))
+                return
+        raise AssertionError(f"{value} is not bytes os.urandom returned")
+
     branches = {m.top_via.branch for m in requests}
     assert len(branches) >= 25  # retransmissions repeat a branch; new requests never do
     for branch in branches:
         assert branch is not None and branch.startswith("z9hG4bK")
         suffix = branch[len("z9hG4bK"):]
         assert len(suffix) * 4 >= 64 and len(suffix) == 2 * BRANCH_BYTES
-        assert suffix in drawn, f"branch {branch} is not a value os.urandom returned"
+        locate(suffix)
     # Call-ID: 64 bits from os.urandom too (it is the other half of what a spoofer must guess)
     call_ids = {m.call_id for m in requests}
-    assert len(call_ids) == 1 and call_ids <= drawn and len(next(iter(call_ids))) * 4 >= 64
+    assert len(call_ids) == 1 and len(next(iter(call_ids))) * 4 >= 64
+    locate(next(iter(call_ids)))
+    taken.sort()
+    for (read, _, end), (next_read, start, _) in zip(taken, taken[1:]):
+        assert read != next_read or end <= start, "two values share random bytes"
     # uniform enough: every hex digit appears, about half of all bits are set
     bits = "".join(bin(int(b[7:], 16))[2:].zfill(80) for b in branches if b)
     assert set("".join(b[7:] for b in branches if b)) == set("0123456789abcdef")

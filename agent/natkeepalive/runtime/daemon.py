@@ -530,9 +530,7 @@ class Daemon:
         if engine.outbox:
             for datagram in engine.datagrams_to_send():
                 if datagram.channel == BINDING:
-                    sock = slot.sock
-                    error = "no socket" if sock is None else send_datagram(
-                        sock, datagram.payload, datagram.destination)
+                    error = slot.send(datagram.payload, datagram.destination)
                 else:
                     error = self._send_aux(datagram.payload, datagram.destination)
                 if error is not None:

@@ -24,6 +24,7 @@ from natkeepalive.runtime.sockets import (
     is_ip_literal,
     open_udp,
     resolve,
+    send_datagram,
     wildcard,
 )
 from natkeepalive.sip.target import format_hostport
@@ -178,6 +179,12 @@ class Slot:
         self.engine.set_flow((via, self.config.source_port), self.server, now,
                              self.start_offset)
         self.checked = self.addresses.changes
+
+    def send(self, payload: bytes, destination: Address) -> str | None:
+        """Send on the binding's socket; returns an error text instead of raising."""
+        if self.sock is None:
+            return "no socket"
+        return send_datagram(self.sock, payload, destination)
 
     def close(self) -> None:
         if self.sock is not None:
