@@ -176,8 +176,8 @@ class BindingEngine:
             self._schedule(now + start_offset)
             return
         if old_server is not None and old_server != server:
-            self.queued_events.append(ev.ServerChanged(self.name, format_hostport(*old_server),
-                                                 server_text))
+            self.queued_events.append(ev.ServerChanged(
+                self.name, format_hostport(*old_server), server_text))
         if old_local is not None and old_local[0] != local[0]:
             self.queued_events.append(ev.LocalAddressChanged(self.name, old_local[0], local[0]))
         if old_server == server and old_local is not None and old_local[0] == local[0]:
@@ -208,8 +208,8 @@ class BindingEngine:
             interval = self.flow_timer  # RFC 5626: the server's limit is never exceeded
         if interval == self.interval:
             return
-        self.queued_events.append(ev.IntervalAdjusted(self.name, round(self.interval, 3),
-                                                round(interval, 3), reason))
+        self.queued_events.append(ev.IntervalAdjusted(
+            self.name, round(self.interval, 3), round(interval, 3), reason))
         self.interval = interval
         if self.last_keepalive_at is not None and self.next_keepalive is not None:
             self._bring_forward(max(now, self.last_keepalive_at + interval))
@@ -492,8 +492,9 @@ class BindingEngine:
                 self.set_interval(self.flow_timer, "flow-timer", now)
         seen: Mapping = (facts.received or facts.host, facts.rport)
         if self.debug_events:
-            self.queued_events.append(ev.ProbeAnswered(self.name, tx.key.cseq, facts.status,
-                                                 round(rtt_ms, 3), format_mapping(seen) or ""))
+            self.queued_events.append(ev.ProbeAnswered(
+                self.name, tx.key.cseq, facts.status, round(rtt_ms, 3),
+                format_mapping(seen) or ""))
         if tx.key.cseq < self._newest_outcome:  # _stale, inlined: once per answer (issue 7)
             return
         self._newest_outcome = tx.key.cseq

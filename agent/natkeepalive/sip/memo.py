@@ -88,12 +88,13 @@ class AnswerMemo:
             else:
                 start = cseq[0]
                 raw = data[start:start + cseq[1]]
-                if raw.isdigit() and int(raw) <= CSEQ_MAX:
+                number = int(raw) if raw.isdigit() else CSEQ_MAX + 1
+                if number <= CSEQ_MAX:
                     if shape is not shapes[0]:
                         shapes.remove(shape)
                         shapes.insert(0, shape)
                     start = branch[0]
-                    return data[start:start + branch[1]].decode("ascii"), int(raw), facts
+                    return data[start:start + branch[1]].decode("ascii"), number, facts
         response = parse_response(data)
         facts = AnswerFacts(response)
         self._learn(data, response, facts)
