@@ -321,11 +321,20 @@ class Daemon:
         draw: float | None = None  # drawn when first needed: most wake-ups are for answers
         heap, slots, resolver = self.heap, self.slots, self.resolver
         while heap:
-            entry = heap[0]
-            if entry[0] > now and (joined >= BATCH or not self._may_go_early(entry, now)):
-                break
-            deadline, _seq, name = heapq.heappop(heap)
+            deadline, _seq, name = heap[0]
             slot = slots.get(name)
+            if deadline > now:
+                if joined >= BATCH:
+                    break
+                if slot is not None and slot.scheduled == deadline:
+                    # _may_go_early for a binding's live entry, with the slot already found:
+                    # at 1000 bindings most keepalives join a pass this way (issue 7)
+                    engine = slot.engine
+                    if engine.next_keepalive != deadline or not engine.may_go_early(now):
+                        break
+                elif not self._may_go_early(heap[0], now):
+                    break
+            heapq.heappop(heap)
             if slot is None:
                 if name.startswith("auto:"):
                     auto = self.autos.get(name[5:])

@@ -38,13 +38,15 @@ SHAPES = 2
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
-    # (start, length, the bytes after it up to the next span): no end offset and no separate
-    # list of segments, since a binding keeps its shapes for life (every int above 256 and every
-    # tuple is one more object per binding)
-    Span = tuple[int, int, bytes]
-    # (length, the bytes before the first span, spans, the branch's span, the CSeq's, facts):
-    # the last two are two of the spans themselves, not copies
-    Shape = tuple[int, bytes, tuple[Span, ...], Span, Span, "AnswerFacts"]
+    from typing import Any
+
+    # Spans: (start, length, the bytes after it up to the next span) of each, in one flat tuple
+    # of two or three such triples: no end offsets and no tuple per span, since a binding keeps
+    # its shapes for life (every int above 256 and every tuple is one more object per binding).
+    # A shape: (length, the bytes before the first span, spans, the branch's index among the
+    # spans, the CSeq's, facts).
+    # (Any: a tuple of int, int, bytes repeated, which mypy cannot narrow by its length)
+    Shape = tuple[int, bytes, tuple[Any, ...], int, int, "AnswerFacts"]
 
 
 class AnswerFacts:
@@ -79,22 +81,31 @@ class AnswerMemo:
             length, head, spans, branch, cseq, facts = shape
             if len(data) != length or type(data) is not bytes or not data.startswith(head):
                 continue
-            # One test per span for its bytes and the fixed bytes after it; the values that
-            # matter are cut out once all passed (issue 7: this was the hot path's largest item).
-            for start, size, after in spans:
-                end = start + size
-                if not data.startswith(after, end) or data[start:end].strip(_TOKEN):
-                    break  # other fixed bytes, or a byte outside the token characters
+            # The datagram's own values put between the learnt fixed bytes must give the
+            # datagram back, and the values must be token characters: two C calls for all the
+            # fixed bytes and one for the values (issue 7: the memo was the hot path's largest
+            # item). A shape has two spans (branch, CSeq) or three (and the To tag).
+            values: tuple[bytes, ...]
+            if len(spans) == 9:
+                start1, size1, after1, start2, size2, after2, start3, size3, after3 = spans
+                values = (data[start1:start1 + size1], data[start2:start2 + size2],
+                          data[start3:start3 + size3])
+                if b"".join((head, values[0], after1, values[1], after2, values[2],
+                             after3)) != data or b"".join(values).strip(_TOKEN):
+                    continue
             else:
-                start = cseq[0]
-                raw = data[start:start + cseq[1]]
-                number = int(raw) if raw.isdigit() else CSEQ_MAX + 1
-                if number <= CSEQ_MAX:
-                    if shape is not shapes[0]:
-                        shapes.remove(shape)
-                        shapes.insert(0, shape)
-                    start = branch[0]
-                    return data[start:start + branch[1]].decode("ascii"), number, facts
+                start1, size1, after1, start2, size2, after2 = spans
+                values = (data[start1:start1 + size1], data[start2:start2 + size2])
+                if b"".join((head, values[0], after1, values[1], after2)) != data \
+                        or b"".join(values).strip(_TOKEN):
+                    continue
+            raw = values[cseq]
+            number = int(raw) if raw.isdigit() else CSEQ_MAX + 1
+            if number <= CSEQ_MAX:
+                if shape is not shapes[0]:
+                    shapes.remove(shape)
+                    shapes.insert(0, shape)
+                return values[branch].decode("ascii"), number, facts
         response = parse_response(data)
         facts = AnswerFacts(response)
         self._learn(data, response, facts)
@@ -126,11 +137,11 @@ class AnswerMemo:
                 found.append(tag)
         found.sort()
         ends = [start for start, *_ in found[1:]] + [len(data)]
-        spans = tuple((start, length, data[start + length:end])
-                      for (start, length, _kind), end in zip(found, ends))
+        spans = tuple(item for (start, length, _kind), end in zip(found, ends)
+                      for item in (start, length, data[start + length:end]))
         kinds = [kind for _start, _length, kind in found]
-        self._shapes.insert(0, (len(data), data[:found[0][0]], spans, spans[kinds.index(_BRANCH)],
-                                spans[kinds.index(_CSEQ)], facts))
+        self._shapes.insert(0, (len(data), data[:found[0][0]], spans, kinds.index(_BRANCH),
+                                kinds.index(_CSEQ), facts))
         del self._shapes[SHAPES:]
 
 
