@@ -28,8 +28,6 @@ Rules:
 
 from __future__ import annotations
 
-import binascii
-
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
 from natkeepalive.core.reachability import UNREACHABLE, Reachability
@@ -82,7 +80,12 @@ class Datagram:
 
 
 def _hex(random_bytes: RandomBytes, n: int) -> str:
-    return binascii.hexlify(random_bytes(n)).decode("ascii")
+    return random_bytes(n).hex()
+
+
+def jitter_draw(random_bytes: RandomBytes) -> float:
+    """A draw in [0, 1) for a jittered wait, from 56 random bits."""
+    return int.from_bytes(random_bytes(7), "big") / float(1 << 56)
 
 
 def _mark(branch: str) -> int:
@@ -281,17 +284,13 @@ class BindingEngine:
             elif tx.done:
                 self._finish(branch)
                 self._timed_out(tx, now)
-        if self._check_pending or self.server is None:
-            return  # the keepalive waits (as _keepalive_deadline says; inlined, issue 7)
-        due = self.next_keepalive
+        due = self._keepalive_deadline()
         if due is not None and (due <= now or (early and self.keepalive_from <= now)):
             self._start_cycle(now, draw)
 
     def may_go_early(self, now: float) -> bool:
         """Whether handle_timer(now, early=True) would start a keepalive cycle."""
-        # _keepalive_deadline, inlined: asked for every keepalive that joins a wake-up
-        return (not self._check_pending and self.server is not None
-                and self.next_keepalive is not None and self.keepalive_from <= now)
+        return self._keepalive_deadline() is not None and self.keepalive_from <= now
 
     def _keepalive_deadline(self) -> float | None:
         """The next keepalive's deadline, unless it waits (for a check, or for a server)."""
@@ -317,7 +316,7 @@ class BindingEngine:
     def next_deadline(self) -> float | None:
         # A plain loop: called twice per keepalive, and a comprehension builds a function each
         # time on Python < 3.12.
-        first = None if self._check_pending or self.server is None else self.next_keepalive
+        first = self._keepalive_deadline()
         if self._tx:  # none after an answer, one after a keepalive
             for tx in self._tx.values():
                 due = tx.due()
@@ -360,13 +359,7 @@ class BindingEngine:
             if base > PROMOTE_DELAY:  # a shorter wait promotes the flow as well, and sooner
                 self._schedule(now + PROMOTE_DELAY)
                 return
-        if draw is None:
-            draw = self._draw()
-        at, window = now + base * (1.0 - self.jitter * draw), now + base * (1.0 - self.jitter)
-        if window < at:  # _schedule's drawn case, inlined (issue 7)
-            self.next_keepalive, self.keepalive_from = at, window
-        else:  # no jitter
-            self._schedule(at, window)
+        self._schedule(now + self._wait(draw), now + base * (1.0 - self.jitter))
 
     def _base(self) -> float:
         if self.reach.state == UNREACHABLE:
@@ -375,11 +368,8 @@ class BindingEngine:
 
     def _wait(self, draw: float | None = None) -> float:
         if draw is None:
-            draw = self._draw()
+            draw = jitter_draw(self._random)
         return self._base() * (1.0 - self.jitter * draw)
-
-    def _draw(self) -> float:
-        return int.from_bytes(self._random(7), "big") / float(1 << 56)
 
     def _schedule(self, at: float, window: float | None = None) -> None:
         """The next keepalive is due at `at`; it may go from `window` (where a drawn wait's
@@ -406,7 +396,7 @@ class BindingEngine:
     def _send_probe(self, kind: str, now: float) -> None:
         assert self.server is not None and self.local is not None
         self.cseq += 1
-        branch = "z9hG4bK" + self._random(BRANCH_BYTES).hex()
+        branch = "z9hG4bK" + _hex(self._random, BRANCH_BYTES)
         if kind == INBOUND:
             public = self.tracker.mapping
             assert public is not None and public[1] is not None

@@ -26,7 +26,7 @@ import time
 from natkeepalive import __version__
 from natkeepalive import events as ev
 from natkeepalive.config.model import Config
-from natkeepalive.core.engine import AUX, BINDING, Address
+from natkeepalive.core.engine import AUX, BINDING, Address, jitter_draw
 from natkeepalive.core.reachability import UNREACHABLE
 from natkeepalive.core.tracker import format_mapping
 from natkeepalive.errors import ConfigError, SipParseError, SocketSetupError
@@ -273,8 +273,10 @@ class Daemon:
         # address the answers still think current (only checked when a timer pass will send:
         # an answer leaves its retransmission's entry behind, dropped here first).
         heap = self._drop_superseded()
-        if heap and (heap[0][0] <= now or self._may_go_early(heap[0], now)):
-            self._addresses_changed()
+        if heap:
+            deadline, _seq, name = heap[0]
+            if deadline <= now or self._may_go_early(deadline, self.slots.get(name), name, now):
+                self._addresses_changed()
         self._run_timers(now)
         self._housekeeping(now)
 
@@ -326,13 +328,7 @@ class Daemon:
             if deadline > now:
                 if joined >= BATCH:
                     break
-                if slot is not None and slot.scheduled == deadline:
-                    # _may_go_early for a binding's live entry, with the slot already found:
-                    # at 1000 bindings most keepalives join a pass this way (issue 7)
-                    engine = slot.engine
-                    if engine.next_keepalive != deadline or not engine.may_go_early(now):
-                        break
-                elif not self._may_go_early(heap[0], now):
+                if not self._may_go_early(deadline, slot, name, now):
                     break
             heapq.heappop(heap)
             if slot is None:
@@ -358,7 +354,7 @@ class Daemon:
                 slot.resolve_due(now)  # brings the next lookup forward while unreachable
                 self._refresh(slot, now, found)
             if draw is None:
-                draw = self._draw()
+                draw = jitter_draw(self.random_bytes)  # one for the pass (engine.handle_timer)
             slot.engine.handle_timer(now, True, draw)
             self._after(slot, found, now)
             if deadline > now and slot.scheduled == deadline:
@@ -371,9 +367,10 @@ class Daemon:
             # bindings clumped into ever larger passes (10 000 bindings: p99 116 ms late).
             now = self.clock()
 
-    def _may_go_early(self, entry: tuple[float, int, str], now: float) -> bool:
-        deadline, _seq, name = entry
-        slot = self.slots.get(name)
+    def _may_go_early(self, deadline: float, slot: Slot | None, name: str, now: float) -> bool:
+        """Whether the heap entry (deadline, name), whose slot the caller looked up, may be
+        taken before its deadline: a keepalive whose window is open, or an entry that is
+        superseded (dropped at no cost)."""
         if slot is None:
             if name.startswith("auto:"):
                 auto = self.autos.get(name[5:])
@@ -383,10 +380,6 @@ class Daemon:
             return True
         engine = slot.engine
         return engine.next_keepalive == deadline and engine.may_go_early(now)
-
-    def _draw(self) -> float:
-        """One jitter draw in [0, 1) for the keepalives of a pass (engine.handle_timer)."""
-        return int.from_bytes(self.random_bytes(7), "big") / float(1 << 56)
 
     def _refresh(self, slot: Slot, now: float, found: list[ev.Event]) -> None:
         try:

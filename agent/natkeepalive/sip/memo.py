@@ -35,18 +35,18 @@ _BRANCH, _CSEQ, _TAG = 0, 1, 2
 # address cannot make each binding hold 64 KB.
 LEARN_MAX_BYTES = 1400
 SHAPES = 2
+# A shape's missing third span: at the start, empty, followed by nothing (adds no byte to a join)
+_NO_SPAN: tuple[int, int, bytes] = (0, 0, b"")
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
-    from typing import Any
-
-    # Spans: (start, length, the bytes after it up to the next span) of each, in one flat tuple
-    # of two or three such triples: no end offsets and no tuple per span, since a binding keeps
-    # its shapes for life (every int above 256 and every tuple is one more object per binding).
-    # A shape: (length, the bytes before the first span, spans, the branch's index among the
-    # spans, the CSeq's, facts).
-    # (Any: a tuple of int, int, bytes repeated, which mypy cannot narrow by its length)
-    Shape = tuple[int, bytes, tuple[Any, ...], int, int, "AnswerFacts"]
+    # Spans: (start, length, the bytes after it up to the next span) of each of three spans
+    # (branch, CSeq, To tag; an empty one when there is no tag) in one flat tuple: no end
+    # offsets and no tuple per span, since a binding keeps its shapes for life (every int above
+    # 256 and every tuple is one more object per binding). A shape: (length, the bytes before
+    # the first span, spans, the branch's index among the spans, the CSeq's, facts).
+    Spans = tuple[int, int, bytes, int, int, bytes, int, int, bytes]
+    Shape = tuple[int, bytes, Spans, int, int, "AnswerFacts"]
 
 
 class AnswerFacts:
@@ -84,21 +84,13 @@ class AnswerMemo:
             # The datagram's own values put between the learnt fixed bytes must give the
             # datagram back, and the values must be token characters: two C calls for all the
             # fixed bytes and one for the values (issue 7: the memo was the hot path's largest
-            # item). A shape has two spans (branch, CSeq) or three (and the To tag).
-            values: tuple[bytes, ...]
-            if len(spans) == 9:
-                start1, size1, after1, start2, size2, after2, start3, size3, after3 = spans
-                values = (data[start1:start1 + size1], data[start2:start2 + size2],
-                          data[start3:start3 + size3])
-                if b"".join((head, values[0], after1, values[1], after2, values[2],
-                             after3)) != data or b"".join(values).strip(_TOKEN):
-                    continue
-            else:
-                start1, size1, after1, start2, size2, after2 = spans
-                values = (data[start1:start1 + size1], data[start2:start2 + size2])
-                if b"".join((head, values[0], after1, values[1], after2)) != data \
-                        or b"".join(values).strip(_TOKEN):
-                    continue
+            # item).
+            start1, size1, after1, start2, size2, after2, start3, size3, after3 = spans
+            values = (data[start1:start1 + size1], data[start2:start2 + size2],
+                      data[start3:start3 + size3])
+            if b"".join((head, values[0], after1, values[1], after2, values[2], after3)) != data \
+                    or b"".join(values).strip(_TOKEN):
+                continue
             raw = values[cseq]
             number = int(raw) if raw.isdigit() else CSEQ_MAX + 1
             if number <= CSEQ_MAX:
@@ -137,8 +129,12 @@ class AnswerMemo:
                 found.append(tag)
         found.sort()
         ends = [start for start, *_ in found[1:]] + [len(data)]
-        spans = tuple(item for (start, length, _kind), end in zip(found, ends)
-                      for item in (start, length, data[start + length:end]))
+        pieces = [(start, length, data[start + length:end])
+                  for (start, length, _kind), end in zip(found, ends)]
+        if len(pieces) == 2:  # no To tag: an empty third span keeps read() to one form
+            pieces.append(_NO_SPAN)
+        (start1, size1, after1), (start2, size2, after2), (start3, size3, after3) = pieces
+        spans: Spans = (start1, size1, after1, start2, size2, after2, start3, size3, after3)
         kinds = [kind for _start, _length, kind in found]
         self._shapes.insert(0, (len(data), data[:found[0][0]], spans, kinds.index(_BRANCH),
                                 kinds.index(_CSEQ), facts))
