@@ -116,6 +116,9 @@ def test_engine_random_faults_keep_a_valid_state(steps: list[tuple[str, float]],
 # a draw near 1 left the allowance before the deadline reaching below the jitter's range
 @example(0.2, [(0.875, False, 0.0), (0.0, True, 0.99609375), (1.0, False, 0.0),
                (0.9375, False, 0.0), (0.96875, True, 0.0)])
+# a draw near 1 that rounds the deadline onto the window's start got the allowance too
+@example(0.5, [(0.5, True, 0.9999999999999999), (1.0, False, 0.0), (0.5, False, 0.0),
+               (0.875, False, 0.0), (0.9375, True, 0.0)])
 def test_keepalives_offered_early_keep_every_wait_within_the_jitter(
         jitter: float, wakeups: list[tuple[float, bool, float]]) -> None:
     """However the loop offers early keepalives (any moment before the next deadline, with any

@@ -375,9 +375,12 @@ class BindingEngine:
         """The next keepalive is due at `at`; it may go from `window` (where a drawn wait's
         range begins) when that is earlier, else KEEPALIVE_EARLY before `at`. A drawn wait never
         goes before its window: with a draw near 1 the allowance would reach below the jitter's
-        range (20 s, jitter 0.2: a wait of 15.985 s, found by test_state_properties)."""
+        range (20 s, jitter 0.2: a wait of 15.985 s, found by test_state_properties). That holds
+        also when such a draw rounds `at` onto the window (jitter 0.5, a draw of 1 - 2**-53: a
+        wait of 9.96 s); only without jitter, where the window is `at` itself, does the
+        allowance apply."""
         self.next_keepalive = at
-        if window is not None and window < at:
+        if window is not None and (window < at or self.jitter > 0):
             self.keepalive_from = window
         else:
             self.keepalive_from = at - self._allowance()
