@@ -1,4 +1,4 @@
-"""The daemon: one thread, one epoll loop (runtime/poller.py), one timer heap.
+"""The daemon: one thread, one epoll loop (runtime/poller.py), one timer heap and its queue.
 
 Rules:
 - The process sleeps in select() until the earliest deadline of any binding or housekeeping timer;
@@ -10,6 +10,9 @@ Rules:
 - The status file is written when a reported state changed (coalesced to STATUS_MIN_GAP) and, for
   the counters alone, every STATUS_COUNTERS_EVERY seconds when they moved.
 - The local address is checked whenever a binding's timer fires and every NETWATCH_EVERY s.
+- A retransmission's deadline waits in a queue beside the heap (Daemon.later), in the order it
+  was set: nearly every one is answered first and then dropped from the queue's head, never
+  having been in the heap. It joins the heap once it is due or the earliest deadline of all.
 - Errors from the network are counted, never fatal. A full socket buffer drops a datagram like
   the network would; a binding's socket is read one datagram per wake-up, the others at most
   READ_BURST, so a flood cannot starve the timers.
@@ -44,6 +47,7 @@ from natkeepalive.sip.message import parse_response
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
     import signal
+    from collections import deque
     from collections.abc import Iterator
     from typing import Callable
 
@@ -51,8 +55,10 @@ if TYPE_CHECKING:
     from natkeepalive.runtime.auto import AutoInterval
     from natkeepalive.runtime.hooks import HookRunner
 else:
-    # the C module: `signal` wraps it in enums, and `enum` costs 0.6 MB with socket's (issue 7)
+    # the C modules: `signal` wraps it in enums, and `enum` costs 0.6 MB with socket's;
+    # `collections` holds the same deque and costs 0.35 MB (issue 7)
     import _signal as signal
+    from _collections import deque
 
 READ_BURST = 64
 # Keepalives whose window is open (engine.KEEPALIVE_EARLY, the jitter's range) join a wake-up,
@@ -96,6 +102,11 @@ class Daemon:
         self.by_call_id: dict[str, Slot] = {}
         self.aux: dict[int, socket.socket] = {}
         self.heap: list[tuple[float, int, str]] = []
+        # Entries like the heap's whose deadlines never decrease: a retransmission is due T1
+        # after its send, sends go in time order, and the answer usually supersedes it.
+        # Dropping one from here is O(1); from the heap it was a pop, one in two of the heap's
+        # pops (0.39 us per answer at 1000 bindings, tests/bench/hotpath.py; issue 7).
+        self.later: deque[tuple[float, int, str]] = deque()
         self._seq = 0
         self.hooks = make_hooks(config.hooks)
         self.notifier = Notifier.from_env(environ if environ is not None else dict(os.environ))
@@ -272,7 +283,7 @@ class Daemon:
         # A change announced since select() returned must not let a keepalive go out from an
         # address the answers still think current (only checked when a timer pass will send:
         # an answer leaves its retransmission's entry behind, dropped here first).
-        heap = self._drop_superseded()
+        heap = self._drop_superseded(now)
         if heap:
             deadline, _seq, name = heap[0]
             if deadline <= now or self._may_go_early(deadline, self.slots.get(name), name, now):
@@ -281,7 +292,7 @@ class Daemon:
         self._housekeeping(now)
 
     def _next_wake(self, now: float) -> float:
-        heap = self._drop_superseded()  # or each would cost a wake-up that does nothing
+        heap = self._drop_superseded(now)  # or each would cost a wake-up that does nothing
         candidates = [self._netwatch_at + NETWATCH_EVERY * HOUSEKEEPING_LATE,
                       self._status_counters_at + STATUS_COUNTERS_EVERY * HOUSEKEEPING_LATE,
                       self._drops_at + DROP_REPORT_EVERY * HOUSEKEEPING_LATE]
@@ -298,12 +309,22 @@ class Daemon:
             candidates.append(hook)
         return max(0.0, min(candidates) - now)
 
-    def _drop_superseded(self) -> list[tuple[float, int, str]]:
-        """Pop superseded entries off the heap's top (an answered probe leaves its
-        retransmission deadline behind); returns the heap."""
-        heap = self.heap
+    def _drop_superseded(self, now: float) -> list[tuple[float, int, str]]:
+        """Pop superseded entries off the heap's top and the queue's head (an answered probe
+        leaves its retransmission deadline behind), and move what is due by `now` or earliest
+        of all from the queue into the heap. Returns the heap, whose top is then the earliest
+        live deadline."""
+        heap, later = self.heap, self.later
         while heap and self._superseded(heap[0][0], heap[0][2]):
             heapq.heappop(heap)
+        while later:
+            deadline, _seq, name = later[0]
+            if self._superseded(deadline, name):
+                later.popleft()
+            elif deadline <= now or not heap or deadline < heap[0][0]:
+                heapq.heappush(heap, later.popleft())
+            else:
+                break
         return heap
 
     def _superseded(self, deadline: float, name: str) -> bool:
@@ -557,7 +578,12 @@ class Daemon:
         if deadline != slot.scheduled and deadline is not None:
             slot.scheduled = deadline
             self._seq += 1
-            heapq.heappush(self.heap, (deadline, self._seq, slot.name))
+            later = self.later
+            # a transaction's deadline goes to the queue while that keeps it in order
+            if deadline != engine.next_keepalive and (not later or later[-1][0] <= deadline):
+                later.append((deadline, self._seq, slot.name))
+            else:
+                heapq.heappush(self.heap, (deadline, self._seq, slot.name))
 
     def _send_aux(self, payload: bytes, destination: Address) -> str | None:
         return send_datagram(self._aux_socket(family_of(destination[0])), payload, destination)
