@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,6 @@ import pytest
 from natkeepalive import __version__
 from tests.support.agentproc import run_cli
 from tests.support.responder import SipResponder
-
-
-@pytest.fixture
-def responder() -> Iterator[SipResponder]:
-    with SipResponder() as r:
-        yield r
 
 
 def target(r: SipResponder) -> str:

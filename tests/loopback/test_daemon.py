@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,12 +36,6 @@ def write_config(path: Path, bindings: list[tuple[str, tuple[str, int], int]],
                   f"    source_port: {source_port}"]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@pytest.fixture
-def responder() -> Iterator[SipResponder]:
-    with SipResponder() as r:
-        yield r
 
 
 def status_of(agent: Agent) -> dict:  # type: ignore[type-arg]

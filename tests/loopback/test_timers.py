@@ -5,7 +5,6 @@ time, and an answered keepalive's retransmission never costs the timer heap anyt
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,6 @@ from tests.loopback.test_daemon import free_port
 from tests.support.responder import SipResponder
 
 SETTINGS = "{interval: 1, jitter: 0.1, timeout: 3, fail_threshold: 5, inbound_check: 0}"
-
-
-@pytest.fixture
-def responder() -> Iterator[SipResponder]:
-    with SipResponder() as r:
-        yield r
 
 
 def make_daemon(tmp_path: Path, responder: SipResponder, count: int) -> Daemon:
