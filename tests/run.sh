@@ -10,6 +10,8 @@ declare -A tools=(
   [kamailio]=kamailio [nft]=nftables [conntrack]=conntrack [ip]=iproute2 [sipp]=sip-tester
   [tshark]=tshark [rsyslogd]=rsyslog [busybox]=busybox [shellcheck]=shellcheck [lintian]=lintian
   [sipsak]=sipsak [systemd-analyze]=systemd [dpkg-deb]=dpkg
+  [prometheus]=prometheus [promtool]=prometheus [prometheus-node-exporter]=prometheus-node-exporter
+  [collectd]=collectd-core [sendmail]=msmtp-mta [baresip]=baresip-core
 )
 missing=()
 for tool in "${!tools[@]}"; do

@@ -50,6 +50,14 @@ mkdir -p "$site" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/etc/nat-ke
 install -m 0755 "$root/packaging/nat-keepalive.launcher" "$stage/usr/bin/nat-keepalive"
 
 cp "$root/packaging/systemd/nat-keepalive.service" "$stage/lib/systemd/system/"
+# Examples only, never enabled: hooks (executable, copied into place by the admin), alert rules
+mkdir -p "$stage/usr/share/nat-keepalive/examples/hooks" "$stage/usr/share/nat-keepalive/examples/prometheus"
+for file in "$root"/examples/hooks/*; do
+	install -m 0755 "$file" "$stage/usr/share/nat-keepalive/examples/hooks/"
+done
+for file in "$root"/examples/prometheus/*; do
+	install -m 0644 "$file" "$stage/usr/share/nat-keepalive/examples/prometheus/"
+done
 cp "$example" "$stage/etc/nat-keepalive/config.yaml"
 gzip -9n <"$here/nat-keepalive.1" >"$stage/usr/share/man/man1/nat-keepalive.1.gz"
 
