@@ -3,7 +3,9 @@ it, Debian's node_exporter exports it through its textfile collector, Debian's P
 that every second, and the test asks Prometheus with PromQL after a NAT reboot (conntrack -F).
 
 Timings: random-port NAT, timeouts 5 s / 5 s; interval 3 s, jitter 0.2, timeout 1 s. Two
-bindings: `provider` to Kamailio, `down` to a port where nothing answers."""
+bindings: `provider` to Kamailio, `down` to a port where nothing answers. The file is linked
+into the textfile directory from the agent's runtime directory, as docs/monitoring.md tells
+Debian users to do (systemd lets the agent write only there)."""
 
 from __future__ import annotations
 
@@ -42,11 +44,14 @@ def test_prometheus_reads_state_changes_and_rtt_after_a_nat_reboot(
     lab.set_udp_timeouts(5, 5)
     textfile = Path(lab.tmpdir) / "textfile"
     textfile.mkdir()
+    runtime = Path(lab.tmpdir) / "run"
+    runtime.mkdir()
+    (textfile / "nat-keepalive.prom").symlink_to(runtime / "nat-keepalive.prom")
     settings = dict(KEPT, inbound_check=0)
     config = Path(lab.tmpdir) / "config.yaml"
     config.write_text("\n".join([
         "log: {target: stderr, level: debug}",
-        f"metrics_file: {textfile / 'nat-keepalive.prom'}",
+        f"metrics_file: {runtime / 'nat-keepalive.prom'}",
         "defaults:",
         *(f"  {key}: {json.dumps(value)}" for key, value in settings.items()),
         "bindings:",
@@ -102,4 +107,7 @@ def test_prometheus_reads_state_changes_and_rtt_after_a_nat_reboot(
         assert prom.value("node_textfile_scrape_error") == 0
         assert prom.value('up{job="node"}') == 1
         assert agent.stop() == 0
+        # a stopped agent removes its file: its metrics go, the dangling link is an error
+        prom.wait_value("node_textfile_scrape_error", 1)
+        prom.wait_empty(f"{P}build_info")
     print(f"NAT lab + node_exporter + Prometheus: {time.monotonic() - began:.1f} s wall time")

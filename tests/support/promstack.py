@@ -127,6 +127,14 @@ class PromStack:
             time.sleep(0.25)
         raise AssertionError(f"{promql}: {found}, not {expected} after {timeout} s")
 
+    def wait_empty(self, promql: str, timeout: float = 20.0) -> None:
+        """Until `promql` finds nothing (a series gone from a scrape is stale at once)."""
+        deadline = time.monotonic() + timeout
+        while self.query(promql):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{promql} still has {self.query(promql)}")
+            time.sleep(0.25)
+
     def close(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
