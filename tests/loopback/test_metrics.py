@@ -125,3 +125,22 @@ def test_a_bad_metrics_file_is_a_clear_error(tmp_path: Path, given: str, error: 
     result = run_cli("check", "-c", str(config))
     assert result.returncode != 0
     assert error in result.stderr and "metrics_file" in result.stderr
+
+
+def test_a_metrics_file_that_cannot_be_written_is_said_once(
+        tmp_path: Path, responder: SipResponder) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    metrics = blocker / "nat-keepalive.prom"
+    config = with_metrics(write_config(tmp_path / "c.yaml",
+                                       [("provider", responder.address, free_port())]), metrics)
+    with Agent(config, tmp_path / "status.json") as agent:
+        agent.wait_for("reachable")
+        for _ in range(3):
+            agent.signal(signal.SIGUSR1)
+        agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 2)
+        assert agent.stop() == 0
+    said = [line for line in agent.lines if "cannot write metrics file" in line]
+    assert len(said) == 1, said
+    assert str(metrics) in said[0]
+    assert (tmp_path / "status.json").exists()  # the status file is not held up by it

@@ -8,7 +8,8 @@ Rules:
 - A reload keeps every binding whose configuration is unchanged, with its socket, state and learned
   mapping; a bad file is rejected (`config-rejected`) and the old configuration keeps running.
 - The status file is written when a reported state changed (coalesced to STATUS_MIN_GAP) and, for
-  the counters alone, every STATUS_COUNTERS_EVERY seconds when they moved.
+  the counters alone, every STATUS_COUNTERS_EVERY seconds when they moved; the metrics file
+  (metrics_file) with it.
 - The local address is checked whenever a binding's timer fires and every NETWATCH_EVERY s.
 - A retransmission's deadline waits in a queue beside the heap (Daemon.later), in the order it
   was set: nearly every one is answered first and then dropped from the queue's head, never
@@ -672,6 +673,8 @@ class Daemon:
         self._status_written_at = now
         self._counter_mark = sum(s.engine.probes_sent + s.engine.responses
                                  for s in self.slots.values())
+        if self.config.metrics_file:  # first: a status file that cannot be written stops nothing
+            self._write_metrics(self.config.metrics_file, now)
         try:
             write_status(self.status_path, self.snapshot(now))
         except OSError as exc:
@@ -684,8 +687,6 @@ class Daemon:
             self._status_error = None
             self.sink.emit_text(ev.NOTICE, f"status file {self.status_path} written again")
         self.notifier.send(STATUS=self._summary())
-        if self.config.metrics_file:
-            self._write_metrics(self.config.metrics_file, now)
 
     def _write_metrics(self, path: str, now: float) -> None:
         if self._metrics is None:
