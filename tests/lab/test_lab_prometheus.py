@@ -28,6 +28,7 @@ from tests.lab.test_lab_scenarios import (
     start_agent,  # noqa: F401 (a fixture, shared with the scenarios)
 )
 from tests.support.promstack import PromStack
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.lab
 
@@ -111,3 +112,62 @@ def test_prometheus_reads_state_changes_and_rtt_after_a_nat_reboot(
         prom.wait_value("node_textfile_scrape_error", 1)
         prom.wait_empty(f"{P}build_info")
     print(f"NAT lab + node_exporter + Prometheus: {time.monotonic() - began:.1f} s wall time")
+
+
+def test_prometheus_counts_an_inbound_check_expiry_and_a_server_outage(
+        kamailio_lab: Lab,
+        start_agent: Callable[[Lab, Path], TimedAgent]) -> None:  # noqa: F811
+    """Port-preserving NAT (masquerade), an inbound check before every keepalive: the NAT reboot
+    is found by the check (the keepalive after it gets the same port: no change); then Kamailio
+    stops until the binding is `unreachable`, and comes back."""
+    began = time.monotonic()
+    lab = kamailio_lab
+    lab.set_nat(random=False)
+    lab.set_udp_timeouts(5, 5)
+    textfile = Path(lab.tmpdir) / "textfile"
+    config = Path(lab.tmpdir) / "config.yaml"
+    config.write_text("\n".join([
+        "log: {target: stderr, level: debug}",
+        f"metrics_file: {textfile / 'nat-keepalive.prom'}",  # the agent makes the directory
+        "defaults:",
+        *(f"  {key}: {json.dumps(value)}" for key, value in KEPT.items()),
+        "bindings:",
+        "  - name: provider", f"    server: {KAMAILIO}", f"    source_port: {SOURCE_PORT}",
+    ]) + "\n")
+    provider = f'binding="provider",server="{KAMAILIO}"'
+    agent = start_agent(lab, config)
+    agent.wait_for("binding-learned", timeout=5)
+    agent.wait_for("probe-answered", count=2, timeout=6)
+    with PromStack(textfile) as prom:
+        prom.wait_value(f'{P}binding_state{{{provider},state="reachable"}}', 1)
+        lab.flush_conntrack()
+        expired = agent.wait_for("binding-expired", timeout=10)
+        assert expired["detected"] == "inbound-check"
+        prom.wait_value(f'{P}binding_expiries_total{{{provider},detected="inbound-check"}}', 1)
+        assert prom.value(f'{P}binding_expiries_total{{{provider},detected="remap"}}') == 0
+        assert prom.value(f"sum({P}binding_changes_total{{{provider}}})") == 0
+
+        lab.stop_kamailio()
+        agent.wait_for("unreachable", timeout=15)
+        prom.wait_value(f'{P}binding_state{{{provider},state="unreachable"}}', 1)
+        assert prom.value(f'{P}binding_state{{{provider},state="reachable"}}') == 0
+        timeouts = prom.value(f"{P}timeouts_total{{{provider}}}")
+        assert timeouts is not None and timeouts >= 2
+        lab.start_kamailio(binary=require_tool("kamailio"))
+        agent.wait_for("reachable", count=2, timeout=10)
+        prom.wait_value(f'{P}binding_state{{{provider},state="reachable"}}', 1)
+        checks = agent.count("probe-sent", kind="inbound")
+        agent.wait_for("probe-sent", kind="inbound", count=checks + 1, timeout=6)
+        agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 1,
+                       timeout=5)
+        agent.signal(signal.SIGUSR1)
+        prom.wait_value(f'{P}inbound_check{{{provider},result="alive"}}', 1)
+        rtt = prom.value(f"{P}rtt_seconds{{{provider}}}")
+        assert rtt is not None and 0 < rtt < 0.5, rtt
+        assert prom.value(f'{P}binding_expiries_total{{{provider},detected="inbound-check"}}') \
+            == 1  # the outage was the server's, not the NAT's
+        assert agent.stop() == 0
+    entry = agent.binding()
+    assert (entry["expiries"], entry["changes"]) == (1, 0)
+    print(f"NAT lab, inbound-check expiry and outage, read by Prometheus: "
+          f"{time.monotonic() - began:.1f} s wall time")
