@@ -11,7 +11,7 @@ declare -A tools=(
   [tshark]=tshark [rsyslogd]=rsyslog [busybox]=busybox [shellcheck]=shellcheck [lintian]=lintian
   [sipsak]=sipsak [systemd-analyze]=systemd [dpkg-deb]=dpkg
   [prometheus]=prometheus [promtool]=prometheus [prometheus-node-exporter]=prometheus-node-exporter
-  [collectd]=collectd-core [sendmail]=msmtp-mta [baresip]=baresip-core
+  [collectd]=collectd-core [sendmail]=msmtp-mta [baresip]=baresip-core [node]=nodejs
 )
 missing=()
 for tool in "${!tools[@]}"; do

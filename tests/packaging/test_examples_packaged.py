@@ -21,8 +21,9 @@ def test_deb_installs_the_examples_executable_and_enables_nothing(tmp_path: Path
     files = contents(build(tmp_path))
     for hook in (EXAMPLES / "hooks").iterdir():
         assert files[f"{SHARE}/hooks/{hook.name}"][0] == "-rwxr-xr-x", hook.name
-    for rules in (EXAMPLES / "prometheus").iterdir():
-        assert files[f"{SHARE}/prometheus/{rules.name}"][0] == "-rw-r--r--", rules.name
+    for folder in ("prometheus", "luci"):
+        for data in (EXAMPLES / folder).iterdir():
+            assert files[f"{SHARE}/{folder}/{data.name}"][0] == "-rw-r--r--", data.name
     config = (ROOT / "packaging" / "config.example.yaml").read_text()
     # the shipped configuration runs no example
     assert not re.search(r"^\s*command:.*examples", config, re.M)
@@ -33,6 +34,7 @@ def test_openwrt_makefile_installs_the_examples_from_the_sdist() -> None:
     assert "$(INSTALL_BIN) $(PKG_BUILD_DIR)/examples/hooks/* " \
         "$(1)/usr/share/nat-keepalive/examples/hooks/" in text
     assert "$(PKG_BUILD_DIR)/examples/prometheus/*" in text
+    assert "$(PKG_BUILD_DIR)/examples/luci/* $(1)/usr/share/nat-keepalive/examples/luci/" in text
     manifest = (ROOT / "MANIFEST.in").read_text()
     assert "recursive-include examples *" in manifest
 
@@ -53,6 +55,7 @@ def test_sdist_carries_the_examples(tmp_path: Path) -> None:
         assert f"examples/hooks/{hook.name}" in names
         assert modes[f"examples/hooks/{hook.name}"] & 0o111
     assert "examples/prometheus/nat-keepalive-alerts.yml" in names
+    assert "examples/luci/nat_keepalive.js" in names
 
 
 AGENT = "config agent 'main'\n\toption metrics_file '{}'\n\n"
