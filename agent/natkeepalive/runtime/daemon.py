@@ -605,11 +605,10 @@ class Daemon:
         if event.SEVERITY < ev.DEBUG:
             self._status_dirty = True
             self.hooks.fire(event, self.clock())
-            name = event.NAME
-            if name in COUNTED_EVENTS:
-                key = f"{name}:{getattr(event, COUNTED_EVENTS[name])}" \
-                    if COUNTED_EVENTS[name] else name
-                counts = self.cause_counts.setdefault(event.binding, {})  # type: ignore[attr-defined]
+            split = COUNTED_EVENTS.get(event.NAME)
+            if split is not None:
+                key = f"{event.NAME}:{getattr(event, split)}" if split else event.NAME
+                counts = self.cause_counts.setdefault(getattr(event, "binding"), {})  # noqa: B009
                 counts[key] = counts.get(key, 0) + 1
 
     def _summary(self) -> str:
