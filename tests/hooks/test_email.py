@@ -57,15 +57,17 @@ def msmtp_home(folder: Path, port: int) -> dict[str, str]:
     return {"HOME": str(home)}
 
 
-def test_mails_the_event_through_sendmail(tmp_path: Path,
-                                          smtp: tuple[Mailbox, int]) -> None:
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_mails_the_event_through_sendmail(tmp_path: Path, smtp: tuple[Mailbox, int],
+                                          shell: str) -> None:
     require_tool("sendmail")
     box, port = smtp
     hook = install(tmp_path, "email", "MAIL_TO=noc@example.net\nMAIL_FROM=r1@example.org\n")
     env = dict(HOSTILE, EVENT="binding-changed",
                NAT_KEEPALIVE_EVENT_LINE="event=binding-changed binding=x")
     env["BINDING"] += "\nX-Injected: yes"
-    result = run_hook(hook, "binding-changed", env, extra_env=msmtp_home(tmp_path, port))
+    result = run_hook(hook, "binding-changed", env, shell=shell,
+                      extra_env=msmtp_home(tmp_path, port))
     assert result.returncode == 0, result.stderr
     assert len(box.messages) == 1
     sender, recipients, content = box.messages[0]

@@ -100,13 +100,15 @@ def busybox_nc_path(folder: Path) -> str:
     return f"{tools}:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def test_baresip_registers_again(tmp_path: Path, baresip: tuple[Registrar, int, str]) -> None:
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+def test_baresip_registers_again(tmp_path: Path, baresip: tuple[Registrar, int, str],
+                                 shell: str) -> None:
     registrar, ctrl, account = baresip
     hook = install(tmp_path, "reregister-baresip",
                    f"BARESIP_CTRL_PORT={ctrl}\nBARESIP_ACCOUNT='{account}'\n")
     path = busybox_nc_path(tmp_path)
     result = run_hook(hook, "binding-changed", {"EVENT": "binding-changed", "BINDING": "p"},
-                      path=path)
+                      shell=shell, path=path)
     assert result.returncode == 0, result.stderr
     assert registrar.wait_registers(2) == 2
     # other events, and other bindings when limited, leave baresip alone
