@@ -752,7 +752,8 @@ def test_unknown_hook_event_is_rejected_before_the_agent_sees_it(shell: str,
 
 def package_script(kind: str) -> str:
     """Package/nat-keepalive/KIND from the Makefile, as the build writes it ($$ -> $)."""
-    found = re.search(rf"^define Package/nat-keepalive/{kind}\n(.*?)^endef", makefile(), re.S | re.M)
+    found = re.search(rf"^define Package/nat-keepalive/{kind}\n(.*?)^endef", makefile(),
+                      re.S | re.M)
     assert found, kind
     return found.group(1).replace("$$", "$")
 
