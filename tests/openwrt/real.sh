@@ -498,6 +498,8 @@ s_user() {
 	grep -E '^(Uid|Gid|NoNewPrivs|CapEff)' "$ROOT/proc/$pid/status" | tee "$LOGDIR/proc.txt"
 	expect "runs as $NAME" grep -Eq "^Uid:\s+$NK_UID\s+$NK_UID\s+$NK_UID\s+$NK_UID" "$LOGDIR/proc.txt"
 	expect "no capabilities" grep -Eq "^CapEff:\s+0+$" "$LOGDIR/proc.txt"
+	# what procd does without ujail: no_new_privs is not set, so the package does not ask for it
+	expect "NoNewPrivs: 0" grep -Eq "^NoNewPrivs:\s+0$" "$LOGDIR/proc.txt"
 	expect "procd was not asked for no_new_privs" \
 		sh -c "! r ubus call service list '{\"name\":\"$NAME\",\"verbose\":true}' | grep -q no_new_privs"
 }
