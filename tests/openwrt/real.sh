@@ -1,4 +1,6 @@
 #!/bin/bash
+# shellcheck disable=SC2016,SC1003
+# (SC2016: the scripts written into the chroot expand there, not here; SC1003: a tr set.)
 # The OpenWrt package under OpenWrt's real components, built from their upstream sources on
 # Debian: procd (not as PID 1: it serves the `service` ubus object), ubusd, uci, validate_data,
 # logd/logread, jsonfilter, libubox's jshn, and the base-files scripts rc.common, functions.sh,
@@ -20,7 +22,6 @@
 # CI cannot fetch the sources. Needs: cmake gcc pkg-config libjson-c-dev busybox-static, and
 # python3 with PyYAML (Debian's python3-yaml) to copy into the chroot.
 set -u
-# shellcheck disable=SC2016  # the scripts written into the chroot expand there, not here
 
 # The commits the run last passed on (docs/openwrt.md). jsonpath: not its newest commit
 # (e5a07f4, "main: defer processing until options are processed"), after which jsonfilter no
@@ -108,7 +109,7 @@ outer() {
 		exit 1
 	fi
 	exec unshare --mount --pid --net --fork --propagation private \
-		bash "$0" --inner "$root" "$work"
+		bash "$0" --inner "$root" "$work" 2
 }
 
 fetch_sources() {
@@ -785,6 +786,7 @@ run_steps() {
 }
 
 if [ "${1:-}" = --inner ]; then
+	STEPS="$4"  # the build and the layout
 	inner "$2" "$3"
 else
 	outer "$@"
