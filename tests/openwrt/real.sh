@@ -33,16 +33,16 @@ udebug=875e1a7af6ca9d86524d18169c3a79f4a1920053
 ubox=6f78fa496bf36c55864a41e353df7d13f04b1077
 jsonpath=afe72ad6414e0faedd3d780d9328e514b0083cae
 procd=2c1834abae171261f2d9161e5a28c36cbcc394a4"
-# base-files scripts: PATH-ON-ROUTER REPOSITORY PATH-IN-REPOSITORY, fetched at BASE_REV.
-BASE_REPO=https://raw.githubusercontent.com/openwrt/openwrt
-BASE_REV=main
-BASE_FILES="etc/rc.common package/base-files/files/etc/rc.common
-lib/functions.sh package/base-files/files/lib/functions.sh
-lib/functions/network.sh package/base-files/files/lib/functions/network.sh
-lib/functions/service.sh package/base-files/files/lib/functions/service.sh
-lib/functions/procd.sh package/system/procd/files/procd.sh
-lib/config/uci.sh package/system/uci/files/lib/config/uci.sh
-sbin/reload_config package/system/procd/files/reload_config"
+# base-files scripts: PATH-ON-ROUTER REPOSITORY COMMIT PATH-IN-REPOSITORY. rc.common (the one
+# with extra_command) and uci.sh (package/system/uci) come from OpenWrt downstreams that track
+# openwrt/openwrt: the versions at hand when this was written.
+BASE_FILES="etc/rc.common immortalwrt/immortalwrt 3e49abbbf97f0c2542afbd8a6f979204d7f43244 package/base-files/files/etc/rc.common
+lib/functions.sh openwrt/openwrt 01fa063ae9440273c6701708623a1928bb3ff657 package/base-files/files/lib/functions.sh
+lib/functions/network.sh openwrt/openwrt 026271d03c28b3b88e64afe04bd3d236971cfaf2 package/base-files/files/lib/functions/network.sh
+lib/functions/service.sh openwrt/openwrt 9963ae1d1c331b0f5e8cf7c6762b3c9bd126037d package/base-files/files/lib/functions/service.sh
+lib/functions/procd.sh openwrt/openwrt 03eca6c5e85cad7ff20459d2f363c60c598d9825 package/system/procd/files/procd.sh
+lib/config/uci.sh Lienol/openwrt 36141b743f7f0965f3f5e43e75c0f3350c05c7b9 package/system/uci/files/lib/config/uci.sh
+sbin/reload_config openwrt/openwrt 16e4dffba7bce79c22ed28be1bb8ff60c84390f2 package/system/procd/files/reload_config"
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
@@ -113,7 +113,7 @@ outer() {
 }
 
 fetch_sources() {
-	local src="$1" line name pin path from
+	local src="$1" line name pin path repo commit from
 	mkdir -p "$src"
 	for line in $PINS; do
 		name="${line%%=*}"
@@ -123,9 +123,10 @@ fetch_sources() {
 		fi
 		git -C "$src/$name" checkout -q "$pin" || return 1
 	done
-	echo "$BASE_FILES" | while read -r path from; do
+	echo "$BASE_FILES" | while read -r path repo commit from; do
 		mkdir -p "$src/base-files/$(dirname "$path")"
-		curl -fsSL "$BASE_REPO/$BASE_REV/$from" -o "$src/base-files/$path" || exit 1
+		curl -fsSL "https://raw.githubusercontent.com/$repo/$commit/$from" \
+			-o "$src/base-files/$path" || exit 1
 	done
 }
 
