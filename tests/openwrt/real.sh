@@ -344,7 +344,7 @@ inner() {
 	ip tuntap add pppoe-wan mode tun
 	ip link set pppoe-wan up
 
-	export ROOT WORK LOGDIR NAME REPO PKG
+	export ROOT WORK LOGDIR NAME REPO PKG HERE
 	export -f r u rsh nk_ids agent_pid running log_has log_count rendered probe_lines ifstate_is
 	local t0
 	t0=$(date +%s)
@@ -627,6 +627,16 @@ s_wan_binding() {
 	expect "the state at start recorded" ifstate_is wan "1 100 eth0"
 }
 
+s_emulation_truth() {
+	# PROCD_DEBUG: procd.sh prints each message it sends (json_dump) on stderr
+	rsh "PROCD_DEBUG=1 /etc/init.d/nat-keepalive start" 2>"$LOGDIR/debug.txt" >/dev/null
+	grep '"instances"' "$LOGDIR/debug.txt" | tail -1 >"$LOGDIR/real-message.json"
+	[ -s "$LOGDIR/real-message.json" ]
+	(cd "$REPO" && PYTHONPATH="$REPO:$REPO/agent" python3 "$HERE/compare_message.py" \
+		"$ROOT/etc/config/$NAME" "$ROOT/tmp/netifd" "$LOGDIR/real-message.json")
+	expect "same process" [ "$(agent_pid)" = "$(cat "$WORK/pid.events")" ]
+}
+
 probe_lines() {
 	log_count "nat-keepalive: interface wan is up"
 }
@@ -773,6 +783,7 @@ run_steps() {
 	step "a port below 1024: started as root, the agent drops to $NAME" s_low_port
 	step "an anonymous section without a name is refused by its @binding[N] name" s_unnamed
 	step "a binding on interface wan gets wan's device from netifd" s_wan_binding
+	step "procd.sh's real service message equals the one procd_emul.sh builds" s_emulation_truth
 	step "interface.update with wan still up on the same device: nothing" s_if_update_no_change
 	step "interface.down: nothing (no rebuild on the fallback device)" s_if_down
 	step "interface.update after the down (wan came up): reprobe (SIGUSR2)" s_if_up

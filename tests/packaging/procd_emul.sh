@@ -48,9 +48,15 @@ procd_open_service() {
 }
 
 procd_close_service() {
+	local data=""
 	service_triggers
-	printf '{%s,"instances":{%s},"triggers":[%s]%s}\n' "$EMUL_SERVICE" "$EMUL_INSTANCES" \
-		"$EMUL_TRIGGERS" "$EMUL_VALIDATES" >>"${PROCD_JSON:?PROCD_JSON is not set}"
+	# procd.sh adds a data object when service_data exists, and rc.common always defines it
+	if type service_data >/dev/null 2>&1; then
+		service_data
+		data=',"data":{}'
+	fi
+	printf '{%s,"instances":{%s},"triggers":[%s]%s%s}\n' "$EMUL_SERVICE" "$EMUL_INSTANCES" \
+		"$EMUL_TRIGGERS" "$EMUL_VALIDATES" "$data" >>"${PROCD_JSON:?PROCD_JSON is not set}"
 }
 
 procd_open_instance() {
@@ -153,6 +159,7 @@ logger() { emul_trace "logger $*"; }
 chown() { emul_trace "chown $*"; }
 
 extra_command() { :; }  # rc.common: registers a command name for the usage text
+service_data() { return 0; }  # rc.common's default (an init script may define its own)
 
 start() {  # rc.common with USE_PROCD: rc_procd start_service
 	emul_trace "start"

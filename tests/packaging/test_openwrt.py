@@ -511,6 +511,7 @@ def test_start_sends_procd_one_service_message(shell: str, tmp_path: Path) -> No
     assert schema["nat-keepalive", "binding"]["source_port"] == "range(1,65535)"
     assert schema["nat-keepalive", "agent"]["interval"] == "or(auto,ufloat)"
     assert "no_new_privs" not in raw
+    assert message["data"] == {}  # rc.common's empty service_data
 
 
 def test_the_emulation_keeps_both_validate_keys_like_procd_sh(tmp_path: Path) -> None:
