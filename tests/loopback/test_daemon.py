@@ -189,6 +189,31 @@ def test_sighup_keeps_unchanged_bindings_and_rejects_a_bad_file(
         assert len(agent.events("started")) == 1
 
 
+def test_sighup_applies_a_new_log_level_without_a_restart(
+        tmp_path: Path, responder: SipResponder) -> None:
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())])
+    debug = config.read_text()
+    quiet = debug.replace("level: debug", "level: info")
+    config.write_text(quiet)
+    with Agent(config, tmp_path / "status.json") as agent:
+        agent.wait_for("reachable")
+        assert not agent.events("probe-sent"), "a debug event below the configured level"
+        config.write_text(debug)
+        agent.signal(signal.SIGHUP)
+        reloaded = agent.wait_for("reloaded")
+        assert reloaded["changed"] == "0"  # the binding (and its NAT mapping) was kept
+        agent.wait_for("probe-sent")  # debug events of that kept binding now get through
+        config.write_text(quiet)
+        agent.signal(signal.SIGHUP)
+        agent.wait_for("reloaded", count=2)
+        sent = len(agent.events("probe-sent"))
+        with responder.lock:
+            received = len(responder.requests)
+        assert responder.wait_for_requests(received + 2, timeout=10)  # two more keepalives
+        assert agent.stop() == 0
+        assert len(agent.events("probe-sent")) <= sent + 1  # at most one already logged
+
+
 def test_sigterm_stops_cleanly_and_sigusr1_writes_status(
         tmp_path: Path, responder: SipResponder) -> None:
     config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())])

@@ -776,6 +776,10 @@ class Daemon:
             self.hooks = make_hooks(new.hooks)
         if new.metrics_file != self.config.metrics_file:
             self._remove_metrics(self.config.metrics_file)
+        if new.log.level != self.config.log.level:
+            self.sink.set_level(new.log.level)
+            for slot in self.slots.values():
+                slot.engine.debug_events = self.sink.wants(ev.DEBUG)
         self.config = new
         self._add_slots(new, now, fatal=False, names=added | changed)
         self.emit(ev.Reloaded(len(added), len(changed), len(removed)))
