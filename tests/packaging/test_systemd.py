@@ -41,7 +41,8 @@ def test_unit_has_the_required_settings() -> None:
     assert one["SystemCallArchitectures"] == "native"
     assert d["SystemCallFilter"][0] == "@system-service"
     # a reload checks the file first (a bad one fails the reload), then signals the agent
-    assert d["ExecReload"] == ["/usr/bin/nat-keepalive check", "/bin/kill -HUP $MAINPID"]
+    assert d["ExecReload"] == ["/usr/bin/nat-keepalive check",
+                               "/bin/sh -c 'kill -HUP \"$1\"' reload $MAINPID"]
     assert "2" in one["RestartPreventExitStatus"].split()
     start = one["ExecStart"].split()
     assert start[:4] == ["/usr/bin/nat-keepalive", "run", "--log", "stderr"]
