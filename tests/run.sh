@@ -12,6 +12,7 @@ declare -A tools=(
   [sipsak]=sipsak [systemd-analyze]=systemd [dpkg-deb]=dpkg
   [prometheus]=prometheus [promtool]=prometheus [prometheus-node-exporter]=prometheus-node-exporter
   [collectd]=collectd-core [sendmail]=msmtp-mta [baresip]=baresip-core [node]=nodejs
+  [systemd-nspawn]=systemd-container [debootstrap]=debootstrap [nsenter]=util-linux
 )
 missing=()
 for tool in "${!tools[@]}"; do
@@ -44,13 +45,16 @@ echo "== pytest"
 if [ $# -gt 0 ]; then
   exec python3 -m pytest -q -p no:cacheprovider "$@"
 fi
-# Most of the suite waits for real NAT timeouts, not for the CPU, so it runs as three pytest
-# processes at once: the lab scenarios, the lab's long runs (lifetime discovery, injected
-# faults) and everything else. Each one's output is shown in turn; one closing line sums them.
+# Most of the suite waits for real NAT timeouts and service timers, not for the CPU, so it runs
+# as four pytest processes at once: the lab scenarios, the lab's long runs (lifetime discovery,
+# injected faults), the .deb under systemd in a Debian 12 container (tests/system; its first run
+# also debootstraps the cached root file system) and everything else. Each one's output is shown
+# in turn; one closing line sums them.
 streams=(
   "tests/lab/test_lab_scenarios.py tests/lab/test_lab_harness.py tests/lab/test_lab_prometheus.py"
   "tests/lab/test_lab_lifetime.py tests/reliability/test_lab_faults.py tests/reliability/test_nothing_lost.py"
-  "tests --ignore=tests/lab --ignore=tests/reliability/test_lab_faults.py --ignore=tests/reliability/test_nothing_lost.py"
+  "tests/system"
+  "tests --ignore=tests/lab --ignore=tests/system --ignore=tests/reliability/test_lab_faults.py --ignore=tests/reliability/test_nothing_lost.py"
 )
 logs=()
 pids=()

@@ -93,6 +93,14 @@ def remove_leftovers() -> None:
         pid = work.name[len(WORK_PREFIX):].split("-", 1)[0]
         if pid.isdigit() and Path(f"/proc/{pid}").exists():
             continue
+        try:
+            nspawn = int((work / "nspawn.pid").read_text())
+            command = Path(f"/proc/{nspawn}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            command = b""
+        if b"systemd-nspawn" in command and str(work).encode() in command:
+            os.killpg(nspawn, signal.SIGKILL)  # its own session: the container goes with it
+            time.sleep(0.5)
         merged = work / "merged"
         if os.path.ismount(merged):
             subprocess.run(["umount", "-l", str(merged)], check=False)
@@ -134,6 +142,7 @@ class Container:
                  "--register=no", "--keep-unit", "--private-network", "--console=pipe"],
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
                 start_new_session=True)
+        (self.work / "nspawn.pid").write_text(str(self.proc.pid))
         deadline = time.monotonic() + timeout
         while not self.leader:
             if self.proc.poll() is not None:

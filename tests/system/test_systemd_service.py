@@ -198,9 +198,11 @@ def test_journal_priority_of_each_severity(machine: Container) -> None:
 
 def test_hook_runs_inside_the_sandbox(machine: Container) -> None:
     box = machine
-    text = wait_until("the hook ran for unreachable and reachable",
-                      lambda: "event=reachable" in (t := read(box, HOOK_LOG))
-                      and "event=unreachable" in t and t, 15)
+    def both_ran() -> str | None:
+        text = read(box, HOOK_LOG)
+        return text if "event=reachable" in text and "event=unreachable" in text else None
+
+    text = wait_until("the hook ran for unreachable and reachable", both_ran, 15)
     first = text.splitlines()[:6]
     match = re.fullmatch(r"event=(?:un)?reachable binding=pbx uid=(\d+)", first[0])
     assert match, first
@@ -289,8 +291,11 @@ def test_watchdog_restarts_a_frozen_agent(machine: Container) -> None:
     pid = main_pid(box)
     box.run("systemctl", "kill", "--kill-whom=main", "--signal=SIGSTOP", UNIT)
     # the last WATCHDOG=1 came at most 15 s before the freeze: at most 30 s, then RestartSec=5
-    new = wait_until("a new main process",
-                     lambda: (p := main_pid(box)) not in (pid, "0") and p, 60)
+    def replaced() -> str | None:
+        now = main_pid(box)
+        return now if now not in (pid, "0") else None
+
+    new = wait_until("a new main process", replaced, 60)
     assert show(box, "NRestarts")["NRestarts"] == "1"
     assert [e for e in journal(box) if "Watchdog timeout" in str(e.get("MESSAGE"))]
     wait_until("the new agent is reachable",
