@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
 from tests.support.agentproc import run_cli
+from tests.support.tools import require_root, require_tool
 
 
 def unprivileged_port_start() -> int:
@@ -29,11 +28,10 @@ def free_low_port() -> int:
 
 
 def test_no_permission_to_bind_exits_2(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.fail("needs root: it takes CAP_NET_BIND_SERVICE away with setpriv")
+    require_root()  # to take CAP_NET_BIND_SERVICE away with setpriv
     if unprivileged_port_start() < 1024:
         pytest.fail("net.ipv4.ip_unprivileged_port_start is below 1024: no port needs privilege")
-    setpriv = shutil.which("setpriv") or pytest.fail("setpriv (util-linux) is missing")
+    setpriv = require_tool("setpriv")
     port = free_low_port()
     config = tmp_path / "c.yaml"
     config.write_text("bindings:\n  - name: low\n    server: 127.0.0.1:5060\n"
