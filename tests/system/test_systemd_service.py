@@ -33,11 +33,11 @@ T = TypeVar("T")
 
 def config_text(source_port: int = 5062, extra: str = "") -> str:
     # lagged_ms well above loopback's answer times, timeout well above lagged_ms: a server held
-    # for most of a second makes a lagged answer, one held past the timeout an unreachable binding
+    # for a second makes a lagged answer, one held past the timeout an unreachable binding
     return (
         "log: {target: stderr, level: debug}\n"
         "status_file: /run/nat-keepalive/status.json\n"
-        "defaults: {interval: 2, jitter: 0, timeout: 1.5, lagged_ms: 300, fail_threshold: 1,\n"
+        "defaults: {interval: 2, jitter: 0, timeout: 3, lagged_ms: 300, fail_threshold: 1,\n"
         "           retry_interval: 1, inbound_check: 0}\n"
         f"hooks: {{command: {HOOK}, events: [reachable, unreachable]}}\n"
         "bindings:\n"
@@ -178,7 +178,7 @@ def test_journal_priority_of_each_severity(machine: Container) -> None:
     try:
         wait_until("a probe sent while Kamailio is stopped",
                    lambda: len(agent_lines(box, "probe-sent", pid)) > sent, 10)
-        time.sleep(0.8)  # the answer must be late: Kamailio answers when it is continued
+        time.sleep(0.6)  # late (over 300 ms), not lost (under 3 s): answered once continued
     finally:
         kamailio_signal(box, "SIGCONT")
     wait_until("lagged", lambda: agent_lines(box, "lagged", pid), 10)
@@ -274,12 +274,11 @@ def test_a_healthy_agent_is_never_killed_by_the_watchdog(machine: Container) -> 
     assert watchdog_s == 30
     up_since = int(props["ActiveEnterTimestampMonotonic"]) / 1e6
 
-    def up_for() -> float:
-        now = box.run("cat", "/proc/uptime").stdout.split()[0]
+    def up_for() -> float:  # on the manager's clock: CLOCK_MONOTONIC
+        now = box.run("python3", "-c", "import time; print(time.monotonic())").stdout
         return float(now) - up_since
 
-    # the container shares the host's monotonic clock (CLOCK_BOOTTIME differs only by
-    # suspend time, none here): wait until one watchdog period and a margin have passed
+    # one watchdog period and a margin: keepalives, a reload and its rejection happened meanwhile
     wait_until("a watchdog period", lambda: up_for() > watchdog_s + 3, watchdog_s + 10)
     after = show(box, "MainPID", "NRestarts", "ActiveState")
     assert after == {"MainPID": props["MainPID"], "NRestarts": "0", "ActiveState": "active"}
