@@ -21,13 +21,23 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("deb")
+def build_deb(out: Path, revision: str) -> Path:
     done = subprocess.run(["sh", str(ROOT / "packaging" / "deb" / "build-deb.sh"), str(out)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DEB_REVISION": revision})
     assert done.returncode == 0, done.stderr
     return Path(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_deb(tmp_path_factory.mktemp("deb"), "1")
+
+
+@pytest.fixture(scope="module")
+def deb_upgrade(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same code as a later Debian revision: an upgrade."""
+    return build_deb(tmp_path_factory.mktemp("deb-upgrade"), "2")
 
 
 @pytest.fixture(scope="module")

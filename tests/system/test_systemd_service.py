@@ -370,6 +370,35 @@ def test_a_port_below_1024_with_the_documented_drop_in(machine: Container) -> No
     restart_clean(box)
 
 
+def test_upgrade_restarts_the_agent_and_keeps_the_configuration(machine: Container,
+                                                                 deb_upgrade: Path) -> None:
+    box = machine
+    pid = main_pid(box)
+    mine = box.path(CONFIG).read_text()
+    box.path(f"/root/{deb_upgrade.name}").write_bytes(deb_upgrade.read_bytes())
+    box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+            "--no-install-recommends", f"/root/{deb_upgrade.name}", timeout=180)
+    box.path(f"/root/{deb_upgrade.name}").unlink()
+    version = box.run("dpkg-query", "-W", "-f", "${Version}", "nat-keepalive").stdout
+    assert version.endswith("-2")
+    assert box.path(CONFIG).read_text() == mine, "the edited conffile is kept"
+    props = show(box, "ActiveState", "MainPID", "NRestarts")
+    assert props["ActiveState"] == "active" and props["MainPID"] not in (pid, "0")
+    assert agent_lines(box, "stopped", pid), "the old agent stopped cleanly"
+
+
+def test_stop_is_clean(machine: Container) -> None:
+    box = machine
+    pid = main_pid(box)
+    box.run("systemctl", "stop", UNIT)
+    props = show(box, "ActiveState", "Result", "ExecMainStatus")
+    assert props == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}
+    stopped = agent_lines(box, "stopped", pid)
+    assert len(stopped) == 1 and stopped[0]["PRIORITY"] == "5"
+    assert not exists(box, "/run/nat-keepalive"), "RuntimeDirectory is removed"
+    box.run("systemctl", "start", UNIT)
+
+
 def test_purge_leaves_nothing_behind(machine: Container) -> None:
     box = machine
     box.run("systemctl", "enable", UNIT)
