@@ -269,7 +269,7 @@ def write_fatal(message: str, stream: TextIO | None = None) -> None:
     target = stream if stream is not None else sys.stderr
     value = os.environ.get("JOURNAL_STREAM")
     prefix = "<3>" if value and _journal_stream_matches(target, value) else ""
-    lines = f"nat-keepalive: {message}".splitlines() or ["nat-keepalive:"]
+    lines = f"nat-keepalive: {message}".splitlines()
     _write_stream(target, "".join(f"{prefix}{line}\n" for line in lines))
 
 
