@@ -133,7 +133,6 @@ class Container:
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise ContainerError(f"cannot mount an overlay of {lower}: {done.stderr.strip()}")
-        (self.root / "etc" / "hostname").write_text(self.name + "\n")
         with open(self.console, "wb") as console:
             # --register=no --keep-unit: no machined and no scope of its own, which a host whose
             # PID 1 is not systemd cannot provide.
