@@ -20,6 +20,15 @@ for tool in "${!tools[@]}"; do
 done
 # Debian's own python3 needs PyYAML for the installed .deb check
 dpkg -s python3-yaml >/dev/null 2>&1 || missing+=(python3-yaml)
+# A python3 that is externally managed (PEP 668: Debian's own) gets no pip install: the project
+# and its test tools go into a virtual environment that also sees Debian's packages.
+externally_managed() {
+  python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'
+}
+if externally_managed && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 if ((${#missing[@]})); then
   if [ "$(id -u)" -eq 0 ]; then
     echo "installing: ${missing[*]}"
@@ -33,6 +42,11 @@ if ((${#missing[@]})); then
 fi
 
 # --- the project and its test dependencies --------------------------------------------------------
+if externally_managed; then
+  venv="${XDG_CACHE_HOME:-$HOME/.cache}/nat-keepalive-tests-venv"
+  python3 -m venv --system-site-packages "$venv"
+  export PATH="$venv/bin:$PATH"  # python3, ruff, mypy, vermin and pytest from here on
+fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # --- static checks --------------------------------------------------------------------------------
