@@ -1,7 +1,8 @@
 """A Debian 12 container booted by systemd-nspawn, with systemd as its PID 1 and journald.
 
 - The root file system is made once with debootstrap from the host's Debian mirror and kept,
-  untouched, under CACHE; every boot runs on an overlay of it, so a run never changes the cache.
+  untouched, under CACHE; every boot runs on an overlay of it (or a copy, where /var/tmp cannot
+  hold an overlay's upper layer), so a run never changes the cache.
 - The container is not registered with machined (this host's PID 1 need not be systemd); commands
   run inside it through nsenter into all of its namespaces.
 - It has a network of its own with only loopback: what the test sends stays inside.
@@ -132,7 +133,12 @@ class Container:
         done = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)],
                               capture_output=True, text=True)
         if done.returncode != 0:
-            raise ContainerError(f"cannot mount an overlay of {lower}: {done.stderr.strip()}")
+            # /var/tmp on an overlay itself (a container's root): a copy instead, a few seconds
+            copy = subprocess.run(["cp", "-a", "--reflink=auto", f"{lower}/.", str(self.root)],
+                                  capture_output=True, text=True)
+            if copy.returncode != 0:
+                raise ContainerError(f"cannot mount an overlay of {lower} "
+                                     f"({done.stderr.strip()}) nor copy it: {copy.stderr.strip()}")
         with open(self.console, "wb") as console:
             # --register=no --keep-unit: no machined and no scope of its own, which a host whose
             # PID 1 is not systemd cannot provide.
