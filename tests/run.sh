@@ -20,6 +20,8 @@ for tool in "${!tools[@]}"; do
 done
 # Debian's own python3 needs PyYAML for the installed .deb check
 dpkg -s python3-yaml >/dev/null 2>&1 || missing+=(python3-yaml)
+# netifaces is optional at run time; tests/unit/test_netinfo.py compares it with the fallback
+python3 -c 'import netifaces' >/dev/null 2>&1 || missing+=(python3-netifaces)
 # A python3 that is externally managed (PEP 668: Debian's own) gets no pip install: the project
 # and its test tools go into a virtual environment that also sees Debian's packages.
 externally_managed() {

@@ -36,10 +36,12 @@ def test_no_permission_to_bind_exits_2(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("bindings:\n  - name: low\n    server: 127.0.0.1:5060\n"
                       f"    source_port: {port}\n")
-    # root without the capability, as a service whose unit does not grant it
+    # root without the capability, as a service whose unit does not grant it (inheritable too:
+    # a container manager may leave every capability inheritable)
     done = run_cli("run", "-c", str(config), "--log", "stderr", "--status-file",
                    str(tmp_path / "status.json"),
-                   prefix=(setpriv, "--bounding-set=-net_bind_service", "--"))
+                   prefix=(setpriv, "--inh-caps=-net_bind_service",
+                           "--bounding-set=-net_bind_service", "--"))
     # a configuration problem (restarting cannot help): 2, as for a bad file
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines()[-1] == (
