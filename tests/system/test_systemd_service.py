@@ -21,7 +21,7 @@ CONFIG = "/etc/nat-keepalive/config.yaml"
 HOOK = "/usr/local/bin/nk-hook"
 HOOK_LOG = "/run/nat-keepalive/hook.log"
 DROP_IN = "/etc/systemd/system/nat-keepalive.service.d/privileged-port.conf"
-EXAMPLE_DROP_IN = "/usr/share/doc/nat-keepalive/examples/privileged-port.conf"
+EXAMPLE_DROP_IN = "/usr/share/nat-keepalive/examples/systemd/privileged-port.conf"
 LOW_PORT = 1023
 MAX_EXPOSURE = 2.0
 # journald's numbers: err 3, warning 4, notice 5, info 6, debug 7
