@@ -81,3 +81,12 @@ def test_license_is_mit_as_the_metadata_says() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert re.search(r'^license = \{text = "MIT"\}$', pyproject, re.M)
     assert re.search(r'^readme = "README\.md"$', pyproject, re.M)
+
+
+def test_every_event_is_in_the_events_table() -> None:
+    from natkeepalive.events import ALL_EVENTS
+
+    table = [line for line in (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
+             .splitlines() if line.startswith("| `")]
+    named = {name for line in table for name in re.findall(r"`([a-z0-9-]+)`", line.split("|")[1])}
+    assert set(ALL_EVENTS) <= named, sorted(set(ALL_EVENTS) - named)
