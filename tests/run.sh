@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 declare -A tools=(
   [kamailio]=kamailio [nft]=nftables [conntrack]=conntrack [ip]=iproute2 [sipp]=sip-tester
   [tshark]=tshark [rsyslogd]=rsyslog [busybox]=busybox [shellcheck]=shellcheck [lintian]=lintian
-  [sipsak]=sipsak [systemd-analyze]=systemd [dpkg-deb]=dpkg
+  [sipsak]=sipsak [systemd-analyze]=systemd [dpkg-deb]=dpkg [man]=man-db [groff]=groff-base
   [prometheus]=prometheus [promtool]=prometheus [prometheus-node-exporter]=prometheus-node-exporter
   [collectd]=collectd-core [sendmail]=msmtp-mta [baresip]=baresip-core [node]=nodejs
   [systemd-nspawn]=systemd-container [debootstrap]=debootstrap [nsenter]=util-linux

@@ -39,7 +39,8 @@ umask 022
 # --- files ---------------------------------------------------------------------------------------
 site="$stage/usr/lib/python3/dist-packages"
 mkdir -p "$site" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/etc/nat-keepalive" \
-	"$stage/usr/share/doc/$package" "$stage/usr/share/man/man1" "$stage/DEBIAN"
+	"$stage/usr/share/doc/$package" "$stage/usr/share/man/man5" "$stage/usr/share/man/man8" \
+	"$stage/DEBIAN"
 # The package's sources only: no bytecode (py3compile makes it at install), no build leftovers.
 (cd "$root/agent" && find natkeepalive -name __pycache__ -prune -o -type f \( -name '*.py' -o -name py.typed \) -print) |
 	while read -r file; do
@@ -67,7 +68,10 @@ mkdir -p "$stage/usr/share/nat-keepalive/examples/systemd"
 install -m 0644 "$root/packaging/systemd/privileged-port.conf" \
 	"$stage/usr/share/nat-keepalive/examples/systemd/"
 cp "$example" "$stage/etc/nat-keepalive/config.yaml"
-gzip -9n <"$here/nat-keepalive.1" >"$stage/usr/share/man/man1/nat-keepalive.1.gz"
+# the manual pages as packaging/man/build-man.py generated them from the docs
+gzip -9n <"$root/packaging/man/nat-keepalive.8" >"$stage/usr/share/man/man8/nat-keepalive.8.gz"
+gzip -9n <"$root/packaging/man/nat-keepalive.yaml.5" >"$stage/usr/share/man/man5/nat-keepalive.yaml.5.gz"
+gzip -9n <"$root/CHANGELOG.md" >"$stage/usr/share/doc/$package/changelog.gz"
 
 year="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)"
 sed "s/^Copyright: YEAR /Copyright: $year /" >"$stage/usr/share/doc/$package/copyright" <<'EOF'
@@ -102,7 +106,7 @@ EOF
 	echo "$package ($version) unstable; urgency=medium"
 	echo
 	echo "  * Built from the nat-keepalive repository by packaging/deb/build-deb.sh."
-	echo "    Upstream changes: see the README's changelog."
+	echo "    Upstream changes: see changelog.gz."
 	echo
 	echo " -- $maintainer  $(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")"
 } | gzip -9n >"$stage/usr/share/doc/$package/changelog.Debian.gz"

@@ -5,6 +5,7 @@ tree with Debian's own /usr/bin/python3. Installing it with apt is packaging/deb
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 from pathlib import Path
@@ -74,7 +75,9 @@ def test_contents(deb: Path) -> None:
                  "usr/share/nat-keepalive/examples/systemd/privileged-port.conf",
                  "etc/nat-keepalive/config.yaml", "usr/share/doc/nat-keepalive/copyright",
                  "usr/share/doc/nat-keepalive/changelog.Debian.gz",
-                 "usr/share/man/man1/nat-keepalive.1.gz"):
+                 "usr/share/doc/nat-keepalive/changelog.gz",
+                 "usr/share/man/man8/nat-keepalive.8.gz",
+                 "usr/share/man/man5/nat-keepalive.yaml.5.gz"):
         assert path in files, path
     assert files["usr/bin/nat-keepalive"][0] == "-rwxr-xr-x"
     assert not [p for p in files if "__pycache__" in p or p.endswith(".pyc")]
@@ -106,6 +109,11 @@ def test_packaged_files_are_the_repositorys(deb: Path, tmp_path: Path) -> None:
         (ROOT / "packaging/config.example.yaml").read_bytes()
     assert (tree / "lib/systemd/system/nat-keepalive.service").read_bytes() == \
         (ROOT / "packaging/systemd/nat-keepalive.service").read_bytes()
+    for page in ("man8/nat-keepalive.8", "man5/nat-keepalive.yaml.5"):
+        packed = gzip.decompress((tree / f"usr/share/man/{page}.gz").read_bytes())
+        assert packed == (ROOT / "packaging/man" / page.split("/")[1]).read_bytes(), page
+    assert gzip.decompress((tree / "usr/share/doc/nat-keepalive/changelog.gz").read_bytes()) == \
+        (ROOT / "CHANGELOG.md").read_bytes()
     wrapper = (tree / "usr/bin/nat-keepalive").read_text()
     assert wrapper.startswith("#!/usr/bin/python3 -I\n")
     assert "from natkeepalive.cli.main import main" in wrapper
