@@ -52,11 +52,14 @@ def test_sdist_is_what_the_openwrt_makefile_downloads(dist: Path) -> None:
     assert sdist.exists(), sorted(p.name for p in dist.iterdir())
     makefile = (ROOT / "openwrt" / "nat-keepalive" / "Makefile").read_text(encoding="utf-8")
     assert re.search(rf"^PYPI_SOURCE_NAME:={NAME}$", makefile, re.M)
+    licenses = re.search(r"^PKG_LICENSE_FILES:=(.+)$", makefile, re.M)
+    assert licenses is not None  # the feed's license check reads them from the sdist
     with tarfile.open(sdist) as tar:
         names = set(tar.getnames())
     prefix = f"{NAME}-{__version__}"
     assert {f"{prefix}/pyproject.toml", f"{prefix}/README.md", f"{prefix}/LICENSE",
             f"{prefix}/CHANGELOG.md", f"{prefix}/agent/natkeepalive/cli/main.py"} <= names
+    assert {f"{prefix}/{name}" for name in licenses.group(1).split()} <= names
     with tarfile.open(sdist) as tar:
         member = tar.extractfile(f"{prefix}/LICENSE")
         assert member is not None
