@@ -30,7 +30,7 @@ STEADY_AFTER = 12 * INTERVAL
 # The floor of any Python pinger (floor_pinger.py, no parsing or state beyond a branch per
 # socket: nothing grows after its first answers), with as many sockets as the middle count.
 FLOORS = (((), "plain Python selectors"), (("lean",), "lean Python"))
-FLOOR_NOTES = {"plain Python selectors": "the loop issue 7 measured its CPU floor with",
+FLOOR_NOTES = {"plain Python selectors": "the plain loop of the CPU section's floor",
                "lean Python": "_socket, select.epoll, _heapq: the least a Python pinger takes"}
 FLOOR_AFTER = 4 * INTERVAL
 

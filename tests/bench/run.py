@@ -1,4 +1,4 @@
-"""Run the benchmarks of issue 7 and write their figures to tests/bench/results.md.
+"""Run the benchmarks of docs/performance.md and write their figures to tests/bench/results.md.
 
     sudo python3 tests/bench/run.py [--quick] [--runs N] [NAME ...]
 
@@ -53,7 +53,7 @@ all of it with `sudo python3 tests/bench/run.py` (about 25 minutes) or one bench
 `sudo python3 tests/bench/run.py NAME`. Every section names the machine and date it ran on; each
 row gives min / median / max over the runs (one value: a single measurement). Baselines are
 measured in the same run as the agent, since the machines are shared and noisy. Budgets are those
-of issue 7; nothing here is pass/fail.
+of docs/performance.md; nothing here is pass/fail.
 """
 
 
