@@ -2,7 +2,7 @@
 cli/commands.py.
 
 `run` must not import argparse, PyYAML or the config loader into the process that then lives for
-months (issue 7's memory budget); cli/run.py parses its arguments and the file in a child.
+months (it must stay small on a router); cli/run.py parses its arguments and the file in a child.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """`nat-keepalive probe TARGET`: one OPTIONS (and optionally the inbound check), for scripts and
-monitoring. JSON shape: DESIGN.md §4.1."""
+monitoring. With --json one object: target, server, local, reachable, status, reason, rtt_ms,
+transmissions, public, rport_supported, inbound_check, and `error` when the probe could not be
+made (the name does not resolve, the request could not be sent)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""YAML text -> a validated, frozen Config (DESIGN.md §4.2).
+"""YAML text -> a validated, frozen Config (the keys of docs/configuration.md).
 
 Rules:
 - The file is composed into YAML nodes, never constructed into Python objects wholesale: nodes

@@ -1,5 +1,5 @@
 """The configuration as frozen dataclasses. Defaults live here, once; the loader only validates
-and fills them. DESIGN.md §4.2 is the contract for the YAML keys."""
+and fills them. The YAML keys are a user contract: docs/configuration.md documents each."""
 
 from __future__ import annotations
 

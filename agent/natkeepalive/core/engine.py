@@ -78,7 +78,7 @@ PROMOTE_DELAY = 3.0
 # How early a keepalive whose wait was not drawn (the first, the promoting one, one brought
 # forward) may go when the loop is awake anyway: 1 % of its interval, at most EARLY_CAP, is
 # harmless against any NAT timeout and lets one wake-up serve several bindings. A drawn wait may
-# end anywhere the jitter allows. Wake-ups were most of the CPU per keepalive (issue 7).
+# end anywhere the jitter allows. Wake-ups were most of the CPU per keepalive.
 KEEPALIVE_EARLY = 0.01
 EARLY_CAP = 0.05
 BRANCH_BYTES = 10  # 80 random bits
@@ -645,7 +645,7 @@ class BindingEngine:
             self.queued_events.append(ev.ProbeAnswered(
                 self.name, tx.key.cseq, facts.status, round(rtt_ms, 3),
                 format_mapping(seen) or ""))
-        if tx.key.cseq < self._newest_outcome:  # _stale, inlined: once per answer (issue 7)
+        if tx.key.cseq < self._newest_outcome:  # _stale, inlined: once per answer
             return
         self._newest_outcome = tx.key.cseq
         if tx.kind == KEEPALIVE:

@@ -56,7 +56,7 @@ class ClientTransaction:
         return self.state in (COMPLETED, TIMED_OUT)
 
     def due(self) -> float | None:
-        # read twice per keepalive: no property, no min() call (issue 7)
+        # read twice per keepalive: no property, no min() call
         if self.state == COMPLETED or self.state == TIMED_OUT:
             return None
         retransmit, deadline = self.next_retransmit, self.deadline

@@ -1,10 +1,10 @@
 """Load the configuration in a short-lived child process.
 
 Why: reading the YAML needs PyYAML and the validating loader, about 3 MB of PSS on top of a
-5-6 MB interpreter (tests/bench, issue 7), and the daemon needs neither once the file is read.
-A forked child imports them, validates the file, sends the model back as `marshal` bytes and
-exits; the long-running process only ever holds the model. Errors come back as the ConfigError
-`load_config` raised, so callers cannot tell the difference.
+5-6 MB interpreter (tests/bench/bench_memory.py), and the daemon needs neither once the file
+is read. A forked child imports them, validates the file, sends the model back as `marshal`
+bytes and exits; the long-running process only ever holds the model. Errors come back as the
+ConfigError `load_config` raised, so callers cannot tell the difference.
 
 fork() rather than a new interpreter: the child starts within a millisecond with everything the
 parent already imported. When fork fails (no memory for the copy), the loader runs in-process.
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from natkeepalive.config.model import Config
 else:
-    # the C module: `signal` wraps it in enums, and `enum` costs 0.6 MB with socket's (issue 7)
+    # the C module: `signal` wraps it in enums, and `enum` costs 0.6 MB with socket's
     import _signal as signal
 
 LOAD_TIMEOUT = 30.0  # a YAML file a router can read takes well under a second

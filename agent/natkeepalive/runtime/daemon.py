@@ -22,7 +22,7 @@ Rules:
 from __future__ import annotations
 
 import _heapq as heapq  # the C functions: heapq.py adds merge, nlargest, … (+50 kB)
-import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB (issue 7)
+import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB
 import gc
 import os
 import time
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from natkeepalive.runtime.metrics import MetricsWriter
 else:
     # the C modules: `signal` wraps it in enums, and `enum` costs 0.6 MB with socket's;
-    # `collections` holds the same deque and costs 0.35 MB (issue 7)
+    # `collections` holds the same deque and costs 0.35 MB
     import _signal as signal
     from _collections import deque
 
@@ -110,7 +110,7 @@ class Daemon:
         # Entries like the heap's whose deadlines never decrease: a retransmission is due T1
         # after its send, sends go in time order, and the answer usually supersedes it.
         # Dropping one from here is O(1); from the heap it was a pop, one in two of the heap's
-        # pops (0.39 us per answer at 1000 bindings, tests/bench/hotpath.py; issue 7).
+        # pops (0.39 us per answer at 1000 bindings, tests/bench/hotpath.py).
         self.later: deque[tuple[float, int, str]] = deque()
         self._seq = 0
         self.hooks = make_hooks(config.hooks)
@@ -423,7 +423,7 @@ class Daemon:
         # Routine work runs up to a third of its period early when the loop is awake anyway
         # (the drop report, a rate limit, never early), and waits up to half a period for such
         # a wake-up: with a 25-s keepalive it never wakes the process on its own (idle: about
-        # one wake-up per due event, issue 7).
+        # one wake-up per due event, which the idle benchmark holds it to).
         recheck = self._recheck_at is not None and now >= self._recheck_at
         if recheck or now >= self._netwatch_at - NETWATCH_EVERY * HOUSEKEEPING_EARLY:
             self._netwatch_at = now + NETWATCH_EVERY
@@ -560,7 +560,7 @@ class Daemon:
         """Flush a slot's datagrams and events, and put its next deadline in the heap."""
         engine = slot.engine
         # Twice per keepalive (its sending, its answer): the engine's lists are looked at before
-        # they are asked for, since an answer usually leaves both empty (issue 7).
+        # they are asked for, since an answer usually leaves both empty.
         if engine.outbox:
             for datagram in engine.datagrams_to_send():
                 if datagram.channel == BINDING:

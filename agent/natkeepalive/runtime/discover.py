@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB (issue 7)
+import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB
 import selectors
 import time
 from contextlib import closing

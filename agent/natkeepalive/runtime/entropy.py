@@ -2,7 +2,7 @@
 
 Every keepalive needs ten random bytes for its branch, and every wake-up that sends seven for
 the jitter: one getrandom() system call each was 0.3 us of the agent's CPU per keepalive, a
-tenth of what it spends in the kernel (issue 7). The pool reads POOL_BYTES from os.urandom at
+tenth of what it spends in the kernel. The pool reads POOL_BYTES from os.urandom at
 once and hands every byte out once; it is refilled when it runs out.
 
 A forked child gets a copy of the pool and would hand out its parent's next bytes again: the

@@ -13,7 +13,7 @@ Rules:
 
 from __future__ import annotations
 
-import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB (issue 7)
+import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB
 import errno
 import os
 import sys

@@ -1,8 +1,8 @@
 """The loop's readiness wait: epoll, as selectors.DefaultSelector uses it on Linux.
 
 Not `selectors` itself: it imports `collections` for a namedtuple and a Mapping, 0.47 MB of the
-long-running process (issue 7). What the daemon needs is four calls: register a socket with a
-tag, unregister it, wait, close.
+long-running process, which must stay small on a router. What the daemon needs is four calls:
+register a socket with a tag, unregister it, wait, close.
 """
 
 from __future__ import annotations

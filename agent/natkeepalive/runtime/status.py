@@ -1,4 +1,4 @@
-"""The status file (DESIGN.md §4.4): written atomically by the daemon, read by `status`.
+"""The status file: written atomically by the daemon, read by `status`.
 
 Rules:
 - A reader sees the old file or the new one, never half of one: temporary file in the same
@@ -69,7 +69,7 @@ def write_status(path: str, data: Mapping[str, Any]) -> None:
 
 
 # --- JSON out -------------------------------------------------------------------------------------
-# Written here rather than with `json`, which imports `re`: 0.4 MB of PSS (issue 7) in a process
+# Written here rather than with `json`, which imports `re`: 0.4 MB of PSS in a process
 # that writes nothing else as JSON. json's indented form is pure Python anyway, so this is no
 # slower; the layout puts one binding per line, which reads well and writes quicker.
 

@@ -1,5 +1,5 @@
-"""What the engine reads of a binding's answers, parsed once per shape of answer (issue 7:
-parsing was a third of the agent's CPU per keepalive).
+"""What the engine reads of a binding's answers, parsed once per shape of answer (parsing
+in full was a third of the agent's CPU per keepalive).
 
 A server answers a binding's keepalives with the same bytes each time except the branch it
 echoes in the top Via, the Call-ID (new for every request), the CSeq number and usually the To
@@ -93,7 +93,7 @@ class AnswerMemo:
                 continue
             # The datagram's own values put between the learnt fixed bytes must give the
             # datagram back, and the values must be token characters: two C calls for all the
-            # fixed bytes and one for the values (issue 7: the memo was the hot path's largest
+            # fixed bytes and one for the values (the memo was the hot path's largest
             # item).
             (start1, size1, after1, start2, size2, after2, start3, size3, after3,
              start4, size4, after4) = spans

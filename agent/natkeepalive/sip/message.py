@@ -88,7 +88,7 @@ def _is_token(text: str) -> bool:
 
 # Names seen before, as written -> as used (canonical header names, lower-cased parameter names):
 # every answer repeats the same dozen, and checking each character of each again was a fifth of
-# the parse (issue 7's profile). Bounded, so hostile input cannot grow them.
+# the parse in a profile. Bounded, so hostile input cannot grow them.
 _KNOWN_LIMIT = 256
 _HEADER_NAMES: dict[str, str] = {}
 _PARAM_NAMES: dict[str, str] = {}

@@ -132,7 +132,7 @@ class OptionsTemplate:
     def render(self, branch: str, cseq: int) -> bytes:
         # RFC 3261 §8.1.1.5: a CSeq is a 32-bit unsigned integer (below 2**31 when it starts).
         # The engine's own values pass the first two tests; anything else gets the full checks
-        # (and their errors). Calling them every time was a tenth of the send path (issue 7).
+        # (and their errors). Calling them every time was a tenth of the send path.
         if type(cseq) is not int or not 0 <= cseq <= CSEQ_MAX:
             _check_int(cseq, "cseq", CSEQ_MAX)
         if not (branch.isascii() and branch.isalnum() and branch.startswith(BRANCH_COOKIE)) \
