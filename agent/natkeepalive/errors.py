@@ -47,3 +47,7 @@ class SocketSetupError(NatKeepaliveError):
 class BindPermissionError(SocketSetupError):
     """No permission to bind a binding's port (below 1024 without CAP_NET_BIND_SERVICE): the
     configuration or the service's privileges must change, so a restart cannot help."""
+
+
+class PortInUseError(SocketSetupError):
+    """A local port another socket holds already (possibly only for a while)."""

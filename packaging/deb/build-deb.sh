@@ -28,7 +28,7 @@ export SOURCE_DATE_EPOCH
 for tool in dpkg-deb gzip; do
 	command -v "$tool" >/dev/null 2>&1 || { echo "build-deb.sh: $tool is required" >&2; exit 1; }
 done
-example="$root/packaging/config.example.yaml"
+example="$root/agent/natkeepalive/config/example.yaml"
 [ -f "$example" ] || { echo "build-deb.sh: $example is missing" >&2; exit 1; }
 
 work="$(mktemp -d)"
@@ -42,7 +42,7 @@ mkdir -p "$site" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/etc/nat-ke
 	"$stage/usr/share/doc/$package" "$stage/usr/share/man/man5" "$stage/usr/share/man/man8" \
 	"$stage/DEBIAN"
 # The package's sources only: no bytecode (py3compile makes it at install), no build leftovers.
-(cd "$root/agent" && find natkeepalive -name __pycache__ -prune -o -type f \( -name '*.py' -o -name py.typed \) -print) |
+(cd "$root/agent" && find natkeepalive -name __pycache__ -prune -o -type f \( -name '*.py' -o -name py.typed -o -name '*.yaml' \) -print) |
 	while read -r file; do
 		mkdir -p "$site/$(dirname "$file")"
 		cp "$root/agent/$file" "$site/$file"

@@ -28,7 +28,7 @@ from natkeepalive.config import (
 from natkeepalive.errors import ConfigError
 from natkeepalive.record import field_names
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "packaging" / "config.example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "agent" / "natkeepalive" / "config" / "example.yaml"
 
 _LOADERS = [pytest.param(yaml.SafeLoader, id="pure")]
 if hasattr(yaml, "CSafeLoader"):
@@ -766,11 +766,15 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     path = tmp_path / "secret.yaml"
     path.write_text(BINDING)
     path.chmod(0)
-    if os.geteuid() == 0:  # root reads anything: make open() refuse the way the kernel would
-        def refuse(*args: object, **kwargs: object) -> None:
-            raise PermissionError(13, "Permission denied")
-        monkeypatch.setattr(loader, "open", refuse, raising=False)
-    with pytest.raises(ConfigError) as info:
+    with monkeypatch.context() as patch, pytest.raises(ConfigError) as info:
+        if os.geteuid() == 0:  # root reads anything: make open() refuse the way the kernel would
+            real_open = os.open
+
+            def refuse(name: str, *args: int) -> int:
+                if name == str(path):
+                    raise PermissionError(13, "Permission denied")
+                return real_open(name, *args)
+            patch.setattr(os, "open", refuse)
         load_config(str(path))
     assert (info.value.file, info.value.message) == (str(path), "cannot read: permission denied")
 

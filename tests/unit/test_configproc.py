@@ -16,7 +16,7 @@ from natkeepalive.config.plain import from_plain, to_plain
 from natkeepalive.errors import ConfigError
 from natkeepalive.runtime.configproc import ChildTimeout, load_config_in_child, run_in_child
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "packaging" / "config.example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "agent" / "natkeepalive" / "config" / "example.yaml"
 
 FULL = """\
 log: {target: stderr, facility: local3, level: debug, address: /dev/log}

@@ -1,6 +1,11 @@
 """Command line: `nat-keepalive run|probe|check|status|discover|collectd` (cli/main.py sends `run`
-through cli/run.py, which calls prepare_run here in a child). Exit 0 success, 1 the checked thing
-failed (unreachable target, no status), 2 usage or configuration error with a one-line message."""
+through cli/run.py, which calls prepare_run here in a child).
+
+Exit codes, the same for every subcommand: 0 success; 1 the checked thing failed (unreachable
+target, no status file, a local port already in use, the agent stopped on an error); 2 usage or
+configuration error (bad option, bad file, bad target); 3 `status`: the agent is not running
+(the status file is left from a process that is gone); 130 interrupted (Ctrl-C). Every error is
+one line on stderr, `nat-keepalive: ...` (argparse's own: `nat-keepalive ...: error: ...`)."""
 
 from __future__ import annotations
 
@@ -9,68 +14,111 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from natkeepalive import __version__
-from natkeepalive.errors import ConfigError, TargetError
+from natkeepalive.errors import ConfigError, PortInUseError, SocketSetupError, TargetError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from natkeepalive.config.model import Config
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+EXIT_CODES = (
+    "exit codes: 0 success; 1 the checked thing failed (unreachable target, no status file, a "
+    "local port already in use); 2 usage or configuration error; 3 (status) the agent is not "
+    "running; 130 interrupted")
+CONFIG_HELP = ("configuration file (default: $NAT_KEEPALIVE_CONFIG, else "
+               "/etc/nat-keepalive/config.yaml)")
+TARGET_HELP = "SIP server: host[:port], [v6addr]:port or sip:host[:port] (UDP, port 5060)"
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", EXIT_CODES)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n"
+                              f"Try '{self.prog} --help' for more information.\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nat-keepalive",
-                     description="Keeps NAT UDP bindings alive with SIP OPTIONS.")
+                     description="Keeps NAT UDP bindings alive with SIP OPTIONS and reports when "
+                                 "they change or expire.")
     parser.add_argument("--version", action="version", version=f"nat-keepalive {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    run = sub.add_parser("run", help="run the agent in the foreground")
-    run.add_argument("-c", "--config", metavar="FILE")
-    run.add_argument("--log", choices=("syslog", "stderr"))
-    run.add_argument("--status-file", metavar="PATH")
+    run = sub.add_parser("run", help="run the agent in the foreground",
+                         description="Run the agent in the foreground until SIGTERM or SIGINT; "
+                                     "SIGHUP reloads the file, SIGUSR1 writes the status file, "
+                                     "SIGUSR2 probes every binding now.")
+    run.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
+    run.add_argument("--log", choices=("syslog", "stderr"),
+                     help="where log lines go (default: the file's log.target, else syslog)")
+    run.add_argument("--status-file", metavar="PATH",
+                     help="status file to write (default: the file's status_file, else "
+                          "/run/nat-keepalive/status.json)")
 
-    probe = sub.add_parser("probe", help="send one OPTIONS and report the answer")
-    probe.add_argument("target", metavar="TARGET")
-    probe.add_argument("--source-port", type=_port, default=0, metavar="N")
+    probe = sub.add_parser("probe", help="send one OPTIONS and report the answer",
+                           description="Send one OPTIONS to TARGET and report the answer and "
+                                       "the public address the server saw.")
+    probe.add_argument("target", metavar="TARGET", help=TARGET_HELP)
+    probe.add_argument("--source-port", type=_port, default=0, metavar="N",
+                       help="local UDP port to send from (default: 0, an ephemeral port)")
     where = probe.add_mutually_exclusive_group()
-    where.add_argument("--bind", metavar="ADDR")
-    where.add_argument("--interface", metavar="IFACE")
-    probe.add_argument("--timeout", type=_positive, default=3.0, metavar="S")
-    probe.add_argument("--max-forwards", type=_max_forwards, default=70, metavar="N")
-    probe.add_argument("--inbound-check", action="store_true")
-    probe.add_argument("--json", action="store_true")
+    where.add_argument("--bind", metavar="ADDR",
+                       help="local address to send from (default: the system's choice)")
+    where.add_argument("--interface", metavar="IFACE",
+                       help="send from this interface's address (default: the system's choice)")
+    probe.add_argument("--timeout", type=_positive, default=3.0, metavar="S",
+                       help="seconds to wait for a final answer (default: 3)")
+    probe.add_argument("--max-forwards", type=_max_forwards, default=70, metavar="N",
+                       help="Max-Forwards header, 0-255 (default: 70)")
+    probe.add_argument("--inbound-check", action="store_true",
+                       help="also check that the NAT lets the server's requests in")
+    probe.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
-    disc = sub.add_parser("discover", help="measure how long the NAT keeps an idle binding")
-    disc.add_argument("target", metavar="TARGET")
+    disc = sub.add_parser("discover", help="measure how long the NAT keeps an idle binding",
+                          description="Measure how long the NAT keeps an idle UDP binding, and "
+                                      "recommend an interval. Progress goes to stderr, the "
+                                      "result to stdout.")
+    disc.add_argument("target", metavar="TARGET", help=TARGET_HELP)
     disc.add_argument("--source-port", type=_port, default=0, metavar="N",
                       help="first local port; trial k uses N+k (default: ephemeral ports)")
-    disc.add_argument("--bind", metavar="ADDR")
-    disc.add_argument("--max-idle", type=_positive, default=600.0, metavar="S")
+    disc.add_argument("--bind", metavar="ADDR",
+                      help="local address to send from (default: the system's choice)")
+    disc.add_argument("--max-idle", type=_positive, default=600.0, metavar="S",
+                      help="longest idle time tried, seconds (default: 600)")
     disc.add_argument("--resolution", type=_positive, default=0.1, metavar="R",
                       help="bracket width: a fraction (<1) of the lifetime, at least 1 s, "
-                           "or seconds (>=1); default 0.1")
+                           "or seconds (>=1) (default: 0.1)")
     disc.add_argument("--start", type=_positive, default=5.0, metavar="S",
-                      help="first idle time tried (default 5 s)")
-    disc.add_argument("--timeout", type=_positive, default=3.0, metavar="S")
-    disc.add_argument("--json", action="store_true")
+                      help="first idle time tried, seconds (default: 5)")
+    disc.add_argument("--timeout", type=_positive, default=3.0, metavar="S",
+                      help="seconds to wait for each answer (default: 3)")
+    disc.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
-    check = sub.add_parser("check", help="validate a configuration file")
-    check.add_argument("-c", "--config", metavar="FILE")
+    check = sub.add_parser("check", help="validate a configuration file",
+                           description="Validate a configuration file, including what `run` "
+                                       "needs from this host (the user, the hook command).")
+    check.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
+    check.add_argument("--example", action="store_true",
+                       help="print the commented example configuration and exit")
 
-    status = sub.add_parser("status", help="show the running agent's status")
-    status.add_argument("--status-file", metavar="PATH")
-    status.add_argument("--json", action="store_true")
+    status = sub.add_parser("status", help="show the running agent's status",
+                            description="Show the running agent's status file as a table.")
+    status.add_argument("--status-file", metavar="PATH",
+                        help="status file to read (default: the configuration's status_file, "
+                             "else /run/nat-keepalive/status.json)")
+    status.add_argument("--json", action="store_true", help="print the status file's JSON")
 
     collectd = sub.add_parser("collectd", help="print PUTVAL lines for collectd's exec plugin")
-    collectd.add_argument("--status-file", metavar="PATH")
+    collectd.add_argument("--status-file", metavar="PATH",
+                          help="status file to read (default: the configuration's status_file, "
+                               "else /run/nat-keepalive/status.json)")
     collectd.add_argument("--once", action="store_true", help="one set of values, then exit")
     return parser
 
@@ -125,9 +173,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return start_daemon(config, args.log, args.status_file)
 
 
+def example_config() -> str:
+    """The commented example configuration shipped inside the package."""
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config")
+    with open(os.path.join(folder, "example.yaml"), encoding="utf-8") as handle:
+        return handle.read()
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from natkeepalive.config import config_path, load_config
 
+    if args.example:
+        if args.config is not None:
+            return _fail("check: --example and -c cannot be used together", EXIT_USAGE)
+        try:
+            sys.stdout.write(example_config())
+        except OSError as exc:
+            return _fail(f"cannot read the example configuration: {exc}", EXIT_FAILED)
+        return EXIT_OK
     path = config_path(args.config, os.environ)
     config = load_config(path)
     names = ", ".join(b.name for b in config.bindings)
@@ -146,11 +209,34 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _fail(f"no status file at {path} (is the agent running?)", EXIT_FAILED)
     except (OSError, ValueError) as exc:
         return _fail(f"cannot read status file {path}: {exc}", EXIT_FAILED)
+    gone = _not_running(data)
+    if gone is not None:
+        if args.json:
+            sys.stdout.write(json.dumps({**data, "running": False}, indent=2) + "\n")
+        return _fail(f"the agent is not running ({gone}; {path} is left from it, last "
+                     f"updated {data.get('updated_at') or 'at an unknown time'})",
+                     EXIT_NOT_RUNNING)
     if args.json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
         sys.stdout.write(render_table(data) + "\n")
     return EXIT_OK
+
+
+def _not_running(data: dict[str, Any]) -> str | None:
+    """Why the status file's writer is known to be gone, or None while it may run."""
+    if data.get("stopped_at"):
+        reason = data.get("stop_reason")
+        return f"it stopped at {data['stopped_at']}" + (f" ({reason})" if reason else "")
+    pid = data.get("pid")
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return f"process {pid} is gone"
+        except OSError:  # EPERM: it exists, under another user
+            return None
+    return None
 
 
 def _configured_status_file() -> str | None:
@@ -187,13 +273,26 @@ COMMANDS = {"run": cmd_run, "check": cmd_check, "status": cmd_status, "probe": c
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments:  # nothing asked: say what can be
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(arguments)
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except TargetError as exc:
         return _fail(f"bad target: {exc}", EXIT_USAGE)
+    except SocketSetupError as exc:
+        return _fail(str(exc), socket_exit_code(exc))
     except KeyboardInterrupt:
         return 130
+
+
+def socket_exit_code(exc: SocketSetupError) -> int:
+    """A local port in use is exit 1 from every subcommand (as from `run`: it may be free
+    later); any other address that cannot be bound is the caller's mistake, 2."""
+    return EXIT_FAILED if isinstance(exc, PortInUseError) else EXIT_USAGE
 

@@ -10,9 +10,10 @@ from typing import Any
 
 from natkeepalive.config.model import ProbeSettings
 from natkeepalive.core.discovery import Discovery, Trial, recommended_interval
+from natkeepalive.errors import SocketSetupError
 from natkeepalive.runtime.discover import discover
-from natkeepalive.runtime.sockets import resolve
-from natkeepalive.sip.target import parse_target
+from natkeepalive.runtime.sockets import family_of, is_ip_literal, resolve
+from natkeepalive.sip.target import format_hostport, parse_target
 
 PORT_SPAN = 64  # trial k uses source_port + k; no configured binding may sit in that range
 
@@ -28,10 +29,21 @@ def _configured_ports() -> dict[int, str]:
     return {b.source_port: b.name for b in config.bindings}
 
 
+class _NoNat(Exception):
+    """The server saw this host's own address and port: there is no NAT to measure."""
+
+    def __init__(self, local: tuple[str, int]) -> None:
+        super().__init__(local)
+        self.local = local
+
+
 def _progress(trial: Trial, took: float) -> None:
     sys.stderr.write(f"trial: idle {trial.idle:g} s -> {trial.result} "
                      f"({trial.method}, {took:.1f} s)\n")
     sys.stderr.flush()
+    public = trial.public
+    if public is not None and tuple(public) == tuple(trial.local):
+        raise _NoNat(trial.local)
 
 
 def run_discover(args: argparse.Namespace) -> int:
@@ -48,19 +60,38 @@ def run_discover(args: argparse.Namespace) -> int:
     except OSError as exc:
         sys.stderr.write(f"nat-keepalive: cannot resolve {target.host}: {exc}\n")
         return 1
+    if args.bind:
+        if not is_ip_literal(args.bind):
+            raise SocketSetupError(f"--bind {args.bind}: not an IPv4 or IPv6 address")
+        if family_of(args.bind) != family_of(server[0]):
+            raise SocketSetupError(f"--bind {args.bind} cannot reach server {server[0]}: "
+                                   "they are of different address families")
     resolution = args.resolution
     discovery = Discovery(server, target.host, target.port, os.urandom,
                           max_idle=args.max_idle, start=min(args.start, args.max_idle),
                           resolution=resolution if resolution < 1 else 0.0,
                           resolution_min=1.0 if resolution < 1 else resolution,
                           timeout=args.timeout)
-    result = discover(discovery, args.source_port, args.bind, _progress)
+    try:
+        result = discover(discovery, args.source_port, args.bind, _progress)
+    except _NoNat as no_nat:
+        local = format_hostport(*no_nat.local)
+        if args.json:
+            sys.stdout.write(json.dumps({
+                "target": str(target), "server": {"address": server[0], "port": server[1]},
+                "nat": False, "public": local, "lifetime_s": None, "lo_s": None, "hi_s": None,
+                "trials": 1, "method": None, "recommended_interval_s": None,
+                "error": None}) + "\n")
+        else:
+            sys.stdout.write(f"no NAT seen: the server saw this host's own address {local}; "
+                             f"there is no NAT binding to measure or keep alive on this path\n")
+        return 0
     defaults = ProbeSettings()
     out: dict[str, Any] = {
         "target": str(target), "server": {"address": server[0], "port": server[1]},
         "lifetime_s": result.lifetime_s, "lo_s": result.lo_s, "hi_s": result.hi_s,
         "trials": result.trials, "method": result.method, "recommended_interval_s": None,
-        "error": discovery.error,
+        "error": discovery.error, "nat": True,
     }
     if result.lifetime_s is not None:
         out["recommended_interval_s"] = recommended_interval(

@@ -13,20 +13,33 @@ from typing import Any
 from natkeepalive.errors import SocketSetupError
 from natkeepalive.runtime.logsink import escape_text
 from natkeepalive.runtime.probe import Prober
-from natkeepalive.runtime.sockets import family_of, resolve
+from natkeepalive.runtime.sockets import family_of, is_ip_literal, resolve
 from natkeepalive.sip.target import format_hostport, parse_target
 
 
-def _bind_address(args: argparse.Namespace, family: int) -> str | None:
+def _bind_address(args: argparse.Namespace, server: str) -> str | None:
+    """The local address asked for; raises SocketSetupError when it cannot reach `server`."""
+    family = family_of(server)
+    version = "IPv6" if family == family_of("::") else "IPv4"
     if args.bind:
-        return str(args.bind)
+        bind = str(args.bind)
+        if not is_ip_literal(bind):
+            raise SocketSetupError(f"--bind {bind}: not an IPv4 or IPv6 address")
+        if family_of(bind) != family:
+            other = "IPv4" if version == "IPv6" else "IPv6"
+            raise SocketSetupError(f"--bind {bind} is {other} but server {server} is {version}: "
+                                   "a socket reaches only its own address family")
+        return bind
     if args.interface:
-        from natkeepalive.netinfo import interface_addresses
+        from natkeepalive.netinfo import interface_addresses, interface_names
 
+        if args.interface not in interface_names():
+            raise SocketSetupError(f"--interface {args.interface}: no such interface on this host")
         for address in interface_addresses(args.interface):
             if family_of(address) == family:
                 return address
-        raise SocketSetupError(f"interface {args.interface} has no address of that family")
+        raise SocketSetupError(f"--interface {args.interface} has no {version} address to "
+                               f"reach server {server} from")
     return None
 
 
@@ -43,18 +56,18 @@ def run_probe(args: argparse.Namespace) -> int:
         result["error"] = f"cannot resolve {target.host}: {exc}"
         return _report(args, result, 1)
     result["server"] = {"address": server[0], "port": server[1]}
-    bind = _bind_address(args, family_of(server[0]))
-    try:
-        prober = Prober(server, target.host, target.port, args.source_port, bind,
-                        args.timeout, args.max_forwards)
-    except SocketSetupError as exc:
-        sys.stderr.write(f"nat-keepalive: {exc}\n")
-        return 2
+    bind = _bind_address(args, server[0])
+    prober = Prober(server, target.host, target.port, args.source_port, bind,
+                    args.timeout, args.max_forwards)
     with prober:
         result["local"] = {"address": prober.local[0], "port": prober.local[1]}
         answer = prober.keepalive()
         result["transmissions"] = answer.transmissions
         response = answer.response
+        if answer.send_error is not None and response is None:
+            result["error"] = (f"cannot send from {format_hostport(*prober.local)} to "
+                               f"{format_hostport(*server)}: {answer.send_error}")
+            return _report(args, result, 1)
         if response is None or answer.rtt is None:
             return _report(args, result, 1)
         via = response.top_via

@@ -37,6 +37,9 @@ from natkeepalive.events import ALL_EVENTS
 from natkeepalive.record import replace
 
 ENV_VAR = "NAT_KEEPALIVE_CONFIG"
+MAX_CONFIG_BYTES = 1024 * 1024
+# Shorter waits are no keepalive but a flood, on the agent's loop and on the server.
+MIN_INTERVAL = 0.1
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -74,10 +77,14 @@ def config_path(explicit: str | None, environ: Mapping[str, str]) -> str:
     return environ.get(ENV_VAR) or DEFAULT_CONFIG_PATH
 
 
-def load_config(path: str) -> Config:
+def load_config(path: str, host_checks: bool = True) -> Config:
+    """Read and validate `path`. With `host_checks`, also refuse what `run` cannot do on this host
+    (a `user:` that does not exist, a hook command that is missing or not executable)."""
+    import os
+    import stat
+
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError("cannot read: file not found", file=path) from None
     except PermissionError:
@@ -87,17 +94,35 @@ def load_config(path: str) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", file=path) from None
     try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError("cannot read: is a directory", file=path)
+        if not stat.S_ISREG(mode):
+            # a FIFO would block the reader, /dev/zero would never end
+            raise ConfigError("cannot read: not a regular file", file=path)
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=path) from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"too large: a configuration file may have at most "
+                          f"{MAX_CONFIG_BYTES // 1024 // 1024} MiB", file=path)
+    try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
         raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x})", file=path,
                           line=line) from None
-    return parse_config(text, path)
+    return parse_config(text, path, host_checks)
 
 
-def parse_config(text: str, file: str) -> Config:
+def parse_config(text: str, file: str, host_checks: bool = False) -> Config:
     root = _compose(text, file)
-    return _Reader(file).config(root)
+    return _Reader(file, host_checks).config(root)
 
 
 def _compose(text: str, file: str) -> Node:
@@ -149,8 +174,9 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
 class _Reader:
     """Walks the node tree; every check raises ConfigError with the node's line and key path."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, host_checks: bool = False) -> None:
         self.file = file
+        self.host_checks = host_checks
         self._constructor = yaml.constructor.SafeConstructor()
 
     def fail(self, message: str, node: Node | None, key: str) -> NoReturn:
@@ -283,6 +309,16 @@ class _Reader:
                       f"reads only those), not {value!r}", node, "metrics_file")
         return value
 
+    def executable(self, command: str, node: Node, path: str) -> None:
+        import os
+
+        if not os.path.exists(command):
+            self.fail(f"{command} does not exist", node, path)
+        if os.path.isdir(command):
+            self.fail(f"{command} is a directory, not a program", node, path)
+        if not os.access(command, os.X_OK):
+            self.fail(f"{command} is not executable (chmod +x, or check its owner)", node, path)
+
     # --- sections -----------------------------------------------------------------------------
 
     def config(self, root: Node) -> Config:
@@ -301,6 +337,9 @@ class _Reader:
             user = self.text(top["user"][1], "user")
             if not user:
                 self.fail("must not be empty", top["user"][1], "user")
+            if self.host_checks and lookup_user(user) is None:
+                self.fail(f"no such user {user!r} on this host (create it, or remove 'user:')",
+                          top["user"][1], "user")
         # Bindings last: a file without them still gets its other mistakes reported first.
         if "bindings" not in top:
             self.fail("required key is missing", root, "bindings")
@@ -346,6 +385,8 @@ class _Reader:
         command = None
         if "command" in keys and keys["command"][1].tag != _NULL:
             command = self.absolute_path(keys["command"][1], "hooks.command")
+            if self.host_checks:
+                self.executable(command, keys["command"][1], "hooks.command")
         events = HooksConfig.events
         if "events" in keys:
             names: list[str] = []
@@ -402,19 +443,27 @@ class _Reader:
         if node.tag == _NULL or (isinstance(node, SequenceNode) and not node.value):
             self.fail("must be a non-empty list of bindings", node, "bindings")
         seen: list[tuple[BindingConfig, Pairs]] = []
+        # Indexed by name and by port, so a file of many bindings is checked in linear time:
+        # only bindings on the same port can overlap.
+        by_name: dict[str, tuple[BindingConfig, Pairs]] = {}
+        by_port: dict[int, list[tuple[BindingConfig, Pairs]]] = {}
         for index, item in enumerate(self.sequence(node, "bindings")):
             path = f"bindings[{index}]"
             binding, keys = self.binding(item, path, defaults)
-            for other, other_keys in seen:
-                if binding.name == other.name:
-                    self.fail(f"duplicate name {binding.name!r} (first at line "
-                              f"{_line(other_keys['name'][1])})", keys["name"][1], f"{path}.name")
+            first = by_name.get(binding.name)
+            if first is not None:
+                self.fail(f"duplicate name {binding.name!r} (first at line "
+                          f"{_line(first[1]['name'][1])})", keys["name"][1], f"{path}.name")
+            same_port = by_port.setdefault(binding.source_port, [])
+            for other, other_keys in same_port:
                 if _overlaps(binding, other):
                     self.fail(f"binding {binding.name!r} shares local port {binding.source_port} "
                               f"with binding {other.name!r} (line "
                               f"{_line(other_keys['source_port'][1])}); give each its own "
                               f"source_port, bind address or interface",
                               keys["source_port"][1], f"{path}.source_port")
+            by_name[binding.name] = (binding, keys)
+            same_port.append((binding, keys))
             seen.append((binding, keys))
         return tuple(binding for binding, _ in seen)
 
@@ -454,9 +503,15 @@ class _Reader:
         if "bind" in keys:
             bind_node = keys["bind"][1]
             bind = self.text(bind_node, f"{path}.bind")
-            if _packed(bind) is None:
+            packed = _packed(bind)
+            if packed is None:
                 self.fail(f"must be an IPv4 or IPv6 address, not {bind!r}", bind_node,
                           f"{path}.bind")
+            server_packed = _packed(server.host)
+            if server_packed is not None and len(server_packed) != len(packed):
+                self.fail(f"{bind} is an {_family_name(packed)} address but server "
+                          f"{server.host} is {_family_name(server_packed)}: a socket can only "
+                          f"reach its own address family", bind_node, f"{path}.bind")
         settings = self.merge([defaults, self.settings(node, path, keys)])
         return BindingConfig(name=name, server=server, source_port=port, interface=interface,
                              bind=bind, settings=settings), keys
@@ -483,7 +538,15 @@ def _interval(reader: _Reader, node: Node, path: str) -> Value:
         if node.value == AUTO:
             return AUTO
         reader.fail(f"must be a number of seconds or \"auto\", not {node.value!r}", node, path)
-    return _positive(reader, node, path)
+    return _seconds(reader, node, path)
+
+
+def _seconds(reader: _Reader, node: Node, path: str) -> float:
+    """A wait between probes: positive, and not below MIN_INTERVAL."""
+    value = _positive(reader, node, path)
+    if value < MIN_INTERVAL:
+        reader.fail(f"must be at least {_num(MIN_INTERVAL)} s, not {_num(value)}", node, path)
+    return value
 
 
 def _jitter(reader: _Reader, node: Node, path: str) -> float:
@@ -532,7 +595,7 @@ _SETTING_RULES: dict[str, Callable[[_Reader, Node, str], Value]] = {
     "require_2xx": _Reader.boolean,
     "max_forwards": _int_rule(0, 255),
     "user_agent": _user_agent,
-    "interval_min": _positive,
+    "interval_min": _seconds,
     "interval_max": _positive,
     "safety": _safety,
     "rediscover": _positive,
@@ -545,6 +608,26 @@ _BINDING_ALL = BINDING_KEYS + SETTING_KEYS
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _family_name(packed: bytes) -> str:
+    return "IPv4" if len(packed) == 4 else "IPv6"
+
+
+def lookup_user(user: str) -> tuple[int, int] | None:
+    """(uid, gid) of an account named `user`, or numbered so; None when there is none."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        if not user.isdigit():
+            return None
+        try:
+            entry = pwd.getpwuid(int(user))
+        except (KeyError, OverflowError):
+            return None
+    return entry.pw_uid, entry.pw_gid
 
 
 def _packed(address: str) -> bytes | None:

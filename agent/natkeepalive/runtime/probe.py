@@ -41,6 +41,7 @@ class Answer:
     channel: str  # "main", "aux", or "" when nothing came
     rtt: float | None
     transmissions: int
+    send_error: str | None = None  # the last send's error, when one failed
 
 
 def _hex(n: int) -> str:
@@ -112,22 +113,23 @@ class Prober:
         with selectors.DefaultSelector() as selector:
             for name, sock in sockets.items():
                 selector.register(sock, selectors.EVENT_READ, name)
-            self._send(sender, payload)
+            error = self._send(sender, payload)
             while True:
                 due = tx.due()
                 if due is None:
-                    return Answer(None, "", None, tx.transmissions)
+                    return Answer(None, "", None, tx.transmissions, error)
                 for key, _ in selector.select(max(0.0, due - self.clock())):
                     answer = self._read(key.fileobj, str(key.data), tx)  # type: ignore[arg-type]
                     if answer is not None:
                         return answer
                 again = tx.on_timer(self.clock())
                 if again is not None:
-                    self._send(sender, again)
+                    error = self._send(sender, again) or error
 
-    def _send(self, sock: socket.socket, payload: bytes) -> None:
-        # a network that is down makes the transaction time out like a lost datagram
-        send_datagram(sock, payload, self.server)
+    def _send(self, sock: socket.socket, payload: bytes) -> str | None:
+        # a network that is down makes the transaction time out like a lost datagram; the
+        # error is kept so the caller can tell "nothing sent" from "no answer"
+        return send_datagram(sock, payload, self.server)
 
     def _read(self, sock: socket.socket, channel: str, tx: ClientTransaction
               ) -> Answer | None:

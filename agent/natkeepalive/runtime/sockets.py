@@ -6,7 +6,7 @@ import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 
 import _thread  # not `threading`: it imports collections and functools (+0.4 MB)
 import errno
 
-from natkeepalive.errors import BindPermissionError, SocketSetupError
+from natkeepalive.errors import BindPermissionError, PortInUseError, SocketSetupError
 from natkeepalive.netinfo import ascii_host
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
@@ -47,7 +47,7 @@ def open_udp(address: str, port: int, label: str) -> socket.socket:
         sock.close()
         where = f"{address}:{port}" if family == socket.AF_INET else f"[{address}]:{port}"
         if exc.errno == errno.EADDRINUSE:
-            raise SocketSetupError(f"{label}: local port {port} is already in use ({where})") \
+            raise PortInUseError(f"{label}: local port {port} is already in use ({where})") \
                 from None
         if exc.errno == errno.EADDRNOTAVAIL:
             raise SocketSetupError(f"{label}: address {address} is not on this host ({where})") \

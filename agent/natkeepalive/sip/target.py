@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     import re
 
 DEFAULT_PORT = 5060
+_OTHER_SCHEMES = frozenset(("tel", "http", "https", "mailto", "urn", "im", "pres", "xmpp", "h323",
+                            "fax", "modem", "ws", "wss", "udp", "tcp", "tls"))
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})"
 _patterns: tuple[re.Pattern[str], re.Pattern[str]] | None = None
 
@@ -60,6 +62,13 @@ def parse_target(text: str) -> Target:
                 raise TargetError(f"only UDP is supported, not transport={value}: {original!r}")
         if "@" in text:
             text = text.rpartition("@")[2]
+    else:
+        scheme, colon, rest = lowered.partition(":")
+        # `tel:+123` or `http://x` is a URI of another kind, not a host and a bad port
+        if colon and scheme.isalpha() and text.count(":") == 1 \
+                and (scheme in _OTHER_SCHEMES or rest.startswith(("+", "/"))):
+            raise TargetError(f"unsupported scheme {scheme + ':'!r} in target {original!r}: "
+                              "use host[:port], [v6addr]:port or sip:host[:port]")
     port = DEFAULT_PORT
     hostname, v6 = _regexes()
     if text.startswith("["):
