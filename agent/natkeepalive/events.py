@@ -41,6 +41,9 @@ class Started(Event):
     SEVERITY: ClassVar[int] = NOTICE
     version: str
     bindings: int
+    config: str = ""  # the file read
+    status_file: str = ""
+    log: str = ""  # where log lines go: stderr, or syslog and its address
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,71 @@ class ConfigRejected(Event):
     SEVERITY: ClassVar[int] = ERR
     file: str
     error: str
+    outcome: str = "the previous configuration keeps running"
+
+
+@dataclass(frozen=True)
+class SignalReceived(Event):
+    """SIGUSR1 (write the status file now) or SIGUSR2 (probe every binding now)."""
+
+    NAME: ClassVar[str] = "signal-received"
+    SEVERITY: ClassVar[int] = NOTICE
+    signal: str
+    action: str
+
+
+@dataclass(frozen=True)
+class StatusWriteFailed(Event):
+    NAME: ClassVar[str] = "status-write-failed"
+    SEVERITY: ClassVar[int] = ERR
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
+class StatusWriteRecovered(Event):
+    """The end of a `status-write-failed` outage."""
+
+    NAME: ClassVar[str] = "status-write-recovered"
+    SEVERITY: ClassVar[int] = NOTICE
+    path: str
+
+
+@dataclass(frozen=True)
+class HookFailed(Event):
+    """A hook command that could not start, exited non-zero, timed out, or events it missed."""
+
+    NAME: ClassVar[str] = "hook-failed"
+    SEVERITY: ClassVar[int] = WARNING
+    command: str
+    error: str
+
+
+@dataclass(frozen=True)
+class SyslogUnavailable(Event):
+    """Written to stderr: log lines go there until syslog takes them again."""
+
+    NAME: ClassVar[str] = "syslog-unavailable"
+    SEVERITY: ClassVar[int] = ERR
+    address: str
+    error: str
+
+
+@dataclass(frozen=True)
+class SyslogRecovered(Event):
+    NAME: ClassVar[str] = "syslog-recovered"
+    SEVERITY: ClassVar[int] = NOTICE
+    address: str
+
+
+@dataclass(frozen=True)
+class DatagramsDropped(Event):
+    """Unmatched or malformed datagrams over the last `period_s` (a rate-limited summary)."""
+
+    NAME: ClassVar[str] = "datagrams-dropped"
+    SEVERITY: ClassVar[int] = NOTICE
+    count: int
+    period_s: float
 
 
 # --- the mapping -----------------------------------------------------------------------------
@@ -155,6 +223,7 @@ class Unreachable(Event):
     SEVERITY: ClassVar[int] = ERR
     binding: str
     failures: int
+    reason: str = "no answer"  # or the status of an answer require_2xx refused
 
 
 # --- the network around the binding -------------------------------------------------------------
@@ -166,6 +235,17 @@ class LocalAddressChanged(Event):
     binding: str
     old: str
     new: str
+
+
+@dataclass(frozen=True)
+class NoLocalAddress(Event):
+    """A binding has no local address to send from (its interface is missing or has no
+    address of the server's family); reported once until it has one."""
+
+    NAME: ClassVar[str] = "no-local-address"
+    SEVERITY: ClassVar[int] = ERR
+    binding: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -213,6 +293,15 @@ class LifetimeDiscovered(Event):
     lifetime_s: float
     lo_s: float
     hi_s: float | None  # None: nothing expired up to the longest idle tried
+
+
+@dataclass(frozen=True)
+class LifetimeDiscoveryFailed(Event):
+    NAME: ClassVar[str] = "lifetime-discovery-failed"
+    SEVERITY: ClassVar[int] = WARNING
+    binding: str
+    error: str
+    interval_s: float  # the interval kept
 
 
 @dataclass(frozen=True)
@@ -269,10 +358,12 @@ class DatagramDropped(Event):
 ALL_EVENTS: dict[str, type[Event]] = {
     cls.NAME: cls
     for cls in (
-        Started, Stopped, Reloaded, ConfigRejected, BindingLearned, BindingChanged, BindingExpired,
+        Started, Stopped, Reloaded, ConfigRejected, SignalReceived, StatusWriteFailed,
+        StatusWriteRecovered, HookFailed, SyslogUnavailable, SyslogRecovered, DatagramsDropped,
+        BindingLearned, BindingChanged, BindingExpired,
         BindingFlapping, RportUnsupported, InboundCheckUnsupported, Reachable, Lagged, Unreachable,
-        LocalAddressChanged, ResolveFailed, ResolveRecovered, SendFailed, ServerChanged,
-        LifetimeDiscovered, IntervalAdjusted, ProbeSent, ProbeAnswered, ProbeTimedOut,
-        DatagramDropped,
+        LocalAddressChanged, NoLocalAddress, ResolveFailed, ResolveRecovered, SendFailed,
+        ServerChanged, LifetimeDiscovered, LifetimeDiscoveryFailed, IntervalAdjusted, ProbeSent,
+        ProbeAnswered, ProbeTimedOut, DatagramDropped,
     )
 }

@@ -31,12 +31,32 @@ from natkeepalive.runtime.logsink import (
 
 # One instance of every event class with fixed values, and its exact line.
 EXPECTED = [
-    (ev.Started("0.1.0", 2), "event=started version=0.1.0 bindings=2"),
+    (ev.Started("0.1.0", 2, "/etc/nat-keepalive/config.yaml", "/run/nat-keepalive/status.json",
+                "syslog /dev/log"),
+     "event=started version=0.1.0 bindings=2 config=/etc/nat-keepalive/config.yaml "
+     'status_file=/run/nat-keepalive/status.json log="syslog /dev/log"'),
     (ev.Stopped("SIGTERM"), "event=stopped reason=SIGTERM"),
     (ev.Reloaded(1, 0, 2), "event=reloaded added=1 changed=0 removed=2"),
     (ev.ConfigRejected("/etc/nat-keepalive/config.yaml", "line 3: bindings[0].port: unknown key"),
      'event=config-rejected file=/etc/nat-keepalive/config.yaml '
-     'error="line 3: bindings[0].port: unknown key"'),
+     'error="line 3: bindings[0].port: unknown key" '
+     'outcome="the previous configuration keeps running"'),
+    (ev.SignalReceived("SIGUSR1", "write the status file now"),
+     'event=signal-received signal=SIGUSR1 action="write the status file now"'),
+    (ev.StatusWriteFailed("/run/x/status.json", "Permission denied"),
+     'event=status-write-failed path=/run/x/status.json error="Permission denied"'),
+    (ev.StatusWriteRecovered("/run/x/status.json"),
+     "event=status-write-recovered path=/run/x/status.json"),
+    (ev.HookFailed("/etc/nat-keepalive/hook", "reachable: exit status 3"),
+     'event=hook-failed command=/etc/nat-keepalive/hook error="reachable: exit status 3"'),
+    (ev.SyslogUnavailable("/dev/log", "[Errno 111] Connection refused"),
+     'event=syslog-unavailable address=/dev/log error="[Errno 111] Connection refused"'),
+    (ev.SyslogRecovered("/dev/log"), "event=syslog-recovered address=/dev/log"),
+    (ev.DatagramsDropped(12, 60.0), "event=datagrams-dropped count=12 period_s=60"),
+    (ev.NoLocalAddress("p", "interface wan9 does not exist"),
+     'event=no-local-address binding=p reason="interface wan9 does not exist"'),
+    (ev.LifetimeDiscoveryFailed("p", "the server ignores rport", 25.0),
+     'event=lifetime-discovery-failed binding=p error="the server ignores rport" interval_s=25'),
     (ev.BindingLearned("provider", "203.0.113.10:5060", "192.168.77.2:5062", "203.0.113.1:33785"),
      "event=binding-learned binding=provider server=203.0.113.10:5060 local=192.168.77.2:5062 "
      "public=203.0.113.1:33785"),
@@ -56,7 +76,9 @@ EXPECTED = [
      'reason="server forces rport" remedy="a server that answers to the sent-by port"'),
     (ev.Reachable("p", 0.41), "event=reachable binding=p rtt_ms=0.41"),
     (ev.Lagged("p", 2500.12345, 2000), "event=lagged binding=p rtt_ms=2500.123 threshold_ms=2000"),
-    (ev.Unreachable("p", 2), "event=unreachable binding=p failures=2"),
+    (ev.Unreachable("p", 2), "event=unreachable binding=p failures=2 reason=\"no answer\""),
+    (ev.Unreachable("p", 1, "answered 403, not 2xx (require_2xx)"),
+     'event=unreachable binding=p failures=1 reason="answered 403, not 2xx (require_2xx)"'),
     (ev.LocalAddressChanged("p", "192.168.77.2", "192.168.77.3"),
      "event=local-address-changed binding=p old=192.168.77.2 new=192.168.77.3"),
     (ev.ResolveFailed("p", "sip.example.net", "Name or service not known"),
@@ -202,19 +224,31 @@ def no_journal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
 
 
-@pytest.mark.usefixtures("no_journal")
+@pytest.fixture
+def zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A fixed time zone (UTC+1, no summer time), whatever the machine's, restored after."""
+    monkeypatch.setenv("TZ", "XXX-1")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("no_journal", "zone")
 def test_stderr_sink_severity_prefix_and_level() -> None:
     out = io.StringIO()
-    sink = StderrSink(out, level="notice")
-    sink.emit(ev.Started("0.1.0", 1))
+    sink = StderrSink(out, level="notice", clock=lambda: 1_780_000_000.9)
+    sink.emit(ev.Started("0.1.0", 1, "/c.yaml", "/s.json", "stderr"))
     sink.emit(ev.BindingLearned("p", "s", "l", "x"))  # info: filtered
     sink.emit(ev.Unreachable("p", 3))
     sink.emit_text(ev.WARNING, "dropped 5 datagrams\nfrom 198.51.100.7")
     sink.emit_text(ev.DEBUG, "not shown")
+    # 1 780 000 000 is 2026-05-28T20:26:40Z; local time here is UTC+1, stamped in whole seconds
     assert out.getvalue() == (
-        "notice: event=started version=0.1.0 bindings=1\n"
-        "err: event=unreachable binding=p failures=3\n"
-        "warning: dropped 5 datagrams\\x0afrom 198.51.100.7\n"
+        "2026-05-28T21:26:40+0100 notice: event=started version=0.1.0 bindings=1 "
+        "config=/c.yaml status_file=/s.json log=stderr\n"
+        '2026-05-28T21:26:40+0100 err: event=unreachable binding=p failures=3 reason="no answer"\n'
+        "2026-05-28T21:26:40+0100 warning: dropped 5 datagrams\\x0afrom 198.51.100.7\n"
     )
     assert sink.wants(ev.NOTICE)
     assert not sink.wants(ev.INFO)
@@ -223,8 +257,10 @@ def test_stderr_sink_severity_prefix_and_level() -> None:
 def test_stderr_sink_journal_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
     out = io.StringIO()  # no file descriptor to compare: the variable is trusted
-    StderrSink(out, level="debug").emit(ev.Started("0.1.0", 1))
-    assert out.getvalue() == "<5>event=started version=0.1.0 bindings=1\n"
+    StderrSink(out, level="debug").emit(ev.Started("0.1.0", 1, "/c.yaml", "/s.json", "stderr"))
+    # journald stamps each line itself: no time of ours
+    assert out.getvalue() == ("<5>event=started version=0.1.0 bindings=1 config=/c.yaml "
+                              "status_file=/s.json log=stderr\n")
 
 
 def test_journal_stream_must_match_the_stream(monkeypatch: pytest.MonkeyPatch,

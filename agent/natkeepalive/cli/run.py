@@ -6,7 +6,7 @@ from __future__ import annotations
 import marshal
 
 from natkeepalive.config.plain import from_plain, to_plain
-from natkeepalive.errors import BindPermissionError, NatKeepaliveError
+from natkeepalive.errors import BindPermissionError, ConfigError, NatKeepaliveError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -49,6 +49,10 @@ def start_daemon(config: Config, log: str | None, status_file: str | None) -> in
     daemon = Daemon(config, sink, status_file)
     try:
         return daemon.run()
+    except ConfigError as exc:  # the file names a user that is gone: fix the file, no restart
+        sink.close()
+        write_fatal(str(exc))
+        return EXIT_CONFIG
     except NatKeepaliveError as exc:
         sink.close()
         write_fatal(str(exc))

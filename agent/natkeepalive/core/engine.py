@@ -674,7 +674,8 @@ class BindingEngine:
             self.queued_events.extend(found)
             if tracker.changes + tracker.expiries != changes_before:
                 self._renew(now)
-        transition = self.reach.feed(rtt_ms if ok else None)
+        transition = self.reach.feed(rtt_ms) if ok else self.reach.feed(
+            None, f"answered {facts.status}, not 2xx (require_2xx)")
         if transition is not None:
             self.queued_events.append(transition)
         if confirm:

@@ -54,8 +54,8 @@ class Reachability:
             return FAIL
         return SLOW if rtt_ms > self.lagged_ms else FAST
 
-    def feed(self, rtt_ms: float | None) -> ev.Event | None:
-        """One probe outcome (None = failed); returns the transition's event, if any."""
+    def feed(self, rtt_ms: float | None, reason: str = "no answer") -> ev.Event | None:
+        """One probe outcome (None = failed, for `reason`); returns the transition's event."""
         if self.state == REACHABLE and rtt_ms is not None and rtt_ms <= self.lagged_ms:
             # (REACHABLE, FAST) -> (REACHABLE, NOW): nearly every answer, so without the table
             self.answers += 1
@@ -80,7 +80,7 @@ class Reachability:
             return None
         self.state = target
         if target == UNREACHABLE:
-            return ev.Unreachable(self.binding, self.failures)
+            return ev.Unreachable(self.binding, self.failures, reason)
         assert rtt_ms is not None
         if target == LAGGED:
             return ev.Lagged(self.binding, round(rtt_ms, 2), self.lagged_ms)

@@ -54,7 +54,6 @@ class AutoInterval:
         self.next_start: float | None = now + START_DELAY
         self.lifetime: float | None = None
         self.scheduled: float | None = None
-        self.notes: list[str] = []  # plain log lines for the daemon (not events)
 
     @property
     def call_id(self) -> str | None:
@@ -156,8 +155,8 @@ class AutoInterval:
             error = discovery.error
         name = self.slot.name
         if discovery is None or error is not None:
-            self.notes.append(f"binding {name}: cannot discover the binding lifetime: {error}; "
-                              f"keeping the interval at {self.slot.engine.interval:g} s")
+            out.append(ev.LifetimeDiscoveryFailed(name, str(error),
+                                                  self.slot.engine.interval))
             return
         result = discovery.result()
         self.adopt(result.lo_s, result.hi_s, now, out)

@@ -118,6 +118,7 @@ class Daemon:
         self.started_at = wall()
         self._pending_signals: set[int] = set()
         self._stop_reason: str | None = None
+        self._stopped: str | None = None
         self._status_dirty = False
         self._status_written_at = float("-inf")
         self._status_counters_at = 0.0
@@ -153,7 +154,8 @@ class Daemon:
         self._add_slots(self.config, now, fatal=True)
         self._drop_privileges()
         self._install_signals()
-        self.emit(ev.Started(__version__, len(self.slots)))
+        self.emit(ev.Started(__version__, len(self.slots), self.config.source, self.status_path,
+                             self.sink.describe()))
         self.notifier.ready(self._summary())
         interval = self.notifier.watchdog_interval()
         if interval is not None:
@@ -220,18 +222,30 @@ class Daemon:
         user = self.config.user
         if user is None or os.geteuid() != 0:
             return
-        import pwd  # only when asked to drop privileges
-
         # Reloads load the file in a child of this process, which then runs as `user` and may
         # not be able to read the Python installation (a root-only virtualenv): import the
         # loader while still root. Costs PyYAML's memory, only in this rare set-up (ports
         # below 1024; packaged services get their user from procd or systemd instead).
-        import natkeepalive.config.loader  # noqa: F401
+        from natkeepalive.config.loader import lookup_user
 
-        entry = pwd.getpwnam(user)
+        ids = lookup_user(user)
+        if ids is None:  # `check` refuses this; the account may have gone since
+            self._close_all()
+            raise ConfigError(f"no such user {user!r} on this host (create it, or remove "
+                              "'user:')", file=self.config.source, key="user")
+        uid, gid = ids
+        # The status file's folder (under /run, gone after a reboot) is made while root can,
+        # and given to the user who writes the file from now on.
+        folder = os.path.dirname(self.status_path)
+        if folder and not os.path.isdir(folder):
+            try:
+                os.makedirs(folder, mode=0o755, exist_ok=True)
+                os.chown(folder, uid, gid)
+            except OSError:
+                pass  # reported as status-write-failed when the file cannot be written
         os.setgroups([])
-        os.setgid(entry.pw_gid)
-        os.setuid(entry.pw_uid)
+        os.setgid(gid)
+        os.setuid(uid)
 
     def _install_signals(self) -> None:
         self._wake_r.setblocking(False)
@@ -437,14 +451,17 @@ class Daemon:
             self.notifier.watchdog()
             self._watchdog_at = now + (self.notifier.watchdog_interval() or 30.0)
         for problem in self.hooks.poll(now):
-            self.sink.emit_text(ev.WARNING, problem)
+            command = self.config.hooks.command or ""
+            prefix = f"hook {command} "
+            if problem.startswith(prefix):  # the event carries the command on its own
+                problem = problem[len(prefix):]
+            self.emit(ev.HookFailed(command, problem))
         if now >= self._drops_at:  # a rate limit: late is fine, early is not
             self._drops_at = now + DROP_REPORT_EVERY
             dropped = sum(s.engine.dropped for s in self.slots.values())
             if dropped > self._drops_reported:
-                self.sink.emit_text(ev.NOTICE, f"dropped {dropped - self._drops_reported} "
-                                    f"unmatched or malformed datagrams in the last "
-                                    f"{now - self._drops_since:.0f} s")
+                self.emit(ev.DatagramsDropped(dropped - self._drops_reported,
+                                              round(now - self._drops_since, 0)))
                 self._drops_reported = dropped
             self._drops_since = now
         if now >= self._status_counters_at - STATUS_COUNTERS_EVERY * HOUSEKEEPING_EARLY:
@@ -532,9 +549,6 @@ class Daemon:
                 auto.send(datagram.payload, datagram.destination)
         for event in found:
             self.emit(event)
-        for note in auto.notes:
-            self.sink.emit_text(ev.NOTICE, note)
-        auto.notes.clear()
         if auto.slot.name in self.slots:
             self._after(auto.slot, [], now)
         self._schedule_auto(auto)
@@ -643,7 +657,8 @@ class Daemon:
                 "server": slot.server_text,
                 "local": None if local is None else f"{local[0]}:{local[1]}"
                 if ":" not in local[0] else f"[{local[0]}]:{local[1]}",
-                "state": engine.reach.state,
+                "state": engine.reach.state if slot.missing is None else "no-local-address",
+                "problem": slot.missing,
                 "public": format_mapping(public),
                 "public_address": None if public is None else public[0],
                 "public_port": None if public is None else public[1],
@@ -663,13 +678,17 @@ class Daemon:
                 "lifetime_s": None if slot.name not in self.autos
                 else self.autos[slot.name].lifetime,
             })
-        return {
+        data: dict[str, object] = {
             "version": __version__,
             "pid": os.getpid(),
             "started_at": iso_utc(self.started_at),
             "updated_at": iso_utc(wall_now),
             "bindings": bindings,
         }
+        if self._stopped is not None:
+            data["stopped_at"] = iso_utc(wall_now)
+            data["stop_reason"] = self._stopped
+        return data
 
     def _write_status(self, now: float) -> None:
         self._status_dirty = False
@@ -681,14 +700,14 @@ class Daemon:
         try:
             write_status(self.status_path, self.snapshot(now))
         except OSError as exc:
-            error = f"cannot write status file {self.status_path}: {exc.strerror or exc}"
+            error = str(exc.strerror or exc)
             if error != self._status_error:
                 self._status_error = error
-                self.sink.emit_text(ev.ERR, error)
+                self.sink.emit(ev.StatusWriteFailed(self.status_path, error))
             return
         if self._status_error is not None:
             self._status_error = None
-            self.sink.emit_text(ev.NOTICE, f"status file {self.status_path} written again")
+            self.sink.emit(ev.StatusWriteRecovered(self.status_path))
         self.notifier.send(STATUS=self._summary())
 
     def _write_metrics(self, path: str, now: float) -> None:
@@ -746,8 +765,10 @@ class Daemon:
         if signal.SIGHUP in pending:
             self.reload(now)
         if signal.SIGUSR2 in pending:
+            self.emit(ev.SignalReceived("SIGUSR2", "probe every binding now"))
             self.reprobe(now)
         if signal.SIGUSR1 in pending:
+            self.emit(ev.SignalReceived("SIGUSR1", "write the status file now"))
             self._write_status(now)
 
     def reprobe(self, now: float) -> None:
@@ -808,6 +829,7 @@ class Daemon:
         self.notifier.stopping()
         self.emit(ev.Stopped(reason))
         now = self.clock()
+        self._stopped = reason  # the last status file says so: `status` then reports no agent
         self._write_status(now)
         self._remove_metrics(self.config.metrics_file)  # a stopped agent keeps nothing alive
         self.hooks.close()

@@ -6,8 +6,9 @@ Rules:
 - The environment is minimal (PATH plus the event), not the daemon's: nothing leaks that the
   hook was not meant to see (NOTIFY_SOCKET, credentials of the service manager).
 - Each hook runs in its own session, so a timeout kills the whole process group, grandchildren too.
-- At most `max_running` hooks at once; further events wait in a bounded queue, beyond it they are
-  dropped and the drop is reported. A storm of events must not fork-bomb a router.
+- One hook at a time by default, so hooks run in the order of their events (`binding-learned`
+  before `reachable`); further events wait in a bounded queue, beyond it they are dropped and the
+  drop is reported. A storm of events must not fork-bomb a router.
 - `poll` never blocks. The daemon calls it at `next_deadline()` and whenever SIGCHLD arrives.
 - `subprocess` is imported only when a command is configured (it is not free on a router).
 """
@@ -102,7 +103,7 @@ class _Job:
 
 class HookRunner:
     def __init__(self, command: str | None, events: Iterable[str], timeout: float = 10.0,
-                 max_running: int = 4, queue_limit: int = 100) -> None:
+                 max_running: int = 1, queue_limit: int = 100) -> None:
         self.command = command or None
         self.events = frozenset(events)
         self.timeout = timeout

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from natkeepalive.events import Event
+from natkeepalive.events import Event, SyslogRecovered, SyslogUnavailable
 from natkeepalive.netinfo import ascii_host
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
@@ -244,6 +244,10 @@ class Sink:
     def close(self) -> None:
         pass
 
+    def describe(self) -> str:
+        """Where lines go, for the `started` event."""
+        return type(self).__name__
+
     def _deliver(self, severity: int, text: str) -> None:
         raise NotImplementedError
 
@@ -273,20 +277,33 @@ def write_fatal(message: str, stream: TextIO | None = None) -> None:
     _write_stream(target, "".join(f"{prefix}{line}\n" for line in lines))
 
 
+def local_time(epoch: float) -> str:
+    """`2026-12-07T01:02:03+0100`: the host's local time with its offset, whole seconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(epoch))
+
+
 class StderrSink(Sink):
-    """`notice: event=...` on a terminal, `<5>event=...` under journald."""
+    """`2026-12-07T01:02:03+0000 notice: event=...` on a terminal or in a file; `<5>event=...`
+    under journald, which stamps each line itself."""
 
     def __init__(self, stream: TextIO | None = None, level: str = "info",
-                 journal: bool | None = None) -> None:
+                 journal: bool | None = None, clock: Callable[[], float] = time.time) -> None:
         super().__init__(level)
         self._stream = stream
+        self._clock = clock
         if journal is None:
             value = os.environ.get("JOURNAL_STREAM")
             journal = bool(value) and _journal_stream_matches(stream or sys.stderr, value or "")
         self.journal = journal
 
+    def describe(self) -> str:
+        return "stderr"
+
     def _deliver(self, severity: int, text: str) -> None:
-        prefix = f"<{severity}>" if self.journal else f"{SEVERITY_NAMES[severity]}: "
+        if self.journal:
+            prefix = f"<{severity}>"
+        else:
+            prefix = f"{local_time(self._clock())} {SEVERITY_NAMES[severity]}: "
         _write_stream(self._stream, f"{prefix}{text}\n")
 
 
@@ -300,6 +317,9 @@ class ListSink(Sink):
     @property
     def lines(self) -> list[str]:
         return [text for _, text in self.records]
+
+    def describe(self) -> str:
+        return "memory"
 
     def _deliver(self, severity: int, text: str) -> None:
         self.records.append((severity, text))
@@ -469,14 +489,26 @@ class SyslogSink(Sink):
             self.undelivered += 1
             if not self._failing:
                 self._failing = True
-                note = f"syslog {self.address} unavailable ({exc}); writing log lines to stderr"
-                _write_stream(self._fallback, f"err: {escape_text(note)} until it is back\n")
-            _write_stream(self._fallback, f"{SEVERITY_NAMES[severity]}: {text}\n")
+                note = format_event(SyslogUnavailable(self.address, str(exc)))
+                _write_stream(self._fallback, f"{self._stamp()}err: {note}\n")
+            _write_stream(self._fallback, f"{self._stamp()}{SEVERITY_NAMES[severity]}: {text}\n")
             return
         self.delivered += 1
         if self._failing:
             self._failing = False
-            _write_stream(self._fallback, f"notice: syslog {escape_text(self.address)} is back\n")
+            note = format_event(SyslogRecovered(self.address))
+            _write_stream(self._fallback, f"{self._stamp()}notice: {note}\n")
+
+    def _stamp(self) -> str:
+        """A time for lines on stderr, unless journald (which stamps them) reads it."""
+        stream = self._fallback or sys.stderr
+        value = os.environ.get("JOURNAL_STREAM")
+        if value and _journal_stream_matches(stream, value):
+            return ""
+        return f"{local_time(self._clock())} "
+
+    def describe(self) -> str:
+        return f"syslog {self.address}"
 
     def close(self) -> None:
         self._disconnect()

@@ -42,7 +42,7 @@ LOOKUP_LIMIT = 60.0  # a lookup in flight this long is asked again
 class Slot:
     # One per binding, like the engine: no per-instance __dict__.
     __slots__ = (
-        "addresses", "checked", "config", "engine", "literal", "name", "next_resolve",
+        "addresses", "checked", "config", "engine", "literal", "missing", "name", "next_resolve",
         "resolve_failing", "resolved_at", "scheduled", "server", "sock", "start_offset",
     )
 
@@ -65,6 +65,7 @@ class Slot:
         # AddressWatch.changes when check_local last found the socket where it belongs; while it
         # stays the same, refresh has nothing to look at (see refresh)
         self.checked = -1
+        self.missing: str | None = None  # why there is no local address (reported once)
 
     # ---------------------------------------------------------------- addresses
 
@@ -165,7 +166,12 @@ class Slot:
         if local is None:
             if self.engine.local is not None:
                 self.engine.send_failed(f"no local address toward {self.server[0]}")
+            why = self._why_no_address()
+            if why != self.missing:
+                self.missing = why
+                out.append(ev.NoLocalAddress(self.name, why))
             return
+        self.missing = None
         bound, via = local
         engine_local = self.engine.local
         same_server = self.engine.server == self.server
@@ -179,6 +185,16 @@ class Slot:
         self.engine.set_flow((via, self.config.source_port), self.server, now,
                              self.start_offset)
         self.checked = self.addresses.changes
+
+    def _why_no_address(self) -> str:
+        assert self.server is not None
+        version = "IPv6" if family_of(self.server[0]) == socket.AF_INET6 else "IPv4"
+        interface = self.config.interface
+        if interface:
+            if interface not in netinfo.interface_names():
+                return f"interface {interface} does not exist"
+            return f"interface {interface} has no {version} address"
+        return f"no {version} address on this host reaches {self.server[0]}"
 
     def send(self, payload: bytes, destination: Address) -> str | None:
         """Send on the binding's socket; returns an error text instead of raising."""
