@@ -315,10 +315,10 @@ def test_status_directory_full_then_read_only(tmp_path: Path) -> None:
             for _ in range(3):
                 agent.signal(signal.SIGUSR1)
                 time.sleep(0.3)
-            full = wait_line(agent, "cannot write status file")
+            full = wait_line(agent, "event=status-write-failed")
             filler.unlink()
             agent.signal(signal.SIGUSR1)
-            wait_line(agent, "written again")
+            wait_line(agent, "event=status-write-recovered")
             subprocess.run(["mount", "-o", "remount,ro", str(run)], check=True)
             for _ in range(3):
                 agent.signal(signal.SIGUSR1)
@@ -333,10 +333,10 @@ def test_status_directory_full_then_read_only(tmp_path: Path) -> None:
             entry = status(agent, "p")
             assert agent.stop() == 0
         leftovers = [p.name for p in path.parent.iterdir() if p.name != "status.json"]
-    assert "No space left on device" in full and full.startswith("err: ")
-    assert read_only.startswith("err: ")
-    assert count_lines(agent, "cannot write status file") == 2  # once per fault
-    assert count_lines(agent, "written again") == 2  # once per recovery
+    assert "No space left on device" in full and " err: event=status-write-failed " in full
+    assert " err: event=status-write-failed " in read_only
+    assert count_lines(agent, "event=status-write-failed") == 2  # once per fault
+    assert count_lines(agent, "event=status-write-recovered") == 2  # once per recovery
     assert entry["state"] == "reachable"
     assert leftovers == [], leftovers  # no temporary files left behind
 

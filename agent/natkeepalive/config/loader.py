@@ -37,7 +37,7 @@ from natkeepalive.events import ALL_EVENTS
 from natkeepalive.record import replace
 
 ENV_VAR = "NAT_KEEPALIVE_CONFIG"
-MAX_CONFIG_BYTES = 1024 * 1024
+MAX_CONFIG_BYTES = 8 * 1024 * 1024  # 100,000 bindings fit; a runaway file does not
 # Shorter waits are no keepalive but a flood, on the agent's loop and on the server.
 MIN_INTERVAL = 0.1
 
