@@ -95,7 +95,8 @@ def test_a_directory_as_hook_is_refused(tmp_path: Path) -> None:
 ])
 def test_a_bind_address_of_the_other_family_is_refused(server: str, bind: str,
                                                       message: str) -> None:
-    text = f"bindings:\n  - name: a\n    server: {server}\n    source_port: 5062\n    bind: {bind}\n"
+    text = (f"bindings:\n  - name: a\n    server: {server}\n    source_port: 5062\n"
+            f"    bind: {bind}\n")
     with pytest.raises(ConfigError) as info:
         parse_config(text, "c.yaml")
     assert (info.value.line, info.value.key) == (5, "bindings[0].bind")
