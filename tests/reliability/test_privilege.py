@@ -122,3 +122,31 @@ def test_drops_to_nobody_after_binding(public_dir: Path) -> None:
     data = json.loads(text)
     keys = set(data) | {k for b in data["bindings"] for k in b}
     assert not {k for k in keys if any(w in k for w in ("call", "branch", "tag", "secret"))}
+
+
+def test_status_folder_is_made_before_privileges_drop(public_dir: Path) -> None:
+    """/run/nat-keepalive is gone after a reboot, and /run is root's: the agent makes the folder
+    while still root and gives it to `user`, or there would never be a status file."""
+    require_root()
+    nobody = pwd.getpwnam("nobody")
+    run = public_dir / "run"  # root's, 0755: nobody could not make a folder in it
+    run.mkdir()
+    status_path = run / "nat-keepalive" / "status.json"
+    config = public_dir / "c.yaml"
+    with SipResponder() as responder:
+        server = f"{responder.address[0]}:{responder.address[1]}"
+        config.write_text("\n".join([
+            "log: {target: stderr}", "user: nobody",
+            "defaults: {interval: 0.5, jitter: 0, timeout: 1, inbound_check: 0}",
+            "bindings:", "  - name: p", f"    server: {server}",
+            f"    source_port: {privileged_port()}"]) + "\n")
+        config.chmod(0o644)
+        with Agent(config, status_path) as agent:
+            agent.wait_for("reachable")
+            entry = status(agent, "p")
+            assert not agent.events("status-write-failed")
+            assert agent.stop() == 0
+    folder = status_path.parent
+    assert (folder.stat().st_uid, folder.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert entry["state"] == "reachable"
