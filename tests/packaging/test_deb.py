@@ -67,7 +67,8 @@ def test_contents(deb: Path) -> None:
     files = contents(deb)
     agent = ROOT / "agent"
     sources = {f"{SITE}/{p.relative_to(agent)}" for p in (agent / "natkeepalive").rglob("*")
-               if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".typed")}
+               if p.is_file() and "__pycache__" not in p.parts
+               and p.suffix in (".py", ".typed", ".yaml")}
     packaged = {p for p in files if p.startswith(f"{SITE}/natkeepalive/")
                 and files[p][0].startswith("-")}
     assert packaged == sources

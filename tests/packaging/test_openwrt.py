@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +55,7 @@ config binding
 	option name 'pbx.2'
 	option server '[2001:db8::1]:5080'
 	option source_port '5064'
-	option bind '192.0.2.1'
+	option bind '2001:db8::2'
 	option require_2xx 'yes'
 	option max_forwards '010'
 
@@ -330,7 +331,7 @@ def test_render_full_config(shell: str, tmp_path: Path) -> None:
     assert provider.settings.jitter == 0.1  # from the agent section
     assert provider.settings.user_agent == 'it\'s "me" $(touch PWNED) `touch PWNED` \\n #x: y'
     assert (pbx.name, pbx.server.host, pbx.server.port) == ("pbx.2", "2001:db8::1", 5080)
-    assert pbx.bind == "192.0.2.1" and pbx.interface is None
+    assert pbx.bind == "2001:db8::2" and pbx.interface is None
     assert pbx.settings.require_2xx is True
     assert pbx.settings.max_forwards == 10
     assert pbx.settings.interval == 30
@@ -340,13 +341,31 @@ def test_render_full_config(shell: str, tmp_path: Path) -> None:
     assert not list(run.conf.parent.glob("*.tmp.*"))
 
 
+def run_check_on(text: str) -> subprocess.CompletedProcess[str]:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as handle:
+        handle.write(text)
+        handle.flush()
+        return subprocess.run([sys.executable, "-m", "natkeepalive", "check", "-c", handle.name],
+                              capture_output=True, text=True, timeout=60)
+
+
 def test_rendered_config_passes_nat_keepalive_check(tmp_path: Path) -> None:
     """The real CLI on the rendered file (needs natkeepalive.cli.main)."""
     run = render("dash", tmp_path, FULL_UCI)
     assert run.returncode == 0, run.stderr
+    # `check` asks this host whether the hook can run: on the router the package installs it
+    # at /usr/libexec/nat-keepalive/hook, here a stand-in takes its place in the rendered file
+    text = run.conf.read_text()
+    assert "command: /usr/libexec/nat-keepalive/hook" in text
+    hook = tmp_path / "hook"
+    hook.write_text("#!/bin/sh\n")
+    hook.chmod(0o755)
+    run.conf.write_text(text.replace("/usr/libexec/nat-keepalive/hook", str(hook)))
     done = subprocess.run([sys.executable, "-m", "natkeepalive", "check", "-c", str(run.conf)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+    missing = run_check_on(text)
+    assert missing.returncode == 2 and "hook does not exist" in missing.stderr
 
 
 @pytest.mark.parametrize("shell", SHELLS)

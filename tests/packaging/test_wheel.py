@@ -111,6 +111,11 @@ def test_wheel_installs_in_a_fresh_venv_and_runs(dist: Path, tmp_path: Path) -> 
                             str(ROOT / "packaging" / "config.example.yaml")],
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
+    # a pip user gets the commented example from the command itself
+    example = subprocess.run([str(command), "check", "--example"], capture_output=True,
+                             text=True, env=env, cwd=tmp_path, timeout=60)
+    assert example.returncode == 0, example.stderr
+    assert example.stdout == (ROOT / "agent/natkeepalive/config/example.yaml").read_text()
     where = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import natkeepalive, yaml; print(natkeepalive.__file__)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
