@@ -85,7 +85,7 @@ class SignalReceived(Event):
 class StatusWriteFailed(Event):
     NAME: ClassVar[str] = "status-write-failed"
     SEVERITY: ClassVar[int] = ERR
-    path: str
+    file: str  # not `path`: a hook gets each key as a variable, and PATH is taken
     error: str
 
 
@@ -95,7 +95,7 @@ class StatusWriteRecovered(Event):
 
     NAME: ClassVar[str] = "status-write-recovered"
     SEVERITY: ClassVar[int] = NOTICE
-    path: str
+    file: str
 
 
 @dataclass(frozen=True)
