@@ -110,6 +110,16 @@ def test_require_2xx_says_which_answer_it_refused(tmp_path: Path,
     with Agent(path, tmp_path / "status.json") as agent:
         event = agent.wait_for("unreachable")
         assert event["reason"] == "answered 403, not 2xx (require_2xx)"
+        agent.signal(signal.SIGUSR1)
+        agent.wait_for("signal-received")
+        deadline = time.monotonic() + 5
+        while True:
+            entry = json.loads(agent.status.read_text())["bindings"][0]
+            if entry["state"] == "unreachable":
+                break
+            assert time.monotonic() < deadline, entry
+            time.sleep(0.1)
+        assert entry["last_status"] == 403
         assert agent.stop() == 0
 
 

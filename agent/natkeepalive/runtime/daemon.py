@@ -663,6 +663,7 @@ class Daemon:
                 "public_address": None if public is None else public[0],
                 "public_port": None if public is None else public[1],
                 "rtt_ms": engine.last_rtt_ms,
+                "last_status": engine.last_status,  # a 403 under require_2xx has an RTT too
                 "interval_s": round(engine.interval, 3),
                 "last_response_at": wall_of(engine.last_response_at),
                 "last_change_at": wall_of(engine.tracker.changed_at),
