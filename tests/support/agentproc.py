@@ -34,6 +34,11 @@ def run_cli(*args: str, timeout: float = 30.0, env: dict[str, str] | None = None
                           env=agent_env(env))
 
 
+def severity(line: str) -> str:
+    """The severity word of a `--log stderr` line: `[TIME ]SEVERITY: event=...`."""
+    return line.partition(": ")[0].rpartition(" ")[2]
+
+
 class Agent:
     """`with Agent(config_path, status_path) as agent: agent.wait_for("binding-learned")`."""
 
@@ -90,7 +95,7 @@ class Agent:
         with self._cond:
             lines = list(self.lines)
         return [parse_line(line)[0] for line in lines if "event=" in line
-                and (include_debug or not line.startswith("debug"))]
+                and (include_debug or severity(line) != "debug")]
 
     def wait_for(self, name: str, timeout: float = 15.0, count: int = 1,
                  **fields: Any) -> dict[str, str | None]:
