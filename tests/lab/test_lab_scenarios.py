@@ -184,16 +184,18 @@ def test_1_learned_public_mapping_is_the_routers(
     agent.wait_for("reachable", timeout=5)
     agent.signal(signal.SIGUSR1)
     agent.wait_for("probe-answered", count=2, timeout=6)  # the 3-s promotion keepalive
+    table = run_cli("status", "--status-file", str(agent.status))  # while it runs
     assert agent.stop() == 0
     entry = agent.binding()
     assert (entry["public"], entry["public_address"], entry["public_port"]) == \
         (public, netlab.ROUTER_WAN_IP, mapping[1])
     assert entry["state"] == "reachable" and entry["server"] == KAMAILIO
     assert entry["local"] == f"{netlab.LAN_IP}:{SOURCE_PORT}"
-    table = run_cli("status", "--status-file", str(agent.status))
     assert table.returncode == 0
     row = [line for line in table.stdout.splitlines() if line.startswith("provider")]
     assert len(row) == 1 and row[0].split()[1:3] == ["reachable", public]
+    # once stopped, the file left behind is not taken for a running agent
+    assert run_cli("status", "--status-file", str(agent.status)).returncode == 3
 
 
 def test_2_kept_alive_through_three_nat_timeouts(

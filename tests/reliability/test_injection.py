@@ -140,9 +140,11 @@ def test_hostile_answers_reach_no_log_line_raw_and_no_shell(tmp_path: Path) -> N
                 time.sleep(0.1)
             assert server.requests >= 2 * count + 4, "the agent stopped asking"
             assert agent.proc.poll() is None
+            # the table while the agent runs: once stopped, `status` says it is not running
+            table = run_cli("status", "--status-file", str(tmp_path / "status.json"))
+            assert table.returncode == 0 and table.stdout, table.stderr
             assert agent.stop() == 0
         status = json.loads((tmp_path / "status.json").read_text())["bindings"][0]
-        table = run_cli("status", "--status-file", str(tmp_path / "status.json"))
     assert not Path(marker).exists(), "a payload ran in a shell"
     names = check_lines(agent.lines)
     assert names[0] == "started" and names[-1] == "stopped"
