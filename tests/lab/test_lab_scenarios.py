@@ -486,9 +486,11 @@ def test_9_lan_address_change_rebinds_the_socket(
     assert agent.stop() == 0
     names = agent.names()
     assert names.count("send-failed") <= (1 if bind == "interface" else 0)
+    # SIGUSR2 leaves its own event, before the check it asked for
+    hint = ["signal-received"] if bind == "wildcard" else []
     assert [n for n in names if n != "send-failed"] == [
-        "started", "binding-learned", "reachable", "local-address-changed", "binding-learned",
-        "stopped"]
+        "started", "binding-learned", "reachable", *hint, "local-address-changed",
+        "binding-learned", "stopped"]
     entry = agent.binding()
     assert entry["local"] == f"{LAN_2}:{SOURCE_PORT}" and entry["state"] == "reachable"
     assert entry["public"] == relearned["public"]
