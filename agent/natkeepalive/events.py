@@ -99,6 +99,23 @@ class StatusWriteRecovered(Event):
 
 
 @dataclass(frozen=True)
+class MetricsWriteFailed(Event):
+    """The metrics file could not be written (or removed when it was turned off)."""
+
+    NAME: ClassVar[str] = "metrics-write-failed"
+    SEVERITY: ClassVar[int] = ERR
+    file: str
+    error: str
+
+
+@dataclass(frozen=True)
+class MetricsWriteRecovered(Event):
+    NAME: ClassVar[str] = "metrics-write-recovered"
+    SEVERITY: ClassVar[int] = NOTICE
+    file: str
+
+
+@dataclass(frozen=True)
 class HookFailed(Event):
     """A hook command that could not start, exited non-zero, timed out, or events it missed."""
 
@@ -359,7 +376,8 @@ ALL_EVENTS: dict[str, type[Event]] = {
     cls.NAME: cls
     for cls in (
         Started, Stopped, Reloaded, ConfigRejected, SignalReceived, StatusWriteFailed,
-        StatusWriteRecovered, HookFailed, SyslogUnavailable, SyslogRecovered, DatagramsDropped,
+        StatusWriteRecovered, MetricsWriteFailed, MetricsWriteRecovered, HookFailed,
+        SyslogUnavailable, SyslogRecovered, DatagramsDropped,
         BindingLearned, BindingChanged, BindingExpired,
         BindingFlapping, RportUnsupported, InboundCheckUnsupported, Reachable, Lagged, Unreachable,
         LocalAddressChanged, NoLocalAddress, ResolveFailed, ResolveRecovered, SendFailed,

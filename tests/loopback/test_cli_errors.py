@@ -101,6 +101,8 @@ CASES: list[tuple[list[str], int]] = [
     (["status", "--status-file", "{list}"], 1), (["status", "--status-file", "{root}"], 1),
     (["status", "--status-file", "{stopped}"], 3), (["status", "--status-file", "{dead}"], 3),
     (["status", "--status-file", "{dead}", "--json"], 3), (["status", "--status-file"], 2),
+    # collectd
+    (["collectd", "--once", "--status-file", "{missing}"], 1), (["collectd", "--bogus"], 2),
     # probe: targets, options, local addresses, ports
     (["probe"], 2), (["probe", "tel:+123"], 2), (["probe", "sips:example.net"], 2),
     (["probe", "127.0.0.1:99999"], 2), (["probe", ""], 2), (["probe", "[::1"], 2),
@@ -161,7 +163,7 @@ def test_error_path(case: tuple[list[str], int], world: dict[str, str]) -> None:
 def test_help_lists_every_option_with_what_it_does() -> None:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
-    assert set(subparsers.choices) == {"run", "probe", "discover", "check", "status"}
+    assert set(subparsers.choices) == {"run", "probe", "discover", "check", "status", "collectd"}
     for name, sub in subparsers.choices.items():
         text = run_cli(name, "--help").stdout
         assert EXIT_CODES.split(";")[0] in " ".join(text.split()), name

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from natkeepalive.runtime.logsink import parse_line
 from tests.loopback.test_daemon import free_port, write_config
 from tests.support.agentproc import Agent, run_cli
 from tests.support.promtext import label_sets, parse, value
@@ -140,7 +141,7 @@ def test_a_metrics_file_that_cannot_be_written_is_said_once(
             agent.signal(signal.SIGUSR1)
         agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 2)
         assert agent.stop() == 0
-    said = [line for line in agent.lines if "cannot write metrics file" in line]
+    said = [line for line in agent.lines if "event=metrics-write-failed " in line]
     assert len(said) == 1, said
-    assert str(metrics) in said[0]
+    assert parse_line(said[0])[1]["file"] == str(metrics)
     assert (tmp_path / "status.json").exists()  # the status file is not held up by it

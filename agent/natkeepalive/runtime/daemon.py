@@ -720,14 +720,14 @@ class Daemon:
             self._metrics.write(path, self.slots, self.autos, self.cause_counts,
                                 self.started_at, self.wall(), now)
         except OSError as exc:
-            error = f"cannot write metrics file {path}: {exc.strerror or exc}"
+            error = str(exc.strerror or exc)
             if error != self._metrics_error:
                 self._metrics_error = error
-                self.sink.emit_text(ev.ERR, error)
+                self.sink.emit(ev.MetricsWriteFailed(path, error))
             return
         if self._metrics_error is not None:
             self._metrics_error = None
-            self.sink.emit_text(ev.NOTICE, f"metrics file {path} written again")
+            self.sink.emit(ev.MetricsWriteRecovered(path))
 
     def _remove_metrics(self, path: str | None) -> None:
         if path:
@@ -736,8 +736,8 @@ class Daemon:
             try:
                 remove_metrics(path)
             except OSError as exc:
-                self.sink.emit_text(ev.ERR, f"cannot remove metrics file {path}: "
-                                            f"{exc.strerror or exc}")
+                self.sink.emit(ev.MetricsWriteFailed(path, f"cannot remove: "
+                                                           f"{exc.strerror or exc}"))
 
     # ------------------------------------------------------------------ signals
 
