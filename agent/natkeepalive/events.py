@@ -100,7 +100,7 @@ class StatusWriteRecovered(Event):
 
 @dataclass(frozen=True)
 class MetricsWriteFailed(Event):
-    """The metrics file could not be written (or removed when it was turned off)."""
+    """The metrics file could not be written; reported once per outage."""
 
     NAME: ClassVar[str] = "metrics-write-failed"
     SEVERITY: ClassVar[int] = ERR
@@ -113,6 +113,16 @@ class MetricsWriteRecovered(Event):
     NAME: ClassVar[str] = "metrics-write-recovered"
     SEVERITY: ClassVar[int] = NOTICE
     file: str
+
+
+@dataclass(frozen=True)
+class MetricsRemoveFailed(Event):
+    """`metrics_file` was turned off (or the agent stopped) and its file could not be removed."""
+
+    NAME: ClassVar[str] = "metrics-remove-failed"
+    SEVERITY: ClassVar[int] = ERR
+    file: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -376,7 +386,8 @@ ALL_EVENTS: dict[str, type[Event]] = {
     cls.NAME: cls
     for cls in (
         Started, Stopped, Reloaded, ConfigRejected, SignalReceived, StatusWriteFailed,
-        StatusWriteRecovered, MetricsWriteFailed, MetricsWriteRecovered, HookFailed,
+        StatusWriteRecovered, MetricsWriteFailed, MetricsWriteRecovered,
+        MetricsRemoveFailed, HookFailed,
         SyslogUnavailable, SyslogRecovered, DatagramsDropped,
         BindingLearned, BindingChanged, BindingExpired,
         BindingFlapping, RportUnsupported, InboundCheckUnsupported, Reachable, Lagged, Unreachable,

@@ -126,7 +126,8 @@ def test_the_agent_runs_it_and_reports_its_failure(
         server.status = 503
         responder.configure(rport=port + 2)
         agent.wait_for("binding-changed", count=2)
-        problem = wait_line(agent, f"hook {hook} binding-changed: exit status 1", 15)
+        problem = wait_line(agent, f"event=hook-failed command={hook} "
+                                   'error="binding-changed: exit status 1', 15)
         assert "503" in problem  # curl's own complaint comes first
         agent.stop()
 

@@ -155,7 +155,7 @@ def test_error_path(case: tuple[list[str], int], world: dict[str, str]) -> None:
     if expected == 0:
         return
     # one line, naming the problem
-    problems = [line for line in lines if line.startswith("nat-keepalive: ")]
+    problems = [line for line in lines if line.startswith("nat-keepalive")]
     assert len(problems) == 1, lines
     assert len(lines) == 1 or args[0] in ("run", "discover"), lines
 

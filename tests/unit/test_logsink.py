@@ -51,6 +51,8 @@ EXPECTED = [
      'event=metrics-write-failed file=/var/lib/x.prom error="Permission denied"'),
     (ev.MetricsWriteRecovered("/var/lib/x.prom"),
      "event=metrics-write-recovered file=/var/lib/x.prom"),
+    (ev.MetricsRemoveFailed("/var/lib/x.prom", "Permission denied"),
+     'event=metrics-remove-failed file=/var/lib/x.prom error="Permission denied"'),
     (ev.HookFailed("/etc/nat-keepalive/hook", "reachable: exit status 3"),
      'event=hook-failed command=/etc/nat-keepalive/hook error="reachable: exit status 3"'),
     (ev.SyslogUnavailable("/dev/log", "[Errno 111] Connection refused"),

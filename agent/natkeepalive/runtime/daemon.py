@@ -736,8 +736,7 @@ class Daemon:
             try:
                 remove_metrics(path)
             except OSError as exc:
-                self.sink.emit(ev.MetricsWriteFailed(path, f"cannot remove: "
-                                                           f"{exc.strerror or exc}"))
+                self.sink.emit(ev.MetricsRemoveFailed(path, str(exc.strerror or exc)))
 
     # ------------------------------------------------------------------ signals
 
