@@ -12,10 +12,13 @@ never share them, and the host's copies are never touched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -180,7 +183,26 @@ class Ejabberd(StackServer):
 
     def stop(self) -> None:
         super().stop()
-        # epmd, started by the Erlang VM, has left the process group: the next start reuses it.
+        # ejabberdctl runs the Erlang VM through su as the ejabberd user, in a session of its
+        # own that the process-group kill misses: its processes in this lab's server namespace
+        # are killed by pid (epmd too; the next start brings its own).
+        uid = pwd.getpwnam("ejabberd").pw_uid
+        for _ in range(50):
+            pids = [pid for pid in self.lab.namespace_pids("wan") if _owner(pid) == uid]
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        raise LabError("ejabberd's processes survive SIGKILL")
+
+
+def _owner(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
 
 
 class Baresip(StackServer):

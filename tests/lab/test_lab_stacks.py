@@ -1,0 +1,295 @@
+"""The agent against real SIP stacks as shipped, behind a real Linux NAT, with three faults.
+
+One timed run per (stack, NAT mode), each in its own lab (tests/lab/stacks.py starts the
+stacks), all runs at once in threads: the faults come one after the other in every run.
+
+    learn     the agent starts; its first keepalive is answered (and the 3-s promotion one)
+    reboot    `conntrack -F` on the router (a NAT reboot)
+    timeout   the router's UDP timeouts shrink to NAT_SHORT (4 s) under a 6-s interval, then
+              grow back once the agent has reported the expiry (or after OBSERVE seconds)
+    outage    the server is stopped until the agent reports `unreachable`, then started again
+
+The agent runs with the default configuration except the timings (interval 6 s, jitter 0,
+timeout 1 s, retry_interval 1 s): in particular its default inbound-check cadence.
+
+EXPECTED says per cell what the agent must log in each fault, and what it must say in its status
+when it cannot prove an expiry. What no cell may ever show: a public address other than the
+router's, an `unreachable` while the server is up, a public port other than the NAT's mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from tests.lab import netlab, stacks
+from tests.lab.netlab import Lab
+from tests.support.agentproc import Agent
+from tests.support.tools import find_tool, require_root, require_tool
+
+pytestmark = pytest.mark.lab
+
+SOURCE_PORT = 5062
+INTERVAL = 6
+SETTINGS = {"interval": INTERVAL, "jitter": 0, "timeout": 1.0, "retry_interval": 1,
+            "fail_threshold": 2}
+NAT_LONG = (20, 20)   # well above the interval: kept alive
+NAT_SHORT = (4, 4)    # below it: every idle cycle expires
+# How long a fault is watched when nothing is to be reported: two full cycles and some slack.
+OBSERVE = 2 * INTERVAL + 3
+# When something is to be reported: within two cycles (one to notice, one for a check's answer).
+REPORT_WITHIN = 2 * INTERVAL + 4
+WORKERS = int(os.environ.get("NK_STACK_WORKERS", "9"))
+
+Fields = dict[str, Optional[str]]
+
+# --- what each cell must show ---------------------------------------------------------------------
+# reboot / timeout: the event that must follow the fault ("binding-changed", "binding-expired"),
+# or None when the agent cannot prove it with this server: then `detection` is the status's
+# expiry_detection value that says why. `public` is False where the server sends no `received`.
+# `core`: the cell passes only with the core fixes of the same issue (expected-after-core).
+
+
+@dataclass(frozen=True)
+class Expect:
+    reboot: str | None
+    timeout: str | None
+    detection: str | None = None
+    public: bool = True
+    core: bool = False
+
+
+CHANGED, EXPIRED = "binding-changed", "binding-expired"
+EXPECTED: dict[tuple[str, str], Expect] = {
+    ("kamailio-stock", "preserve"): Expect(None, None, "server-forces-rport", core=True),
+    ("kamailio-stock", "random"): Expect(CHANGED, CHANGED),
+    ("kamailio-sentby", "preserve"): Expect(EXPIRED, EXPIRED),
+    ("kamailio-sentby", "random"): Expect(CHANGED, CHANGED),
+    ("ejabberd", "preserve"): Expect(None, None, "server-forces-rport", core=True),
+    ("ejabberd", "random"): Expect(CHANGED, CHANGED),
+    ("baresip", "preserve"): Expect(EXPIRED, EXPIRED, core=True),
+    ("baresip", "random"): Expect(CHANGED, CHANGED),
+    ("linphone", "preserve"): Expect(EXPIRED, EXPIRED, core=True),
+    ("linphone", "random"): Expect(CHANGED, CHANGED),
+    ("sipp", "preserve"): Expect(None, None, "no-received", public=False, core=True),
+    ("sipp", "random"): Expect(None, None, "no-received", public=False, core=True),
+    ("node-sip", "preserve"): Expect(None, None, "server-forces-rport", core=True),
+    ("node-sip", "random"): Expect(CHANGED, CHANGED),
+    ("perl-net-sip", "preserve"): Expect(None, None, "server-forces-rport", core=True),
+    ("perl-net-sip", "random"): Expect(CHANGED, CHANGED),
+}
+CELLS = sorted(EXPECTED)
+
+
+# --- one timed run ------------------------------------------------------------------------------
+
+class LabAgent(Agent):
+    def __init__(self, lab: Lab, config: Path) -> None:
+        ip = find_tool("ip") or "/usr/sbin/ip"
+        super().__init__(config, Path(lab.tmpdir) / "status.json",
+                         prefix=(ip, "netns", "exec", lab.ns["lan"]))
+
+    def after(self, since: float, name: str | None = None) -> list[tuple[float, str, Fields]]:
+        return [(t, n, f) for _, t, n, f in self.timeline()
+                if t >= since and (name is None or n == name)]
+
+    def wait_after(self, since: float, name: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.after(since, name):
+                return True
+            if self.proc.poll() is not None:
+                return False
+            time.sleep(0.1)
+        return False
+
+    def read_status(self) -> dict[str, Any]:
+        entry: dict[str, Any] = json.loads(self.status.read_text())["bindings"][0]
+        return entry
+
+
+@dataclass
+class CellRun:
+    stack: str
+    nat: str
+    marks: dict[str, float] = field(default_factory=dict)
+    events: list[tuple[float, str, Fields]] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    mapping: tuple[str, int] | None = None
+    error: str | None = None
+    log: str = ""
+
+    def during(self, phase: str, name: str | None = None) -> list[Fields]:
+        order = ["learn", "reboot", "timeout", "outage", "end"]
+        start = self.marks.get(phase, float("inf"))
+        following = order[order.index(phase) + 1:]
+        end = min([self.marks[p] for p in following if p in self.marks] or [float("inf")])
+        return [f for t, n, f in self.events
+                if start <= t < end and (name is None or n == name)]
+
+    def names(self, phase: str) -> list[str]:
+        order = ["learn", "reboot", "timeout", "outage", "end"]
+        start = self.marks.get(phase, float("inf"))
+        following = order[order.index(phase) + 1:]
+        end = min([self.marks[p] for p in following if p in self.marks] or [float("inf")])
+        return [n for t, n, _ in self.events if start <= t < end and n != "probe-sent"]
+
+
+def nat_mapping(lab: Lab, dport: int) -> tuple[str, int] | None:
+    """The public address:port of the flow lan:SOURCE_PORT -> server:dport (conntrack's reply
+    tuple)."""
+    for line in lab.udp_entries():
+        values: dict[str, list[str]] = {}
+        for item in line.split():
+            key, _, value = item.partition("=")
+            values.setdefault(key, []).append(value)
+        if values.get("src", [""])[0] == lab.lan_ip and values.get("sport", [""])[0] == \
+                str(SOURCE_PORT) and values.get("dport", [""])[0] == str(dport):
+            return values["dst"][1], int(values["dport"][1])
+    return None
+
+
+def write_config(lab: Lab, port: int) -> Path:
+    lines = ["log: {target: stderr, level: debug}", "defaults:"]
+    lines += [f"  {key}: {json.dumps(value)}" for key, value in SETTINGS.items()]
+    lines += ["bindings:", "  - name: provider", f"    server: {netlab.SERVER_IP}:{port}",
+              f"    source_port: {SOURCE_PORT}"]
+    path = Path(lab.tmpdir) / "config.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_cell(stack: str, nat: str, stop: threading.Event) -> CellRun:
+    run = CellRun(stack, nat)
+    expect = EXPECTED[(stack, nat)]
+    with Lab() as lab:
+        agent: LabAgent | None = None
+        try:
+            lab.set_nat(random=nat == "random")
+            lab.set_udp_timeouts(*NAT_LONG)
+            server = stacks.start_stack(lab, stack)
+            agent = LabAgent(lab, write_config(lab, server.port))
+            run.marks["learn"] = time.monotonic()
+            if not agent.wait_after(0, "probe-answered", 10):
+                raise AssertionError("the first keepalive was not answered")
+            time.sleep(4)  # the promotion keepalive 3 s after the first one
+
+            run.marks["reboot"] = time.monotonic()
+            lab.flush_conntrack()
+            if expect.reboot:
+                agent.wait_after(run.marks["reboot"], expect.reboot, REPORT_WITHIN)
+            else:
+                time.sleep(OBSERVE)
+            agent.wait_after(time.monotonic(), "probe-answered", INTERVAL + 3)
+
+            run.marks["timeout"] = time.monotonic()
+            lab.set_udp_timeouts(*NAT_SHORT)
+            if expect.timeout:
+                agent.wait_after(run.marks["timeout"], expect.timeout, REPORT_WITHIN + INTERVAL)
+            else:
+                time.sleep(OBSERVE + INTERVAL)
+            lab.set_udp_timeouts(*NAT_LONG)
+            agent.wait_after(time.monotonic(), "probe-answered", INTERVAL + 3)
+
+            run.marks["outage"] = time.monotonic()
+            server.stop()
+            agent.wait_after(run.marks["outage"], "unreachable", INTERVAL + 8)
+            run.marks["back"] = time.monotonic()
+            server.start()
+            run.marks["up"] = time.monotonic()
+            agent.wait_after(run.marks["up"], "reachable", INTERVAL + 4)
+            agent.wait_after(time.monotonic(), "probe-answered", INTERVAL + 3)
+            run.marks["end"] = time.monotonic()
+            run.mapping = nat_mapping(lab, server.port)
+            run.status = agent.read_status()
+        except Exception as exc:  # reported by the cell's test, with the agent's log
+            run.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if agent is not None:
+                agent.kill()
+                run.events = [(t, n, f) for _, t, n, f in agent.timeline()]
+                run.log = "\n".join(agent.lines[-200:])
+    return run
+
+
+# --- the runs, all at once, then one test per cell ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def matrix(request: pytest.FixtureRequest) -> Iterator[dict[tuple[str, str], CellRun]]:
+    require_root()
+    for tool in ("ip", "nft", "conntrack"):
+        require_tool(tool)
+    wanted = sorted({tuple(item.callspec.params["cell"].split("/"))  # type: ignore[attr-defined]
+                     for item in request.session.items
+                     if item.module is sys.modules[__name__] and hasattr(item, "callspec")
+                     and "cell" in item.callspec.params})
+    for stack, _ in wanted:
+        for tool in stacks.STACKS[stack][1]:
+            require_tool(tool)
+    netlab.cleanup_stale()
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        futures = {cell: pool.submit(run_cell, cell[0], cell[1], stop) for cell in wanted}
+        results = {cell: future.result() for cell, future in futures.items()}
+    out = os.environ.get("NK_STACK_RESULTS")
+    if out:
+        Path(out).write_text(json.dumps(
+            {f"{s}/{n}": {"marks": r.marks, "events": r.events, "status": r.status,
+                          "mapping": r.mapping, "error": r.error}
+             for (s, n), r in results.items()}, indent=1, default=str))
+    yield results
+
+
+@pytest.mark.parametrize("cell", [f"{s}/{n}" for s, n in CELLS])
+def test_stack_cell(cell: str, matrix: dict[tuple[str, str], CellRun]) -> None:
+    stack, nat = cell.split("/")
+    expect = EXPECTED[(stack, nat)]
+    run = matrix[(stack, nat)]
+    context = f"{cell}: log tail:\n{run.log}"
+    assert run.error is None, f"{run.error}\n{context}"
+    router = netlab.ROUTER_WAN_IP
+
+    # Nothing invented: every public address the agent states is the router's.
+    for _, name, fields in run.events:
+        for key in ("public", "new", "old"):
+            value = fields.get(key) if name.startswith("binding-") else None
+            if value:
+                assert value.rsplit(":", 1)[0] == router, f"{name} {key}={value}\n{context}"
+    learned = [f for _, n, f in run.events if n == "binding-learned"]
+    if expect.public:
+        assert learned, f"no binding-learned\n{context}"
+        public = run.status.get("public")
+        assert run.mapping is not None and public == f"{run.mapping[0]}:{run.mapping[1]}", \
+            f"status public={public}, conntrack {run.mapping}\n{context}"
+    else:
+        assert not learned, f"a public address without `received`: {learned}\n{context}"
+        assert not run.status.get("public"), f"status public={run.status.get('public')}\n{context}"
+
+    # No false unreachable: only between the server's stop and its restart (plus one cycle).
+    for when, name, _ in run.events:
+        if name == "unreachable":
+            assert run.marks["outage"] <= when <= run.marks["up"] + INTERVAL, \
+                f"unreachable while the server was up\n{context}"
+    assert run.during("outage", "unreachable"), f"the outage was not reported\n{context}"
+    back = [t for t, n, _ in run.events if n == "reachable" and t >= run.marks["up"]]
+    assert back, f"no reachable after the server came back\n{context}"
+
+    for phase, wanted in (("reboot", expect.reboot), ("timeout", expect.timeout)):
+        found = run.names(phase)
+        if wanted:
+            assert wanted in found, f"{phase}: no {wanted}; saw {found}\n{context}"
+    if expect.detection:
+        assert run.status.get("expiry_detection") == expect.detection, \
+            f"expiry_detection={run.status.get('expiry_detection')}\n{context}"
+    # Outside the faults the binding stays put: no change or expiry while learning.
+    assert not [n for n in run.names("learn") if n in (CHANGED, EXPIRED)], context
