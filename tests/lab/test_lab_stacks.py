@@ -237,6 +237,85 @@ def run_cell(stack: str, nat: str, stop: threading.Event) -> CellRun:
     return run
 
 
+# --- coturn: a STUN server, which the agent does not speak (yet) --------------------------------
+
+STUN_COOKIE = 0x2112A442
+XOR_MAPPED_ADDRESS, RESPONSE_PORT, ERROR_CODE = 0x0020, 0x0027, 0x0009
+
+
+def stun_binding(txid: bytes, response_port: int | None = None) -> bytes:
+    attrs = b""
+    if response_port is not None:  # RFC 5780: answer to this port of the request's source
+        attrs = RESPONSE_PORT.to_bytes(2, "big") + (4).to_bytes(2, "big") + \
+            response_port.to_bytes(2, "big") + b"\x00\x00"
+    header = b"\x00\x01" + len(attrs).to_bytes(2, "big") + STUN_COOKIE.to_bytes(4, "big")
+    return header + txid + attrs
+
+
+def stun_attributes(message: bytes) -> dict[int, bytes]:
+    attrs: dict[int, bytes] = {}
+    offset = 20
+    while offset + 4 <= len(message):
+        kind = int.from_bytes(message[offset:offset + 2], "big")
+        size = int.from_bytes(message[offset + 2:offset + 4], "big")
+        attrs.setdefault(kind, message[offset + 4:offset + 4 + size])
+        offset += 4 + size + (-size % 4)
+    return attrs
+
+
+def xor_mapped(value: bytes) -> tuple[str, int]:
+    port = int.from_bytes(value[2:4], "big") ^ (STUN_COOKIE >> 16)
+    address = int.from_bytes(value[4:8], "big") ^ STUN_COOKIE
+    return ".".join(str((address >> s) & 255) for s in (24, 16, 8, 0)), port
+
+
+@dataclass
+class CoturnRun:
+    mapped: tuple[str, int] | None = None
+    mapping: tuple[str, int] | None = None
+    response_port: str = ""
+    events: list[tuple[float, str, Fields]] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    log: str = ""
+
+
+def run_coturn() -> CoturnRun:
+    run = CoturnRun()
+    with Lab() as lab:
+        agent: LabAgent | None = None
+        try:
+            server = stacks.start_stack(lab, "coturn")
+            shell = lab.udp_shell()
+            shell.open("binding", port=SOURCE_PORT)
+            shell.open("other", port=SOURCE_PORT + 1)
+            answer = shell.exchange("binding", stun_binding(os.urandom(12)), port=server.port)
+            if answer is None:
+                raise AssertionError("coturn did not answer a Binding request")
+            run.mapped = xor_mapped(stun_attributes(answer)[XOR_MAPPED_ADDRESS])
+            run.mapping = nat_mapping(lab, server.port)
+            # The RFC 5780 proof the agent might use one day: ask for the answer on the
+            # binding's port. With one listening address coturn has RFC 5780 off.
+            shell.send("other", stun_binding(os.urandom(12), SOURCE_PORT), port=server.port)
+            got = shell.recv(2.0, wait_all=True)
+            run.response_port = ", ".join(
+                f"{sock}:{'error' if ERROR_CODE in stun_attributes(data) else 'success'}"
+                for sock, data, _ in got) or "no answer"
+            shell.close_socket("binding")
+            shell.close_socket("other")
+            agent = LabAgent(lab, write_config(lab, server.port))
+            agent.wait_after(0, "unreachable", 3 * INTERVAL)
+            run.status = agent.read_status()
+        except Exception as exc:
+            run.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if agent is not None:
+                agent.kill()
+                run.events = [(t, n, f) for _, t, n, f in agent.timeline()]
+                run.log = "\n".join(agent.lines[-100:])
+    return run
+
+
 # --- the runs, all at once, then one test per cell ----------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -254,14 +333,15 @@ def matrix(request: pytest.FixtureRequest) -> Iterator[dict[tuple[str, str], Cel
     netlab.cleanup_stale()
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        coturn = pool.submit(run_coturn)
         futures = {cell: pool.submit(run_cell, cell[0], cell[1], stop) for cell in wanted}
-        results = {cell: future.result() for cell, future in futures.items()}
+        results: dict[Any, Any] = {cell: future.result() for cell, future in futures.items()}
+        results["coturn"] = coturn.result()
     out = os.environ.get("NK_STACK_RESULTS")
     if out:
         Path(out).write_text(json.dumps(
-            {f"{s}/{n}": {"marks": r.marks, "events": r.events, "status": r.status,
-                          "mapping": r.mapping, "error": r.error}
-             for (s, n), r in results.items()}, indent=1, default=str))
+            {"/".join(key) if isinstance(key, tuple) else key: vars(run)
+             for key, run in results.items()}, indent=1, default=str))
     yield results
 
 
@@ -315,3 +395,18 @@ def test_stack_cell(cell: str, matrix: dict[tuple[str, str], CellRun]) -> None:
     for phase in ("learn", "outage"):
         assert not [n for n in run.names(phase) if n in (CHANGED, EXPIRED)], \
             f"{phase}: a change or expiry that did not happen\n{context}"
+
+
+def test_coturn_stun_server(matrix: dict[Any, Any]) -> None:
+    """coturn with Debian's config maps the binding as the NAT does; the agent, which speaks only
+    SIP, gets no answer from it and says so (unreachable), inventing nothing."""
+    run: CoturnRun = matrix["coturn"]
+    context = f"coturn: log tail:\n{run.log}"
+    assert run.error is None, f"{run.error}\n{context}"
+    assert run.mapped is not None and run.mapped == run.mapping, (run.mapped, run.mapping)
+    # With one listening address coturn leaves RFC 5780 off: RESPONSE-PORT is ignored and the
+    # answer goes to the sender, so it cannot prove a binding from outside here.
+    assert run.response_port == "other:success", run.response_port
+    names = [n for _, n, _ in run.events]
+    assert "unreachable" in names, context
+    assert "binding-learned" not in names and not run.status.get("public"), context
