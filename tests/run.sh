@@ -10,13 +10,19 @@ declare -A tools=(
   [kamailio]=kamailio [nft]=nftables [conntrack]=conntrack [ip]=iproute2 [sipp]=sip-tester
   [tshark]=tshark [rsyslogd]=rsyslog [busybox]=busybox [shellcheck]=shellcheck [lintian]=lintian
   [sipsak]=sipsak [systemd-analyze]=systemd [dpkg-deb]=dpkg
+  # the NAT lab's matrix of real SIP stacks (tests/lab/test_lab_stacks.py)
+  [ejabberdctl]=ejabberd [baresip]=baresip [linphonec]=linphone-cli [turnserver]=coturn
+  [node]=nodejs [npm]=npm
 )
 missing=()
 for tool in "${!tools[@]}"; do
   PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || missing+=("${tools[$tool]}")
 done
-# Debian's own python3 needs PyYAML for the installed .deb check
-dpkg -s python3-yaml >/dev/null 2>&1 || missing+=(python3-yaml)
+# Debian's own python3 needs PyYAML for the installed .deb check; the stack matrix needs
+# ejabberd's SIP library and Perl's Net::SIP, which bring no command of their own
+for package in python3-yaml erlang-p1-sip libnet-sip-perl; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
 if ((${#missing[@]})); then
   if [ "$(id -u)" -eq 0 ]; then
     echo "installing: ${missing[*]}"
@@ -27,6 +33,26 @@ if ((${#missing[@]})); then
   else
     echo "not root: cannot install ${missing[*]} (tests that need them fail under CI=true)" >&2
   fi
+fi
+
+# The services these packages bring are never started by the tests' host, only inside labs
+# (ejabberd, coturn); a machine without policy-rc.d may have started them: stopped here.
+if [ "$(id -u)" -eq 0 ]; then
+  for service in ejabberd coturn; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q "$service" 2>/dev/null; then
+      systemctl stop "$service" || true
+    fi
+  done
+fi
+
+# --- npm's sip for the stack matrix, pinned (keep in step with tests/lab/stacks.py) -----------
+node_prefix=/var/cache/nat-keepalive-lab/node
+node_sip=0.0.6
+if [ "$(id -u)" -eq 0 ] && command -v npm >/dev/null 2>&1 &&
+   ! grep -qs "\"version\": \"$node_sip\"" "$node_prefix/node_modules/sip/package.json"; then
+  echo "installing: npm sip@$node_sip into $node_prefix"
+  mkdir -p "$node_prefix"
+  npm install --prefix "$node_prefix" --no-audit --no-fund --no-save --silent "sip@$node_sip"
 fi
 
 # --- the project and its test dependencies --------------------------------------------------------
@@ -42,12 +68,14 @@ echo "== pytest"
 if [ $# -gt 0 ]; then
   exec python3 -m pytest -q -p no:cacheprovider "$@"
 fi
-# Most of the suite waits for real NAT timeouts, not for the CPU, so it runs as three pytest
+# Most of the suite waits for real NAT timeouts, not for the CPU, so it runs as four pytest
 # processes at once: the lab scenarios, the lab's long runs (lifetime discovery, injected
-# faults) and everything else. Each one's output is shown in turn; one closing line sums them.
+# faults), the matrix of real SIP stacks (its cells run in parallel inside it) and everything
+# else. Each one's output is shown in turn; one closing line sums them.
 streams=(
   "tests/lab/test_lab_scenarios.py tests/lab/test_lab_harness.py"
   "tests/lab/test_lab_lifetime.py tests/reliability/test_lab_faults.py tests/reliability/test_nothing_lost.py"
+  "tests/lab/test_lab_stacks.py"
   "tests --ignore=tests/lab --ignore=tests/reliability/test_lab_faults.py --ignore=tests/reliability/test_nothing_lost.py"
 )
 logs=()

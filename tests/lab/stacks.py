@@ -13,6 +13,8 @@ never share them, and the host's copies are never touched.
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import os
 import pwd
 import shutil
@@ -49,6 +51,26 @@ STACKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "coturn": ("coturn 4.6 with Debian's /etc/turnserver.conf (a STUN server, not SIP)",
                ("turnserver",)),
 }
+
+
+def missing(name: str) -> str | None:
+    """What the stack needs beyond its tools and is not installed (tests/run.sh installs it)."""
+    if name == "ejabberd" and not glob.glob("/usr/lib/erlang/lib/p1_sip-*"):
+        return "erlang-p1-sip (ejabberd's SIP library)"
+    if name == "node-sip":
+        manifest = os.path.join(NODE_PREFIX, "node_modules", "sip", "package.json")
+        try:
+            with open(manifest) as handle:
+                version = json.load(handle).get("version")
+        except (OSError, ValueError):
+            version = None
+        if version != NODE_SIP_VERSION:
+            return f"npm sip@{NODE_SIP_VERSION} in {NODE_PREFIX}"
+    if name == "perl-net-sip":
+        done = subprocess.run(["perl", "-MNet::SIP", "-e", "1"], capture_output=True, check=False)
+        if done.returncode != 0:
+            return "libnet-sip-perl"
+    return None
 
 
 def _private_mounts(mounts: Sequence[tuple[str, str]], argv: Sequence[str]) -> list[str]:

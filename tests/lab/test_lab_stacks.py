@@ -327,9 +327,15 @@ def matrix(request: pytest.FixtureRequest) -> Iterator[dict[tuple[str, str], Cel
                      for item in request.session.items
                      if item.module is sys.modules[__name__] and hasattr(item, "callspec")
                      and "cell" in item.callspec.params})
-    for stack, _ in wanted:
+    for stack in sorted({stack for stack, _ in wanted} | {"coturn"}):
         for tool in stacks.STACKS[stack][1]:
             require_tool(tool)
+        lacking = stacks.missing(stack)
+        if lacking:
+            message = f"{stack} needs {lacking} (tests/run.sh installs it)"
+            if os.environ.get("CI") == "true":
+                pytest.fail(message)
+            pytest.skip(message)
     netlab.cleanup_stale()
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
