@@ -36,7 +36,7 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("wheel")
     src = base / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "MANIFEST.in"):
         shutil.copy2(ROOT / name, src / name)
     shutil.copytree(ROOT / "agent", src / "agent",
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
@@ -55,8 +55,12 @@ def test_sdist_is_what_the_openwrt_makefile_downloads(dist: Path) -> None:
     with tarfile.open(sdist) as tar:
         names = set(tar.getnames())
     prefix = f"{NAME}-{__version__}"
-    assert {f"{prefix}/pyproject.toml", f"{prefix}/README.md",
-            f"{prefix}/agent/natkeepalive/cli/main.py"} <= names
+    assert {f"{prefix}/pyproject.toml", f"{prefix}/README.md", f"{prefix}/LICENSE",
+            f"{prefix}/CHANGELOG.md", f"{prefix}/agent/natkeepalive/cli/main.py"} <= names
+    with tarfile.open(sdist) as tar:
+        member = tar.extractfile(f"{prefix}/LICENSE")
+        assert member is not None
+        assert member.read() == (ROOT / "LICENSE").read_bytes()
 
 
 def test_wheel_metadata_and_contents(dist: Path) -> None:
@@ -67,6 +71,10 @@ def test_wheel_metadata_and_contents(dist: Path) -> None:
         info = f"{NAME}-{__version__}.dist-info"
         metadata = zf.read(f"{info}/METADATA").decode()
         entry_points = zf.read(f"{info}/entry_points.txt").decode()
+        licenses = [n for n in names
+                    if n.startswith(f"{info}/") and n.rsplit("/", 1)[-1] == "LICENSE"]
+        assert len(licenses) == 1, sorted(names)
+        assert zf.read(licenses[0]) == (ROOT / "LICENSE").read_bytes()
     agent = ROOT / "agent"
     sources = {str(p.relative_to(agent)) for p in (agent / "natkeepalive").rglob("*.py")
                if "__pycache__" not in p.parts}
@@ -76,6 +84,10 @@ def test_wheel_metadata_and_contents(dist: Path) -> None:
     assert "Requires-Python: >=3.9" in metadata
     assert re.search(r"^Requires-Dist: PyYAML", metadata, re.M)
     assert re.search(r"^nat-keepalive = natkeepalive\.cli\.main:main$", entry_points, re.M)
+    # the long description is the short README, not a manual
+    body = metadata.split("\n\n", 1)[1]
+    assert body.strip() == (ROOT / "README.md").read_text(encoding="utf-8").strip()
+    assert len(body.splitlines()) <= 300
 
 
 def test_wheel_installs_in_a_fresh_venv_and_runs(dist: Path, tmp_path: Path) -> None:
