@@ -118,12 +118,16 @@ class RportUnsupported(Event):
 
 @dataclass(frozen=True)
 class InboundCheckUnsupported(Event):
-    """The server answered the inbound check on the probing socket: it forces rport."""
+    """Expiry on a port-preserving NAT cannot be proven against this server: `reason` says why
+    (it answered the check on the probing socket, i.e. it forces rport; or it never answered
+    the check), `remedy` what would make it possible."""
 
     NAME: ClassVar[str] = "inbound-check-unsupported"
     SEVERITY: ClassVar[int] = NOTICE
     binding: str
     server: str
+    reason: str = "server forces rport"
+    remedy: str = ""
 
 
 # --- reachability ----------------------------------------------------------------------------

@@ -110,12 +110,17 @@ def test_two_mappings_alternating_report_flapping_once() -> None:
 
 
 def test_server_ignoring_rport_reported_once_and_no_port_invented() -> None:
-    n = net()
+    """No rport value and no received (SIPp): nothing is learned. The sent-by host is the
+    agent's own LAN address, never reported as public."""
+    n = net(inbound_check=1)
     n.ignore_rport = True
     n.run_until(200)
     assert n.names().count("rport-unsupported") == 1
-    assert n.engine.public == ("192.168.77.2", None)
+    assert n.engine.public is None
+    assert "binding-learned" not in n.names()
     assert "binding-changed" not in n.names() and "binding-expired" not in n.names()
+    assert not [s for s in n.sent if s.channel == AUX]  # nothing to aim a check at
+    assert n.engine.expiry_detection.startswith("unsupported: ")
 
 
 def test_retransmissions_follow_t1_doubling_until_timeout() -> None:

@@ -49,8 +49,10 @@ EXPECTED = [
      "event=binding-flapping binding=p public=203.0.113.1:1 alternate=203.0.113.2:2"),
     (ev.RportUnsupported("p", "[2001:db8::1]:5060"),
      "event=rport-unsupported binding=p server=[2001:db8::1]:5060"),
-    (ev.InboundCheckUnsupported("p", "sip.example.net:5060"),
-     "event=inbound-check-unsupported binding=p server=sip.example.net:5060"),
+    (ev.InboundCheckUnsupported("p", "sip.example.net:5060", "server forces rport",
+                                "a server that answers to the sent-by port"),
+     "event=inbound-check-unsupported binding=p server=sip.example.net:5060 "
+     'reason="server forces rport" remedy="a server that answers to the sent-by port"'),
     (ev.Reachable("p", 0.41), "event=reachable binding=p rtt_ms=0.41"),
     (ev.Lagged("p", 2500.12345, 2000), "event=lagged binding=p rtt_ms=2500.123 threshold_ms=2000"),
     (ev.Unreachable("p", 2), "event=unreachable binding=p failures=2"),

@@ -42,10 +42,10 @@ def full_parses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
 def _read(answers: AnswerMemo, data: bytes) -> object:
     """What the engine reads (core/engine.py `_receive` and `_answered`), through the memo."""
     try:
-        branch, cseq, facts = answers.read(data)
+        branch, cseq, call_id, facts = answers.read(data)
     except SipParseError as exc:
         return str(exc)
-    return (branch, cseq, facts.status, facts.call_id, facts.cseq_method, facts.host,
+    return (branch, cseq, facts.status, call_id, facts.cseq_method, facts.host,
             facts.received, facts.rport, facts.flow_timer)
 
 
@@ -90,8 +90,28 @@ def test_the_next_keepalive_answer_is_read_not_parsed(full_parses: list[bytes]) 
     second = answers.read(again)
     assert full_parses == [KAMAILIO]
     assert second[:2] == (branch[:-4] + "beef", int(cseq) + 1)
-    assert second[2] is first[2]  # the facts noted at the full parse, not read again
+    assert second[3] is first[3]  # the facts noted at the full parse, not read again
     assert _read(answers, again) == _expected(again)
+
+
+def test_a_new_call_id_per_request_is_read_not_parsed(full_parses: list[bytes]) -> None:
+    """Every request has a Call-ID of its own: the answer echoing it still fits the shape, and
+    the Call-ID read is the datagram's, not the one noted at the full parse."""
+    answers = AnswerMemo()
+    old = parse_response(KAMAILIO).call_id
+    answers.read(KAMAILIO)
+    new_id = ("f" * len(old))
+    again = KAMAILIO.replace(f"Call-ID: {old}".encode(), f"Call-ID: {new_id}".encode())
+    assert again != KAMAILIO
+    assert answers.read(again)[2] == new_id
+    assert _read(answers, again) == _expected(again)
+    assert full_parses == [KAMAILIO]
+    # a Call-ID that grows a character is another length: parsed in full, then learnt
+    longer = KAMAILIO.replace(f"Call-ID: {old}".encode(), f"Call-ID: {old}-12".encode())
+    assert _read(answers, longer) == _expected(longer)
+    bad = again.replace(f"Call-ID: {new_id}".encode(),
+                        f"Call-ID: {new_id[:-2]}\r\n".encode())  # a line break inside it
+    assert _read(answers, bad) == _expected(bad)
 
 
 def test_the_inbound_checks_answers_keep_a_shape_of_their_own(full_parses: list[bytes]) -> None:

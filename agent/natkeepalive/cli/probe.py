@@ -33,7 +33,7 @@ def run_probe(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {
         "target": str(target), "server": None, "local": None, "reachable": False,
         "status": None, "reason": None, "rtt_ms": None, "transmissions": 0, "public": None,
-        "rport_supported": None, "inbound_check": None,
+        "rport_supported": None, "rport": None, "inbound_check": None,
     }
     try:
         server = resolve(target.host, target.port)
@@ -56,23 +56,39 @@ def run_probe(args: argparse.Namespace) -> int:
         if response is None or answer.rtt is None:
             return _report(args, result, 1)
         via = response.top_via
+        # `rport`: "value", "bare" (no value: a server without RFC 3581, or one that leaves it
+        # bare when the port did not change) or "absent". No `received`: the public address is
+        # unknown, never the sent-by host, which is what we wrote.
+        rport = "value" if via.rport is not None else "bare" if via.has_param("rport") \
+            else "absent"
         result.update(reachable=True, status=response.status, reason=response.reason,
                       rtt_ms=round(answer.rtt * 1000.0, 3),
-                      public={"address": via.received or via.host, "port": via.rport},
-                      rport_supported=via.rport is not None)
+                      public={"address": via.received, "port": via.rport},
+                      rport_supported=via.rport is not None, rport=rport)
         code = 0
         if args.inbound_check:
-            result["inbound_check"] = _inbound(prober, via.received or via.host, via.rport)
+            port = via.rport
+            if port is None and rport == "bare":
+                port = prober.local[1]  # the port may be preserved: the check tells
+            result["inbound_check"] = _inbound(prober, via.received, port, via.rport is None)
+            if result["inbound_check"] == "alive" and via.rport is None:
+                result["public"]["port"] = port
             code = 1 if result["inbound_check"] == "expired" else 0
         return _report(args, result, code)
 
 
-def _inbound(prober: Prober, address: str, port: int | None) -> str | None:
+def _inbound(prober: Prober, address: str | None, port: int | None, guessed: bool
+             ) -> str | None:
+    """alive, expired, None (the server went away) or `unsupported: <why>`."""
+    if address is None:
+        return "unsupported: no received in the answer (public address unknown)"
     if port is None:
-        return "unsupported"  # no public port to aim at
+        return "unsupported: no rport value in the answer (public port unknown)"
     answer = prober.inbound((address, port))
     if answer.response is not None:
-        return "alive" if answer.channel == "main" else "unsupported"
+        return "alive" if answer.channel == "main" else "unsupported: server forces rport"
+    if guessed:  # a bare rport and the local port: silence only says the guess was wrong
+        return "unsupported: bare rport and the public port is not the local one"
     confirm = prober.keepalive()  # silence alone proves nothing: is the server there at all?
     return "expired" if confirm.response is not None else None  # the server went away
 
@@ -93,8 +109,12 @@ def _report(args: argparse.Namespace, result: dict[str, Any], code: int) -> int:
         lines.append(f"reachable  yes: {result['status']} {escape_text(result['reason'])} in "
                      f"{result['rtt_ms']} ms ({result['transmissions']} transmission(s))")
         public = result["public"]
-        if public["port"] is None:
-            lines.append(f"public     {public['address']} (the server ignores rport: port unknown)")
+        if public["address"] is None:
+            port = "" if public["port"] is None else f", port {public['port']}"
+            lines.append(f"public     unknown (the server sends no received{port})")
+        elif public["port"] is None:
+            lines.append(f"public     {public['address']} (the server sends no rport value: "
+                         "port unknown)")
         else:
             lines.append(f"public     {format_hostport(public['address'], public['port'])}")
     else:

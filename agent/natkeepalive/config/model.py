@@ -38,7 +38,9 @@ class ProbeSettings:
     fail_threshold: int = 2
     ok_threshold: int = 1
     retry_interval: float = 10.0
-    inbound_check: int = 10
+    # a check before every keepalive: a NAT reboot on a port-preserving NAT is caught at the next
+    # keepalive, not one in ten (the keepalive alone re-creates the binding on the same port)
+    inbound_check: int = 1
     require_2xx: bool = False
     max_forwards: int = 70
     user_agent: str = "nat-keepalive"

@@ -162,7 +162,8 @@ class Trial:
             return
         self._tx = None
         via = response.top_via
-        seen = (via.received or via.host, via.rport)
+        # no `received`: the public address is unknown (the sent-by host is ours)
+        seen = (via.received, via.rport)
         if self.phase == CHECK:
             self._finish(SURVIVED if channel == TRIAL else UNSUPPORTED)
             return
@@ -170,7 +171,7 @@ class Trial:
             return
         self.last_answer = now
         if self.phase == ESTABLISH:
-            self.public = None if seen[1] is None else (seen[0], seen[1])
+            self.public = None if seen[0] is None or seen[1] is None else (seen[0], seen[1])
             self.phase = SETTLE
             self._wake = now + PROMOTE_DELAY
         elif self.phase == PROMOTE:
@@ -209,6 +210,7 @@ class Trial:
     def _send(self, now: float, rport: bool) -> None:
         self.cseq += 1
         branch = "z9hG4bK" + binascii.hexlify(self._random(10)).decode("ascii")
+        call_id = f"{self.call_id}-{self.cseq}"  # a new Call-ID per request (RFC 3261 8.1.1.4)
         if rport:
             via = self.local
         else:
@@ -216,9 +218,9 @@ class Trial:
             via = self.public
         payload = build_options(OptionsRequest(
             uri_host=self.uri_host, uri_port=None if self.uri_port == 5060 else self.uri_port,
-            via_host=via[0], via_port=via[1], branch=branch, call_id=self.call_id,
+            via_host=via[0], via_port=via[1], branch=branch, call_id=call_id,
             from_tag=self.from_tag, cseq=self.cseq, rport=rport))
-        self._tx = ClientTransaction(TransactionKey(branch, self.call_id, self.cseq), payload,
+        self._tx = ClientTransaction(TransactionKey(branch, call_id, self.cseq), payload,
                                      "discovery", now, self.timeout)
         self._outbox.append(Datagram(TRIAL if rport else AUX, payload, self.server))
 
@@ -272,7 +274,8 @@ class Discovery:
             return
         if result == UNSUPPORTED:
             if trial.public is None:
-                self._give_up("the server ignores rport: no public port to test")
+                self._give_up("the server gives no public address and port (no received, or no "
+                              "rport value): nothing to test")
             elif self.method == METHOD_INBOUND:
                 self.method = METHOD_RPORT  # the server forces rport; try the port itself
             else:

@@ -3,13 +3,25 @@ deadline out (the shape of aioquic's connection). The runtime owns sockets, cloc
 
 Rules:
 - A cycle starts when a keepalive is due. When an inbound check is due too (every
-  `inbound_check` keepalives, the public port known, the server not known to force rport) the cycle
-  first sends the check from the AUX socket, then the keepalive when the check ends: the check runs
-  when the binding has been idle longest.
-- The check's answer on the BINDING socket proves the binding alive; on the AUX socket it proves
-  the server forces rport (reported once, never tried again for that server). Silence after all
-  retransmissions only makes the binding suspect: the keepalive that follows must be answered
-  before `binding-expired detected=inbound-check` is reported (else the server is simply down).
+  `inbound_check` keepalives, or at once after a trigger; the public address and port known, the
+  server not known to force rport) the cycle first sends the check from the AUX socket, then the
+  keepalive when the check ends: the check runs when the binding has been idle longest, and
+  before the keepalive that would silently re-create a lost binding on a port-preserving NAT.
+- Triggers, each making the next cycle start with a check: a keepalive that timed out (a silence:
+  the NAT may have rebooted; the server's comeback after an outage is then checked first), an
+  interface event or SIGUSR2 (keepalive_now), and a bare `rport` (the port is then guessed to be
+  the local one and the check proves it, or not).
+- The check's answer on the BINDING socket proves the binding alive (and that the server can
+  prove it); on the AUX socket it proves the server forces rport (reported once with what would
+  help, never tried again for that server). Silence after all retransmissions only makes the
+  binding suspect: the keepalive that follows must be answered before `binding-expired
+  detected=inbound-check` is reported (else the server is simply down), and only once a check was
+  answered on the BINDING socket since the flow began: a server that never answers the check
+  (it ignores a sent-by that is not the source) is given up after UNPROVEN_CHECKS, and reported.
+- Every request has a Call-ID of its own (RFC 3261 §8.1.1.4): the binding's random prefix and
+  the CSeq number. A CRLF or double-CRLF datagram from the server on the BINDING socket is a
+  keepalive, not a malformed answer (RFC 5626 §3.5.1; linphone sends them): it proves inbound
+  packets reach the binding, and ends a pending check as alive.
 - Keepalives go `interval` (jittered down by up to `jitter`) after the previous one was sent, or
   `retry_interval` while unreachable. A keepalive may go as soon as its window opens (the shortest
   wait the jitter allows, or KEEPALIVE_EARLY before a deadline that was not drawn) when the loop
@@ -63,6 +75,16 @@ PROMOTE_DELAY = 3.0
 KEEPALIVE_EARLY = 0.01
 EARLY_CAP = 0.05
 BRANCH_BYTES = 10  # 80 random bits
+# checks left unanswered (each followed by an answered keepalive) before a check was ever answered
+# on the binding: the server ignores them, and silence would only ever mean a false expiry
+UNPROVEN_CHECKS = 3
+# expiry_detection (status): how an expiry on a port-preserving NAT would be seen
+DETECT_CHECK, DETECT_PENDING, DETECT_OFF = "inbound-check", "pending", "off (inbound_check: 0)"
+FORCES_RPORT = "server forces rport"
+NO_CHECK_ANSWER = "server does not answer the check"
+REMEDY = ("expiry on a port-preserving NAT cannot be seen, only a remap to another port; a server "
+          "that answers to the Via sent-by port when a request has no rport (RFC 3261 18.2.2) "
+          "would allow it")
 RECENT_DONE = 8
 # A finished branch's mark: 16 bits of its hash, and a 17th set so that no mark is 0 (empty)
 _MARK_BITS = 17
@@ -97,14 +119,15 @@ class BindingEngine:
 
     # One engine per binding: slots instead of a __dict__ save about 1.6 KB each.
     __slots__ = (
-        "_answers", "_check_pending", "_cycle_expired", "_keepalive_template",
-        "_newest_outcome", "_promote", "_random", "_recent_done", "_send_failing", "_since_check",
-        "_suspect_idle", "_templates", "_tx", "call_id", "cseq", "debug_events", "dropped",
+        "_answers", "_check_guess", "_check_next", "_check_pending", "_cycle_expired", "_guess",
+        "_keepalive_template", "_newest_outcome", "_promote", "_proven", "_random", "_recent_done",
+        "_send_failing", "_since_check", "_suspect_idle", "_templates", "_tx", "_unproven",
+        "call_id", "crlf_received", "cseq", "debug_events", "detection_note", "dropped",
         "duplicates", "flow_timer", "from_tag", "inbound_result", "inbound_unsupported",
-        "interval", "jitter", "keepalive_from", "last_keepalive_at", "last_response_at",
-        "last_rtt_ms", "last_status", "local", "name", "next_keepalive", "outbox", "probes_sent",
-        "queued_events", "reach", "responses", "server", "settings", "timeouts", "tracker",
-        "uri_host", "uri_port",
+        "interval", "jitter", "keepalive_from", "last_inbound_at", "last_keepalive_at",
+        "last_response_at", "last_rtt_ms", "last_status", "local", "name", "next_keepalive",
+        "outbox", "probes_sent", "queued_events", "reach", "responses", "server", "settings",
+        "timeouts", "tracker", "uri_host", "uri_port",
     )
 
     def __init__(self, name: str, settings: ProbeSettings, random_bytes: RandomBytes,
@@ -147,6 +170,14 @@ class BindingEngine:
         self._check_pending = False  # a check is out; the keepalive waits for it
         self._suspect_idle: float | None = None  # the check went unanswered
         self._cycle_expired = False
+        self._check_next = False  # a trigger: the next cycle starts with a check
+        self._check_guess = False  # the check out tests a guessed port (a bare rport)
+        self._guess = ""  # "", "pending", "confirmed", "failed": the bare rport's port guess
+        self._proven = False  # a check was answered on the binding since the flow began
+        self._unproven = 0  # checks unanswered while not _proven
+        self.detection_note: str | None = None  # why expiry cannot be proven, once known
+        self.crlf_received = 0
+        self.last_inbound_at: float | None = None
         # servers found to force rport; an empty set costs 216 bytes per binding, so a tuple
         self.inbound_unsupported: tuple[Address, ...] = ()
         self._send_failing = False
@@ -195,6 +226,12 @@ class BindingEngine:
         self._since_check = 0
         self._suspect_idle = None
         self.last_response_at = None
+        self._guess = ""
+        self._proven = False
+        self._unproven = 0
+        self._check_next = False
+        if self.detection_note == NO_CHECK_ANSWER:
+            self.detection_note = None
 
     def _abort_all(self) -> None:
         self._tx.clear()
@@ -223,21 +260,35 @@ class BindingEngine:
             self.dropped += 1  # before parsing: a flood from elsewhere costs a comparison
             return
         try:
-            branch, cseq, facts = self._answers.read(data)
+            branch, cseq, call_id, facts = self._answers.read(data)
         except SipParseError:
+            if data and not data.strip(b"\r\n") and channel == BINDING:
+                self._crlf(now)
+                return
             self.dropped += 1
             return
-        self._receive(branch, cseq, facts, now, channel)
+        self._receive(branch, cseq, call_id, facts, now, channel)
 
     def receive_response(self, response: Response, source: Address, now: float,
                          channel: str = BINDING) -> None:
         if self.server is None or source != self.server:
             self.dropped += 1
             return
-        self._receive(response.top_via.branch or "", response.cseq, AnswerFacts(response), now,
-                      channel)
+        self._receive(response.top_via.branch or "", response.cseq, response.call_id,
+                      AnswerFacts(response), now, channel)
 
-    def _receive(self, branch: str, cseq: int, facts: AnswerFacts, now: float,
+    def _crlf(self, now: float) -> None:
+        """A CRLF keepalive from the server reached the binding's socket: the binding is alive."""
+        self.crlf_received += 1
+        self.last_inbound_at = now
+        if self._check_pending:
+            for branch, tx in list(self._tx.items()):
+                if tx.kind == INBOUND:
+                    self._finish(branch)
+                    self._check_done("alive", now, proof=False)
+                    return
+
+    def _receive(self, branch: str, cseq: int, call_id: str, facts: AnswerFacts, now: float,
                  channel: str) -> None:
         """An answer from the server with this top-Via branch and CSeq number."""
         tx = self._tx.get(branch)
@@ -250,7 +301,7 @@ class BindingEngine:
                 self.duplicates += 1
             return
         method = facts.cseq_method
-        if facts.call_id != tx.key.call_id or cseq != tx.key.cseq \
+        if call_id != tx.key.call_id or cseq != tx.key.cseq \
                 or (method != "OPTIONS" and method.upper() != "OPTIONS"):
             self.dropped += 1
             return
@@ -299,8 +350,12 @@ class BindingEngine:
         return self.next_keepalive
 
     def keepalive_now(self, now: float) -> None:
-        """Make the next keepalive due at `now` (an interface came up)."""
+        """Make the next keepalive due at `now` (an interface came up, SIGUSR2): the cycle
+        starts with a check when the public port is known, so a WAN reconnect that lost the
+        binding is reported, and one that kept it is confirmed alive, before the keepalive
+        would re-create it."""
         if self.next_keepalive is not None:
+            self._check_next = True
             self._schedule(now)
 
     # ------------------------------------------------------------------ outputs
@@ -332,22 +387,51 @@ class BindingEngine:
     def expiries(self) -> int:
         return self.tracker.expiries
 
+    @property
+    def expiry_detection(self) -> str:
+        """How an expiry on a port-preserving NAT is seen (the status file's field):
+        `inbound-check` once a check was answered on the binding, `pending` until then, or
+        `remap-only: <why>` (a remap to another port is still seen), `off (inbound_check: 0)`."""
+        if self.settings.inbound_check <= 0:
+            return DETECT_OFF
+        if self.server is not None and self.server in self.inbound_unsupported:
+            return f"remap-only: {FORCES_RPORT}"
+        if self.detection_note is not None:
+            return f"remap-only: {self.detection_note}"
+        if self._proven:
+            return DETECT_CHECK
+        mapping = self.tracker.mapping
+        if mapping is None and self.tracker.rport_reported:
+            return "unsupported: server sends no received and no rport value"
+        if mapping is not None and mapping[0] is None and mapping[1] is not None:
+            return "remap-only: server sends no received (the public address is unknown)"
+        if mapping is not None and mapping[1] is None and self._guess in ("", "failed"):
+            return ("unsupported: server sends no rport value"
+                    if self._guess == "failed" or mapping[0] is None
+                    else "unsupported: server sends no rport")
+        return DETECT_PENDING
+
     # ------------------------------------------------------------------ the cycle
 
     def _start_cycle(self, now: float, draw: float | None = None) -> None:
-        if self._since_check >= self.settings.inbound_check and self._check_due():
+        if (self._check_next or self._since_check >= self.settings.inbound_check) \
+                and self._check_due():
             self._since_check = 0
+            self._check_next = False
             self._check_pending = True
             self._send_probe(INBOUND, now)
             return
         self._send_keepalive(now, draw)
 
     def _check_due(self) -> bool:
-        every = self.settings.inbound_check
+        """Whether a check can go: on, the public address and port (or a port guess) known,
+        the server not known to force rport or to ignore the check. While unreachable too: the
+        first cycle that reaches a server coming back must check before its keepalive."""
         mapping = self.tracker.mapping
-        return (every > 0 and self._since_check >= every and mapping is not None
-                and mapping[1] is not None and self.server not in self.inbound_unsupported
-                and self.reach.state != UNREACHABLE)
+        if self.settings.inbound_check <= 0 or mapping is None or mapping[0] is None \
+                or self.detection_note is not None or self.server in self.inbound_unsupported:
+            return False
+        return mapping[1] is not None or self._guess == "pending"
 
     def _send_keepalive(self, now: float, draw: float | None = None) -> None:
         self._since_check += 1
@@ -402,15 +486,19 @@ class BindingEngine:
         branch = "z9hG4bK" + _hex(self._random, BRANCH_BYTES)
         if kind == INBOUND:
             public = self.tracker.mapping
-            assert public is not None and public[1] is not None
-            template = self._template(public[0], public[1], False)
+            assert public is not None and public[0] is not None
+            port = public[1]
+            self._check_guess = port is None
+            if port is None:  # a bare rport: is the public port the local one?
+                port = self.local[1]
+            template = self._template(public[0], port, False)
         else:
             template = self._keepalive_template  # type: ignore[assignment]
             if template is None:
                 template = self._keepalive_template = self._template(
                     self.local[0], self.local[1], True)
         payload = template.render(branch, self.cseq)
-        key = TransactionKey(branch, self.call_id, self.cseq)
+        key = TransactionKey(branch, f"{self.call_id}-{self.cseq}", self.cseq)
         self._tx[branch] = ClientTransaction(key, payload, kind, now, self.settings.timeout)
         self.probes_sent += 1
         if self.debug_events:
@@ -429,7 +517,8 @@ class BindingEngine:
                 uri_port=None if self.uri_port == 5060 else self.uri_port,
                 via_host=via_host, via_port=via_port, branch=BRANCH_PLACEHOLDER,
                 call_id=self.call_id, from_tag=self.from_tag, cseq=0, rport=rport,
-                max_forwards=self.settings.max_forwards, user_agent=self.settings.user_agent))
+                max_forwards=self.settings.max_forwards, user_agent=self.settings.user_agent),
+                numbered_call_id=True)
         return template
 
     def _send(self, channel: str, payload: bytes) -> None:
@@ -450,23 +539,53 @@ class BindingEngine:
             done >>= _MARK_BITS
         return False
 
-    def _check_done(self, result: str, now: float) -> None:
-        """result: alive (answer on BINDING), aux (the server forces rport), silent."""
+    def _check_done(self, result: str, now: float, proof: bool = True) -> None:
+        """result: alive (answer on BINDING; `proof`: the check's own answer, not a CRLF), aux
+        (the server forces rport), silent."""
         self._check_pending = False
+        guess, self._check_guess = self._check_guess, False
         if result == AUX:
             self.inbound_result = "unsupported"
+            if guess:
+                self._guess = "failed"
+                self.tracker.rport_unsupported(self.queued_events)
             if self.server is not None and self.server not in self.inbound_unsupported:
                 self.inbound_unsupported += (self.server,)
                 self.queued_events.append(ev.InboundCheckUnsupported(
-                    self.name, format_hostport(*self.server)))
+                    self.name, format_hostport(*self.server), FORCES_RPORT, REMEDY))
         elif result == "alive":
             self.inbound_result = "alive"
-            self.last_response_at = now
+            self.last_response_at = self.last_inbound_at = now
+            if proof:
+                self._proven = True
+                self._unproven = 0
+            if guess and self.local is not None:
+                self._guess = "confirmed"
+                self.tracker.refine_port(self.local[1])
+        elif guess:
+            # the port is not the local one (or the server ignores the check): not an expiry
+            self.inbound_result = "silent"
+            self._guess = "failed"
+            self.tracker.rport_unsupported(self.queued_events)
         else:
             self.inbound_result = "silent"
             idle_from = self.last_response_at
             self._suspect_idle = None if idle_from is None else now - idle_from
         self._send_keepalive(now)
+
+    def _silent_check_answered(self) -> bool:
+        """The keepalive after a silent check was answered: whether that is an expiry. Not
+        before a check was ever answered on the binding: a server that ignores the check would
+        make every cycle a false expiry; after UNPROVEN_CHECKS such cycles it is given up."""
+        if self._proven:
+            return True
+        self._unproven += 1
+        if self._unproven >= UNPROVEN_CHECKS and self.detection_note is None \
+                and self.server is not None:
+            self.detection_note = NO_CHECK_ANSWER
+            self.queued_events.append(ev.InboundCheckUnsupported(
+                self.name, format_hostport(*self.server), NO_CHECK_ANSWER, REMEDY))
+        return False
 
     def _answered(self, tx: ClientTransaction, facts: AnswerFacts, rtt: float,
                   now: float) -> None:
@@ -483,7 +602,11 @@ class BindingEngine:
             self.flow_timer = float(flow_timer)
             if self.interval > self.flow_timer:
                 self.set_interval(self.flow_timer, "flow-timer", now)
-        seen: Mapping = (facts.received or facts.host, facts.rport)
+        received = facts.received
+        if received is None:  # the sent-by host is ours, not what the server saw
+            learned = self.tracker.mapping
+            received = None if learned is None else learned[0]
+        seen: Mapping = (received, facts.rport)
         if self.debug_events:
             self.queued_events.append(ev.ProbeAnswered(
                 self.name, tx.key.cseq, facts.status, round(rtt_ms, 3),
@@ -493,7 +616,8 @@ class BindingEngine:
         self._newest_outcome = tx.key.cseq
         if tx.kind == KEEPALIVE:
             self._cycle_expired = False
-            if self._suspect_idle is not None and self.tracker.mapping is not None:
+            if self._suspect_idle is not None and self.tracker.mapping is not None \
+                    and self._silent_check_answered():
                 self._cycle_expired = True
                 self.tracker.expiries += 1
                 self.queued_events.append(ev.BindingExpired(
@@ -504,8 +628,14 @@ class BindingEngine:
         assert self.local is not None
         tracker = self.tracker
         changes_before = tracker.changes + tracker.expiries
+        bare = facts.rport_bare and seen[0] is not None and self._guess != "failed" \
+            and self.settings.inbound_check > 0
         found, confirm = tracker.observe(seen, now, idle_s, self.local,
-                                         expiry_known=self._cycle_expired)
+                                         expiry_known=self._cycle_expired, defer_rport=bare)
+        if bare and self._guess == "" and tracker.mapping is not None \
+                and tracker.mapping[1] is None:
+            self._guess = "pending"
+            self._check_next = True
         if found:  # a change or an expiry always comes with its event
             self.queued_events.extend(found)
             if tracker.changes + tracker.expiries != changes_before:
@@ -538,6 +668,9 @@ class BindingEngine:
             return
         if tx.kind == KEEPALIVE:
             self._suspect_idle = None  # no answer at all: the server, not the binding
+            # a silence: the NAT may have rebooted, so the cycle that reaches the server again
+            # starts with a check (a keepalive first would re-create the binding unseen)
+            self._check_next = True
         transition = self.reach.feed(None)
         if transition is not None:
             self.queued_events.append(transition)

@@ -6,7 +6,12 @@ Rules:
 - The table maps (state, observation) to (next state, action). Observations compare the answer's
   mapping with the learned one (SAME/OTHER) and, while confirming, with the candidate (CANDIDATE).
 - A mapping whose port is unknown (the server ignored rport) is compared by address only: we never
-  invent a port, and a missing rport is reported once per binding (`rport-unsupported`).
+  invent a port, and a missing rport is reported once per binding (`rport-unsupported`), unless
+  the caller defers it (a bare `rport` that the inbound check may resolve to the local port).
+- An address comes only from `received`: the Via sent-by host is what the agent wrote, not what
+  the server saw. Without `received` the address stays what was learned before, or unknown
+  (None, shown as "?"); an unknown part never differs from a known one, and is filled in
+  (a refinement, no event) when an answer brings it.
 - A confirmed change to a mapping that we left within FLAP_WINDOW, or a candidate that loses to the
   old mapping, means two mappings alternate (an ALG or a load balancer): `binding-flapping`,
   once per pair.
@@ -23,7 +28,7 @@ TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name 
 if TYPE_CHECKING:
     from typing import Optional
 
-    Mapping = tuple[str, Optional[int]]
+    Mapping = tuple[Optional[str], Optional[int]]
 
 NONE, LEARNED, CONFIRMING = "none", "learned", "confirming"
 STATES = (NONE, LEARNED, CONFIRMING)
@@ -47,13 +52,15 @@ def format_mapping(mapping: Mapping | None) -> str | None:
     if mapping is None:
         return None
     address, port = mapping
+    if address is None:
+        return None if port is None else f"?:{port}"
     return address if port is None else format_hostport(address, port)
 
 
 def same_mapping(a: Mapping, b: Mapping) -> bool:
-    if a[1] is None or b[1] is None:
-        return a[0] == b[0]
-    return a == b
+    """Whether nothing known of `a` differs from what is known of `b`."""
+    return (a[0] is None or b[0] is None or a[0] == b[0]) \
+        and (a[1] is None or b[1] is None or a[1] == b[1])
 
 
 class Tracker:
@@ -107,15 +114,17 @@ class Tracker:
         return OTHER
 
     def observe(self, seen: Mapping, now: float, idle_s: float, local: tuple[str, int],
-                expiry_known: bool = False) -> tuple[list[ev.Event], bool]:
+                expiry_known: bool = False, defer_rport: bool = False
+                ) -> tuple[list[ev.Event], bool]:
         """One answer's mapping; returns (events, whether to send a confirmation probe now).
         `local` is (address, port), formatted only for the event that names it."""
         if self.state == LEARNED and seen[1] is not None and seen == self.mapping:
             return [], False  # (LEARNED, SAME) -> keep, with nothing to refine: most answers
         out: list[ev.Event] = []
-        if seen[1] is None and not self.rport_reported:
-            self.rport_reported = True
-            out.append(ev.RportUnsupported(self.binding, self.server))
+        if seen[1] is None and not defer_rport:
+            self.rport_unsupported(out)
+        if seen == (None, None):
+            return out, False  # nothing learned: no address, no port
         kind = self._classify(seen)
         self.state, action = TRANSITIONS[(self.state, kind)]
         if action == "learn":
@@ -123,9 +132,12 @@ class Tracker:
             out.append(ev.BindingLearned(self.binding, self.server, format_hostport(*local),
                                          format_mapping(seen) or ""))
         elif action == "keep":
-            assert self.mapping is not None
-            if self.mapping[1] is None and seen[1] is not None:
-                self.mapping = seen  # the server started to send rport: a refinement
+            old = self.mapping
+            assert old is not None
+            if (old[0] is None and seen[0] is not None) or (old[1] is None and seen[1] is not None):
+                # the server started to send received or rport: a refinement
+                self.mapping = (old[0] if seen[0] is None else seen[0],
+                                old[1] if seen[1] is None else seen[1])
         elif action == "confirm":
             self.candidate = seen
             self.candidate_idle = idle_s  # the idle time before the first sight counts
@@ -151,14 +163,26 @@ class Tracker:
                 self._report_flap(new, old, out)
             else:
                 self.changes += 1
-                if old[0] == new[0] and not expiry_known:
+                if (old[0] == new[0] or None in (old[0], new[0])) and not expiry_known:
                     self.expiries += 1
                     out.append(ev.BindingExpired(self.binding, format_mapping(old) or "",
                                                  round(self.candidate_idle, 1), "remap"))
-                cause = "address-changed" if old[0] != new[0] else "port-remapped"
+                moved = old[0] is not None and new[0] is not None and old[0] != new[0]
+                cause = "address-changed" if moved else "port-remapped"
                 out.append(ev.BindingChanged(self.binding, format_mapping(old) or "",
                                              format_mapping(new) or "", cause))
         return out, False
+
+    def rport_unsupported(self, out: list[ev.Event]) -> None:
+        """The server gives no port: reported once per binding."""
+        if not self.rport_reported:
+            self.rport_reported = True
+            out.append(ev.RportUnsupported(self.binding, self.server))
+
+    def refine_port(self, port: int) -> None:
+        """The inbound check proved the port that a bare `rport` left unknown."""
+        if self.mapping is not None and self.mapping[1] is None:
+            self.mapping = (self.mapping[0], port)
 
     def _report_flap(self, public: Mapping, alternate: Mapping, out: list[ev.Event]) -> None:
         pair = frozenset((public, alternate))

@@ -498,13 +498,14 @@ class Daemon:
                 response = parse_response(data)
             except SipParseError:
                 continue
-            slot = self.by_call_id.get(response.call_id)
+            # a binding's Call-IDs are its prefix, "-" and the request's CSeq number
+            slot = self.by_call_id.get(response.call_id.rpartition("-")[0])
             if slot is not None:
                 slot.engine.receive_response(response, source, now, AUX)
                 self._after(slot, [], now)
                 continue
             for auto in self.autos.values():
-                if auto.trial is not None and auto.call_id == response.call_id:
+                if auto.trial is not None and auto.call_id == response.call_id.rpartition("-")[0]:
                     found: list[ev.Event] = []
                     auto.receive_response(response, source, now, AUX, found)
                     self._after_auto(auto, found, now)
@@ -656,6 +657,8 @@ class Daemon:
                 "timeouts": engine.timeouts,
                 "dropped": engine.dropped,
                 "inbound_check": engine.inbound_result,
+                "expiry_detection": engine.expiry_detection,
+                "crlf_keepalives": engine.crlf_received,
                 "lifetime_s": None if slot.name not in self.autos
                 else self.autos[slot.name].lifetime,
             })

@@ -7,6 +7,7 @@ Rules:
 - The inbound check is sent from a second socket with the learned public mapping as Via sent-by and
   no rport. An answer on the main socket: "alive"; on the second socket: "unsupported" (the server
   forces rport); silence after all retransmissions, followed by an answered keepalive: "expired".
+- Every request has a Call-ID of its own (RFC 3261 §8.1.1.4): a random prefix, "-", the CSeq.
 """
 
 from __future__ import annotations
@@ -95,14 +96,15 @@ class Prober:
     def _transact(self, via: Address, rport: bool, via_aux: bool) -> Answer:
         self.cseq += 1
         branch = "z9hG4bK" + _hex(10)
+        call_id = f"{self.call_id}-{self.cseq}"
         payload = build_options(OptionsRequest(
             uri_host=self.uri_host, uri_port=None if self.uri_port == 5060 else self.uri_port,
-            via_host=via[0], via_port=via[1], branch=branch, call_id=self.call_id,
+            via_host=via[0], via_port=via[1], branch=branch, call_id=call_id,
             from_tag=self.from_tag, cseq=self.cseq, rport=rport,
             max_forwards=self.max_forwards, user_agent=self.user_agent))
         sender = self.aux if via_aux and self.aux is not None else self.main
         now = self.clock()
-        tx = ClientTransaction(TransactionKey(branch, self.call_id, self.cseq), payload,
+        tx = ClientTransaction(TransactionKey(branch, call_id, self.cseq), payload,
                                "probe", now, self.timeout)
         sockets: dict[str, socket.socket] = {"main": self.main}
         if self.aux is not None:

@@ -2,15 +2,17 @@
 parsing was a third of the agent's CPU per keepalive).
 
 A server answers a binding's keepalives with the same bytes each time except the branch it
-echoes in the top Via, the CSeq number and usually the To tag. After a full parse the memo
-notes where those three values lie in the datagram; a later datagram of the same length whose
-other bytes are all the same, and whose three values are made of token characters (the CSeq of
-digits), is the same message but for those values: `read` then gives the new branch and CSeq
-number with the facts (AnswerFacts) noted at the full parse, and parses nothing.
+echoes in the top Via, the Call-ID (new for every request), the CSeq number and usually the To
+tag. After a full parse the memo notes where those four values lie in the datagram; a later
+datagram of the same length whose other bytes are all the same, and whose four values are made
+of token characters (the CSeq of digits), is the same message but for those values: `read`
+then gives the new branch, CSeq number and Call-ID with the facts (AnswerFacts) noted at the
+full parse, and parses nothing.
 
 Rules:
 - `read(data)` gives what parse_response gives for the same bytes, as the engine reads it (or the
-  same SipParseError); tests/unit/test_sip_memo.py holds it to that on arbitrary datagrams.
+  same SipParseError); tests/unit/test_sip_memo.py holds it to that on arbitrary datagrams. The
+  Call-ID comes back on its own: the facts keep the one of the answer they were read from.
 - Token characters cannot move a line, a header, a Via or a parameter boundary, and the parser
   reads nothing inside a To value; a CSeq number of the same length only needs its range
   checked. Anything else (a new rport, a folded line, a longer CSeq) goes to the full parse,
@@ -29,31 +31,34 @@ from __future__ import annotations
 from natkeepalive.sip.message import _TOKEN_CHARS, CSEQ_MAX, Response, _split_head, parse_response
 
 _TOKEN = "".join(sorted(_TOKEN_CHARS)).encode("ascii")  # for bytes.strip and lstrip
-_BRANCH, _CSEQ, _TAG = 0, 1, 2
+_BRANCH, _CSEQ, _TAG, _CALL_ID = 0, 1, 2, 3
 # A binding keeps what it learnt for life: only an answer that fits one unfragmented datagram
 # is learnt (real ones are 300-900 bytes), so a flood of large answers forged with the server's
 # address cannot make each binding hold 64 KB.
 LEARN_MAX_BYTES = 1400
 SHAPES = 2
-# A shape's missing third span: at the start, empty, followed by nothing (adds no byte to a join)
+# A shape's missing span (no To tag, or a Call-ID that is not a token): at the start, empty,
+# followed by nothing (adds no byte to a join)
 _NO_SPAN: tuple[int, int, bytes] = (0, 0, b"")
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
-    # Spans: (start, length, the bytes after it up to the next span) of each of three spans
-    # (branch, CSeq, To tag; an empty one when there is no tag) in one flat tuple: no end
-    # offsets and no tuple per span, since a binding keeps its shapes for life (every int above
-    # 256 and every tuple is one more object per binding). A shape: (length, the bytes before
-    # the first span, spans, the branch's index among the spans, the CSeq's, facts).
-    Spans = tuple[int, int, bytes, int, int, bytes, int, int, bytes]
-    Shape = tuple[int, bytes, Spans, int, int, "AnswerFacts"]
+    # Spans: (start, length, the bytes after it up to the next span) of each of four spans
+    # (branch, CSeq, To tag, Call-ID; an empty one for a missing tag or Call-ID) in one flat
+    # tuple: no end offsets and no tuple per span, since a binding keeps its shapes for life
+    # (every int above 256 and every tuple is one more object per binding). A shape: (length,
+    # the bytes before the first span, spans, the branch's index among the spans, the CSeq's,
+    # the Call-ID's (-1: not a span, the facts' own), facts).
+    Spans = tuple[int, int, bytes, int, int, bytes, int, int, bytes, int, int, bytes]
+    Shape = tuple[int, bytes, Spans, int, int, int, "AnswerFacts"]
 
 
 class AnswerFacts:
     """What the engine reads of an answer besides its top Via's branch and its CSeq number
     (core/engine.py `_receive` and `_answered`), read once per shape."""
 
-    __slots__ = ("call_id", "cseq_method", "flow_timer", "host", "received", "rport", "status")
+    __slots__ = ("call_id", "cseq_method", "flow_timer", "host", "received", "rport",
+                 "rport_bare", "status")
 
     def __init__(self, response: Response) -> None:
         via = response.top_via
@@ -63,33 +68,39 @@ class AnswerFacts:
         self.host = via.host
         self.received = via.received
         self.rport = via.rport
+        # `rport` without a value: a server that ignores RFC 3581, or one that leaves it bare
+        # when the port did not change (linphone)
+        self.rport_bare = self.rport is None and via.has_param("rport") \
+            and via.param("rport") is None
         self.flow_timer = response.flow_timer
 
 
 class AnswerMemo:
-    """`memo.read(data)`: (branch, CSeq number, facts) of an answer, as parse_response reads it."""
+    """`memo.read(data)`: (branch, CSeq number, Call-ID, facts) of an answer, as parse_response
+    reads it."""
 
     __slots__ = ("_shapes",)
 
     def __init__(self) -> None:
         self._shapes: list[Shape] = []
 
-    def read(self, data: bytes) -> tuple[str, int, AnswerFacts]:
+    def read(self, data: bytes) -> tuple[str, int, str, AnswerFacts]:
         """Raises SipParseError as parse_response does."""
         shapes = self._shapes
         for shape in shapes:
-            length, head, spans, branch, cseq, facts = shape
+            length, head, spans, branch, cseq, call_id, facts = shape
             if len(data) != length or type(data) is not bytes or not data.startswith(head):
                 continue
             # The datagram's own values put between the learnt fixed bytes must give the
             # datagram back, and the values must be token characters: two C calls for all the
             # fixed bytes and one for the values (issue 7: the memo was the hot path's largest
             # item).
-            start1, size1, after1, start2, size2, after2, start3, size3, after3 = spans
+            (start1, size1, after1, start2, size2, after2, start3, size3, after3,
+             start4, size4, after4) = spans
             values = (data[start1:start1 + size1], data[start2:start2 + size2],
-                      data[start3:start3 + size3])
-            if b"".join((head, values[0], after1, values[1], after2, values[2], after3)) != data \
-                    or b"".join(values).strip(_TOKEN):
+                      data[start3:start3 + size3], data[start4:start4 + size4])
+            if b"".join((head, values[0], after1, values[1], after2, values[2], after3,
+                         values[3], after4)) != data or b"".join(values).strip(_TOKEN):
                 continue
             raw = values[cseq]
             number = int(raw) if raw.isdigit() else CSEQ_MAX + 1
@@ -97,11 +108,12 @@ class AnswerMemo:
                 if shape is not shapes[0]:
                     shapes.remove(shape)
                     shapes.insert(0, shape)
-                return values[branch].decode("ascii"), number, facts
+                return (values[branch].decode("ascii"), number,
+                        facts.call_id if call_id < 0 else values[call_id].decode("ascii"), facts)
         response = parse_response(data)
         facts = AnswerFacts(response)
         self._learn(data, response, facts)
-        return response.top_via.branch or "", response.cseq, facts
+        return response.top_via.branch or "", response.cseq, response.call_id, facts
 
     def _learn(self, data: bytes, response: Response, facts: AnswerFacts) -> None:
         if (type(data) is not bytes or len(data) > LEARN_MAX_BYTES or data[:1] in (b"\r", b"\n")
@@ -127,17 +139,26 @@ class AnswerMemo:
             tag = _span(lines, starts, at, headers[at][1], _tag(headers[at][1]), _TAG)
             if tag is not None:
                 found.append(tag)
+        # the parser reads the first Call-ID, whole: a span only when it is all token characters
+        # (then it cannot hide a line or a header); otherwise the shape holds it fixed
+        at = names.index("call-id")
+        call_id = _span(lines, starts, at, headers[at][1], headers[at][1], _CALL_ID)
+        if call_id is not None:
+            found.append(call_id)
         found.sort()
         ends = [start for start, *_ in found[1:]] + [len(data)]
         pieces = [(start, length, data[start + length:end])
                   for (start, length, _kind), end in zip(found, ends)]
-        if len(pieces) == 2:  # no To tag: an empty third span keeps read() to one form
+        while len(pieces) < 4:  # empty spans at the end keep read() to one form
             pieces.append(_NO_SPAN)
-        (start1, size1, after1), (start2, size2, after2), (start3, size3, after3) = pieces
-        spans: Spans = (start1, size1, after1, start2, size2, after2, start3, size3, after3)
+        ((start1, size1, after1), (start2, size2, after2), (start3, size3, after3),
+         (start4, size4, after4)) = pieces
+        spans: Spans = (start1, size1, after1, start2, size2, after2, start3, size3, after3,
+                        start4, size4, after4)
         kinds = [kind for _start, _length, kind in found]
         self._shapes.insert(0, (len(data), data[:found[0][0]], spans, kinds.index(_BRANCH),
-                                kinds.index(_CSEQ), facts))
+                                kinds.index(_CSEQ),
+                                kinds.index(_CALL_ID) if _CALL_ID in kinds else -1, facts))
         del self._shapes[SHAPES:]
 
 

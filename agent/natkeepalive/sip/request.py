@@ -95,9 +95,14 @@ class OptionsTemplate:
     change on every probe (branch and CSeq): a binding sends the same bytes around them for as
     long as its flow lasts, and checking them again each time was most of the cost."""
 
-    __slots__ = ("_after_branch", "_after_cseq", "_before_branch")
+    __slots__ = ("_after_branch", "_after_cseq", "_after_number", "_before_branch")
 
-    def __init__(self, req: OptionsRequest) -> None:
+    def __init__(self, req: OptionsRequest, numbered_call_id: bool = False) -> None:
+        """With `numbered_call_id` every request's Call-ID is `req.call_id` plus "-" and its
+        CSeq number: RFC 3261 §8.1.1.4 wants a new Call-ID for every request outside a dialog,
+        and a server that keys its state on the Call-ID (SIPp does) must not tie a binding to
+        the source address of its first request. A random prefix per binding and a number that
+        never repeats within it keep each Call-ID unique at no cost per request."""
         uri_host = _host(req.uri_host, "uri_host")
         uri = f"sip:{uri_host}"
         if req.uri_port is not None:
@@ -115,9 +120,14 @@ class OptionsTemplate:
         self._after_branch = (
             (";rport" if req.rport else "")
             + f"\r\nMax-Forwards: {max_forwards}\r\nTo: <{uri}>\r\n"
-            f"From: <sip:{FROM_USER}@{via_host}>;tag={tag}\r\nCall-ID: {call_id}\r\nCSeq: ")
+            f"From: <sip:{FROM_USER}@{via_host}>;tag={tag}\r\nCall-ID: {call_id}")
         agent_line = f"User-Agent: {user_agent}\r\n" if user_agent else ""
         self._after_cseq = f" OPTIONS\r\n{agent_line}Content-Length: 0\r\n\r\n"
+        if numbered_call_id:
+            self._after_number = "\r\nCSeq: "
+        else:
+            self._after_branch += "\r\nCSeq: "
+            self._after_number = ""
 
     def render(self, branch: str, cseq: int) -> bytes:
         # RFC 3261 §8.1.1.5: a CSeq is a 32-bit unsigned integer (below 2**31 when it starts).
@@ -128,6 +138,9 @@ class OptionsTemplate:
         if not (branch.isascii() and branch.isalnum() and branch.startswith(BRANCH_COOKIE)) \
                 or len(branch) == len(BRANCH_COOKIE):
             _branch(branch)
+        if self._after_number:
+            return (f"{self._before_branch}{branch}{self._after_branch}-{cseq}"
+                    f"{self._after_number}{cseq}{self._after_cseq}").encode("ascii")
         return (f"{self._before_branch}{branch}{self._after_branch}{cseq}"
                 f"{self._after_cseq}").encode("ascii")
 
