@@ -63,11 +63,12 @@ class FakeNet:
                            ignore_rport=self.ignore_rport)
             self.in_flight.append((self.now + self.rtt, reply, SERVER, BINDING))
             return
-        # the inbound check, from the AUX socket: no rport, so the server answers the sent-by
+        # the inbound check, from the AUX socket: no rport, so the server answers the sent-by;
+        # with rport (the server-up probe) to the AUX socket's own mapping
         reply = answer(datagram.payload, ("203.0.113.1", 51000), status=self.status)
-        if self.force_rport:
+        if self.force_rport or has_rport:
             self.in_flight.append((self.now + self.rtt, reply, SERVER, AUX))
-        elif self.binding_alive:
+        elif self.binding_alive and (request.top_via.host, request.top_via.port) == self.public:
             self.in_flight.append((self.now + self.rtt, reply, SERVER, BINDING))
 
     def inject(self, data: bytes, source: tuple[str, int], channel: str = BINDING) -> None:

@@ -61,16 +61,19 @@ def run_probe(args: argparse.Namespace) -> int:
         # unknown, never the sent-by host, which is what we wrote.
         rport = "value" if via.rport is not None else "bare" if via.has_param("rport") \
             else "absent"
+        # an rport value without `received`: the server read the Via and saw no other address
+        # (RFC 3261 §18.2.1); without either, the sent-by host is only what we wrote
+        address = via.received or (via.host if via.rport is not None else None)
         result.update(reachable=True, status=response.status, reason=response.reason,
                       rtt_ms=round(answer.rtt * 1000.0, 3),
-                      public={"address": via.received, "port": via.rport},
+                      public={"address": address, "port": via.rport},
                       rport_supported=via.rport is not None, rport=rport)
         code = 0
         if args.inbound_check:
             port = via.rport
             if port is None and rport == "bare":
                 port = prober.local[1]  # the port may be preserved: the check tells
-            result["inbound_check"] = _inbound(prober, via.received, port, via.rport is None)
+            result["inbound_check"] = _inbound(prober, address, port, via.rport is None)
             if result["inbound_check"] == "alive" and via.rport is None:
                 result["public"]["port"] = port
             code = 1 if result["inbound_check"] == "expired" else 0

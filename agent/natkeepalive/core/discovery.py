@@ -162,8 +162,9 @@ class Trial:
             return
         self._tx = None
         via = response.top_via
-        # no `received`: the public address is unknown (the sent-by host is ours)
-        seen = (via.received, via.rport)
+        # no `received` and no rport value: the public address is unknown (the sent-by host is
+        # only what we wrote); an rport value without `received`: no other address was seen
+        seen = (via.received or (via.host if via.rport is not None else None), via.rport)
         if self.phase == CHECK:
             self._finish(SURVIVED if channel == TRIAL else UNSUPPORTED)
             return

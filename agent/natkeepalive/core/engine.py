@@ -66,6 +66,10 @@ Address = tuple[str, int]
 
 BINDING, AUX = "binding", "aux"
 KEEPALIVE, CONFIRM, INBOUND = "keepalive", "confirm", "inbound"
+# An OPTIONS from the AUX socket with rport, sent with a check that follows a silence: its answer
+# (to the AUX socket's own mapping) tells that the server was up when the check went, so that the
+# check's silence means the binding is lost, not that the server was still down
+SERVER_UP = "server-up"
 # Linux conntrack promotes a UDP flow to its stream timeout only after > 2 s of two-way traffic
 PROMOTE_DELAY = 3.0
 # How early a keepalive whose wait was not drawn (the first, the promoting one, one brought
@@ -119,15 +123,15 @@ class BindingEngine:
 
     # One engine per binding: slots instead of a __dict__ save about 1.6 KB each.
     __slots__ = (
-        "_answers", "_check_guess", "_check_next", "_check_pending", "_cycle_expired", "_guess",
-        "_keepalive_template", "_newest_outcome", "_promote", "_proven", "_random", "_recent_done",
-        "_send_failing", "_since_check", "_suspect_idle", "_templates", "_tx", "_unproven",
-        "call_id", "crlf_received", "cseq", "debug_events", "detection_note", "dropped",
-        "duplicates", "flow_timer", "from_tag", "inbound_result", "inbound_unsupported",
-        "interval", "jitter", "keepalive_from", "last_inbound_at", "last_keepalive_at",
-        "last_response_at", "last_rtt_ms", "last_status", "local", "name", "next_keepalive",
-        "outbox", "probes_sent", "queued_events", "reach", "responses", "server", "settings",
-        "timeouts", "tracker", "uri_host", "uri_port",
+        "_after_silence", "_answers", "_check_guess", "_check_next", "_check_pending",
+        "_cycle_expired", "_guess", "_keepalive_template", "_newest_outcome", "_promote",
+        "_proven", "_random", "_recent_done", "_send_failing", "_server_up", "_since_check",
+        "_suspect_idle", "_templates", "_tx", "_unproven", "call_id", "crlf_received", "cseq",
+        "debug_events", "detection_note", "dropped", "duplicates", "flow_timer", "from_tag",
+        "inbound_result", "inbound_unsupported", "interval", "jitter", "keepalive_from",
+        "last_inbound_at", "last_keepalive_at", "last_response_at", "last_rtt_ms", "last_status",
+        "local", "name", "next_keepalive", "outbox", "probes_sent", "queued_events", "reach",
+        "responses", "server", "settings", "timeouts", "tracker", "uri_host", "uri_port",
     )
 
     def __init__(self, name: str, settings: ProbeSettings, random_bytes: RandomBytes,
@@ -170,8 +174,12 @@ class BindingEngine:
         self._check_pending = False  # a check is out; the keepalive waits for it
         self._suspect_idle: float | None = None  # the check went unanswered
         self._cycle_expired = False
-        self._check_next = False  # a trigger: the next cycle starts with a check
+        # a trigger: the next cycle that can starts with a check; at first too, so that whether
+        # the server can prove an expiry is known at once, not `inbound_check` cycles later
+        self._check_next = True
         self._check_guess = False  # the check out tests a guessed port (a bare rport)
+        self._after_silence = False  # a keepalive timed out since the last answered one
+        self._server_up: bool | None = None  # the SERVER_UP probe: None (none), False, True
         self._guess = ""  # "", "pending", "confirmed", "failed": the bare rport's port guess
         self._proven = False  # a check was answered on the binding since the flow began
         self._unproven = 0  # checks unanswered while not _proven
@@ -229,7 +237,7 @@ class BindingEngine:
         self._guess = ""
         self._proven = False
         self._unproven = 0
-        self._check_next = False
+        self._check_next = True
         if self.detection_note == NO_CHECK_ANSWER:
             self.detection_note = None
 
@@ -305,7 +313,7 @@ class BindingEngine:
                 or (method != "OPTIONS" and method.upper() != "OPTIONS"):
             self.dropped += 1
             return
-        if tx.kind != INBOUND and channel != BINDING:
+        if tx.kind != INBOUND and tx.kind != SERVER_UP and channel != BINDING:
             self.dropped += 1
             return
         final, rtt = tx.on_response(facts.status, now)
@@ -316,6 +324,8 @@ class BindingEngine:
         self._recent_done = ((self._recent_done << _MARK_BITS) | _mark(branch)) & _RECENT_MASK
         if tx.kind == INBOUND:
             self._check_done(AUX if channel == AUX else "alive", now)
+        elif tx.kind == SERVER_UP:
+            self._server_up = True
         else:
             self._answered(tx, facts, rtt, now)
 
@@ -330,7 +340,7 @@ class BindingEngine:
                 continue
             again = tx.on_timer(now)
             if again is not None:
-                channel = AUX if tx.kind == INBOUND else BINDING
+                channel = AUX if tx.kind == INBOUND or tx.kind == SERVER_UP else BINDING
                 self._send(channel, again)
             elif tx.done:
                 self._finish(branch)
@@ -420,6 +430,9 @@ class BindingEngine:
             self._check_next = False
             self._check_pending = True
             self._send_probe(INBOUND, now)
+            if self._after_silence:
+                self._server_up = False
+                self._send_probe(SERVER_UP, now)
             return
         self._send_keepalive(now, draw)
 
@@ -503,7 +516,8 @@ class BindingEngine:
         self.probes_sent += 1
         if self.debug_events:
             self.queued_events.append(ev.ProbeSent(self.name, self.cseq, 1, kind))
-        self.outbox.append(Datagram(AUX if kind == INBOUND else BINDING, payload, self.server))
+        self.outbox.append(Datagram(BINDING if kind in (KEEPALIVE, CONFIRM) else AUX,
+                                    payload, self.server))
 
     def _template(self, via_host: str, via_port: int, rport: bool) -> OptionsTemplate:
         """The request around branch and CSeq, built once per Via (local or public mapping)."""
@@ -571,6 +585,9 @@ class BindingEngine:
             self.inbound_result = "silent"
             idle_from = self.last_response_at
             self._suspect_idle = None if idle_from is None else now - idle_from
+            if self._server_up is False:  # the server (or the WAN) was still down: no proof
+                self._suspect_idle = None
+        self._server_up = None
         self._send_keepalive(now)
 
     def _silent_check_answered(self) -> bool:
@@ -603,9 +620,17 @@ class BindingEngine:
             if self.interval > self.flow_timer:
                 self.set_interval(self.flow_timer, "flow-timer", now)
         received = facts.received
-        if received is None:  # the sent-by host is ours, not what the server saw
-            learned = self.tracker.mapping
-            received = None if learned is None else learned[0]
+        if received is None:
+            if facts.rport is not None:
+                # a server that reads the Via (it wrote rport) adds `received` whenever the
+                # source address differs from the sent-by host (RFC 3261 §18.2.1): none, so
+                # they are the same (no NAT on the way, as Kamailio answers then)
+                received = facts.host
+            else:
+                # no rport value either (SIPp): the server may not read the Via at all, and the
+                # sent-by host is only what we wrote: the address stays what it was, or unknown
+                learned = self.tracker.mapping
+                received = None if learned is None else learned[0]
         seen: Mapping = (received, facts.rport)
         if self.debug_events:
             self.queued_events.append(ev.ProbeAnswered(
@@ -616,6 +641,7 @@ class BindingEngine:
         self._newest_outcome = tx.key.cseq
         if tx.kind == KEEPALIVE:
             self._cycle_expired = False
+            self._after_silence = False
             if self._suspect_idle is not None and self.tracker.mapping is not None \
                     and self._silent_check_answered():
                 self._cycle_expired = True
@@ -662,6 +688,8 @@ class BindingEngine:
         if tx.kind == INBOUND:
             self._check_done("silent", now)
             return
+        if tx.kind == SERVER_UP:
+            return
         self.timeouts += 1
         self.queued_events.append(ev.ProbeTimedOut(self.name, tx.key.cseq, tx.transmissions))
         if self._stale(tx):
@@ -671,6 +699,7 @@ class BindingEngine:
             # a silence: the NAT may have rebooted, so the cycle that reaches the server again
             # starts with a check (a keepalive first would re-create the binding unseen)
             self._check_next = True
+            self._after_silence = True
         transition = self.reach.feed(None)
         if transition is not None:
             self.queued_events.append(transition)

@@ -8,10 +8,11 @@ Rules:
 - A mapping whose port is unknown (the server ignored rport) is compared by address only: we never
   invent a port, and a missing rport is reported once per binding (`rport-unsupported`), unless
   the caller defers it (a bare `rport` that the inbound check may resolve to the local port).
-- An address comes only from `received`: the Via sent-by host is what the agent wrote, not what
-  the server saw. Without `received` the address stays what was learned before, or unknown
-  (None, shown as "?"); an unknown part never differs from a known one, and is filled in
-  (a refinement, no event) when an answer brings it.
+- The engine gives an address from `received`, or from the sent-by host when the answer has an
+  rport value but no `received` (RFC 3261 §18.2.1: no NAT on the way), never from the sent-by
+  host alone: without either the address stays what was learned before, or unknown (None,
+  shown as "?"). An unknown part never differs from a known one, and is filled in (a
+  refinement, no event) when an answer brings it.
 - A confirmed change to a mapping that we left within FLAP_WINDOW, or a candidate that loses to the
   old mapping, means two mappings alternate (an ALG or a load balancer): `binding-flapping`,
   once per pair.
