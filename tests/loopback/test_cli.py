@@ -81,13 +81,25 @@ def test_probe_ignores_answers_from_another_port(responder: SipResponder) -> Non
     assert done.returncode == 1 and json.loads(done.stdout)["reachable"] is False
 
 
-@pytest.mark.parametrize("mode, expected", [({}, "alive"), ({"force_rport": True}, "unsupported"),
-                                            ({"ignore_rport": True}, "unsupported")])
-def test_probe_inbound_check(responder: SipResponder, mode: dict[str, bool], expected: str) -> None:
+@pytest.mark.parametrize("mode, expected", [
+    ({}, "alive"),
+    ({"force_rport": True}, "unsupported: server forces rport"),
+    # SIPp: the Via echoed (a bare rport, no received): the sent-by host is only what we wrote
+    ({"ignore_rport": True}, "unsupported: no received in the answer (public address unknown)"),
+    # linphone on a port-preserving NAT: received and a bare rport; the check proves the port
+    ({"bare_rport": True, "received": "127.0.0.1"}, "alive"),
+])
+def test_probe_inbound_check(responder: SipResponder, mode: dict[str, object],
+                             expected: str) -> None:
     responder.configure(**mode)
     done = run_cli("probe", target(responder), "--inbound-check", "--json")
     assert done.returncode == 0
-    assert json.loads(done.stdout)["inbound_check"] == expected
+    result = json.loads(done.stdout)
+    assert result["inbound_check"] == expected
+    if "ignore_rport" in mode:
+        assert result["public"] == {"address": None, "port": None} and result["rport"] == "bare"
+    if "bare_rport" in mode:  # the port the check proved: the local one
+        assert result["public"]["port"] == result["local"]["port"] and result["rport"] == "bare"
 
 
 def test_probe_inbound_check_expired(responder: SipResponder) -> None:

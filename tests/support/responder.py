@@ -30,8 +30,8 @@ from natkeepalive.sip import Request, Via, parse_message
 if TYPE_CHECKING:
     Address = tuple[Any, ...]  # (host, port) or the 4-tuple of an AF_INET6 socket
 
-BEHAVIOUR = ("received", "rport", "ignore_rport", "force_rport", "silent", "delay", "status",
-             "reason", "reply_from_other_port", "wrong_branch", "wrong_call_id",
+BEHAVIOUR = ("received", "rport", "ignore_rport", "bare_rport", "force_rport", "silent", "delay",
+             "status", "reason", "reply_from_other_port", "wrong_branch", "wrong_call_id",
              "provisional_first", "extra_headers", "to_tag")
 
 
@@ -63,6 +63,8 @@ class SipResponder:
         self.rport: int | None = None      # override for the rport value
         self.ignore_rport = False             # echo the Via unchanged, answer to the source
         self.force_rport = False              # always answer to the source (Asterisk style)
+        self.bare_rport = False               # leave rport without a value (linphone when the
+        #                                       port did not change), answer to the source
         self.silent = False
         self.delay = 0.0
         self.status = status
@@ -239,7 +241,8 @@ class SipResponder:
         symmetric = top.has_param("rport") or settings["force_rport"]
         if symmetric:
             rport = settings["rport"] if settings["rport"] is not None else source_port
-            _with_param(params, "rport", str(rport))
+            if not settings["bare_rport"]:
+                _with_param(params, "rport", str(rport))
             destination: Address = (source_ip, source_port)
         else:  # RFC 3261 §18.2.2: the received address, at the sent-by port
             destination = (source_ip, top.port or 5060)

@@ -12,6 +12,7 @@ from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
 from natkeepalive.core import engine as engine_module
 from natkeepalive.core.engine import AUX, BINDING, UNPROVEN_CHECKS, Datagram
+from natkeepalive.runtime.probe import Answer
 from natkeepalive.sip.message import Request, parse_message
 from tests.support.fakenet import LOCAL, SERVER, FakeNet
 from tests.support.sipfake import answer
@@ -385,3 +386,39 @@ def test_inbound_check_zero_turns_checks_off() -> None:
     n.run_until(120)
     assert not [s for s in n.sent if s.channel == AUX]
     assert n.engine.expiry_detection == "off (inbound_check: 0)"
+
+
+# --- probe: why a check cannot be made -------------------------------------------------------
+
+class SilentProber:
+    """A Prober whose check goes unanswered and whose keepalive is answered."""
+
+    def __init__(self) -> None:
+        self.checks: list[tuple[str, int]] = []
+        self.keepalives = 0
+
+    def inbound(self, public: tuple[str, int]) -> Answer:
+        self.checks.append(public)
+        return Answer(None, "", None, 4)
+
+    def keepalive(self) -> Answer:
+        self.keepalives += 1
+        return Answer(object(), "main", 0.01, 1)  # type: ignore[arg-type]
+
+
+def test_probe_tells_no_address_from_no_port_from_a_guess_that_failed() -> None:
+    from natkeepalive.cli.probe import _inbound
+
+    prober = SilentProber()
+    assert _inbound(prober, None, 5062, True) == \
+        "unsupported: no received in the answer (public address unknown)"  # type: ignore[arg-type]
+    assert _inbound(prober, "203.0.113.1", None, True) == \
+        "unsupported: no rport value in the answer (public port unknown)"  # type: ignore[arg-type]
+    assert prober.checks == []
+    # a bare rport: the local port was tried, and its silence is not an expiry
+    assert _inbound(prober, "203.0.113.1", 5062, True) == \
+        "unsupported: bare rport and the public port is not the local one"  # type: ignore[arg-type]
+    assert prober.checks == [("203.0.113.1", 5062)] and prober.keepalives == 0
+    # a port the server wrote: silence, then an answered keepalive, is an expiry
+    assert _inbound(prober, "203.0.113.1", 40000, False) == "expired"  # type: ignore[arg-type]
+    assert prober.keepalives == 1
