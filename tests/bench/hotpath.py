@@ -10,7 +10,9 @@ What remains is what the agent's Python costs per keepalive: engine, parser and 
 
     python3 tests/bench/hotpath.py [--bindings N] [--seconds S] [--split] [--profile]
 
---split also times the main parts (parse, the engine's answer and timer, the daemon's _after and
+--inbound-check N sets the bindings' cadence of checks (the default configuration's otherwise:
+a check before every keepalive, whose cost is counted in the keepalive's). --split also times the
+main parts (parse, the engine's answer and timer, the daemon's _after and
 _refresh; each adds a wrapper and two clock reads), --profile prints cProfile's top items. Not a
 pass/fail test; tests/bench/test_bench_smoke.py runs it for a moment so it cannot rot.
 """
@@ -140,8 +142,8 @@ class FakePoller:
         pass
 
 
-def measure(bindings: int, seconds: float, split: bool = False, profile: bool = False
-            ) -> dict[str, float]:
+def measure(bindings: int, seconds: float, split: bool = False, profile: bool = False,
+            inbound_check: int | None = None) -> dict[str, float]:
     """µs of CPU per answered keepalive (key "total") and, with `split`, per part."""
     from natkeepalive.config.loader import parse_config
     from natkeepalive.core import engine as engine_module
@@ -173,7 +175,9 @@ def measure(bindings: int, seconds: float, split: bool = False, profile: bool = 
             def _deliver(self, severity: int, text: str) -> None:
                 pass
 
-        text = "log: {target: stderr, level: info}\ndefaults: {interval: 1}\nbindings:\n" + "".join(
+        check = "" if inbound_check is None else f", inbound_check: {inbound_check}"
+        text = ("log: {target: stderr, level: info}\n"
+                f"defaults: {{interval: 1{check}}}\nbindings:\n") + "".join(
             f"  - {{name: b{i}, server: '{SERVER[0]}:{SERVER[1]}', source_port: "
             f"{BASE_PORT + i}}}\n" for i in range(bindings))
         folder = tempfile.mkdtemp(prefix="nk-hotpath-")
@@ -232,8 +236,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="simulated seconds")
     parser.add_argument("--split", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--inbound-check", type=int, default=None,
+                        help="the bindings' inbound_check (default: the configuration's)")
     args = parser.parse_args(argv)
-    figures = measure(args.bindings, args.seconds, args.split, args.profile)
+    figures = measure(args.bindings, args.seconds, args.split, args.profile, args.inbound_check)
     print(f"{args.bindings} bindings, {figures.pop('answers'):.0f} answers: "
           f"{figures.pop('total'):.2f} µs of Python per answered keepalive")
     for label, value in sorted(figures.items(), key=lambda item: -item[1]):

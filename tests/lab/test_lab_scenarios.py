@@ -412,8 +412,9 @@ def test_8_server_without_rport(
     """Timings: NAT initial 5 s, stream 5 s; interval 3 s, jitter 0.2, timeout 1 s,
     inbound_check 1 (it cannot run: no public port is known). Server: SIPp on :5070 echoing the
     Via unchanged (no `received`, bare `rport`). Runs for 5 answered keepalives (~10 s).
-    Expected: `rport-unsupported` once, `reachable`, public port null in the status, no
-    inbound check attempted, no change or expiry."""
+    Expected: `rport-unsupported` once, `reachable`, no public address or port in the status
+    (the Via's sent-by is the agent's own LAN address, not what the server saw), no inbound check
+    attempted, no change or expiry, and the status says why expiry cannot be detected."""
     lab = sipp_lab
     lab.set_udp_timeouts(5, 5)
     agent = start_agent(lab, write_config(lab, KEPT, server=SIPP))
@@ -422,15 +423,18 @@ def test_8_server_without_rport(
     assert agent.stop() == 0
     names = agent.names()
     assert names.count("rport-unsupported") == 1
-    assert names.count("binding-learned") == 1 and names.count("reachable") == 1
+    assert names.count("binding-learned") == 0 and names.count("reachable") == 1
     assert not {"binding-changed", "binding-expired", "binding-flapping", "unreachable",
                 "inbound-check-unsupported"} & set(names)
     assert agent.count("probe-sent", kind="inbound") == 0
     entry = agent.binding()
     assert entry["public_port"] is None and entry["state"] == "reachable"
     assert (entry["changes"], entry["expiries"]) == (0, 0)
-    # No `received` and no rport value: the only address there is, is the Via's own.
-    assert entry["public_address"] == netlab.LAN_IP
+    # No `received` and no rport value: nothing is known of the public side.
+    assert entry["public_address"] is None and entry["public"] is None
+    assert netlab.LAN_IP not in json.dumps(entry["public"])
+    assert entry["expiry_detection"] == \
+        "unsupported: server sends no received and no rport value"
 
 
 @pytest.mark.parametrize("bind", ["interface", "wildcard"])
