@@ -194,7 +194,7 @@ def is_match(engine: BindingEngine, data: bytes, source: tuple[str, int], channe
     for branch, call_id, cseq, kind in outstanding(engine):
         if (response.top_via.branch == branch and response.call_id == call_id
                 and response.cseq == cseq and response.cseq_method.upper() == "OPTIONS"
-                and (kind == "inbound" or channel == BINDING)):
+                and (kind in ("inbound", "server-up") or channel == BINDING)):
             return True
     return False
 
@@ -235,7 +235,12 @@ def engine(data: bytes, copy: Callable[[BindingEngine], BindingEngine] | None = 
     assert outstanding(eng), "the scenario has no live transaction"
     matched = is_match(eng, payload, source, channel)
     before, dropped, duplicates = snapshot(eng), eng.dropped, eng.duplicates
+    crlf = eng.crlf_received
     eng.receive_datagram(payload, source, 100.0 + 0.05, channel)
+    if payload and not payload.strip(b"\r\n") and source == eng.server and channel == BINDING:
+        # a CRLF keepalive from the server (RFC 5626 3.5.1): counted as such, never dropped
+        assert eng.crlf_received == crlf + 1 and eng.dropped == dropped
+        return
     out = eng.datagrams_to_send()
     events = eng.events()
     for event in events:

@@ -259,10 +259,14 @@ def test_branch_on_the_wire_is_80_bits_from_os_urandom(tmp_path: Path) -> None:
         suffix = branch[len("z9hG4bK"):]
         assert len(suffix) * 4 >= 64 and len(suffix) == 2 * BRANCH_BYTES
         locate(suffix)
-    # Call-ID: 64 bits from os.urandom too (it is the other half of what a spoofer must guess)
-    call_ids = {m.call_id for m in requests}
-    assert len(call_ids) == 1 and len(next(iter(call_ids))) * 4 >= 64
-    locate(next(iter(call_ids)))
+    # Call-ID: a new one per request (RFC 3261 8.1.1.4), the binding's 64 bits from os.urandom
+    # (the other half of what a spoofer must guess), "-" and the CSeq number
+    call_ids = {m.call_id: m.cseq for m in requests}
+    assert len(call_ids) == len(branches)
+    prefixes = {call_id.rpartition("-")[0] for call_id in call_ids}
+    assert len(prefixes) == 1 and len(next(iter(prefixes))) * 4 >= 64
+    assert all(call_id.rpartition("-")[2] == str(cseq) for call_id, cseq in call_ids.items())
+    locate(next(iter(prefixes)))
     taken.sort()
     for (read, _, end), (next_read, start, _) in zip(taken, taken[1:]):
         assert read != next_read or end <= start, "two values share random bytes"
