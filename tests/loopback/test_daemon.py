@@ -146,6 +146,32 @@ def test_inbound_check_alive_on_loopback(tmp_path: Path, responder: SipResponder
         agent.stop()
         assert "binding-expired" not in agent.names()
         assert binding_status(agent)["inbound_check"] == "alive"
+        assert binding_status(agent)["expiry_detection"] == "inbound-check"
+
+
+def test_a_server_outage_is_checked_on_its_return_without_a_false_expiry(
+        tmp_path: Path, responder: SipResponder) -> None:
+    """After a silence every cycle starts with a check; a check not answered at once goes with a
+    server-up probe from the second socket, whose answer (routed to the binding by its
+    Call-ID's prefix) tells whether the server was there when the check went."""
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())],
+                          inbound_check=1, interval=1.0, timeout=1.0, retry_interval=1.0,
+                          fail_threshold=1)
+    with Agent(config, tmp_path / "status.json") as agent:
+        agent.wait_for("probe-sent", kind="inbound", count=1)
+        agent.wait_for("reachable")
+        responder.configure(silent=True)
+        agent.wait_for("unreachable", timeout=10)
+        agent.wait_for("probe-sent", kind="server-up", timeout=10)
+        responder.configure(silent=False)
+        agent.wait_for("reachable", count=2, timeout=10)
+        checks = len(agent.events("probe-sent"))
+        agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 2)
+        agent.stop()
+        assert len(agent.events("probe-sent")) > checks
+        assert "binding-expired" not in agent.names(), "\n".join(agent.lines)
+        entry = binding_status(agent)
+        assert entry["inbound_check"] == "alive" and entry["expiries"] == 0
 
 
 def test_inbound_check_unsupported_when_server_forces_rport(
@@ -158,6 +184,9 @@ def test_inbound_check_unsupported_when_server_forces_rport(
         agent.wait_for("probe-answered", count=5)
         agent.stop()
         assert agent.names().count("inbound-check-unsupported") == 1
+        unsupported = agent.events("inbound-check-unsupported")[0][1]
+        assert unsupported["reason"] == "server forces rport" and unsupported["remedy"]
+        assert binding_status(agent)["expiry_detection"] == "remap-only: server forces rport"
         assert len(agent.events("probe-sent")) - len(
             [1 for _, f in agent.events("probe-sent") if f["kind"] != "inbound"]) == 1
         assert "binding-expired" not in agent.names()
