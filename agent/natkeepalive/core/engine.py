@@ -13,11 +13,13 @@ Rules:
   the local one and the check proves it, or not).
 - The check's answer on the BINDING socket proves the binding alive (and that the server can
   prove it); on the AUX socket it proves the server forces rport (reported once with what would
-  help, never tried again for that server). Silence after all retransmissions only makes the
-  binding suspect: the keepalive that follows must be answered before `binding-expired
-  detected=inbound-check` is reported (else the server is simply down), and only once a check was
-  answered on the BINDING socket since the flow began: a server that never answers the check
-  (it ignores a sent-by that is not the source) is given up after UNPROVEN_CHECKS, and reported.
+  help, never tried again for that server). Silence after all retransmissions makes the binding
+  suspect only if the SERVER_UP probe sent with the check's copies (from its first
+  retransmission on) was answered; then the keepalive that follows must be answered too before
+  `binding-expired detected=inbound-check` is reported (else the server is simply down), and
+  only once a check was answered on the BINDING socket since the flow began: a server that never
+  answers the check (it ignores a sent-by that is not the source) is given up after
+  UNPROVEN_CHECKS, and reported.
 - Every request has a Call-ID of its own (RFC 3261 §8.1.1.4): the binding's random prefix and
   the CSeq number. A CRLF or double-CRLF datagram from the server on the BINDING socket is a
   keepalive, not a malformed answer (RFC 5626 §3.5.1; linphone sends them): it proves inbound
