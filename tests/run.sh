@@ -10,9 +10,10 @@ declare -A tools=(
   [kamailio]=kamailio [nft]=nftables [conntrack]=conntrack [ip]=iproute2 [sipp]=sip-tester
   [tshark]=tshark [rsyslogd]=rsyslog [busybox]=busybox [shellcheck]=shellcheck [lintian]=lintian
   [sipsak]=sipsak [systemd-analyze]=systemd [dpkg-deb]=dpkg
+  [prometheus]=prometheus [promtool]=prometheus [prometheus-node-exporter]=prometheus-node-exporter
+  [collectd]=collectd-core [sendmail]=msmtp-mta [baresip]=baresip-core [node]=nodejs
   # the NAT lab's matrix of real SIP stacks (tests/lab/test_lab_stacks.py)
-  [ejabberdctl]=ejabberd [baresip]=baresip [linphonec]=linphone-cli [turnserver]=coturn
-  [node]=nodejs [npm]=npm
+  [ejabberdctl]=ejabberd [linphonec]=linphone-cli [turnserver]=coturn [npm]=npm
 )
 missing=()
 for tool in "${!tools[@]}"; do
@@ -73,7 +74,7 @@ fi
 # faults), the matrix of real SIP stacks (its cells run in parallel inside it) and everything
 # else. Each one's output is shown in turn; one closing line sums them.
 streams=(
-  "tests/lab/test_lab_scenarios.py tests/lab/test_lab_harness.py"
+  "tests/lab/test_lab_scenarios.py tests/lab/test_lab_harness.py tests/lab/test_lab_prometheus.py"
   "tests/lab/test_lab_lifetime.py tests/reliability/test_lab_faults.py tests/reliability/test_nothing_lost.py"
   "tests/lab/test_lab_stacks.py tests/lab/test_lab_expiry.py"
   "tests --ignore=tests/lab --ignore=tests/reliability/test_lab_faults.py --ignore=tests/reliability/test_nothing_lost.py"

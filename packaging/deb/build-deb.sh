@@ -50,6 +50,18 @@ mkdir -p "$site" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/etc/nat-ke
 install -m 0755 "$root/packaging/nat-keepalive.launcher" "$stage/usr/bin/nat-keepalive"
 
 cp "$root/packaging/systemd/nat-keepalive.service" "$stage/lib/systemd/system/"
+# Examples only, never enabled: hooks (executable, copied into place by the admin), alert rules,
+# LuCI graphs
+mkdir -p "$stage/usr/share/nat-keepalive/examples/hooks"
+for file in "$root"/examples/hooks/*; do
+	install -m 0755 "$file" "$stage/usr/share/nat-keepalive/examples/hooks/"
+done
+for folder in prometheus luci; do
+	mkdir -p "$stage/usr/share/nat-keepalive/examples/$folder"
+	for file in "$root/examples/$folder"/*; do
+		install -m 0644 "$file" "$stage/usr/share/nat-keepalive/examples/$folder/"
+	done
+done
 cp "$example" "$stage/etc/nat-keepalive/config.yaml"
 gzip -9n <"$here/nat-keepalive.1" >"$stage/usr/share/man/man1/nat-keepalive.1.gz"
 

@@ -146,6 +146,32 @@ def test_inbound_check_alive_on_loopback(tmp_path: Path, responder: SipResponder
         agent.stop()
         assert "binding-expired" not in agent.names()
         assert binding_status(agent)["inbound_check"] == "alive"
+        assert binding_status(agent)["expiry_detection"] == "inbound-check"
+
+
+def test_a_server_outage_is_checked_on_its_return_without_a_false_expiry(
+        tmp_path: Path, responder: SipResponder) -> None:
+    """After a silence every cycle starts with a check; a check not answered at once goes with a
+    server-up probe from the second socket, whose answer (routed to the binding by its
+    Call-ID's prefix) tells whether the server was there when the check went."""
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())],
+                          inbound_check=1, interval=1.0, timeout=1.0, retry_interval=1.0,
+                          fail_threshold=1)
+    with Agent(config, tmp_path / "status.json") as agent:
+        agent.wait_for("probe-sent", kind="inbound", count=1)
+        agent.wait_for("reachable")
+        responder.configure(silent=True)
+        agent.wait_for("unreachable", timeout=10)
+        agent.wait_for("probe-sent", kind="server-up", timeout=10)
+        responder.configure(silent=False)
+        agent.wait_for("reachable", count=2, timeout=10)
+        checks = len(agent.events("probe-sent"))
+        agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 2)
+        agent.stop()
+        assert len(agent.events("probe-sent")) > checks
+        assert "binding-expired" not in agent.names(), "\n".join(agent.lines)
+        entry = binding_status(agent)
+        assert entry["inbound_check"] == "alive" and entry["expiries"] == 0
 
 
 def test_inbound_check_unsupported_when_server_forces_rport(
@@ -158,6 +184,9 @@ def test_inbound_check_unsupported_when_server_forces_rport(
         agent.wait_for("probe-answered", count=5)
         agent.stop()
         assert agent.names().count("inbound-check-unsupported") == 1
+        unsupported = agent.events("inbound-check-unsupported")[0][1]
+        assert unsupported["reason"] == "server forces rport" and unsupported["remedy"]
+        assert binding_status(agent)["expiry_detection"] == "remap-only: server forces rport"
         assert len(agent.events("probe-sent")) - len(
             [1 for _, f in agent.events("probe-sent") if f["kind"] != "inbound"]) == 1
         assert "binding-expired" not in agent.names()
@@ -187,6 +216,31 @@ def test_sighup_keeps_unchanged_bindings_and_rejects_a_bad_file(
         learned = [f["binding"] for _, f in agent.events("binding-learned")]
         assert learned == ["provider", "backup"]  # provider kept its mapping through reloads
         assert len(agent.events("started")) == 1
+
+
+def test_sighup_applies_a_new_log_level_without_a_restart(
+        tmp_path: Path, responder: SipResponder) -> None:
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())])
+    debug = config.read_text()
+    quiet = debug.replace("level: debug", "level: info")
+    config.write_text(quiet)
+    with Agent(config, tmp_path / "status.json") as agent:
+        agent.wait_for("reachable")
+        assert not agent.events("probe-sent"), "a debug event below the configured level"
+        config.write_text(debug)
+        agent.signal(signal.SIGHUP)
+        reloaded = agent.wait_for("reloaded")
+        assert reloaded["changed"] == "0"  # the binding (and its NAT mapping) was kept
+        agent.wait_for("probe-sent")  # debug events of that kept binding now get through
+        config.write_text(quiet)
+        agent.signal(signal.SIGHUP)
+        agent.wait_for("reloaded", count=2)
+        sent = len(agent.events("probe-sent"))
+        with responder.lock:
+            received = len(responder.requests)
+        assert responder.wait_for_requests(received + 2, timeout=10)  # two more keepalives
+        assert agent.stop() == 0
+        assert len(agent.events("probe-sent")) <= sent + 1  # at most one already logged
 
 
 def test_sigterm_stops_cleanly_and_sigusr1_writes_status(

@@ -1,9 +1,12 @@
 """The OpenWrt package without OpenWrt: the Makefile's dependencies against the agent's imports,
 and the procd init script run under dash and busybox ash against a small emulation of the UCI
-and procd shell API (uci_emul.sh, procd_emul.sh in this folder)."""
+and procd shell API, netifd's interface status and procd's trigger rule (uci_emul.sh,
+procd_emul.sh in this folder). tests/openwrt/real.sh runs the same package under the real
+procd, ubusd, uci, validate_data and logd."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -80,6 +83,11 @@ class Run:
     stderr: str
     trace: list[str]
     tmp: Path
+    messages: list[str]  # the JSON of each `ubus call service set` that `start` sent
+
+    def message(self) -> dict:  # type: ignore[type-arg]
+        """The last service message as procd parses it (a repeated key: the last one)."""
+        return json.loads(self.messages[-1])  # type: ignore[no-any-return]
 
     @property
     def conf(self) -> Path:
@@ -103,21 +111,51 @@ def shell_command(shell: str, tmp: Path) -> tuple[list[str], str]:
     return [busybox, "sh"], f"{applets}:/usr/bin:/bin"
 
 
+def netifd(tmp: Path, iface: str, up: bool, uptime: int = 0, l3_device: str | None = None,
+           device: str = "eth0") -> None:
+    """netifd's `status` of an interface as `ubus call network.interface.IFACE status` shows
+    it: while down it has no l3_device and `device` is the physical device."""
+    status: dict[str, object] = {"up": up, "pending": False, "available": True,
+                                 "device": device}
+    if up:
+        status.update(uptime=uptime, l3_device=l3_device or device)
+    folder = tmp / "netifd"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{iface}.json").write_text(json.dumps(status), encoding="utf-8")
+
+
+# network.sh's two functions the init script calls, over the emulated netifd status: a key
+# the status lacks makes them fail, as __network_export does.
+NETWORK_SH = """\
+nk_emul_netdev() {
+	local status
+	status="$(ubus call "network.interface.$3" status 2>/dev/null)" || return 1
+	eval "$1=\\$(jsonfilter -s \\"\\$status\\" -e '@.$2')"
+}
+network_get_device() { nk_emul_netdev "$1" l3_device "$2"; }
+network_get_physdev() { nk_emul_netdev "$1" device "$2"; }
+"""
+
+
 def run_init(shell: str, tmp: Path, uci: str | None, body: str,
-             running: bool = False, wan_device: str = "eth0.2") -> Run:
-    """Source the init script after the emulations, point its paths into `tmp`, run `body`."""
+             running: bool = False, wan_device: str | None = "eth0.2") -> Run:
+    """Source the init script after the emulations, point its paths into `tmp`, run `body`.
+    `wan_device`: netifd has wan up on it (uptime 100 s), unless None (then the test set
+    netifd's state itself)."""
     etc = tmp / "etc" / "config"
     etc.mkdir(parents=True, exist_ok=True)
     if uci is not None:
         (etc / "nat-keepalive").write_text(uci, encoding="utf-8")
     functions = tmp / "root" / "lib" / "functions"
     functions.mkdir(parents=True, exist_ok=True)
-    # netifd's view in the test: wan is up on `wan_device`; any other name is unknown to it.
-    (functions / "network.sh").write_text(
-        f'network_get_device() {{ case "$2" in wan) eval "$1={wan_device}"; return 0 ;; esac; '
-        'return 1; }\nnetwork_get_physdev() { return 1; }\n', encoding="utf-8")
+    (functions / "network.sh").write_text(NETWORK_SH, encoding="utf-8")
+    (tmp / "netifd").mkdir(exist_ok=True)
+    if wan_device is not None:
+        netifd(tmp, "wan", True, 100, wan_device)
     trace = tmp / "trace"
     trace.write_text("", encoding="utf-8")
+    messages = tmp / "procd.json"
+    messages.write_text("", encoding="utf-8")
     script = tmp / "drive.sh"
     script.write_text(
         f'. "{HERE}/uci_emul.sh"\n'
@@ -130,11 +168,13 @@ def run_init(shell: str, tmp: Path, uci: str | None, body: str,
     argv, path = shell_command(shell, tmp)
     env = {"PATH": path, "LC_ALL": "C", "UCI_CONFIG_DIR": str(etc),
            "IPKG_INSTROOT": str(tmp / "root"), "PROCD_TRACE": str(trace),
+           "PROCD_JSON": str(messages), "EMUL_NETIFD": str(tmp / "netifd"),
            "EMUL_PROCD_RUNNING": "1" if running else "0"}
     done = subprocess.run([*argv, str(script)], cwd=tmp, env=env, capture_output=True,
                           text=True, timeout=30)
     return Run(done.returncode, done.stdout, done.stderr,
-               trace.read_text(encoding="utf-8").splitlines(), tmp)
+               trace.read_text(encoding="utf-8").splitlines(), tmp,
+               messages.read_text(encoding="utf-8").splitlines())
 
 
 def render(shell: str, tmp: Path, uci: str | None) -> Run:
@@ -419,7 +459,6 @@ def test_start_service_runs_the_agent_unprivileged_under_procd(shell: str,
         "procd_open_instance ",
         f"procd_set_param command /usr/bin/nat-keepalive run -c {conf} --log syslog",
         "procd_set_param user nat-keepalive",
-        "procd_set_param no_new_privs 1",
         "procd_set_param respawn",
         "procd_set_param stdout 1",
         "procd_set_param stderr 1",
@@ -446,19 +485,158 @@ def test_start_service_with_bad_config_starts_nothing(shell: str, tmp_path: Path
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_service_triggers(shell: str, tmp_path: Path) -> None:
-    run = run_init(shell, tmp_path, FULL_UCI, "service_triggers")
+def test_start_sends_procd_one_service_message(shell: str, tmp_path: Path) -> None:
+    run = run_init(shell, tmp_path, FULL_UCI, "start")
     assert run.returncode == 0, run.stderr
-    triggers = [line for line in run.trace if line.startswith("procd_add")]
-    assert triggers == [
-        "procd_add_reload_trigger nat-keepalive",
-        "procd_add_interface_trigger interface.*.up wan /etc/init.d/nat-keepalive reprobe",
-        "procd_add_interface_trigger interface.*.up wan6 /etc/init.d/nat-keepalive reprobe",
-        "procd_add_interface_trigger interface.*.up lan2 /etc/init.d/nat-keepalive reprobe",
+    (raw,) = run.messages
+    message = run.message()
+    assert message["name"] == "nat-keepalive"
+    assert message["script"] == "/etc/init.d/nat-keepalive"
+    assert message["instances"] == {"instance1": {
+        "command": ["/usr/bin/nat-keepalive", "run", "-c", str(run.conf), "--log", "syslog"],
+        "user": "nat-keepalive",  # procd sets it before exec; nothing else drops privileges
+        "stdout": True, "stderr": True,
+        "respawn": ["3600", "5", "5"],
+    }}
+    script = ["run_script", "/etc/init.d/nat-keepalive"]
+    assert message["triggers"] == [
+        ["config.change", ["if", ["eq", "package", "nat-keepalive"], [*script, "reload"]], 1000],
+        *[["interface.*", ["if", ["eq", "interface", iface], [*script, "ifevent", iface]], 1000]
+          for iface in ("wan", "wan6", "lan2")],
     ]
-    schemas = [line.split()[:3] for line in run.trace if line.startswith("validation-schema")]
-    assert schemas == [["validation-schema", "nat-keepalive", "agent"],
-                       ["validation-schema", "nat-keepalive", "binding"]]
+    # One schema with both section types: a second "validate" key would replace the first.
+    assert raw.count('"validate":') == 1
+    schema = {(v["package"], v["type"]): v["data"] for v in message["validate"]}
+    assert set(schema) == {("nat-keepalive", "agent"), ("nat-keepalive", "binding")}
+    assert schema["nat-keepalive", "binding"]["source_port"] == "range(1,65535)"
+    assert schema["nat-keepalive", "agent"]["interval"] == "or(auto,ufloat)"
+    assert "no_new_privs" not in raw
+    assert message["data"] == {}  # rc.common's empty service_data
+
+
+def test_the_emulation_keeps_both_validate_keys_like_procd_sh(tmp_path: Path) -> None:
+    """Two procd_add_validation calls give two "validate" keys, and procd sees the last."""
+    run = run_init("dash", tmp_path, BINDING, "service_triggers() { "
+                   "procd_add_validation nk_validate_agent; "
+                   "procd_add_validation nk_validate_binding; }; start")
+    assert run.returncode == 0, run.stderr
+    assert run.messages[-1].count('"validate":') == 2
+    assert [v["type"] for v in run.message()["validate"]] == ["binding"]
+
+
+# --- procd's interface triggers, netifd's events -------------------------------------------------
+
+def procd_trigger_matches(event: str, trigger_type: str) -> bool:
+    """procd's trigger_match(): a trigger type with ".*" matches every event type that starts
+    with the text before it ("interface.*.up" matches interface.down); else the whole name."""
+    wildcard = trigger_type.find(".*")
+    if wildcard >= 0:
+        return event.startswith(trigger_type[:wildcard])
+    return event == trigger_type
+
+
+def procd_event(message: dict, event: str, data: dict) -> list[list[str]]:  # type: ignore[type-arg]
+    """The commands procd runs for an event: each matching trigger's json_script, of the
+    ["if", ["eq", KEY, VALUE], ["run_script", ...]] form the init script uses."""
+    commands = []
+    for trigger_type, (keyword, (op, key, value), action), _delay in message["triggers"]:
+        assert (keyword, op, action[0]) == ("if", "eq", "run_script")
+        if procd_trigger_matches(event, trigger_type) and data.get(key) == value:
+            commands.append(action[1:])
+    return commands
+
+
+def test_procds_trigger_rule() -> None:
+    assert procd_trigger_matches("interface.down", "interface.*.up")
+    assert procd_trigger_matches("interface.update", "interface.*")
+    assert not procd_trigger_matches("config.change", "interface.*")
+    assert procd_trigger_matches("config.change", "config.change")
+
+
+class Router:
+    """The init script under the emulated procd, with netifd's events delivered as procd
+    delivers them: the service message's triggers pick the commands, which then run."""
+
+    def __init__(self, shell: str, tmp: Path, uci: str) -> None:
+        self.shell, self.tmp, self.uci = shell, tmp, uci
+        run = run_init(shell, tmp, uci, "start", wan_device=None)
+        assert run.returncode == 0, run.stderr
+        self.message = run.message()
+
+    def event(self, event: str, iface: str) -> list[str]:
+        """netifd's event for `iface`: the trace of every command procd runs for it."""
+        trace: list[str] = []
+        for argv in procd_event(self.message, event, {"interface": iface}):
+            assert argv[0] == "/etc/init.d/nat-keepalive"
+            body = " ".join(argv[1:])
+            run = run_init(self.shell, self.tmp, self.uci, body, running=True, wan_device=None)
+            assert run.returncode == 0, run.stderr
+            trace += run.trace
+            if run.messages:
+                self.message = run.message()
+        return trace
+
+
+def signals(trace: list[str]) -> list[str]:
+    return [line.split()[-1] for line in trace if line.startswith("procd_send_signal")]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_interface_events_act_only_when_an_interface_came_up(shell: str,
+                                                            tmp_path: Path) -> None:
+    netifd(tmp_path, "wan", True, 100, "eth0.2")
+    router = Router(shell, tmp_path, BINDING + "\toption interface 'wan'\n")
+    netifd(tmp_path, "wan", True, 160, "eth0.2")
+    assert router.event("interface.update", "wan") == [], "an update of an interface that stayed up"
+    assert router.event("interface.update", "lan") == [], "not an interface of the agent"
+    netifd(tmp_path, "wan", False)
+    assert router.event("interface.down", "wan") == []
+    netifd(tmp_path, "wan", True, 2, "eth0.2")
+    assert signals(router.event("interface.update", "wan")) == ["USR2"]
+    netifd(tmp_path, "wan", True, 30, "eth0.2")
+    assert router.event("interface.update", "wan") == []
+    # A down and up merged into one run (procd delays and merges): the uptime went back.
+    netifd(tmp_path, "wan", True, 1, "eth0.2")
+    assert signals(router.event("interface.update", "wan")) == ["USR2"]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_pppoe_link_that_drops_keeps_its_device(shell: str, tmp_path: Path) -> None:
+    netifd(tmp_path, "wan", True, 100, "pppoe-wan")
+    uci = BINDING + "\toption interface 'wan'\n"
+    router = Router(shell, tmp_path, uci)
+    assert parse(Run(0, "", "", [], tmp_path, [])).bindings[0].interface == "pppoe-wan"
+    netifd(tmp_path, "wan", False)  # while down, netifd shows only the Ethernet device
+    trace = router.event("interface.down", "wan")
+    assert trace == []
+    assert parse(Run(0, "", "", [], tmp_path, [])).bindings[0].interface == "pppoe-wan"
+    netifd(tmp_path, "wan", True, 1, "pppoe-wan")
+    trace = router.event("interface.update", "wan")
+    assert signals(trace) == ["USR2"] and "start" not in trace
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_new_device_while_up_reloads(shell: str, tmp_path: Path) -> None:
+    netifd(tmp_path, "wan", True, 100, "eth0.2")
+    uci = BINDING + "\toption interface 'wan'\n"
+    router = Router(shell, tmp_path, uci)
+    netifd(tmp_path, "wan", True, 150, "eth0.3")
+    trace = router.event("interface.update", "wan")
+    assert "start" in trace and signals(trace) == ["HUP"]
+    assert parse(Run(0, "", "", [], tmp_path, [])).bindings[0].interface == "eth0.3"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_first_event_after_start_compares_with_the_state_at_start(
+        shell: str, tmp_path: Path) -> None:
+    netifd(tmp_path, "wan", False)  # at start wan is down: the binding gets its physical device
+    router = Router(shell, tmp_path, BINDING + "\toption interface 'wan'\n")
+    assert parse(Run(0, "", "", [], tmp_path, [])).bindings[0].interface == "eth0"
+    netifd(tmp_path, "wan", True, 3, "eth0.2")
+    assert signals(router.event("interface.update", "wan")) == ["HUP"]  # re-rendered, reloaded
+    assert parse(Run(0, "", "", [], tmp_path, [])).bindings[0].interface == "eth0.2"
+    netifd(tmp_path, "wan", True, 40, "eth0.2")
+    assert router.event("interface.update", "wan") == []
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -506,7 +684,7 @@ def test_reload_when_run_as_changes_lets_procd_restart(shell: str, tmp_path: Pat
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_ifup_reprobes_with_sigusr2(shell: str, tmp_path: Path) -> None:
+def test_reprobe_sends_sigusr2(shell: str, tmp_path: Path) -> None:
     uci = BINDING + "\toption interface 'wan'\n"
     run_init(shell, tmp_path, uci, "start_service")
     run = run_init(shell, tmp_path, uci, "reprobe", running=True)
@@ -516,7 +694,7 @@ def test_ifup_reprobes_with_sigusr2(shell: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_ifup_with_a_new_device_reloads(shell: str, tmp_path: Path) -> None:
+def test_reprobe_with_a_new_device_reloads(shell: str, tmp_path: Path) -> None:
     uci = BINDING + "\toption interface 'wan'\n"
     run_init(shell, tmp_path, uci, "start_service")
     run = run_init(shell, tmp_path, uci, "reprobe", running=True, wan_device="pppoe-wan")
@@ -545,3 +723,71 @@ def test_busybox_mode_really_uses_busybox(tmp_path: Path) -> None:
     _argv, path = shell_command("busybox", tmp_path)
     awk = shutil.which("awk", path=path)
     assert awk and os.path.realpath(awk) == os.path.realpath(require_tool("busybox"))
+
+
+# --- hook events -------------------------------------------------------------------------------
+
+def test_init_scripts_event_list_is_the_agents() -> None:
+    from natkeepalive.events import ALL_EVENTS
+    run = subprocess.run([require_tool("dash"), "-c", f'extra_command() {{ :; }}; . "{INIT}"; '
+                          'echo $NK_EVENTS'], capture_output=True, text=True, timeout=30)
+    assert run.stdout.split() == list(ALL_EVENTS)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_unknown_hook_event_is_rejected_before_the_agent_sees_it(shell: str,
+                                                                 tmp_path: Path) -> None:
+    uci = ("config agent 'main'\n\tlist hook_event 'binding-changed'\n"
+           "\tlist hook_event 'binding-chnged'\n\n" + BINDING)
+    run = render(shell, tmp_path, uci)
+    assert run.returncode == 1
+    assert any("nat-keepalive.main.hook_event='binding-chnged': not an event of the agent" in line
+               for line in errors(run)), run.stderr
+    assert not run.conf.exists()
+    run = render(shell, tmp_path, uci.replace("chnged", "changed"))
+    assert run.returncode == 0, run.stderr
+    assert parse(run).hooks.events == ("binding-changed",)
+
+
+# --- postinst / postrm -------------------------------------------------------------------------
+
+def package_script(kind: str) -> str:
+    """Package/nat-keepalive/KIND from the Makefile, as the build writes it ($$ -> $)."""
+    found = re.search(rf"^define Package/nat-keepalive/{kind}\n(.*?)^endef", makefile(),
+                      re.S | re.M)
+    assert found, kind
+    return found.group(1).replace("$$", "$")
+
+
+@pytest.mark.parametrize("kind", ["postinst", "postrm"])
+@pytest.mark.parametrize(("instroot", "ubusd", "signalled"), [
+    ("", "812", ["-HUP 812"]), ("", "", []), ("/build/root", "812", [])])
+def test_package_scripts_make_a_running_ubusd_reread_its_acls(
+        kind: str, instroot: str, ubusd: str, signalled: list[str], tmp_path: Path) -> None:
+    script = tmp_path / kind
+    script.write_text(package_script(kind), encoding="utf-8")
+    kills = tmp_path / "kills"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pidof").write_text(
+        f'#!/bin/sh\n[ "$1" = ubusd ] && [ -n "{ubusd}" ] && echo {ubusd}\n', encoding="utf-8")
+    (fake / "kill").write_text(f'#!/bin/sh\necho "$*" >>"{kills}"\n', encoding="utf-8")
+    for tool in ("pidof", "kill"):
+        (fake / tool).chmod(0o755)
+    # `kill` is a shell builtin: the script's own `kill` is checked by calling it through env.
+    text = script.read_text(encoding="utf-8").replace("kill -HUP", "env kill -HUP")
+    script.write_text(text, encoding="utf-8")
+    done = subprocess.run([require_tool("dash"), str(script), "configure"],
+                          env={"PATH": f"{fake}:/usr/bin:/bin", "IPKG_INSTROOT": instroot},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert (kills.read_text().splitlines() if kills.exists() else []) == signalled
+
+
+def test_package_scripts_pass_shellcheck(tmp_path: Path) -> None:
+    for kind in ("postinst", "postrm"):
+        path = tmp_path / kind
+        path.write_text(package_script(kind), encoding="utf-8")
+        done = subprocess.run([require_tool("shellcheck"), "-s", "sh", "-e", "SC2086", str(path)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout

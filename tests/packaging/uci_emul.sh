@@ -176,8 +176,8 @@ emul_validate_data() {  # PACKAGE TYPE SECTION SPEC...
 uci_load_validate() {  # PACKAGE TYPE SECTION CALLBACK SPEC...
 	local _package="$1" _type="$2" _name="$3" _function="$4" _option _result _out
 	shift 4
-	if [ -z "$_name" ]; then  # procd_add_validation asks for the schema only
-		echo "validation-schema $_package $_type $*" >>"${PROCD_TRACE:-/dev/null}"
+	if [ -z "$_name" ]; then  # procd_add_validation asks for the schema only (procd_emul.sh)
+		emul_schema "$_package" "$_type" "$@"
 		return 0
 	fi
 	for _option in "$@"; do

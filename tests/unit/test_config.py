@@ -81,10 +81,10 @@ def test_str_names_file_line_and_key() -> None:
 @pytest.mark.parametrize(("text", "line", "message"), [
     ("", None, "the file is empty; it needs at least a 'bindings' list"),
     ("# only a comment\n\n", None, "the file is empty; it needs at least a 'bindings' list"),
-    ("- a\n- b\n", 1, "the top level must be a mapping with keys log, status_file, defaults, "
-                      "bindings, hooks, user, not a list"),
-    ("hello\n", 1, "the top level must be a mapping with keys log, status_file, defaults, "
-                   "bindings, hooks, user, not the string 'hello'"),
+    ("- a\n- b\n", 1, "the top level must be a mapping with keys log, status_file, metrics_file, "
+                      "defaults, bindings, hooks, user, not a list"),
+    ("hello\n", 1, "the top level must be a mapping with keys log, status_file, metrics_file, "
+                   "defaults, bindings, hooks, user, not the string 'hello'"),
 ])
 def test_top_level_shape(text: str, line: int | None, message: str) -> None:
     check(error(text), line, "", message)

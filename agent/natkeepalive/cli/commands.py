@@ -1,6 +1,6 @@
-"""Command line: `nat-keepalive run|probe|check|status|discover` (cli/main.py sends `run` through
-cli/run.py, which calls prepare_run here in a child). Exit 0 success, 1 the checked thing failed
-(unreachable target, no status), 2 usage or configuration error with a one-line message."""
+"""Command line: `nat-keepalive run|probe|check|status|discover|collectd` (cli/main.py sends `run`
+through cli/run.py, which calls prepare_run here in a child). Exit 0 success, 1 the checked thing
+failed (unreachable target, no status), 2 usage or configuration error with a one-line message."""
 
 from __future__ import annotations
 
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the running agent's status")
     status.add_argument("--status-file", metavar="PATH")
     status.add_argument("--json", action="store_true")
+
+    collectd = sub.add_parser("collectd", help="print PUTVAL lines for collectd's exec plugin")
+    collectd.add_argument("--status-file", metavar="PATH")
+    collectd.add_argument("--once", action="store_true", help="one set of values, then exit")
     return parser
 
 
@@ -168,8 +172,16 @@ def cmd_discover(args: argparse.Namespace) -> int:
     return run_discover(args)
 
 
+def cmd_collectd(args: argparse.Namespace) -> int:
+    from natkeepalive.cli.collectd import run_collectd
+    from natkeepalive.config.model import DEFAULT_STATUS_FILE
+
+    args.status_file = args.status_file or _configured_status_file() or DEFAULT_STATUS_FILE
+    return run_collectd(args)
+
+
 COMMANDS = {"run": cmd_run, "check": cmd_check, "status": cmd_status, "probe": cmd_probe,
-            "discover": cmd_discover}
+            "discover": cmd_discover, "collectd": cmd_collectd}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

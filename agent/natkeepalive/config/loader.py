@@ -45,7 +45,7 @@ _STR, _INT, _FLOAT, _BOOL, _NULL = _T + "str", _T + "int", _T + "float", _T + "b
 _MAP, _SEQ, _MERGE = _T + "map", _T + "seq", _T + "merge"
 _SCALAR_TAGS = frozenset((_STR, _INT, _FLOAT, _BOOL, _NULL, _T + "timestamp"))
 
-TOP_KEYS = ("log", "status_file", "defaults", "bindings", "hooks", "user")
+TOP_KEYS = ("log", "status_file", "metrics_file", "defaults", "bindings", "hooks", "user")
 LOG_KEYS = ("target", "facility", "address", "level")
 HOOK_KEYS = ("command", "events")
 BINDING_KEYS = ("name", "server", "source_port", "interface", "bind")
@@ -272,6 +272,17 @@ class _Reader:
             self.fail(f"must be an absolute path (starting with /), not {value!r}", node, path)
         return value
 
+    def metrics_file(self, node: Node) -> str | None:
+        """An absolute path ending in .prom (node_exporter's textfile collector reads only
+        those), or null: off."""
+        if node.tag == _NULL:
+            return None
+        value = self.absolute_path(node, "metrics_file")
+        if not value.endswith(".prom") or value.endswith("/.prom"):
+            self.fail(f"must name a file ending in .prom (node_exporter's textfile collector "
+                      f"reads only those), not {value!r}", node, "metrics_file")
+        return value
+
     # --- sections -----------------------------------------------------------------------------
 
     def config(self, root: Node) -> Config:
@@ -283,6 +294,7 @@ class _Reader:
         log = self.log(top["log"][1]) if "log" in top else LogConfig()
         status_file = (self.absolute_path(top["status_file"][1], "status_file")
                        if "status_file" in top else Config.status_file)
+        metrics_file = self.metrics_file(top["metrics_file"][1]) if "metrics_file" in top else None
         hooks = self.hooks(top["hooks"][1]) if "hooks" in top else HooksConfig()
         user = None
         if "user" in top and top["user"][1].tag != _NULL:
@@ -296,6 +308,7 @@ class _Reader:
             bindings=self.bindings(top["bindings"][1], defaults_layer),
             log=log,
             status_file=status_file,
+            metrics_file=metrics_file,
             defaults=self.merge([defaults_layer]),
             hooks=hooks,
             user=user,

@@ -80,6 +80,7 @@ class Config:
     bindings: tuple[BindingConfig, ...] = ()
     log: LogConfig = field(default_factory=LogConfig)
     status_file: str = DEFAULT_STATUS_FILE
+    metrics_file: str | None = None  # Prometheus text for node_exporter's textfile collector
     defaults: ProbeSettings = field(default_factory=ProbeSettings)
     hooks: HooksConfig = field(default_factory=HooksConfig)
     user: str | None = None  # drop privileges to this user after binding, when started as root

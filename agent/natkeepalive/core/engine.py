@@ -13,11 +13,13 @@ Rules:
   the local one and the check proves it, or not).
 - The check's answer on the BINDING socket proves the binding alive (and that the server can
   prove it); on the AUX socket it proves the server forces rport (reported once with what would
-  help, never tried again for that server). Silence after all retransmissions only makes the
-  binding suspect: the keepalive that follows must be answered before `binding-expired
-  detected=inbound-check` is reported (else the server is simply down), and only once a check was
-  answered on the BINDING socket since the flow began: a server that never answers the check
-  (it ignores a sent-by that is not the source) is given up after UNPROVEN_CHECKS, and reported.
+  help, never tried again for that server). Silence after all retransmissions makes the binding
+  suspect only if the SERVER_UP probe sent with the check's copies (from its first
+  retransmission on) was answered; then the keepalive that follows must be answered too before
+  `binding-expired detected=inbound-check` is reported (else the server is simply down), and
+  only once a check was answered on the BINDING socket since the flow began: a server that never
+  answers the check (it ignores a sent-by that is not the source) is given up after
+  UNPROVEN_CHECKS, and reported.
 - Every request has a Call-ID of its own (RFC 3261 §8.1.1.4): the binding's random prefix and
   the CSeq number. A CRLF or double-CRLF datagram from the server on the BINDING socket is a
   keepalive, not a malformed answer (RFC 5626 §3.5.1; linphone sends them): it proves inbound
@@ -44,7 +46,7 @@ from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
 from natkeepalive.core.reachability import UNREACHABLE, Reachability
 from natkeepalive.core.tracker import Tracker, format_mapping
-from natkeepalive.core.transaction import ClientTransaction, TransactionKey
+from natkeepalive.core.transaction import T1, ClientTransaction, TransactionKey
 from natkeepalive.errors import SipParseError
 from natkeepalive.sip.memo import AnswerFacts, AnswerMemo
 from natkeepalive.sip.message import Response
@@ -66,9 +68,10 @@ Address = tuple[str, int]
 
 BINDING, AUX = "binding", "aux"
 KEEPALIVE, CONFIRM, INBOUND = "keepalive", "confirm", "inbound"
-# An OPTIONS from the AUX socket with rport, sent with a check that follows a silence: its answer
-# (to the AUX socket's own mapping) tells that the server was up when the check went, so that the
-# check's silence means the binding is lost, not that the server was still down
+# An OPTIONS from the AUX socket with rport, sent with a check's first retransmission and then
+# with each of its copies: its answer (to the AUX socket's own mapping) tells that the server was
+# up when a copy of the check went, so that the check's silence means the binding is lost, not
+# that the server was down. A check answered at once (the usual case) costs none.
 SERVER_UP = "server-up"
 # Linux conntrack promotes a UDP flow to its stream timeout only after > 2 s of two-way traffic
 PROMOTE_DELAY = 3.0
@@ -123,7 +126,7 @@ class BindingEngine:
 
     # One engine per binding: slots instead of a __dict__ save about 1.6 KB each.
     __slots__ = (
-        "_after_silence", "_answers", "_check_guess", "_check_next", "_check_pending",
+        "_answers", "_check_guess", "_check_next", "_check_pending",
         "_cycle_expired", "_guess", "_keepalive_template", "_newest_outcome", "_promote",
         "_proven", "_random", "_recent_done", "_send_failing", "_server_up", "_since_check",
         "_suspect_idle", "_templates", "_tx", "_unproven", "call_id", "crlf_received", "cseq",
@@ -178,7 +181,6 @@ class BindingEngine:
         # the server can prove an expiry is known at once, not `inbound_check` cycles later
         self._check_next = True
         self._check_guess = False  # the check out tests a guessed port (a bare rport)
-        self._after_silence = False  # a keepalive timed out since the last answered one
         self._server_up: bool | None = None  # the SERVER_UP probe: None (none), False, True
         self._guess = ""  # "", "pending", "confirmed", "failed": the bare rport's port guess
         self._proven = False  # a check was answered on the binding since the flow began
@@ -342,6 +344,10 @@ class BindingEngine:
             if again is not None:
                 channel = AUX if tx.kind == INBOUND or tx.kind == SERVER_UP else BINDING
                 self._send(channel, again)
+                if tx.kind == INBOUND and self._server_up is None:
+                    # the same schedule as the check's copies from now on
+                    self._server_up = False
+                    self._send_probe(SERVER_UP, now, tx.deadline - now, tx.next_retransmit - now)
             elif tx.done:
                 self._finish(branch)
                 self._timed_out(tx, now)
@@ -430,9 +436,6 @@ class BindingEngine:
             self._check_next = False
             self._check_pending = True
             self._send_probe(INBOUND, now)
-            if self._after_silence:
-                self._server_up = False
-                self._send_probe(SERVER_UP, now)
             return
         self._send_keepalive(now, draw)
 
@@ -493,7 +496,8 @@ class BindingEngine:
         early = KEEPALIVE_EARLY * self.interval
         return early if early < EARLY_CAP else EARLY_CAP
 
-    def _send_probe(self, kind: str, now: float) -> None:
+    def _send_probe(self, kind: str, now: float, timeout: float | None = None,
+                    t1: float = T1) -> None:
         assert self.server is not None and self.local is not None
         self.cseq += 1
         branch = "z9hG4bK" + _hex(self._random, BRANCH_BYTES)
@@ -512,7 +516,9 @@ class BindingEngine:
                     self.local[0], self.local[1], True)
         payload = template.render(branch, self.cseq)
         key = TransactionKey(branch, f"{self.call_id}-{self.cseq}", self.cseq)
-        self._tx[branch] = ClientTransaction(key, payload, kind, now, self.settings.timeout)
+        self._tx[branch] = ClientTransaction(key, payload, kind, now,
+                                             self.settings.timeout if timeout is None else timeout,
+                                             t1)
         self.probes_sent += 1
         if self.debug_events:
             self.queued_events.append(ev.ProbeSent(self.name, self.cseq, 1, kind))
@@ -558,6 +564,9 @@ class BindingEngine:
         (the server forces rport), silent."""
         self._check_pending = False
         guess, self._check_guess = self._check_guess, False
+        # a suspicion left by an earlier check (its keepalive still out when this check went:
+        # a timeout longer than the cycle) is this check's to confirm or clear
+        self._suspect_idle = None
         if result == AUX:
             self.inbound_result = "unsupported"
             if guess:
@@ -585,7 +594,7 @@ class BindingEngine:
             self.inbound_result = "silent"
             idle_from = self.last_response_at
             self._suspect_idle = None if idle_from is None else now - idle_from
-            if self._server_up is False:  # the server (or the WAN) was still down: no proof
+            if self._server_up is not True:  # the server (or the WAN) was down: no proof
                 self._suspect_idle = None
         self._server_up = None
         self._send_keepalive(now)
@@ -641,7 +650,6 @@ class BindingEngine:
         self._newest_outcome = tx.key.cseq
         if tx.kind == KEEPALIVE:
             self._cycle_expired = False
-            self._after_silence = False
             if self._suspect_idle is not None and self.tracker.mapping is not None \
                     and self._silent_check_answered():
                 self._cycle_expired = True
@@ -699,7 +707,6 @@ class BindingEngine:
             # a silence: the NAT may have rebooted, so the cycle that reaches the server again
             # starts with a check (a keepalive first would re-create the binding unseen)
             self._check_next = True
-            self._after_silence = True
         transition = self.reach.feed(None)
         if transition is not None:
             self.queued_events.append(transition)

@@ -8,7 +8,8 @@ Rules:
 - A reload keeps every binding whose configuration is unchanged, with its socket, state and learned
   mapping; a bad file is rejected (`config-rejected`) and the old configuration keeps running.
 - The status file is written when a reported state changed (coalesced to STATUS_MIN_GAP) and, for
-  the counters alone, every STATUS_COUNTERS_EVERY seconds when they moved.
+  the counters alone, every STATUS_COUNTERS_EVERY seconds when they moved; the metrics file
+  (metrics_file) with it.
 - The local address is checked whenever a binding's timer fires and every NETWATCH_EVERY s.
 - A retransmission's deadline waits in a queue beside the heap (Daemon.later), in the order it
   was set: nearly every one is answered first and then dropped from the queue's head, never
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from natkeepalive.config.model import HooksConfig
     from natkeepalive.runtime.auto import AutoInterval
     from natkeepalive.runtime.hooks import HookRunner
+    from natkeepalive.runtime.metrics import MetricsWriter
 else:
     # the C modules: `signal` wraps it in enums, and `enum` costs 0.6 MB with socket's;
     # `collections` holds the same deque and costs 0.35 MB (issue 7)
@@ -81,6 +83,9 @@ FD_RESERVE = 32  # status file, syslog, aux and discovery sockets, hooks, the wa
 # jittered waits keep the spacing, so a burst at start would recur every interval.
 START_SPREAD = 1.0
 START_GAP = 0.002
+# Events counted per binding for the metrics file, and the field that splits the count
+COUNTED_EVENTS = {"binding-changed": "cause", "binding-expired": "detected",
+                  "binding-flapping": ""}
 
 
 class Daemon:
@@ -118,6 +123,11 @@ class Daemon:
         self._status_counters_at = 0.0
         self._counter_mark = 0
         self._status_error: str | None = None
+        # metrics_file: the writer (imported only when set), and each binding's counts of the
+        # events whose cause the engine does not keep apart (its totals are in the tracker)
+        self._metrics: MetricsWriter | None = None
+        self._metrics_error: str | None = None
+        self.cause_counts: dict[str, dict[str, int]] = {}
         self._netwatch_at = 0.0
         self._recheck_at: float | None = None  # a local-address check asked for, not routine
         self._drops_reported = 0
@@ -596,6 +606,11 @@ class Daemon:
         if event.SEVERITY < ev.DEBUG:
             self._status_dirty = True
             self.hooks.fire(event, self.clock())
+            split = COUNTED_EVENTS.get(event.NAME)
+            if split is not None:
+                key = f"{event.NAME}:{getattr(event, split)}" if split else event.NAME
+                counts = self.cause_counts.setdefault(getattr(event, "binding"), {})  # noqa: B009
+                counts[key] = counts.get(key, 0) + 1
 
     def _summary(self) -> str:
         states: dict[str, int] = {}
@@ -660,6 +675,8 @@ class Daemon:
         self._status_written_at = now
         self._counter_mark = sum(s.engine.probes_sent + s.engine.responses
                                  for s in self.slots.values())
+        if self.config.metrics_file:  # first: a status file that cannot be written stops nothing
+            self._write_metrics(self.config.metrics_file, now)
         try:
             write_status(self.status_path, self.snapshot(now))
         except OSError as exc:
@@ -672,6 +689,34 @@ class Daemon:
             self._status_error = None
             self.sink.emit_text(ev.NOTICE, f"status file {self.status_path} written again")
         self.notifier.send(STATUS=self._summary())
+
+    def _write_metrics(self, path: str, now: float) -> None:
+        if self._metrics is None:
+            from natkeepalive.runtime.metrics import MetricsWriter
+
+            self._metrics = MetricsWriter()
+        try:
+            self._metrics.write(path, self.slots, self.autos, self.cause_counts,
+                                self.started_at, self.wall(), now)
+        except OSError as exc:
+            error = f"cannot write metrics file {path}: {exc.strerror or exc}"
+            if error != self._metrics_error:
+                self._metrics_error = error
+                self.sink.emit_text(ev.ERR, error)
+            return
+        if self._metrics_error is not None:
+            self._metrics_error = None
+            self.sink.emit_text(ev.NOTICE, f"metrics file {path} written again")
+
+    def _remove_metrics(self, path: str | None) -> None:
+        if path:
+            from natkeepalive.runtime.metrics import remove_metrics
+
+            try:
+                remove_metrics(path)
+            except OSError as exc:
+                self.sink.emit_text(ev.ERR, f"cannot remove metrics file {path}: "
+                                            f"{exc.strerror or exc}")
 
     # ------------------------------------------------------------------ signals
 
@@ -732,6 +777,12 @@ class Daemon:
         if new.hooks != self.config.hooks:
             self.hooks.close()
             self.hooks = make_hooks(new.hooks)
+        if new.metrics_file != self.config.metrics_file:
+            self._remove_metrics(self.config.metrics_file)
+        if new.log.level != self.config.log.level:
+            self.sink.set_level(new.log.level)
+            for slot in self.slots.values():
+                slot.engine.debug_events = self.sink.wants(ev.DEBUG)
         self.config = new
         self._add_slots(new, now, fatal=False, names=added | changed)
         self.emit(ev.Reloaded(len(added), len(changed), len(removed)))
@@ -744,6 +795,7 @@ class Daemon:
             auto.close()
             self._after_auto(auto, [], self.clock())
         slot = self.slots.pop(name)
+        self.cause_counts.pop(name, None)  # a new configuration counts afresh, like its engine
         self.resolver.forget(name)
         self.by_call_id.pop(slot.engine.call_id, None)
         slot.close()
@@ -756,6 +808,7 @@ class Daemon:
         self.emit(ev.Stopped(reason))
         now = self.clock()
         self._write_status(now)
+        self._remove_metrics(self.config.metrics_file)  # a stopped agent keeps nothing alive
         self.hooks.close()
         self._close_all()
         self.sink.close()

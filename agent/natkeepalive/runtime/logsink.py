@@ -225,6 +225,10 @@ class Sink:
     def __init__(self, level: str = "info") -> None:
         self.max_severity = level_severity(level)
 
+    def set_level(self, level: str) -> None:
+        """A reload's new level, applied to the open sink (a ValueError leaves it unchanged)."""
+        self.max_severity = level_severity(level)
+
     def wants(self, severity: int) -> bool:
         """Lets the daemon skip building debug events nobody will see."""
         return severity <= self.max_severity
