@@ -94,6 +94,16 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("perl-net-sip", "random"): Expect(CHANGED, CHANGED, FORCED),
 }
 CELLS = sorted(EXPECTED)
+# A check the server would relay from its own address: an OPTIONS sent to the server from another
+# local port, its Request-URI the binding's public address:port. As shipped, no stack relays it
+# (it would reach the binding from the server's address, through any NAT): each answers it
+# itself, to the sender, with this status.
+RELAY: dict[str, str] = {
+    "kamailio-stock": "403 to the sender",  # 403 Not relaying
+    "kamailio-sentby": "200 to the sender", "ejabberd": "403 to the sender",
+    "baresip": "404 to the sender", "linphone": "200 to the sender", "sipp": "200 to the sender",
+    "node-sip": "200 to the sender", "perl-net-sip": "200 to the sender",
+}
 
 
 # --- one timed run ------------------------------------------------------------------------------
@@ -131,6 +141,7 @@ class CellRun:
     events: list[tuple[float, str, Fields]] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     mapping: tuple[str, int] | None = None
+    relay: str | None = None
     error: str | None = None
     log: str = ""
 
@@ -174,6 +185,31 @@ def nat_mapping(lab: Lab, dport: int) -> tuple[str, int] | None:
     return None
 
 
+def relay_probe(lab: Lab, port: int) -> str:
+    """Where the answer to a request for the binding's public address goes (see RELAY): sent
+    before the agent starts, from a shell that holds the binding's port meanwhile."""
+    shell = lab.udp_shell()
+    try:
+        shell.open("binding", port=SOURCE_PORT)
+        shell.open("other")
+        shell.exchange("binding", netlab.options_request(
+            via_host=lab.lan_ip, via_port=SOURCE_PORT, server_port=port))
+        public = nat_mapping(lab, port)
+        if public is None:
+            return "no binding"
+        shell.send("other", netlab.options_request(
+            via_host=lab.lan_ip, via_port=SOURCE_PORT + 1, server=public[0],
+            server_port=public[1]), port=port)
+        got = shell.recv(2.0, wait_all=True)
+        if any(sock == "binding" for sock, _, _ in got):
+            return "relayed"
+        codes = [netlab.status_code(data) for sock, data, _ in got if sock == "other"]
+        return f"{codes[0]} to the sender" if codes else "nothing"
+    finally:
+        shell.close_socket("binding")
+        shell.close_socket("other")
+
+
 def write_config(lab: Lab, port: int) -> Path:
     lines = ["log: {target: stderr, level: debug}", "defaults:"]
     lines += [f"  {key}: {json.dumps(value)}" for key, value in SETTINGS.items()]
@@ -202,6 +238,8 @@ def _run_cell(run: CellRun) -> None:
             lab.set_nat(random=nat == "random")
             lab.set_udp_timeouts(*NAT_LONG)
             server = stacks.start_stack(lab, stack)
+            if nat == "preserve":
+                run.relay = relay_probe(lab, server.port)
             agent = LabAgent(lab, write_config(lab, server.port))
             run.marks["learn"] = time.monotonic()
             if not agent.wait_after(0, "probe-answered", 10):
@@ -382,6 +420,8 @@ def test_stack_cell(cell: str, matrix: dict[Any, Any]) -> None:
     context = f"{cell}: log tail:\n{run.log}"
     assert run.error is None, f"{run.error}\n{context}"
     router = netlab.ROUTER_WAN_IP
+    if nat == "preserve":
+        assert run.relay == RELAY[stack], f"a request for the binding: {run.relay}"
 
     # Nothing invented: every public address the agent states is the router's.
     for _, name, fields in run.events:
