@@ -48,7 +48,7 @@ fi
 # processes at once: the lab scenarios, the lab's long runs (lifetime discovery, injected
 # faults) and everything else. Each one's output is shown in turn; one closing line sums them.
 streams=(
-  "tests/lab/test_lab_scenarios.py tests/lab/test_lab_harness.py tests/lab/test_lab_prometheus.py"
+  "tests/lab/test_lab_scenarios.py tests/lab/test_lab_expiry.py tests/lab/test_lab_harness.py tests/lab/test_lab_prometheus.py"
   "tests/lab/test_lab_lifetime.py tests/reliability/test_lab_faults.py tests/reliability/test_nothing_lost.py"
   "tests --ignore=tests/lab --ignore=tests/reliability/test_lab_faults.py --ignore=tests/reliability/test_nothing_lost.py"
 )
