@@ -74,7 +74,7 @@ fi
 # faults), the matrix of real SIP stacks (its cells run in parallel inside it) and everything
 # else. Each one's output is shown in turn; one closing line sums them.
 streams=(
-  "tests/lab/test_lab_scenarios.py tests/lab/test_lab_harness.py tests/lab/test_lab_prometheus.py"
+  "tests/lab/test_lab_scenarios.py tests/lab/test_lab_expiry.py tests/lab/test_lab_harness.py tests/lab/test_lab_prometheus.py"
   "tests/lab/test_lab_lifetime.py tests/reliability/test_lab_faults.py tests/reliability/test_nothing_lost.py"
   "tests/lab/test_lab_stacks.py tests/lab/test_lab_expiry.py"
   "tests --ignore=tests/lab --ignore=tests/reliability/test_lab_faults.py --ignore=tests/reliability/test_nothing_lost.py"

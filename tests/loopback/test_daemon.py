@@ -149,6 +149,30 @@ def test_inbound_check_alive_on_loopback(tmp_path: Path, responder: SipResponder
         assert binding_status(agent)["expiry_detection"] == "inbound-check"
 
 
+def test_linphones_bare_rport_is_resolved_by_the_check_and_crlf_is_a_keepalive(
+        tmp_path: Path, responder: SipResponder) -> None:
+    """A server that writes `received` and leaves `rport` bare when the port did not change
+    (linphone): the check aimed at the local port is answered there, so the public port is the
+    local one and no `rport-unsupported` is said. Its CRLF keepalives are counted as such, not
+    as dropped datagrams."""
+    responder.configure(bare_rport=True, received="127.0.0.1")
+    port = free_port()
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)],
+                          inbound_check=1)
+    with Agent(config, tmp_path / "status.json") as agent:
+        agent.wait_for("probe-sent", kind="inbound", count=2)
+        agent.wait_for("probe-answered", count=3)
+        for data in (b"\r\n", b"\r\n\r\n"):
+            responder.send_raw(data, ("127.0.0.1", port))
+        agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 1)
+        agent.stop()
+        assert "rport-unsupported" not in agent.names()
+        entry = binding_status(agent)
+        assert entry["public"] == f"127.0.0.1:{port}" and entry["public_port"] == port
+        assert entry["expiry_detection"] == "inbound-check"
+        assert entry["crlf_keepalives"] == 2 and entry["dropped"] == 0
+
+
 def test_a_server_outage_is_checked_on_its_return_without_a_false_expiry(
         tmp_path: Path, responder: SipResponder) -> None:
     """After a silence every cycle starts with a check; a check not answered at once goes with a

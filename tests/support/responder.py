@@ -270,6 +270,10 @@ class SipResponder:
         lines.append("Content-Length: 0")
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
+    def send_raw(self, data: bytes, destination: Address) -> None:
+        """Send `data` from the server's address and port now (a UDP sendto is thread-safe)."""
+        self._sock.sendto(data, destination)
+
     def _schedule(self, due: float, sock: socket.socket, data: bytes,
                   destination: Address) -> None:
         heapq.heappush(self._pending, (due, next(self._order), sock, data, destination))
