@@ -12,6 +12,7 @@ declare -A tools=(
   [sipsak]=sipsak [systemd-analyze]=systemd [dpkg-deb]=dpkg
   [prometheus]=prometheus [promtool]=prometheus [prometheus-node-exporter]=prometheus-node-exporter
   [collectd]=collectd-core [sendmail]=msmtp-mta [baresip]=baresip-core [node]=nodejs
+  [systemd-nspawn]=systemd-container [debootstrap]=debootstrap [nsenter]=util-linux
   # the NAT lab's matrix of real SIP stacks (tests/lab/test_lab_stacks.py)
   [ejabberdctl]=ejabberd [linphonec]=linphone-cli [turnserver]=coturn [npm]=npm
 )
@@ -24,6 +25,17 @@ done
 for package in python3-yaml erlang-p1-sip libnet-sip-perl; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+# netifaces is optional at run time; tests/unit/test_netinfo.py compares it with the fallback
+python3 -c 'import netifaces' >/dev/null 2>&1 || missing+=(python3-netifaces)
+# A python3 that is externally managed (PEP 668: Debian's own) gets no pip install: the project
+# and its test tools go into a virtual environment that also sees Debian's packages.
+externally_managed() {
+  python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'
+}
+if externally_managed && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 if ((${#missing[@]})); then
   if [ "$(id -u)" -eq 0 ]; then
     echo "installing: ${missing[*]}"
@@ -57,6 +69,11 @@ if [ "$(id -u)" -eq 0 ] && command -v npm >/dev/null 2>&1 &&
 fi
 
 # --- the project and its test dependencies --------------------------------------------------------
+if externally_managed; then
+  venv="${XDG_CACHE_HOME:-$HOME/.cache}/nat-keepalive-tests-venv"
+  python3 -m venv --system-site-packages "$venv"
+  export PATH="$venv/bin:$PATH"  # python3, ruff, mypy, vermin and pytest from here on
+fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # --- static checks --------------------------------------------------------------------------------
@@ -69,15 +86,18 @@ echo "== pytest"
 if [ $# -gt 0 ]; then
   exec python3 -m pytest -q -p no:cacheprovider "$@"
 fi
-# Most of the suite waits for real NAT timeouts, not for the CPU, so it runs as four pytest
-# processes at once: the lab scenarios, the lab's long runs (lifetime discovery, injected
-# faults), the matrix of real SIP stacks (its cells run in parallel inside it) and everything
-# else. Each one's output is shown in turn; one closing line sums them.
+# Most of the suite waits for real NAT timeouts and service timers, not for the CPU, so it runs
+# as five pytest processes at once: the lab scenarios, the lab's long runs (lifetime discovery,
+# injected faults), the matrix of real SIP stacks (its cells run in parallel inside it), the .deb
+# under systemd in a Debian 12 container (tests/system; its first run also debootstraps the
+# cached root file system) and everything else. Each one's output is shown
+# in turn; one closing line sums them.
 streams=(
   "tests/lab/test_lab_scenarios.py tests/lab/test_lab_expiry.py tests/lab/test_lab_harness.py tests/lab/test_lab_prometheus.py"
   "tests/lab/test_lab_lifetime.py tests/reliability/test_lab_faults.py tests/reliability/test_nothing_lost.py"
   "tests/lab/test_lab_stacks.py"
-  "tests --ignore=tests/lab --ignore=tests/reliability/test_lab_faults.py --ignore=tests/reliability/test_nothing_lost.py"
+  "tests/system"
+  "tests --ignore=tests/lab --ignore=tests/system --ignore=tests/reliability/test_lab_faults.py --ignore=tests/reliability/test_nothing_lost.py"
 )
 logs=()
 pids=()

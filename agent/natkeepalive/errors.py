@@ -42,3 +42,8 @@ class LocalProtocolError(NatKeepaliveError):
 
 class SocketSetupError(NatKeepaliveError):
     """A binding's socket could not be created or bound (port in use, no such address)."""
+
+
+class BindPermissionError(SocketSetupError):
+    """No permission to bind a binding's port (below 1024 without CAP_NET_BIND_SERVICE): the
+    configuration or the service's privileges must change, so a restart cannot help."""

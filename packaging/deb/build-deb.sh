@@ -62,6 +62,10 @@ for folder in prometheus luci; do
 		install -m 0644 "$file" "$stage/usr/share/nat-keepalive/examples/$folder/"
 	done
 done
+# The drop-in for a source_port below 1024 (installed by the admin, see the unit's comment)
+mkdir -p "$stage/usr/share/nat-keepalive/examples/systemd"
+install -m 0644 "$root/packaging/systemd/privileged-port.conf" \
+	"$stage/usr/share/nat-keepalive/examples/systemd/"
 cp "$example" "$stage/etc/nat-keepalive/config.yaml"
 gzip -9n <"$here/nat-keepalive.1" >"$stage/usr/share/man/man1/nat-keepalive.1.gz"
 

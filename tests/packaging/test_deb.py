@@ -71,6 +71,7 @@ def test_contents(deb: Path) -> None:
                 and files[p][0].startswith("-")}
     assert packaged == sources
     for path in ("usr/bin/nat-keepalive", "lib/systemd/system/nat-keepalive.service",
+                 "usr/share/nat-keepalive/examples/systemd/privileged-port.conf",
                  "etc/nat-keepalive/config.yaml", "usr/share/doc/nat-keepalive/copyright",
                  "usr/share/doc/nat-keepalive/changelog.Debian.gz",
                  "usr/share/man/man1/nat-keepalive.1.gz"):

@@ -40,7 +40,10 @@ def test_unit_has_the_required_settings() -> None:
                                                       "AF_NETLINK"]
     assert one["SystemCallArchitectures"] == "native"
     assert d["SystemCallFilter"][0] == "@system-service"
-    assert one["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    # a reload checks the file first (a bad one fails the reload), then signals the agent
+    assert d["ExecReload"] == ["/usr/bin/nat-keepalive check",
+                               "/bin/sh -c 'kill -HUP \"$1\"' reload $MAINPID"]
+    assert "2" in one["RestartPreventExitStatus"].split()
     start = one["ExecStart"].split()
     assert start[:4] == ["/usr/bin/nat-keepalive", "run", "--log", "stderr"]
     status = start[start.index("--status-file") + 1]

@@ -26,6 +26,7 @@ from natkeepalive.runtime.logsink import (
     make_sink,
     parse_line,
     parse_syslog_address,
+    write_fatal,
 )
 
 # One instance of every event class with fixed values, and its exact line.
@@ -235,6 +236,27 @@ def test_journal_stream_must_match_the_stream(monkeypatch: pytest.MonkeyPatch,
         assert StderrSink(stream).journal
         monkeypatch.setenv("JOURNAL_STREAM", f"{info.st_dev}:{info.st_ino + 1}")
         assert not StderrSink(stream).journal  # inherited from a parent, stderr redirected since
+
+
+@pytest.mark.usefixtures("no_journal")
+def test_fatal_line_on_a_terminal_has_no_prefix() -> None:
+    out = io.StringIO()
+    write_fatal("c.yaml:4: bindings[0].source_port: must be 1-65535", out)
+    assert out.getvalue() == "nat-keepalive: c.yaml:4: bindings[0].source_port: must be 1-65535\n"
+
+
+def test_fatal_line_in_the_journal_is_err_on_every_line(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: pytest.TempPathFactory) -> None:
+    path = os.path.join(str(tmp_path), "err.log")
+    with open(path, "w") as stream:
+        info = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{info.st_dev}:{info.st_ino}")
+        write_fatal("first\nsecond", stream)
+        monkeypatch.setenv("JOURNAL_STREAM", f"{info.st_dev}:{info.st_ino + 1}")
+        write_fatal("redirected since", stream)
+    with open(path) as stream:
+        assert stream.read() == ("<3>nat-keepalive: first\n<3>second\n"
+                                 "nat-keepalive: redirected since\n")
 
 
 class _Broken(io.StringIO):

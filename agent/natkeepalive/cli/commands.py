@@ -98,7 +98,9 @@ def _max_forwards(text: str) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"nat-keepalive: {message}\n")
+    from natkeepalive.runtime.logsink import write_fatal
+
+    write_fatal(message)
     return code
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import marshal
 
 from natkeepalive.config.plain import from_plain, to_plain
-from natkeepalive.errors import NatKeepaliveError
+from natkeepalive.errors import BindPermissionError, NatKeepaliveError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from natkeepalive.config.model import Config
 
-EXIT_FAILED = 1
+EXIT_FAILED, EXIT_CONFIG = 1, 2
 
 
 def _prepare(argv: list[str]) -> bytes:
@@ -42,10 +42,8 @@ def main_run(argv: list[str]) -> int:
 
 
 def start_daemon(config: Config, log: str | None, status_file: str | None) -> int:
-    import sys
-
     from natkeepalive.runtime.daemon import Daemon
-    from natkeepalive.runtime.logsink import make_sink
+    from natkeepalive.runtime.logsink import make_sink, write_fatal
 
     sink = make_sink(config.log, log)
     daemon = Daemon(config, sink, status_file)
@@ -53,7 +51,8 @@ def start_daemon(config: Config, log: str | None, status_file: str | None) -> in
         return daemon.run()
     except NatKeepaliveError as exc:
         sink.close()
-        sys.stderr.write(f"nat-keepalive: {exc}\n")
-        return EXIT_FAILED
+        write_fatal(str(exc))
+        # a port the service may not bind is fixed in its configuration, not by restarting it
+        return EXIT_CONFIG if isinstance(exc, BindPermissionError) else EXIT_FAILED
     except KeyboardInterrupt:
         return 130

@@ -617,7 +617,8 @@ class Daemon:
         for slot in self.slots.values():
             states[slot.engine.reach.state] = states.get(slot.engine.reach.state, 0) + 1
         parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        return f"{len(self.slots)} bindings: {parts}" if parts else "no bindings"
+        count = len(self.slots)
+        return f"{count} binding{'' if count == 1 else 's'}: {parts}" if parts else "no bindings"
 
     def snapshot(self, now: float) -> dict[str, object]:
         wall_now = self.wall()

@@ -262,6 +262,17 @@ def _journal_stream_matches(stream: TextIO, value: str) -> bool:
     return value.strip() == f"{info.st_dev}:{info.st_ino}"
 
 
+def write_fatal(message: str, stream: TextIO | None = None) -> None:
+    """`nat-keepalive: <message>` for an error that ends the command. When stderr is the journal
+    each line gets journald's `<3>` (err) prefix, so `journalctl -p err` shows why a service did
+    not start; a terminal sees the plain line."""
+    target = stream if stream is not None else sys.stderr
+    value = os.environ.get("JOURNAL_STREAM")
+    prefix = "<3>" if value and _journal_stream_matches(target, value) else ""
+    lines = f"nat-keepalive: {message}".splitlines()
+    _write_stream(target, "".join(f"{prefix}{line}\n" for line in lines))
+
+
 class StderrSink(Sink):
     """`notice: event=...` on a terminal, `<5>event=...` under journald."""
 

@@ -6,7 +6,7 @@ import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 
 import _thread  # not `threading`: it imports collections and functools (+0.4 MB)
 import errno
 
-from natkeepalive.errors import SocketSetupError
+from natkeepalive.errors import BindPermissionError, SocketSetupError
 from natkeepalive.netinfo import ascii_host
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
@@ -53,8 +53,8 @@ def open_udp(address: str, port: int, label: str) -> socket.socket:
             raise SocketSetupError(f"{label}: address {address} is not on this host ({where})") \
                 from None
         if exc.errno == errno.EACCES:
-            raise SocketSetupError(f"{label}: no permission to bind {where} "
-                                   "(ports below 1024 need CAP_NET_BIND_SERVICE)") from None
+            raise BindPermissionError(f"{label}: no permission to bind {where} "
+                                     "(ports below 1024 need CAP_NET_BIND_SERVICE)") from None
         raise SocketSetupError(f"{label}: cannot bind {where}: {exc.strerror}") from None
     return sock
 
