@@ -13,13 +13,18 @@ declare -A tools=(
   [prometheus]=prometheus [promtool]=prometheus [prometheus-node-exporter]=prometheus-node-exporter
   [collectd]=collectd-core [sendmail]=msmtp-mta [baresip]=baresip-core [node]=nodejs
   [systemd-nspawn]=systemd-container [debootstrap]=debootstrap [nsenter]=util-linux
+  # the NAT lab's matrix of real SIP stacks (tests/lab/test_lab_stacks.py)
+  [ejabberdctl]=ejabberd [linphonec]=linphone-cli [turnserver]=coturn [npm]=npm
 )
 missing=()
 for tool in "${!tools[@]}"; do
   PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || missing+=("${tools[$tool]}")
 done
-# Debian's own python3 needs PyYAML for the installed .deb check
-dpkg -s python3-yaml >/dev/null 2>&1 || missing+=(python3-yaml)
+# Debian's own python3 needs PyYAML for the installed .deb check; the stack matrix needs
+# ejabberd's SIP library and Perl's Net::SIP, which bring no command of their own
+for package in python3-yaml erlang-p1-sip libnet-sip-perl; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
 # netifaces is optional at run time; tests/unit/test_netinfo.py compares it with the fallback
 python3 -c 'import netifaces' >/dev/null 2>&1 || missing+=(python3-netifaces)
 # A python3 that is externally managed (PEP 668: Debian's own) gets no pip install: the project
@@ -43,6 +48,26 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# The services these packages bring are never started by the tests' host, only inside labs
+# (ejabberd, coturn); a machine without policy-rc.d may have started them: stopped here.
+if [ "$(id -u)" -eq 0 ]; then
+  for service in ejabberd coturn; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active -q "$service" 2>/dev/null; then
+      systemctl stop "$service" || true
+    fi
+  done
+fi
+
+# --- npm's sip for the stack matrix, pinned (keep in step with tests/lab/stacks.py) -----------
+node_prefix=/var/cache/nat-keepalive-lab/node
+node_sip=0.0.6
+if [ "$(id -u)" -eq 0 ] && command -v npm >/dev/null 2>&1 &&
+   ! grep -qs "\"version\": \"$node_sip\"" "$node_prefix/node_modules/sip/package.json"; then
+  echo "installing: npm sip@$node_sip into $node_prefix"
+  mkdir -p "$node_prefix"
+  npm install --prefix "$node_prefix" --no-audit --no-fund --no-save --silent "sip@$node_sip"
+fi
+
 # --- the project and its test dependencies --------------------------------------------------------
 if externally_managed; then
   venv="${XDG_CACHE_HOME:-$HOME/.cache}/nat-keepalive-tests-venv"
@@ -62,13 +87,15 @@ if [ $# -gt 0 ]; then
   exec python3 -m pytest -q -p no:cacheprovider "$@"
 fi
 # Most of the suite waits for real NAT timeouts and service timers, not for the CPU, so it runs
-# as four pytest processes at once: the lab scenarios, the lab's long runs (lifetime discovery,
-# injected faults), the .deb under systemd in a Debian 12 container (tests/system; its first run
-# also debootstraps the cached root file system) and everything else. Each one's output is shown
+# as five pytest processes at once: the lab scenarios, the lab's long runs (lifetime discovery,
+# injected faults), the matrix of real SIP stacks (its cells run in parallel inside it), the .deb
+# under systemd in a Debian 12 container (tests/system; its first run also debootstraps the
+# cached root file system) and everything else. Each one's output is shown
 # in turn; one closing line sums them.
 streams=(
   "tests/lab/test_lab_scenarios.py tests/lab/test_lab_expiry.py tests/lab/test_lab_harness.py tests/lab/test_lab_prometheus.py"
   "tests/lab/test_lab_lifetime.py tests/reliability/test_lab_faults.py tests/reliability/test_nothing_lost.py"
+  "tests/lab/test_lab_stacks.py"
   "tests/system"
   "tests --ignore=tests/lab --ignore=tests/system --ignore=tests/reliability/test_lab_faults.py --ignore=tests/reliability/test_nothing_lost.py"
 )

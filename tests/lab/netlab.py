@@ -436,6 +436,11 @@ class Lab:
         self._procs.append(proc)
         return proc
 
+    def namespace_pids(self, ns: str) -> list[int]:
+        """Every process in a namespace, also those that left their process group."""
+        done = _host_run([_ip(), "netns", "pids", self._netns(ns)], check=False)
+        return [int(word) for word in done.stdout.split() if word.isdigit()]
+
     def stop(self, proc: subprocess.Popen[Any]) -> None:
         _stop_process(proc)
         if proc in self._procs:
