@@ -126,10 +126,11 @@ def test_sigusr2_checks_the_binding_before_the_keepalive(
     assert agent.stop() == 0
     entry = agent.binding()
     if flush:
-        assert agent.names() == ["started", "binding-learned", "reachable", "binding-expired",
-                                 "stopped"]
+        assert agent.names() == ["started", "binding-learned", "reachable", "signal-received",
+                                 "binding-expired", "stopped"]
         assert (entry["changes"], entry["expiries"]) == (0, 1)
     else:
-        assert agent.names() == ["started", "binding-learned", "reachable", "stopped"]
+        assert agent.names() == ["started", "binding-learned", "reachable", "signal-received",
+                                 "stopped"]
         assert entry["inbound_check"] == "alive" and entry["expiries"] == 0
     assert entry["expiry_detection"] == "inbound-check"
