@@ -8,7 +8,7 @@ It builds the NAT lab of tests/lab/netlab.py (namespaces lan / router / wan), th
            keeps the port, so the public port never changes; the inbound check still sees every
            expiry.
   phase 2: interval 3 s over the same NAT: the binding stays, every inbound check is answered.
-Then it prints `nat-keepalive status` and removes everything (also on Ctrl-C).
+Each phase ends with `nat-keepalive status`; then it removes everything (also on Ctrl-C).
 """
 
 from __future__ import annotations
@@ -167,6 +167,16 @@ class Narrator:
             say(f"{name} {fields}", "1;33")
 
 
+def show_status(screen: Screen, index: int, status: str) -> None:
+    screen.say()
+    screen.say(f"nat-keepalive status --status-file ...  (end of phase {index + 1})", "1")
+    table = subprocess.run([sys.executable, "-m", "natkeepalive", "status",
+                            "--status-file", status], capture_output=True,
+                           text=True, env=agent_env(), check=False)
+    screen.say(table.stdout.rstrip() or table.stderr.rstrip())
+    screen.say()
+
+
 def run_phase(lab: netlab.Lab, screen: Screen, index: int, status: str) -> Narrator:
     title, interval, jitter, seconds, explanation = PHASES[index]
     screen.say()
@@ -188,9 +198,11 @@ def run_phase(lab: netlab.Lab, screen: Screen, index: int, status: str) -> Narra
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0 and not stopping:
-            # Fresh counters in the status file, then a clean stop (`stopped` is the last line).
+            # Fresh counters in the status file, the table while the agent runs (a stopped
+            # agent's file is reported as stale), then a clean stop (`stopped` is the last line).
             agent.send_signal(signal.SIGUSR1)
             time.sleep(0.2)
+            show_status(screen, index, status)
             agent.send_signal(signal.SIGTERM)
             stopping = True
         ready, _, _ = select.select([fd], [], [], max(remaining, 0.1) if not stopping else 2.0)
@@ -247,13 +259,6 @@ def main() -> int:
             for index in range(len(PHASES)):
                 status = os.path.join(lab.tmpdir, f"status{index + 1}.json")
                 run_phase(lab, screen, index, status)
-                screen.say()
-                screen.say(f"nat-keepalive status --status-file ...  (after phase {index + 1})",
-                           "1")
-                table = subprocess.run([sys.executable, "-m", "natkeepalive", "status",
-                                        "--status-file", status], capture_output=True,
-                                       text=True, env=agent_env(), check=False)
-                screen.say(table.stdout.rstrip() or table.stderr.rstrip())
             screen.say()
             screen.say("What you saw: with the too-long interval the NAT forgot the binding in "
                        "every cycle,\nalthough rport never changed; only the inbound check "
