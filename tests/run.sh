@@ -13,6 +13,7 @@ declare -A tools=(
   [prometheus]=prometheus [promtool]=prometheus [prometheus-node-exporter]=prometheus-node-exporter
   [collectd]=collectd-core [sendmail]=msmtp-mta [baresip]=baresip-core [node]=nodejs
   [systemd-nspawn]=systemd-container [debootstrap]=debootstrap [nsenter]=util-linux
+  [curl]=curl [wget]=wget  # the example webhook's two clients (tests/hooks)
   # the NAT lab's matrix of real SIP stacks (tests/lab/test_lab_stacks.py)
   [ejabberdctl]=ejabberd [linphonec]=linphone-cli [turnserver]=coturn [npm]=npm
 )

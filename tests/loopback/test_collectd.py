@@ -67,9 +67,15 @@ def test_collectd_stores_what_the_status_file_says(
     config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port),
                                                 ("silent", ("127.0.0.1", free_port()),
                                                  free_port())])
+    # the exec user may not read the checkout (under /root, say): it runs a copy of the package
+    package = shutil.copytree(ROOT / "agent" / "natkeepalive",
+                              shared_dir / "agent" / "natkeepalive",
+                              ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [package, *package.rglob("*")]:  # a checkout made under umask 077 is root's alone
+        path.chmod(0o755 if path.is_dir() else 0o644)
     command = shared_dir / "nat-keepalive-collectd"
     command.write_text("#!/bin/sh\n"
-                       f"PYTHONPATH={ROOT / 'agent'} exec {python} -m natkeepalive collectd "
+                       f"PYTHONPATH={shared_dir / 'agent'} exec {python} -m natkeepalive collectd "
                        f"--status-file {status}\n")
     command.chmod(0o755)
     csv_dir = shared_dir / "csv"
