@@ -21,7 +21,7 @@ import os
 from natkeepalive import __version__
 from natkeepalive.core.reachability import STATES
 from natkeepalive.core.tracker import format_mapping
-from natkeepalive.runtime.status import DIR_MODE, FILE_MODE
+from natkeepalive.runtime.status import replace_atomically
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
@@ -34,9 +34,6 @@ PREFIX = "nat_keepalive_"
 INBOUND_RESULTS = ("alive", "silent", "unsupported")
 CHANGE_CAUSES = ("address-changed", "port-remapped")
 EXPIRY_DETECTIONS = ("inbound-check", "remap")
-CHUNK = 1 << 16
-
-_counter = 0
 
 
 def escape(value: str) -> str:
@@ -86,36 +83,9 @@ class MetricsWriter:
               counts: Mapping[str, Mapping[str, int]], started_at: float, wall_now: float,
               now: float) -> None:
         """Replace `path` atomically. Raises OSError."""
-        global _counter
         if len(self._labels) > len(slots):
             self.forget_others(slots.values())
-        folder = os.path.dirname(path)
-        if folder and not os.path.isdir(folder):
-            os.makedirs(folder, mode=DIR_MODE, exist_ok=True)
-        _counter += 1
-        temp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{_counter}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-        try:
-            try:
-                os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away
-                pending: list[str] = []
-                size = 0
-                for text in self.render(slots, autos, counts, started_at, wall_now, now):
-                    pending.append(text)
-                    size += len(text)
-                    if size >= CHUNK:
-                        _write_all(fd, "".join(pending))
-                        pending, size = [], 0
-                _write_all(fd, "".join(pending))
-            finally:
-                os.close(fd)
-            os.replace(temp, path)
-        except BaseException:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            raise
+        replace_atomically(path, self.render(slots, autos, counts, started_at, wall_now, now))
 
     def render(self, slots: Mapping[str, Slot], autos: Mapping[str, AutoInterval],
                counts: Mapping[str, Mapping[str, int]], started_at: float, wall_now: float,
@@ -222,12 +192,6 @@ def _counter_family(rows: list[tuple[str, Slot]], family: str, help_text: str,
     name = PREFIX + family
     for labels, slot in rows:
         yield f"{name}{{{labels}}} {getattr(slot.engine, attribute)}\n"
-
-
-def _write_all(fd: int, text: str) -> None:
-    view = memoryview(text.encode("utf-8"))
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def remove_metrics(path: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from _collections_abc import Mapping  # collections.abc imports collections: +0.3 MB
+from _collections_abc import Iterable, Mapping  # collections.abc imports collections: +0.3 MB
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
@@ -44,8 +44,14 @@ def _ensure_dir(folder: str) -> None:
 def write_status(path: str, data: Mapping[str, Any]) -> None:
     """Replace `path` with `data` as JSON, atomically, mode 0644. Raises OSError (and TypeError or
     ValueError for data JSON cannot hold)."""
+    replace_atomically(path, (to_json(data),))
+
+
+def replace_atomically(path: str, chunks: Iterable[str]) -> None:
+    """Replace `path` with the concatenated `chunks`, mode 0644, through a temporary file in the
+    same folder and a rename: a reader sees the old file or the new one, never a part. Chunks are
+    written 64 KiB at a time, so a large text need not be held whole. Raises OSError."""
     global _counter
-    text = to_json(data)
     folder = os.path.dirname(path)
     _ensure_dir(folder)
     _counter += 1
@@ -54,9 +60,15 @@ def write_status(path: str, data: Mapping[str, Any]) -> None:
     try:
         try:
             os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away
-            view = memoryview(text.encode("utf-8"))
-            while view:
-                view = view[os.write(fd, view):]
+            pending: list[str] = []
+            size = 0
+            for text in chunks:
+                pending.append(text)
+                size += len(text)
+                if size >= _CHUNK:
+                    _write_all(fd, "".join(pending))
+                    pending, size = [], 0
+            _write_all(fd, "".join(pending))
         finally:
             os.close(fd)
         os.replace(temp, path)
@@ -66,6 +78,15 @@ def write_status(path: str, data: Mapping[str, Any]) -> None:
         except OSError:
             pass
         raise
+
+
+_CHUNK = 1 << 16
+
+
+def _write_all(fd: int, text: str) -> None:
+    view = memoryview(text.encode("utf-8"))
+    while view:
+        view = view[os.write(fd, view):]
 
 
 # --- JSON out -------------------------------------------------------------------------------------
