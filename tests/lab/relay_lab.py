@@ -53,7 +53,7 @@ STOCK_KAMAILIO = "/etc/kamailio/kamailio.cfg"
 # the relayed request until the binding answers, and relays the answer to the sender.
 RELAY_CALL = "\troute(NKRELAY);\n"
 RELAY_RECIPE = """
-# nat-keepalive: relay a binding check into the binding (docs/servers.md)
+# nat-keepalive: relay a binding check into the binding
 route[NKRELAY] {
 \tif (is_method("OPTIONS") && $rU == $null && $rd == $si && !(uri == myself)) {
 \t\tif (!t_relay()) {
@@ -67,7 +67,6 @@ route[NKRELAY] {
 # check) as RFC 3261 §18.2.2 says, to its Via sent-by port when it has no `rport`; every other
 # request keeps the stock behaviour.
 SENT_BY_RECIPE = """\t# nat-keepalive: a check without rport is answered to its Via sent-by
-\t# (docs/servers.md)
 \tif (!(is_method("OPTIONS") && uri == myself && $rU == $null)) {
 \t\tforce_rport();
 \t}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,3 +145,11 @@ def test_kamailio_stock_answers_the_check_to_its_sender(cells: dict[str, Any]) -
     assert found["check"].on == ["other 200"], found["check"]
     # the sender hears it after a reboot too: the stock file cannot prove the binding
     assert found["after_reboot"].on == ["other 200"], found["after_reboot"]
+
+
+def test_the_docs_show_the_tested_recipes() -> None:
+    """docs/servers.md prints exactly the lines these tests add to Debian's kamailio.cfg."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "servers.md").read_text()
+    for recipe in (relay_lab.SENT_BY_RECIPE, relay_lab.RELAY_RECIPE.strip("\n"),
+                   relay_lab.RELAY_CALL.rstrip("\n")):
+        assert recipe in text, recipe
