@@ -27,7 +27,7 @@ import time
 from natkeepalive import __version__
 from natkeepalive import events as ev
 from natkeepalive.config.model import Config
-from natkeepalive.core.engine import AUX, BINDING, Address, jitter_draw
+from natkeepalive.core.engine import AUX, BINDING, jitter_draw
 from natkeepalive.core.reachability import UNREACHABLE
 from natkeepalive.errors import ConfigError, SipParseError, SocketSetupError
 from natkeepalive.runtime.addrwatch import AddressWatch
@@ -36,29 +36,25 @@ from natkeepalive.runtime.cstdlib import heappop, signal, socket
 from natkeepalive.runtime.entropy import RandomPool
 from natkeepalive.runtime.logsink import Sink
 from natkeepalive.runtime.notify import Notifier
+from natkeepalive.runtime.outputs import Outputs, counters, make_hooks, summary
 from natkeepalive.runtime.poller import Poller
-from natkeepalive.runtime.process import drop_privileges, install_signals, raise_file_limit
+from natkeepalive.runtime.process import Wakeup, drop_privileges, raise_file_limit
 from natkeepalive.runtime.reload import diff_bindings
 from natkeepalive.runtime.slot import Slot
-from natkeepalive.runtime.sockets import Resolver, family_of, send_datagram, wildcard
-from natkeepalive.runtime.status import snapshot, write_status
+from natkeepalive.runtime.sockets import AuxSockets, Resolver, drain
+from natkeepalive.runtime.status import snapshot
 from natkeepalive.runtime.timers import Timers
 from natkeepalive.sip.message import parse_response
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from typing import Callable, Union
 
-    from natkeepalive.config.model import HooksConfig
     from natkeepalive.runtime.auto import AutoInterval
-    from natkeepalive.runtime.hooks import HookRunner
-    from natkeepalive.runtime.metrics import MetricsWriter
     from natkeepalive.runtime.timers import Owner as Timed
 
     Owner = Union[Slot, AutoInterval]
 
-READ_BURST = 64
 # Keepalives whose window is open (engine.KEEPALIVE_EARLY, the jitter's range) join a wake-up,
 # at most BATCH of them: the kernel wakes the loop and the server once for the lot. Sent together
 # with one draw for their next wait, they are due together again. BATCH keeps a pass to about a
@@ -78,9 +74,6 @@ HOUSEKEEPING_LATE = 1 / 2
 # jittered waits keep the spacing, so a burst at start would recur every interval.
 START_SPREAD = 1.0
 START_GAP = 0.002
-# Events counted per binding for the metrics file, and the field that splits the count
-COUNTED_EVENTS = {"binding-changed": "cause", "binding-expired": "detected",
-                  "binding-flapping": ""}
 
 
 class Daemon:
@@ -100,32 +93,23 @@ class Daemon:
         self.autos: dict[str, AutoInterval] = {}  # bindings with interval: auto
         self._registered: dict[Owner, socket.socket] = {}  # the selector's sockets, by owner
         self.by_call_id: dict[str, Slot] = {}
-        self.aux: dict[int, socket.socket] = {}
+        self.aux = AuxSockets(lambda sock: self.selector.register(sock, AUX_TAG))
         self.timers = Timers()
         self.hooks = make_hooks(config.hooks)
         self.notifier = Notifier.from_env(environ if environ is not None else dict(os.environ))
         self.started_at = wall()
-        self._pending_signals: set[int] = set()
         self._stop_reason: str | None = None
         self._stopped: str | None = None
-        self._status_dirty = False
-        self._status_written_at = float("-inf")
+        self.outputs = Outputs(sink, self.notifier, self.started_at)
         self._status_counters_at = 0.0
-        self._counter_mark = 0
-        self._status_error: str | None = None
-        # metrics_file: the writer (imported only when set), and each binding's counts of the
-        # events whose cause the engine does not keep apart (its totals are in the tracker)
-        self._metrics: MetricsWriter | None = None
-        self._metrics_error: str | None = None
-        self.cause_counts: dict[str, dict[str, int]] = {}
         self._netwatch_at = 0.0
         self._recheck_at: float | None = None  # a local-address check asked for, not routine
         self._drops_reported = 0
         self._drops_at = 0.0
         self._drops_since = 0.0
         self._watchdog_at: float | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
-        self.resolver = Resolver(self._wake)
+        self.wakeup = Wakeup()
+        self.resolver = Resolver(self.wakeup.wake)
         self.addresses = AddressWatch.open()
 
     # ------------------------------------------------------------------ set-up
@@ -146,9 +130,8 @@ class Daemon:
         except ConfigError:
             self._close_all()
             raise
-        self._wake_r.setblocking(False)
-        self.selector.register(self._wake_r, None)
-        install_signals(self._wake_w, self._on_signal)
+        self.selector.register(self.wakeup.reader, None)
+        self.wakeup.install()
         self.emit(ev.Started(__version__, len(self.slots), self.config.source, self.status_path,
                              self.sink.describe()))
         self.notifier.ready(self._summary())
@@ -192,16 +175,6 @@ class Daemon:
                 self.autos[slot.name] = auto
                 self._after_auto(auto, [], now)
 
-    def _wake(self) -> None:
-        """From a resolver thread: a lookup finished; the loop picks it up after select()."""
-        try:
-            self._wake_w.send(b"r")
-        except OSError:
-            pass
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self._pending_signals.add(signum)
-
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> int:
@@ -219,15 +192,15 @@ class Daemon:
         for sock, tag in self.selector.select(timeout):
             if isinstance(tag, Slot):
                 self._read_binding(tag)
-            elif sock is self._wake_r:
-                self._drain_wakeups()
+            elif sock is self.wakeup.reader:
+                self.wakeup.drain()
             elif tag is ADDRESSES:
                 self._addresses_changed()
             elif tag is AUX_TAG:
                 self._read_aux(sock)
             else:  # auto and discovery are imported only for bindings with interval: auto
                 self._read_auto(tag)  # type: ignore[arg-type]
-        if self._pending_signals:
+        if self.wakeup.pending:
             self._handle_signals()
         now = self.clock()
         for name in self.resolver.ready():
@@ -258,8 +231,8 @@ class Daemon:
             candidates.append(self._recheck_at)
         if heap:
             candidates.append(heap[0][0])
-        if self._status_dirty:
-            candidates.append(self._status_written_at + STATUS_MIN_GAP)
+        if self.outputs.dirty:
+            candidates.append(self.outputs.written_at + STATUS_MIN_GAP)
         if self._watchdog_at is not None:
             candidates.append(self._watchdog_at)
         hook = self.hooks.next_deadline()
@@ -366,10 +339,9 @@ class Daemon:
             self._drops_since = now
         if now >= self._status_counters_at - STATUS_COUNTERS_EVERY * HOUSEKEEPING_EARLY:
             self._status_counters_at = now + STATUS_COUNTERS_EVERY
-            mark = sum(s.engine.probes_sent + s.engine.responses for s in self.slots.values())
-            if mark != self._counter_mark:
-                self._status_dirty = True
-        if self._status_dirty and now >= self._status_written_at + STATUS_MIN_GAP:
+            if counters(self.slots.values()) != self.outputs.counter_mark:
+                self.outputs.dirty = True
+        if self.outputs.dirty and now >= self.outputs.written_at + STATUS_MIN_GAP:
             self._write_status(now)
 
     # ------------------------------------------------------------------ I/O
@@ -410,7 +382,7 @@ class Daemon:
 
     def _read_aux(self, sock: socket.socket) -> None:
         now = self.clock()
-        for data, source in _drain(sock):
+        for data, source in drain(sock):
             try:
                 response = parse_response(data)
             except SipParseError:
@@ -435,7 +407,7 @@ class Daemon:
             return
         now = self.clock()
         found: list[ev.Event] = []
-        for data, source in _drain(sock):
+        for data, source in drain(sock):
             auto.receive(data, source, now, TRIAL, found)
         self._after_auto(auto, found, now)
 
@@ -444,7 +416,7 @@ class Daemon:
         self._track(auto.sock, auto)
         for datagram in auto.datagrams_to_send():
             if datagram.channel == AUX:
-                self._send_aux(datagram.payload, datagram.destination)
+                self.aux.send(datagram.payload, datagram.destination)
             else:
                 auto.send(datagram.payload, datagram.destination)
         for event in found:
@@ -458,16 +430,6 @@ class Daemon:
         if deadline is not None and deadline != auto.scheduled:
             self.timers.schedule(auto, deadline)
 
-    def _aux_socket(self, family: int) -> socket.socket:
-        sock = self.aux.get(family)
-        if sock is None:
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            sock.bind((wildcard(family), 0))
-            self.selector.register(sock, AUX_TAG)
-            self.aux[family] = sock
-        return sock
-
     def _after(self, slot: Slot, found: list[ev.Event], now: float) -> None:
         """Flush a slot's datagrams and events, and put its next deadline in the heap."""
         engine = slot.engine
@@ -478,7 +440,7 @@ class Daemon:
                 if datagram.channel == BINDING:
                     error = slot.send(datagram.payload, datagram.destination)
                 else:
-                    error = self._send_aux(datagram.payload, datagram.destination)
+                    error = self.aux.send(datagram.payload, datagram.destination)
                 if error is not None:
                     engine.send_failed(error)
                     self._recheck(now + 1.0)
@@ -502,80 +464,24 @@ class Daemon:
             # a transaction's deadline (not the next keepalive's) is likely superseded
             self.timers.schedule(slot, deadline, queued=deadline != engine.next_keepalive)
 
-    def _send_aux(self, payload: bytes, destination: Address) -> str | None:
-        return send_datagram(self._aux_socket(family_of(destination[0])), payload, destination)
-
     # ------------------------------------------------------------------ events and status
 
     def emit(self, event: ev.Event) -> None:
         self.sink.emit(event)
         if event.SEVERITY < ev.DEBUG:
-            self._status_dirty = True
+            self.outputs.count(event)
             self.hooks.fire(event, self.clock())
-            split = COUNTED_EVENTS.get(event.NAME)
-            if split is not None:
-                key = f"{event.NAME}:{getattr(event, split)}" if split else event.NAME
-                counts = self.cause_counts.setdefault(getattr(event, "binding"), {})  # noqa: B009
-                counts[key] = counts.get(key, 0) + 1
 
     def _summary(self) -> str:
-        states: dict[str, int] = {}
-        for slot in self.slots.values():
-            states[slot.engine.reach.state] = states.get(slot.engine.reach.state, 0) + 1
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        count = len(self.slots)
-        return f"{count} binding{'' if count == 1 else 's'}: {parts}" if parts else "no bindings"
+        return summary(self.slots.values())
 
     def snapshot(self, now: float) -> dict[str, object]:
         return snapshot(self.slots.values(), self.autos, self.started_at, self.wall(), now,
                         self._stopped)
 
     def _write_status(self, now: float) -> None:
-        self._status_dirty = False
-        self._status_written_at = now
-        self._counter_mark = sum(s.engine.probes_sent + s.engine.responses
-                                 for s in self.slots.values())
-        if self.config.metrics_file:  # first: a status file that cannot be written stops nothing
-            self._write_metrics(self.config.metrics_file, now)
-        try:
-            write_status(self.status_path, self.snapshot(now))
-        except OSError as exc:
-            error = str(exc.strerror or exc)
-            if error != self._status_error:
-                self._status_error = error
-                self.sink.emit(ev.StatusWriteFailed(self.status_path, error))
-            return
-        if self._status_error is not None:
-            self._status_error = None
-            self.sink.emit(ev.StatusWriteRecovered(self.status_path))
-        self.notifier.send(STATUS=self._summary())
-
-    def _write_metrics(self, path: str, now: float) -> None:
-        if self._metrics is None:
-            from natkeepalive.runtime.metrics import MetricsWriter
-
-            self._metrics = MetricsWriter()
-        try:
-            self._metrics.write(path, self.slots, self.autos, self.cause_counts,
-                                self.started_at, self.wall(), now)
-        except OSError as exc:
-            error = str(exc.strerror or exc)
-            if error != self._metrics_error:
-                self._metrics_error = error
-                self.sink.emit(ev.MetricsWriteFailed(path, error))
-            return
-        if self._metrics_error is not None:
-            self._metrics_error = None
-            self.sink.emit(ev.MetricsWriteRecovered(path))
-
-    def _remove_metrics(self, path: str | None) -> None:
-        if path:
-            from natkeepalive.runtime.metrics import remove_metrics
-
-            try:
-                remove_metrics(path)
-            except OSError as exc:
-                self.sink.emit(ev.MetricsRemoveFailed(path, str(exc.strerror or exc)))
+        self.outputs.write(self.status_path, self.config.metrics_file, self.slots, self.autos,
+                           self.wall(), now, self._stopped)
 
     # ------------------------------------------------------------------ signals
 
@@ -588,15 +494,8 @@ class Daemon:
         """Check every binding's local address at `at` (or sooner if already asked)."""
         self._recheck_at = at if self._recheck_at is None else min(self._recheck_at, at)
 
-    def _drain_wakeups(self) -> None:
-        try:
-            while self._wake_r.recv(512):
-                pass
-        except OSError:
-            pass
-
     def _handle_signals(self) -> None:
-        pending, self._pending_signals = self._pending_signals, set()
+        pending = self.wakeup.take()
         now = self.clock()
         if signal.SIGTERM in pending or signal.SIGINT in pending:
             self._stop_reason = "sigterm" if signal.SIGTERM in pending else "sigint"
@@ -636,7 +535,7 @@ class Daemon:
             self.hooks.close()
             self.hooks = make_hooks(new.hooks)
         if new.metrics_file != self.config.metrics_file:
-            self._remove_metrics(self.config.metrics_file)
+            self.outputs.remove_metrics(self.config.metrics_file)
         if new.log.level != self.config.log.level:
             self.sink.set_level(new.log.level)
             for slot in self.slots.values():
@@ -655,7 +554,7 @@ class Daemon:
             Timers.cancel(auto)
         slot = self.slots.pop(name)
         Timers.cancel(slot)
-        self.cause_counts.pop(name, None)  # a new configuration counts afresh, like its engine
+        self.outputs.forget(name)
         self.resolver.forget(name)
         self.by_call_id.pop(slot.engine.call_id, None)
         slot.close()
@@ -669,7 +568,7 @@ class Daemon:
         now = self.clock()
         self._stopped = reason  # the last status file says so: `status` then reports no agent
         self._write_status(now)
-        self._remove_metrics(self.config.metrics_file)  # a stopped agent keeps nothing alive
+        self.outputs.remove_metrics(self.config.metrics_file)  # a stopped agent keeps nothing alive
         self.hooks.close()
         self._close_all()
         self.sink.close()
@@ -679,45 +578,6 @@ class Daemon:
             slot.close()
         for auto in self.autos.values():
             auto.close()
-        for sock in self.aux.values():
-            sock.close()
-        self.aux.clear()
+        self.aux.close()
         self.addresses.close()
         self.selector.close()
-
-
-class NoHooks:
-    """What the daemon holds when no hook command is configured: runtime/hooks.py (and the
-    subprocess module it brings) is then never imported."""
-
-    def fire(self, event: ev.Event, now: float) -> None:
-        pass
-
-    def poll(self, now: float) -> list[str]:
-        return []
-
-    def next_deadline(self) -> float | None:
-        return None
-
-    def close(self) -> None:
-        pass
-
-
-def make_hooks(config: HooksConfig) -> HookRunner | NoHooks:
-    if not config.command:
-        return NoHooks()
-    from natkeepalive.runtime.hooks import HookRunner
-
-    return HookRunner(config.command, config.events)
-
-
-def _drain(sock: socket.socket) -> Iterator[tuple[bytes, Address]]:
-    """What is queued on a socket, at most READ_BURST datagrams so a flood cannot starve timers."""
-    for _ in range(READ_BURST):
-        try:
-            data, source = sock.recvfrom(65535)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # a queued ICMP error: the transaction times out like a lost datagram
-            continue
-        yield data, (source[0], source[1])

@@ -5,13 +5,7 @@ from __future__ import annotations
 import os
 
 from natkeepalive.errors import ConfigError, SocketSetupError
-from natkeepalive.runtime.cstdlib import signal
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Callable
-
-    from natkeepalive.runtime.cstdlib import socket
+from natkeepalive.runtime.cstdlib import signal, socket
 
 FD_RESERVE = 32  # status file, syslog, aux and discovery sockets, hooks, the wake-up pair
 # Signals the loop acts on; their handler only records them (the loop runs the work).
@@ -70,11 +64,42 @@ def drop_privileges(user: str | None, status_path: str, source: str) -> None:
     os.setuid(uid)
 
 
-def install_signals(wake_w: socket.socket, handler: Callable[[int, object], None]) -> None:
-    """Route HANDLED to `handler` and wake the loop through `wake_w` on every signal."""
-    wake_w.setblocking(False)
-    signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-    for signum in HANDLED:
-        signal.signal(signum, handler)
-    # a finished hook wakes the loop through the wake-up fd, so it is reaped at once
-    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+class Wakeup:
+    """The loop's wake-up pair: a signal (through signal.set_wakeup_fd) or a worker thread writes
+    a byte, the poller sees `reader` readable. Signal handlers only record the signal in
+    `pending`; the loop acts on it after the wait."""
+
+    def __init__(self) -> None:
+        self.reader, self._writer = socket.socketpair()
+        self.pending: set[int] = set()
+
+    def install(self) -> None:
+        """Route HANDLED here; SIGCHLD (a finished hook) only wakes the loop, to reap it now."""
+        self.reader.setblocking(False)
+        self._writer.setblocking(False)
+        signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        for signum in HANDLED:
+            signal.signal(signum, self._on_signal)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.pending.add(signum)
+
+    def wake(self) -> None:
+        """From another thread: the loop should look (a lookup finished)."""
+        try:
+            self._writer.send(b"r")
+        except OSError:
+            pass
+
+    def drain(self) -> None:
+        try:
+            while self.reader.recv(512):
+                pass
+        except OSError:
+            pass
+
+    def take(self) -> set[int]:
+        """The signals received since the last call."""
+        pending, self.pending = self.pending, set()
+        return pending
