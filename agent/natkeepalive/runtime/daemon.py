@@ -34,6 +34,7 @@ from natkeepalive.runtime.addrwatch import AddressWatch
 from natkeepalive.runtime.configproc import load_config_in_child
 from natkeepalive.runtime.cstdlib import heappop, signal, socket
 from natkeepalive.runtime.entropy import RandomPool
+from natkeepalive.runtime.housekeeping import Housekeeping
 from natkeepalive.runtime.logsink import Sink
 from natkeepalive.runtime.notify import Notifier
 from natkeepalive.runtime.outputs import Outputs, counters, make_hooks, summary
@@ -63,12 +64,7 @@ BATCH = 64
 ADDRESSES = "addresses"  # the selector's tags: the rtnetlink socket, the inbound-check sockets
 AUX_TAG = "aux"
 ADDRESS_SETTLE = 0.2  # one change comes as several messages: check the bindings once they are in
-NETWATCH_EVERY = 30.0
 STATUS_MIN_GAP = 1.0
-STATUS_COUNTERS_EVERY = 30.0
-DROP_REPORT_EVERY = 60.0
-HOUSEKEEPING_EARLY = 1 / 3  # of each routine task's period (above)
-HOUSEKEEPING_LATE = 1 / 2
 # The first keepalives of many bindings are spread out, at least START_GAP apart (about what one
 # keepalive costs the loop, with margin) and over at least START_SPREAD, never past an interval:
 # jittered waits keep the spacing, so a burst at start would recur every interval.
@@ -101,13 +97,7 @@ class Daemon:
         self._stop_reason: str | None = None
         self._stopped: str | None = None
         self.outputs = Outputs(sink, self.notifier, self.started_at)
-        self._status_counters_at = 0.0
-        self._netwatch_at = 0.0
-        self._recheck_at: float | None = None  # a local-address check asked for, not routine
-        self._drops_reported = 0
-        self._drops_at = 0.0
-        self._drops_since = 0.0
-        self._watchdog_at: float | None = None
+        self.routine = Housekeeping(0.0, watchdog=False)  # replaced at start
         self.wakeup = Wakeup()
         self.resolver = Resolver(self.wakeup.wake)
         self.addresses = AddressWatch.open()
@@ -135,13 +125,7 @@ class Daemon:
         self.emit(ev.Started(__version__, len(self.slots), self.config.source, self.status_path,
                              self.sink.describe()))
         self.notifier.ready(self._summary())
-        interval = self.notifier.watchdog_interval()
-        if interval is not None:
-            self._watchdog_at = now
-        self._netwatch_at = now + NETWATCH_EVERY
-        self._status_counters_at = now + STATUS_COUNTERS_EVERY
-        self._drops_at = now + DROP_REPORT_EVERY
-        self._drops_since = now
+        self.routine = Housekeeping(now, self.notifier.watchdog_interval() is not None)
         self._write_status(now)
         gc.collect()  # start-up's cyclic garbage (imports, the configuration's reading): 70 kB
 
@@ -224,17 +208,11 @@ class Daemon:
 
     def _next_wake(self, now: float) -> float:
         heap = self.timers.settle(now)  # or each superseded entry would cost a wake-up
-        candidates = [self._netwatch_at + NETWATCH_EVERY * HOUSEKEEPING_LATE,
-                      self._status_counters_at + STATUS_COUNTERS_EVERY * HOUSEKEEPING_LATE,
-                      self._drops_at + DROP_REPORT_EVERY * HOUSEKEEPING_LATE]
-        if self._recheck_at is not None:
-            candidates.append(self._recheck_at)
+        candidates = [self.routine.wake_by()]
         if heap:
             candidates.append(heap[0][0])
         if self.outputs.dirty:
             candidates.append(self.outputs.written_at + STATUS_MIN_GAP)
-        if self._watchdog_at is not None:
-            candidates.append(self._watchdog_at)
         hook = self.hooks.next_deadline()
         if hook is not None:
             candidates.append(hook)
@@ -307,40 +285,27 @@ class Daemon:
         self._register(slot)
 
     def _housekeeping(self, now: float) -> None:
-        # Routine work runs up to a third of its period early when the loop is awake anyway
-        # (the drop report, a rate limit, never early), and waits up to half a period for such
-        # a wake-up: with a 25-s keepalive it never wakes the process on its own (idle: about
-        # one wake-up per due event, which the idle benchmark holds it to).
-        recheck = self._recheck_at is not None and now >= self._recheck_at
-        if recheck or now >= self._netwatch_at - NETWATCH_EVERY * HOUSEKEEPING_EARLY:
-            self._netwatch_at = now + NETWATCH_EVERY
-            self._recheck_at = None
+        routine = self.routine
+        if routine.netwatch_due(now):
             self.addresses.forget()
             for slot in list(self.slots.values()):
                 found: list[ev.Event] = []
                 self._refresh(slot, now, found)
                 self._after(slot, found, now)
-        if self._watchdog_at is not None and now >= self._watchdog_at:
+        if routine.watchdog_due(now, self.notifier.watchdog_interval()):
             self.notifier.watchdog()
-            self._watchdog_at = now + (self.notifier.watchdog_interval() or 30.0)
         for problem in self.hooks.poll(now):
             command = self.config.hooks.command or ""
             prefix = f"hook {command} "
             if problem.startswith(prefix):  # the event carries the command on its own
                 problem = problem[len(prefix):]
             self.emit(ev.HookFailed(command, problem))
-        if now >= self._drops_at:  # a rate limit: late is fine, early is not
-            self._drops_at = now + DROP_REPORT_EVERY
-            dropped = sum(s.engine.dropped for s in self.slots.values())
-            if dropped > self._drops_reported:
-                self.emit(ev.DatagramsDropped(dropped - self._drops_reported,
-                                              round(now - self._drops_since, 0)))
-                self._drops_reported = dropped
-            self._drops_since = now
-        if now >= self._status_counters_at - STATUS_COUNTERS_EVERY * HOUSEKEEPING_EARLY:
-            self._status_counters_at = now + STATUS_COUNTERS_EVERY
-            if counters(self.slots.values()) != self.outputs.counter_mark:
-                self.outputs.dirty = True
+        if routine.drops.due(now):
+            report = routine.drop_report(now, sum(s.engine.dropped for s in self.slots.values()))
+            if report is not None:
+                self.emit(ev.DatagramsDropped(*report))
+        if routine.counters_due(now) and counters(self.slots.values()) != self.outputs.counter_mark:
+            self.outputs.dirty = True
         if self.outputs.dirty and now >= self.outputs.written_at + STATUS_MIN_GAP:
             self._write_status(now)
 
@@ -443,7 +408,7 @@ class Daemon:
                     error = self.aux.send(datagram.payload, datagram.destination)
                 if error is not None:
                     engine.send_failed(error)
-                    self._recheck(now + 1.0)
+                    self.routine.recheck(now + 1.0)
         for event in found:
             self.emit(event)
         auto = self.autos.get(slot.name) if self.autos else None
@@ -488,11 +453,7 @@ class Daemon:
     def _addresses_changed(self) -> None:
         """rtnetlink announced a change: check every binding's local address shortly."""
         if self.addresses.poll():
-            self._recheck(self.clock() + ADDRESS_SETTLE)
-
-    def _recheck(self, at: float) -> None:
-        """Check every binding's local address at `at` (or sooner if already asked)."""
-        self._recheck_at = at if self._recheck_at is None else min(self._recheck_at, at)
+            self.routine.recheck(self.clock() + ADDRESS_SETTLE)
 
     def _handle_signals(self) -> None:
         pending = self.wakeup.take()
