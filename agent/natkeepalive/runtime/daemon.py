@@ -40,21 +40,19 @@ from natkeepalive.runtime.notify import Notifier
 from natkeepalive.runtime.outputs import Outputs, counters, make_hooks, summary
 from natkeepalive.runtime.poller import Poller
 from natkeepalive.runtime.process import Wakeup, drop_privileges, raise_file_limit
+from natkeepalive.runtime.registry import Registry
 from natkeepalive.runtime.reload import diff_bindings
 from natkeepalive.runtime.slot import Slot
 from natkeepalive.runtime.sockets import AuxSockets, Resolver, drain
-from natkeepalive.runtime.status import snapshot
 from natkeepalive.runtime.timers import Timers
 from natkeepalive.sip.message import parse_response
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
-    from typing import Callable, Union
+    from typing import Callable
 
     from natkeepalive.runtime.auto import AutoInterval
     from natkeepalive.runtime.timers import Owner as Timed
-
-    Owner = Union[Slot, AutoInterval]
 
 # Keepalives whose window is open (engine.KEEPALIVE_EARLY, the jitter's range) join a wake-up,
 # at most BATCH of them: the kernel wakes the loop and the server once for the lot. Sent together
@@ -85,10 +83,9 @@ class Daemon:
         self.wall = wall
         self.random_bytes = RandomPool() if random_bytes is None else random_bytes
         self.selector = Poller()
-        self.slots: dict[str, Slot] = {}
-        self.autos: dict[str, AutoInterval] = {}  # bindings with interval: auto
-        self._registered: dict[Owner, socket.socket] = {}  # the selector's sockets, by owner
-        self.by_call_id: dict[str, Slot] = {}
+        self.registry = Registry(self.selector)
+        self.slots = self.registry.slots  # the same dicts, for short
+        self.autos = self.registry.autos
         self.aux = AuxSockets(lambda sock: self.selector.register(sock, AUX_TAG))
         self.timers = Timers()
         self.hooks = make_hooks(config.hooks)
@@ -124,7 +121,7 @@ class Daemon:
         self.wakeup.install()
         self.emit(ev.Started(__version__, len(self.slots), self.config.source, self.status_path,
                              self.sink.describe()))
-        self.notifier.ready(self._summary())
+        self.notifier.ready(summary(self.slots.values()))
         self.routine = Housekeeping(now, self.notifier.watchdog_interval() is not None)
         self._write_status(now)
         gc.collect()  # start-up's cyclic garbage (imports, the configuration's reading): 70 kB
@@ -139,8 +136,7 @@ class Daemon:
             slot = Slot(binding, self.random_bytes, self.addresses)
             slot.engine.debug_events = self.sink.wants(ev.DEBUG)
             slot.start_offset = spread * index / count
-            self.slots[slot.name] = slot
-            self.by_call_id[slot.engine.call_id] = slot
+            self.registry.add(slot)
             found: list[ev.Event] = []
             try:
                 # in place at start (a port in use is fatal then), off the loop afterwards
@@ -150,7 +146,7 @@ class Daemon:
                     self._close_all()
                     raise
                 slot.engine.send_failed(str(exc))
-            self._register(slot)
+            self.registry.track(slot)
             self._after(slot, found, now)
             if binding.settings.interval_auto:
                 from natkeepalive.runtime.auto import AutoInterval
@@ -282,7 +278,7 @@ class Daemon:
             slot.refresh(now, found, self.resolver)
         except SocketSetupError as exc:
             slot.engine.send_failed(str(exc))
-        self._register(slot)
+        self.registry.track(slot)
 
     def _housekeeping(self, now: float) -> None:
         routine = self.routine
@@ -311,25 +307,6 @@ class Daemon:
 
     # ------------------------------------------------------------------ I/O
 
-    def _register(self, slot: Slot) -> None:
-        self._track(slot.sock, slot)
-
-    def _track(self, sock: socket.socket | None, owner: Owner) -> None:
-        """Keep the selector in step with an owner's socket, which is replaced when re-opened.
-
-        Sockets are compared as objects, not by fd: a re-opened socket usually gets the closed
-        one's fd number back, and closing a socket silently drops it from epoll.
-        """
-        old = self._registered.get(owner)
-        if old is sock:
-            return
-        if old is not None:
-            del self._registered[owner]
-            self.selector.unregister(old)
-        if sock is not None:
-            self.selector.register(sock, owner)
-            self._registered[owner] = sock
-
     def _read_binding(self, slot: Slot) -> None:
         sock = slot.sock
         if sock is None:
@@ -352,17 +329,14 @@ class Daemon:
                 response = parse_response(data)
             except SipParseError:
                 continue
-            # a binding's Call-IDs are its prefix, "-" and the request's CSeq number
-            slot = self.by_call_id.get(response.call_id.rpartition("-")[0])
-            if slot is not None:
-                slot.engine.receive_response(response, source, now, AUX)
-                self._after(slot, [], now)
-                continue
-            for auto in self.autos.values():
-                if auto.trial is not None and auto.call_id == response.call_id.rpartition("-")[0]:
-                    found: list[ev.Event] = []
-                    auto.receive_response(response, source, now, AUX, found)
-                    self._after_auto(auto, found, now)
+            owner = self.registry.answered(response.call_id)
+            if isinstance(owner, Slot):
+                owner.engine.receive_response(response, source, now, AUX)
+                self._after(owner, [], now)
+            elif owner is not None:
+                found: list[ev.Event] = []
+                owner.receive_response(response, source, now, AUX, found)
+                self._after_auto(owner, found, now)
 
     def _read_auto(self, auto: AutoInterval) -> None:
         from natkeepalive.core.discovery import TRIAL
@@ -378,7 +352,7 @@ class Daemon:
 
     def _after_auto(self, auto: AutoInterval, found: list[ev.Event], now: float) -> None:
         """Keep a discovery's socket registered, send its datagrams, schedule its deadline."""
-        self._track(auto.sock, auto)
+        self.registry.track(auto)
         for datagram in auto.datagrams_to_send():
             if datagram.channel == AUX:
                 self.aux.send(datagram.payload, datagram.destination)
@@ -437,13 +411,6 @@ class Daemon:
             self.outputs.count(event)
             self.hooks.fire(event, self.clock())
 
-    def _summary(self) -> str:
-        return summary(self.slots.values())
-
-    def snapshot(self, now: float) -> dict[str, object]:
-        return snapshot(self.slots.values(), self.autos, self.started_at, self.wall(), now,
-                        self._stopped)
-
     def _write_status(self, now: float) -> None:
         self.outputs.write(self.status_path, self.config.metrics_file, self.slots, self.autos,
                            self.wall(), now, self._stopped)
@@ -486,7 +453,7 @@ class Daemon:
             new = load_config_in_child(path)
         except ConfigError as exc:
             self.emit(ev.ConfigRejected(path, str(exc)))
-            self.notifier.ready(self._summary())
+            self.notifier.ready(summary(self.slots.values()))
             return
         diff = diff_bindings(self.config.bindings, new.bindings)
         added, changed, removed = diff.added, diff.changed, diff.removed
@@ -504,22 +471,20 @@ class Daemon:
         self.config = new
         self._add_slots(new, now, fatal=False, names=added | changed)
         self.emit(ev.Reloaded(len(added), len(changed), len(removed)))
-        self.notifier.ready(self._summary())
+        self.notifier.ready(summary(self.slots.values()))
         self._write_status(now)
 
     def _remove_slot(self, name: str) -> None:
-        auto = self.autos.pop(name, None)
+        slot, auto = self.registry.remove(name)
         if auto is not None:
             auto.close()
             self._after_auto(auto, [], self.clock())
             Timers.cancel(auto)
-        slot = self.slots.pop(name)
         Timers.cancel(slot)
         self.outputs.forget(name)
         self.resolver.forget(name)
-        self.by_call_id.pop(slot.engine.call_id, None)
         slot.close()
-        self._register(slot)
+        self.registry.track(slot)
 
     # ------------------------------------------------------------------ shutdown
 
@@ -535,10 +500,7 @@ class Daemon:
         self.sink.close()
 
     def _close_all(self) -> None:
-        for slot in self.slots.values():
-            slot.close()
-        for auto in self.autos.values():
-            auto.close()
+        self.registry.close()
         self.aux.close()
         self.addresses.close()
         self.selector.close()
