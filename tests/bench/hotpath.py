@@ -146,6 +146,7 @@ def measure(bindings: int, seconds: float, split: bool = False, profile: bool = 
             inbound_check: int | None = None) -> dict[str, float]:
     """µs of CPU per answered keepalive (key "total") and, with `split`, per part."""
     from natkeepalive.config.loader import parse_config
+    from natkeepalive.core import answers as answers_module
     from natkeepalive.core import engine as engine_module
     from natkeepalive.runtime import daemon as daemon_module
     from natkeepalive.runtime import slot as slot_module
@@ -165,7 +166,7 @@ def measure(bindings: int, seconds: float, split: bool = False, profile: bool = 
         if split:
             for owner, name, label in (
                     (memo_module.AnswerMemo, "read", "parse"),  # the engine's way in
-                    (engine_module.BindingEngine, "_receive", "engine: answer"),
+                    (answers_module, "receive", "engine: answer"),
                     (engine_module.BindingEngine, "handle_timer", "engine: timer"),
                     (daemon_module.Daemon, "_after", "daemon: _after"),
                     (daemon_module.Daemon, "_refresh", "daemon: _refresh")):

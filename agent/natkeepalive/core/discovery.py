@@ -9,6 +9,12 @@ Rules:
   keepalive: answered means expired, unanswered means the server failed (the trial is void).
 - Test by rport (METHOD_RPORT, for servers that force rport, behind a random-port NAT): a keepalive
   after the idle time; the same public port means it survived, another port means it expired.
+- A trial's phases move by TRIAL_TABLE: (phase, outcome) -> (next phase, action); the pairs that
+  cannot happen are in TRIAL_IMPOSSIBLE with why (tests/unit test that both cover every pair).
+  Outcomes: WAKE (a wait ended), TEST_CHECK / TEST_RPORT / UNTESTABLE (the idle time ended, by
+  the trial's method, or no public mapping was learnt to aim at or compare with), ANSWER and
+  MOVED (a final answer on the trial socket showing the learnt mapping, or another), AUX_ANSWER
+  (a final answer on the AUX socket), SILENCE (the transaction timed out).
 - The search grows the idle time (doubling from `start`) until a trial expires or `max_idle` is
   reached, then bisects until hi - lo <= max(resolution_min, resolution * lo). `lo` is the largest
   idle that survived, `hi` the smallest that expired; the lifetime lies between them.
@@ -18,11 +24,11 @@ from __future__ import annotations
 
 import binascii
 
-from natkeepalive.core.engine import AUX, PROMOTE_DELAY, Address, Datagram
 from natkeepalive.core.transaction import ClientTransaction, TransactionKey
+from natkeepalive.core.wire import AUX, PROMOTE_DELAY, Address, Datagram
 from natkeepalive.errors import SipParseError
 from natkeepalive.sip.message import Response, parse_response
-from natkeepalive.sip.request import OptionsRequest, build_options
+from natkeepalive.sip.request import options_template
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
@@ -35,9 +41,62 @@ TRIAL = "trial"
 METHOD_INBOUND, METHOD_RPORT = "inbound-check", "rport"
 SURVIVED, EXPIRED, FAILED, UNSUPPORTED = "survived", "expired", "failed", "unsupported"
 
-# trial phases
-ESTABLISH, SETTLE, PROMOTE, IDLE, CHECK, CONFIRM, DONE = (
-    "establish", "settle", "promote", "idle", "check", "confirm", "done")
+# trial phases; CONFIRM follows a silent check, RETEST is the rport method's keepalive
+ESTABLISH, SETTLE, PROMOTE, IDLE, CHECK, CONFIRM, RETEST, DONE = (
+    "establish", "settle", "promote", "idle", "check", "confirm", "retest", "done")
+PHASES = (ESTABLISH, SETTLE, PROMOTE, IDLE, CHECK, CONFIRM, RETEST, DONE)
+WAKE, TEST_CHECK, TEST_RPORT, UNTESTABLE = "wake", "test-check", "test-rport", "untestable"
+ANSWER, MOVED, AUX_ANSWER, SILENCE = "answer", "moved", "aux-answer", "silence"
+OUTCOMES = (WAKE, TEST_CHECK, TEST_RPORT, UNTESTABLE, ANSWER, MOVED, AUX_ANSWER, SILENCE)
+# actions: send from the trial socket (with rport) or the AUX one (the check), wait, learn the
+# mapping and wait, or end the trial with its result
+SEND, SEND_CHECK, WAIT_IDLE, LEARN = "send", "send-check", "wait-idle", "learn"
+
+TRIAL_TABLE: dict[tuple[str, str], tuple[str, str]] = {
+    (ESTABLISH, ANSWER): (SETTLE, LEARN),
+    (ESTABLISH, MOVED): (SETTLE, LEARN),
+    (ESTABLISH, SILENCE): (DONE, FAILED),
+    (SETTLE, WAKE): (PROMOTE, SEND),
+    (PROMOTE, ANSWER): (IDLE, WAIT_IDLE),
+    (PROMOTE, MOVED): (IDLE, WAIT_IDLE),
+    (PROMOTE, SILENCE): (DONE, FAILED),
+    (IDLE, TEST_CHECK): (CHECK, SEND_CHECK),
+    (IDLE, TEST_RPORT): (RETEST, SEND),
+    (IDLE, UNTESTABLE): (DONE, UNSUPPORTED),
+    (CHECK, ANSWER): (DONE, SURVIVED),
+    (CHECK, MOVED): (DONE, SURVIVED),
+    (CHECK, AUX_ANSWER): (DONE, UNSUPPORTED),
+    (CHECK, SILENCE): (CONFIRM, SEND),  # silence alone proves nothing: is the server there?
+    (CONFIRM, ANSWER): (DONE, EXPIRED),
+    (CONFIRM, MOVED): (DONE, EXPIRED),
+    (CONFIRM, SILENCE): (DONE, FAILED),
+    (RETEST, ANSWER): (DONE, SURVIVED),
+    (RETEST, MOVED): (DONE, EXPIRED),
+    (RETEST, SILENCE): (DONE, FAILED),
+}
+_NO_TX = "no request is out in this phase"
+_TX_OUT = "a request is out: the trial waits for its answer or its timeout, not a wake-up"
+_ONLY_IDLE = "only the end of the idle time tests the binding"
+_NOT_ITS_SOCKET = ("the request went from the trial socket: an answer on the AUX socket is not "
+                   "its answer and is dropped before it reaches the transaction")
+TRIAL_IMPOSSIBLE: dict[tuple[str, str], str] = {}
+for _phase in PHASES:
+    for _outcome in OUTCOMES:
+        if (_phase, _outcome) in TRIAL_TABLE:
+            continue
+        if _phase == DONE:
+            TRIAL_IMPOSSIBLE[(_phase, _outcome)] = "a finished trial takes no input"
+        elif (_phase, _outcome) == (IDLE, WAKE):
+            TRIAL_IMPOSSIBLE[(_phase, _outcome)] = "the idle time ends as a test or UNTESTABLE"
+        elif _outcome in (TEST_CHECK, TEST_RPORT, UNTESTABLE) and _phase != IDLE:
+            TRIAL_IMPOSSIBLE[(_phase, _outcome)] = _ONLY_IDLE
+        elif _phase in (SETTLE, IDLE):
+            TRIAL_IMPOSSIBLE[(_phase, _outcome)] = _NO_TX
+        elif _outcome == WAKE:
+            TRIAL_IMPOSSIBLE[(_phase, _outcome)] = _TX_OUT
+        elif _outcome == AUX_ANSWER:
+            TRIAL_IMPOSSIBLE[(_phase, _outcome)] = _NOT_ITS_SOCKET
+del _phase, _outcome
 
 
 @dataclass(frozen=True)
@@ -134,15 +193,17 @@ class Trial:
                 self._outbox.append(Datagram(channel, again, self.server))
             elif tx.done:
                 self._tx = None
-                self._silence(now)
+                self._step(SILENCE, now)
             return
         if self._wake is not None and now >= self._wake:
             self._wake = None
-            if self.phase == SETTLE:
-                self.phase = PROMOTE
-                self._send(now, rport=True)
-            elif self.phase == IDLE:
-                self._test(now)
+            if self.phase == IDLE:
+                if self.public is None:  # the server ignores rport: no port to aim at or compare
+                    self._step(UNTESTABLE, now)
+                else:
+                    self._step(TEST_CHECK if self.method == METHOD_INBOUND else TEST_RPORT, now)
+            else:
+                self._step(WAKE, now)
 
     def receive_datagram(self, data: bytes, source: Address, now: float, channel: str) -> None:
         try:
@@ -155,7 +216,8 @@ class Trial:
                          channel: str) -> None:
         tx = self._tx
         if tx is None or source != self.server or response.top_via.branch != tx.key.branch \
-                or response.call_id != tx.key.call_id or response.cseq != tx.key.cseq:
+                or response.call_id != tx.key.call_id or response.cseq != tx.key.cseq \
+                or (channel != TRIAL and self.phase != CHECK):
             return
         final, _rtt = tx.on_response(response.status, now)
         if not final:
@@ -165,48 +227,29 @@ class Trial:
         # no `received` and no rport value: the public address is unknown (the sent-by host is
         # only what we wrote); an rport value without `received`: no other address was seen
         seen = (via.received or (via.host if via.rport is not None else None), via.rport)
-        if self.phase == CHECK:
-            self._finish(SURVIVED if channel == TRIAL else UNSUPPORTED)
-            return
         if channel != TRIAL:
+            self._step(AUX_ANSWER, now)
             return
         self.last_answer = now
-        if self.phase == ESTABLISH:
-            self.public = None if seen[0] is None or seen[1] is None else (seen[0], seen[1])
-            self.phase = SETTLE
-            self._wake = now + PROMOTE_DELAY
-        elif self.phase == PROMOTE:
-            self.phase = IDLE
-            self._wake = now + self.idle
-        elif self.phase == CONFIRM:
-            if self.method == METHOD_INBOUND:
-                self._finish(EXPIRED)
-            else:
-                same = self.public is not None and seen == self.public
-                self._finish(SURVIVED if same else EXPIRED)
+        self._step(ANSWER if self.public is not None and seen == self.public else MOVED, now,
+                   seen)
 
     # ------------------------------------------------------------------ steps
 
-    def _test(self, now: float) -> None:
-        if self.public is None:  # the server ignores rport: no port to aim at or compare
-            self._finish(UNSUPPORTED)
-        elif self.method == METHOD_INBOUND:
-            self.phase = CHECK
-            self._send(now, rport=False)
+    def _step(self, outcome: str, now: float,
+              seen: tuple[str | None, int | None] | None = None) -> None:
+        self.phase, action = TRIAL_TABLE[(self.phase, outcome)]
+        if action in (SEND, SEND_CHECK):
+            self._send(now, rport=action == SEND)
+        elif action == LEARN:
+            assert seen is not None
+            self.public = None if seen[0] is None or seen[1] is None else (seen[0], seen[1])
+            self._wake = now + PROMOTE_DELAY
+        elif action == WAIT_IDLE:
+            self._wake = now + self.idle
         else:
-            self.phase = CONFIRM
-            self._send(now, rport=True)
-
-    def _silence(self, now: float) -> None:
-        if self.phase == CHECK:  # silence alone proves nothing: is the server there?
-            self.phase = CONFIRM
-            self._send(now, rport=True)
-        else:
-            self._finish(FAILED)
-
-    def _finish(self, result: str) -> None:
-        self.phase = DONE
-        self.result = result
+            assert self.phase == DONE
+            self.result = action
 
     def _send(self, now: float, rport: bool) -> None:
         self.cseq += 1
@@ -217,10 +260,9 @@ class Trial:
         else:
             assert self.public is not None
             via = self.public
-        payload = build_options(OptionsRequest(
-            uri_host=self.uri_host, uri_port=None if self.uri_port == 5060 else self.uri_port,
-            via_host=via[0], via_port=via[1], branch=branch, call_id=call_id,
-            from_tag=self.from_tag, cseq=self.cseq, rport=rport))
+        payload = options_template(
+            uri_host=self.uri_host, uri_port=self.uri_port, via_host=via[0], via_port=via[1],
+            call_id=self.call_id, from_tag=self.from_tag, rport=rport).render(branch, self.cseq)
         self._tx = ClientTransaction(TransactionKey(branch, call_id, self.cseq), payload,
                                      "discovery", now, self.timeout)
         self._outbox.append(Datagram(TRIAL if rport else AUX, payload, self.server))

@@ -250,7 +250,7 @@ class Daemon:
                 self._refresh(slot, now, found)
             if draw is None:
                 draw = jitter_draw(self.random_bytes)  # one for the pass (engine.handle_timer)
-            slot.engine.handle_timer(now, True, draw)
+            slot.engine.handle_timer(now, early=True, draw=draw)
             self._after(slot, found, now)
             if deadline > now and slot.scheduled == deadline:
                 break  # it did not go after all: never spin on it
