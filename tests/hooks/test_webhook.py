@@ -18,7 +18,7 @@ from tests.support.agentproc import Agent
 from tests.support.responder import SipResponder
 from tests.support.tools import require_tool
 
-from .common import HOSTILE, install, run_hook, wait_line
+from .common import HOSTILE, install, run_hook
 
 
 class Recorder(ThreadingHTTPServer):
@@ -126,8 +126,8 @@ def test_the_agent_runs_it_and_reports_its_failure(
         server.status = 503
         responder.configure(rport=port + 2)
         agent.wait_for("binding-changed", count=2)
-        problem = wait_line(agent, f"event=hook-failed command={hook} "
-                                   'error="binding-changed: exit status 1', 15)
+        problem = agent.wait_line(f"event=hook-failed command={hook} "
+                                  'error="binding-changed: exit status 1', 15)
         assert "503" in problem  # curl's own complaint comes first
         agent.stop()
 

@@ -4,6 +4,7 @@ wrong branch, or not at all. Intervals are a second or two so each test takes se
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import socket
@@ -11,31 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import helpers
 from tests.support.agentproc import Agent
+from tests.support.helpers import free_port
 from tests.support.responder import SipResponder
 
-FAST = {"interval": 1.5, "jitter": 0.1, "timeout": 1.0, "fail_threshold": 2,
-        "retry_interval": 1.0, "inbound_check": 0}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_config(path: Path, bindings: list[tuple[str, tuple[str, int], int]],
-                 **defaults: object) -> Path:
-    settings = dict(FAST)
-    settings.update(defaults)
-    lines = ["log: {target: stderr, level: debug}", "defaults:"]
-    lines += [f"  {k}: {json.dumps(v)}" for k, v in settings.items()]
-    lines.append("bindings:")
-    for name, (host, port), source_port in bindings:
-        lines += [f"  - name: {name}", f"    server: {host}:{port}",
-                  f"    source_port: {source_port}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+write_config = functools.partial(helpers.write_config, base=helpers.LOOPBACK_TIMERS)
 
 
 def status_of(agent: Agent) -> dict:  # type: ignore[type-arg]

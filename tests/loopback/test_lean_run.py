@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 import natkeepalive
-from tests.reliability.common import free_port
+from tests.support.helpers import free_port
 from tests.support.responder import SipResponder
 
 FORBIDDEN = (

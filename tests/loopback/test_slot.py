@@ -11,7 +11,7 @@ import pytest
 from natkeepalive.config.model import BindingConfig, Target
 from natkeepalive.runtime.addrwatch import AddressWatch
 from natkeepalive.runtime.slot import Slot
-from tests.reliability.common import free_port
+from tests.support.helpers import free_port
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""Fixtures for the NAT lab: every Lab made here is closed after the test, also when it fails."""
+"""Fixtures for the NAT lab: every Lab made here is closed after the test, also when it fails.
+
+A pytest plugin (tests/conftest.py lists it), so any folder's tests can use them."""
 
 from __future__ import annotations
 
