@@ -312,7 +312,7 @@ def test_says_clearly_when_the_file_limit_is_too_low(tmp_path: Path,
 
 def test_keepalives_of_many_bindings_go_together_within_the_jitter(
         tmp_path: Path, responder: SipResponder) -> None:
-    """Issue 7: a wake-up sends every keepalive whose window is open (up to a batch), with one
+    """A wake-up sends every keepalive whose window is open (up to a batch), with one
     draw for their next wait, so 20 bindings started 50 ms apart soon go in a few bursts (about
     one per jitter window: groups further apart than that cannot merge); each binding's waits
     still lie in [interval*(1-jitter), interval]. Without it the average burst was 1.3 here."""

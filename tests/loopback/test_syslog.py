@@ -183,7 +183,7 @@ def test_udp_collector_down_then_up() -> None:
 
 def test_unresolvable_collector_is_not_looked_up_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str | bytes] = []
-    real = _socket.getaddrinfo  # what the sink calls (runtime modules use _socket, issue 7)
+    real = _socket.getaddrinfo  # what the sink calls (runtime modules use _socket)
 
     def failing(host: str | bytes, *args: object, **kwargs: object) -> object:
         calls.append(host)

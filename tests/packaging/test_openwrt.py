@@ -267,7 +267,7 @@ def test_makefile_layout() -> None:
 
 
 def test_the_command_is_the_lean_launcher_not_installers_console_script() -> None:
-    """installer's console script imports `re`, which the daemon would then hold (issue 7)."""
+    """installer's console script imports `re`, which the daemon would then hold."""
     text = makefile()
     assert "$(INSTALL_BIN) ./files/nat-keepalive.launcher $(1)/usr/bin/nat-keepalive" in text
     assert "$(PKG_INSTALL_DIR)/usr/bin/nat-keepalive" not in text.replace(
