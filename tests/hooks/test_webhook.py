@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.loopback.test_daemon import free_port, write_config
 from tests.support.agentproc import Agent
+from tests.support.helpers import LOOPBACK_TIMERS, free_port, write_config
 from tests.support.responder import SipResponder
 from tests.support.tools import require_tool
 
@@ -108,7 +108,8 @@ def test_the_agent_runs_it_and_reports_its_failure(
         tmp_path: Path, server: Recorder, responder: SipResponder) -> None:
     hook = install(tmp_path, "webhook", f"WEBHOOK_URL={server.url}\n")
     port = free_port()
-    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)])
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)],
+                          LOOPBACK_TIMERS)
     config.write_text(config.read_text() + f"hooks:\n  command: {hook}\n"
                       "  events: [binding-changed, binding-expired]\n")
     with Agent(config, tmp_path / "status.json") as agent:

@@ -9,6 +9,7 @@ import json
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,8 +21,9 @@ from tests.support.responder import SipResponder
 write_config = functools.partial(helpers.write_config, base=helpers.LOOPBACK_TIMERS)
 
 
-def status_of(agent: Agent) -> dict:  # type: ignore[type-arg]
-    return json.loads(agent.status.read_text())
+def status_of(agent: Agent) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(agent.status.read_text())
+    return data
 
 
 def binding_status(agent: Agent, name: str = "provider") -> dict:  # type: ignore[type-arg]
@@ -277,7 +279,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, responder: SipResponder) -
 
 
 def _many(tmp_path: Path, responder: SipResponder, count: int) -> Path:
-    ports = []
+    ports: list[int] = []
     while len(ports) < count:
         port = free_port()
         if port not in ports:

@@ -208,7 +208,8 @@ def test_hanging_and_failing_hooks_are_killed_and_reported(tmp_path: Path) -> No
     assert during >= 15, f"only {during} requests while the hook hung"
     assert " warning: event=hook-failed " in killed and "reachable" in killed
     # the hook's stderr comes escaped, then quoted as the event's value
-    assert parse_line(failed)[1]["error"].endswith("exit status 3: boom \\x1b[31mred"), failed
+    error = parse_line(failed)[1]["error"] or ""
+    assert error.endswith("exit status 3: boom \\x1b[31mred"), failed
     check_lines(agent.lines)
     assert sum("killed after" in line for line in agent.lines) == 1
     assert sum("exit status 3" in line for line in agent.lines) == 1

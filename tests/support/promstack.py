@@ -86,7 +86,7 @@ class PromStack:
         while True:
             for proc in self.procs:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{proc.args[0]} exited: {self.logs()}")
+                    raise RuntimeError(f"{proc.args!r} exited: {self.logs()}")
             try:
                 http_get(f"{self.url}/-/ready", timeout=1.0)
                 http_get(f"http://127.0.0.1:{self.exporter_port}/metrics", timeout=1.0)

@@ -12,7 +12,7 @@ from tests.support.sipfake import answer
 
 
 def net(**settings: object) -> FakeNet:
-    base = {"interval": 20.0, "jitter": 0.2, "inbound_check": 0}
+    base: dict[str, object] = {"interval": 20.0, "jitter": 0.2, "inbound_check": 0}
     base.update(settings)
     return FakeNet(settings=ProbeSettings(**base))  # type: ignore[arg-type]
 

@@ -14,7 +14,7 @@ from natkeepalive.core import engine as engine_module
 from natkeepalive.core.engine import AUX, BINDING, UNPROVEN_CHECKS, Datagram
 from natkeepalive.runtime.probe import Answer
 from natkeepalive.sip.message import Request, parse_message
-from tests.support.fakenet import LOCAL, SERVER, FakeNet
+from tests.support.fakenet import LOCAL, SERVER, FakeNet, Sent
 from tests.support.sipfake import answer
 
 PUBLIC = ("203.0.113.1", 40000)
@@ -50,8 +50,7 @@ class Nat(FakeNet):
                 self.public = (self.public[0], self.next_port)
         super()._server_receives(datagram)
 
-    def _sent(self, datagram: Datagram, request: Request) -> object:
-        from tests.support.fakenet import Sent
+    def _sent(self, datagram: Datagram, request: Request) -> Sent:
 
         return Sent(self.now, datagram.channel, request.top_via.has_param("rport"), request,
                     datagram.payload)

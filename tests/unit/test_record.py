@@ -192,7 +192,7 @@ def test_edges_match_dataclasses() -> None:
                         outcome(lambda p=plain: setattr(p, "items", 2))))
     assert outputs[0] == outputs[1]
     with pytest.raises(record.FrozenInstanceError):
-        looping.items = []  # type: ignore[misc]
+        looping.items = []
     assert issubclass(record.FrozenInstanceError, AttributeError)
 
 
@@ -394,5 +394,5 @@ def test_fields_in_slots_are_set_without_a_dict() -> None:
     assert (slotted.a, slotted.b) == (1, "x") and "a" not in vars(slotted)
     for instance in (plain, slotted):
         with pytest.raises(record.FrozenInstanceError):
-            instance.a = 2  # type: ignore[misc]
+            instance.a = 2
     assert InSlots(1, "x") == slotted and repr(slotted).endswith("InSlots(a=1, b='x')")
