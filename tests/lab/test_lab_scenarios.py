@@ -31,6 +31,7 @@ from natkeepalive.runtime.logsink import parse_line
 from tests.lab import netlab
 from tests.lab.netlab import Lab
 from tests.support.agentproc import Agent, agent_env, run_cli
+from tests.support.helpers import wait_until
 from tests.support.tools import find_tool, require_tool
 
 pytestmark = pytest.mark.lab
@@ -50,32 +51,15 @@ EXPIRY_NAT = (4, 4)
 EXPIRY = {"interval": 6, "jitter": 0, "timeout": 1.0, "retry_interval": 1, "fail_threshold": 2}
 
 Fields = dict[str, Optional[str]]
-Timeline = list[tuple[float, str, Fields]]
 
 
 class TimedAgent(Agent):
-    """The agent in the lab's `lan` namespace; each log line is kept with its arrival time."""
+    """The agent in the lab's `lan` namespace (Agent keeps each line's arrival time)."""
 
     def __init__(self, lab: Lab, config: Path) -> None:
-        self.times: list[float] = []
         ip = find_tool("ip") or "/usr/sbin/ip"
         super().__init__(config, Path(lab.tmpdir) / "status.json",
                          prefix=(ip, "netns", "exec", lab.ns["lan"]))
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self.times.append(time.monotonic())
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def timeline(self) -> Timeline:
-        with self._cond:
-            pairs = list(zip(self.times, self.lines))
-        return [(t, *parse_line(line)) for t, line in pairs if "event=" in line]
 
     def count(self, name: str, **fields: Any) -> int:
         return len([f for _, f in self.events(name)
@@ -135,7 +119,7 @@ def cycles(agent: TimedAgent, kind: str, outcome: str) -> list[tuple[float, bool
     result: list[tuple[float, bool]] = []
     last_answer: float | None = None
     current: list[Any] | None = None
-    for when, name, fields in agent.timeline():
+    for _, when, name, fields in agent.timeline():
         if name == "probe-sent" and fields["kind"] == kind:
             if current is not None:
                 result.append((current[0], current[1]))
@@ -549,16 +533,11 @@ class Rsyslogd:
         return out
 
     def wait_for(self, name: str, count: int = 1, timeout: float = 10.0, **fields: str) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [f for _, _, n, f in self.events()
-                     if n == name and all(f.get(k) == v for k, v in fields.items())]
-            if len(found) >= count:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {count}x {name} {fields} in syslog within {timeout} s:\n"
-                                     + "\n".join(self.lines()))
-            time.sleep(0.05)
+        def enough() -> bool:
+            return len([f for _, _, n, f in self.events()
+                        if n == name and all(f.get(k) == v for k, v in fields.items())]) >= count
+        wait_until(f"{count}x {name} {fields} in syslog", enough, timeout, interval=0.05,
+                   detail=lambda: "\n".join(self.lines()))
 
 
 def test_10_syslog_output_has_every_event_exactly_once(kamailio_lab: Lab) -> None:

@@ -58,15 +58,16 @@ def write_config(path: Path, bindings: Sequence[tuple[str, Server, int]],
 
 
 def wait_until(what: str, probe: Callable[[], T | None], timeout: float,
-               interval: float = 0.02) -> T:
+               interval: float = 0.02, detail: Callable[[], str] | None = None) -> T:
     """Polls `probe` until it returns something true, and returns that; AssertionError naming
-    `what` after `timeout` seconds. For state another process or thread changes; a test of the
-    sans-I/O core uses its fake clock instead."""
+    `what` (and `detail()`, such as a log) after `timeout` seconds. For state another process or
+    thread changes; a test of the sans-I/O core uses its fake clock instead."""
     deadline = time.monotonic() + timeout
     while True:
         got = probe()
         if got:
             return got
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
+            raise AssertionError(f"not within {timeout} s: {what}"
+                                 + (f"\n{detail()}" if detail else ""))
         time.sleep(interval)

@@ -846,6 +846,12 @@ class Daemon:
         self.aux.clear()
         self.addresses.close()
         self.selector.close()
+        try:  # first, so that no later signal writes into a closed (or reused) descriptor
+            signal.set_wakeup_fd(-1)
+        except ValueError:  # not the main thread: this daemon never installed it
+            pass
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 class NoHooks:
