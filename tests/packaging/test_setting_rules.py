@@ -18,7 +18,7 @@ import pytest
 
 from natkeepalive.config.loader import SETTING_KEYS, parse_config
 from natkeepalive.errors import ConfigError
-from tests.packaging import test_openwrt as openwrt
+from tests.packaging import initscript as openwrt
 
 # (key, value as typed, valid?): each rule's boundaries, from both sides
 CASES: list[tuple[str, str, bool]] = [
