@@ -18,8 +18,8 @@ from typing import Any, Callable
 import pytest
 
 from tests.lab import netlab
+from tests.lab.agents import KAMAILIO, MARGIN, SOURCE_PORT, TimedAgent
 from tests.lab.netlab import Lab
-from tests.lab.test_lab_scenarios import KAMAILIO, MARGIN, SOURCE_PORT, TimedAgent
 
 pytestmark = pytest.mark.lab
 

@@ -1,4 +1,5 @@
-"""Helpers shared by the reliability tests: configs, ports, status, memory, log lines."""
+"""Helpers shared by the reliability tests: their short timers, status, memory, log lines (ports
+and configuration files: tests/support/helpers.py)."""
 
 from __future__ import annotations
 
