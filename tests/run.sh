@@ -2,10 +2,27 @@
 # The whole test suite, from a fresh machine: installs what it needs, then static checks, then
 # pytest (unit, property, loopback, syslog, packaging and, as root, the NAT lab).
 # Usage: sudo bash tests/run.sh [pytest args...]
+#        bash tests/run.sh --quick [pytest args...]
+# --quick: the lane for a contributor without root: no apt, no NAT lab, no systemd container;
+# the static checks, then the unit, loopback and packaging tests (a test whose tool is missing
+# skips, unless CI=true).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quick=0
+if [ "${1:-}" = "--quick" ]; then
+  quick=1
+  shift
+fi
+
+# A python3 that is externally managed (PEP 668: Debian's own) gets no pip install: the project
+# and its test tools go into a virtual environment that also sees Debian's packages.
+externally_managed() {
+  python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'
+}
 
 # --- system packages (Debian/Ubuntu), only the missing ones -------------------------------------
+if [ "$quick" = 0 ]; then
 declare -A tools=(
   [kamailio]=kamailio [nft]=nftables [conntrack]=conntrack [ip]=iproute2 [sipp]=sip-tester
   [tshark]=tshark [rsyslogd]=rsyslog [busybox]=busybox [shellcheck]=shellcheck [lintian]=lintian
@@ -28,12 +45,6 @@ for package in python3-yaml erlang-p1-sip libnet-sip-perl; do
 done
 # netifaces is optional at run time; tests/unit/test_netinfo.py compares it with the fallback
 python3 -c 'import netifaces' >/dev/null 2>&1 || missing+=(python3-netifaces)
-# A python3 that is externally managed (PEP 668: Debian's own) gets no pip install: the project
-# and its test tools go into a virtual environment that also sees Debian's packages.
-externally_managed() {
-  python3 -c 'import os, sys, sysconfig
-sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'
-}
 if externally_managed && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
@@ -69,6 +80,8 @@ if [ "$(id -u)" -eq 0 ] && command -v npm >/dev/null 2>&1 &&
   npm install --prefix "$node_prefix" --no-audit --no-fund --no-save --silent "sip@$node_sip"
 fi
 
+fi  # not --quick
+
 # --- the project and its test dependencies --------------------------------------------------------
 if externally_managed; then
   venv="${XDG_CACHE_HOME:-$HOME/.cache}/nat-keepalive-tests-venv"
@@ -84,6 +97,9 @@ echo "== vermin (Python 3.9)"; vermin -q -t=3.9- --no-tips --violations agent
 
 # --- tests ----------------------------------------------------------------------------------------
 echo "== pytest"
+if [ "$quick" = 1 ] && [ $# -gt 0 ]; then
+  exec python3 -m pytest -q -p no:cacheprovider tests/unit tests/loopback tests/packaging "$@"
+fi
 if [ $# -gt 0 ]; then
   exec python3 -m pytest -q -p no:cacheprovider "$@"
 fi
@@ -93,13 +109,17 @@ fi
 # under systemd in a Debian 12 container (tests/system; its first run also debootstraps the
 # cached root file system) and everything else. Each one's output is shown
 # in turn; one closing line sums them.
-streams=(
-  "tests/lab/test_lab_scenarios.py tests/lab/test_lab_expiry.py tests/lab/test_lab_harness.py tests/lab/test_lab_prometheus.py"
-  "tests/lab/test_lab_lifetime.py tests/reliability/test_lab_faults.py tests/reliability/test_nothing_lost.py"
-  "tests/lab/test_lab_stacks.py tests/lab/test_lab_stun.py tests/lab/test_lab_responder.py tests/lab/test_lab_relay.py"
-  "tests/system"
-  "tests --ignore=tests/lab --ignore=tests/system --ignore=tests/reliability/test_lab_faults.py --ignore=tests/reliability/test_nothing_lost.py"
-)
+if [ "$quick" = 1 ]; then  # three streams, the loopback tests waiting on timers the longest
+  streams=("tests/unit" "tests/loopback" "tests/packaging")
+else
+  streams=(
+    "tests/lab/test_lab_scenarios.py tests/lab/test_lab_expiry.py tests/lab/test_lab_harness.py tests/lab/test_lab_prometheus.py"
+    "tests/lab/test_lab_lifetime.py tests/reliability/test_lab_faults.py tests/reliability/test_nothing_lost.py"
+    "tests/lab/test_lab_stacks.py tests/lab/test_lab_stun.py tests/lab/test_lab_responder.py tests/lab/test_lab_relay.py"
+    "tests/system"
+    "tests --ignore=tests/lab --ignore=tests/system --ignore=tests/reliability/test_lab_faults.py --ignore=tests/reliability/test_nothing_lost.py"
+  )
+fi
 logs=()
 pids=()
 for spec in "${streams[@]}"; do
@@ -120,7 +140,7 @@ for i in "${!pids[@]}"; do
 done
 
 # --- the .deb, installed for real with apt-get on this machine, then purged -----------------------
-if [ "$(id -u)" -eq 0 ]; then
+if [ "$(id -u)" -eq 0 ] && [ "$quick" = 0 ]; then
   echo "== .deb install check"
   sh packaging/deb/ci-install-check.sh
 fi

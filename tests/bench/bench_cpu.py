@@ -10,7 +10,7 @@ ticks of /proc/PID/task/*/stat (the same split the kernel applies to the exact r
 show how much of a difference is the interpreter. Then the agent alone under cProfile: the top
 items.
 
-Budget (issue 7): below Kamailio's CPU per ping.
+Budget (docs/performance.md): below Kamailio's CPU per ping.
 """
 
 from __future__ import annotations

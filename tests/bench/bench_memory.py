@@ -9,8 +9,8 @@ in seconds; nothing it keeps depends on the interval.
 Beside them, two plain Python loops with as many sockets (tests/bench/floor_pinger.py, no
 parsing or state): the least any Python pinger takes, with `selectors` and with what the agent
 imports instead.
-Budget (issue 7): 100 bindings at most 1.6 x the bare interpreter and below Kamailio; at most
-8 KB per extra binding.
+Budget (docs/performance.md): 100 bindings at most 1.6 x the bare interpreter and below
+Kamailio; at most 8 KB per extra binding.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@
   is the extra idle time of the NAT binding, not the lateness.
 
 The agent starts with a soft open-file limit of 1024 (a common default; the hard limit is the
-host's) and must raise it itself. Budget (issue 7): p99 lateness under 50 ms, CPU under 10 % of
-one core.
+host's) and must raise it itself. Budget (docs/performance.md): p99 lateness under 50 ms, CPU
+under 10 % of one core.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ binding) to its first OPTIONS arriving on a UDP socket of the harness, beside th
 installed package: a warm-up run fills a private PYTHONPYCACHEPREFIX first). Then `-X importtime`
 of one start: the imports that cost most.
 
-Budget (issue 7): at most the interpreter's start-up + 60 ms.
+Budget (docs/performance.md): at most the interpreter's start-up + 60 ms.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ dumpcap on the namespace's loopback and checked with tshark (malformed or expert
 Everyone uses 127.0.0.1 for its Via and the server, so the sizes compare like for like; with a
 server name or a longer address every request grows by as many bytes.
 
-Budget (issue 7): the agent's request is the smallest well-formed one of them.
+Budget (docs/performance.md): the agent's request is the smallest well-formed one of them.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Modes (any of them, after SECONDS):
 - `lean`: the loop on `_socket`, `select.epoll` and `_heapq`, as the agent's runtime uses them,
   instead of `selectors` and `socket` (whose imports, `enum` and `collections`, cost about
   1.4 MB): the least memory a Python pinger can take. Without it, the loop is the plain
-  `selectors` loop issue 7 measured its CPU floor with.
+  `selectors` loop the CPU section's floor is measured with.
 
     python3 floor_pinger.py HOST PORT BASE_PORT COUNT INTERVAL SECONDS [burst] [lean]
 """

@@ -176,11 +176,10 @@ def drops(engine: BindingEngine) -> int:
 
 
 def counted_once(engine: BindingEngine, dropped: int, duplicates: int) -> bool:
-    """Whether one refused datagram was counted: in `dropped` (and maybe also `duplicates`), or,
-    before fix 01, in `duplicates` alone."""
-    if engine.dropped == dropped + 1:
-        return engine.duplicates in (duplicates, duplicates + 1)
-    return engine.dropped == dropped and engine.duplicates == duplicates + 1
+    """Whether one refused datagram was counted once in `dropped` (what the status file and the
+    "dropped N" line show). `duplicates` may also count it, when its branch had just finished;
+    it never counts a datagram `dropped` did not."""
+    return engine.dropped == dropped + 1 and engine.duplicates in (duplicates, duplicates + 1)
 
 
 def is_match(engine: BindingEngine, data: bytes, source: tuple[str, int], channel: str) -> bool:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-from tests.support.agentproc import Agent
 from tests.support.tools import require_tool
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "hooks"
@@ -46,13 +44,3 @@ def run_hook(hook: Path, event: str, env: dict[str, str], shell: str | None = No
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full,
                           cwd=hook.parent)
 
-
-def wait_line(agent: Agent, text: str, timeout: float) -> str:
-    """The agent's first log line containing `text`, waited for."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in list(agent.lines):
-            if text in line:
-                return line
-        time.sleep(0.1)
-    raise AssertionError(f"no line with {text!r}: {agent.lines[-5:]}")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from tests.support.helpers import free_port
 from tests.support.tools import require_tool
 
 from .common import HOSTILE, install, run_hook
@@ -30,16 +31,11 @@ class Mailbox:
         return "250 OK"
 
 
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def smtp() -> Iterator[tuple[Mailbox, int]]:
     box = Mailbox()
-    port = free_tcp_port()
+    port = free_port(kind=socket.SOCK_STREAM)
     controller = Controller(box, hostname="127.0.0.1", port=port)
     controller.start()
     yield box, port
@@ -99,6 +95,6 @@ def test_no_server_fails_the_hook(tmp_path: Path) -> None:
     require_tool("sendmail")
     hook = install(tmp_path, "email", "MAIL_TO=noc@example.net\n")
     result = run_hook(hook, "unreachable", {"EVENT": "unreachable", "BINDING": "b"},
-                      extra_env=msmtp_home(tmp_path, free_tcp_port()))
+                      extra_env=msmtp_home(tmp_path, free_port(kind=socket.SOCK_STREAM)))
     assert result.returncode == 1
     assert "sendmail failed" in result.stderr

@@ -15,15 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.helpers import free_port
 from tests.support.tools import require_tool
 
 from .common import install, run_hook
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Registrar:
@@ -70,12 +65,12 @@ class Registrar:
 def baresip(tmp_path: Path) -> Iterator[tuple[Registrar, int, str]]:
     binary = require_tool("baresip")
     registrar = Registrar()
-    ctrl = free_port(socket.SOCK_STREAM)
+    ctrl = free_port(kind=socket.SOCK_STREAM)
     home = tmp_path / "baresip"
     home.mkdir()
     account = f"<sip:nk@127.0.0.1:{registrar.port};transport=udp>;regint=600"
     (home / "config").write_text(
-        f"sip_listen 127.0.0.1:{free_port(socket.SOCK_DGRAM)}\n"
+        f"sip_listen 127.0.0.1:{free_port(kind=socket.SOCK_DGRAM)}\n"
         "module_path /usr/lib/baresip/modules\n"
         "module_app account.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\n"
         f"ctrl_tcp_listen 127.0.0.1:{ctrl}\n")
@@ -123,7 +118,7 @@ def test_baresip_registers_again(tmp_path: Path, baresip: tuple[Registrar, int, 
 
 def test_baresip_not_running_fails_the_hook(tmp_path: Path) -> None:
     hook = install(tmp_path, "reregister-baresip",
-                   f"BARESIP_CTRL_PORT={free_port(socket.SOCK_STREAM)}\n")
+                   f"BARESIP_CTRL_PORT={free_port(kind=socket.SOCK_STREAM)}\n")
     result = run_hook(hook, "binding-changed", {"EVENT": "binding-changed"},
                       path=busybox_nc_path(tmp_path))
     assert result.returncode == 1

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.loopback.test_daemon import free_port, write_config
 from tests.support.agentproc import Agent
+from tests.support.helpers import LOOPBACK_TIMERS, free_port, write_config
 from tests.support.responder import SipResponder
 from tests.support.tools import require_tool
 
-from .common import HOSTILE, install, run_hook, wait_line
+from .common import HOSTILE, install, run_hook
 
 
 class Recorder(ThreadingHTTPServer):
@@ -108,7 +108,8 @@ def test_the_agent_runs_it_and_reports_its_failure(
         tmp_path: Path, server: Recorder, responder: SipResponder) -> None:
     hook = install(tmp_path, "webhook", f"WEBHOOK_URL={server.url}\n")
     port = free_port()
-    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)])
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)],
+                          LOOPBACK_TIMERS)
     config.write_text(config.read_text() + f"hooks:\n  command: {hook}\n"
                       "  events: [binding-changed, binding-expired]\n")
     with Agent(config, tmp_path / "status.json") as agent:
@@ -126,8 +127,8 @@ def test_the_agent_runs_it_and_reports_its_failure(
         server.status = 503
         responder.configure(rport=port + 2)
         agent.wait_for("binding-changed", count=2)
-        problem = wait_line(agent, f"event=hook-failed command={hook} "
-                                   'error="binding-changed: exit status 1', 15)
+        problem = agent.wait_line(f"event=hook-failed command={hook} "
+                                  'error="binding-changed: exit status 1', 15)
         assert "503" in problem  # curl's own complaint comes first
         agent.stop()
 

@@ -18,8 +18,8 @@ from typing import Any, Callable
 import pytest
 
 from tests.lab import netlab
+from tests.lab.agents import KAMAILIO, MARGIN, SOURCE_PORT, TimedAgent
 from tests.lab.netlab import Lab
-from tests.lab.test_lab_scenarios import KAMAILIO, MARGIN, SOURCE_PORT, TimedAgent
 
 pytestmark = pytest.mark.lab
 
@@ -113,7 +113,7 @@ def test_sigusr2_checks_the_binding_before_the_keepalive(
     signalled = time.monotonic()
     agent.wait_for("probe-sent", kind="keepalive", count=agent.count(
         "probe-sent", kind="keepalive") + 1, timeout=5)
-    sent = [(name, fields.get("kind")) for _, name, fields in agent.timeline()[before:]
+    sent = [(name, fields.get("kind")) for _, _, name, fields in agent.timeline()[before:]
             if name == "probe-sent"]
     assert sent[0] == ("probe-sent", "inbound"), sent  # the check went before the keepalive
     if flush:

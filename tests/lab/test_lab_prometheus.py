@@ -18,15 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.lab import netlab
+from tests.lab.agents import KAMAILIO, KEPT, SOURCE_PORT, TimedAgent, nat_mapping
 from tests.lab.netlab import Lab
-from tests.lab.test_lab_scenarios import (
-    KAMAILIO,
-    KEPT,
-    SOURCE_PORT,
-    TimedAgent,
-    nat_mapping,
-    start_agent,  # noqa: F401 (a fixture, shared with the scenarios)
-)
 from tests.support.promstack import PromStack
 from tests.support.tools import require_tool
 
@@ -38,7 +31,7 @@ P = "nat_keepalive_"
 
 def test_prometheus_reads_state_changes_and_rtt_after_a_nat_reboot(
         kamailio_lab: Lab,
-        start_agent: Callable[[Lab, Path], TimedAgent]) -> None:  # noqa: F811
+        start_agent: Callable[[Lab, Path], TimedAgent]) -> None:
     began = time.monotonic()
     lab = kamailio_lab
     lab.set_nat(random=True)
@@ -116,7 +109,7 @@ def test_prometheus_reads_state_changes_and_rtt_after_a_nat_reboot(
 
 def test_prometheus_counts_an_inbound_check_expiry_and_a_server_outage(
         kamailio_lab: Lab,
-        start_agent: Callable[[Lab, Path], TimedAgent]) -> None:  # noqa: F811
+        start_agent: Callable[[Lab, Path], TimedAgent]) -> None:
     """Port-preserving NAT (masquerade), an inbound check before every keepalive: the NAT reboot
     is found by the check (the keepalive after it gets the same port: no change); then Kamailio
     stops until the binding is `unreachable`, and comes back."""

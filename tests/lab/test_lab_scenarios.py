@@ -21,113 +21,36 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import pytest
 
 from natkeepalive.runtime.logsink import parse_line
 from tests.lab import netlab
+from tests.lab.agents import (
+    KAMAILIO,
+    KEPT,
+    LAN_2,
+    MARGIN,
+    PUBLIC_2,
+    SIPP,
+    SOURCE_PORT,
+    Fields,
+    TimedAgent,
+    nat_mapping,
+    write_config,
+)
 from tests.lab.netlab import Lab
-from tests.support.agentproc import Agent, agent_env, run_cli
-from tests.support.tools import find_tool, require_tool
+from tests.support.agentproc import agent_env, run_cli
+from tests.support.helpers import wait_until
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.lab
 
-SOURCE_PORT = 5062
-KAMAILIO = f"{netlab.SERVER_IP}:5060"
-SIPP = f"{netlab.SERVER_IP}:5070"
-PUBLIC_2 = "203.0.113.2"
-LAN_2 = "192.168.77.3"
-MARGIN = 0.5  # seconds of scheduling slack on a busy 2-core machine
-
-# Kept alive: keepalives well inside the NAT timeout. Each cycle is an inbound check + keepalive.
-KEPT = {"interval": 3, "jitter": 0.2, "timeout": 1.0, "retry_interval": 1, "fail_threshold": 2,
-        "inbound_check": 1}
 # Expiry: a fixed 6-s interval over a 4-s NAT timeout (both initial and stream).
 EXPIRY_NAT = (4, 4)
 EXPIRY = {"interval": 6, "jitter": 0, "timeout": 1.0, "retry_interval": 1, "fail_threshold": 2}
-
-Fields = dict[str, Optional[str]]
-Timeline = list[tuple[float, str, Fields]]
-
-
-class TimedAgent(Agent):
-    """The agent in the lab's `lan` namespace; each log line is kept with its arrival time."""
-
-    def __init__(self, lab: Lab, config: Path) -> None:
-        self.times: list[float] = []
-        ip = find_tool("ip") or "/usr/sbin/ip"
-        super().__init__(config, Path(lab.tmpdir) / "status.json",
-                         prefix=(ip, "netns", "exec", lab.ns["lan"]))
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self.times.append(time.monotonic())
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def timeline(self) -> Timeline:
-        with self._cond:
-            pairs = list(zip(self.times, self.lines))
-        return [(t, *parse_line(line)) for t, line in pairs if "event=" in line]
-
-    def count(self, name: str, **fields: Any) -> int:
-        return len([f for _, f in self.events(name)
-                    if all(f.get(k) == str(v) for k, v in fields.items())])
-
-    def binding(self) -> dict[str, Any]:
-        entry: dict[str, Any] = json.loads(self.status.read_text())["bindings"][0]
-        return entry
-
-
-def write_config(lab: Lab, settings: dict[str, Any], *, server: str = KAMAILIO,
-                 binding: dict[str, Any] | None = None,
-                 log: str = "{target: stderr, level: debug}", name: str = "config.yaml") -> Path:
-    lines = [f"log: {log}", "defaults:"]
-    lines += [f"  {key}: {json.dumps(value)}" for key, value in settings.items()]
-    lines += ["bindings:", "  - name: provider", f"    server: {server}",
-              f"    source_port: {SOURCE_PORT}"]
-    lines += [f"    {key}: {json.dumps(value)}" for key, value in (binding or {}).items()]
-    path = Path(lab.tmpdir) / name
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-@pytest.fixture
-def start_agent() -> Iterator[Callable[[Lab, Path], TimedAgent]]:
-    """Agents started here are killed before their lab is taken down, also on failure."""
-    agents: list[TimedAgent] = []
-
-    def start(lab: Lab, config: Path) -> TimedAgent:
-        agent = TimedAgent(lab, config)
-        agents.append(agent)
-        return agent
-
-    yield start
-    for agent in agents:
-        agent.kill()
-
-
-def nat_mapping(lab: Lab, sport: int = SOURCE_PORT, dport: int = 5060) -> tuple[str, int] | None:
-    """The public address:port the router gave the flow lan_ip:sport -> server:dport, from the
-    reply tuple of its conntrack entry."""
-    for line in lab.udp_entries():
-        fields = line.split()
-        values: dict[str, list[str]] = {}
-        for field in fields:
-            key, _, value = field.partition("=")
-            values.setdefault(key, []).append(value)
-        if values.get("src", [""])[0] == lab.lan_ip and values.get("sport") and \
-                values["sport"][0] == str(sport) and values["dport"][0] == str(dport):
-            return values["dst"][1], int(values["dport"][1])
-    return None
-
 
 def cycles(agent: TimedAgent, kind: str, outcome: str) -> list[tuple[float, bool]]:
     """For every probe-sent of `kind`: (seconds since the binding's previous answer, whether an
@@ -135,7 +58,7 @@ def cycles(agent: TimedAgent, kind: str, outcome: str) -> list[tuple[float, bool
     result: list[tuple[float, bool]] = []
     last_answer: float | None = None
     current: list[Any] | None = None
-    for when, name, fields in agent.timeline():
+    for _, when, name, fields in agent.timeline():
         if name == "probe-sent" and fields["kind"] == kind:
             if current is not None:
                 result.append((current[0], current[1]))
@@ -549,16 +472,11 @@ class Rsyslogd:
         return out
 
     def wait_for(self, name: str, count: int = 1, timeout: float = 10.0, **fields: str) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [f for _, _, n, f in self.events()
-                     if n == name and all(f.get(k) == v for k, v in fields.items())]
-            if len(found) >= count:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {count}x {name} {fields} in syslog within {timeout} s:\n"
-                                     + "\n".join(self.lines()))
-            time.sleep(0.05)
+        def enough() -> bool:
+            return len([f for _, _, n, f in self.events()
+                        if n == name and all(f.get(k) == v for k, v in fields.items())]) >= count
+        wait_until(f"{count}x {name} {fields} in syslog", enough, timeout, interval=0.05,
+                   detail=lambda: "\n".join(self.lines()))
 
 
 def test_10_syslog_output_has_every_event_exactly_once(kamailio_lab: Lab) -> None:

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 
 from natkeepalive import __version__
 from tests.support.agentproc import run_cli
+from tests.support.helpers import free_port
 from tests.support.responder import SipResponder
 
 
 def target(r: SipResponder) -> str:
     return f"{r.address[0]}:{r.address[1]}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_version() -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.loopback.test_daemon import free_port, write_config
 from tests.support.agentproc import ROOT, Agent, run_cli
+from tests.support.helpers import LOOPBACK_TIMERS, free_port, write_config
 from tests.support.responder import SipResponder
 from tests.support.tools import require_root, require_tool
 
@@ -66,7 +66,8 @@ def test_collectd_stores_what_the_status_file_says(
     status = shared_dir / "status.json"
     config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port),
                                                 ("silent", ("127.0.0.1", free_port()),
-                                                 free_port())])
+                                                 free_port())],
+                          LOOPBACK_TIMERS)
     # the exec user may not read the checkout (under /root, say): it runs a copy of the package
     package = shutil.copytree(ROOT / "agent" / "natkeepalive",
                               shared_dir / "agent" / "natkeepalive",

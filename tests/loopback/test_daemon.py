@@ -4,42 +4,26 @@ wrong branch, or not at all. Intervals are a second or two so each test takes se
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support import helpers
 from tests.support.agentproc import Agent
+from tests.support.helpers import free_port
 from tests.support.responder import SipResponder
 
-FAST = {"interval": 1.5, "jitter": 0.1, "timeout": 1.0, "fail_threshold": 2,
-        "retry_interval": 1.0, "inbound_check": 0}
+write_config = functools.partial(helpers.write_config, base=helpers.LOOPBACK_TIMERS)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_config(path: Path, bindings: list[tuple[str, tuple[str, int], int]],
-                 **defaults: object) -> Path:
-    settings = dict(FAST)
-    settings.update(defaults)
-    lines = ["log: {target: stderr, level: debug}", "defaults:"]
-    lines += [f"  {k}: {json.dumps(v)}" for k, v in settings.items()]
-    lines.append("bindings:")
-    for name, (host, port), source_port in bindings:
-        lines += [f"  - name: {name}", f"    server: {host}:{port}",
-                  f"    source_port: {source_port}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def status_of(agent: Agent) -> dict:  # type: ignore[type-arg]
-    return json.loads(agent.status.read_text())
+def status_of(agent: Agent) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(agent.status.read_text())
+    return data
 
 
 def binding_status(agent: Agent, name: str = "provider") -> dict:  # type: ignore[type-arg]
@@ -295,7 +279,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, responder: SipResponder) -
 
 
 def _many(tmp_path: Path, responder: SipResponder, count: int) -> Path:
-    ports = []
+    ports: list[int] = []
     while len(ports) < count:
         port = free_port()
         if port not in ports:
@@ -330,7 +314,7 @@ def test_says_clearly_when_the_file_limit_is_too_low(tmp_path: Path,
 
 def test_keepalives_of_many_bindings_go_together_within_the_jitter(
         tmp_path: Path, responder: SipResponder) -> None:
-    """Issue 7: a wake-up sends every keepalive whose window is open (up to a batch), with one
+    """A wake-up sends every keepalive whose window is open (up to a batch), with one
     draw for their next wait, so 20 bindings started 50 ms apart soon go in a few bursts (about
     one per jitter window: groups further apart than that cannot merge); each binding's waits
     still lie in [interval*(1-jitter), interval]. Without it the average burst was 1.3 here."""

@@ -7,20 +7,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import time
 from pathlib import Path
 
 from natkeepalive.events import ALL_EVENTS
 from natkeepalive.runtime.logsink import parse_line
 from tests.support.agentproc import Agent, run_cli
+from tests.support.helpers import free_port
 from tests.support.responder import SipResponder
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config(path: Path, responder: SipResponder, extra: str = "", binding: str = "",

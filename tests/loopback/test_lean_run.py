@@ -1,4 +1,4 @@
-"""What the running daemon holds: none of the modules issue 7 took out of it (each one costs the
+"""What the running daemon holds: none of the modules it leaves out (each one costs the
 long-running process memory on a router; tests/bench/bench_memory.py measures them).
 
 The daemon runs for real (`nat-keepalive run` through packaging/nat-keepalive.launcher, what the
@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 import natkeepalive
-from tests.reliability.common import free_port
+from tests.support.helpers import free_port
 from tests.support.responder import SipResponder
 
 FORBIDDEN = (

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from natkeepalive.runtime.logsink import parse_line
-from tests.loopback.test_daemon import free_port, write_config
 from tests.support.agentproc import Agent, run_cli
+from tests.support.helpers import LOOPBACK_TIMERS, free_port, write_config
 from tests.support.promtext import label_sets, parse, value
 from tests.support.responder import SipResponder
 from tests.support.tools import require_tool
@@ -42,7 +42,8 @@ def test_metrics_follow_the_binding_and_survive_a_reload(
     port, other = free_port(), free_port()
     metrics = tmp_path / "textfile" / "nat-keepalive.prom"
     config = with_metrics(write_config(tmp_path / "c.yaml",
-                                       [("provider", responder.address, port)]), metrics)
+                                       [("provider", responder.address, port)],
+                                       LOOPBACK_TIMERS), metrics)
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("reachable")
         responder.configure(rport=port + 1)
@@ -77,7 +78,7 @@ def test_metrics_follow_the_binding_and_survive_a_reload(
 
         # a reload that adds a binding keeps the unchanged one's counters
         write_config(config, [("provider", responder.address, port),
-                              ("backup", responder.address, other)])
+                              ("backup", responder.address, other)], LOOPBACK_TIMERS)
         with_metrics(config, metrics)
         agent.signal(signal.SIGHUP)
         agent.wait_for("reloaded")
@@ -100,7 +101,7 @@ def test_promtool_finds_the_file_clean(tmp_path: Path, responder: SipResponder) 
     config = with_metrics(write_config(
         tmp_path / "c.yaml", [("provider", responder.address, free_port()),
                               ("backup", ("127.0.0.1", free_port()), free_port())],
-        inbound_check=1), metrics)
+        LOOPBACK_TIMERS, inbound_check=1), metrics)
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("reachable", binding="provider")
         agent.wait_for("unreachable", binding="backup")
@@ -134,7 +135,8 @@ def test_a_metrics_file_that_cannot_be_written_is_said_once(
     blocker.write_text("")
     metrics = blocker / "nat-keepalive.prom"
     config = with_metrics(write_config(tmp_path / "c.yaml",
-                                       [("provider", responder.address, free_port())]), metrics)
+                                       [("provider", responder.address, free_port())],
+                                       LOOPBACK_TIMERS), metrics)
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("reachable")
         for _ in range(3):

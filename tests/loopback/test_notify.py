@@ -69,10 +69,13 @@ def test_errors_are_swallowed(tmp_path: Path) -> None:
     missing = Notifier(str(tmp_path / "nobody"))
     assert missing.enabled
     assert missing.send(READY=1) is False
+    missing.close()
     path = str(tmp_path / "gone")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(path)
-    assert Notifier(path).send(READY=1) is False  # the file exists, nobody listens
+    deaf = Notifier(path)
+    assert deaf.send(READY=1) is False  # the file exists, nobody listens
+    deaf.close()
     assert not Notifier("relative/path").enabled
     assert not Notifier("@").enabled
 

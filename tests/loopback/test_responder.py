@@ -11,6 +11,7 @@ import pytest
 
 from natkeepalive.sip import OptionsRequest, Response, build_options, parse_response
 from tests.support.responder import SipResponder
+from tests.support.tools import unavailable
 
 LOCAL = "127.0.0.1"
 
@@ -245,7 +246,7 @@ def test_ipv6() -> None:
     try:
         server = SipResponder("::1")
     except OSError:
-        pytest.skip("no IPv6 loopback here")
+        unavailable("no IPv6 loopback here")
     with server, socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
         sock.bind(("::1", 0))
         sock.settimeout(5)

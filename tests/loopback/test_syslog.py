@@ -19,25 +19,10 @@ import pytest
 
 from natkeepalive import events as ev
 from natkeepalive.runtime.logsink import SyslogSink, format_event, parse_line
+from tests.support.helpers import free_port, wait_until
 from tests.support.tools import require_tool
 
 DEADLINE = 10.0  # seconds to wait for an external process; polls are short
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_for(predicate: object, what: str) -> None:
-    assert callable(predicate)
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _dgram_server(path: str) -> socket.socket:
@@ -183,7 +168,7 @@ def test_udp_collector_gets_hostname(family: int, host: str, address: str) -> No
 
 
 def test_udp_collector_down_then_up() -> None:
-    port = _free_udp_port()
+    port = free_port()
     fallback = io.StringIO()
     sink = SyslogSink(f"127.0.0.1:{port}", "daemon", "info", fallback=fallback)
     for n in range(3):  # ICMP port unreachable comes back as ECONNREFUSED on a later send
@@ -198,7 +183,7 @@ def test_udp_collector_down_then_up() -> None:
 
 def test_unresolvable_collector_is_not_looked_up_per_line(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str | bytes] = []
-    real = _socket.getaddrinfo  # what the sink calls (runtime modules use _socket, issue 7)
+    real = _socket.getaddrinfo  # what the sink calls (runtime modules use _socket)
 
     def failing(host: str | bytes, *args: object, **kwargs: object) -> object:
         calls.append(host)
@@ -240,7 +225,7 @@ class Rsyslog:
         self.folder = folder
         self.socket = str(folder / "log")
         self.output = folder / "out.log"
-        self.port = _free_udp_port()
+        self.port = free_port()
         self.conf = folder / "rsyslog.conf"
         self.pidfile = folder / "rsyslogd.pid"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -262,7 +247,8 @@ class Rsyslog:
             [self.binary, "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
-        _wait_for(lambda: os.path.exists(self.socket) or self._exited(), "rsyslogd's socket")
+        wait_until("rsyslogd's socket", lambda: os.path.exists(self.socket) or self._exited(),
+                   DEADLINE)
         assert not self._exited(), (self.folder / "rsyslogd.stderr").read_text()
         # imudp may bind a moment after the socket exists: send markers until one lands
         marker = f"ready-{time.monotonic_ns()}"
@@ -271,7 +257,7 @@ class Rsyslog:
                 udp.sendto(f"<14>Jan  1 00:00:00 h probe: {marker}".encode(),
                            ("127.0.0.1", self.port))
                 return marker in self.text()
-            _wait_for(seen, "rsyslogd's UDP input")
+            wait_until("rsyslogd's UDP input", seen, DEADLINE)
 
     def _exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
@@ -298,7 +284,7 @@ class Rsyslog:
         return [line for line in self.text().splitlines() if " nat-keepalive[" in line]
 
     def wait_lines(self, count: int) -> list[str]:
-        _wait_for(lambda: len(self.ours()) >= count, f"{count} lines from nat-keepalive")
+        wait_until(f"{count} lines from nat-keepalive", lambda: len(self.ours()) >= count, DEADLINE)
         return self.ours()
 
 

@@ -13,7 +13,7 @@ from natkeepalive.config.loader import parse_config
 from natkeepalive.runtime import timers as timers_module
 from natkeepalive.runtime.daemon import Daemon
 from natkeepalive.runtime.logsink import ListSink
-from tests.loopback.test_daemon import free_port
+from tests.support.helpers import free_port
 from tests.support.responder import SipResponder
 
 SETTINGS = "{interval: 1, jitter: 0.1, timeout: 3, fail_threshold: 5, inbound_check: 0}"

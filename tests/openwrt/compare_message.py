@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.packaging.test_openwrt import run_init
+from tests.packaging.initscript import run_init
 
 
 def normalized(message: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from natkeepalive import __version__
-from tests.support.tools import require_tool
+from tests.support.tools import require_tool, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "packaging" / "deb" / "build-deb.sh"
@@ -126,9 +126,7 @@ def test_packaged_files_are_the_repositorys(deb: Path, tmp_path: Path) -> None:
 def missing(what: str) -> None:
     """Like require_tool: a failure under CI, a skip elsewhere."""
     message = f"{what} is not installed (.ci/run installs it)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(message)
 
 
 def debian_python() -> str:

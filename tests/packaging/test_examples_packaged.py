@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.packaging.initscript import BINDING, PKG, SHELLS, errors, parse, render
 from tests.packaging.test_deb import build, contents
-from tests.packaging.test_openwrt import BINDING, PKG, SHELLS, errors, parse, render
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -37,7 +37,8 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
 
 
 def options(parser: argparse.ArgumentParser) -> list[list[str]]:
-    return [a.option_strings for a in parser._actions if a.option_strings and a.dest != "help"]
+    return [list(a.option_strings) for a in parser._actions
+            if a.option_strings and a.dest != "help"]
 
 
 def test_pages_are_generated_from_the_docs_and_up_to_date() -> None:

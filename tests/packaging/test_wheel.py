@@ -4,7 +4,6 @@ then the wheel installed in a fresh venv with PyYAML from the package index, and
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from natkeepalive import __version__
+from tests.support.tools import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "nat_keepalive"  # the normalized distribution name in file names
@@ -24,9 +24,7 @@ NAME = "nat_keepalive"  # the normalized distribution name in file names
 def require_build() -> None:
     if importlib.util.find_spec("build") is None:
         message = "the `build` package is not installed (pip install build)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,9 @@ emul_datatype() {  # VALUE DATATYPE -> status 0 valid, 1 invalid
 			return 1 ;;
 		string) return 0 ;;
 		uinteger) emul_matches "$v" '^[0-9]+$' ;;
-		ufloat) emul_matches "$v" '^[+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$' ;;
+		# libvalidate's ufloat truncates to an int before comparing with 0: -0.5 passes
+		ufloat) emul_matches "$v" '^[+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)?$' \
+			|| emul_matches "$v" '^-(0+[.]?[0-9]*|[.][0-9]+)$' ;;
 		ipaddr) emul_matches "$v" '^([0-9]{1,3}[.]){3}[0-9]{1,3}$' \
 			|| emul_matches "$v" '^[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*$' ;;
 		range\(*) inner="${t#range(}"; inner="${inner%)}"; lo="${inner%,*}"; hi="${inner#*,}"

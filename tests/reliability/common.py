@@ -1,44 +1,25 @@
-"""Helpers shared by the reliability tests: configs, ports, status, memory, log lines."""
+"""Helpers shared by the reliability tests: their short timers, status, memory, log lines (ports
+and configuration files: tests/support/helpers.py)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from tests.support import helpers
 from tests.support.agentproc import Agent
 
 HERE = Path(__file__).resolve().parent
 WRAP = (sys.executable, str(HERE / "agentwrap.py"))  # Agent prefix: test-only adjustments
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def write_config(path: Path, bindings: list[tuple[str, str, int]], *,
-                 log: str = "{target: stderr, level: debug}", extra: list[str] | None = None,
-                 **defaults: object) -> Path:
-    """bindings: (name, server text, source port)."""
-    values: dict[str, object] = {"interval": 1.0, "jitter": 0.0, "timeout": 1.0,
-                                 "retry_interval": 1.0, "inbound_check": 0,
-                                 "fail_threshold": 2}
-    values.update(defaults)
-    lines = [f"log: {log}", "defaults:"]
-    lines += [f"  {k}: {json.dumps(v)}" for k, v in values.items()]
-    lines.append("bindings:")
-    for name, server, port in bindings:
-        lines += [f"  - name: {name}", f"    server: {json.dumps(server)}",
-                  f"    source_port: {port}"]
-    lines += extra or []
-    path.write_text("\n".join(lines) + "\n")
-    return path
+# Short timers, so a fault plays out in seconds
+FAST = {"interval": 1.0, "jitter": 0.0, "timeout": 1.0, "retry_interval": 1.0,
+        "inbound_check": 0, "fail_threshold": 2}
+write_config = functools.partial(helpers.write_config, base=FAST)
 
 
 def status(agent: Agent, name: str | None = None, fresh: bool = True) -> dict[str, Any]:
@@ -75,18 +56,6 @@ def memory_kb(pid: int) -> tuple[int, int]:
 
 def fd_count(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
-
-
-def wait_line(agent: Agent, text: str, timeout: float = 10.0, after: int = 0) -> str:
-    """The first log line (from index `after`) containing `text`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in list(agent.lines)[after:]:
-            if text in line:
-                return line
-        if time.monotonic() > deadline or agent.proc.poll() is not None:
-            raise AssertionError(f"no line with {text!r}; log:\n" + "\n".join(agent.lines))
-        time.sleep(0.05)
 
 
 def count_lines(agent: Agent, text: str) -> int:

@@ -24,16 +24,15 @@ from tests.reliability.common import (
     count_lines,
     fd_count,
     first_sends,
-    free_port,
     gaps,
     memory_kb,
     status,
-    wait_line,
     write_config,
 )
 from tests.reliability.dnsserver import DnsServer
 from tests.support.agentproc import Agent
 from tests.support.fakenet import SERVER, FakeNet
+from tests.support.helpers import free_port
 from tests.support.responder import SipResponder
 from tests.support.sipfake import answer
 from tests.support.tools import require_root, require_tool
@@ -317,15 +316,15 @@ def test_status_directory_full_then_read_only(tmp_path: Path) -> None:
             for _ in range(3):
                 agent.signal(signal.SIGUSR1)
                 time.sleep(0.3)
-            full = wait_line(agent, "event=status-write-failed")
+            full = agent.wait_line("event=status-write-failed")
             filler.unlink()
             agent.signal(signal.SIGUSR1)
-            wait_line(agent, "event=status-write-recovered")
+            agent.wait_line("event=status-write-recovered")
             subprocess.run(["mount", "-o", "remount,ro", str(run)], check=True)
             for _ in range(3):
                 agent.signal(signal.SIGUSR1)
                 time.sleep(0.3)
-            read_only = wait_line(agent, "Read-only file system")
+            read_only = agent.wait_line("Read-only file system")
             subprocess.run(["mount", "-o", "remount,rw", str(run)], check=True)
             agent.signal(signal.SIGUSR1)
             time.sleep(0.5)

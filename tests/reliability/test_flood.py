@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 from natkeepalive.runtime.logsink import parse_line
-from tests.reliability.common import first_sends, free_port, memory_kb
+from tests.reliability.common import first_sends, memory_kb
 from tests.support.agentproc import Agent
+from tests.support.helpers import free_port
 from tests.support.responder import SipResponder
 
 HERE = Path(__file__).resolve().parent

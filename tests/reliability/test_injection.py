@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from natkeepalive.runtime.hooks import hook_environment
 from natkeepalive.runtime.logsink import SyslogSink, format_event, parse_line
 from tests.reliability.hostile import HostileServer, payloads, templates
 from tests.support.agentproc import Agent, run_cli
+from tests.support.helpers import free_port, write_config
 from tests.support.responder import SipResponder
 
 PRINTABLE = re.compile(r"^[ -~]*$")
@@ -39,25 +39,13 @@ with open(name, "w") as out:
 """
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Short timers, so the hostile answers and the hooks they trigger come within seconds
+FAST = {"interval": 0.15, "jitter": 0.0, "timeout": 1.0, "retry_interval": 0.5,
+        "inbound_check": 0, "fail_threshold": 3}
 
 
-def write_config(path: Path, server: tuple[str, int], port: int, hook: str | None,
-                 events: list[str], **over: object) -> Path:
-    values: dict[str, object] = {"interval": 0.15, "jitter": 0.0, "timeout": 1.0,
-                                 "retry_interval": 0.5, "inbound_check": 0, "fail_threshold": 3}
-    values.update(over)
-    lines = ["log: {target: stderr, level: debug}", "defaults:"]
-    lines += [f"  {k}: {json.dumps(v)}" for k, v in values.items()]
-    lines += ["bindings:", "  - name: provider", f"    server: {server[0]}:{server[1]}",
-              f"    source_port: {port}"]
-    if hook:
-        lines += ["hooks:", f"  command: {hook}", f"  events: {json.dumps(events)}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def hook_section(hook: Path, events: list[str]) -> list[str]:
+    return ["hooks:", f"  command: {hook}", f"  events: {json.dumps(events)}"]
 
 
 def check_lines(lines: list[str]) -> list[str]:
@@ -133,7 +121,8 @@ def test_hostile_answers_reach_no_log_line_raw_and_no_shell(tmp_path: Path) -> N
               "unreachable", "lagged", "rport-unsupported", "binding-flapping"]
     count = len(templates(marker))
     with HostileServer(marker) as server:
-        config = write_config(tmp_path / "c.yaml", server.address, free_port(), str(hook), events)
+        config = write_config(tmp_path / "c.yaml", [("provider", server.address, free_port())],
+                              FAST, extra=hook_section(hook, events))
         with Agent(config, tmp_path / "status.json") as agent:
             deadline = time.monotonic() + 30
             while server.requests < 2 * count + 4 and time.monotonic() < deadline:
@@ -190,8 +179,9 @@ def test_hanging_and_failing_hooks_are_killed_and_reported(tmp_path: Path) -> No
     hook.chmod(0o755)
     with SipResponder() as responder:
         port = free_port()
-        config = write_config(tmp_path / "c.yaml", responder.address, port, str(hook),
-                              ["reachable", "binding-changed"], interval=0.5)
+        config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)], FAST,
+                              extra=hook_section(hook, ["reachable", "binding-changed"]),
+                              interval=0.5)
         with Agent(config, tmp_path / "status.json") as agent:
             agent.wait_for("reachable")
             started = time.monotonic()
@@ -205,9 +195,9 @@ def test_hanging_and_failing_hooks_are_killed_and_reported(tmp_path: Path) -> No
             # while the hook hangs the keepalives go on (10 s limit, 0.5 s interval)
             responder.configure(rport=port + 1)
             agent.wait_for("binding-changed", timeout=5)
-            killed = _wait_line(agent, "killed after 10 s timeout", 15)
+            killed = agent.wait_line("killed after 10 s timeout", 15)
             elapsed = time.monotonic() - started
-            failed = _wait_line(agent, "exit status 3", 5)
+            failed = agent.wait_line("exit status 3", 5)
             during = len(responder.requests) - before
             time.sleep(0.3)
             assert agent.proc.poll() is None, "the agent died"
@@ -218,20 +208,11 @@ def test_hanging_and_failing_hooks_are_killed_and_reported(tmp_path: Path) -> No
     assert during >= 15, f"only {during} requests while the hook hung"
     assert " warning: event=hook-failed " in killed and "reachable" in killed
     # the hook's stderr comes escaped, then quoted as the event's value
-    assert parse_line(failed)[1]["error"].endswith("exit status 3: boom \\x1b[31mred"), failed
+    error = parse_line(failed)[1]["error"] or ""
+    assert error.endswith("exit status 3: boom \\x1b[31mred"), failed
     check_lines(agent.lines)
     assert sum("killed after" in line for line in agent.lines) == 1
     assert sum("exit status 3" in line for line in agent.lines) == 1
-
-
-def _wait_line(agent: Agent, text: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in list(agent.lines):
-            if text in line:
-                return line
-        time.sleep(0.05)
-    raise AssertionError(f"no line with {text!r}; log:\n" + "\n".join(agent.lines))
 
 
 # --- the probe command's text output -------------------------------------------------------------
@@ -266,12 +247,13 @@ def test_hook_that_cannot_start_is_reported_once_per_event(tmp_path: Path) -> No
     hook.write_bytes(b"\x00\x01 not a program\n")
     hook.chmod(0o755)
     with SipResponder() as responder:
-        config = write_config(tmp_path / "c.yaml", responder.address, free_port(),
-                              str(hook), ["reachable", "binding-learned"],
+        config = write_config(tmp_path / "c.yaml",
+                              [("provider", responder.address, free_port())], FAST,
+                              extra=hook_section(hook, ["reachable", "binding-learned"]),
                               interval=0.3)
         with Agent(config, tmp_path / "status.json") as agent:
             agent.wait_for("reachable")
-            line = _wait_line(agent, "could not start", 5)
+            line = agent.wait_line("could not start", 5)
             agent.wait_for("probe-answered", count=4)
             assert agent.proc.poll() is None
             agent.signal(signal.SIGTERM)

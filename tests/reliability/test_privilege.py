@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.common import status, wait_line
+from tests.reliability.common import status
 from tests.support.agentproc import Agent
 from tests.support.responder import SipResponder
 from tests.support.tools import require_root
@@ -93,7 +93,7 @@ def test_drops_to_nobody_after_binding(public_dir: Path) -> None:
             config.write_text("\n".join([*base, "  - name: lower", f"    server: {server}",
                                          f"    source_port: {other}"]) + "\n")
             agent.signal(signal.SIGHUP)
-            refused = wait_line(agent, "no permission to bind")
+            refused = agent.wait_line("no permission to bind")
             agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 2,
                            timeout=6)
             assert agent.proc.poll() is None

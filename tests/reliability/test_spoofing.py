@@ -11,7 +11,6 @@ Each spoof carries a tempting payload (another public address, a 503, a Flow-Tim
 from __future__ import annotations
 
 import binascii
-import json
 import os
 import signal
 import socket
@@ -32,6 +31,7 @@ from tests.fuzz.targets import counted_once, outstanding, snapshot
 from tests.reliability.common import status
 from tests.support.agentproc import ROOT, Agent, agent_env
 from tests.support.fakenet import SERVER, FakeNet
+from tests.support.helpers import free_port, write_config
 from tests.support.responder import SipResponder
 from tests.support.sipfake import answer
 
@@ -141,15 +141,18 @@ def test_replay_of_an_old_transaction_is_dropped() -> None:
 
 
 def test_replay_of_the_last_transaction_counts_as_dropped() -> None:
-    """A replay of a transaction that just finished is counted as `duplicates`, a counter that is
-    neither in the status file nor in the daemon's "dropped N" line: a replay flood is invisible."""
+    """A replay of a transaction that just finished is counted in `dropped`, which the status
+    file and the daemon's "dropped N" line show, so a replay flood is visible; `duplicates` also
+    counts it, as one whose branch had just finished."""
     net = mid_transaction()
     first = net.sent[0].raw  # answered at 0.02: its branch is in the recent list
+    duplicates = net.engine.duplicates
     assert_ignored(net, answer(first, EVIL, status=503, extra=EVIL_EXTRA), SERVER)
+    assert net.engine.duplicates == duplicates + 1
 
 
 def test_replay_of_the_last_transaction_changes_nothing_else() -> None:
-    """Until the counter is fixed: whatever is counted, nothing else moves."""
+    """Counted once, and nothing else moves: the genuine answer still gets through."""
     net = mid_transaction()
     first = net.sent[0].raw
     before, dropped, duplicates = snapshot(net.engine), net.engine.dropped, net.engine.duplicates
@@ -204,28 +207,16 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_config(path: Path, server: tuple[str, int], port: int, **over: object) -> Path:
-    values: dict[str, object] = {"interval": 0.3, "jitter": 0.2, "timeout": 1.0,
-                                 "retry_interval": 1, "inbound_check": 0}
-    values.update(over)
-    lines = ["log: {target: stderr, level: debug}", "defaults:"]
-    lines += [f"  {k}: {json.dumps(v)}" for k, v in values.items()]
-    lines += ["bindings:", "  - name: provider", f"    server: {server[0]}:{server[1]}",
-              f"    source_port: {port}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+# Short timers, so a spoof meets a live transaction within a second
+FAST = {"interval": 0.3, "jitter": 0.2, "timeout": 1.0, "retry_interval": 1,
+        "inbound_check": 0}
 
 
 def test_branch_on_the_wire_is_80_bits_from_os_urandom(tmp_path: Path) -> None:
     record = tmp_path / "urandom.txt"
     with SipResponder() as responder:
-        config = write_config(tmp_path / "c.yaml", responder.address, free_port(),
+        config = write_config(tmp_path / "c.yaml",
+                              [("provider", responder.address, free_port())], FAST,
                               inbound_check=2)
         argv = [sys.executable, "-c", RECORD_URANDOM, str(record), "run", "-c", str(config),
                 "--log", "stderr", "--status-file", str(tmp_path / "status.json")]
@@ -297,8 +288,8 @@ def test_daemon_ignores_every_kind_of_spoof(tmp_path: Path, responder: SipRespon
     (Replays are in test_daemon_counts_replays_as_dropped.)"""
     port = free_port()
     responder.configure(delay=0.4)
-    config = write_config(tmp_path / "c.yaml", responder.address, port, interval=1.0,
-                          jitter=0.0, timeout=3.0)
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)], FAST,
+                          interval=1.0, jitter=0.0, timeout=3.0)
     target = ("127.0.0.1", port)
     sent = 0
     with Agent(config, tmp_path / "status.json") as agent, \
@@ -350,8 +341,8 @@ def test_daemon_counts_replays_as_dropped(tmp_path: Path, responder: SipResponde
     """A replayed answer (here: to the first keepalive) from the server's address must show up in
     the status file's `dropped`, like every other datagram the agent refuses."""
     port = free_port()
-    config = write_config(tmp_path / "c.yaml", responder.address, port, interval=1.0,
-                          jitter=0.0, timeout=3.0)
+    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)], FAST,
+                          interval=1.0, jitter=0.0, timeout=3.0)
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("probe-answered", count=2)
         baseline = status_entry(agent)

@@ -113,6 +113,21 @@ class Agent:
                                          "log:\n" + "\n".join(self.lines))
                 self._cond.wait(min(remaining, 0.5))
 
+    def wait_line(self, text: str, timeout: float = 10.0, after: int = 0) -> str:
+        """The first log line from index `after` on that contains `text`; AssertionError with
+        the log when none came within `timeout` seconds or the agent exited without one."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[after:]:
+                    if text in line:
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no line with {text!r} within {timeout}s; log:\n"
+                                         + "\n".join(self.lines))
+                self._cond.wait(min(remaining, 0.5))
+
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
@@ -129,3 +144,5 @@ class Agent:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
         self._reader.join(5)
+        if self.proc.stderr is not None and not self._reader.is_alive():
+            self.proc.stderr.close()

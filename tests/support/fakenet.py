@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
 from natkeepalive.core.engine import AUX, BINDING, BindingEngine, Datagram
 from natkeepalive.sip.message import Request, parse_message
 from tests.support.sipfake import answer
+
+E = TypeVar("E", bound=ev.Event)
 
 SERVER = ("203.0.113.10", 5060)
 LOCAL = ("192.168.77.2", 5062)
@@ -106,7 +109,7 @@ class FakeNet:
     def names(self) -> list[str]:
         return [e.NAME for e in self.log if e.SEVERITY < ev.DEBUG]
 
-    def of(self, cls: type[ev.Event]) -> list[ev.Event]:
+    def of(self, cls: type[E]) -> list[E]:
         return [e for e in self.log if isinstance(e, cls)]
 
     def keepalive_times(self) -> list[float]:

@@ -15,13 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tests.support.helpers import free_port
 from tests.support.tools import require_tool
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 5.0) -> bytes:
@@ -40,8 +35,8 @@ class PromStack:
         self.prometheus_bin = require_tool("prometheus")
         self.tmp = tempfile.TemporaryDirectory(prefix="nk-prom-")
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.exporter_port = free_tcp_port()
-        self.port = free_tcp_port()
+        self.exporter_port = free_port(kind=socket.SOCK_STREAM)
+        self.port = free_port(kind=socket.SOCK_STREAM)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> PromStack:
@@ -58,12 +53,14 @@ class PromStack:
 
     def start(self) -> None:
         tmp = Path(self.tmp.name)
-        log = open(tmp / "exporter.log", "wb")  # noqa: SIM115 (kept open for the process)
-        self.procs.append(subprocess.Popen(
-            [self.exporter_bin, f"--web.listen-address=127.0.0.1:{self.exporter_port}",
-             "--collector.disable-defaults", "--collector.textfile",
-             f"--collector.textfile.directory={self.textfile_dir}"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True))
+        # the child keeps its own descriptor of the log: ours is closed at once
+        with open(tmp / "exporter.log", "wb") as log:
+            self.procs.append(subprocess.Popen(
+                [self.exporter_bin, f"--web.listen-address=127.0.0.1:{self.exporter_port}",
+                 "--collector.disable-defaults", "--collector.textfile",
+                 f"--collector.textfile.directory={self.textfile_dir}"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True))
         config = tmp / "prometheus.yml"
         config.write_text(
             "global:\n"
@@ -73,12 +70,14 @@ class PromStack:
             "  - job_name: node\n"
             "    static_configs:\n"
             f"      - targets: ['127.0.0.1:{self.exporter_port}']\n")
-        log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115
-        self.procs.append(subprocess.Popen(
-            [self.prometheus_bin, f"--config.file={config}",
-             f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-             "--web.enable-lifecycle"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True))
+        with open(tmp / "prometheus.log", "wb") as log:
+            self.procs.append(subprocess.Popen(
+                [self.prometheus_bin, f"--config.file={config}",
+                 f"--storage.tsdb.path={tmp / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}",
+                 "--web.enable-lifecycle"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True))
         self.wait_ready(30.0)
 
     def wait_ready(self, timeout: float) -> None:
@@ -86,7 +85,7 @@ class PromStack:
         while True:
             for proc in self.procs:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{proc.args[0]} exited: {self.logs()}")
+                    raise RuntimeError(f"{proc.args!r} exited: {self.logs()}")
             try:
                 http_get(f"{self.url}/-/ready", timeout=1.0)
                 http_get(f"http://127.0.0.1:{self.exporter_port}/metrics", timeout=1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
 
@@ -21,15 +22,19 @@ def find_tool(name: str) -> str | None:
     return None
 
 
+def unavailable(message: str) -> NoReturn:
+    """A prerequisite is missing: a failure under CI=true, a skip elsewhere."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_tool(name: str) -> str:
     """The tool's path; fails the test under CI=true when it is missing, skips it elsewhere."""
     found = find_tool(name)
     if found:
         return found
-    message = f"{name} is not installed (.ci/run installs it)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"{name} is not installed (.ci/run installs it)")
 
 
 def require_root() -> None:

@@ -10,15 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tools import unavailable
 from tests.system.container import Container, ContainerError
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 def build_deb(out: Path, revision: str) -> Path:
@@ -43,7 +38,7 @@ def deb_upgrade(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def machine() -> Iterator[Container]:
     if os.geteuid() != 0:
-        _unavailable("the system test needs root (systemd-nspawn, mount)")
+        unavailable("the system test needs root (systemd-nspawn, mount)")
     box = Container(f"nk-sys-{os.getpid()}")
     try:
         try:

@@ -98,24 +98,25 @@ def test_a_real_address_change_is_announced() -> None:
     ip = require_tool("ip")
     name = f"nk-aw-{uuid.uuid4().hex[:8]}"
     subprocess.run([ip, "netns", "add", name], check=True)
-    proc: subprocess.Popen[str] | None = None
     try:
-        proc = subprocess.Popen([ip, "netns", "exec", name, sys.executable, "-c", WATCHER],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                env=dict(os.environ))
-        assert proc.stdin is not None and proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-        subprocess.run([ip, "-n", name, "addr", "add", "192.0.2.10/24", "dev", "lo"],
-                       check=True)
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "changed"
-        proc.stdin.write("again\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().strip() == "quiet"
-        assert proc.wait(timeout=10) == 0
+        # `with`: the pipes are closed and the process waited for, also on failure
+        with subprocess.Popen([ip, "netns", "exec", name, sys.executable, "-c", WATCHER],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ)) as proc:
+            try:
+                assert proc.stdin is not None and proc.stdout is not None
+                assert proc.stdout.readline().strip() == "ready"
+                subprocess.run([ip, "-n", name, "addr", "add", "192.0.2.10/24", "dev", "lo"],
+                               check=True)
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                assert proc.stdout.readline().strip() == "changed"
+                proc.stdin.write("again\n")
+                proc.stdin.flush()
+                assert proc.stdout.readline().strip() == "quiet"
+                assert proc.wait(timeout=10) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
         subprocess.run([ip, "netns", "delete", name], check=False)

@@ -13,6 +13,7 @@ from natkeepalive.core.discovery import (
     LifetimeSearch,
     recommended_interval,
 )
+from natkeepalive.core.wire import AUX
 from tests.support.natsim import NatSim, run_discovery
 from tests.support.sipfake import answer
 
@@ -38,7 +39,7 @@ def test_an_answer_on_the_wrong_socket_does_not_stall_a_trial() -> None:
     [first] = trial.datagrams_to_send()
     assert first.channel == d.TRIAL
     forged = answer(first.payload, public)
-    trial.receive_datagram(forged, server, 0.1, d.AUX)
+    trial.receive_datagram(forged, server, 0.1, AUX)
     assert trial.phase == d.ESTABLISH and trial.next_deadline() is not None
     trial.receive_datagram(forged, server, 0.2, d.TRIAL)  # the same answer where it belongs
     assert trial.phase == d.SETTLE and trial.public == public

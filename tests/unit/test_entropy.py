@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from natkeepalive.runtime import entropy
 from natkeepalive.runtime.entropy import POOL_BYTES, RandomPool
 
 
@@ -29,7 +30,7 @@ class CountingUrandom:
 def test_every_byte_handed_out_once_and_in_order(sizes: list[int]) -> None:
     fake = CountingUrandom()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(entropy.os, "urandom", fake)
+        mp.setattr(os, "urandom", fake)  # the module entropy reads from
         pool = RandomPool()
         got = [pool(n) for n in sizes]
     # Each answer is the next n bytes of the current read; one that does not fit starts a new
@@ -49,7 +50,7 @@ def test_every_byte_handed_out_once_and_in_order(sizes: list[int]) -> None:
 def test_one_system_call_serves_many_branches() -> None:
     fake = CountingUrandom()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(entropy.os, "urandom", fake)
+        mp.setattr(os, "urandom", fake)  # the module entropy reads from
         pool = RandomPool()
         branches = [pool(10) for _ in range(POOL_BYTES // 10)]
     assert fake.calls == [POOL_BYTES]

@@ -5,6 +5,7 @@ and expiry on a port-preserving NAT caught with the default configuration."""
 from __future__ import annotations
 
 import re
+from typing import cast
 
 import pytest
 
@@ -12,9 +13,9 @@ from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
 from natkeepalive.core.cycle import CHECKING, NO_CHECK_ANSWER, UNPROVEN_CHECKS
 from natkeepalive.core.engine import AUX, BINDING, Datagram
-from natkeepalive.runtime.probe import Answer
+from natkeepalive.runtime.probe import Answer, Prober
 from natkeepalive.sip.message import Request, parse_message
-from tests.support.fakenet import LOCAL, SERVER, FakeNet
+from tests.support.fakenet import LOCAL, SERVER, FakeNet, Sent
 from tests.support.sipfake import answer
 
 PUBLIC = ("203.0.113.1", 40000)
@@ -50,8 +51,7 @@ class Nat(FakeNet):
                 self.public = (self.public[0], self.next_port)
         super()._server_receives(datagram)
 
-    def _sent(self, datagram: Datagram, request: Request) -> object:
-        from tests.support.fakenet import Sent
+    def _sent(self, datagram: Datagram, request: Request) -> Sent:
 
         return Sent(self.now, datagram.channel, request.top_via.has_param("rport"), request,
                     datagram.payload)
@@ -191,7 +191,7 @@ def test_a_bare_rport_on_a_port_preserving_nat_is_resolved_by_the_check() -> Non
     lost = n.now
     n.run_until(lost + 30)
     expired = n.of(ev.BindingExpired)
-    assert [e.detected for e in expired] == ["inbound-check"]  # type: ignore[attr-defined]
+    assert [e.detected for e in expired] == ["inbound-check"]
 
 
 def test_a_bare_rport_with_another_port_is_not_an_expiry() -> None:
@@ -253,7 +253,7 @@ def test_rtt_after_a_retransmission_is_from_the_last_transmission() -> None:
     n.run_until(60)
     assert len(lost) == 2
     answered = [e for e in n.of(ev.ProbeAnswered)]
-    assert answered and max(e.rtt_ms for e in answered) < 100  # type: ignore[attr-defined]
+    assert answered and max(e.rtt_ms for e in answered) < 100
     assert n.engine.last_rtt_ms == pytest.approx(n.rtt * 1000.0)
     assert "lagged" not in n.names()
 
@@ -273,7 +273,7 @@ def test_a_nat_reboot_is_caught_within_one_interval_with_the_defaults(at: float)
     n.run_until(at + 2 * interval)
     expired = n.of(ev.BindingExpired)
     assert len(expired) == 1, n.names()
-    assert expired[0].detected == "inbound-check"  # type: ignore[attr-defined]
+    assert expired[0].detected == "inbound-check"
     when = next(e for e in n.log if isinstance(e, ev.BindingExpired))
     assert when is expired[0]
     # reported when the keepalive after the silent check is answered
@@ -288,8 +288,8 @@ def test_a_nat_reboot_with_a_new_port_is_one_expiry_and_one_change() -> None:
     n.next_port = 40123
     n.reboot()
     n.run_until(100)
-    assert [e.detected for e in n.of(ev.BindingExpired)] == ["inbound-check"]  # type: ignore
-    assert [e.cause for e in n.of(ev.BindingChanged)] == ["port-remapped"]  # type: ignore
+    assert [e.detected for e in n.of(ev.BindingExpired)] == ["inbound-check"]
+    assert [e.cause for e in n.of(ev.BindingChanged)] == ["port-remapped"]
 
 
 @pytest.mark.parametrize("lost", [True, False])
@@ -315,7 +315,7 @@ def test_after_a_wan_outage_the_comeback_is_checked_before_the_keepalive(lost: b
     assert "reachable" in n.names()[n.names().index("unreachable"):]
     expired = n.of(ev.BindingExpired)
     if lost:
-        assert [e.detected for e in expired] == ["inbound-check"]  # type: ignore[attr-defined]
+        assert [e.detected for e in expired] == ["inbound-check"]
     else:
         assert expired == []
         assert n.engine.inbound_result == "alive"
@@ -356,7 +356,7 @@ def test_an_interface_event_checks_before_the_keepalive(lost: bool) -> None:
     assert n.sent[count].channel == AUX  # the check goes first
     n.run_until(n.now + 10)
     if lost:
-        assert [e.detected for e in n.of(ev.BindingExpired)] == ["inbound-check"]  # type: ignore
+        assert [e.detected for e in n.of(ev.BindingExpired)] == ["inbound-check"]
     else:
         assert n.of(ev.BindingExpired) == [] and n.engine.inbound_result == "alive"
 
@@ -367,8 +367,8 @@ def test_a_server_forcing_rport_is_reported_once_with_why_and_what_would_help() 
     n.run_until(300)
     unsupported = n.of(ev.InboundCheckUnsupported)
     assert len(unsupported) == 1
-    assert unsupported[0].reason == "server forces rport"  # type: ignore[attr-defined]
-    assert "sent-by" in unsupported[0].remedy  # type: ignore[attr-defined]
+    assert unsupported[0].reason == "server forces rport"
+    assert "sent-by" in unsupported[0].remedy
     assert len([s for s in n.sent if s.channel == AUX and s.request.cseq]) <= 1
     assert n.engine.expiry_detection == "remap-only: server forces rport"
 
@@ -444,17 +444,17 @@ def test_probe_tells_no_address_from_no_port_from_a_guess_that_failed() -> None:
     from natkeepalive.cli.probe import _inbound
 
     prober = SilentProber()
-    assert _inbound(prober, None, 5062, True) == \
-        "unsupported: no received in the answer (public address unknown)"  # type: ignore[arg-type]
-    assert _inbound(prober, "203.0.113.1", None, True) == \
-        "unsupported: no rport value in the answer (public port unknown)"  # type: ignore[arg-type]
+    assert _inbound(cast(Prober, prober), None, 5062, True) == \
+        "unsupported: no received in the answer (public address unknown)"
+    assert _inbound(cast(Prober, prober), "203.0.113.1", None, True) == \
+        "unsupported: no rport value in the answer (public port unknown)"
     assert prober.checks == []
     # a bare rport: the local port was tried, and its silence is not an expiry
-    assert _inbound(prober, "203.0.113.1", 5062, True) == \
-        "unsupported: bare rport and the public port is not the local one"  # type: ignore[arg-type]
+    assert _inbound(cast(Prober, prober), "203.0.113.1", 5062, True) == \
+        "unsupported: bare rport and the public port is not the local one"
     assert prober.checks == [("203.0.113.1", 5062)] and prober.keepalives == 0
     # a port the server wrote: silence, then an answered keepalive, is an expiry
-    assert _inbound(prober, "203.0.113.1", 40000, False) == "expired"  # type: ignore[arg-type]
+    assert _inbound(cast(Prober, prober), "203.0.113.1", 40000, False) == "expired"
     assert prober.keepalives == 1
 
 

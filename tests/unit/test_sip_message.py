@@ -519,7 +519,7 @@ def test_flow_timer_rejects_junk() -> None:
 
 
 def test_the_parsers_caches_stay_bounded_and_answer_as_a_fresh_parse_would() -> None:
-    """Names, sent-by hosts and `received` values are remembered (issue 7: answers repeat
+    """Names, sent-by hosts and `received` values are remembered (answers repeat
     them); a stream of new ones must not grow the caches past their limit, and a remembered
     verdict, good or bad, is the one a fresh check gives."""
     from natkeepalive.sip import message as m

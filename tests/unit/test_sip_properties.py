@@ -172,7 +172,7 @@ def _outcome(data: bytes) -> object:
 @SETTINGS
 @given(st.one_of(mutated_sample(), st.lists(SIP_ALPHABET, max_size=80).map(b"".join)))
 def test_the_parsers_caches_never_change_an_outcome(data: bytes) -> None:
-    """Lines, Via parts, names, hosts and `received` values are remembered (issue 7). With the
+    """Lines, Via parts, names, hosts and `received` values are remembered. With the
     caches warm from this very message, the outcome (message or error text) is the one a parse
     with every cache empty gives."""
     from natkeepalive.sip import message as m

@@ -504,3 +504,4 @@ class Daemon:
         self.aux.close()
         self.addresses.close()
         self.selector.close()
+        self.wakeup.close()

@@ -99,6 +99,14 @@ class Wakeup:
         except OSError:
             pass
 
+    def close(self) -> None:
+        try:  # first, so that no later signal writes into a closed (or reused) descriptor
+            signal.set_wakeup_fd(-1)
+        except ValueError:  # not the main thread: this pair was never installed
+            pass
+        self.reader.close()
+        self._writer.close()
+
     def take(self) -> set[int]:
         """The signals received since the last call."""
         pending, self.pending = self.pending, set()

@@ -1,4 +1,5 @@
-"""What the loopback tests share: the real UDP SIP responder on 127.0.0.1, one per test."""
+"""Fixtures any test may use (a pytest plugin: tests/conftest.py lists it): the real UDP SIP
+responder on 127.0.0.1, one per test."""
 
 from __future__ import annotations
 
