@@ -12,7 +12,7 @@ from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
 from natkeepalive.core import engine as engine_module
 from natkeepalive.core.engine import AUX, BINDING, UNPROVEN_CHECKS, Datagram
-from natkeepalive.runtime.probe import Answer
+from natkeepalive.oneshot.probe import Answer
 from natkeepalive.sip.message import Request, parse_message
 from tests.support.fakenet import LOCAL, SERVER, FakeNet
 from tests.support.sipfake import answer

@@ -14,7 +14,7 @@ question goes to the system, as before.
 
 from __future__ import annotations
 
-import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB
+from natkeepalive.cstdlib import socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -29,10 +29,10 @@ from natkeepalive import events as ev
 from natkeepalive.config.model import Config
 from natkeepalive.core.engine import AUX, BINDING, jitter_draw
 from natkeepalive.core.reachability import UNREACHABLE
+from natkeepalive.cstdlib import heappop, signal, socket
 from natkeepalive.errors import ConfigError, SipParseError, SocketSetupError
 from natkeepalive.runtime.addrwatch import AddressWatch
 from natkeepalive.runtime.configproc import load_config_in_child
-from natkeepalive.runtime.cstdlib import heappop, signal, socket
 from natkeepalive.runtime.entropy import RandomPool
 from natkeepalive.runtime.housekeeping import Housekeeping
 from natkeepalive.runtime.logsink import Sink
@@ -47,7 +47,7 @@ from natkeepalive.runtime.sockets import AuxSockets, Resolver, drain
 from natkeepalive.runtime.timers import Timers
 from natkeepalive.sip.message import parse_response
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
 

@@ -13,16 +13,16 @@ Rules:
 
 from __future__ import annotations
 
-import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB
 import errno
 import os
 import sys
 import time
 
+from natkeepalive.cstdlib import socket
 from natkeepalive.events import Event, SyslogRecovered, SyslogUnavailable
 from natkeepalive.netinfo import ascii_host
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any, Callable, TextIO
