@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from natkeepalive.runtime.logsink import parse_line
+from natkeepalive.logline import parse_line
 from tests.lab import netlab
 from tests.lab.netlab import Lab
 from tests.support.agentproc import Agent, agent_env, run_cli

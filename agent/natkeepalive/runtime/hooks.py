@@ -22,7 +22,7 @@ import signal
 from collections import deque
 
 from natkeepalive.events import Event
-from natkeepalive.runtime.logsink import escape_text, format_event, format_float
+from natkeepalive.logline import escape_text, format_event, format_float
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
