@@ -1,8 +1,8 @@
 """Load the configuration in a short-lived child process.
 
-Why: reading the YAML needs PyYAML and the validating loader, about 3 MB of PSS on top of a
-5-6 MB interpreter (tests/bench/bench_memory.py), and the daemon needs neither once the file
-is read. A forked child imports them, validates the file, sends the model back as `marshal`
+Why: reading the YAML needs PyYAML and the validating loader, which cost the process about half
+a bare interpreter's memory again (docs/performance.md), and the daemon needs neither once the
+file is read. A forked child imports them, validates the file, sends the model back as `marshal`
 bytes and exits; the long-running process only ever holds the model. Errors come back as the
 ConfigError `load_config` raised, so callers cannot tell the difference.
 

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 # Keepalives whose window is open (engine.KEEPALIVE_EARLY, the jitter's range) join a wake-up,
 # at most BATCH of them: the kernel wakes the loop and the server once for the lot. Sent together
 # with one draw for their next wait, they are due together again. BATCH keeps a pass to about a
-# millisecond (about 20 µs a keepalive), so it never holds answers or later deadlines up.
+# millisecond, so it never holds answers or later deadlines up.
 BATCH = 64
 ADDRESSES = "addresses"  # the selector's tags: the rtnetlink socket, the inbound-check sockets
 AUX_TAG = "aux"
@@ -124,7 +124,7 @@ class Daemon:
         self.notifier.ready(summary(self.slots.values()))
         self.routine = Housekeeping(now, self.notifier.watchdog_interval() is not None)
         self._write_status(now)
-        gc.collect()  # start-up's cyclic garbage (imports, the configuration's reading): 70 kB
+        gc.collect()  # start-up's cyclic garbage (imports, the configuration's reading)
 
     def _add_slots(self, config: Config, now: float, fatal: bool,
                    names: set[str] | None = None) -> None:
@@ -191,7 +191,7 @@ class Daemon:
             found: list[ev.Event] = []
             self._refresh(slot, now, found)
             self._after(slot, found, now)
-        # A change announced since select() returned must not let a keepalive go out from an
+        # A change announced since the poller returned must not let a keepalive go out from an
         # address the answers still think current (only checked when a timer pass will send:
         # an answer leaves its retransmission's entry behind, dropped here first).
         heap = self.timers.settle(now)
@@ -258,8 +258,8 @@ class Daemon:
             if joined % BATCH == 0:
                 draw = None  # a new group: no group grows past BATCH
             # The next binding's keepalive is counted from when it really goes: with one `now`
-            # for the whole pass, every binding sent in it got the same next deadline, and
-            # bindings clumped into ever larger passes (10 000 bindings: p99 116 ms late).
+            # for the whole pass, every binding sent in it would get the same next deadline, and
+            # bindings would clump into ever larger passes.
             now = self.clock()
 
     @staticmethod

@@ -1,7 +1,7 @@
 """The loop's readiness wait: epoll, as selectors.DefaultSelector uses it on Linux.
 
-Not `selectors` itself: it imports `collections` for a namedtuple and a Mapping, 0.47 MB of the
-long-running process, which must stay small on a router. What the daemon needs is four calls:
+Not `selectors` itself: it imports `collections` for a namedtuple and a Mapping, which the
+long-running process, small on a router, has no other use for. What the daemon needs is four calls:
 register a socket with a tag, unregister it, wait, close.
 """
 

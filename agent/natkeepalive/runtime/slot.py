@@ -113,8 +113,8 @@ class Slot:
 
     def quiet(self, now: float, resolver: Resolver | None) -> bool:
         """Whether nothing refresh looks at can have moved since check_local last ran: no lookup
-        is due or waiting, and no address or route change was announced (or forgotten). Before
-        every keepalive, refresh was 2.3 us of the agent's 33 (tests/bench/hotpath.py)."""
+        is due or waiting, and no address or route change was announced (or forgotten): refresh
+        can then be skipped, which matters since it would run before every keepalive."""
         return (self.checked == self.addresses.changes and now < self.next_resolve
                 and self.sock is not None and self.addresses.sock is not None
                 and not self.resolve_failing
