@@ -9,13 +9,15 @@ Rules:
   mapping; a bad file is rejected (`config-rejected`) and the old configuration keeps running.
 - The status file is written when a reported state changed (coalesced to STATUS_MIN_GAP) and, for
   the counters alone, every STATUS_COUNTERS_EVERY seconds when they moved; the metrics file
-  (metrics_file) with it.
+  (metrics_file) with it (runtime/outputs.py, runtime/housekeeping.py).
 - The local address is checked whenever a binding's timer fires and every NETWATCH_EVERY s.
 - A retransmission's deadline is queued beside the heap (runtime/timers.py): nearly every one
   is answered first and never reaches the heap.
 - Errors from the network are counted, never fatal. A full socket buffer drops a datagram like
   the network would; a binding's socket is read one datagram per wake-up, the others at most
-  READ_BURST, so a flood cannot starve the timers.
+  READ_BURST (runtime/sockets.py), so a flood cannot starve the timers.
+- The AUX sockets' answers are SIP and go to their binding (or discovery trial) by Call-ID; the
+  engine's datagrams name their channel and destination, so a check may address any server.
 """
 
 from __future__ import annotations
