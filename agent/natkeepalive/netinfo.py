@@ -12,9 +12,9 @@ Rules:
 
 from __future__ import annotations
 
-import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB
+from natkeepalive.cstdlib import socket
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType  # +47 kB at run time for an annotation
 

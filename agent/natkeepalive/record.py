@@ -1,31 +1,29 @@
 """The part of `dataclasses` the long-running agent uses, without its import cost.
 
-`import dataclasses` pulls in inspect, ast, dis and tokenize: +2.5 MB PSS measured, against a bare
-interpreter of 5-6 MB and a memory budget of 1.6x that at 100 bindings. The agent only needs frozen
-classes with an `__init__`, `__repr__`, `__eq__` and `__hash__`, so this module builds exactly
-those: `__init__` from generated source as `dataclasses` does (the same errors; it stores into
-`__dict__` directly, which is faster), the other three shared by all classes.
+`import dataclasses` pulls in inspect, ast, dis and tokenize (docs/performance.md has what they
+cost). The agent only needs frozen classes with an `__init__`, `__repr__`, `__eq__` and
+`__hash__`, so this module builds exactly those: `__init__` from generated source as
+`dataclasses` does (the same errors; it stores into `__dict__` directly, which is faster), the
+other three shared by all classes.
 
-Modules declare their classes with `dataclasses` for type checkers and take this module at run time:
+Modules take their decorator from here in one line:
 
-    TYPE_CHECKING = False
-    if TYPE_CHECKING:
-        from dataclasses import dataclass, field
-    else:
-        from natkeepalive.record import dataclass, field
+    from natkeepalive.record import dataclass, field
 
-so mypy keeps checking them as real frozen dataclasses. Supported: `dataclass(frozen=True)`,
+Type checkers see `dataclasses`' own names re-exported (under TYPE_CHECKING, below), so mypy
+keeps checking the classes as real frozen dataclasses. Supported: `dataclass(frozen=True)`,
 `field(default_factory=...)`, `replace()`, and `field_names()` in place of `dataclasses.fields()`.
 Annotations are strings (`from __future__ import annotations` everywhere); `ClassVar` ones are not
-fields. Imports nothing but builtins, because any import here is paid by every process.
+fields. Imports nothing but C modules, because any import here is paid by every process.
 """
 
 from __future__ import annotations
 
 import sys
-from _thread import get_ident
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+from natkeepalive.cstdlib import _thread
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, TypeVar
 
@@ -65,12 +63,12 @@ class _Factory:
         self.factory = factory
 
 
-def field(*, default_factory: Callable[[], _T]) -> _T:
+def _field(*, default_factory: Callable[[], _T]) -> _T:
     """A field whose default is made per instance, like `dataclasses.field(default_factory=...)`."""
     return _Factory(default_factory)  # type: ignore[return-value]
 
 
-def dataclass(*, frozen: bool = False) -> Callable[[type[_T]], type[_T]]:
+def _dataclass(*, frozen: bool = False) -> Callable[[type[_T]], type[_T]]:
     """`dataclasses.dataclass(frozen=True)`; anything but frozen is refused, not quietly changed."""
     if frozen is not True:
         raise TypeError("natkeepalive.record supports only dataclass(frozen=True)")
@@ -85,7 +83,7 @@ def field_names(obj_or_cls: object) -> tuple[str, ...]:
     return names
 
 
-def replace(obj: _T, /, **changes: Any) -> _T:
+def _replace(obj: _T, /, **changes: Any) -> _T:
     """A copy of `obj` with some fields changed, like `dataclasses.replace`."""
     names: tuple[str, ...] | None = getattr(type(obj), _NAMES, None)
     if names is None:
@@ -184,8 +182,8 @@ def _init(cls: type, fields: dict[str, object]) -> Callable[..., None]:
             params.append(f"{name}=__record_default_{name}__")
         stores.append((name, value))
     if not any("__slots__" in vars(base) for base in cls.__mro__[:-1]):
-        # The fields live in the instance's __dict__: stored there directly, each costs about
-        # 45 ns less than object.__setattr__ (what dataclasses generates), and records are made
+        # The fields live in the instance's __dict__: stored there directly, each is cheaper
+        # than through object.__setattr__ (what dataclasses generates), and records are made
         # for every keepalive and answer (Datagram, TransactionKey, Via, Response).
         body = [f"__record_dict__ = {self_name}.__dict__"] if stores else []
         body += [f"__record_dict__[{name!r}] = {value}" for name, value in stores]
@@ -195,8 +193,8 @@ def _init(cls: type, fields: dict[str, object]) -> Callable[..., None]:
 
 
 # __repr__, __eq__ and __hash__ are shared by every record class, reading the field names from
-# the instance's class: generated per class (as dataclasses does) they cost 0.2 MB for the
-# agent's 45 classes, and only __init__ is on a hot path.
+# the instance's class: generated per class (as dataclasses does) they would take memory for
+# every one of the agent's classes, and only __init__ is on a hot path.
 _repr_running: set[tuple[int, int]] = set()
 
 
@@ -205,7 +203,7 @@ def _values(obj: object) -> tuple[object, ...]:
 
 
 def _record_repr(self: object) -> str:
-    key = (id(self), get_ident())
+    key = (id(self), _thread.get_ident())
     if key in _repr_running:  # a record holding itself, as dataclasses' reprlib guard does
         return "..."
     _repr_running.add(key)
@@ -268,3 +266,9 @@ def _process(cls: type[_T]) -> type[_T]:
         setattr(cls, "__hash__", _record_hash)  # noqa: B010
     _frozen(cls, names)
     return cls
+
+
+if TYPE_CHECKING:
+    from dataclasses import dataclass, field, replace
+else:
+    dataclass, field, replace = _dataclass, _field, _replace

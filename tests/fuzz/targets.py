@@ -28,7 +28,7 @@ from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
 from natkeepalive.core.engine import AUX, BINDING, BindingEngine
 from natkeepalive.errors import SipParseError
-from natkeepalive.runtime.logsink import format_event, parse_line
+from natkeepalive.logline import format_event, parse_line
 from natkeepalive.sip.message import Request, Response, parse_message, parse_response
 
 SERVER = ("203.0.113.10", 5060)

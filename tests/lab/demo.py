@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 AGENT_DIR = os.path.join(ROOT, "agent")
 sys.path[:0] = [ROOT, AGENT_DIR]
 
-from natkeepalive.runtime.logsink import parse_line  # noqa: E402
+from natkeepalive.logline import parse_line  # noqa: E402
 from tests.lab import netlab  # noqa: E402
 
 NAT_TIMEOUT = 5

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import pytest
 
-from natkeepalive.runtime.logsink import parse_line
+from natkeepalive.logline import parse_line
 from tests.lab import netlab
 from tests.lab.agents import (
     KAMAILIO,

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from natkeepalive.events import ALL_EVENTS
-from natkeepalive.runtime.logsink import parse_line
+from natkeepalive.logline import parse_line
 from tests.support.agentproc import Agent, run_cli
 from tests.support.helpers import free_port
 from tests.support.responder import SipResponder

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from natkeepalive import events as ev
+from natkeepalive.logline import format_event
 from natkeepalive.runtime.hooks import HookRunner
-from natkeepalive.runtime.logsink import format_event
 
 DEADLINE = 10.0
 PR_SET_CHILD_SUBREAPER = 36

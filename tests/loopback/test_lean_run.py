@@ -29,6 +29,8 @@ FORBIDDEN = (
     "encodings.idna", "stringprep", "unicodedata",  # getaddrinfo() with a str host
     "subprocess", "natkeepalive.runtime.hooks",  # no hook command configured
     "natkeepalive.core.discovery", "natkeepalive.runtime.auto",  # no interval: auto
+    "natkeepalive.runtime.metrics",  # no metrics_file configured
+    "natkeepalive.oneshot", "natkeepalive.cli.commands",  # the one-shot commands' code
     "runpy", "importlib.util",  # `python3 -m natkeepalive`, which the packages never run
     "resource",  # only when the open-file limit must be raised
 )

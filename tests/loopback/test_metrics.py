@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from natkeepalive.runtime.logsink import parse_line
+from natkeepalive.logline import parse_line
 from tests.support.agentproc import Agent, run_cli
 from tests.support.helpers import LOOPBACK_TIMERS, free_port, write_config
 from tests.support.promtext import label_sets, parse, value

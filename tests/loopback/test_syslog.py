@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from natkeepalive import events as ev
-from natkeepalive.runtime.logsink import SyslogSink, format_event, parse_line
+from natkeepalive.logline import format_event, parse_line
+from natkeepalive.runtime.logsink import SyslogSink
 from tests.support.helpers import free_port, wait_until
 from tests.support.tools import require_tool
 

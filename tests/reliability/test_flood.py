@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from natkeepalive.runtime.logsink import parse_line
+from natkeepalive.logline import parse_line
 from tests.reliability.common import first_sends, memory_kb
 from tests.support.agentproc import Agent
 from tests.support.helpers import free_port

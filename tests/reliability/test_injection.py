@@ -17,9 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from natkeepalive import events as ev
+from natkeepalive.logline import format_event, parse_line
 from natkeepalive.record import field_names
 from natkeepalive.runtime.hooks import hook_environment
-from natkeepalive.runtime.logsink import SyslogSink, format_event, parse_line
+from natkeepalive.runtime.logsink import SyslogSink
 from tests.reliability.hostile import HostileServer, payloads, templates
 from tests.support.agentproc import Agent, run_cli
 from tests.support.helpers import free_port, write_config

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from natkeepalive.runtime.logsink import parse_line
+from natkeepalive.logline import parse_line
 from tests.lab.netlab import ROUTER_LAN_IP, Lab
 from tests.reliability.common import status
 from tests.reliability.labagent import lab_agent, lab_config

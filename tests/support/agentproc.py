@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from natkeepalive.runtime.logsink import parse_line
+from natkeepalive.logline import parse_line
 
 ROOT = Path(__file__).resolve().parents[2]
 

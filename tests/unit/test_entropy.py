@@ -66,3 +66,30 @@ def test_more_than_a_pool_at_once() -> None:
 def test_negative_size_is_refused_like_urandom() -> None:
     with pytest.raises(ValueError):
         RandomPool()(-1)
+
+
+def test_a_forked_child_never_hands_out_its_parents_bytes() -> None:
+    """The child's copy of the pool is refilled before use: without that, the child's next bytes
+    would be the very bytes the parent hands out next (the same branches on the wire)."""
+    pool = RandomPool()
+    pool(10)  # filled: POOL_BYTES - 10 bytes wait in the buffer
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next bytes and leave at once
+        try:
+            os.write(write, pool(32))
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        child = b""
+        while len(child) < 32:
+            chunk = os.read(read, 32 - len(child))
+            if not chunk:
+                break
+            child += chunk
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert len(child) == 32
+    assert child != pool(32)  # the parent's next bytes are its own

@@ -13,7 +13,7 @@ from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
 from natkeepalive.core.cycle import CHECKING, NO_CHECK_ANSWER, UNPROVEN_CHECKS
 from natkeepalive.core.engine import AUX, BINDING, Datagram
-from natkeepalive.runtime.probe import Answer, Prober
+from natkeepalive.oneshot.probe import Answer, Prober
 from natkeepalive.sip.message import Request, parse_message
 from tests.support.fakenet import LOCAL, SERVER, FakeNet, Sent
 from tests.support.sipfake import answer

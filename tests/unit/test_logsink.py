@@ -1,4 +1,5 @@
-"""Log line formatting, parsing, levels and the stderr sink (sockets: loopback/test_syslog)."""
+"""logline.py (formatting and parsing) and logsink.py (levels and the sinks; sockets:
+loopback/test_syslog)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,13 @@ from hypothesis import strategies as st
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import LogConfig
+from natkeepalive.logline import escape_text, format_event, format_float, format_value, parse_line
 from natkeepalive.runtime.logsink import (
     ListSink,
     StderrSink,
     SyslogSink,
-    escape_text,
-    format_event,
-    format_float,
-    format_value,
     level_severity,
     make_sink,
-    parse_line,
     parse_syslog_address,
     write_fatal,
 )

@@ -204,7 +204,7 @@ def test_refuses_what_it_does_not_support() -> None:
     with pytest.raises(TypeError):
         record.field_names(object())
     with pytest.raises(TypeError):
-        record.replace(object())
+        record.replace(object())  # type: ignore[type-var]
     with pytest.raises(ValueError, match="mutable default"):
         record.dataclass(frozen=True)(type("Bad", (), {"__annotations__": {"x": "list[int]"},
                                                       "x": []}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -133,7 +135,7 @@ def test_round_trip_through_the_parser() -> None:
     ],
 )
 def test_misuse_is_refused(change: dict[str, object], message: str) -> None:
-    req = replace(TYPICAL, **change)
+    req = replace(TYPICAL, **cast("dict[str, Any]", change))
     with pytest.raises(LocalProtocolError) as info:
         build_options(req)
     assert str(info.value).startswith(message)

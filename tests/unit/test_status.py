@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from natkeepalive.runtime.status import iso_utc, read_status, render_table, to_json, write_status
+from natkeepalive.oneshot.status import read_status, render_table
+from natkeepalive.runtime.status import iso_utc, to_json, write_status
 
 SAMPLE: dict[str, Any] = {
     "version": "0.1.0", "pid": 123,

@@ -76,7 +76,7 @@ def putval_lines(data: Mapping[str, Any], host: str, interval: float,
 
 
 def run_collectd(args: argparse.Namespace) -> int:
-    from natkeepalive.runtime.status import read_status
+    from natkeepalive.oneshot.status import read_status
 
     host = os.environ.get("COLLECTD_HOSTNAME") or os.uname().nodename
     try:

@@ -233,7 +233,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from natkeepalive.config.model import DEFAULT_STATUS_FILE
-    from natkeepalive.runtime.status import read_status, render_table
+    from natkeepalive.oneshot.status import read_status, render_table
 
     path = args.status_file or _configured_status_file() or DEFAULT_STATUS_FILE
     try:

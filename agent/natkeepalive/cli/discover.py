@@ -11,7 +11,7 @@ from typing import Any
 from natkeepalive.config.model import ProbeSettings
 from natkeepalive.core.discovery import Discovery, Trial, recommended_interval
 from natkeepalive.errors import SocketSetupError
-from natkeepalive.runtime.discover import discover
+from natkeepalive.oneshot.discover import discover
 from natkeepalive.runtime.sockets import family_of, is_ip_literal, resolve
 from natkeepalive.sip.target import format_hostport, parse_target
 

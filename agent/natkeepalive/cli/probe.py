@@ -11,8 +11,8 @@ import sys
 from typing import Any
 
 from natkeepalive.errors import SocketSetupError
-from natkeepalive.runtime.logsink import escape_text
-from natkeepalive.runtime.probe import Prober
+from natkeepalive.logline import escape_text
+from natkeepalive.oneshot.probe import Prober
 from natkeepalive.runtime.sockets import family_of, is_ip_literal, resolve
 from natkeepalive.sip.target import format_hostport, parse_target
 

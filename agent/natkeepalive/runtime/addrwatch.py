@@ -3,8 +3,8 @@
 Why: before every send the daemon checks which local address the kernel would use toward the
 server (a keepalive from a moved address gets a new NAT mapping, which must be reported as a
 local change, not as an expiry). Asked of the system each time, that is a socket, a connect()
-and a getsockname() per keepalive: 14 % of the agent's busy time at 1000 bindings (a profile
-of the daemon). Linux announces every address and route change on rtnetlink, so the answers are
+and a getsockname() per keepalive, a large part of the agent's busy time (docs/performance.md).
+Linux announces every address and route change on rtnetlink, so the answers are
 kept until a message arrives there; the daemon reads that socket in its loop and again right
 before each pass over the due timers, so a change is never older than one loop turn.
 
@@ -14,7 +14,7 @@ question goes to the system, as before.
 
 from __future__ import annotations
 
-import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB
+from natkeepalive.cstdlib import socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

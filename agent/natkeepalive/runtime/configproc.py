@@ -1,8 +1,8 @@
 """Load the configuration in a short-lived child process.
 
-Why: reading the YAML needs PyYAML and the validating loader, about 3 MB of PSS on top of a
-5-6 MB interpreter (tests/bench/bench_memory.py), and the daemon needs neither once the file
-is read. A forked child imports them, validates the file, sends the model back as `marshal`
+Why: reading the YAML needs PyYAML and the validating loader, which cost the process about half
+a bare interpreter's memory again (docs/performance.md), and the daemon needs neither once the
+file is read. A forked child imports them, validates the file, sends the model back as `marshal`
 bytes and exits; the long-running process only ever holds the model. Errors come back as the
 ConfigError `load_config` raised, so callers cannot tell the difference.
 
@@ -18,19 +18,15 @@ import select
 import sys
 
 from natkeepalive.config.plain import error_from_plain, error_to_plain, from_plain, to_plain
+from natkeepalive.cstdlib import signal
 from natkeepalive.errors import ConfigError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import signal
     from collections.abc import Callable
     from typing import NoReturn
 
     from natkeepalive.config.model import Config
-else:
-    # the C module: `signal` wraps it in enums, and `enum` costs 0.6 MB with socket's
-    import _signal as signal
-
 LOAD_TIMEOUT = 30.0  # a YAML file a router can read takes well under a second
 EX_SOFTWARE = 70  # sysexits.h: the child failed in a way it did not report itself
 

@@ -9,13 +9,15 @@ Rules:
   mapping; a bad file is rejected (`config-rejected`) and the old configuration keeps running.
 - The status file is written when a reported state changed (coalesced to STATUS_MIN_GAP) and, for
   the counters alone, every STATUS_COUNTERS_EVERY seconds when they moved; the metrics file
-  (metrics_file) with it.
+  (metrics_file) with it (runtime/outputs.py, runtime/housekeeping.py).
 - The local address is checked whenever a binding's timer fires and every NETWATCH_EVERY s.
 - A retransmission's deadline is queued beside the heap (runtime/timers.py): nearly every one
   is answered first and never reaches the heap.
 - Errors from the network are counted, never fatal. A full socket buffer drops a datagram like
   the network would; a binding's socket is read one datagram per wake-up, the others at most
-  READ_BURST, so a flood cannot starve the timers.
+  READ_BURST (runtime/sockets.py), so a flood cannot starve the timers.
+- The AUX sockets' answers are SIP and go to their binding (or discovery trial) by Call-ID; the
+  engine's datagrams name their channel and destination, so a check may address any server.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from natkeepalive import events as ev
 from natkeepalive.config.model import Config
 from natkeepalive.core.engine import AUX, BINDING, jitter_draw
 from natkeepalive.core.reachability import UNREACHABLE
+from natkeepalive.cstdlib import heappop, signal, socket
 from natkeepalive.errors import ConfigError, SipParseError, SocketSetupError
 from natkeepalive.runtime.addrwatch import AddressWatch
 from natkeepalive.runtime.configproc import load_config_in_child
-from natkeepalive.runtime.cstdlib import heappop, signal, socket
 from natkeepalive.runtime.entropy import RandomPool
 from natkeepalive.runtime.housekeeping import Housekeeping
 from natkeepalive.runtime.logsink import Sink
@@ -47,7 +49,7 @@ from natkeepalive.runtime.sockets import AuxSockets, Resolver, drain
 from natkeepalive.runtime.timers import Timers
 from natkeepalive.sip.message import parse_response
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
 
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
 # Keepalives whose window is open (engine.KEEPALIVE_EARLY, the jitter's range) join a wake-up,
 # at most BATCH of them: the kernel wakes the loop and the server once for the lot. Sent together
 # with one draw for their next wait, they are due together again. BATCH keeps a pass to about a
-# millisecond (about 20 µs a keepalive), so it never holds answers or later deadlines up.
+# millisecond, so it never holds answers or later deadlines up.
 BATCH = 64
 ADDRESSES = "addresses"  # the selector's tags: the rtnetlink socket, the inbound-check sockets
 AUX_TAG = "aux"
@@ -124,7 +126,7 @@ class Daemon:
         self.notifier.ready(summary(self.slots.values()))
         self.routine = Housekeeping(now, self.notifier.watchdog_interval() is not None)
         self._write_status(now)
-        gc.collect()  # start-up's cyclic garbage (imports, the configuration's reading): 70 kB
+        gc.collect()  # start-up's cyclic garbage (imports, the configuration's reading)
 
     def _add_slots(self, config: Config, now: float, fatal: bool,
                    names: set[str] | None = None) -> None:
@@ -191,7 +193,7 @@ class Daemon:
             found: list[ev.Event] = []
             self._refresh(slot, now, found)
             self._after(slot, found, now)
-        # A change announced since select() returned must not let a keepalive go out from an
+        # A change announced since the poller returned must not let a keepalive go out from an
         # address the answers still think current (only checked when a timer pass will send:
         # an answer leaves its retransmission's entry behind, dropped here first).
         heap = self.timers.settle(now)
@@ -258,8 +260,8 @@ class Daemon:
             if joined % BATCH == 0:
                 draw = None  # a new group: no group grows past BATCH
             # The next binding's keepalive is counted from when it really goes: with one `now`
-            # for the whole pass, every binding sent in it got the same next deadline, and
-            # bindings clumped into ever larger passes (10 000 bindings: p99 116 ms late).
+            # for the whole pass, every binding sent in it would get the same next deadline, and
+            # bindings would clump into ever larger passes.
             now = self.clock()
 
     @staticmethod

@@ -22,9 +22,9 @@ import signal
 from collections import deque
 
 from natkeepalive.events import Event
-from natkeepalive.runtime.logsink import escape_text, format_event, format_float
+from natkeepalive.logline import escape_text, format_event, format_float
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import Iterable

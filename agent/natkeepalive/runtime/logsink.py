@@ -1,34 +1,29 @@
-"""Log lines and where they go: stderr (with journald priority prefixes) or a syslog socket.
+"""Where log lines go: stderr (with journald priority prefixes) or a syslog socket. What a line
+says is natkeepalive/logline.py's.
 
 Rules:
-- One event, one line: `event=NAME key=value ...` in the event's field order.
-- The line is printable ASCII, always. Text that came from the network can contain anything, so
-  every control or non-ASCII character is escaped (`\\xNN`, `\\uNNNN`, `\\UNNNNNNNN`), and a
-  value with a space, `"`, `=` or `\\` is quoted. A reader that splits on unquoted spaces therefore
-  never sees a forged `event=` key or a second line.
-- An unquoted `-` is None; the string "-" is written quoted so `parse_line` can tell them apart.
 - A sink never raises into the daemon. A syslog line that cannot be delivered goes to stderr.
-- No `logging` module: it costs ~3.7 MB on a router for what is here a socket and a format string.
+- No `logging` module: for what is here a socket and a format string it would cost the
+  long-running process megabytes (docs/performance.md).
 """
 
 from __future__ import annotations
 
-import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB
 import errno
 import os
 import sys
 import time
 
+from natkeepalive.cstdlib import socket
 from natkeepalive.events import Event, SyslogRecovered, SyslogUnavailable
+from natkeepalive.logline import escape_text, format_event
 from natkeepalive.netinfo import ascii_host
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
     from typing import Any, Callable, TextIO
 
     from natkeepalive.config.model import LogConfig
-    from natkeepalive.events import Value
 
 SEVERITY_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 LEVELS: dict[str, int] = {name: number for number, name in enumerate(SEVERITY_NAMES)}
@@ -43,159 +38,6 @@ FACILITIES: dict[str, int] = {
 DEFAULT_SYSLOG_PORT = 514
 RESOLVE_RETRY = 60.0  # seconds between lookups of a syslog host name that did not resolve
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_QUOTE_TRIGGERS = frozenset(' "=\\')
-
-
-# --- formatting ----------------------------------------------------------------------------------
-
-def _escape_char(char: str) -> str:
-    code = ord(char)
-    if code <= 0xFF:
-        return f"\\x{code:02x}"
-    if code <= 0xFFFF:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
-def escape_text(text: str) -> str:
-    """`text` with every control and non-ASCII character escaped; nothing else changes."""
-    if text.isascii() and text.isprintable():
-        return text
-    return "".join(c if " " <= c <= "~" else _escape_char(c) for c in text)
-
-
-def _format_str(text: str) -> str:
-    if text and text != "-" and not any(c in _QUOTE_TRIGGERS for c in text):
-        return escape_text(text)
-    inner = text.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escape_text(inner)}"'
-
-
-def format_float(number: float) -> str:
-    """At most 3 decimals, trailing zeros dropped: 0.41, 12, 2.5."""
-    text = f"{number:.3f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
-
-
-def format_value(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):  # before int: bool is an int
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return format_float(value)
-    return _format_str(str(value))
-
-
-def format_fields(name: str, items: Iterable[tuple[str, Value]]) -> str:
-    """`event=NAME key=value ...`; keys are field names, trusted to be plain identifiers."""
-    parts = [f"event={_format_str(name)}"]
-    parts.extend(f"{key}={format_value(value)}" for key, value in items)
-    return " ".join(parts)
-
-
-def format_event(ev: Event) -> str:
-    return format_fields(ev.NAME, ev.items())
-
-
-# --- parsing (tests, the lab, and anyone reading the log back) ----------------------------------
-
-_ESCAPE_WIDTH = {"x": 2, "u": 4, "U": 8}
-_HEX = frozenset("0123456789abcdefABCDEF")
-
-
-def _unescape(text: str) -> str:
-    if "\\" not in text:
-        return text
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char != "\\":
-            out.append(char)
-            i += 1
-            continue
-        if i + 1 >= len(text):
-            raise ValueError("dangling backslash")
-        kind = text[i + 1]
-        if kind in '\\"':
-            out.append(kind)
-            i += 2
-            continue
-        width = _ESCAPE_WIDTH.get(kind)
-        digits = text[i + 2:i + 2 + width] if width else ""
-        if not width or len(digits) != width or not all(c in _HEX for c in digits):
-            raise ValueError(f"bad escape at {text[i:i + 10]!r}")
-        code = int(digits, 16)
-        if code > 0x10FFFF:
-            raise ValueError(f"bad escape at {text[i:i + 10]!r}")
-        out.append(chr(code))
-        i += 2 + width
-    return "".join(out)
-
-
-def _find_event_start(line: str) -> int:
-    if line.startswith("event="):
-        return 0
-    if line.startswith("<"):  # a journald `<N>` prefix
-        close = line.find(">")
-        if close > 1 and line[1:close].isdigit() and line.startswith("event=", close + 1):
-            return close + 1
-    found = line.find(" event=")
-    if found < 0:
-        raise ValueError("no event= in line")
-    return found + 1
-
-
-def parse_line(line: str) -> tuple[str, dict[str, str | None]]:
-    """(event name, {key: value}) from a line written by `format_event`.
-
-    Anything before the first `event=` (a syslog header, a severity prefix) is skipped. Values come
-    back as strings (None for `-`); converting them is the caller's business. Raises ValueError.
-    """
-    line = line.rstrip("\r\n")
-    pos = _find_event_start(line)
-    fields: dict[str, str | None] = {}
-    end = len(line)
-    while pos < end:
-        if line[pos] == " ":
-            pos += 1
-            continue
-        eq = line.find("=", pos)
-        key = line[pos:eq] if eq >= 0 else ""
-        if not key or any(c in ' "\\' for c in key):
-            raise ValueError(f"bad key at column {pos}")
-        if key in fields:
-            raise ValueError(f"duplicate key {key!r}")
-        pos = eq + 1
-        value: str | None
-        if pos < end and line[pos] == '"':
-            close = pos + 1
-            while close < end and line[close] != '"':
-                close += 2 if line[close] == "\\" else 1
-            if close >= end:
-                raise ValueError(f"unterminated quote in {key!r}")
-            value = _unescape(line[pos + 1:close])
-            pos = close + 1
-            if pos < end and line[pos] != " ":
-                raise ValueError(f"text after closing quote of {key!r}")
-        else:
-            stop = line.find(" ", pos)
-            stop = end if stop < 0 else stop
-            raw = line[pos:stop]
-            if '"' in raw:
-                raise ValueError(f"stray quote in {key!r}")
-            value = None if raw == "-" else _unescape(raw)
-            pos = stop
-        fields[key] = value
-    name = fields.pop("event")
-    if not name:
-        raise ValueError("empty event name")
-    return name, fields
 
 
 # --- sinks ---------------------------------------------------------------------------------------
@@ -525,7 +367,6 @@ def make_sink(log: LogConfig, override_target: str | None = None) -> Sink:
 
 
 __all__ = [
-    "FACILITIES", "LEVELS", "SEVERITY_NAMES", "ListSink", "Sink", "StderrSink",
-    "SyslogSink", "escape_text", "format_event", "format_fields", "format_value", "level_severity",
-    "make_sink", "parse_line", "parse_syslog_address",
+    "FACILITIES", "LEVELS", "SEVERITY_NAMES", "ListSink", "Sink", "StderrSink", "SyslogSink",
+    "level_severity", "make_sink", "parse_syslog_address", "write_fatal",
 ]

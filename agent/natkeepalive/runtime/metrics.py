@@ -23,7 +23,7 @@ from natkeepalive.core.reachability import STATES
 from natkeepalive.core.tracker import format_mapping
 from natkeepalive.runtime.status import replace_atomically
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 

@@ -9,11 +9,12 @@ Rules:
 
 from __future__ import annotations
 
-import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB
 import os
 import time
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+from natkeepalive.cstdlib import socket
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Union

@@ -1,7 +1,7 @@
 """The loop's readiness wait: epoll, as selectors.DefaultSelector uses it on Linux.
 
-Not `selectors` itself: it imports `collections` for a namedtuple and a Mapping, 0.47 MB of the
-long-running process, which must stay small on a router. What the daemon needs is four calls:
+Not `selectors` itself: it imports `collections` for a namedtuple and a Mapping, which the
+long-running process, small on a router, has no other use for. What the daemon needs is four calls:
 register a socket with a tag, unregister it, wait, close.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import select
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import _socket
+    from natkeepalive.cstdlib import socket
 
 
 class Poller:
@@ -19,14 +19,14 @@ class Poller:
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
-        self._owners: dict[int, tuple[_socket.socket, object]] = {}
+        self._owners: dict[int, tuple[socket.socket, object]] = {}
 
-    def register(self, sock: _socket.socket, tag: object) -> None:
+    def register(self, sock: socket.socket, tag: object) -> None:
         fd = sock.fileno()
         self._epoll.register(fd, select.EPOLLIN)
         self._owners[fd] = (sock, tag)
 
-    def unregister(self, sock: _socket.socket) -> None:
+    def unregister(self, sock: socket.socket) -> None:
         """Forget `sock`, closed or not. A closed socket has left epoll already and its fd
         number may belong to a new socket by now, so it is found by identity."""
         fd = sock.fileno()
@@ -40,7 +40,7 @@ class Poller:
         except OSError:  # closed, so epoll dropped it itself
             pass
 
-    def select(self, timeout: float | None) -> list[tuple[_socket.socket, object]]:
+    def select(self, timeout: float | None) -> list[tuple[socket.socket, object]]:
         """The ready sockets and their tags; waits at most `timeout` seconds (rounded up to
         epoll's millisecond, so a deadline is never reached early), None for no limit."""
         try:

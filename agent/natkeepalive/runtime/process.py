@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
+from natkeepalive.cstdlib import signal, socket
 from natkeepalive.errors import ConfigError, SocketSetupError
-from natkeepalive.runtime.cstdlib import signal, socket
 
 FD_RESERVE = 32  # status file, syslog, aux and discovery sockets, hooks, the wake-up pair
 # Signals the loop acts on; their handler only records them (the loop runs the work).

@@ -6,8 +6,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Union
 
+    from natkeepalive.cstdlib import socket
     from natkeepalive.runtime.auto import AutoInterval
-    from natkeepalive.runtime.cstdlib import socket
     from natkeepalive.runtime.poller import Poller
     from natkeepalive.runtime.slot import Slot
 

@@ -10,13 +10,12 @@ Rules:
 
 from __future__ import annotations
 
-import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB
-
 from natkeepalive import events as ev
 from natkeepalive import netinfo
 from natkeepalive.config.model import BindingConfig
 from natkeepalive.core.engine import Address, BindingEngine
 from natkeepalive.core.reachability import UNREACHABLE
+from natkeepalive.cstdlib import socket
 from natkeepalive.runtime.addrwatch import AddressWatch
 from natkeepalive.runtime.sockets import (
     Resolver,
@@ -29,7 +28,7 @@ from natkeepalive.runtime.sockets import (
 )
 from natkeepalive.sip.target import format_hostport
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
 
@@ -114,8 +113,8 @@ class Slot:
 
     def quiet(self, now: float, resolver: Resolver | None) -> bool:
         """Whether nothing refresh looks at can have moved since check_local last ran: no lookup
-        is due or waiting, and no address or route change was announced (or forgotten). Before
-        every keepalive, refresh was 2.3 us of the agent's 33 (tests/bench/hotpath.py)."""
+        is due or waiting, and no address or route change was announced (or forgotten): refresh
+        can then be skipped, which matters since it would run before every keepalive."""
         return (self.checked == self.addresses.changes and now < self.next_resolve
                 and self.sock is not None and self.addresses.sock is not None
                 and not self.resolve_failing

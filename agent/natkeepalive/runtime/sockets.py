@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB
-import _thread  # not `threading`: it imports collections and functools (+0.4 MB)
 import errno
 
+from natkeepalive.cstdlib import _thread, socket
 from natkeepalive.errors import BindPermissionError, PortInUseError, SocketSetupError
 from natkeepalive.netinfo import ascii_host
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Callable, Union

@@ -1,5 +1,5 @@
-"""The status file: what the daemon reports of every binding, written atomically, read by
-`status`.
+"""The status file: what the daemon reports of every binding, written atomically (read by
+oneshot/status.py).
 
 Rules:
 - A reader sees the old file or the new one, never half of one: temporary file in the same
@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import time
-from _collections_abc import Iterable, Mapping  # collections.abc imports collections: +0.3 MB
+from _collections_abc import Iterable, Mapping  # what collections.abc holds, without collections
 
 from natkeepalive import __version__
 from natkeepalive.core.tracker import format_mapping
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from typing import Any
 
     from natkeepalive.runtime.auto import AutoInterval
@@ -28,10 +27,6 @@ if TYPE_CHECKING:
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
-COLUMNS = ("NAME", "STATE", "PUBLIC", "RTT_MS", "INTERVAL", "CHANGES", "EXPIRIES", "LAST_RESPONSE")
-_KEYS = ("name", "state", "public", "rtt_ms", "interval_s", "changes", "expiries",
-         "last_response_at")
-_NUMERIC = frozenset((3, 4, 5, 6))  # right-aligned so digits line up
 
 _counter = 0
 
@@ -158,15 +153,13 @@ def _write_all(fd: int, text: str) -> None:
 
 
 # --- JSON out -------------------------------------------------------------------------------------
-# Written here rather than with `json`, which imports `re`: 0.4 MB of PSS in a process
-# that writes nothing else as JSON. json's indented form is pure Python anyway, so this is no
-# slower; the layout puts one binding per line, which reads well and writes quicker.
+# Written here rather than with `json`, which imports `re`, for a process that writes nothing
+# else as JSON. json's indented form is pure Python anyway, so this is no slower; the layout puts
+# one binding per line, which reads well and writes quicker.
 
 _SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n",
                   "\r": "\\r", "\t": "\\t"}
 _INF = float("inf")
-_KEYS_SEEN: dict[str, str] = {}
-_KEYS_KEPT = 256  # any mapping may be written: the cache of keys stays small
 
 
 def _escape(char: str) -> str:
@@ -189,15 +182,9 @@ def _string(text: str) -> str:
 
 
 def _key(key: object) -> str:
-    """An object key's JSON form: the status file repeats the same 19 keys for every binding."""
     if not isinstance(key, str):
         raise TypeError(f"JSON keys are strings, not {type(key).__name__}")
-    text = _KEYS_SEEN.get(key)
-    if text is None:
-        text = _string(key)
-        if len(_KEYS_SEEN) < _KEYS_KEPT:
-            _KEYS_SEEN[key] = text
-    return text
+    return _string(key)
 
 
 def _value(value: object, indent: str, depth: int) -> str:
@@ -254,55 +241,3 @@ def to_json(value: object) -> str:
     """`value` as JSON text ending in a newline. TypeError or ValueError (NaN, infinities) for
     what JSON cannot hold, as json.dumps(allow_nan=False) raises."""
     return _value(value, "", 0) + "\n"
-
-
-def read_status(path: str) -> dict[str, Any]:
-    """The status as a dict. Raises OSError, or ValueError when the file is not a JSON object."""
-    import json  # `status` only: the daemon never reads JSON
-
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a status object")
-    return data
-
-
-def _cell(value: object) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        text = f"{value:.3f}".rstrip("0").rstrip(".")
-        return "0" if text == "-0" else text
-    # a status file from elsewhere may hold anything: keep the table one line per binding
-    return "".join(c if " " < c <= "~" else "?" for c in str(value))
-
-
-def _header(data: Mapping[str, Any]) -> str:
-    parts = [f"nat-keepalive {_cell(data.get('version'))}", f"pid {_cell(data.get('pid'))}"]
-    if data.get("started_at"):
-        parts.append(f"started {_cell(data.get('started_at'))}")
-    parts.append(f"updated {_cell(data.get('updated_at'))}")
-    return "  ".join(parts)
-
-
-def render_table(data: Mapping[str, Any]) -> str:
-    """A header line and one aligned row per binding; missing or null values show as `-`.
-    No trailing newline: the caller prints it."""
-    bindings = data.get("bindings")
-    rows: list[Sequence[str]] = [COLUMNS]
-    if isinstance(bindings, list):
-        for entry in bindings:
-            if isinstance(entry, Mapping):
-                rows.append([_cell(entry.get(key)) for key in _KEYS])
-    lines = [_header(data)]
-    if len(rows) == 1:
-        lines.append("no bindings")
-        return "\n".join(lines)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    for row in rows:
-        cells = [cell.rjust(width) if i in _NUMERIC else cell.ljust(width)
-                 for i, (cell, width) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)

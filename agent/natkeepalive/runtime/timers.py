@@ -17,7 +17,7 @@ Rules:
 
 from __future__ import annotations
 
-from natkeepalive.runtime.cstdlib import deque, heappop, heappush
+from natkeepalive.cstdlib import deque, heappop, heappush
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import _socket as socket  # not `socket`: its enum wrappers and `enum` cost 0.6 MB
 import selectors
 import time
 from contextlib import closing
+from typing import Callable
 
 from natkeepalive.core.discovery import TRIAL, Discovery, SearchResult, Trial
 from natkeepalive.core.engine import AUX, Address
+from natkeepalive.cstdlib import socket  # the class of runtime/sockets.py's open_udp()
 from natkeepalive.netinfo import source_address_for
 from natkeepalive.runtime.sockets import family_of, open_udp, send_datagram, wildcard
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
-if TYPE_CHECKING:
-    from typing import Callable
-
-    Progress = Callable[[Trial, float], None]
+Progress = Callable[[Trial, float], None]
 
 
 def _local(sock: socket.socket, server: Address) -> Address:
