@@ -25,10 +25,9 @@ def wakeup() -> Iterator[Wakeup]:
     try:
         yield made
     finally:
-        signal.set_wakeup_fd(-1)
+        made.close()  # resets the wake-up fd and closes both ends
         for signum, handler in saved.items():
             signal.signal(signum, handler)
-        made.reader.close()
 
 
 def readable(sock: socket.socket, timeout: float) -> bool:
