@@ -170,7 +170,12 @@ def test_a_server_outage_is_checked_on_its_return_without_a_false_expiry(
         agent.wait_for("reachable")
         responder.configure(silent=True)
         agent.wait_for("unreachable", timeout=10)
-        agent.wait_for("probe-sent", kind="server-up", timeout=10)
+        up = agent.wait_for("probe-sent", kind="server-up", timeout=10)
+        # the server comes back only once it has seen (and ignored) the server-up probe: the
+        # check's copy sent with it went before, so the proof says "down" for both
+        helpers.wait_until("the server-up probe at the responder",
+                           lambda: any(m.cseq == int(str(up["cseq"]))
+                                       for _, m, _ in list(responder.requests)), 10)
         responder.configure(silent=False)
         agent.wait_for("reachable", count=2, timeout=10)
         checks = len(agent.events("probe-sent"))
