@@ -13,6 +13,7 @@ Rules:
 from __future__ import annotations
 
 from natkeepalive.errors import SipParseError
+from natkeepalive.sip.target import bracket
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
@@ -258,7 +259,7 @@ class Via:
     @property
     def sent_by(self) -> str:
         """`host[:port]` as it would be written (IPv6 in brackets)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = bracket(self.host)
         return host if self.port is None else f"{host}:{self.port}"
 
     def __str__(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from natkeepalive.errors import LocalProtocolError
 from natkeepalive.sip.message import _HOSTNAME_CHARS, _TOKEN_CHARS, _V6_CHARS, CSEQ_MAX
+from natkeepalive.sip.target import bracket
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def _host(value: str, what: str) -> str:
     if ":" in value:
         if not set(value) <= _V6_CHARS or value.count(":") < 2:
             raise LocalProtocolError(f"{what} {value!r} is not an IPv6 address")
-        return f"[{value}]"
+        return bracket(value)
     if not set(value) <= _HOSTNAME_CHARS or len(value) > 253:
         raise LocalProtocolError(f"{what} {value!r} is not a host name or address")
     return value
