@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from natkeepalive.sip.target import Target as Target  # a binding's `server`, defined with TARGET
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from dataclasses import dataclass, field
 else:

@@ -30,7 +30,7 @@ from natkeepalive.core.cycle import (
 from natkeepalive.core.tracker import format_mapping
 from natkeepalive.core.wire import BINDING
 
-TYPE_CHECKING = False  # the daemon does not import typing; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from natkeepalive.core.cycle import Engine
     from natkeepalive.core.tracker import Mapping

@@ -64,7 +64,7 @@ from natkeepalive.core.tracker import format_mapping
 from natkeepalive.core.wire import BINDING
 from natkeepalive.sip.target import format_hostport
 
-TYPE_CHECKING = False  # the daemon does not import typing; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Protocol
 
