@@ -44,7 +44,6 @@ from natkeepalive.runtime.slot import Slot
 from natkeepalive.runtime.sockets import Resolver, family_of, send_datagram, wildcard
 from natkeepalive.runtime.status import iso_utc, write_status
 from natkeepalive.sip.message import parse_response
-from natkeepalive.sip.target import format_hostport
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
@@ -656,7 +655,8 @@ class Daemon:
             bindings.append({
                 "name": slot.name,
                 "server": slot.server_text,
-                "local": None if local is None else format_hostport(*local),
+                "local": None if local is None else f"{local[0]}:{local[1]}"
+                if ":" not in local[0] else f"[{local[0]}]:{local[1]}",
                 "state": engine.reach.state if slot.missing is None else "no-local-address",
                 "problem": slot.missing,
                 "public": format_mapping(public),
