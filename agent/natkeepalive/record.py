@@ -19,9 +19,10 @@ fields. Imports nothing but C modules, because any import here is paid by every 
 
 from __future__ import annotations
 
+# _thread itself, not through cstdlib: the sans-I/O core imports this module, and cstdlib
+# also holds _socket and _signal
+import _thread
 import sys
-
-from natkeepalive.cstdlib import _thread
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

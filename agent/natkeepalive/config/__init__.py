@@ -2,7 +2,7 @@
 
 The loader is imported on first use of one of its names, not with the package: the daemon uses
 the model only and loads the file in a short-lived child (runtime/configproc.py), so PyYAML never
-sits in the long-running process (+2.5 MB PSS measured).
+sits in the long-running process (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from natkeepalive.config.model import (
 from natkeepalive.errors import ConfigError, TargetError
 from natkeepalive.events import ALL_EVENTS
 from natkeepalive.record import replace
+from natkeepalive.sip.target import parse_target
 
 ENV_VAR = "NAT_KEEPALIVE_CONFIG"
 MAX_CONFIG_BYTES = 8 * 1024 * 1024  # 100,000 bindings fit; a runaway file does not
@@ -479,10 +480,6 @@ class _Reader:
         name = self.text(name_node, f"{path}.name")
         if not _NAME.match(name):
             self.fail(f"must match [A-Za-z0-9_.-]+, not {name!r}", name_node, f"{path}.name")
-        # Imported here: sip.target imports config.model, so importing it at the top would make
-        # `import natkeepalive.sip.target` (before the config package) circular.
-        from natkeepalive.sip.target import parse_target
-
         try:
             server = parse_target(self.text(server_node, f"{path}.server"))
         except TargetError as exc:

@@ -1,7 +1,8 @@
 """A binding's answers: what a keepalive's (or a confirmation's) final answer changes (RTT,
 status, the server's flow timer, the public mapping in its top Via, reachability), and how an
 expiry on a port-preserving NAT can be seen (the status file's `expiry_detection`). Functions of
-BindingEngine kept apart from its timers and its cycle; they read and write the engine's fields.
+BindingEngine kept apart from its timers and its cycle; they read and write the engine's fields
+(typed by core/cycle.py's Engine protocol, so that this module does not import the engine).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from natkeepalive.core.cycle import (
 from natkeepalive.core.tracker import format_mapping
 from natkeepalive.core.wire import BINDING
 
-TYPE_CHECKING = False  # the daemon does not import typing; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from natkeepalive.core.engine import BindingEngine
+    from natkeepalive.core.cycle import Engine
     from natkeepalive.core.tracker import Mapping
     from natkeepalive.core.transaction import ClientTransaction
     from natkeepalive.sip.memo import AnswerFacts
@@ -43,7 +44,7 @@ assert TABLE[(IDLE, ANSWERED)] == TABLE[(IDLE, ANSWERED_UNPROVEN)] == (IDLE, OBS
 DETECT_CHECK, DETECT_PENDING, DETECT_OFF = "inbound-check", "pending", "off (inbound_check: 0)"
 
 
-def crlf(engine: BindingEngine, now: float) -> None:
+def crlf(engine: Engine, now: float) -> None:
     """A CRLF keepalive from the server reached the binding's socket: the binding is alive."""
     engine.crlf_received += 1
     engine.last_inbound_at = now
@@ -55,7 +56,7 @@ def crlf(engine: BindingEngine, now: float) -> None:
     step(engine, CRLF, now)
 
 
-def receive(engine: BindingEngine, branch: str, cseq: int, call_id: str, facts: AnswerFacts,
+def receive(engine: Engine, branch: str, cseq: int, call_id: str, facts: AnswerFacts,
             now: float, channel: str) -> None:
     """An answer from the server with this top-Via branch and CSeq number."""
     tx = engine._tx.get(branch)
@@ -87,7 +88,7 @@ def receive(engine: BindingEngine, branch: str, cseq: int, call_id: str, facts: 
         apply_answer(engine, tx, facts, rtt, now)
 
 
-def apply_answer(engine: BindingEngine, tx: ClientTransaction, facts: AnswerFacts, rtt: float,
+def apply_answer(engine: Engine, tx: ClientTransaction, facts: AnswerFacts, rtt: float,
                  now: float) -> None:
     """A keepalive's or confirmation's final answer: RTT, status, flow timer, the mapping in
     its Via, reachability; a keepalive's steps the cycle too."""
@@ -149,7 +150,7 @@ def apply_answer(engine: BindingEngine, tx: ClientTransaction, facts: AnswerFact
 
 
 
-def expiry_detection(engine: BindingEngine) -> str:
+def expiry_detection(engine: Engine) -> str:
     """How an expiry on a port-preserving NAT is seen (the status file's field):
     `inbound-check` once a check was answered on the binding, `pending` until then, or
     `remap-only: <why>` (a remap to another port is still seen), `off (inbound_check: 0)`."""

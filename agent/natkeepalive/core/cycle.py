@@ -64,15 +64,62 @@ from natkeepalive.core.tracker import format_mapping
 from natkeepalive.core.wire import BINDING
 from natkeepalive.sip.target import format_hostport
 
-TYPE_CHECKING = False  # the daemon does not import typing; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Callable, Protocol
 
-    from natkeepalive.core.engine import BindingEngine
+    from natkeepalive.config.model import ProbeSettings
+    from natkeepalive.core.reachability import Reachability
+    from natkeepalive.core.tracker import Tracker
+    from natkeepalive.core.transaction import ClientTransaction
+    from natkeepalive.core.wire import Address
     from natkeepalive.sip.request import OptionsTemplate
 
     # template(via_host, via_port, rport): the binding's OPTIONS with that Via, to render
     Templates = Callable[[str, int, bool], OptionsTemplate]
+
+    class Engine(Protocol):
+        """What the cycle's steps here and in core/answers.py use of a BindingEngine: a
+        structural type, so that neither module imports the engine (which imports both)."""
+
+        name: str
+        settings: ProbeSettings
+        server: Address | None
+        local: Address | None
+        phase: str
+        tracker: Tracker
+        reach: Reachability
+        queued_events: list[ev.Event]
+        interval: float
+        flow_timer: float | None
+        inbound_result: str | None
+        inbound_unsupported: tuple[Address, ...]
+        detection_note: str | None
+        last_response_at: float | None
+        last_inbound_at: float | None
+        last_rtt_ms: float | None
+        last_status: int | None
+        crlf_received: int
+        responses: int
+        dropped: int
+        duplicates: int
+        debug_events: bool
+        _tx: dict[str, ClientTransaction]
+        _check_next: bool
+        _guess: str
+        _proven: bool
+        _unproven: int
+        _suspect_idle: float
+        _send_failing: bool
+
+        def set_interval(self, interval: float, reason: str, now: float) -> None: ...
+        def _send_keepalive(self, now: float, draw: float | None = None) -> None: ...
+        def _send_probe(self, kind: str, now: float, *, timeout: float | None = None,
+                        t1: float = ...) -> None: ...
+        def _renew(self, now: float) -> None: ...
+        def _finish(self, branch: str) -> None: ...
+        def _just_finished(self, branch: str) -> bool: ...
+        def _stale(self, tx: ClientTransaction) -> bool: ...
 
 # probe kinds (ClientTransaction.kind, the probe-sent event's kind)
 KEEPALIVE, CONFIRM, INBOUND = "keepalive", "confirm", "inbound"
@@ -184,7 +231,7 @@ class SentByCheck:
 SENT_BY = SentByCheck()
 
 
-def step(engine: BindingEngine, outcome: str, now: float) -> None:
+def step(engine: Engine, outcome: str, now: float) -> None:
     """Move `engine`'s cycle by `outcome` (a keepalive's answer: keepalive_answered)."""
     engine.phase, action = TABLE[(engine.phase, outcome)]
     if action == NOTHING:
@@ -227,7 +274,7 @@ def step(engine: BindingEngine, outcome: str, now: float) -> None:
     engine._send_keepalive(now)  # every end of a check: the keepalive it held back
 
 
-def count_unproven(engine: BindingEngine) -> None:
+def count_unproven(engine: Engine) -> None:
     """The keepalive after a silent check was answered before a check was ever answered on
     the binding: a server that ignores the check would make every cycle a false expiry;
     after UNPROVEN_CHECKS such cycles it is given up."""
@@ -239,7 +286,7 @@ def count_unproven(engine: BindingEngine) -> None:
             engine.name, format_hostport(*engine.server), NO_CHECK_ANSWER, REMEDY))
 
 
-def keepalive_answered(engine: BindingEngine, now: float) -> None:
+def keepalive_answered(engine: Engine, now: float) -> None:
     """A keepalive's answer (the newest outcome) moves the cycle: after a suspicion it decides."""
     engine.phase, action = TABLE[(engine.phase, ANSWERED if engine._proven
                                 else ANSWERED_UNPROVEN)]

@@ -25,7 +25,7 @@ from __future__ import annotations
 from natkeepalive import events as ev
 from natkeepalive.sip.target import format_hostport
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional
 

@@ -15,7 +15,7 @@ Rules:
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from dataclasses import dataclass
 else:

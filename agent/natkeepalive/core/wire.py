@@ -3,7 +3,7 @@ few constants they share. A leaf: it imports nothing of the package but the reco
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # the daemon does not import typing; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from dataclasses import dataclass
     from typing import Callable

@@ -16,6 +16,7 @@ import sys
 import time
 
 from natkeepalive.responder.core import ResponderCore
+from natkeepalive.sip.target import format_hostport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ class Responder:
 
     def serve(self) -> None:
         for host, port in self.local_addresses():
-            self.write(f"responder: listening on {_show(host, port)} (STUN Binding, SIP OPTIONS)")
+            self.write(f"responder: listening on {format_hostport(host, port)} "
+                       "(STUN Binding, SIP OPTIONS)")
         next_stats = self.clock() + self.stats_interval
         while not self._stop:
             wait = max(0.0, next_stats - self.clock())
@@ -146,10 +148,6 @@ class Responder:
                     sock.sendto(answer, destination)
                 except OSError:
                     self.send_errors += 1
-
-
-def _show(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _stderr(line: str) -> None:

@@ -7,6 +7,7 @@ import errno
 from natkeepalive.cstdlib import _thread, socket
 from natkeepalive.errors import BindPermissionError, PortInUseError, SocketSetupError
 from natkeepalive.netinfo import ascii_host
+from natkeepalive.sip.target import format_hostport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def open_udp(address: str, port: int, label: str) -> socket.socket:
         sock.bind((address, port))
     except OSError as exc:
         sock.close()
-        where = f"{address}:{port}" if family == socket.AF_INET else f"[{address}]:{port}"
+        where = format_hostport(address, port)
         if exc.errno == errno.EADDRINUSE:
             raise PortInUseError(f"{label}: local port {port} is already in use ({where})") \
                 from None

@@ -17,6 +17,7 @@ from _collections_abc import Iterable, Mapping  # what collections.abc holds, wi
 
 from natkeepalive import __version__
 from natkeepalive.core.tracker import format_mapping
+from natkeepalive.sip.target import format_hostport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,8 +62,7 @@ def snapshot(slots: Iterable[Slot], autos: Mapping[str, AutoInterval], started_a
         bindings.append({
             "name": slot.name,
             "server": slot.server_text,
-            "local": None if local is None else f"{local[0]}:{local[1]}"
-            if ":" not in local[0] else f"[{local[0]}]:{local[1]}",
+            "local": None if local is None else format_hostport(*local),
             "state": engine.reach.state if slot.missing is None else "no-local-address",
             "problem": slot.missing,
             "public": format_mapping(public),

@@ -1,8 +1,5 @@
-"""The SIP codec: sans-I/O building of OPTIONS and parsing of what comes back.
-
-TARGET syntax lives in natkeepalive.sip.target and is not re-exported here: it imports the
-config package, which imports it back.
-"""
+"""The SIP codec: sans-I/O building of OPTIONS and parsing of what comes back, and targets
+(natkeepalive.sip.target: TARGET syntax and the host:port text)."""
 
 from __future__ import annotations
 
@@ -20,6 +17,7 @@ from natkeepalive.sip.message import (
     parse_via,
 )
 from natkeepalive.sip.request import BRANCH_COOKIE, OptionsRequest, build_options, options_template
+from natkeepalive.sip.target import Target, bracket, format_hostport, parse_target
 
 __all__ = [
     "BRANCH_COOKIE",
@@ -30,11 +28,15 @@ __all__ = [
     "OptionsRequest",
     "Request",
     "Response",
+    "Target",
     "Via",
+    "bracket",
     "build_options",
     "canonical_name",
+    "format_hostport",
     "options_template",
     "parse_message",
     "parse_response",
+    "parse_target",
     "parse_via",
 ]

@@ -15,8 +15,8 @@ from natkeepalive.sip.message import (
     Request,
     Via,
     parse_message,
-    split_outside,
 )
+from natkeepalive.sip.scan import split_outside
 
 # Headers a request must carry before anything answers it (RFC 3261 §8.1.1).
 _REQUIRED = ("from", "to", "call-id", "cseq")

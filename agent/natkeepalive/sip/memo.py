@@ -1,5 +1,5 @@
-"""What the engine reads of a binding's answers, parsed once per shape of answer (parsing
-in full was a third of the agent's CPU per keepalive).
+"""What the engine reads of a binding's answers, parsed once per shape of answer: a full parse
+of every answer would be the largest part of the agent's work per keepalive.
 
 A server answers a binding's keepalives with the same bytes each time except the branch it
 echoes in the top Via, the Call-ID (new for every request), the CSeq number and usually the To
@@ -22,8 +22,8 @@ Rules:
   LEARN_MAX_BYTES.
 - SHAPES shapes are kept, the most recently used first, and a new one takes the place of the
   least recently used: the keepalives' answers and the inbound check's (every 10th), which
-  differ in the top Via. The facts are all a shape keeps of its answer: the Response would cost
-  a binding another 1.7 KB for life.
+  differ in the top Via. The facts are all a shape keeps of its answer, not the Response: a
+  binding keeps its shapes for life.
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ from natkeepalive.sip.message import _TOKEN_CHARS, CSEQ_MAX, Response, _split_he
 _TOKEN = "".join(sorted(_TOKEN_CHARS)).encode("ascii")  # for bytes.strip and lstrip
 _BRANCH, _CSEQ, _TAG, _CALL_ID = 0, 1, 2, 3
 # A binding keeps what it learnt for life: only an answer that fits one unfragmented datagram
-# is learnt (real ones are 300-900 bytes), so a flood of large answers forged with the server's
-# address cannot make each binding hold 64 KB.
+# is learnt (real ones are a few hundred bytes), so a flood of large answers forged with the
+# server's address cannot make each binding hold a maximal datagram.
 LEARN_MAX_BYTES = 1400
 SHAPES = 2
 # A shape's missing span (no To tag, or a Call-ID that is not a token): at the start, empty,
 # followed by nothing (adds no byte to a join)
 _NO_SPAN: tuple[int, int, bytes] = (0, 0, b"")
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     # Spans: (start, length, the bytes after it up to the next span) of each of four spans
     # (branch, CSeq, To tag, Call-ID; an empty one for a missing tag or Call-ID) in one flat
@@ -93,8 +93,7 @@ class AnswerMemo:
                 continue
             # The datagram's own values put between the learnt fixed bytes must give the
             # datagram back, and the values must be token characters: two C calls for all the
-            # fixed bytes and one for the values (the memo was the hot path's largest
-            # item).
+            # fixed bytes and one for the values: this runs for nearly every answer.
             (start1, size1, after1, start2, size2, after2, start3, size3, after3,
              start4, size4, after4) = spans
             values = (data[start1:start1 + size1], data[start2:start2 + size2],

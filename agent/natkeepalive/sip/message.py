@@ -3,7 +3,7 @@
 Rules:
 - Any bytes give a Request, a Response or SipParseError with a message precise enough to log;
   no other exception escapes. Input is capped (bytes, header lines, Via values, parameters,
-  quoted sections) so a hostile packet costs well under a millisecond here.
+  quoted sections) so what a hostile packet costs here is bounded.
 - Lenient where real servers differ from the grammar (case, compact names, folded lines,
   whitespace around separators, bare LF, a missing Content-Length, `ip:port` in `received`);
   strict where the agent's decisions depend on it (status line, Via, Call-ID, CSeq).
@@ -13,8 +13,11 @@ Rules:
 from __future__ import annotations
 
 from natkeepalive.errors import SipParseError
+from natkeepalive.sip.scan import _show
+from natkeepalive.sip.scan import split_outside as split_outside  # part of the codec's API
+from natkeepalive.sip.target import bracket
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from dataclasses import dataclass
 else:
@@ -24,7 +27,6 @@ MAX_MESSAGE_BYTES = 65535
 MAX_HEADER_LINES = 200
 MAX_VIAS = 64  # far above any real path; bounds the work a hostile packet can cause
 MAX_VIA_PARAMS = 32  # real Via values carry about five
-MAX_QUOTED = 64  # quoted strings and <...> sections in one Via header value
 CSEQ_MAX = 2**32 - 1  # RFC 3261 §8.1.1.5: a 32-bit unsigned integer
 
 # One table of header names: (canonical long name, compact form or "").
@@ -63,10 +65,7 @@ _V6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 _WHITESPACE = " \t"
 
 if TYPE_CHECKING:  # aliases for annotations only, so 3.9 never evaluates them
-    from typing import TypeVar
-
     Params = tuple[tuple[str, str | None], ...]
-    V = TypeVar("V")
 
 
 def canonical_name(name: str) -> str:
@@ -75,59 +74,27 @@ def canonical_name(name: str) -> str:
     return _COMPACT.get(lowered, lowered)
 
 
-def _show(text: str, limit: int = 60) -> str:
-    """A bounded repr for error messages: hostile input must not make them huge."""
-    return repr(text[:limit] + "..." if len(text) > limit else text)
-
-
 def _is_token(text: str) -> bool:
     if text.isascii() and text.isalnum():  # the usual case, decided without building a set
         return True
     return bool(text) and set(text) <= _TOKEN_CHARS
 
 
-# Names seen before, as written -> as used (canonical header names, lower-cased parameter names):
-# every answer repeats the same dozen, and checking each character of each again was a fifth of
-# the parse in a profile. Bounded, so hostile input cannot grow them.
-_KNOWN_LIMIT = 256
-_HEADER_NAMES: dict[str, str] = {}
-_PARAM_NAMES: dict[str, str] = {}
 _SIP_PROTOCOLS = {(n, v, t): f"{n}/{v}/{t}" for n, v, t in (
     ("SIP", "2.0", "UDP"), ("SIP", "2.0", "TCP"), ("SIP", "2.0", "TLS"))}
-_HOSTS: dict[str, bool] = {}  # sent-by hosts seen before (valid or not), bounded like the names
-_RECEIVED: dict[str, str | None] = {}  # `received` values seen before -> Via.received
-# Most of an answer repeats the previous one, so more is remembered: whole header lines ->
-# (name, value) (Server, Accept, Content-Length; a binding's From and Call-ID), the Via's text
-# before the first ';' -> (protocol, host, port), and each Via parameter as written -> (name,
-# value). What is new in every answer (Via, To and CSeq lines, the branch) never is. These hold
-# entries per binding, so their bound is lower: at most about 30 kB (143 kB at 100 bindings
-# with the names' bound); the first bindings and every server's constant lines get the speed.
-_PARTS_LIMIT = 64
-_LINES: dict[str, tuple[str, str]] = {}
-_NEW_EACH_TIME = frozenset(("via", "to", "cseq"))  # branch, To-tag, number: never remembered
-_SENT: dict[str, tuple[str, str, int | None]] = {}
-_PARAMS: dict[str, tuple[str, str | None]] = {}
-
-
-def _remember(cache: dict[str, V], key: str, value: V, limit: int = _KNOWN_LIMIT) -> None:
-    if len(cache) < limit:
-        cache[key] = value
 
 
 def _header_name(raw: str, number: int) -> str:
     name = raw.rstrip(_WHITESPACE)
     if not _is_token(name):
         raise SipParseError(f"line {number}: bad header name {_show(name)}")
-    canonical = canonical_name(name)
-    _remember(_HEADER_NAMES, raw, canonical)
-    return canonical
+    return canonical_name(name)
 
 
 def _param_name(raw: str, value: str) -> str:
     key = raw.strip().lower()
     if key and not _is_token(key):
         raise SipParseError(f"bad Via {_show(value)}: bad parameter name {_show(key)}")
-    _remember(_PARAM_NAMES, raw, key)
     return key
 
 
@@ -151,55 +118,6 @@ def _is_ipv4(text: str) -> bool:
 def _is_ipv6(text: str) -> bool:
     # A shape check, not full validation: the codec stays free of socket and ipaddress.
     return 2 <= text.count(":") <= 7 and set(text) <= _V6_CHARS and ":::" not in text
-
-
-def split_outside(text: str, sep: str, max_splits: int = -1) -> list[str]:
-    """Split on `sep` except inside a quoted string (with backslash escapes) or <...>.
-
-    At most `max_splits` splits, like str.split. Jumps between special characters with str.find,
-    so a long hostile value costs C-speed scans rather than a Python step per character; more
-    than MAX_QUOTED quoted strings or <...> sections raise SipParseError.
-    """
-    if '"' not in text and "<" not in text:
-        return text.split(sep, max_splits)  # the common case
-    # The same text with escaped pairs (backslash-backslash, backslash-quote) blanked, so the
-    # closing quote of a quoted string is the next '"' in it: a run of backslashes pairs up from
-    # its left end, exactly as the escapes do.
-    quotes = text.replace("\\\\", "\0\0").replace('\\"', "\0\0") if "\\" in text else text
-    parts: list[str] = []
-    start = pos = sections = 0
-    at_sep = text.find(sep)
-    at_quote = text.find('"')
-    at_angle = text.find("<")
-    while True:
-        # A cached position stays valid while it is not behind `pos`.
-        if 0 <= at_sep < pos:
-            at_sep = text.find(sep, pos)
-        if 0 <= at_quote < pos:
-            at_quote = text.find('"', pos)
-        if 0 <= at_angle < pos:
-            at_angle = text.find("<", pos)
-        found = [at for at in (at_sep, at_quote, at_angle) if at >= 0]
-        if not found:
-            break
-        first = min(found)
-        if first == at_sep:
-            if len(parts) == max_splits:
-                break
-            parts.append(text[start:first])
-            start = pos = first + 1
-        elif sections == MAX_QUOTED:
-            raise SipParseError(f"more than {MAX_QUOTED} quoted strings or <...> in {_show(text)}")
-        elif first == at_quote:
-            sections += 1
-            close = quotes.find('"', first + 1)
-            pos = len(text) if close < 0 else close + 1
-        else:
-            sections += 1
-            close = text.find(">", first + 1)
-            pos = len(text) if close < 0 else close + 1
-    parts.append(text[start:])
-    return parts
 
 
 @dataclass(frozen=True)
@@ -239,16 +157,12 @@ class Via:
         raw = self._param("received")
         if raw is None:
             return None
-        if raw in _RECEIVED:  # every answer repeats the public address
-            return _RECEIVED[raw]
         value = raw.strip()
         if value.startswith("["):
             value = value[1:].partition("]")[0]
         elif value.count(":") == 1:
             value = value.partition(":")[0]
-        address = value if _is_ipv4(value) or _is_ipv6(value) else None
-        _remember(_RECEIVED, raw, address)
-        return address
+        return value if _is_ipv4(value) or _is_ipv6(value) else None
 
     @property
     def rport(self) -> int | None:
@@ -258,7 +172,7 @@ class Via:
     @property
     def sent_by(self) -> str:
         """`host[:port]` as it would be written (IPv6 in brackets)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = bracket(self.host)
         return host if self.port is None else f"{host}:{self.port}"
 
     def __str__(self) -> str:
@@ -290,11 +204,7 @@ def _parse_sent_by(text: str, original: str) -> tuple[str, int | None]:
     host = host.strip()
     if sep:
         port_text = rest
-    valid = _HOSTS.get(host)
-    if valid is None:
-        valid = bool(host) and set(host) <= _HOSTNAME_CHARS
-        _remember(_HOSTS, host, valid)
-    if not valid:
+    if not host or not set(host) <= _HOSTNAME_CHARS:
         raise SipParseError(f"bad Via {_show(original)}: bad sent-by host")
     return host, _via_port(port_text, original)
 
@@ -311,26 +221,16 @@ def _via_port(text: str | None, original: str) -> int | None:
 def parse_via(value: str) -> Via:
     """One Via value: `SIP / 2.0 / UDP host [: port] *(; param [= value])`."""
     parts = split_outside(value, ";", MAX_VIA_PARAMS + 1)
-    head = _SENT.get(parts[0])
-    if head is None:
-        head = _parse_via_head(parts[0], value)
-        _remember(_SENT, parts[0], head, _PARTS_LIMIT)
+    head = _parse_via_head(parts[0], value)
     if len(parts) > MAX_VIA_PARAMS + 1:
         raise SipParseError(f"bad Via {_show(value)}: more than {MAX_VIA_PARAMS} parameters")
     params: list[tuple[str, str | None]] = []
     for part in parts[1:]:
-        pair = _PARAMS.get(part)
-        if pair is None:
-            key, sep, raw = part.partition("=")
-            known = _PARAM_NAMES.get(key)
-            key = _param_name(key, value) if known is None else known
-            if not key:
-                continue  # a stray ';' carries nothing
-            pair = (key, raw.strip() if sep else None)
-            # the branch is new in every answer: remembering it would only fill the cache
-            if len(_PARAMS) < _PARTS_LIMIT and key != "branch":
-                _PARAMS[part] = pair
-        params.append(pair)
+        key, sep, raw = part.partition("=")
+        key = _param_name(key, value)
+        if not key:
+            continue  # a stray ';' carries nothing
+        params.append((key, raw.strip() if sep else None))
     return Via(head[0], head[1], head[2], tuple(params))
 
 
@@ -430,10 +330,6 @@ def _header_lines(text: str) -> list[tuple[str, str]]:
         raise SipParseError(f"too many header lines (limit {MAX_HEADER_LINES})")
     headers: list[tuple[str, str]] = []
     for number, raw in enumerate(lines, start=2):
-        known_line = _LINES.get(raw)
-        if known_line is not None:
-            headers.append(known_line)
-            continue
         line = raw.rstrip("\r")
         if line[:1] in (" ", "\t"):
             if not headers:
@@ -446,11 +342,7 @@ def _header_lines(text: str) -> list[tuple[str, str]]:
         name, sep, value = line.partition(":")
         if not sep:
             raise SipParseError(f"line {number}: header line without ':': {_show(line)}")
-        known = _HEADER_NAMES.get(name)
-        pair = (_header_name(name, number) if known is None else known, value.strip())
-        headers.append(pair)
-        if len(_LINES) < _PARTS_LIMIT and pair[0] not in _NEW_EACH_TIME:  # _remember, inlined
-            _LINES[raw] = pair
+        headers.append((_header_name(name, number), value.strip()))
     return headers
 
 

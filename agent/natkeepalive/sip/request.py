@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from natkeepalive.errors import LocalProtocolError
 from natkeepalive.sip.message import _HOSTNAME_CHARS, _TOKEN_CHARS, _V6_CHARS, CSEQ_MAX
+from natkeepalive.sip.target import bracket
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from dataclasses import dataclass
 else:
@@ -48,7 +49,7 @@ def _host(value: str, what: str) -> str:
     if ":" in value:
         if not set(value) <= _V6_CHARS or value.count(":") < 2:
             raise LocalProtocolError(f"{what} {value!r} is not an IPv6 address")
-        return f"[{value}]"
+        return bracket(value)
     if not set(value) <= _HOSTNAME_CHARS or len(value) > 253:
         raise LocalProtocolError(f"{what} {value!r} is not a host name or address")
     return value
@@ -94,7 +95,7 @@ def _branch(value: str) -> str:
 class OptionsTemplate:
     """An OPTIONS request with everything checked and rendered once except the two fields that
     change on every probe (branch and CSeq): a binding sends the same bytes around them for as
-    long as its flow lasts, and checking them again each time was most of the cost."""
+    long as its flow lasts, so they are checked once, not per request."""
 
     __slots__ = ("_after_branch", "_after_cseq", "_after_number", "_before_branch")
 
@@ -133,7 +134,7 @@ class OptionsTemplate:
     def render(self, branch: str, cseq: int) -> bytes:
         # RFC 3261 §8.1.1.5: a CSeq is a 32-bit unsigned integer (below 2**31 when it starts).
         # The engine's own values pass the first two tests; anything else gets the full checks
-        # (and their errors). Calling them every time was a tenth of the send path.
+        # (and their errors), which would otherwise run for every request.
         if type(cseq) is not int or not 0 <= cseq <= CSEQ_MAX:
             _check_int(cseq, "cseq", CSEQ_MAX)
         if not (branch.isascii() and branch.isalnum() and branch.startswith(BRANCH_COOKIE)) \

@@ -1,16 +1,22 @@
-"""TARGET syntax: `host[:port]`, `[v6addr]:port`, a bare IPv6 address, or `sip:host[:port]`.
+"""Targets, in one leaf module: the Target record, TARGET syntax (`host[:port]`,
+`[v6addr]:port`, a bare IPv6 address, or `sip:host[:port]`), and the one way the agent writes a
+host with a port (`format_hostport`) or in a URI (`bracket`). It imports nothing of the package
+but errors and record, so the codec, the configuration and the engine all import it and it
+imports none of them.
 
 UDP only: `sips:` and `transport=` other than udp are refused rather than silently ignored.
 """
 
 from __future__ import annotations
 
-from natkeepalive.config.model import Target
 from natkeepalive.errors import TargetError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import re
+    from dataclasses import dataclass
+else:
+    from natkeepalive.record import dataclass
 
 DEFAULT_PORT = 5060
 _OTHER_SCHEMES = frozenset(("tel", "http", "https", "mailto", "urn", "im", "pres", "xmpp", "h323",
@@ -20,8 +26,8 @@ _patterns: tuple[re.Pattern[str], re.Pattern[str]] | None = None
 
 
 def _regexes() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """(host name, IPv6) patterns, compiled on first use: the daemon only formats targets, and
-    `re` would cost it about 0.5 MB of PSS."""
+    """(host name, IPv6) patterns, compiled on first use: the daemon only formats targets and
+    never imports `re` (docs/performance.md)."""
     global _patterns
     if _patterns is None:
         import re
@@ -31,9 +37,25 @@ def _regexes() -> tuple[re.Pattern[str], re.Pattern[str]]:
     return _patterns
 
 
+def bracket(host: str) -> str:
+    """The host as a URI, a Via or `host:port` writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def format_hostport(host: str, port: int) -> str:
     """`host:port`, with brackets around an IPv6 address."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{bracket(host)}:{port}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where OPTIONS go: a host name or address and a UDP port."""
+
+    host: str
+    port: int = DEFAULT_PORT
+
+    def __str__(self) -> str:
+        return format_hostport(self.host, self.port)
 
 
 def _port(text: str, original: str) -> int:
