@@ -44,6 +44,8 @@ from __future__ import annotations
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
+from natkeepalive.core import checks
+from natkeepalive.core.checks import DETECTED, RELAY, SENT_BY, STUN, CheckPlan
 from natkeepalive.core.reachability import UNREACHABLE, Reachability
 from natkeepalive.core.tracker import Tracker, format_mapping
 from natkeepalive.core.transaction import T1, ClientTransaction, TransactionKey
@@ -87,11 +89,9 @@ BRANCH_BYTES = 10  # 80 random bits
 UNPROVEN_CHECKS = 3
 # expiry_detection (status): how an expiry on a port-preserving NAT would be seen
 DETECT_CHECK, DETECT_PENDING, DETECT_OFF = "inbound-check", "pending", "off (inbound_check: 0)"
-FORCES_RPORT = "server forces rport"
+FORCES_RPORT = checks.FORCES_RPORT
 NO_CHECK_ANSWER = "server does not answer the check"
-REMEDY = ("expiry on a port-preserving NAT cannot be seen, only a remap to another port; a server "
-          "that answers to the Via sent-by port when a request has no rport (RFC 3261 18.2.2) "
-          "would allow it")
+REMEDY = checks.REMEDY
 RECENT_DONE = 8
 # A finished branch's mark: 16 bits of its hash, and a 17th set so that no mark is 0 (empty)
 _MARK_BITS = 17
@@ -127,7 +127,7 @@ class BindingEngine:
     # One engine per binding: slots instead of a __dict__ save about 1.6 KB each.
     __slots__ = (
         "_answers", "_check_guess", "_check_next", "_check_pending",
-        "_cycle_expired", "_guess", "_keepalive_template", "_newest_outcome", "_promote",
+        "_cycle_expired", "_guess", "_keepalive_template", "_newest_outcome", "_plan", "_promote",
         "_proven", "_random", "_recent_done", "_send_failing", "_server_up", "_since_check",
         "_suspect_idle", "_templates", "_tx", "_unproven", "call_id", "crlf_received", "cseq",
         "debug_events", "detection_note", "dropped", "duplicates", "flow_timer", "from_tag",
@@ -190,6 +190,8 @@ class BindingEngine:
         self.last_inbound_at: float | None = None
         # servers found to force rport; an empty set costs 216 bytes per binding, so a tuple
         self.inbound_unsupported: tuple[Address, ...] = ()
+        # which check method is in use and what the others found (core/checks.py)
+        self._plan = CheckPlan(settings.check, settings.stun_server is not None)
         self._send_failing = False
         # probe-sent and probe-answered (debug) for every probe: the daemon turns them off when
         # its log level hides them, which saves building two events per keepalive
@@ -222,12 +224,24 @@ class BindingEngine:
         if old_server is not None and old_server != server:
             self.queued_events.append(ev.ServerChanged(
                 self.name, format_hostport(*old_server), server_text))
+            # what the methods found holds for the server they were tried against
+            self._plan = CheckPlan(self.settings.check, self.settings.stun_server is not None,
+                                   self._plan.stun_server)
+            if self.detection_note is not None:
+                self.detection_note = None
         if old_local is not None and old_local[0] != local[0]:
             self.queued_events.append(ev.LocalAddressChanged(self.name, old_local[0], local[0]))
         if old_server == server and old_local is not None and old_local[0] == local[0]:
             return
         self._new_flow(server_text)
         self._schedule(now)
+
+    def set_stun_server(self, address: Address | None) -> None:
+        """The STUN server's resolved address (stun_server), or None while unknown."""
+        plan = self._plan
+        if address != plan.stun_server:
+            plan.stun_server = address
+            plan.stun_mapped = None
 
     def _new_flow(self, server_text: str) -> None:
         self._abort_all()
@@ -240,8 +254,11 @@ class BindingEngine:
         self._proven = False
         self._unproven = 0
         self._check_next = True
+        self._plan.stun_mapped = None  # a new local address has a new mapping
         if self.detection_note == NO_CHECK_ANSWER:
             self.detection_note = None
+            self._plan = CheckPlan(self.settings.check, self.settings.stun_server is not None,
+                                   self._plan.stun_server)
 
     def _abort_all(self) -> None:
         self._tx.clear()
@@ -267,7 +284,10 @@ class BindingEngine:
     def receive_datagram(self, data: bytes, source: Address, now: float,
                          channel: str = BINDING) -> None:
         if self.server is None or source != self.server:
-            self.dropped += 1  # before parsing: a flood from elsewhere costs a comparison
+            # before parsing: a flood from elsewhere costs a comparison (and the STUN server's
+            # address, or the server's with another port, one more)
+            if not self._check_datagram(data, source, now, channel):
+                self.dropped += 1
             return
         try:
             branch, cseq, call_id, facts = self._answers.read(data)
@@ -275,7 +295,8 @@ class BindingEngine:
             if data and not data.strip(b"\r\n") and channel == BINDING:
                 self._crlf(now)
                 return
-            self.dropped += 1
+            if not self._check_datagram(data, source, now, channel):
+                self.dropped += 1
             return
         self._receive(branch, cseq, call_id, facts, now, channel)
 
@@ -286,6 +307,49 @@ class BindingEngine:
             return
         self._receive(response.top_via.branch or "", response.cseq, response.call_id,
                       AnswerFacts(response), now, channel)
+
+    def _check_datagram(self, data: bytes, source: Address, now: float, channel: str) -> bool:
+        """What a check method brings that is not the server's answer: a STUN answer from the
+        STUN server, or on the BINDING socket the relayed check (from the server's address)."""
+        plan = self._plan
+        if source == plan.stun_server and plan.stun_server is not None:
+            return self.receive_stun(data, now, channel)
+        if channel != BINDING or self.server is None or source[0] != self.server[0]:
+            return False
+        request = checks.relayed_request(data)
+        if request is None or request.call_id.rpartition("-")[0] != self.call_id:
+            return False
+        # our own request, relayed: answered (again, for a copy) so the proxy stops sending it
+        self.outbox.append(Datagram(BINDING, checks.answer_ok(request, self.from_tag), source))
+        for branch, tx in self._tx.items():
+            if tx.kind == INBOUND and tx.key.cseq == request.cseq:
+                self._finish(branch)
+                self._check_done("alive", now)
+                break
+        return True
+
+    def receive_stun(self, data: bytes, now: float, channel: str) -> bool:
+        """A datagram from the STUN server: the answer to a STUN keepalive (its mapped port), to
+        the check (on the BINDING socket: alive; on AUX: the server ignored RESPONSE-PORT), or to
+        the server-up probe. Whether it was one."""
+        answer = checks.stun_answer(data)
+        if answer is None:
+            return False
+        txid, mapped = answer
+        if channel == BINDING and self._plan.stun_seen(txid, mapped):
+            return True
+        branch = txid.hex()
+        tx = self._tx.get(branch)
+        if tx is None or (tx.kind != INBOUND and tx.kind != SERVER_UP):
+            if self._just_finished(branch):
+                self.duplicates += 1
+            return False
+        self._finish(branch)
+        if tx.kind == SERVER_UP:
+            self._server_up = True
+        else:
+            self._check_done(AUX if channel == AUX else "alive", now)
+        return True
 
     def _crlf(self, now: float) -> None:
         """A CRLF keepalive from the server reached the binding's socket: the binding is alive."""
@@ -343,7 +407,10 @@ class BindingEngine:
             again = tx.on_timer(now)
             if again is not None:
                 channel = AUX if tx.kind == INBOUND or tx.kind == SERVER_UP else BINDING
-                self._send(channel, again)
+                if again[0] < 4 and self._plan.stun_server is not None:  # STUN (RFC 7983)
+                    self.outbox.append(Datagram(channel, again, self._plan.stun_server))
+                else:
+                    self._send(channel, again)
                 if tx.kind == INBOUND and self._server_up is None:
                     # the same schedule as the check's copies from now on
                     self._server_up = False
@@ -410,12 +477,12 @@ class BindingEngine:
         `remap-only: <why>` (a remap to another port is still seen), `off (inbound_check: 0)`."""
         if self.settings.inbound_check <= 0:
             return DETECT_OFF
-        if self.server is not None and self.server in self.inbound_unsupported:
-            return f"remap-only: {FORCES_RPORT}"
+        if self.settings.check == checks.OFF:
+            return "off (check: off)"
         if self.detection_note is not None:
             return f"remap-only: {self.detection_note}"
         if self._proven:
-            return DETECT_CHECK
+            return DETECTED.get(self._plan.method or SENT_BY, DETECT_CHECK)
         mapping = self.tracker.mapping
         if mapping is None and self.tracker.rport_reported:
             return "unsupported: server sends no received and no rport value"
@@ -440,18 +507,40 @@ class BindingEngine:
         self._send_keepalive(now, draw)
 
     def _check_due(self) -> bool:
-        """Whether a check can go: on, the public address and port (or a port guess) known,
-        the server not known to force rport or to ignore the check. While unreachable too: the
-        first cycle that reaches a server coming back must check before its keepalive."""
-        mapping = self.tracker.mapping
-        if self.settings.inbound_check <= 0 or mapping is None or mapping[0] is None \
-                or self.detection_note is not None or self.server in self.inbound_unsupported:
+        """Whether a check can go: on, and what its method needs known (sent-by: the public
+        address and port, or a port guess, and the server not known to force rport or to ignore
+        the check; relay: the public address and port; stun: the mapped port toward the STUN
+        server). While unreachable too: the first cycle that reaches a server coming back must
+        check before its keepalive."""
+        method = self._plan.method
+        if self.settings.inbound_check <= 0 or method is None or self.detection_note is not None:
             return False
+        if method == STUN:
+            return self._plan.stun_mapped is not None
+        mapping = self.tracker.mapping
+        if mapping is None or mapping[0] is None:
+            return False
+        if method == RELAY:
+            return mapping[1] is not None
+        if self.server in self.inbound_unsupported:
+            self._method_failed(FORCES_RPORT)
+            return self._check_due()
         return mapping[1] is not None or self._guess == "pending"
+
+    def _method_failed(self, why: str) -> None:
+        """The check method in use cannot prove an expiry with this server: the next (`check:
+        auto`), or, none left, remap-only, reported once with why and what would help."""
+        if self._plan.fail(why) is None and self.detection_note is None \
+                and self.server is not None:
+            self.detection_note = self._plan.note
+            self.queued_events.append(ev.InboundCheckUnsupported(
+                self.name, format_hostport(*self.server), self._plan.note, REMEDY))
 
     def _send_keepalive(self, now: float, draw: float | None = None) -> None:
         self._since_check += 1
         self._send_probe(KEEPALIVE, now)
+        if self._plan.stun_on:
+            self._send_stun_keepalive()
         self.last_keepalive_at = now
         base = self._base()
         if self._promote:
@@ -500,8 +589,15 @@ class BindingEngine:
                     t1: float = T1) -> None:
         assert self.server is not None and self.local is not None
         self.cseq += 1
+        if kind != KEEPALIVE and kind != CONFIRM and self._plan.method == STUN:
+            self._send_stun(kind, now, timeout, t1)
+            return
         branch = "z9hG4bK" + _hex(self._random, BRANCH_BYTES)
-        if kind == INBOUND:
+        if kind == INBOUND and self._plan.method == RELAY:
+            public = self.tracker.mapping
+            assert public is not None and public[0] is not None and public[1] is not None
+            template = self._relay_template(public[0], public[1])
+        elif kind == INBOUND:
             public = self.tracker.mapping
             assert public is not None and public[0] is not None
             port = public[1]
@@ -524,6 +620,58 @@ class BindingEngine:
             self.queued_events.append(ev.ProbeSent(self.name, self.cseq, 1, kind))
         self.outbox.append(Datagram(BINDING if kind in (KEEPALIVE, CONFIRM) else AUX,
                                     payload, self.server))
+
+    def _send_stun(self, kind: str, now: float, timeout: float | None, t1: float) -> None:
+        """A STUN check (RESPONSE-PORT: the BINDING socket's mapped port) or server-up probe
+        (a plain Binding request), from the AUX socket to the STUN server."""
+        plan = self._plan
+        assert plan.stun_server is not None
+        txid = checks.stun_txid(self.call_id, self.cseq)
+        port = None
+        if kind == INBOUND:
+            assert plan.stun_mapped is not None
+            port = plan.stun_mapped[1]
+        payload = checks.stun_request(txid, port)
+        key = txid.hex()
+        self._tx[key] = ClientTransaction(
+            TransactionKey(key, f"{self.call_id}-{self.cseq}", self.cseq), payload, kind, now,
+            self.settings.timeout if timeout is None else timeout, t1)
+        self.probes_sent += 1
+        if self.debug_events:
+            self.queued_events.append(ev.ProbeSent(self.name, self.cseq, 1, kind))
+        self.outbox.append(Datagram(AUX, payload, plan.stun_server))
+
+    def _send_stun_keepalive(self) -> None:
+        """With the stun method: a Binding request from the BINDING socket beside each keepalive,
+        which keeps the mapping toward the STUN server and tells its port (not a transaction:
+        a lost one is made up by the next)."""
+        plan = self._plan
+        assert plan.stun_server is not None
+        if plan.stun_txid:
+            plan.stun_unanswered += 1
+            if plan.stun_unanswered >= checks.STUN_UNANSWERED and plan.stun_mapped is None:
+                plan.stun_txid = b""
+                self._method_failed(checks.STUN_SILENT)
+                return
+        plan.stun_txid = checks.stun_txid(self.call_id, self.cseq)
+        self.outbox.append(Datagram(BINDING, checks.stun_request(plan.stun_txid),
+                                    plan.stun_server))
+
+    def _relay_template(self, host: str, port: int) -> OptionsTemplate:
+        """The relayed check: Request-URI and To the binding's public address:port, our Via with
+        rport (the server's own answer comes back to the AUX socket)."""
+        key = ("relay:" + host, port, True)
+        template = self._templates.get(key)
+        if template is None:
+            assert self.local is not None
+            if len(self._templates) >= TEMPLATES_KEPT:
+                self._templates.clear()
+            template = self._templates[key] = OptionsTemplate(OptionsRequest(
+                uri_host=host, uri_port=port, via_host=self.local[0], via_port=self.local[1],
+                branch=BRANCH_PLACEHOLDER, call_id=self.call_id, from_tag=self.from_tag, cseq=0,
+                rport=True, max_forwards=self.settings.max_forwards,
+                user_agent=self.settings.user_agent), numbered_call_id=True)
+        return template
 
     def _template(self, via_host: str, via_port: int, rport: bool) -> OptionsTemplate:
         """The request around branch and CSeq, built once per Via (local or public mapping)."""
@@ -567,15 +715,24 @@ class BindingEngine:
         # a suspicion left by an earlier check (its keepalive still out when this check went:
         # a timeout longer than the cycle) is this check's to confirm or clear
         self._suspect_idle = None
+        method = self._plan.method
         if result == AUX:
             self.inbound_result = "unsupported"
-            if guess:
-                self._guess = "failed"
-                self.tracker.rport_unsupported(self.queued_events)
-            if self.server is not None and self.server not in self.inbound_unsupported:
-                self.inbound_unsupported += (self.server,)
-                self.queued_events.append(ev.InboundCheckUnsupported(
-                    self.name, format_hostport(*self.server), FORCES_RPORT, REMEDY))
+            why = checks.STUN_IGNORES_PORT if method == STUN else checks.NO_RELAY \
+                if method == RELAY else FORCES_RPORT
+            if method == SENT_BY:
+                if guess:
+                    self._guess = "failed"
+                    self.tracker.rport_unsupported(self.queued_events)
+                if self.server is not None and self.server not in self.inbound_unsupported:
+                    self.inbound_unsupported += (self.server,)
+            self._method_failed(why)
+            if self._plan.method == RELAY and self._check_due():
+                # the relayed check is tried at once, before the keepalive, like the first
+                self._server_up = None
+                self._check_pending = True
+                self._send_probe(INBOUND, now)
+                return
         elif result == "alive":
             self.inbound_result = "alive"
             self.last_response_at = self.last_inbound_at = now
@@ -590,6 +747,10 @@ class BindingEngine:
             self.inbound_result = "silent"
             self._guess = "failed"
             self.tracker.rport_unsupported(self.queued_events)
+        elif method == RELAY and not self._proven:
+            # tried once: a server that relays answers the binding within the check's timeout
+            self.inbound_result = "silent"
+            self._method_failed(checks.NO_RELAY)
         else:
             self.inbound_result = "silent"
             idle_from = self.last_response_at
@@ -608,9 +769,9 @@ class BindingEngine:
         self._unproven += 1
         if self._unproven >= UNPROVEN_CHECKS and self.detection_note is None \
                 and self.server is not None:
-            self.detection_note = NO_CHECK_ANSWER
-            self.queued_events.append(ev.InboundCheckUnsupported(
-                self.name, format_hostport(*self.server), NO_CHECK_ANSWER, REMEDY))
+            self._unproven = 0
+            self._method_failed(checks.STUN_SILENT if self._plan.method == STUN
+                                else NO_CHECK_ANSWER)
         return False
 
     def _answered(self, tx: ClientTransaction, facts: AnswerFacts, rtt: float,
@@ -656,7 +817,8 @@ class BindingEngine:
                 self.tracker.expiries += 1
                 self.queued_events.append(ev.BindingExpired(
                     self.name, format_mapping(self.tracker.mapping) or "",
-                    round(self._suspect_idle, 1), "inbound-check"))
+                    round(self._suspect_idle, 1),
+                    DETECTED.get(self._plan.method or SENT_BY, "inbound-check")))
                 self._renew(now)
             self._suspect_idle = None
         assert self.local is not None

@@ -30,6 +30,7 @@ import time
 from natkeepalive import __version__
 from natkeepalive import events as ev
 from natkeepalive.config.model import Config
+from natkeepalive.core.checks import is_stun
 from natkeepalive.core.engine import AUX, BINDING, Address, jitter_draw
 from natkeepalive.core.reachability import UNREACHABLE
 from natkeepalive.core.tracker import format_mapping
@@ -297,7 +298,7 @@ class Daemon:
             self._handle_signals()
         now = self.clock()
         for name in self.resolver.ready():
-            slot = self.slots.get(name)
+            slot = self.slots.get(name.partition("\0")[0])  # "\0stun": its stun_server
             if slot is None:
                 self.resolver.forget(name)
                 continue
@@ -511,6 +512,11 @@ class Daemon:
     def _read_aux(self, sock: socket.socket) -> None:
         now = self.clock()
         for data, source in _drain(sock):
+            if data[:1] < b"\x04" and is_stun(data):  # a STUN check's answer
+                slot = self.by_call_id.get(data[8:16].hex())
+                if slot is not None and slot.engine.receive_stun(data, now, AUX):
+                    self._after(slot, [], now)
+                continue
             try:
                 response = parse_response(data)
             except SipParseError:

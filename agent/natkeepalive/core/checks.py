@@ -1,0 +1,212 @@
+"""Check methods, sans-I/O: how a binding's check datagram is built, where it goes, how its
+answer is recognised, and what proves that the server was up when the check went unanswered.
+
+The engine runs the same cycle for every method (check out -> answered on the BINDING socket:
+alive / answered on the AUX socket: this server does not support the method / silent while the
+server-up probe was answered: suspect, confirmed by the keepalive that follows -> expired). What
+differs per method:
+
+- sent-by: an OPTIONS to the server whose Via sent-by is the public address:port, without
+  rport (RFC 3261 §18.2.2); alive when its answer reaches the BINDING socket. Server-up probe:
+  an OPTIONS to the server with rport.
+- relay: an OPTIONS to the server whose Request-URI is the public address:port, our Via with
+  rport; alive when the server relays it into the BINDING socket (answered 200 there). Server-up
+  probe: as for sent-by.
+- stun: a STUN Binding request to the STUN server with RESPONSE-PORT = the BINDING socket's
+  mapped port (RFC 5780 §7.5); alive when its answer reaches the BINDING socket. Server-up probe:
+  a plain Binding request to the STUN server.
+
+With `stun` the BINDING socket also sends a plain Binding request to the STUN server with every
+keepalive: that keeps a mapping toward it on the keepalive's schedule and tells its mapped port.
+What it proves is the NAT's state for the binding's local port, not the SIP server's own flow:
+the two differ only where a NAT keeps SIP flows apart (a SIP ALG with longer SIP timeouts).
+
+`check: auto` (the default) starts with sent-by. A server that answers it on the AUX socket
+forces rport: the relayed check is tried once at once; a server that does not relay it either
+leaves stun when a `stun_server` is configured, else the binding can only see remaps, and says
+why and what would help (REMEDY).
+
+A STUN transaction id is the binding's 8-byte Call-ID prefix and the 4-byte CSeq number, so the
+runtime finds the binding of an answer on the shared AUX socket as it does for SIP answers.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from natkeepalive.errors import SipParseError
+from natkeepalive.sip.message import Request, parse_message
+
+TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+if TYPE_CHECKING:
+    Address = tuple[str, int]
+
+SENT_BY, RELAY, STUN = "sent-by", "relay", "stun"
+AUTO, OFF = "auto", "off"
+CHECK_CHOICES = (AUTO, SENT_BY, RELAY, STUN, OFF)
+# binding-expired's `detected` and expiry_detection once a check proved the binding
+DETECTED = {SENT_BY: "inbound-check", RELAY: "relay-check", STUN: "stun-check"}
+STUN_PORT = 3478
+
+FORCES_RPORT = "server forces rport"
+NO_RELAY = "server does not relay the check"
+NO_STUN_SERVER = "no stun_server"
+STUN_IGNORES_PORT = "STUN server ignores RESPONSE-PORT (RFC 5780 needs two addresses)"
+STUN_SILENT = "STUN server does not answer"
+REMEDY = ("expiry on a port-preserving NAT cannot be seen, only a remap to another port; it would "
+          "be with stun_server set to an RFC 5780 STUN server (coturn with two addresses) or to "
+          "`nat-keepalive responder` run beside the server, or a server that answers to the Via "
+          "sent-by port (RFC 3261 18.2.2) or relays the check (see the server recipes)")
+# STUN Binding requests sent from the BINDING socket without any answer before the STUN server
+# is taken as silent (no check can go without a mapped port)
+STUN_UNANSWERED = 3
+
+# --- STUN (RFC 8489) -----------------------------------------------------------------------
+
+_MAGIC = 0x2112A442
+_MAGIC_BYTES = struct.pack("!I", _MAGIC)
+_BINDING_REQUEST, _BINDING_SUCCESS, _BINDING_ERROR = 0x0001, 0x0101, 0x0111
+_MAPPED, _XOR_MAPPED, _RESPONSE_PORT = 0x0001, 0x0020, 0x0027
+
+
+def stun_txid(call_id: str, cseq: int) -> bytes:
+    """The 12-byte transaction id of the binding whose Call-ID prefix is `call_id` (16 hex)."""
+    return bytes.fromhex(call_id)[:8].rjust(8, b"\0") + struct.pack("!I", cseq & 0xFFFFFFFF)
+
+
+def stun_request(txid: bytes, response_port: int | None = None) -> bytes:
+    """A Binding request; with RESPONSE-PORT (RFC 5780 §7.5: a 16-bit port, 2 bytes padding)."""
+    attrs = b"" if response_port is None else struct.pack(
+        "!HHHH", _RESPONSE_PORT, 4, response_port, 0)
+    return struct.pack("!HHI", _BINDING_REQUEST, len(attrs), _MAGIC) + txid + attrs
+
+
+def is_stun(data: bytes) -> bool:
+    """Whether a datagram looks like STUN (RFC 7983: first byte 0-3, and the magic cookie)."""
+    return len(data) >= 20 and data[0] < 4 and data[4:8] == _MAGIC_BYTES
+
+
+def stun_answer(data: bytes) -> tuple[bytes, Address | None] | None:
+    """(transaction id, mapped address or None for an error answer) of a Binding answer, or None
+    for anything else."""
+    if not is_stun(data) or len(data) < 20:
+        return None
+    kind, length = struct.unpack_from("!HH", data)
+    if kind not in (_BINDING_SUCCESS, _BINDING_ERROR) or length + 20 > len(data) or length % 4:
+        return None
+    txid = data[8:20]
+    if kind == _BINDING_ERROR:
+        return txid, None
+    mapped: Address | None = None
+    offset = 20
+    while offset + 4 <= 20 + length:
+        attr, size = struct.unpack_from("!HH", data, offset)
+        value = data[offset + 4:offset + 4 + size]
+        offset += 4 + (size + 3) // 4 * 4
+        if attr in (_MAPPED, _XOR_MAPPED) and len(value) >= 8 and value[1] in (1, 2):
+            port = struct.unpack_from("!H", value, 2)[0]
+            raw = value[4:8] if value[1] == 1 else value[4:20]
+            if attr == _XOR_MAPPED:
+                port ^= _MAGIC >> 16
+                mask = _MAGIC_BYTES + txid
+                raw = bytes(a ^ b for a, b in zip(raw, mask))
+            if len(raw) == 4:
+                host = ".".join(str(b) for b in raw)
+            elif len(raw) == 16:
+                host = ":".join(raw[i:i + 2].hex() for i in range(0, 16, 2))
+            else:
+                continue
+            if attr == _XOR_MAPPED or mapped is None:
+                mapped = (host, port)
+    if mapped is None:
+        return None
+    return txid, mapped
+
+
+# --- the relayed check (SIP) ---------------------------------------------------------------
+
+def relayed_request(data: bytes) -> Request | None:
+    """The datagram as an OPTIONS request, or None."""
+    if not data.startswith(b"OPTIONS "):
+        return None
+    try:
+        message = parse_message(data)
+    except SipParseError:
+        return None
+    return message if isinstance(message, Request) else None
+
+
+_ANSWER_COPIED = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"),
+                  ("cseq", "CSeq"))
+
+
+def answer_ok(request: Request, to_tag: str) -> bytes:
+    """200 OK to a relayed check (RFC 3261 §8.2.6): every Via in order, From, To (with a tag),
+    Call-ID and CSeq copied, no body; the proxy then stops retransmitting it."""
+    lines = ["SIP/2.0 200 OK"]
+    for canonical, name in _ANSWER_COPIED:
+        for value in request.header_values(canonical):
+            if canonical == "to" and ";tag=" not in value.replace(" ", ""):
+                value = f"{value};tag={to_tag}"
+            lines.append(f"{name}: {value}")
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace")
+
+
+# --- a binding's plan ----------------------------------------------------------------------
+
+class CheckPlan:
+    """Which method a binding's checks use now, and what the methods have learnt."""
+
+    __slots__ = ("method", "mode", "notes", "stun_configured", "stun_mapped", "stun_server",
+                 "stun_txid", "stun_unanswered")
+
+    def __init__(self, mode: str, stun_configured: bool,
+                 stun_server: Address | None = None) -> None:
+        self.mode = mode
+        self.stun_configured = stun_configured
+        self.stun_server = stun_server  # its address, once resolved
+        self.method: str | None = SENT_BY if mode in (AUTO, SENT_BY) else (
+            None if mode == OFF else mode)
+        self.notes: tuple[str, ...] = ()  # why each method tried is not usable, in order
+        self.stun_mapped: Address | None = None  # the BINDING socket's mapping toward it
+        self.stun_txid = b""  # the last STUN keepalive's
+        self.stun_unanswered = 0
+
+    def fail(self, why: str) -> str | None:
+        """The current method cannot prove an expiry with this server: the next one, or None
+        when none is left (then `note` says why, for expiry_detection and the event)."""
+        if why not in self.notes:
+            self.notes += (why,)
+        method = self.method
+        self.method = None
+        if self.mode != AUTO:
+            return None
+        if method == SENT_BY:
+            self.method = RELAY
+        elif method == RELAY:
+            if self.stun_configured:
+                self.method = STUN
+            elif NO_STUN_SERVER not in self.notes:
+                self.notes += (NO_STUN_SERVER,)
+        return self.method
+
+    @property
+    def note(self) -> str:
+        return "; ".join(self.notes)
+
+    @property
+    def stun_on(self) -> bool:
+        """Whether keepalives take a STUN Binding request along."""
+        return self.method == STUN and self.stun_server is not None
+
+    def stun_seen(self, txid: bytes, mapped: Address | None) -> bool:
+        """A STUN answer on the BINDING socket: whether it answers the last keepalive's request
+        (then its mapped address is the binding's mapping toward the STUN server)."""
+        if not self.stun_txid or txid != self.stun_txid:
+            return False
+        self.stun_txid = b""
+        self.stun_unanswered = 0
+        if mapped is not None:
+            self.stun_mapped = mapped
+        return True
