@@ -12,6 +12,10 @@ class SipParseError(NatKeepaliveError, ValueError):
     """Bytes from the network that are not a SIP message we can use. Never fatal."""
 
 
+class StunParseError(NatKeepaliveError, ValueError):
+    """Bytes from the network that are not a STUN message we can use. Never fatal."""
+
+
 class TargetError(NatKeepaliveError, ValueError):
     """A TARGET (host[:port], [v6]:port, sip:host[:port]) that cannot be parsed."""
 
