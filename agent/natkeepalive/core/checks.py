@@ -32,10 +32,9 @@ runtime finds the binding of an answer on the shared AUX socket as it does for S
 
 from __future__ import annotations
 
-import struct
-
-from natkeepalive.errors import SipParseError
+from natkeepalive.errors import SipParseError, StunParseError
 from natkeepalive.sip.message import Request, parse_message
+from natkeepalive.stun import build_binding_request, is_stun, parse_binding_response
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
@@ -61,66 +60,28 @@ REMEDY = ("expiry on a port-preserving NAT cannot be seen, only a remap to anoth
 # is taken as silent (no check can go without a mapped port)
 STUN_UNANSWERED = 3
 
-# --- STUN (RFC 8489) -----------------------------------------------------------------------
-
-_MAGIC = 0x2112A442
-_MAGIC_BYTES = struct.pack("!I", _MAGIC)
-_BINDING_REQUEST, _BINDING_SUCCESS, _BINDING_ERROR = 0x0001, 0x0101, 0x0111
-_MAPPED, _XOR_MAPPED, _RESPONSE_PORT = 0x0001, 0x0020, 0x0027
-
+# --- STUN (natkeepalive/stun.py) ----------------------------------------------------------
 
 def stun_txid(call_id: str, cseq: int) -> bytes:
     """The 12-byte transaction id of the binding whose Call-ID prefix is `call_id` (16 hex)."""
-    return bytes.fromhex(call_id)[:8].rjust(8, b"\0") + struct.pack("!I", cseq & 0xFFFFFFFF)
+    return bytes.fromhex(call_id)[:8].rjust(8, b"\0") + (cseq & 0xFFFFFFFF).to_bytes(4, "big")
 
 
 def stun_request(txid: bytes, response_port: int | None = None) -> bytes:
-    """A Binding request; with RESPONSE-PORT (RFC 5780 §7.5: a 16-bit port, 2 bytes padding)."""
-    attrs = b"" if response_port is None else struct.pack(
-        "!HHHH", _RESPONSE_PORT, 4, response_port, 0)
-    return struct.pack("!HHI", _BINDING_REQUEST, len(attrs), _MAGIC) + txid + attrs
-
-
-def is_stun(data: bytes) -> bool:
-    """Whether a datagram looks like STUN (RFC 7983: first byte 0-3, and the magic cookie)."""
-    return len(data) >= 20 and data[0] < 4 and data[4:8] == _MAGIC_BYTES
+    """A Binding request; with RESPONSE-PORT (RFC 5780 §7.5) for the check."""
+    return build_binding_request(txid, response_port=response_port)
 
 
 def stun_answer(data: bytes) -> tuple[bytes, Address | None] | None:
-    """(transaction id, mapped address or None for an error answer) of a Binding answer, or None
+    """(transaction id, mapped address, None for an error answer) of a Binding answer, or None
     for anything else."""
-    if not is_stun(data) or len(data) < 20:
+    if not is_stun(data):
         return None
-    kind, length = struct.unpack_from("!HH", data)
-    if kind not in (_BINDING_SUCCESS, _BINDING_ERROR) or length + 20 > len(data) or length % 4:
+    try:
+        answer = parse_binding_response(data)
+    except StunParseError:
         return None
-    txid = data[8:20]
-    if kind == _BINDING_ERROR:
-        return txid, None
-    mapped: Address | None = None
-    offset = 20
-    while offset + 4 <= 20 + length:
-        attr, size = struct.unpack_from("!HH", data, offset)
-        value = data[offset + 4:offset + 4 + size]
-        offset += 4 + (size + 3) // 4 * 4
-        if attr in (_MAPPED, _XOR_MAPPED) and len(value) >= 8 and value[1] in (1, 2):
-            port = struct.unpack_from("!H", value, 2)[0]
-            raw = value[4:8] if value[1] == 1 else value[4:20]
-            if attr == _XOR_MAPPED:
-                port ^= _MAGIC >> 16
-                mask = _MAGIC_BYTES + txid
-                raw = bytes(a ^ b for a, b in zip(raw, mask))
-            if len(raw) == 4:
-                host = ".".join(str(b) for b in raw)
-            elif len(raw) == 16:
-                host = ":".join(raw[i:i + 2].hex() for i in range(0, 16, 2))
-            else:
-                continue
-            if attr == _XOR_MAPPED or mapped is None:
-                mapped = (host, port)
-    if mapped is None:
-        return None
-    return txid, mapped
+    return answer.transaction_id, answer.mapped if answer.success else None
 
 
 # --- the relayed check (SIP) ---------------------------------------------------------------

@@ -30,7 +30,6 @@ import time
 from natkeepalive import __version__
 from natkeepalive import events as ev
 from natkeepalive.config.model import Config
-from natkeepalive.core.checks import is_stun
 from natkeepalive.core.engine import AUX, BINDING, Address, jitter_draw
 from natkeepalive.core.reachability import UNREACHABLE
 from natkeepalive.core.tracker import format_mapping
@@ -45,6 +44,7 @@ from natkeepalive.runtime.slot import Slot
 from natkeepalive.runtime.sockets import Resolver, family_of, send_datagram, wildcard
 from natkeepalive.runtime.status import iso_utc, write_status
 from natkeepalive.sip.message import parse_response
+from natkeepalive.stun import is_stun
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
