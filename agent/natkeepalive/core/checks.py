@@ -50,7 +50,7 @@ STUN_PORT = 3478
 FORCES_RPORT = "server forces rport"
 NO_RELAY = "server does not relay the check"
 NO_STUN_SERVER = "no stun_server"
-STUN_IGNORES_PORT = "STUN server ignores RESPONSE-PORT (RFC 5780 needs two addresses)"
+STUN_IGNORES_PORT = "STUN server does not honour RESPONSE-PORT (RFC 5780 needs two addresses)"
 STUN_SILENT = "STUN server does not answer"
 REMEDY = ("expiry on a port-preserving NAT cannot be seen, only a remap to another port; it would "
           "be with stun_server set to an RFC 5780 STUN server (coturn with two addresses) or to "
