@@ -7,13 +7,18 @@ AUX socket, the answer into the binding, the status), not a NAT's behaviour (tes
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
+import pytest
+
 from natkeepalive import stun
 from natkeepalive.errors import StunParseError
+from tests.loopback.test_cli import run_cli, target
 from tests.loopback.test_daemon import FAST, binding_status, free_port
 from tests.support.agentproc import Agent
 from tests.support.responder import SipResponder
@@ -59,6 +64,22 @@ class StunServer:
             self.sock.sendto(stun.build_binding_success(request.transaction_id, source), target)
 
 
+def detection(agent: Agent, wanted: str, timeout: float = 20.0) -> dict[str, object]:
+    """The binding's status once its expiry_detection is `wanted` (SIGUSR1 writes the status
+    file at once), or the last one seen after `timeout`."""
+    agent.wait_for("started")  # SIGUSR1 before the handlers are in would end the process
+    deadline = time.monotonic() + timeout
+    count = 0
+    while True:
+        count += 1
+        agent.proc.send_signal(signal.SIGUSR1)
+        agent.wait_for("signal-received", count=count)
+        status = binding_status(agent)
+        if status["expiry_detection"] == wanted or time.monotonic() > deadline:
+            return status
+        time.sleep(0.3)
+
+
 def write_config(path: Path, server: tuple[str, int], port: int, **settings: object) -> Path:
     values: dict[str, object] = {**FAST, "inbound_check": 1}
     values.update(settings)
@@ -78,10 +99,7 @@ def test_stun_proves_the_binding_when_the_server_forces_rport(
         config = write_config(tmp_path / "c.yaml", responder.address, port,
                               stun_server=f"127.0.0.1:{stun_server.address[1]}")
         with Agent(config, tmp_path / "status.json") as agent:
-            agent.wait_for("probe-answered", count=6)
-            agent.proc.send_signal(10)  # SIGUSR1: the status file now
-            agent.wait_for("signal-received")
-            status = binding_status(agent)
+            status = detection(agent, "stun-check")
             agent.stop()
         assert status["expiry_detection"] == "stun-check"
         assert "inbound-check-unsupported" not in agent.names()
@@ -108,3 +126,29 @@ def test_a_stun_server_ignoring_response_port_is_reported_once(
                                          "check; STUN server does not honour RESPONSE-PORT "
                                          "(RFC 5780 needs two addresses)")
         assert "binding-expired" not in agent.names()
+
+
+@pytest.mark.parametrize("rfc5780", [True, False])
+def test_probe_reports_each_method(responder: SipResponder, rfc5780: bool) -> None:
+    responder.configure(force_rport=True)
+    with StunServer(rfc5780=rfc5780) as stun_server:
+        done = run_cli("probe", target(responder), "--inbound-check", "--timeout", "1",
+                       "--stun-server", f"127.0.0.1:{stun_server.address[1]}", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["inbound_check"] == "unsupported: server forces rport"
+    assert result["checks"] == {
+        "sent-by": "unsupported: server forces rport",
+        "relay": "unsupported: the server answered the relayed check itself (200 OK)",
+        "stun": "alive" if rfc5780 else
+        "unsupported: the STUN server does not honour RESPONSE-PORT (RFC 5780)",
+    }
+
+
+def test_probe_without_a_stun_server_says_so(responder: SipResponder) -> None:
+    done = run_cli("probe", target(responder), "--inbound-check", "--json")
+    checks = json.loads(done.stdout)["checks"]
+    assert checks["sent-by"] == "alive"
+    assert checks["stun"] == "unsupported: no --stun-server given"
+    human = run_cli("probe", target(responder), "--inbound-check")
+    assert "stun       unsupported: no --stun-server given" in human.stdout

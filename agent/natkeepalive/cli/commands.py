@@ -78,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--max-forwards", type=_max_forwards, default=70, metavar="N",
                        help="Max-Forwards header, 0-255 (default: 70)")
     probe.add_argument("--inbound-check", action="store_true",
-                       help="also check that the NAT lets the server's requests in")
+                       help="also check that the NAT lets the server's requests in, and which "
+                            "check methods (sent-by, relay, stun) this server supports")
+    probe.add_argument("--stun-server", metavar="HOST[:PORT]",
+                       help="with --inbound-check: an RFC 5780 STUN server to try the stun "
+                            "method with (port 3478 if omitted)")
     probe.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
     disc = sub.add_parser("discover", help="measure how long the NAT keeps an idle binding",

@@ -33,7 +33,7 @@ from natkeepalive.config.model import (
     ProbeSettings,
     Target,
 )
-from natkeepalive.core.checks import CHECK_CHOICES, STUN_PORT
+from natkeepalive.core.checks import CHECK_CHOICES, parse_stun_server
 from natkeepalive.errors import ConfigError, TargetError
 from natkeepalive.events import ALL_EVENTS
 from natkeepalive.record import replace
@@ -585,20 +585,10 @@ def _check(reader: _Reader, node: Node, path: str) -> str:
 
 
 def _stun_server(reader: _Reader, node: Node, path: str) -> Target:
-    from natkeepalive.sip.target import parse_target
-
-    text = reader.text(node, path).strip()
-    if text.lower().startswith("stun:"):  # RFC 7064's URI
-        text = text[5:]
-    if text.lower().startswith("sip:"):
-        reader.fail(f"must be host[:port] of a STUN server, not a SIP URI {text!r}", node, path)
     try:
-        target = parse_target(text)
+        return parse_stun_server(reader.text(node, path))
     except TargetError as exc:
-        reader.fail(f"must be host[:port] or [v6addr]:port ({exc})", node, path)
-    # parse_target's default port is SIP's; a STUN server's is 3478 (RFC 8489 §9)
-    explicit = text.endswith(f":{target.port}") and (text.count(":") == 1 or text.startswith("["))
-    return target if explicit else Target(target.host, STUN_PORT)
+        reader.fail(f"must be host[:port] or [v6addr]:port of a STUN server ({exc})", node, path)
 
 
 def _user_agent(reader: _Reader, node: Node, path: str) -> str:

@@ -32,7 +32,8 @@ runtime finds the binding of an answer on the shared AUX socket as it does for S
 
 from __future__ import annotations
 
-from natkeepalive.errors import SipParseError, StunParseError
+from natkeepalive.config.model import Target
+from natkeepalive.errors import SipParseError, StunParseError, TargetError
 from natkeepalive.sip.message import Request, parse_message
 from natkeepalive.stun import build_binding_request, is_stun, parse_binding_response
 
@@ -59,6 +60,22 @@ REMEDY = ("expiry on a port-preserving NAT cannot be seen, only a remap to anoth
 # STUN Binding requests sent from the BINDING socket without any answer before the STUN server
 # is taken as silent (no check can go without a mapped port)
 STUN_UNANSWERED = 3
+
+def parse_stun_server(text: str) -> Target:
+    """stun_server's host[:port], [v6addr]:port or stun:host[:port] (RFC 7064); port 3478 when
+    omitted (RFC 8489 §9). Raises TargetError."""
+    from natkeepalive.sip.target import parse_target
+
+    text = text.strip()
+    if text.lower().startswith("stun:"):
+        text = text[5:]
+    if text.lower().startswith(("sip:", "sips:")):
+        raise TargetError(f"a STUN server is host[:port], not a SIP URI: {text!r}")
+    target = parse_target(text)
+    # parse_target's default port is SIP's: an explicit one is the text's last ":N"
+    explicit = text.endswith(f":{target.port}") and (text.count(":") == 1 or text.startswith("["))
+    return target if explicit else Target(target.host, STUN_PORT)
+
 
 # --- STUN (natkeepalive/stun.py) ----------------------------------------------------------
 
