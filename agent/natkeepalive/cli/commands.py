@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="first local port; trial k uses N+k (default: ephemeral ports)")
     disc.add_argument("--bind", metavar="ADDR",
                       help="local address to send from (default: the system's choice)")
+    disc.add_argument("--stun-server", metavar="HOST[:PORT]",
+                      help="an RFC 5780 STUN server (or `nat-keepalive responder`): measures "
+                           "behind a port-preserving NAT when the server forces rport (port "
+                           "3478 if omitted)")
     disc.add_argument("--max-idle", type=_positive, default=600.0, metavar="S",
                       help="longest idle time tried, seconds (default: 600)")
     disc.add_argument("--resolution", type=_positive, default=0.1, metavar="R",

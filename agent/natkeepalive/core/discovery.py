@@ -7,8 +7,19 @@ Rules:
 - Test by the inbound check (METHOD_INBOUND): an answer on the trial socket means it survived; on
   the AUX socket, the server forces rport (the trial ends "unsupported"); silence needs a confirming
   keepalive: answered means expired, unanswered means the server failed (the trial is void).
+- Test by the relayed check (METHOD_RELAY) or the STUN check (METHOD_STUN, RFC 5780, with a
+  stun_server), the daemon's methods (core/checks.py), for servers that force rport: the check
+  goes from the AUX socket (an OPTIONS whose Request-URI is the public address:port; a STUN
+  Binding request with RESPONSE-PORT = the trial socket's mapped port toward the STUN server,
+  which the trial socket learns with a Binding request beside each of its keepalives). It
+  arriving on the trial socket means the binding survived. The first trial of these methods
+  verifies the method first, right after the promotion (when the binding is surely alive): a
+  server that does not relay, or a STUN server that ignores RESPONSE-PORT, ends it "unsupported"
+  instead of making every silence an expiry. Silence after the idle time needs a confirmation
+  (a keepalive for relay, a Binding request from the trial socket for stun) answered: expired.
 - Test by rport (METHOD_RPORT, for servers that force rport, behind a random-port NAT): a keepalive
   after the idle time; the same public port means it survived, another port means it expired.
+- Methods in order: inbound-check; then relay-check; stun-check with a stun_server; rport.
 - The search grows the idle time (doubling from `start`) until a trial expires or `max_idle` is
   reached, then bisects until hi - lo <= max(resolution_min, resolution * lo). `lo` is the largest
   idle that survived, `hi` the smallest that expired; the lifetime lies between them.
@@ -18,6 +29,7 @@ from __future__ import annotations
 
 import binascii
 
+from natkeepalive.core import checks
 from natkeepalive.core.engine import AUX, PROMOTE_DELAY, Address, Datagram
 from natkeepalive.core.transaction import ClientTransaction, TransactionKey
 from natkeepalive.errors import SipParseError
@@ -33,11 +45,12 @@ else:
 
 TRIAL = "trial"
 METHOD_INBOUND, METHOD_RPORT = "inbound-check", "rport"
+METHOD_RELAY, METHOD_STUN = "relay-check", "stun-check"
 SURVIVED, EXPIRED, FAILED, UNSUPPORTED = "survived", "expired", "failed", "unsupported"
 
 # trial phases
-ESTABLISH, SETTLE, PROMOTE, IDLE, CHECK, CONFIRM, DONE = (
-    "establish", "settle", "promote", "idle", "check", "confirm", "done")
+ESTABLISH, SETTLE, PROMOTE, VERIFY, IDLE, CHECK, CONFIRM, DONE = (
+    "establish", "settle", "promote", "verify", "idle", "check", "confirm", "done")
 
 
 @dataclass(frozen=True)
@@ -89,8 +102,13 @@ class Trial:
 
     def __init__(self, idle: float, method: str, server: Address, local: Address,
                  uri_host: str, uri_port: int, now: float,
-                 random_bytes: Callable[[int], bytes], timeout: float = 3.0) -> None:
+                 random_bytes: Callable[[int], bytes], timeout: float = 3.0,
+                 stun_server: Address | None = None, verify: bool = False) -> None:
         self.idle = idle
+        self.stun_server = stun_server
+        self.verify = verify  # check the method once before the idle time (see the rules)
+        self.stun_mapped: Address | None = None  # the trial socket's mapping toward it
+        self._dest = server  # where the transaction out goes
         self.method = method
         self.server = server
         self.local = local
@@ -130,8 +148,8 @@ class Trial:
         if tx is not None:
             again = tx.on_timer(now)
             if again is not None:
-                channel = AUX if self.phase == CHECK else TRIAL
-                self._outbox.append(Datagram(channel, again, self.server))
+                channel = AUX if self.phase in (CHECK, VERIFY) else TRIAL
+                self._outbox.append(Datagram(channel, again, self._dest))
             elif tx.done:
                 self._tx = None
                 self._silence(now)
@@ -145,11 +163,57 @@ class Trial:
                 self._test(now)
 
     def receive_datagram(self, data: bytes, source: Address, now: float, channel: str) -> None:
+        if self.stun_server is not None and source == self.stun_server:
+            self._receive_stun(data, now, channel)
+            return
         try:
             response = parse_response(data)
         except SipParseError:
+            if channel == TRIAL and source[0] == self.server[0]:
+                self._relayed(data, source, now)
             return
         self.receive_response(response, source, now, channel)
+
+    def _receive_stun(self, data: bytes, now: float, channel: str) -> None:
+        answer = checks.stun_answer(data)
+        if answer is None or answer[0][:8].hex() != self.call_id:
+            return
+        txid, mapped = answer
+        tx = self._tx
+        if tx is not None and txid.hex() == tx.key.branch:
+            final, _rtt = tx.on_response(200, now)
+            if not final:
+                return
+            self._tx = None
+            if self.phase == CONFIRM:
+                self._finish(EXPIRED)  # the STUN server is there; the binding was not
+            else:
+                self._checked(channel == TRIAL, now)
+        elif channel == TRIAL and mapped is not None:
+            self.stun_mapped = mapped  # a Binding request beside a keepalive
+
+    def _relayed(self, data: bytes, source: Address, now: float) -> None:
+        """Our relayed check, arrived on the trial socket: answered 200, and the binding lives."""
+        request = checks.relayed_request(data)
+        if request is None or request.call_id.rpartition("-")[0] != self.call_id:
+            return
+        self._outbox.append(Datagram(TRIAL, checks.answer_ok(request, self.from_tag), source))
+        tx = self._tx
+        if tx is not None and self.phase in (CHECK, VERIFY) and request.cseq == tx.key.cseq:
+            self._tx = None
+            self._checked(True, now)
+
+    def _checked(self, alive: bool, now: float) -> None:
+        """The check (or the verification) was answered: on the trial socket when `alive`."""
+        if self.phase == VERIFY:
+            if alive:
+                self.phase = IDLE
+                self.last_answer = now
+                self._wake = now + self.idle
+            else:
+                self._finish(UNSUPPORTED)
+        else:
+            self._finish(SURVIVED if alive else UNSUPPORTED)
 
     def receive_response(self, response: Response, source: Address, now: float,
                          channel: str) -> None:
@@ -165,8 +229,10 @@ class Trial:
         # no `received` and no rport value: the public address is unknown (the sent-by host is
         # only what we wrote); an rport value without `received`: no other address was seen
         seen = (via.received or (via.host if via.rport is not None else None), via.rport)
-        if self.phase == CHECK:
-            self._finish(SURVIVED if channel == TRIAL else UNSUPPORTED)
+        if self.phase in (CHECK, VERIFY):
+            if self.method == METHOD_RELAY and channel == TRIAL:
+                return  # the relayed check proves nothing by an answer, only by arriving
+            self._checked(channel == TRIAL and self.method != METHOD_RELAY, now)
             return
         if channel != TRIAL:
             return
@@ -176,10 +242,14 @@ class Trial:
             self.phase = SETTLE
             self._wake = now + PROMOTE_DELAY
         elif self.phase == PROMOTE:
+            if self.verify and self.method in (METHOD_RELAY, METHOD_STUN):
+                self.phase = VERIFY
+                self._send_check(now)
+                return
             self.phase = IDLE
             self._wake = now + self.idle
         elif self.phase == CONFIRM:
-            if self.method == METHOD_INBOUND:
+            if self.method in (METHOD_INBOUND, METHOD_RELAY):
                 self._finish(EXPIRED)
             else:
                 same = self.public is not None and seen == self.public
@@ -190,6 +260,9 @@ class Trial:
     def _test(self, now: float) -> None:
         if self.public is None:  # the server ignores rport: no port to aim at or compare
             self._finish(UNSUPPORTED)
+        elif self.method in (METHOD_RELAY, METHOD_STUN):
+            self.phase = CHECK
+            self._send_check(now)
         elif self.method == METHOD_INBOUND:
             self.phase = CHECK
             self._send(now, rport=False)
@@ -198,17 +271,48 @@ class Trial:
             self._send(now, rport=True)
 
     def _silence(self, now: float) -> None:
-        if self.phase == CHECK:  # silence alone proves nothing: is the server there?
+        if self.phase == VERIFY:  # the method does not reach this binding even when alive
+            self._finish(UNSUPPORTED)
+        elif self.phase == CHECK:  # silence alone proves nothing: is the server there?
             self.phase = CONFIRM
-            self._send(now, rport=True)
+            if self.method == METHOD_STUN:
+                self._send_stun(now, None, TRIAL)
+            else:
+                self._send(now, rport=True)
         else:
             self._finish(FAILED)
+
+    def _send_check(self, now: float) -> None:
+        if self.method == METHOD_STUN:
+            if self.stun_mapped is None:  # the STUN server never answered the trial socket
+                self._finish(UNSUPPORTED)
+                return
+            self._send_stun(now, self.stun_mapped[1], AUX)
+            return
+        if self.public is None:  # no public address:port to relay to
+            self._finish(UNSUPPORTED)
+            return
+        self._send(now, rport=True, uri=self.public, channel=AUX)
+
+    def _send_stun(self, now: float, response_port: int | None, channel: str) -> None:
+        """A Binding request as this trial's transaction (the check, or the confirmation)."""
+        assert self.stun_server is not None
+        self.cseq += 1
+        txid = checks.stun_txid(self.call_id, self.cseq)
+        payload = checks.stun_request(txid, response_port)
+        self._tx = ClientTransaction(TransactionKey(txid.hex(), "", self.cseq), payload,
+                                     "discovery", now, self.timeout)
+        self._dest = self.stun_server
+        self._outbox.append(Datagram(channel, payload, self.stun_server))
 
     def _finish(self, result: str) -> None:
         self.phase = DONE
         self.result = result
 
-    def _send(self, now: float, rport: bool) -> None:
+    def _send(self, now: float, rport: bool, uri: Address | None = None,
+              channel: str | None = None) -> None:
+        """An OPTIONS (with rport from the trial socket; without, the inbound check from AUX;
+        with `uri`, the relayed check)."""
         self.cseq += 1
         branch = "z9hG4bK" + binascii.hexlify(self._random(10)).decode("ascii")
         call_id = f"{self.call_id}-{self.cseq}"  # a new Call-ID per request (RFC 3261 8.1.1.4)
@@ -217,13 +321,23 @@ class Trial:
         else:
             assert self.public is not None
             via = self.public
+        uri_host, uri_port = (self.uri_host, None if self.uri_port == 5060 else self.uri_port) \
+            if uri is None else uri
         payload = build_options(OptionsRequest(
-            uri_host=self.uri_host, uri_port=None if self.uri_port == 5060 else self.uri_port,
+            uri_host=uri_host, uri_port=uri_port,
             via_host=via[0], via_port=via[1], branch=branch, call_id=call_id,
             from_tag=self.from_tag, cseq=self.cseq, rport=rport))
         self._tx = ClientTransaction(TransactionKey(branch, call_id, self.cseq), payload,
                                      "discovery", now, self.timeout)
-        self._outbox.append(Datagram(TRIAL if rport else AUX, payload, self.server))
+        self._dest = self.server
+        if channel is None:
+            channel = TRIAL if rport else AUX
+        self._outbox.append(Datagram(channel, payload, self.server))
+        if channel == TRIAL and self.method == METHOD_STUN and self.stun_server is not None \
+                and self.phase in (ESTABLISH, PROMOTE):
+            # the mapping toward the STUN server, made and promoted with the binding's own
+            txid = checks.stun_txid(self.call_id, self.cseq)
+            self._outbox.append(Datagram(TRIAL, checks.stun_request(txid), self.stun_server))
 
 
 MAX_FAILED_TRIALS = 3
@@ -238,8 +352,10 @@ class Discovery:
     def __init__(self, server: Address, uri_host: str, uri_port: int,
                  random_bytes: Callable[[int], bytes], max_idle: float = 600.0,
                  start: float = 5.0, resolution: float = 0.1, resolution_min: float = 1.0,
-                 timeout: float = 3.0) -> None:
+                 timeout: float = 3.0, stun_server: Address | None = None) -> None:
         self.server = server
+        self.stun_server = stun_server
+        self._verified = False  # the current method passed a verification
         self.uri_host = uri_host
         self.uri_port = uri_port
         self._random = random_bytes
@@ -260,16 +376,20 @@ class Discovery:
             self.done = True
             return None
         return Trial(idle, self.method, self.server, local, self.uri_host, self.uri_port, now,
-                     self._random, self.timeout)
+                     self._random, self.timeout, self.stun_server, verify=not self._verified)
 
     def trial_done(self, trial: Trial) -> None:
         result = trial.result
         self.history.append((trial.idle, trial.method, result or ""))
         if result in (SURVIVED, EXPIRED):
+            if trial.verify:
+                self._verified = True
             if trial.method == METHOD_RPORT and trial.public is not None \
                     and trial.public[1] == trial.local[1] and not self.search.trials:
-                self._give_up("the NAT keeps source ports and the server forces rport: "
-                              "neither the inbound check nor an rport change can show expiry")
+                self._give_up("the NAT keeps source ports and the server forces rport and does "
+                              "not relay the check: neither the checks nor an rport change can "
+                              "show expiry" + ("" if self.stun_server is not None else
+                                               " (a stun_server with RFC 5780 would)"))
                 return
             self.search.record(trial.idle, result == SURVIVED)
             return
@@ -277,14 +397,25 @@ class Discovery:
             if trial.public is None:
                 self._give_up("the server gives no public address and port (no received, or no "
                               "rport value): nothing to test")
-            elif self.method == METHOD_INBOUND:
-                self.method = METHOD_RPORT  # the server forces rport; try the port itself
+            elif self.method != METHOD_RPORT:
+                self._next_method()
             else:
                 self._give_up("the binding cannot be tested")
             return
         self.failed += 1
         if self.failed >= MAX_FAILED_TRIALS:
             self._give_up(f"the server did not answer in {self.failed} trials")
+
+    def _next_method(self) -> None:
+        """The server forces rport (or does not relay, or the STUN server does not honour
+        RESPONSE-PORT): the next method that may show expiry."""
+        self._verified = False
+        if self.method == METHOD_INBOUND:
+            self.method = METHOD_RELAY
+        elif self.method == METHOD_RELAY and self.stun_server is not None:
+            self.method = METHOD_STUN
+        else:
+            self.method = METHOD_RPORT  # the port itself, behind a random-port NAT
 
     def _give_up(self, why: str) -> None:
         self.error = why

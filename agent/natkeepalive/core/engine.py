@@ -463,6 +463,11 @@ class BindingEngine:
         return first
 
     @property
+    def stun_server(self) -> Address | None:
+        """stun_server's resolved address, or None (none configured, or not resolved yet)."""
+        return self._plan.stun_server
+
+    @property
     def public(self) -> Mapping | None:
         return self.tracker.mapping
 

@@ -513,9 +513,15 @@ class Daemon:
         now = self.clock()
         for data, source in _drain(sock):
             if data[:1] < b"\x04" and is_stun(data):  # a STUN check's answer
-                slot = self.by_call_id.get(data[8:16].hex())
+                prefix = data[8:16].hex()  # a binding's (or trial's) Call-ID prefix
+                slot = self.by_call_id.get(prefix)
                 if slot is not None and slot.engine.receive_stun(data, now, AUX):
                     self._after(slot, [], now)
+                for auto in self.autos.values():
+                    if auto.trial is not None and auto.call_id == prefix:
+                        found_stun: list[ev.Event] = []
+                        auto.receive(data, (source[0], source[1]), now, AUX, found_stun)
+                        self._after_auto(auto, found_stun, now)
                 continue
             try:
                 response = parse_response(data)
