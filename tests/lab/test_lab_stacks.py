@@ -10,7 +10,9 @@ stacks), all runs at once in threads: the faults come one after the other in eve
     outage    the server is stopped until the agent reports `unreachable`, then started again
 
 The agent runs with the default configuration except the timings (interval 6 s, jitter 0,
-timeout 1 s, retry_interval 1 s): in particular its default inbound-check cadence.
+timeout 1 s, retry_interval 1 s): in particular its default inbound-check cadence and
+`check: auto`. A cell `STACK+stun` runs coturn beside the stack, with two listening addresses
+and RFC 5780 on (tests/lab/stun_lab.py), and gives the agent `stun_server`.
 
 EXPECTED says per cell what the agent must log in each fault, and what it must say in its status
 when it cannot prove an expiry. What no cell may ever show: a public address other than the
@@ -33,6 +35,7 @@ import pytest
 
 from tests.lab import netlab, stacks
 from tests.lab.netlab import Lab
+from tests.lab.stun_lab import start_coturn
 from tests.support.agentproc import Agent
 from tests.support.tools import find_tool, require_root, require_tool
 
@@ -69,11 +72,14 @@ class Expect:
     detection: str | None = None
     public: bool = True
     core: bool = False
+    detected: str | None = None  # binding-expired's `detected` in the reboot and timeout
 
 
 CHANGED, EXPIRED = "binding-changed", "binding-expired"
 PROVEN = "inbound-check"
-FORCED = "remap-only: server forces rport"
+STUN_PROVEN = "stun-check"
+# check: auto tried the relayed check too, and had no stun_server to go on with
+FORCED = "remap-only: server forces rport; server does not relay the check; no stun_server"
 NO_RECEIVED = "unsupported: server sends no received and no rport value"
 EXPECTED: dict[tuple[str, str], Expect] = {
     ("kamailio-stock", "preserve"): Expect(None, None, FORCED, core=True),
@@ -92,6 +98,11 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("node-sip", "random"): Expect(CHANGED, CHANGED, FORCED),
     ("perl-net-sip", "preserve"): Expect(None, None, FORCED, core=True),
     ("perl-net-sip", "random"): Expect(CHANGED, CHANGED, FORCED),
+    # Debian's Kamailio forces rport and does not relay: an RFC 5780 STUN server proves it
+    ("kamailio-stock+stun", "preserve"): Expect(EXPIRED, EXPIRED, STUN_PROVEN, core=True,
+                                                detected=STUN_PROVEN),
+    ("kamailio-stock+stun", "random"): Expect(CHANGED, CHANGED, STUN_PROVEN,
+                                              detected=STUN_PROVEN),
 }
 CELLS = sorted(EXPECTED)
 # A check the server would relay from its own address: an OPTIONS sent to the server from another
@@ -210,9 +221,11 @@ def relay_probe(lab: Lab, port: int) -> str:
         shell.close_socket("other")
 
 
-def write_config(lab: Lab, port: int) -> Path:
+def write_config(lab: Lab, port: int, stun_server: str | None = None) -> Path:
     lines = ["log: {target: stderr, level: debug}", "defaults:"]
     lines += [f"  {key}: {json.dumps(value)}" for key, value in SETTINGS.items()]
+    if stun_server is not None:
+        lines.append(f"  stun_server: {stun_server}")
     lines += ["bindings:", "  - name: provider", f"    server: {netlab.SERVER_IP}:{port}",
               f"    source_port: {SOURCE_PORT}"]
     path = Path(lab.tmpdir) / "config.yaml"
@@ -231,16 +244,21 @@ def run_cell(stack: str, nat: str) -> CellRun:
 
 def _run_cell(run: CellRun) -> None:
     expect = EXPECTED[(run.stack, run.nat)]
-    stack, nat = run.stack, run.nat
+    stack, extra = run.stack.partition("+")[::2]
+    nat = run.nat
     with Lab() as lab:
         agent: LabAgent | None = None
         try:
             lab.set_nat(random=nat == "random")
             lab.set_udp_timeouts(*NAT_LONG)
             server = stacks.start_stack(lab, stack)
+            stun_server = None
+            if extra == "stun":
+                coturn = start_coturn(lab)  # two addresses, RFC 5780 on
+                stun_server = f"{lab.server_ip}:{coturn.port}"
             if nat == "preserve":
                 run.relay = relay_probe(lab, server.port)
-            agent = LabAgent(lab, write_config(lab, server.port))
+            agent = LabAgent(lab, write_config(lab, server.port, stun_server))
             run.marks["learn"] = time.monotonic()
             if not agent.wait_after(0, "probe-answered", 10):
                 raise AssertionError("the first keepalive was not answered")
@@ -388,7 +406,10 @@ def matrix(request: pytest.FixtureRequest) -> Iterator[dict[Any, Any]]:
     wanted = sorted(set(wanted))
     with_coturn = any(isinstance(item, pytest.Function) and item.name == "test_coturn_stun_server"
                       for item in request.session.items)
-    for stack in sorted({stack for stack, _ in wanted} | ({"coturn"} if with_coturn else set())):
+    needed = {part for stack, _ in wanted for part in stack.split("+") if part != "stun"}
+    if any(stack.endswith("+stun") for stack, _ in wanted):
+        needed.add("coturn")
+    for stack in sorted(needed | ({"coturn"} if with_coturn else set())):
         for tool in stacks.STACKS[stack][1]:
             require_tool(tool)
         lacking = stacks.missing(stack)
@@ -421,7 +442,8 @@ def test_stack_cell(cell: str, matrix: dict[Any, Any]) -> None:
     assert run.error is None, f"{run.error}\n{context}"
     router = netlab.ROUTER_WAN_IP
     if nat == "preserve":
-        assert run.relay == RELAY[stack], f"a request for the binding: {run.relay}"
+        base = stack.partition("+")[0]
+        assert run.relay == RELAY[base], f"a request for the binding: {run.relay}"
 
     # Nothing invented: every public address the agent states is the router's.
     for _, name, fields in run.events:
@@ -462,6 +484,11 @@ def test_stack_cell(cell: str, matrix: dict[Any, Any]) -> None:
     if expect.detection:
         assert run.status.get("expiry_detection") == expect.detection, \
             f"expiry_detection={run.status.get('expiry_detection')}\n{context}"
+    if expect.detected:  # the method that proved each expiry is named
+        for phase in ("reboot", "timeout"):
+            methods = [f.get("detected") for f in run.during(phase, EXPIRED)]
+            assert methods and set(methods) == {expect.detected}, \
+                f"{phase}: binding-expired detected={methods}\n{context}"
     # Outside the faults the binding stays put: no change or expiry while learning, and none
     # because the server was down (the NAT kept the flow: keepalives went out all along).
     for phase in ("learn", "outage"):

@@ -356,3 +356,15 @@ def test_stun_answer_never_raises(data: bytes) -> None:
 def test_relayed_request_never_raises(data: bytes) -> None:
     request = checks.relayed_request(b"OPTIONS " + data)
     assert request is None or request.method == "OPTIONS"
+
+
+def test_the_first_stun_mapping_is_checked_at_once() -> None:
+    """A reboot soon after start is caught too: the STUN check goes as soon as the first mapping
+    is known (the promotion keepalive, 3 s), not an interval later."""
+    n = mnet(stun_server=Target(*STUN))
+    n.force_rport = True
+    n.run_until(3.5)
+    assert n.engine.expiry_detection == "stun-check"
+    n.reboot()
+    n.run_until(30)  # the next cycle (20 s after the check) and its check's 3-s timeout
+    assert detected(n) == ["stun-check"]

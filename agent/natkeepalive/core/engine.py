@@ -336,8 +336,17 @@ class BindingEngine:
         if answer is None:
             return False
         txid, mapped = answer
-        if channel == BINDING and self._plan.stun_seen(txid, mapped):
-            return True
+        plan = self._plan
+        if channel == BINDING:
+            first = plan.stun_mapped is None
+            if plan.stun_seen(txid, mapped):
+                if first and plan.stun_mapped is not None and not self._proven \
+                        and not self._check_pending and self.next_keepalive is not None:
+                    # the first mapping: check now, so that whether the STUN server proves the
+                    # binding is known within seconds, as for the other methods
+                    self._check_next = True
+                    self._bring_forward(now)
+                return True
         branch = txid.hex()
         tx = self._tx.get(branch)
         if tx is None or (tx.kind != INBOUND and tx.kind != SERVER_UP):
