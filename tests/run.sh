@@ -96,7 +96,7 @@ fi
 streams=(
   "tests/lab/test_lab_scenarios.py tests/lab/test_lab_expiry.py tests/lab/test_lab_harness.py tests/lab/test_lab_prometheus.py"
   "tests/lab/test_lab_lifetime.py tests/reliability/test_lab_faults.py tests/reliability/test_nothing_lost.py"
-  "tests/lab/test_lab_stacks.py tests/lab/test_lab_stun.py"
+  "tests/lab/test_lab_stacks.py tests/lab/test_lab_stun.py tests/lab/test_lab_responder.py tests/lab/test_lab_relay.py"
   "tests/system"
   "tests --ignore=tests/lab --ignore=tests/system --ignore=tests/reliability/test_lab_faults.py --ignore=tests/reliability/test_nothing_lost.py"
 )

@@ -152,7 +152,7 @@ def build_binding_success(transaction_id: bytes, mapped: tuple[str, int], *,
     if other_address is not None:
         attrs += _attribute(OTHER_ADDRESS, _encode_address(other_address, transaction_id))
     if software:
-        attrs += _attribute(SOFTWARE, software.encode("utf-8")[:763])
+        attrs += _attribute(SOFTWARE, software[:127].encode("utf-8"))
     return _message(BINDING_SUCCESS, transaction_id, attrs, fingerprint)
 
 
@@ -161,7 +161,8 @@ def build_binding_error(transaction_id: bytes, code: int, reason: str, *,
     """A Binding error response (RFC 8489 §14.8), with UNKNOWN-ATTRIBUTES for a 420."""
     if not 300 <= code <= 699:
         raise ValueError(f"STUN error code {code} is not in 300-699")
-    value = bytes((0, 0, code // 100, code % 100)) + reason.encode("utf-8")[:127]
+    # RFC 8489 §14.8: fewer than 128 characters (up to 763 bytes), never cut inside one
+    value = bytes((0, 0, code // 100, code % 100)) + reason[:127].encode("utf-8")
     attrs = _attribute(ERROR_CODE, value)
     if unknown:
         attrs += _attribute(UNKNOWN_ATTRIBUTES, b"".join(k.to_bytes(2, "big") for k in unknown))

@@ -51,6 +51,8 @@ mkdir -p "$site" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/etc/nat-ke
 install -m 0755 "$root/packaging/nat-keepalive.launcher" "$stage/usr/bin/nat-keepalive"
 
 cp "$root/packaging/systemd/nat-keepalive.service" "$stage/lib/systemd/system/"
+# The responder's unit: installed, never enabled (docs/responder.md)
+cp "$root/packaging/systemd/nat-keepalive-responder.service" "$stage/lib/systemd/system/"
 # Examples only, never enabled: hooks (executable, copied into place by the admin), alert rules,
 # LuCI graphs
 mkdir -p "$stage/usr/share/nat-keepalive/examples/hooks"
@@ -147,14 +149,17 @@ if [ "$1" = "configure" ]; then
 	if command -v py3compile >/dev/null 2>&1; then
 		py3compile -p nat-keepalive
 	fi
-	if command -v deb-systemd-helper >/dev/null 2>&1; then
-		deb-systemd-helper unmask nat-keepalive.service >/dev/null || true
-		deb-systemd-helper update-state nat-keepalive.service >/dev/null || true
-	fi
+	for unit in nat-keepalive.service nat-keepalive-responder.service; do
+		if command -v deb-systemd-helper >/dev/null 2>&1; then
+			deb-systemd-helper unmask "$unit" >/dev/null || true
+			deb-systemd-helper update-state "$unit" >/dev/null || true
+		fi
+	done
 	if [ -d /run/systemd/system ]; then
 		systemctl --system daemon-reload >/dev/null || true
 		if [ -n "$2" ]; then
-			deb-systemd-invoke try-restart nat-keepalive.service >/dev/null || true
+			deb-systemd-invoke try-restart nat-keepalive.service \
+				nat-keepalive-responder.service >/dev/null || true
 		fi
 	fi
 fi
@@ -167,7 +172,8 @@ cat >"$stage/DEBIAN/prerm" <<'EOF'
 set -e
 
 if [ "$1" = "remove" ] && [ -d /run/systemd/system ]; then
-	deb-systemd-invoke stop nat-keepalive.service >/dev/null || true
+	deb-systemd-invoke stop nat-keepalive.service nat-keepalive-responder.service \
+		>/dev/null || true
 fi
 if command -v py3clean >/dev/null 2>&1; then
 	py3clean -p nat-keepalive
@@ -186,13 +192,15 @@ set -e
 if [ -d /run/systemd/system ]; then
 	systemctl --system daemon-reload >/dev/null || true
 fi
-if [ "$1" = "remove" ] && command -v deb-systemd-helper >/dev/null 2>&1; then
-	deb-systemd-helper mask nat-keepalive.service >/dev/null || true
-fi
-if [ "$1" = "purge" ] && command -v deb-systemd-helper >/dev/null 2>&1; then
-	deb-systemd-helper purge nat-keepalive.service >/dev/null || true
-	deb-systemd-helper unmask nat-keepalive.service >/dev/null || true
-fi
+for unit in nat-keepalive.service nat-keepalive-responder.service; do
+	if [ "$1" = "remove" ] && command -v deb-systemd-helper >/dev/null 2>&1; then
+		deb-systemd-helper mask "$unit" >/dev/null || true
+	fi
+	if [ "$1" = "purge" ] && command -v deb-systemd-helper >/dev/null 2>&1; then
+		deb-systemd-helper purge "$unit" >/dev/null || true
+		deb-systemd-helper unmask "$unit" >/dev/null || true
+	fi
+done
 
 exit 0
 EOF

@@ -8,6 +8,7 @@ against amplification). So a server that honours RESPONSE-PORT needs both change
     server.port, server.addresses        # 3478, ("203.0.113.10", "203.0.113.11")
 
 `rfc5780=False` runs Debian's file as shipped (with two addresses: RFC 5780 stays off).
+`start_responder(lab)` runs the project's own responder there instead (one address).
 `add_server_address()` gives the lab's `wan` host a second address; close() of the Lab removes it
 with the namespace.
 """
@@ -15,12 +16,16 @@ with the namespace.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from typing import Any
 
 from tests.lab.netlab import PREFIXLEN, WAN_IF, Lab, LabError
 from tests.lab.stacks import STUN_PORT, StackServer
 
 SECOND_SERVER_IP = "203.0.113.11"
+AGENT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "agent")
 DEBIAN_CONFIG = "/etc/turnserver.conf"
 
 
@@ -94,5 +99,38 @@ def start_coturn(lab: Lab, *, second_ip: str | None = SECOND_SERVER_IP, rfc5780:
                  **kw: Any) -> CoturnServer:
     """Start coturn in the lab's `wan` namespace; returns once every address answers."""
     server = CoturnServer(lab, second_ip=second_ip, rfc5780=rfc5780, **kw)
+    server.start()
+    return server
+
+
+RESPONDER_PORT = 3478
+
+
+class ResponderServer(StackServer):
+    """The project's own responder (`nat-keepalive responder`) on the lab's server address."""
+
+    def __init__(self, lab: Lab, port: int = RESPONDER_PORT, *extra: str) -> None:
+        self.extra = extra
+        super().__init__(lab, "responder", port)
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "natkeepalive", "responder", "--listen",
+                f"{self.lab.server_ip}:{self.port}", *self.extra]
+
+    def popen_kw(self) -> dict[str, Any]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = AGENT_DIR + os.pathsep + env.get("PYTHONPATH", "")
+        return {"stdin": subprocess.DEVNULL, "env": env}
+
+    def wait_ready(self, timeout: float) -> bool:
+        done = self.lab.python("wan", stun_ping_code(), self.lab.server_ip, str(self.port),
+                               str(timeout), timeout=timeout + 5)
+        return done.returncode == 0
+
+
+def start_responder(lab: Lab, port: int = RESPONDER_PORT, *extra: str) -> ResponderServer:
+    """Start `nat-keepalive responder` in the lab's `wan` namespace on SERVER_IP:port (extra:
+    more command-line options); returns once it answers a STUN Binding request."""
+    server = ResponderServer(lab, port, *extra)
     server.start()
     return server

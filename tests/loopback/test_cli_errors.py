@@ -163,7 +163,8 @@ def test_error_path(case: tuple[list[str], int], world: dict[str, str]) -> None:
 def test_help_lists_every_option_with_what_it_does() -> None:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
-    assert set(subparsers.choices) == {"run", "probe", "discover", "check", "status", "collectd"}
+    assert set(subparsers.choices) == {"run", "probe", "discover", "check", "status", "collectd",
+                                       "responder"}
     for name, sub in subparsers.choices.items():
         text = run_cli(name, "--help").stdout
         assert EXIT_CODES.split(";")[0] in " ".join(text.split()), name

@@ -73,6 +73,7 @@ def test_contents(deb: Path) -> None:
                 and files[p][0].startswith("-")}
     assert packaged == sources
     for path in ("usr/bin/nat-keepalive", "lib/systemd/system/nat-keepalive.service",
+                 "lib/systemd/system/nat-keepalive-responder.service",
                  "usr/share/nat-keepalive/examples/systemd/privileged-port.conf",
                  "etc/nat-keepalive/config.yaml", "usr/share/doc/nat-keepalive/copyright",
                  "usr/share/doc/nat-keepalive/changelog.Debian.gz",
@@ -99,6 +100,7 @@ def test_conffiles_and_maintainer_scripts(deb: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout
     postinst = (control / "postinst").read_text()
     assert "deb-systemd-helper enable" not in postinst, "first install must not start the agent"
+    assert "nat-keepalive-responder.service" in postinst  # registered, never enabled
     assert "py3compile -p nat-keepalive" in postinst
     assert "py3clean -p nat-keepalive" in (control / "prerm").read_text()
 

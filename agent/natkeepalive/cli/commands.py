@@ -1,5 +1,5 @@
-"""Command line: `nat-keepalive run|probe|check|status|discover|collectd` (cli/main.py sends `run`
-through cli/run.py, which calls prepare_run here in a child).
+"""Command line: `nat-keepalive run|probe|check|status|discover|collectd|responder` (cli/main.py
+sends `run` through cli/run.py, which calls prepare_run here in a child).
 
 Exit codes, the same for every subcommand: 0 success; 1 the checked thing failed (unreachable
 target, no status file, a local port already in use, the agent stopped on an error); 2 usage or
@@ -128,7 +128,40 @@ def build_parser() -> argparse.ArgumentParser:
                           help="status file to read (default: the configuration's status_file, "
                                "else /run/nat-keepalive/status.json)")
     collectd.add_argument("--once", action="store_true", help="one set of values, then exit")
+
+    add_responder_parser(sub)
     return parser
+
+
+def add_responder_parser(sub: Any) -> None:
+    responder = sub.add_parser(
+        "responder", help="answer binding checks for agents (run on a public host)",
+        description="Answer STUN Binding requests (honouring RESPONSE-PORT) and SIP OPTIONS "
+                    "(to the Via sent-by port when there is no rport), only ever to the "
+                    "request's source address, rate-limited per source. See docs/responder.md.")
+    responder.add_argument("--listen", action="append", required=True, type=_listen,
+                           metavar="ADDR[:PORT]",
+                           help="address and UDP port to answer on (default port 3478); "
+                                "repeat for more")
+    responder.add_argument("--rate", type=_positive, default=5.0, metavar="N",
+                           help="answers per second per source address (default: 5)")
+    responder.add_argument("--burst", type=_positive, default=10.0, metavar="N",
+                           help="answers a source may get at once (default: 10)")
+    responder.add_argument("--total-rate", type=_positive, default=500.0, metavar="N",
+                           help="answers per second for all sources together (default: 500)")
+    responder.add_argument("--max-sources", type=int, default=4096, metavar="N",
+                           help="source addresses remembered for the rate limit (default: 4096)")
+    responder.add_argument("--stats-interval", type=_positive, default=3600.0, metavar="S",
+                           help="seconds between statistics lines on stderr (default: 3600)")
+
+
+def _listen(text: str) -> tuple[str, int]:
+    from natkeepalive.responder.loop import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _port(text: str) -> int:
@@ -276,8 +309,20 @@ def cmd_collectd(args: argparse.Namespace) -> int:
     return run_collectd(args)
 
 
+def cmd_responder(args: argparse.Namespace) -> int:
+    from natkeepalive.responder.core import ResponderCore
+    from natkeepalive.responder.loop import run
+
+    if args.burst < 1 or args.max_sources < 1:
+        return _fail("nat-keepalive responder: --burst and --max-sources must be at least 1",
+                     EXIT_USAGE)
+    core = ResponderCore(rate=args.rate, burst=args.burst, total_rate=args.total_rate,
+                         max_sources=args.max_sources)
+    return run(args.listen, core, args.stats_interval)
+
+
 COMMANDS = {"run": cmd_run, "check": cmd_check, "status": cmd_status, "probe": cmd_probe,
-            "discover": cmd_discover, "collectd": cmd_collectd}
+            "discover": cmd_discover, "collectd": cmd_collectd, "responder": cmd_responder}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
