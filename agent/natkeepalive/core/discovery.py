@@ -33,6 +33,7 @@ from natkeepalive.core import checks
 from natkeepalive.core.engine import AUX, PROMOTE_DELAY, Address, Datagram
 from natkeepalive.core.transaction import ClientTransaction, TransactionKey
 from natkeepalive.errors import SipParseError
+from natkeepalive.sip.answer import is_relayed_check
 from natkeepalive.sip.message import Response, parse_response
 from natkeepalive.sip.request import OptionsRequest, build_options
 
@@ -197,9 +198,11 @@ class Trial:
         request = checks.relayed_request(data)
         if request is None or request.call_id.rpartition("-")[0] != self.call_id:
             return
-        self._outbox.append(Datagram(TRIAL, checks.answer_ok(request, self.from_tag), source))
+        answer, destination = checks.answer_relayed(request, source, self.from_tag)
+        self._outbox.append(Datagram(TRIAL, answer, destination))
         tx = self._tx
-        if tx is not None and self.phase in (CHECK, VERIFY) and request.cseq == tx.key.cseq:
+        if tx is not None and self.phase in (CHECK, VERIFY) \
+                and is_relayed_check(request, tx.key.call_id, tx.key.cseq):
             self._tx = None
             self._checked(True, now)
 

@@ -50,6 +50,7 @@ from natkeepalive.core.reachability import UNREACHABLE, Reachability
 from natkeepalive.core.tracker import Tracker, format_mapping
 from natkeepalive.core.transaction import T1, ClientTransaction, TransactionKey
 from natkeepalive.errors import SipParseError
+from natkeepalive.sip.answer import is_relayed_check
 from natkeepalive.sip.memo import AnswerFacts, AnswerMemo
 from natkeepalive.sip.message import Response
 from natkeepalive.sip.request import OptionsRequest, OptionsTemplate
@@ -320,9 +321,10 @@ class BindingEngine:
         if request is None or request.call_id.rpartition("-")[0] != self.call_id:
             return False
         # our own request, relayed: answered (again, for a copy) so the proxy stops sending it
-        self.outbox.append(Datagram(BINDING, checks.answer_ok(request, self.from_tag), source))
+        answer, destination = checks.answer_relayed(request, source, self.from_tag)
+        self.outbox.append(Datagram(BINDING, answer, destination))
         for branch, tx in self._tx.items():
-            if tx.kind == INBOUND and tx.key.cseq == request.cseq:
+            if tx.kind == INBOUND and is_relayed_check(request, tx.key.call_id, tx.key.cseq):
                 self._finish(branch)
                 self._check_done("alive", now)
                 break

@@ -110,7 +110,8 @@ class Prober:
                     or request.call_id.rpartition("-")[0] != self.call_id:
                 self.dropped += 1
                 return
-            send_datagram(self.main, checks.answer_ok(request, self.from_tag), source)
+            answer, destination = checks.answer_relayed(request, source, self.from_tag)
+            send_datagram(self.main, answer, destination)
             relayed.append(True)
 
         answer = self._transact(self.local, rport=True, via_aux=True, uri=public,
