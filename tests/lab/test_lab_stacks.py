@@ -12,7 +12,9 @@ stacks), all runs at once in threads: the faults come one after the other in eve
 The agent runs with the default configuration except the timings (interval 6 s, jitter 0,
 timeout 1 s, retry_interval 1 s): in particular its default inbound-check cadence and
 `check: auto`. A cell `STACK+stun` runs coturn beside the stack, with two listening addresses
-and RFC 5780 on (tests/lab/stun_lab.py), and gives the agent `stun_server`.
+and RFC 5780 on (tests/lab/stun_lab.py), and gives the agent `stun_server`; `STACK+responder`
+does the same with the project's own `nat-keepalive responder` (one address). `kamailio-relay`
+is Debian's stock kamailio.cfg with the relay recipe of docs/servers.md (tests/lab/relay_lab.py).
 
 EXPECTED says per cell what the agent must log in each fault, and what it must say in its status
 when it cannot prove an expiry. What no cell may ever show: a public address other than the
@@ -35,7 +37,8 @@ import pytest
 
 from tests.lab import netlab, stacks
 from tests.lab.netlab import Lab
-from tests.lab.stun_lab import start_coturn
+from tests.lab.relay_lab import start_kamailio_recipe
+from tests.lab.stun_lab import start_coturn, start_responder
 from tests.support.agentproc import Agent
 from tests.support.tools import find_tool, require_root, require_tool
 
@@ -78,6 +81,7 @@ class Expect:
 CHANGED, EXPIRED = "binding-changed", "binding-expired"
 PROVEN = "inbound-check"
 STUN_PROVEN = "stun-check"
+RELAY_PROVEN = "relay-check"
 # check: auto tried the relayed check too, and had no stun_server to go on with
 FORCED = "remap-only: server forces rport; server does not relay the check; no stun_server"
 NO_RECEIVED = "unsupported: server sends no received and no rport value"
@@ -103,6 +107,12 @@ EXPECTED: dict[tuple[str, str], Expect] = {
                                                 detected=STUN_PROVEN),
     ("kamailio-stock+stun", "random"): Expect(CHANGED, CHANGED, STUN_PROVEN,
                                               detected=STUN_PROVEN),
+    ("kamailio-stock+responder", "preserve"): Expect(EXPIRED, EXPIRED, STUN_PROVEN, core=True,
+                                                     detected=STUN_PROVEN),
+    # forces rport too, but relays an OPTIONS for the sender's own public address
+    ("kamailio-relay", "preserve"): Expect(EXPIRED, EXPIRED, RELAY_PROVEN, core=True,
+                                           detected=RELAY_PROVEN),
+    ("kamailio-relay", "random"): Expect(CHANGED, CHANGED, RELAY_PROVEN, detected=RELAY_PROVEN),
 }
 CELLS = sorted(EXPECTED)
 # A check the server would relay from its own address: an OPTIONS sent to the server from another
@@ -114,6 +124,7 @@ RELAY: dict[str, str] = {
     "kamailio-sentby": "200 to the sender", "ejabberd": "403 to the sender",
     "baresip": "404 to the sender", "linphone": "200 to the sender", "sipp": "200 to the sender",
     "node-sip": "200 to the sender", "perl-net-sip": "200 to the sender",
+    "kamailio-relay": "relayed",  # the recipe: relayed to the sender's own address
 }
 
 
@@ -251,11 +262,17 @@ def _run_cell(run: CellRun) -> None:
         try:
             lab.set_nat(random=nat == "random")
             lab.set_udp_timeouts(*NAT_LONG)
-            server = stacks.start_stack(lab, stack)
+            if stack == "kamailio-relay":
+                server: stacks.StackServer = start_kamailio_recipe(lab, relay=True)
+            else:
+                server = stacks.start_stack(lab, stack)
             stun_server = None
             if extra == "stun":
                 coturn = start_coturn(lab)  # two addresses, RFC 5780 on
                 stun_server = f"{lab.server_ip}:{coturn.port}"
+            elif extra == "responder":
+                responder = start_responder(lab)
+                stun_server = f"{lab.server_ip}:{responder.port}"
             if nat == "preserve":
                 run.relay = relay_probe(lab, server.port)
             agent = LabAgent(lab, write_config(lab, server.port, stun_server))
@@ -406,7 +423,9 @@ def matrix(request: pytest.FixtureRequest) -> Iterator[dict[Any, Any]]:
     wanted = sorted(set(wanted))
     with_coturn = any(isinstance(item, pytest.Function) and item.name == "test_coturn_stun_server"
                       for item in request.session.items)
-    needed = {part for stack, _ in wanted for part in stack.split("+") if part != "stun"}
+    needed = {"kamailio-stock" if part == "kamailio-relay" else part
+              for stack, _ in wanted for part in stack.split("+")
+              if part not in ("stun", "responder")}
     if any(stack.endswith("+stun") for stack, _ in wanted):
         needed.add("coturn")
     for stack in sorted(needed | ({"coturn"} if with_coturn else set())):
