@@ -163,11 +163,6 @@ class CheckPlan:
     def note(self) -> str:
         return "; ".join(self.notes)
 
-    @property
-    def stun_on(self) -> bool:
-        """Whether keepalives take a STUN Binding request along."""
-        return self.method == STUN and self.stun_server is not None
-
     def stun_seen(self, txid: bytes, mapped: Address | None) -> bool:
         """A STUN answer on the BINDING socket: whether it answers the last keepalive's request
         (then its mapped address is the binding's mapping toward the STUN server)."""

@@ -555,7 +555,7 @@ class BindingEngine:
     def _send_keepalive(self, now: float, draw: float | None = None) -> None:
         self._since_check += 1
         self._send_probe(KEEPALIVE, now)
-        if self._plan.stun_on:
+        if self._plan.method == STUN:
             self._send_stun_keepalive()
         self.last_keepalive_at = now
         base = self._base()
@@ -662,7 +662,8 @@ class BindingEngine:
         which keeps the mapping toward the STUN server and tells its port (not a transaction:
         a lost one is made up by the next)."""
         plan = self._plan
-        assert plan.stun_server is not None
+        if plan.stun_server is None:  # not resolved (yet)
+            return
         if plan.stun_txid:
             plan.stun_unanswered += 1
             if plan.stun_unanswered >= checks.STUN_UNANSWERED and plan.stun_mapped is None:
