@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from natkeepalive import events as ev
@@ -368,3 +368,43 @@ def test_the_first_stun_mapping_is_checked_at_once() -> None:
     n.reboot()
     n.run_until(30)  # the next cycle (20 s after the check) and its check's 3-s timeout
     assert detected(n) == ["stun-check"]
+
+
+CONFIGS = {
+    "sent-by": ({}, {}),
+    "relay": ({}, {"force_rport": True, "relays": True}),
+    "stun": ({"stun_server": Target(*STUN)}, {"force_rport": True}),
+    "stun-no-5780": ({"stun_server": Target(*STUN)}, {"force_rport": True, "rfc5780": False}),
+    "remap-only": ({}, {"force_rport": True}),
+}
+FAULTS = ("reboot", "sip-down", "sip-up", "stun-down", "stun-up", "wait")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(sorted(CONFIGS)),
+       st.lists(st.tuples(st.sampled_from(FAULTS), st.floats(0.5, 45.0)), max_size=10))
+def test_no_false_expiry_whatever_the_faults(config: str,
+                                             steps: list[tuple[str, float]]) -> None:
+    """Whatever the method and the order of NAT reboots and SIP or STUN server outages: never
+    more expiries than reboots, each naming a method, and at most one unsupported report."""
+    settings_, knobs = CONFIGS[config]
+    n = mnet(**settings_)
+    for name, value in knobs.items():
+        setattr(n, name, value)
+    n.run_until(5.0)
+    reboots = 0
+    for fault, wait in steps:
+        if fault == "reboot":
+            n.reboot()
+            reboots += 1
+        elif fault in ("sip-down", "sip-up"):
+            n.sip_down = fault == "sip-down"
+        elif fault in ("stun-down", "stun-up"):
+            n.stun_down = fault == "stun-down"
+        n.run_until(n.now + wait)
+    n.sip_down = n.stun_down = False
+    n.run_until(n.now + 60.0)
+    found = detected(n)
+    assert len(found) <= reboots, (found, steps)
+    assert set(found) <= {"inbound-check", "relay-check", "stun-check", "remap"}
+    assert n.names().count("inbound-check-unsupported") <= 1
