@@ -54,7 +54,7 @@ NAT_SHORT = (4, 4)    # below it: every idle cycle expires
 OBSERVE = 2 * INTERVAL + 3
 # When something is to be reported: within two cycles (one to notice, one for a check's answer).
 REPORT_WITHIN = 2 * INTERVAL + 4
-WORKERS = int(os.environ.get("NK_STACK_WORKERS", "9"))
+WORKERS = int(os.environ.get("NK_STACK_WORKERS", "11"))  # 21 cells and coturn: two waves
 
 Fields = dict[str, Optional[str]]
 
