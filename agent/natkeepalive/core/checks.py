@@ -34,13 +34,22 @@ from __future__ import annotations
 
 from natkeepalive.config.model import Target
 from natkeepalive.errors import SipParseError, StunParseError, TargetError
-from natkeepalive.sip.answer import answer_destination, build_answer, parse_request
-from natkeepalive.sip.message import Request
-from natkeepalive.stun import build_binding_request, is_stun, parse_binding_response
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
+    from natkeepalive.sip.message import Request
+
     Address = tuple[str, int]
+
+# The STUN codec and the request answerer are imported when a method first needs them: a binding
+# whose server answers the sent-by check (the usual case) never loads them (about 0.1 MB).
+STUN_COOKIE = b"\x21\x12\xa4\x42"  # RFC 8489 §5, bytes 4-7 of every STUN message
+
+
+def looks_like_stun(data: bytes) -> bool:
+    """RFC 7983: the first byte below 4 and the magic cookie (cheaper than natkeepalive.stun's
+    is_stun, which would import the codec)."""
+    return len(data) >= 20 and data[0] < 4 and data[4:8] == STUN_COOKIE
 
 SENT_BY, RELAY, STUN = "sent-by", "relay", "stun"
 AUTO, OFF = "auto", "off"
@@ -87,14 +96,18 @@ def stun_txid(call_id: str, cseq: int) -> bytes:
 
 def stun_request(txid: bytes, response_port: int | None = None) -> bytes:
     """A Binding request; with RESPONSE-PORT (RFC 5780 §7.5) for the check."""
+    from natkeepalive.stun import build_binding_request
+
     return build_binding_request(txid, response_port=response_port)
 
 
 def stun_answer(data: bytes) -> tuple[bytes, Address | None] | None:
     """(transaction id, mapped address, None for an error answer) of a Binding answer, or None
     for anything else."""
-    if not is_stun(data):
+    if not looks_like_stun(data):
         return None
+    from natkeepalive.stun import parse_binding_response
+
     try:
         answer = parse_binding_response(data)
     except StunParseError:
@@ -108,6 +121,8 @@ def relayed_request(data: bytes) -> Request | None:
     """The datagram as an OPTIONS request that can be answered, or None."""
     if not data.startswith(b"OPTIONS "):
         return None
+    from natkeepalive.sip.answer import parse_request
+
     try:
         request = parse_request(data)
     except SipParseError:
@@ -118,6 +133,8 @@ def relayed_request(data: bytes) -> Request | None:
 def answer_relayed(request: Request, source: Address, to_tag: str) -> tuple[bytes, Address]:
     """200 OK to a relayed check (RFC 3261 §8.2.6) and where it goes (to the source address
     only): the proxy then stops retransmitting it."""
+    from natkeepalive.sip.answer import answer_destination, build_answer
+
     return build_answer(request, source, to_tag=to_tag), answer_destination(request, source)
 
 

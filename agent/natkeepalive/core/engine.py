@@ -50,7 +50,6 @@ from natkeepalive.core.reachability import UNREACHABLE, Reachability
 from natkeepalive.core.tracker import Tracker, format_mapping
 from natkeepalive.core.transaction import T1, ClientTransaction, TransactionKey
 from natkeepalive.errors import SipParseError
-from natkeepalive.sip.answer import is_relayed_check
 from natkeepalive.sip.memo import AnswerFacts, AnswerMemo
 from natkeepalive.sip.message import Response
 from natkeepalive.sip.request import OptionsRequest, OptionsTemplate
@@ -324,7 +323,8 @@ class BindingEngine:
         answer, destination = checks.answer_relayed(request, source, self.from_tag)
         self.outbox.append(Datagram(BINDING, answer, destination))
         for branch, tx in self._tx.items():
-            if tx.kind == INBOUND and is_relayed_check(request, tx.key.call_id, tx.key.cseq):
+            if tx.kind == INBOUND and request.call_id == tx.key.call_id \
+                    and request.cseq == tx.key.cseq:
                 self._finish(branch)
                 self._check_done("alive", now)
                 break

@@ -30,6 +30,7 @@ import time
 from natkeepalive import __version__
 from natkeepalive import events as ev
 from natkeepalive.config.model import Config
+from natkeepalive.core.checks import looks_like_stun
 from natkeepalive.core.engine import AUX, BINDING, Address, jitter_draw
 from natkeepalive.core.reachability import UNREACHABLE
 from natkeepalive.core.tracker import format_mapping
@@ -44,7 +45,6 @@ from natkeepalive.runtime.slot import Slot
 from natkeepalive.runtime.sockets import Resolver, family_of, send_datagram, wildcard
 from natkeepalive.runtime.status import iso_utc, write_status
 from natkeepalive.sip.message import parse_response
-from natkeepalive.stun import is_stun
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
@@ -512,7 +512,7 @@ class Daemon:
     def _read_aux(self, sock: socket.socket) -> None:
         now = self.clock()
         for data, source in _drain(sock):
-            if data[:1] < b"\x04" and is_stun(data):  # a STUN check's answer
+            if looks_like_stun(data):  # a STUN check's answer
                 prefix = data[8:16].hex()  # a binding's (or trial's) Call-ID prefix
                 slot = self.by_call_id.get(prefix)
                 if slot is not None and slot.engine.receive_stun(data, now, AUX):
