@@ -340,7 +340,8 @@ def test_stun_request_and_answer_round_trip() -> None:
     txid = checks.stun_txid("0123456789abcdef", 7)
     assert txid == bytes.fromhex("0123456789abcdef00000007")
     request = checks.stun_request(txid, 40000)
-    assert len(request) == 28 and response_port(request) == 40000 and checks.looks_like_stun(request)
+    assert len(request) == 28 and response_port(request) == 40000
+    assert checks.looks_like_stun(request)
     assert checks.stun_answer(stun_reply(request, ("203.0.113.1", 40000))) == \
         (txid, ("203.0.113.1", 40000))
     assert checks.stun_answer(request) is None  # a request is not an answer
