@@ -41,16 +41,6 @@ if TYPE_CHECKING:
 
     Address = tuple[str, int]
 
-# The STUN codec and the request answerer are imported when a method first needs them: a binding
-# whose server answers the sent-by check (the usual case) never loads them (about 0.1 MB).
-STUN_COOKIE = b"\x21\x12\xa4\x42"  # RFC 8489 §5, bytes 4-7 of every STUN message
-
-
-def looks_like_stun(data: bytes) -> bool:
-    """RFC 7983: the first byte below 4 and the magic cookie (cheaper than natkeepalive.stun's
-    is_stun, which would import the codec)."""
-    return len(data) >= 20 and data[0] < 4 and data[4:8] == STUN_COOKIE
-
 SENT_BY, RELAY, STUN = "sent-by", "relay", "stun"
 AUTO, OFF = "auto", "off"
 CHECK_CHOICES = (AUTO, SENT_BY, RELAY, STUN, OFF)
@@ -70,6 +60,17 @@ REMEDY = ("expiry on a port-preserving NAT cannot be seen, only a remap to anoth
 # STUN Binding requests sent from the BINDING socket without any answer before the STUN server
 # is taken as silent (no check can go without a mapped port)
 STUN_UNANSWERED = 3
+
+# The STUN codec and the request answerer are imported when a method first needs them: a binding
+# whose server answers the sent-by check (the usual case) never loads them.
+STUN_COOKIE = b"\x21\x12\xa4\x42"  # RFC 8489 §5, bytes 4-7 of every STUN message
+
+
+def looks_like_stun(data: bytes) -> bool:
+    """RFC 7983: the first byte below 4 and the magic cookie (cheaper than natkeepalive.stun's
+    is_stun, which would import the codec)."""
+    return len(data) >= 20 and data[0] < 4 and data[4:8] == STUN_COOKIE
+
 
 def parse_stun_server(text: str) -> Target:
     """stun_server's host[:port], [v6addr]:port or stun:host[:port] (RFC 7064); port 3478 when
