@@ -24,15 +24,16 @@ def measure(bindings: int, writes: int) -> dict[str, float]:
     from natkeepalive.config.loader import parse_config
     from natkeepalive.runtime import daemon as daemon_module
     from natkeepalive.runtime import slot as slot_module
+    from natkeepalive.runtime import sockets as sockets_module
     from natkeepalive.runtime.logsink import Sink
     from tests.bench.hotpath import SERVER, Clock, FakePoller, FakeSocket, Net
 
     net, clock = Net(), Clock()
     aux = FakeSocket(net, 0)
-    saved = (slot_module.open_udp, daemon_module.Poller, daemon_module.Daemon._aux_socket)
+    saved = (slot_module.open_udp, daemon_module.Poller, sockets_module.AuxSockets.open)
     slot_module.open_udp = lambda address, port, label: FakeSocket(net, port)  # type: ignore
     daemon_module.Poller = lambda: FakePoller(net, clock)  # type: ignore
-    daemon_module.Daemon._aux_socket = lambda self, family: aux  # type: ignore
+    sockets_module.AuxSockets.open = lambda self, family: aux  # type: ignore
 
     class QuietSink(Sink):
         def _deliver(self, severity: int, text: str) -> None:
@@ -71,7 +72,7 @@ def measure(bindings: int, writes: int) -> dict[str, float]:
         finally:
             daemon.shutdown("done")
     finally:
-        slot_module.open_udp, daemon_module.Poller, daemon_module.Daemon._aux_socket = saved
+        slot_module.open_udp, daemon_module.Poller, sockets_module.AuxSockets.open = saved
         shutil.rmtree(folder, ignore_errors=True)
     return {"status_and_metrics_ms": both * 1e3, "metrics_ms": alone * 1e3,
             "status_ms": (both - alone) * 1e3, "metrics_bytes": float(size),

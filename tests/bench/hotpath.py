@@ -146,25 +146,27 @@ def measure(bindings: int, seconds: float, split: bool = False, profile: bool = 
             inbound_check: int | None = None) -> dict[str, float]:
     """µs of CPU per answered keepalive (key "total") and, with `split`, per part."""
     from natkeepalive.config.loader import parse_config
+    from natkeepalive.core import answers as answers_module
     from natkeepalive.core import engine as engine_module
     from natkeepalive.runtime import daemon as daemon_module
     from natkeepalive.runtime import slot as slot_module
+    from natkeepalive.runtime import sockets as sockets_module
     from natkeepalive.runtime.logsink import Sink
     from natkeepalive.sip import memo as memo_module
 
     net, clock = Net(), Clock()
     aux = FakeSocket(net, 0)
-    saved = (slot_module.open_udp, daemon_module.Poller, daemon_module.Daemon._aux_socket)
+    saved = (slot_module.open_udp, daemon_module.Poller, sockets_module.AuxSockets.open)
     slot_module.open_udp = lambda address, port, label: FakeSocket(net, port)  # type: ignore
     daemon_module.Poller = lambda: FakePoller(net, clock)  # type: ignore
-    daemon_module.Daemon._aux_socket = lambda self, family: aux  # type: ignore
+    sockets_module.AuxSockets.open = lambda self, family: aux  # type: ignore
     parts: dict[str, float] = collections.defaultdict(float)
     wrapped: list[tuple[Any, str, Any]] = []
     try:
         if split:
             for owner, name, label in (
                     (memo_module.AnswerMemo, "read", "parse"),  # the engine's way in
-                    (engine_module.BindingEngine, "_receive", "engine: answer"),
+                    (answers_module, "receive", "engine: answer"),
                     (engine_module.BindingEngine, "handle_timer", "engine: timer"),
                     (daemon_module.Daemon, "_after", "daemon: _after"),
                     (daemon_module.Daemon, "_refresh", "daemon: _refresh")):
@@ -209,7 +211,7 @@ def measure(bindings: int, seconds: float, split: bool = False, profile: bool = 
             daemon.shutdown("done")
             shutil.rmtree(folder, ignore_errors=True)
     finally:
-        slot_module.open_udp, daemon_module.Poller, daemon_module.Daemon._aux_socket = saved
+        slot_module.open_udp, daemon_module.Poller, sockets_module.AuxSockets.open = saved
         for owner, name, original in wrapped:
             setattr(owner, name, original)
     if answered <= 0:

@@ -167,7 +167,7 @@ def snapshot(engine: BindingEngine) -> dict[str, Any]:
         "tx": sorted((b, tx.state, tx.transmissions, tx.due()) for b, tx in engine._tx.items()),
         "next_keepalive": engine.next_keepalive, "cseq": engine.cseq,
         "deadline": engine.next_deadline(), "unsupported": sorted(engine.inbound_unsupported),
-        "check_pending": engine._check_pending, "suspect": engine._suspect_idle,
+        "phase": engine.phase, "suspect": engine._suspect_idle,
     }
 
 

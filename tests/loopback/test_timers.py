@@ -1,5 +1,5 @@
 """The daemon's timers in-process (real sockets, real clock) against the real UDP SIP responder on
-127.0.0.1: a retransmission's deadline waits in its own queue (Daemon.later) and still goes on
+127.0.0.1: a retransmission's deadline waits in its own queue (Timers.later) and still goes on
 time, and an answered keepalive's retransmission never costs the timer heap anything."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from natkeepalive.config.loader import parse_config
-from natkeepalive.runtime import daemon as daemon_module
+from natkeepalive.runtime import timers as timers_module
 from natkeepalive.runtime.daemon import Daemon
 from natkeepalive.runtime.logsink import ListSink
 from tests.loopback.test_daemon import free_port
@@ -64,24 +64,20 @@ def test_answered_keepalives_leave_nothing_in_the_heap(tmp_path: Path, responder
     later than T1 on a loaded machine) joins the heap, and is allowed for."""
     pushed: list[str] = []
     sizes: list[int] = []
-    real_push = daemon_module.heapq.heappush
+    real_push = timers_module.heappush
 
-    class CountingHeapq:
-        heappop = staticmethod(daemon_module.heapq.heappop)
+    def heappush(heap: list[tuple[float, int, object]], entry: tuple[float, int, object]) -> None:
+        pushed.append(str(entry[2]))
+        real_push(heap, entry)
+        sizes.append(len(heap))
 
-        @staticmethod
-        def heappush(heap: list[tuple[float, int, str]], entry: tuple[float, int, str]) -> None:
-            pushed.append(entry[2])
-            real_push(heap, entry)
-            sizes.append(len(heap))
-
-    monkeypatch.setattr(daemon_module, "heapq", CountingHeapq)
+    monkeypatch.setattr(timers_module, "heappush", heappush)
     daemon = make_daemon(tmp_path, responder, 5)
     try:
         run_for(daemon, 3.0)
         sent = sum(slot.engine.probes_sent for slot in daemon.slots.values())
         answered = sum(slot.engine.responses for slot in daemon.slots.values())
-        queued = len(daemon.later)
+        queued = len(daemon.timers.later)
     finally:
         daemon.shutdown("done")
     retransmitted = max(0, len(responder.requests) - sent)

@@ -33,7 +33,7 @@ def lab_agent(lab: Lab, config: Path, netwatch: float = 2.0, log_from_config: bo
     """netwatch: the daemon's NETWATCH_EVERY; log_from_config: log where the file says, not to
     stderr (stderr then only has what the syslog sink could not deliver)."""
     ip = find_tool("ip") or "/usr/sbin/ip"
-    env = {"NK_TEST_SET": f"natkeepalive.runtime.daemon.NETWATCH_EVERY={netwatch}"}
+    env = {"NK_TEST_SET": f"natkeepalive.runtime.housekeeping.NETWATCH_EVERY={netwatch}"}
     if log_from_config:
         env["NK_TEST_LOG_FROM_CONFIG"] = "1"
     return Agent(config, Path(lab.tmpdir) / "status.json",

@@ -52,7 +52,7 @@ def test_flood_keeps_schedule_reachability_memory_and_a_quiet_log(tmp_path: Path
             "bindings:", "  - name: provider",
             f"    server: {responder.address[0]}:{responder.address[1]}",
             f"    source_port: {port}", ""]))
-        env = {"NK_TEST_SET": f"natkeepalive.runtime.daemon.DROP_REPORT_EVERY={REPORT_EVERY}"}
+        env = {"NK_TEST_SET": f"natkeepalive.runtime.housekeeping.DROP_REPORT_EVERY={REPORT_EVERY}"}
         with Agent(config, tmp_path / "status.json", prefix=(sys.executable,
                    str(HERE / "agentwrap.py")), env=env) as agent:
             agent.wait_for("reachable")

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings, Target
 from natkeepalive.core import checks
-from natkeepalive.core.engine import AUX, BINDING, UNPROVEN_CHECKS, Datagram
+from natkeepalive.core.cycle import UNPROVEN_CHECKS
+from natkeepalive.core.engine import AUX, BINDING, Datagram
+from natkeepalive.core.methods import set_stun_server
 from natkeepalive.sip.message import Request, Response, parse_message
 from tests.support.fakenet import SERVER, FakeNet, Sent
 
@@ -59,7 +61,7 @@ class MethodNet(FakeNet):
         self.relayed: list[bytes] = []  # relayed requests delivered into the binding
         self.answers_to_relay: list[bytes] = []  # what the agent answered them
         if self.settings.stun_server is not None:
-            self.engine.set_stun_server(STUN)
+            set_stun_server(self.engine, STUN)
 
     def reboot(self) -> None:
         self.binding_alive = False

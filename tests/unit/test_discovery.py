@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from natkeepalive.core import discovery as d
 from natkeepalive.core.discovery import (
     METHOD_INBOUND,
     METHOD_RELAY,
@@ -15,6 +16,34 @@ from natkeepalive.core.discovery import (
     recommended_interval,
 )
 from tests.support.natsim import STUN_SERVER, NatSim, run_discovery
+from tests.support.sipfake import answer
+
+
+def test_trial_table_is_total() -> None:
+    """Every (phase, outcome) of a trial has a row or is explicitly impossible, never both."""
+    pairs = {(phase, outcome) for phase in d.PHASES for outcome in d.OUTCOMES}
+    assert set(d.TRIAL_TABLE) | set(d.TRIAL_IMPOSSIBLE) == pairs
+    assert not set(d.TRIAL_TABLE) & set(d.TRIAL_IMPOSSIBLE)
+    results = {d.SURVIVED, d.EXPIRED, d.FAILED, d.UNSUPPORTED}
+    for target, action in d.TRIAL_TABLE.values():
+        assert target in d.PHASES
+        # a trial ends exactly when its row names a result
+        assert (target == d.DONE) == (action in results)
+
+
+def test_an_answer_on_the_wrong_socket_does_not_stall_a_trial() -> None:
+    """An answer to the trial socket's request that arrives on the AUX socket (forged with the
+    server's address) is not its answer: the transaction keeps waiting for the real one."""
+    server, local, public = ("192.0.2.10", 5060), ("10.0.0.2", 40000), ("203.0.113.1", 40000)
+    trial = d.Trial(5.0, d.METHOD_INBOUND, server, local, "example.org", 5060, 0.0,
+                    bytes, timeout=3.0)
+    [first] = trial.datagrams_to_send()
+    assert first.channel == d.TRIAL
+    forged = answer(first.payload, public)
+    trial.receive_datagram(forged, server, 0.1, d.AUX)
+    assert trial.phase == d.ESTABLISH and trial.next_deadline() is not None
+    trial.receive_datagram(forged, server, 0.2, d.TRIAL)  # the same answer where it belongs
+    assert trial.phase == d.SETTLE and trial.public == public
 
 
 @pytest.mark.parametrize("lifetime", [7.0, 30.0, 60.0, 120.0, 180.0, 300.0])

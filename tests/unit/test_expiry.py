@@ -10,8 +10,8 @@ import pytest
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
-from natkeepalive.core import engine as engine_module
-from natkeepalive.core.engine import AUX, BINDING, UNPROVEN_CHECKS, Datagram
+from natkeepalive.core.cycle import CHECKING, NO_CHECK_ANSWER, UNPROVEN_CHECKS
+from natkeepalive.core.engine import AUX, BINDING, Datagram
 from natkeepalive.runtime.probe import Answer
 from natkeepalive.sip.message import Request, parse_message
 from tests.support.fakenet import LOCAL, SERVER, FakeNet
@@ -223,10 +223,10 @@ def test_a_crlf_keepalive_proves_a_pending_check_alive() -> None:
     n = nat(interval=20.0)
     n.run_until(10)
     n.check_answers = False
-    while not n.engine._check_pending:
+    while n.engine.phase not in CHECKING:
         n.step()
     n.inject(b"\r\n\r\n", SERVER)
-    assert not n.engine._check_pending and n.engine.inbound_result == "alive"
+    assert n.engine.phase not in CHECKING and n.engine.inbound_result == "alive"
     assert n.sent[-1].channel == BINDING  # the keepalive went at once
     n.run_until(n.now + 5)
     assert "binding-expired" not in n.names()
@@ -383,13 +383,13 @@ def test_a_server_that_never_answers_the_check_gives_no_false_expiry() -> None:
     assert "binding-expired" not in n.names()
     unsupported = n.of(ev.InboundCheckUnsupported)
     assert len(unsupported) == 1
-    assert unsupported[0].reason == engine_module.NO_CHECK_ANSWER  # type: ignore[attr-defined]
+    assert unsupported[0].reason == NO_CHECK_ANSWER
     checks = {s.request.cseq for s in n.sent if s.channel == AUX and not s.kind_rport}
     assert len(checks) == UNPROVEN_CHECKS
     # each went with a server-up probe (answered), so its silence was the check's own
     assert len({s.request.cseq for s in n.sent if s.channel == AUX and s.kind_rport}) == \
         UNPROVEN_CHECKS
-    assert n.engine.expiry_detection == f"remap-only: {engine_module.NO_CHECK_ANSWER}"
+    assert n.engine.expiry_detection == f"remap-only: {NO_CHECK_ANSWER}"
 
 
 def test_a_check_answered_at_once_costs_no_server_up_probe() -> None:
@@ -406,7 +406,7 @@ def test_a_server_restart_within_a_check_is_not_an_expiry() -> None:
     for seed in range(1, 30):
         n = Nat(settings=ProbeSettings(), seed=seed)
         n.run_until(40)
-        while not n.engine._check_pending:
+        while n.engine.phase not in CHECKING:
             n.step()
         n.silent = True
         n.run_until(n.now + 2.0)
@@ -459,3 +459,17 @@ def test_probe_tells_no_address_from_no_port_from_a_guess_that_failed() -> None:
     # a port the server wrote: silence, then an answered keepalive, is an expiry
     assert _inbound(prober, "203.0.113.1", 40000, False) == "expired"  # type: ignore[arg-type]
     assert prober.keepalives == 1
+
+
+def test_every_slow_check_sends_its_own_server_up_probe() -> None:
+    """A check answered after its first retransmission (a 0.7-s round trip) ends before the
+    server-up probe sent with that copy is answered: the late answer proves nothing about the
+    next check, which sends its own probe with its own first copy."""
+    n = nat(timeout=3.0)
+    n.rtt = 0.7
+    n.run_until(200)
+    checks = {s.request.cseq for s in n.sent if s.channel == AUX and not s.kind_rport}
+    probes = {s.request.cseq for s in n.sent if s.channel == AUX and s.kind_rport}
+    assert len(checks) >= 5
+    assert len(probes) == len(checks)
+    assert n.engine.inbound_result == "alive" and n.of(ev.BindingExpired) == []

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from natkeepalive.errors import LocalProtocolError
 from natkeepalive.record import replace
-from natkeepalive.sip import OptionsRequest, Request, build_options, parse_message
+from natkeepalive.sip import OptionsRequest, Request, build_options, options_template, parse_message
 
 TYPICAL = OptionsRequest(
     uri_host="sip.example.net",
@@ -165,3 +165,20 @@ def test_branch_and_cseq_are_checked_on_every_render(branch: str, cseq: int) -> 
     assert allowed
     assert data == GOLDEN.replace(b"z9hG4bK0123456789abcdef", branch.encode()).replace(
         b"CSeq: 1 ", f"CSeq: {cseq} ".encode())
+
+
+@pytest.mark.parametrize("uri_port", [5060, 5080])
+@pytest.mark.parametrize("rport", [True, False])
+def test_the_factory_numbers_the_call_id_and_omits_the_default_port(uri_port: int,
+                                                                   rport: bool) -> None:
+    """The engine, discovery and the probe make their requests with options_template: the
+    same bytes as build_options with the Call-ID "<prefix>-<CSeq>" and no port 5060 in the URI."""
+    template = options_template(uri_host="sip.example.net", uri_port=uri_port,
+                                via_host="192.168.77.2", via_port=5062, call_id="0123456789abcdef",
+                                from_tag="89abcdef", rport=rport)
+    for cseq in (1, 42):
+        expected = build_options(replace(
+            TYPICAL, uri_port=None if uri_port == 5060 else uri_port, cseq=cseq, rport=rport,
+            call_id=f"0123456789abcdef-{cseq}"))
+        assert template.render(TYPICAL.branch, cseq) == expected
+    assert (b":5080" in expected) == (uri_port == 5080)

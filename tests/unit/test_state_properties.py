@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
+from natkeepalive.core import cycle as c
 from natkeepalive.core import reachability as r
 from natkeepalive.core import tracker as t
 from tests.support.fakenet import FakeNet
@@ -16,6 +17,20 @@ from tests.support.fakenet import FakeNet
 def test_reachability_table_is_total() -> None:
     assert set(r.TRANSITIONS) == {(s, i) for s in r.STATES for i in r.INPUTS}
     assert all(target in r.STATES for target, _ in r.TRANSITIONS.values())
+
+
+def test_cycle_table_is_total() -> None:
+    """Every (phase, outcome) has a row or is explicitly impossible, never both."""
+    pairs = {(phase, outcome) for phase in c.PHASES for outcome in c.OUTCOMES}
+    assert set(c.TABLE) | set(c.IMPOSSIBLE) == pairs
+    assert not set(c.TABLE) & set(c.IMPOSSIBLE)
+    assert all(target in c.PHASES for target, _ in c.TABLE.values())
+    # every check end sends the keepalive the check held back, so it leaves the check phases
+    for (phase, outcome), (target, _) in c.TABLE.items():
+        if phase in c.CHECKING and outcome in (c.ALIVE, c.CRLF, c.FORCED, c.SILENT):
+            assert target not in c.CHECKING
+        if outcome in (c.DUE_CHECK, c.DUE_GUESS):
+            assert target in c.CHECKING
 
 
 def test_tracker_table_targets_are_states() -> None:
@@ -96,6 +111,10 @@ def test_engine_random_faults_keep_a_valid_state(steps: list[tuple[str, float]],
             net.status = 503 if net.status == 200 else 200
         net.run_until(net.now + duration)
         engine = net.engine
+        assert engine.phase in c.PHASES
+        # the phase says a check is out exactly when its transaction is
+        assert (engine.phase in c.CHECKING) == any(
+            tx.kind == c.INBOUND for tx in engine._tx.values())
         assert engine.reach.state in r.STATES
         assert engine.tracker.state in t.STATES
         deadline = engine.next_deadline()
@@ -132,7 +151,7 @@ def test_keepalives_offered_early_keep_every_wait_within_the_jitter(
         assert deadline is not None
         wake = net.now + fraction * (deadline - net.now)
         net.run_until(wake)  # answers in flight arrive first
-        net.engine.handle_timer(net.now, early, draw)
+        net.engine.handle_timer(net.now, early=early, draw=draw)
         net._deliver_outgoing()
     net.run_until(net.now + 0.5)
     times = net.keepalive_times()[1:]  # after the promoting keepalive

@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from natkeepalive import __version__
+from natkeepalive.cli import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_USAGE
 from natkeepalive.errors import ConfigError, PortInUseError, SocketSetupError, TargetError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from natkeepalive.config.model import Config
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
 EXIT_CODES = (
     "exit codes: 0 success; 1 the checked thing failed (unreachable target, no status file, a "
     "local port already in use); 2 usage or configuration error; 3 (status) the agent is not "
@@ -207,7 +207,7 @@ def prepare_run(argv: Sequence[str]) -> tuple[str | None, str | None, Config]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """In-process `run`, for when fork() is impossible (cli/run.py)."""
-    from natkeepalive.cli.run import start_daemon
+    from natkeepalive.cli.start import start_daemon
     from natkeepalive.config import config_path, load_config
 
     config = load_config(config_path(args.config, os.environ))

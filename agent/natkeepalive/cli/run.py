@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import marshal
 
+from natkeepalive.cli.start import start_daemon
 from natkeepalive.config.plain import from_plain, to_plain
-from natkeepalive.errors import BindPermissionError, ConfigError, NatKeepaliveError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from natkeepalive.config.model import Config
-
-EXIT_FAILED, EXIT_CONFIG = 1, 2
 
 
 def _prepare(argv: list[str]) -> bytes:
@@ -39,24 +33,3 @@ def main_run(argv: list[str]) -> int:
     config = from_plain(plain)
     del data, plain  # this frame lasts as long as the daemon: keep only the model
     return start_daemon(config, log, status_file)
-
-
-def start_daemon(config: Config, log: str | None, status_file: str | None) -> int:
-    from natkeepalive.runtime.daemon import Daemon
-    from natkeepalive.runtime.logsink import make_sink, write_fatal
-
-    sink = make_sink(config.log, log)
-    daemon = Daemon(config, sink, status_file)
-    try:
-        return daemon.run()
-    except ConfigError as exc:  # the file names a user that is gone: fix the file, no restart
-        sink.close()
-        write_fatal(str(exc))
-        return EXIT_CONFIG
-    except NatKeepaliveError as exc:
-        sink.close()
-        write_fatal(str(exc))
-        # a port the service may not bind is fixed in its configuration, not by restarting it
-        return EXIT_CONFIG if isinstance(exc, BindPermissionError) else EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130

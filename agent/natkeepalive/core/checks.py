@@ -49,6 +49,7 @@ DETECTED = {SENT_BY: "inbound-check", RELAY: "relay-check", STUN: "stun-check"}
 STUN_PORT = 3478
 
 FORCES_RPORT = "server forces rport"
+NO_CHECK_ANSWER = "server does not answer the check"
 NO_RELAY = "server does not relay the check"
 NO_STUN_SERVER = "no stun_server"
 STUN_IGNORES_PORT = "STUN server does not honour RESPONSE-PORT (RFC 5780 needs two addresses)"

@@ -11,15 +11,23 @@ Rules:
   stun_server), the daemon's methods (core/checks.py), for servers that force rport: the check
   goes from the AUX socket (an OPTIONS whose Request-URI is the public address:port; a STUN
   Binding request with RESPONSE-PORT = the trial socket's mapped port toward the STUN server,
-  which the trial socket learns with a Binding request beside each of its keepalives). It
-  arriving on the trial socket means the binding survived. The first trial of these methods
-  verifies the method first, right after the promotion (when the binding is surely alive): a
+  which the trial socket learns with a Binding request beside each of its two establishing
+  keepalives). It arriving on the trial socket means the binding survived. The first trial of a
+  method verifies it first (VERIFY, right after the promotion, while the binding surely lives): a
   server that does not relay, or a STUN server that ignores RESPONSE-PORT, ends it "unsupported"
-  instead of making every silence an expiry. Silence after the idle time needs a confirmation
-  (a keepalive for relay, a Binding request from the trial socket for stun) answered: expired.
+  instead of making every silence an expiry. Silence after the idle time needs a confirmation (a
+  keepalive for relay, a Binding request from the trial socket for stun) answered: expired.
 - Test by rport (METHOD_RPORT, for servers that force rport, behind a random-port NAT): a keepalive
   after the idle time; the same public port means it survived, another port means it expired.
 - Methods in order: inbound-check; then relay-check; stun-check with a stun_server; rport.
+- A trial's phases move by TRIAL_TABLE: (phase, outcome) -> (next phase, action); the pairs that
+  cannot happen are in TRIAL_IMPOSSIBLE with why (tests/unit test that both cover every pair).
+  Outcomes: WAKE (a wait ended), TEST_CHECK / TEST_RPORT / UNTESTABLE (the idle time ended, by
+  the trial's method, or no public mapping was learnt to aim at or compare with), VERIFY_CHECK
+  (the method is to be verified before the idle time: the wait after the promotion was 0),
+  ANSWER and MOVED (a final answer on the trial socket showing the learnt mapping, or another;
+  for the relayed check its arrival, for the STUN check its answer), AUX_ANSWER (a final answer
+  on the AUX socket), SILENCE (the transaction timed out).
 - The search grows the idle time (doubling from `start`) until a trial expires or `max_idle` is
   reached, then bisects until hi - lo <= max(resolution_min, resolution * lo). `lo` is the largest
   idle that survived, `hi` the smallest that expired; the lifetime lies between them.
@@ -30,12 +38,11 @@ from __future__ import annotations
 import binascii
 
 from natkeepalive.core import checks
-from natkeepalive.core.engine import AUX, PROMOTE_DELAY, Address, Datagram
 from natkeepalive.core.transaction import ClientTransaction, TransactionKey
+from natkeepalive.core.wire import AUX, PROMOTE_DELAY, Address, Datagram
 from natkeepalive.errors import SipParseError
-from natkeepalive.sip.answer import is_relayed_check
 from natkeepalive.sip.message import Response, parse_response
-from natkeepalive.sip.request import OptionsRequest, build_options
+from natkeepalive.sip.request import options_template
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
@@ -49,9 +56,70 @@ METHOD_INBOUND, METHOD_RPORT = "inbound-check", "rport"
 METHOD_RELAY, METHOD_STUN = "relay-check", "stun-check"
 SURVIVED, EXPIRED, FAILED, UNSUPPORTED = "survived", "expired", "failed", "unsupported"
 
-# trial phases
-ESTABLISH, SETTLE, PROMOTE, VERIFY, IDLE, CHECK, CONFIRM, DONE = (
-    "establish", "settle", "promote", "verify", "idle", "check", "confirm", "done")
+# trial phases; CONFIRM follows a silent check, RETEST is the rport method's keepalive
+# (VERIFY: a relay or stun method's check before its first idle time)
+ESTABLISH, SETTLE, PROMOTE, IDLE, VERIFY, CHECK, CONFIRM, RETEST, DONE = (
+    "establish", "settle", "promote", "idle", "verify", "check", "confirm", "retest", "done")
+PHASES = (ESTABLISH, SETTLE, PROMOTE, IDLE, VERIFY, CHECK, CONFIRM, RETEST, DONE)
+WAKE, TEST_CHECK, TEST_RPORT, UNTESTABLE = "wake", "test-check", "test-rport", "untestable"
+VERIFY_CHECK = "verify-check"
+ANSWER, MOVED, AUX_ANSWER, SILENCE = "answer", "moved", "aux-answer", "silence"
+OUTCOMES = (WAKE, TEST_CHECK, TEST_RPORT, UNTESTABLE, VERIFY_CHECK, ANSWER, MOVED, AUX_ANSWER,
+            SILENCE)
+# actions: send from the trial socket (with rport) or the AUX one (the check), wait, learn the
+# mapping and wait, or end the trial with its result
+SEND, SEND_CHECK, WAIT_IDLE, LEARN = "send", "send-check", "wait-idle", "learn"
+
+TRIAL_TABLE: dict[tuple[str, str], tuple[str, str]] = {
+    (ESTABLISH, ANSWER): (SETTLE, LEARN),
+    (ESTABLISH, MOVED): (SETTLE, LEARN),
+    (ESTABLISH, SILENCE): (DONE, FAILED),
+    (SETTLE, WAKE): (PROMOTE, SEND),
+    (PROMOTE, ANSWER): (IDLE, WAIT_IDLE),
+    (PROMOTE, MOVED): (IDLE, WAIT_IDLE),
+    (PROMOTE, SILENCE): (DONE, FAILED),
+    (IDLE, TEST_CHECK): (CHECK, SEND_CHECK),
+    (IDLE, TEST_RPORT): (RETEST, SEND),
+    (IDLE, UNTESTABLE): (DONE, UNSUPPORTED),
+    (IDLE, VERIFY_CHECK): (VERIFY, SEND_CHECK),
+    (VERIFY, ANSWER): (IDLE, WAIT_IDLE),  # the method works: now the idle time
+    (VERIFY, MOVED): (IDLE, WAIT_IDLE),
+    (VERIFY, AUX_ANSWER): (DONE, UNSUPPORTED),
+    (VERIFY, SILENCE): (DONE, UNSUPPORTED),  # not even a live binding is reached
+    (CHECK, ANSWER): (DONE, SURVIVED),
+    (CHECK, MOVED): (DONE, SURVIVED),
+    (CHECK, AUX_ANSWER): (DONE, UNSUPPORTED),
+    (CHECK, SILENCE): (CONFIRM, SEND),  # silence alone proves nothing: is the server there?
+    (CONFIRM, ANSWER): (DONE, EXPIRED),
+    (CONFIRM, MOVED): (DONE, EXPIRED),
+    (CONFIRM, SILENCE): (DONE, FAILED),
+    (RETEST, ANSWER): (DONE, SURVIVED),
+    (RETEST, MOVED): (DONE, EXPIRED),
+    (RETEST, SILENCE): (DONE, FAILED),
+}
+_NO_TX = "no request is out in this phase"
+_TX_OUT = "a request is out: the trial waits for its answer or its timeout, not a wake-up"
+_ONLY_IDLE = "only the end of the idle time tests the binding"
+_NOT_ITS_SOCKET = ("the request went from the trial socket: an answer on the AUX socket is not "
+                   "its answer and is dropped before it reaches the transaction")
+TRIAL_IMPOSSIBLE: dict[tuple[str, str], str] = {}
+for _phase in PHASES:
+    for _outcome in OUTCOMES:
+        if (_phase, _outcome) in TRIAL_TABLE:
+            continue
+        if _phase == DONE:
+            TRIAL_IMPOSSIBLE[(_phase, _outcome)] = "a finished trial takes no input"
+        elif (_phase, _outcome) == (IDLE, WAKE):
+            TRIAL_IMPOSSIBLE[(_phase, _outcome)] = "the idle time ends as a test or UNTESTABLE"
+        elif _outcome in (TEST_CHECK, TEST_RPORT, UNTESTABLE, VERIFY_CHECK) and _phase != IDLE:
+            TRIAL_IMPOSSIBLE[(_phase, _outcome)] = _ONLY_IDLE
+        elif _phase in (SETTLE, IDLE):
+            TRIAL_IMPOSSIBLE[(_phase, _outcome)] = _NO_TX
+        elif _outcome == WAKE:
+            TRIAL_IMPOSSIBLE[(_phase, _outcome)] = _TX_OUT
+        elif _outcome == AUX_ANSWER:
+            TRIAL_IMPOSSIBLE[(_phase, _outcome)] = _NOT_ITS_SOCKET
+del _phase, _outcome
 
 
 @dataclass(frozen=True)
@@ -107,7 +175,9 @@ class Trial:
                  stun_server: Address | None = None, verify: bool = False) -> None:
         self.idle = idle
         self.stun_server = stun_server
-        self.verify = verify  # check the method once before the idle time (see the rules)
+        # verify the method before the idle time (relay and stun only: see the rules)
+        self.verify = verify and method in (METHOD_RELAY, METHOD_STUN)
+        self._verify_pending = self.verify
         self.stun_mapped: Address | None = None  # the trial socket's mapping toward it
         self._dest = server  # where the transaction out goes
         self.method = method
@@ -150,18 +220,25 @@ class Trial:
             again = tx.on_timer(now)
             if again is not None:
                 channel = AUX if self.phase in (CHECK, VERIFY) else TRIAL
+                if self.phase == CONFIRM and self.method == METHOD_STUN:
+                    channel = TRIAL
                 self._outbox.append(Datagram(channel, again, self._dest))
             elif tx.done:
                 self._tx = None
-                self._silence(now)
+                self._step(SILENCE, now)
             return
         if self._wake is not None and now >= self._wake:
             self._wake = None
-            if self.phase == SETTLE:
-                self.phase = PROMOTE
-                self._send(now, rport=True)
-            elif self.phase == IDLE:
-                self._test(now)
+            if self.phase == IDLE:
+                if self.public is None:  # the server ignores rport: no port to aim at or compare
+                    self._step(UNTESTABLE, now)
+                elif self._verify_pending:
+                    self._verify_pending = False
+                    self._step(VERIFY_CHECK, now)
+                else:
+                    self._step(TEST_RPORT if self.method == METHOD_RPORT else TEST_CHECK, now)
+            else:
+                self._step(WAKE, now)
 
     def receive_datagram(self, data: bytes, source: Address, now: float, channel: str) -> None:
         if self.stun_server is not None and source == self.stun_server:
@@ -183,15 +260,11 @@ class Trial:
         tx = self._tx
         if tx is not None and txid.hex() == tx.key.branch:
             final, _rtt = tx.on_response(200, now)
-            if not final:
-                return
-            self._tx = None
-            if self.phase == CONFIRM:
-                self._finish(EXPIRED)  # the STUN server is there; the binding was not
-            else:
-                self._checked(channel == TRIAL, now)
+            if final:
+                self._tx = None
+                self._step(ANSWER if channel == TRIAL else AUX_ANSWER, now)
         elif channel == TRIAL and mapped is not None:
-            self.stun_mapped = mapped  # a Binding request beside a keepalive
+            self.stun_mapped = mapped  # a Binding request beside an establishing keepalive
 
     def _relayed(self, data: bytes, source: Address, now: float) -> None:
         """Our relayed check, arrived on the trial socket: answered 200, and the binding lives."""
@@ -201,29 +274,20 @@ class Trial:
         answer, destination = checks.answer_relayed(request, source, self.from_tag)
         self._outbox.append(Datagram(TRIAL, answer, destination))
         tx = self._tx
-        if tx is not None and self.phase in (CHECK, VERIFY) \
-                and is_relayed_check(request, tx.key.call_id, tx.key.cseq):
+        if tx is not None and self.phase in (CHECK, VERIFY) and request.call_id == \
+                tx.key.call_id and request.cseq == tx.key.cseq:
             self._tx = None
-            self._checked(True, now)
-
-    def _checked(self, alive: bool, now: float) -> None:
-        """The check (or the verification) was answered: on the trial socket when `alive`."""
-        if self.phase == VERIFY:
-            if alive:
-                self.phase = IDLE
-                self.last_answer = now
-                self._wake = now + self.idle
-            else:
-                self._finish(UNSUPPORTED)
-        else:
-            self._finish(SURVIVED if alive else UNSUPPORTED)
+            self._step(ANSWER, now)
 
     def receive_response(self, response: Response, source: Address, now: float,
                          channel: str) -> None:
         tx = self._tx
         if tx is None or source != self.server or response.top_via.branch != tx.key.branch \
-                or response.call_id != tx.key.call_id or response.cseq != tx.key.cseq:
-            return
+                or response.call_id != tx.key.call_id or response.cseq != tx.key.cseq \
+                or (channel != TRIAL and self.phase not in (CHECK, VERIFY)) \
+                or (channel == TRIAL and self.phase in (CHECK, VERIFY)
+                    and self.method == METHOD_RELAY):
+            return  # (a relayed check proves the binding by arriving, not by an answer)
         final, _rtt = tx.on_response(response.status, now)
         if not final:
             return
@@ -232,85 +296,33 @@ class Trial:
         # no `received` and no rport value: the public address is unknown (the sent-by host is
         # only what we wrote); an rport value without `received`: no other address was seen
         seen = (via.received or (via.host if via.rport is not None else None), via.rport)
-        if self.phase in (CHECK, VERIFY):
-            if self.method == METHOD_RELAY and channel == TRIAL:
-                return  # the relayed check proves nothing by an answer, only by arriving
-            self._checked(channel == TRIAL and self.method != METHOD_RELAY, now)
-            return
         if channel != TRIAL:
+            self._step(AUX_ANSWER, now)
             return
         self.last_answer = now
-        if self.phase == ESTABLISH:
-            self.public = None if seen[0] is None or seen[1] is None else (seen[0], seen[1])
-            self.phase = SETTLE
-            self._wake = now + PROMOTE_DELAY
-        elif self.phase == PROMOTE:
-            if self.verify and self.method in (METHOD_RELAY, METHOD_STUN):
-                self.phase = VERIFY
-                self._send_check(now)
-                return
-            self.phase = IDLE
-            self._wake = now + self.idle
-        elif self.phase == CONFIRM:
-            if self.method in (METHOD_INBOUND, METHOD_RELAY):
-                self._finish(EXPIRED)
-            else:
-                same = self.public is not None and seen == self.public
-                self._finish(SURVIVED if same else EXPIRED)
+        self._step(ANSWER if self.public is not None and seen == self.public else MOVED, now,
+                   seen)
 
     # ------------------------------------------------------------------ steps
 
-    def _test(self, now: float) -> None:
-        if self.public is None:  # the server ignores rport: no port to aim at or compare
-            self._finish(UNSUPPORTED)
-        elif self.method in (METHOD_RELAY, METHOD_STUN):
-            self.phase = CHECK
+    def _step(self, outcome: str, now: float,
+              seen: tuple[str | None, int | None] | None = None) -> None:
+        self.phase, action = TRIAL_TABLE[(self.phase, outcome)]
+        if action == SEND_CHECK and self.method in (METHOD_RELAY, METHOD_STUN):
             self._send_check(now)
-        elif self.method == METHOD_INBOUND:
-            self.phase = CHECK
-            self._send(now, rport=False)
+        elif action == SEND and self.phase == CONFIRM and self.method == METHOD_STUN:
+            self._send_stun(now, None, TRIAL)  # is the STUN server there?
+        elif action in (SEND, SEND_CHECK):
+            self._send(now, rport=action == SEND)
+        elif action == LEARN:
+            assert seen is not None
+            self.public = None if seen[0] is None or seen[1] is None else (seen[0], seen[1])
+            self._wake = now + PROMOTE_DELAY
+        elif action == WAIT_IDLE:
+            self._wake = now + (0.0 if self._verify_pending else self.idle)
         else:
-            self.phase = CONFIRM
-            self._send(now, rport=True)
-
-    def _silence(self, now: float) -> None:
-        if self.phase == VERIFY:  # the method does not reach this binding even when alive
-            self._finish(UNSUPPORTED)
-        elif self.phase == CHECK:  # silence alone proves nothing: is the server there?
-            self.phase = CONFIRM
-            if self.method == METHOD_STUN:
-                self._send_stun(now, None, TRIAL)
-            else:
-                self._send(now, rport=True)
-        else:
-            self._finish(FAILED)
-
-    def _send_check(self, now: float) -> None:
-        if self.method == METHOD_STUN:
-            if self.stun_mapped is None:  # the STUN server never answered the trial socket
-                self._finish(UNSUPPORTED)
-                return
-            self._send_stun(now, self.stun_mapped[1], AUX)
-            return
-        if self.public is None:  # no public address:port to relay to
-            self._finish(UNSUPPORTED)
-            return
-        self._send(now, rport=True, uri=self.public, channel=AUX)
-
-    def _send_stun(self, now: float, response_port: int | None, channel: str) -> None:
-        """A Binding request as this trial's transaction (the check, or the confirmation)."""
-        assert self.stun_server is not None
-        self.cseq += 1
-        txid = checks.stun_txid(self.call_id, self.cseq)
-        payload = checks.stun_request(txid, response_port)
-        self._tx = ClientTransaction(TransactionKey(txid.hex(), "", self.cseq), payload,
-                                     "discovery", now, self.timeout)
-        self._dest = self.stun_server
-        self._outbox.append(Datagram(channel, payload, self.stun_server))
-
-    def _finish(self, result: str) -> None:
-        self.phase = DONE
-        self.result = result
+            assert self.phase == DONE
+            self.result = action
 
     def _send(self, now: float, rport: bool, uri: Address | None = None,
               channel: str | None = None) -> None:
@@ -324,12 +336,10 @@ class Trial:
         else:
             assert self.public is not None
             via = self.public
-        uri_host, uri_port = (self.uri_host, None if self.uri_port == 5060 else self.uri_port) \
-            if uri is None else uri
-        payload = build_options(OptionsRequest(
-            uri_host=uri_host, uri_port=uri_port,
-            via_host=via[0], via_port=via[1], branch=branch, call_id=call_id,
-            from_tag=self.from_tag, cseq=self.cseq, rport=rport))
+        uri_host, uri_port = (self.uri_host, self.uri_port) if uri is None else uri
+        payload = options_template(
+            uri_host=uri_host, uri_port=uri_port, via_host=via[0], via_port=via[1],
+            call_id=self.call_id, from_tag=self.from_tag, rport=rport).render(branch, self.cseq)
         self._tx = ClientTransaction(TransactionKey(branch, call_id, self.cseq), payload,
                                      "discovery", now, self.timeout)
         self._dest = self.server
@@ -341,6 +351,33 @@ class Trial:
             # the mapping toward the STUN server, made and promoted with the binding's own
             txid = checks.stun_txid(self.call_id, self.cseq)
             self._outbox.append(Datagram(TRIAL, checks.stun_request(txid), self.stun_server))
+
+    def _send_check(self, now: float) -> None:
+        """The relayed or the STUN check, from the AUX socket (VERIFY or CHECK)."""
+        if self.method == METHOD_STUN:
+            if self.stun_mapped is None:  # the STUN server never answered the trial socket
+                self._give_up_trial(now)
+                return
+            self._send_stun(now, self.stun_mapped[1], AUX)
+            return
+        assert self.public is not None  # IDLE ends as UNTESTABLE without one
+        self._send(now, rport=True, uri=self.public, channel=AUX)
+
+    def _give_up_trial(self, now: float) -> None:
+        """The method cannot test this binding: the check's silence, at once."""
+        self._tx = None
+        self._step(SILENCE if self.phase == VERIFY else AUX_ANSWER, now)
+
+    def _send_stun(self, now: float, response_port: int | None, channel: str) -> None:
+        """A Binding request as this trial's transaction (the check, or the confirmation)."""
+        assert self.stun_server is not None
+        self.cseq += 1
+        txid = checks.stun_txid(self.call_id, self.cseq)
+        payload = checks.stun_request(txid, response_port)
+        self._tx = ClientTransaction(TransactionKey(txid.hex(), "", self.cseq), payload,
+                                     "discovery", now, self.timeout)
+        self._dest = self.stun_server
+        self._outbox.append(Datagram(channel, payload, self.stun_server))
 
 
 MAX_FAILED_TRIALS = 3

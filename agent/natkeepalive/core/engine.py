@@ -2,24 +2,16 @@
 deadline out (the shape of aioquic's connection). The runtime owns sockets, clocks and randomness.
 
 Rules:
-- A cycle starts when a keepalive is due. When an inbound check is due too (every
+- A cycle starts when a keepalive is due; when an inbound check is due too (every
   `inbound_check` keepalives, or at once after a trigger; the public address and port known, the
-  server not known to force rport) the cycle first sends the check from the AUX socket, then the
-  keepalive when the check ends: the check runs when the binding has been idle longest, and
-  before the keepalive that would silently re-create a lost binding on a port-preserving NAT.
+  server not known to force rport or to ignore the check) the cycle first sends the check from the
+  AUX socket, then the keepalive when the check ends: the check runs when the binding has been
+  idle longest, and before the keepalive that would silently re-create a lost binding on a
+  port-preserving NAT. The cycle's phases and the table that moves them are in core/cycle.py.
 - Triggers, each making the next cycle start with a check: a keepalive that timed out (a silence:
   the NAT may have rebooted; the server's comeback after an outage is then checked first), an
   interface event or SIGUSR2 (keepalive_now), and a bare `rport` (the port is then guessed to be
   the local one and the check proves it, or not).
-- The check's answer on the BINDING socket proves the binding alive (and that the server can
-  prove it); on the AUX socket it proves the server forces rport (reported once with what would
-  help, never tried again for that server). Silence after all retransmissions makes the binding
-  suspect only if the SERVER_UP probe sent with the check's copies (from its first
-  retransmission on) was answered; then the keepalive that follows must be answered too before
-  `binding-expired detected=inbound-check` is reported (else the server is simply down), and
-  only once a check was answered on the BINDING socket since the flow began: a server that never
-  answers the check (it ignores a sent-by that is not the source) is given up after
-  UNPROVEN_CHECKS, and reported.
 - Every request has a Call-ID of its own (RFC 3261 §8.1.1.4): the binding's random prefix and
   the CSeq number. A CRLF or double-CRLF datagram from the server on the BINDING socket is a
   keepalive, not a malformed answer (RFC 5626 §3.5.1; linphone sends them): it proves inbound
@@ -44,77 +36,69 @@ from __future__ import annotations
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
-from natkeepalive.core import checks
-from natkeepalive.core.checks import DETECTED, RELAY, SENT_BY, STUN, CheckPlan
+from natkeepalive.core import answers, methods
+from natkeepalive.core import cycle as c
+from natkeepalive.core.checks import RELAY, STUN, CheckPlan
+from natkeepalive.core.cycle import (
+    CHECKING,
+    CONFIRM,
+    DUE_CHECK,
+    DUE_GUESS,
+    DUE_KEEPALIVE,
+    INBOUND,
+    KEEPALIVE,
+    SEND_CHECK,
+    SEND_KEEPALIVE,
+    SENT_BY,
+    SERVER_UP,
+    TABLE,
+)
 from natkeepalive.core.reachability import UNREACHABLE, Reachability
-from natkeepalive.core.tracker import Tracker, format_mapping
+from natkeepalive.core.tracker import Tracker
 from natkeepalive.core.transaction import T1, ClientTransaction, TransactionKey
+from natkeepalive.core.wire import (
+    AUX,
+    BINDING,
+    BRANCH_BYTES,
+    PROMOTE_DELAY,
+    Address,
+    Datagram,
+    jitter_draw,
+)
 from natkeepalive.errors import SipParseError
 from natkeepalive.sip.memo import AnswerFacts, AnswerMemo
 from natkeepalive.sip.message import Response
-from natkeepalive.sip.request import OptionsRequest, OptionsTemplate
+from natkeepalive.sip.request import OptionsTemplate, options_template
 from natkeepalive.sip.target import format_hostport
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
-    from dataclasses import dataclass
     from typing import Callable
 
     from natkeepalive.core.tracker import Mapping
 
     RandomBytes = Callable[[int], bytes]
-else:
-    from natkeepalive.record import dataclass
 
-Address = tuple[str, int]
+__all__ = ["AUX", "BINDING", "BRANCH_BYTES", "CONFIRM", "INBOUND", "KEEPALIVE", "PROMOTE_DELAY",
+           "SERVER_UP", "Address", "BindingEngine", "Datagram", "jitter_draw"]
 
-BINDING, AUX = "binding", "aux"
-KEEPALIVE, CONFIRM, INBOUND = "keepalive", "confirm", "inbound"
-# An OPTIONS from the AUX socket with rport, sent with a check's first retransmission and then
-# with each of its copies: its answer (to the AUX socket's own mapping) tells that the server was
-# up when a copy of the check went, so that the check's silence means the binding is lost, not
-# that the server was down. A check answered at once (the usual case) costs none.
-SERVER_UP = "server-up"
-# Linux conntrack promotes a UDP flow to its stream timeout only after > 2 s of two-way traffic
-PROMOTE_DELAY = 3.0
 # How early a keepalive whose wait was not drawn (the first, the promoting one, one brought
 # forward) may go when the loop is awake anyway: 1 % of its interval, at most EARLY_CAP, is
-# harmless against any NAT timeout and lets one wake-up serve several bindings. A drawn wait may
-# end anywhere the jitter allows. Wake-ups were most of the CPU per keepalive.
+# harmless against any NAT timeout and lets one wake-up serve several bindings: wake-ups, not
+# the keepalives themselves, are most of an idle agent's CPU. A drawn wait may end anywhere the
+# jitter allows.
 KEEPALIVE_EARLY = 0.01
 EARLY_CAP = 0.05
-BRANCH_BYTES = 10  # 80 random bits
-# checks left unanswered (each followed by an answered keepalive) before a check was ever answered
-# on the binding: the server ignores them, and silence would only ever mean a false expiry
-UNPROVEN_CHECKS = 3
-# expiry_detection (status): how an expiry on a port-preserving NAT would be seen
-DETECT_CHECK, DETECT_PENDING, DETECT_OFF = "inbound-check", "pending", "off (inbound_check: 0)"
-FORCES_RPORT = checks.FORCES_RPORT
-NO_CHECK_ANSWER = "server does not answer the check"
-REMEDY = checks.REMEDY
 RECENT_DONE = 8
 # A finished branch's mark: 16 bits of its hash, and a 17th set so that no mark is 0 (empty)
 _MARK_BITS = 17
 _MARK_MASK = (1 << _MARK_BITS) - 1
 _RECENT_MASK = (1 << (RECENT_DONE * _MARK_BITS)) - 1
 TEMPLATES_KEPT = 4
-BRANCH_PLACEHOLDER = "z9hG4bK-"  # a template's own request is never sent
-
-
-@dataclass(frozen=True)
-class Datagram:
-    channel: str  # BINDING or AUX
-    payload: bytes
-    destination: Address
 
 
 def _hex(random_bytes: RandomBytes, n: int) -> str:
     return random_bytes(n).hex()
-
-
-def jitter_draw(random_bytes: RandomBytes) -> float:
-    """A draw in [0, 1) for a jittered wait, from 56 random bits."""
-    return int.from_bytes(random_bytes(7), "big") / float(1 << 56)
 
 
 def _mark(branch: str) -> int:
@@ -124,17 +108,16 @@ def _mark(branch: str) -> int:
 class BindingEngine:
     """The keepalive, inbound check, mapping and reachability logic of one binding."""
 
-    # One engine per binding: slots instead of a __dict__ save about 1.6 KB each.
+    # One engine per binding, kept for the agent's life: slots, not a __dict__ per engine.
     __slots__ = (
-        "_answers", "_check_guess", "_check_next", "_check_pending",
-        "_cycle_expired", "_guess", "_keepalive_template", "_newest_outcome", "_plan", "_promote",
-        "_proven", "_random", "_recent_done", "_send_failing", "_server_up", "_since_check",
+        "_answers", "_check_next", "_guess", "_keepalive_template", "_newest_outcome", "_plan",
+        "_promote", "_proven", "_random", "_recent_done", "_send_failing", "_since_check",
         "_suspect_idle", "_templates", "_tx", "_unproven", "call_id", "crlf_received", "cseq",
         "debug_events", "detection_note", "dropped", "duplicates", "flow_timer", "from_tag",
         "inbound_result", "inbound_unsupported", "interval", "jitter", "keepalive_from",
         "last_inbound_at", "last_keepalive_at", "last_response_at", "last_rtt_ms", "last_status",
-        "local", "name", "next_keepalive", "outbox", "probes_sent", "queued_events", "reach",
-        "responses", "server", "settings", "timeouts", "tracker", "uri_host", "uri_port",
+        "local", "name", "next_keepalive", "outbox", "phase", "probes_sent", "queued_events",
+        "reach", "responses", "server", "settings", "timeouts", "tracker", "uri_host", "uri_port",
     )
 
     def __init__(self, name: str, settings: ProbeSettings, random_bytes: RandomBytes,
@@ -160,9 +143,8 @@ class BindingEngine:
         # the keepalives' template for the current flow (set_flow clears it): saves _template's
         # key and lookup on every keepalive
         self._keepalive_template: OptionsTemplate | None = None
-        # the marks of the last RECENT_DONE finished branches, packed in one int: a binding keeps
-        # them for life, and eight branch strings cost 600 bytes, eight hash() ints in a list
-        # 410, this int 44 (a collision, 1 in 8192, only miscounts `duplicates`, a counter)
+        # the marks of the last RECENT_DONE finished branches, packed in one int, the smallest
+        # form a binding can keep for life (a collision, 1 in 8192, only miscounts `duplicates`)
         self._recent_done = 0
         # What datagrams_to_send() and events() hand over; the runtime may look whether they
         # are empty (most answers leave both so) before asking for them.
@@ -174,23 +156,20 @@ class BindingEngine:
         self.last_response_at: float | None = None
         self._promote = True
         self._since_check = 0
-        self._check_pending = False  # a check is out; the keepalive waits for it
-        self._suspect_idle: float | None = None  # the check went unanswered
-        self._cycle_expired = False
+        self.phase = c.IDLE  # where the keepalive cycle stands (core/cycle.py)
+        self._suspect_idle = 0.0  # SUSPECT: how long the binding was idle when the check went
         # a trigger: the next cycle that can starts with a check; at first too, so that whether
         # the server can prove an expiry is known at once, not `inbound_check` cycles later
         self._check_next = True
-        self._check_guess = False  # the check out tests a guessed port (a bare rport)
-        self._server_up: bool | None = None  # the SERVER_UP probe: None (none), False, True
         self._guess = ""  # "", "pending", "confirmed", "failed": the bare rport's port guess
         self._proven = False  # a check was answered on the binding since the flow began
         self._unproven = 0  # checks unanswered while not _proven
         self.detection_note: str | None = None  # why expiry cannot be proven, once known
         self.crlf_received = 0
         self.last_inbound_at: float | None = None
-        # servers found to force rport; an empty set costs 216 bytes per binding, so a tuple
+        # servers found to force rport: a tuple, as an empty set is larger and it holds one
         self.inbound_unsupported: tuple[Address, ...] = ()
-        # which check method is in use and what the others found (core/checks.py)
+        # which check method is in use, and what the others found (core/checks.py)
         self._plan = CheckPlan(settings.check, settings.stun_server is not None)
         self._send_failing = False
         # probe-sent and probe-answered (debug) for every probe: the daemon turns them off when
@@ -224,11 +203,8 @@ class BindingEngine:
         if old_server is not None and old_server != server:
             self.queued_events.append(ev.ServerChanged(
                 self.name, format_hostport(*old_server), server_text))
-            # what the methods found holds for the server they were tried against
-            self._plan = CheckPlan(self.settings.check, self.settings.stun_server is not None,
-                                   self._plan.stun_server)
-            if self.detection_note is not None:
-                self.detection_note = None
+            self._plan = methods.new_plan(self)  # what the methods found was this server's
+            self.detection_note = None
         if old_local is not None and old_local[0] != local[0]:
             self.queued_events.append(ev.LocalAddressChanged(self.name, old_local[0], local[0]))
         if old_server == server and old_local is not None and old_local[0] == local[0]:
@@ -236,33 +212,28 @@ class BindingEngine:
         self._new_flow(server_text)
         self._schedule(now)
 
-    def set_stun_server(self, address: Address | None) -> None:
-        """The STUN server's resolved address (stun_server), or None while unknown."""
-        plan = self._plan
-        if address != plan.stun_server:
-            plan.stun_server = address
-            plan.stun_mapped = None
-
     def _new_flow(self, server_text: str) -> None:
         self._abort_all()
         self.tracker.reset(server_text)
         self._promote = True
         self._since_check = 0
-        self._suspect_idle = None
         self.last_response_at = None
         self._guess = ""
         self._proven = False
         self._unproven = 0
         self._check_next = True
         self._plan.stun_mapped = None  # a new local address has a new mapping
-        if self.detection_note == NO_CHECK_ANSWER:
+        if self.detection_note == c.NO_CHECK_ANSWER:
             self.detection_note = None
-            self._plan = CheckPlan(self.settings.check, self.settings.stun_server is not None,
-                                   self._plan.stun_server)
+            self._plan = methods.new_plan(self)
+
+    @property
+    def stun_server(self) -> Address | None:  # set by methods.set_stun_server
+        return self._plan.stun_server
 
     def _abort_all(self) -> None:
         self._tx.clear()
-        self._check_pending = False
+        self.phase = c.IDLE
 
     def send_failed(self, error: str) -> None:
         """The runtime could not send a datagram; reported once per outage."""
@@ -284,129 +255,32 @@ class BindingEngine:
     def receive_datagram(self, data: bytes, source: Address, now: float,
                          channel: str = BINDING) -> None:
         if self.server is None or source != self.server:
-            # before parsing: a flood from elsewhere costs a comparison (and the STUN server's
-            # address, or the server's with another port, one more)
-            if not self._check_datagram(data, source, now, channel):
+            # before parsing: a flood from elsewhere costs a comparison (the STUN server's
+            # answers, or a relayed check from another port of the server, one more)
+            if not methods.receive_other(self, data, source, now, channel):
                 self.dropped += 1
             return
         try:
             branch, cseq, call_id, facts = self._answers.read(data)
         except SipParseError:
             if data and not data.strip(b"\r\n") and channel == BINDING:
-                self._crlf(now)
+                answers.crlf(self, now)
                 return
-            if not self._check_datagram(data, source, now, channel):
+            if not methods.receive_other(self, data, source, now, channel):
                 self.dropped += 1
             return
-        self._receive(branch, cseq, call_id, facts, now, channel)
+        answers.receive(self, branch, cseq, call_id, facts, now, channel)
 
     def receive_response(self, response: Response, source: Address, now: float,
                          channel: str = BINDING) -> None:
         if self.server is None or source != self.server:
             self.dropped += 1
             return
-        self._receive(response.top_via.branch or "", response.cseq, response.call_id,
-                      AnswerFacts(response), now, channel)
+        answers.receive(self, response.top_via.branch or "", response.cseq, response.call_id,
+                        AnswerFacts(response), now, channel)
 
-    def _check_datagram(self, data: bytes, source: Address, now: float, channel: str) -> bool:
-        """What a check method brings that is not the server's answer: a STUN answer from the
-        STUN server, or on the BINDING socket the relayed check (from the server's address)."""
-        plan = self._plan
-        if source == plan.stun_server and plan.stun_server is not None:
-            return self.receive_stun(data, now, channel)
-        if channel != BINDING or self.server is None or source[0] != self.server[0]:
-            return False
-        request = checks.relayed_request(data)
-        if request is None or request.call_id.rpartition("-")[0] != self.call_id:
-            return False
-        # our own request, relayed: answered (again, for a copy) so the proxy stops sending it
-        answer, destination = checks.answer_relayed(request, source, self.from_tag)
-        self.outbox.append(Datagram(BINDING, answer, destination))
-        for branch, tx in self._tx.items():
-            if tx.kind == INBOUND and request.call_id == tx.key.call_id \
-                    and request.cseq == tx.key.cseq:
-                self._finish(branch)
-                self._check_done("alive", now)
-                break
-        return True
-
-    def receive_stun(self, data: bytes, now: float, channel: str) -> bool:
-        """A datagram from the STUN server: the answer to a STUN keepalive (its mapped port), to
-        the check (on the BINDING socket: alive; on AUX: the server ignored RESPONSE-PORT), or to
-        the server-up probe. Whether it was one."""
-        answer = checks.stun_answer(data)
-        if answer is None:
-            return False
-        txid, mapped = answer
-        plan = self._plan
-        if channel == BINDING:
-            first = plan.stun_mapped is None
-            if plan.stun_seen(txid, mapped):
-                if first and plan.stun_mapped is not None and not self._proven \
-                        and not self._check_pending and self.next_keepalive is not None:
-                    # the first mapping: check now, so that whether the STUN server proves the
-                    # binding is known within seconds, as for the other methods
-                    self._check_next = True
-                    self._bring_forward(now)
-                return True
-        branch = txid.hex()
-        tx = self._tx.get(branch)
-        if tx is None or (tx.kind != INBOUND and tx.kind != SERVER_UP):
-            if self._just_finished(branch):
-                self.duplicates += 1
-            return False
-        self._finish(branch)
-        if tx.kind == SERVER_UP:
-            self._server_up = True
-        else:
-            self._check_done(AUX if channel == AUX else "alive", now)
-        return True
-
-    def _crlf(self, now: float) -> None:
-        """A CRLF keepalive from the server reached the binding's socket: the binding is alive."""
-        self.crlf_received += 1
-        self.last_inbound_at = now
-        if self._check_pending:
-            for branch, tx in list(self._tx.items()):
-                if tx.kind == INBOUND:
-                    self._finish(branch)
-                    self._check_done("alive", now, proof=False)
-                    return
-
-    def _receive(self, branch: str, cseq: int, call_id: str, facts: AnswerFacts, now: float,
-                 channel: str) -> None:
-        """An answer from the server with this top-Via branch and CSeq number."""
-        tx = self._tx.get(branch)
-        if tx is None:
-            # Every refused datagram is `dropped` (status file, the "dropped N" line): a replay
-            # flood of a finished transaction's answer must not be invisible. `duplicates` only
-            # tells how many of them carried a branch that just finished.
-            self.dropped += 1
-            if self._just_finished(branch):
-                self.duplicates += 1
-            return
-        method = facts.cseq_method
-        if call_id != tx.key.call_id or cseq != tx.key.cseq \
-                or (method != "OPTIONS" and method.upper() != "OPTIONS"):
-            self.dropped += 1
-            return
-        if tx.kind != INBOUND and tx.kind != SERVER_UP and channel != BINDING:
-            self.dropped += 1
-            return
-        final, rtt = tx.on_response(facts.status, now)
-        if not final:
-            return
-        # _finish, inlined: once per answer
-        del self._tx[branch]
-        self._recent_done = ((self._recent_done << _MARK_BITS) | _mark(branch)) & _RECENT_MASK
-        if tx.kind == INBOUND:
-            self._check_done(AUX if channel == AUX else "alive", now)
-        elif tx.kind == SERVER_UP:
-            self._server_up = True
-        else:
-            self._answered(tx, facts, rtt, now)
-
-    def handle_timer(self, now: float, early: bool = False, draw: float | None = None) -> None:
+    def handle_timer(self, now: float, *, early: bool = False, draw: float | None = None
+                     ) -> None:
         """Advance to `now`. With `early`, a keepalive whose window is open goes now, so one
         wake-up can send several; retransmissions and timeouts are never early. `draw` (in
         [0, 1)) replaces the random draw of the next wait: the loop passes one per wake-up, so
@@ -418,14 +292,11 @@ class BindingEngine:
             again = tx.on_timer(now)
             if again is not None:
                 channel = AUX if tx.kind == INBOUND or tx.kind == SERVER_UP else BINDING
-                if again[0] < 4 and self._plan.stun_server is not None:  # STUN (RFC 7983)
-                    self.outbox.append(Datagram(channel, again, self._plan.stun_server))
-                else:
-                    self._send(channel, again)
-                if tx.kind == INBOUND and self._server_up is None:
-                    # the same schedule as the check's copies from now on
-                    self._server_up = False
-                    self._send_probe(SERVER_UP, now, tx.deadline - now, tx.next_retransmit - now)
+                methods.retransmit(self, channel, again)
+                if tx.kind == INBOUND and tx.transmissions == 2:
+                    # with the check's first copy, and on its schedule from now on
+                    self._send_probe(SERVER_UP, now, timeout=tx.deadline - now,
+                                     t1=tx.next_retransmit - now)
             elif tx.done:
                 self._finish(branch)
                 self._timed_out(tx, now)
@@ -439,7 +310,7 @@ class BindingEngine:
 
     def _keepalive_deadline(self) -> float | None:
         """The next keepalive's deadline, unless it waits (for a check, or for a server)."""
-        if self._check_pending or self.server is None:
+        if self.phase in CHECKING or self.server is None:
             return None
         return self.next_keepalive
 
@@ -474,11 +345,6 @@ class BindingEngine:
         return first
 
     @property
-    def stun_server(self) -> Address | None:
-        """stun_server's resolved address, or None (none configured, or not resolved yet)."""
-        return self._plan.stun_server
-
-    @property
     def public(self) -> Mapping | None:
         return self.tracker.mapping
 
@@ -488,75 +354,34 @@ class BindingEngine:
 
     @property
     def expiry_detection(self) -> str:
-        """How an expiry on a port-preserving NAT is seen (the status file's field):
-        `inbound-check` once a check was answered on the binding, `pending` until then, or
-        `remap-only: <why>` (a remap to another port is still seen), `off (inbound_check: 0)`."""
-        if self.settings.inbound_check <= 0:
-            return DETECT_OFF
-        if self.settings.check == checks.OFF:
-            return "off (check: off)"
-        if self.detection_note is not None:
-            return f"remap-only: {self.detection_note}"
-        if self._proven:
-            return DETECTED.get(self._plan.method or SENT_BY, DETECT_CHECK)
-        mapping = self.tracker.mapping
-        if mapping is None and self.tracker.rport_reported:
-            return "unsupported: server sends no received and no rport value"
-        if mapping is not None and mapping[0] is None and mapping[1] is not None:
-            return "remap-only: server sends no received (the public address is unknown)"
-        if mapping is not None and mapping[1] is None and self._guess in ("", "failed"):
-            return ("unsupported: server sends no rport value"
-                    if self._guess == "failed" or mapping[0] is None
-                    else "unsupported: server sends no rport")
-        return DETECT_PENDING
+        return answers.expiry_detection(self)
 
     # ------------------------------------------------------------------ the cycle
 
     def _start_cycle(self, now: float, draw: float | None = None) -> None:
+        outcome = DUE_KEEPALIVE
         if (self._check_next or self._since_check >= self.settings.inbound_check) \
                 and self._check_due():
-            self._since_check = 0
-            self._check_next = False
-            self._check_pending = True
-            self._send_probe(INBOUND, now)
+            mapping = self.tracker.mapping
+            outcome = DUE_GUESS if mapping is not None and mapping[1] is None \
+                and self._plan.method not in (RELAY, STUN) else DUE_CHECK
+        self.phase, action = TABLE[(self.phase, outcome)]
+        if action == SEND_KEEPALIVE:
+            self._send_keepalive(now, draw)
             return
-        self._send_keepalive(now, draw)
+        assert action == SEND_CHECK
+        self._since_check = 0
+        self._check_next = False
+        self._send_probe(INBOUND, now)
 
     def _check_due(self) -> bool:
-        """Whether a check can go: on, and what its method needs known (sent-by: the public
-        address and port, or a port guess, and the server not known to force rport or to ignore
-        the check; relay: the public address and port; stun: the mapped port toward the STUN
-        server). While unreachable too: the first cycle that reaches a server coming back must
-        check before its keepalive."""
-        method = self._plan.method
-        if self.settings.inbound_check <= 0 or method is None or self.detection_note is not None:
-            return False
-        if method == STUN:
-            return self._plan.stun_mapped is not None
-        mapping = self.tracker.mapping
-        if mapping is None or mapping[0] is None:
-            return False
-        if method == RELAY:
-            return mapping[1] is not None
-        if self.server in self.inbound_unsupported:
-            self._method_failed(FORCES_RPORT)
-            return self._check_due()
-        return mapping[1] is not None or self._guess == "pending"
-
-    def _method_failed(self, why: str) -> None:
-        """The check method in use cannot prove an expiry with this server: the next (`check:
-        auto`), or, none left, remap-only, reported once with why and what would help."""
-        if self._plan.fail(why) is None and self.detection_note is None \
-                and self.server is not None:
-            self.detection_note = self._plan.note
-            self.queued_events.append(ev.InboundCheckUnsupported(
-                self.name, format_hostport(*self.server), self._plan.note, REMEDY))
+        return c.check_due(self)
 
     def _send_keepalive(self, now: float, draw: float | None = None) -> None:
         self._since_check += 1
         self._send_probe(KEEPALIVE, now)
         if self._plan.method == STUN:
-            self._send_stun_keepalive()
+            methods.stun_keepalive(self)
         self.last_keepalive_at = now
         base = self._base()
         if self._promote:
@@ -601,32 +426,32 @@ class BindingEngine:
         early = KEEPALIVE_EARLY * self.interval
         return early if early < EARLY_CAP else EARLY_CAP
 
-    def _send_probe(self, kind: str, now: float, timeout: float | None = None,
+    def _send_probe(self, kind: str, now: float, *, timeout: float | None = None,
                     t1: float = T1) -> None:
         assert self.server is not None and self.local is not None
         self.cseq += 1
-        if kind != KEEPALIVE and kind != CONFIRM and self._plan.method == STUN:
-            self._send_stun(kind, now, timeout, t1)
+        if kind != KEEPALIVE and kind != CONFIRM and methods.check_request(
+                self, kind, now, self.settings.timeout if timeout is None else timeout, t1):
             return
         branch = "z9hG4bK" + _hex(self._random, BRANCH_BYTES)
         if kind == INBOUND and self._plan.method == RELAY:
             public = self.tracker.mapping
             assert public is not None and public[0] is not None and public[1] is not None
-            template = self._relay_template(public[0], public[1])
+            payload = methods.relay_template(self, public[0], public[1]).render(branch, self.cseq)
         elif kind == INBOUND:
             public = self.tracker.mapping
             assert public is not None and public[0] is not None
             port = public[1]
-            self._check_guess = port is None
             if port is None:  # a bare rport: is the public port the local one?
+                assert self.phase == c.GUESS
                 port = self.local[1]
-            template = self._template(public[0], port, False)
+            payload = SENT_BY.request(self._template, public[0], port, branch, self.cseq)
         else:
-            template = self._keepalive_template  # type: ignore[assignment]
+            template = self._keepalive_template
             if template is None:
                 template = self._keepalive_template = self._template(
                     self.local[0], self.local[1], True)
-        payload = template.render(branch, self.cseq)
+            payload = template.render(branch, self.cseq)
         key = TransactionKey(branch, f"{self.call_id}-{self.cseq}", self.cseq)
         self._tx[branch] = ClientTransaction(key, payload, kind, now,
                                              self.settings.timeout if timeout is None else timeout,
@@ -637,59 +462,6 @@ class BindingEngine:
         self.outbox.append(Datagram(BINDING if kind in (KEEPALIVE, CONFIRM) else AUX,
                                     payload, self.server))
 
-    def _send_stun(self, kind: str, now: float, timeout: float | None, t1: float) -> None:
-        """A STUN check (RESPONSE-PORT: the BINDING socket's mapped port) or server-up probe
-        (a plain Binding request), from the AUX socket to the STUN server."""
-        plan = self._plan
-        assert plan.stun_server is not None
-        txid = checks.stun_txid(self.call_id, self.cseq)
-        port = None
-        if kind == INBOUND:
-            assert plan.stun_mapped is not None
-            port = plan.stun_mapped[1]
-        payload = checks.stun_request(txid, port)
-        key = txid.hex()
-        self._tx[key] = ClientTransaction(
-            TransactionKey(key, f"{self.call_id}-{self.cseq}", self.cseq), payload, kind, now,
-            self.settings.timeout if timeout is None else timeout, t1)
-        self.probes_sent += 1
-        if self.debug_events:
-            self.queued_events.append(ev.ProbeSent(self.name, self.cseq, 1, kind))
-        self.outbox.append(Datagram(AUX, payload, plan.stun_server))
-
-    def _send_stun_keepalive(self) -> None:
-        """With the stun method: a Binding request from the BINDING socket beside each keepalive,
-        which keeps the mapping toward the STUN server and tells its port (not a transaction:
-        a lost one is made up by the next)."""
-        plan = self._plan
-        if plan.stun_server is None:  # not resolved (yet)
-            return
-        if plan.stun_txid:
-            plan.stun_unanswered += 1
-            if plan.stun_unanswered >= checks.STUN_UNANSWERED and plan.stun_mapped is None:
-                plan.stun_txid = b""
-                self._method_failed(checks.STUN_SILENT)
-                return
-        plan.stun_txid = checks.stun_txid(self.call_id, self.cseq)
-        self.outbox.append(Datagram(BINDING, checks.stun_request(plan.stun_txid),
-                                    plan.stun_server))
-
-    def _relay_template(self, host: str, port: int) -> OptionsTemplate:
-        """The relayed check: Request-URI and To the binding's public address:port, our Via with
-        rport (the server's own answer comes back to the AUX socket)."""
-        key = ("relay:" + host, port, True)
-        template = self._templates.get(key)
-        if template is None:
-            assert self.local is not None
-            if len(self._templates) >= TEMPLATES_KEPT:
-                self._templates.clear()
-            template = self._templates[key] = OptionsTemplate(OptionsRequest(
-                uri_host=host, uri_port=port, via_host=self.local[0], via_port=self.local[1],
-                branch=BRANCH_PLACEHOLDER, call_id=self.call_id, from_tag=self.from_tag, cseq=0,
-                rport=True, max_forwards=self.settings.max_forwards,
-                user_agent=self.settings.user_agent), numbered_call_id=True)
-        return template
-
     def _template(self, via_host: str, via_port: int, rport: bool) -> OptionsTemplate:
         """The request around branch and CSeq, built once per Via (local or public mapping)."""
         key = (via_host, via_port, rport)
@@ -697,13 +469,10 @@ class BindingEngine:
         if template is None:
             if len(self._templates) >= TEMPLATES_KEPT:  # old mappings: keep a handful at most
                 self._templates.clear()
-            template = self._templates[key] = OptionsTemplate(OptionsRequest(
-                uri_host=self.uri_host,
-                uri_port=None if self.uri_port == 5060 else self.uri_port,
-                via_host=via_host, via_port=via_port, branch=BRANCH_PLACEHOLDER,
-                call_id=self.call_id, from_tag=self.from_tag, cseq=0, rport=rport,
-                max_forwards=self.settings.max_forwards, user_agent=self.settings.user_agent),
-                numbered_call_id=True)
+            template = self._templates[key] = options_template(
+                uri_host=self.uri_host, uri_port=self.uri_port, via_host=via_host,
+                via_port=via_port, call_id=self.call_id, from_tag=self.from_tag, rport=rport,
+                max_forwards=self.settings.max_forwards, user_agent=self.settings.user_agent)
         return template
 
     def _send(self, channel: str, payload: bytes) -> None:
@@ -724,142 +493,6 @@ class BindingEngine:
             done >>= _MARK_BITS
         return False
 
-    def _check_done(self, result: str, now: float, proof: bool = True) -> None:
-        """result: alive (answer on BINDING; `proof`: the check's own answer, not a CRLF), aux
-        (the server forces rport), silent."""
-        self._check_pending = False
-        guess, self._check_guess = self._check_guess, False
-        # a suspicion left by an earlier check (its keepalive still out when this check went:
-        # a timeout longer than the cycle) is this check's to confirm or clear
-        self._suspect_idle = None
-        method = self._plan.method
-        if result == AUX:
-            self.inbound_result = "unsupported"
-            why = checks.STUN_IGNORES_PORT if method == STUN else checks.NO_RELAY \
-                if method == RELAY else FORCES_RPORT
-            if method == SENT_BY:
-                if guess:
-                    self._guess = "failed"
-                    self.tracker.rport_unsupported(self.queued_events)
-                if self.server is not None and self.server not in self.inbound_unsupported:
-                    self.inbound_unsupported += (self.server,)
-            self._method_failed(why)
-            if self._plan.method == RELAY and self._check_due():
-                # the relayed check is tried at once, before the keepalive, like the first
-                self._server_up = None
-                self._check_pending = True
-                self._send_probe(INBOUND, now)
-                return
-        elif result == "alive":
-            self.inbound_result = "alive"
-            self.last_response_at = self.last_inbound_at = now
-            if proof:
-                self._proven = True
-                self._unproven = 0
-            if guess and self.local is not None:
-                self._guess = "confirmed"
-                self.tracker.refine_port(self.local[1])
-        elif guess:
-            # the port is not the local one (or the server ignores the check): not an expiry
-            self.inbound_result = "silent"
-            self._guess = "failed"
-            self.tracker.rport_unsupported(self.queued_events)
-        elif method == RELAY and not self._proven:
-            # tried once: a server that relays answers the binding within the check's timeout
-            self.inbound_result = "silent"
-            self._method_failed(checks.NO_RELAY)
-        else:
-            self.inbound_result = "silent"
-            idle_from = self.last_response_at
-            self._suspect_idle = None if idle_from is None else now - idle_from
-            if self._server_up is not True:  # the server (or the WAN) was down: no proof
-                self._suspect_idle = None
-        self._server_up = None
-        self._send_keepalive(now)
-
-    def _silent_check_answered(self) -> bool:
-        """The keepalive after a silent check was answered: whether that is an expiry. Not
-        before a check was ever answered on the binding: a server that ignores the check would
-        make every cycle a false expiry; after UNPROVEN_CHECKS such cycles it is given up."""
-        if self._proven:
-            return True
-        self._unproven += 1
-        if self._unproven >= UNPROVEN_CHECKS and self.detection_note is None \
-                and self.server is not None:
-            self._unproven = 0
-            self._method_failed(checks.STUN_SILENT if self._plan.method == STUN
-                                else NO_CHECK_ANSWER)
-        return False
-
-    def _answered(self, tx: ClientTransaction, facts: AnswerFacts, rtt: float,
-                  now: float) -> None:
-        self._send_failing = False
-        self.responses += 1
-        rtt_ms = rtt * 1000.0
-        self.last_rtt_ms = round(rtt_ms, 3)
-        self.last_status = facts.status
-        idle_s = 0.0 if self.last_response_at is None else tx.first_sent - self.last_response_at
-        self.last_response_at = now
-        ok = not self.settings.require_2xx or 200 <= facts.status < 300
-        flow_timer = facts.flow_timer
-        if flow_timer is not None and flow_timer > 0 and flow_timer != self.flow_timer:
-            self.flow_timer = float(flow_timer)
-            if self.interval > self.flow_timer:
-                self.set_interval(self.flow_timer, "flow-timer", now)
-        received = facts.received
-        if received is None:
-            if facts.rport is not None:
-                # a server that reads the Via (it wrote rport) adds `received` whenever the
-                # source address differs from the sent-by host (RFC 3261 §18.2.1): none, so
-                # they are the same (no NAT on the way, as Kamailio answers then)
-                received = facts.host
-            else:
-                # no rport value either (SIPp): the server may not read the Via at all, and the
-                # sent-by host is only what we wrote: the address stays what it was, or unknown
-                learned = self.tracker.mapping
-                received = None if learned is None else learned[0]
-        seen: Mapping = (received, facts.rport)
-        if self.debug_events:
-            self.queued_events.append(ev.ProbeAnswered(
-                self.name, tx.key.cseq, facts.status, round(rtt_ms, 3),
-                format_mapping(seen) or ""))
-        if tx.key.cseq < self._newest_outcome:  # _stale, inlined: once per answer
-            return
-        self._newest_outcome = tx.key.cseq
-        if tx.kind == KEEPALIVE:
-            self._cycle_expired = False
-            if self._suspect_idle is not None and self.tracker.mapping is not None \
-                    and self._silent_check_answered():
-                self._cycle_expired = True
-                self.tracker.expiries += 1
-                self.queued_events.append(ev.BindingExpired(
-                    self.name, format_mapping(self.tracker.mapping) or "",
-                    round(self._suspect_idle, 1),
-                    DETECTED.get(self._plan.method or SENT_BY, "inbound-check")))
-                self._renew(now)
-            self._suspect_idle = None
-        assert self.local is not None
-        tracker = self.tracker
-        changes_before = tracker.changes + tracker.expiries
-        bare = facts.rport_bare and seen[0] is not None and self._guess != "failed" \
-            and self.settings.inbound_check > 0
-        found, confirm = tracker.observe(seen, now, idle_s, self.local,
-                                         expiry_known=self._cycle_expired, defer_rport=bare)
-        if bare and self._guess == "" and tracker.mapping is not None \
-                and tracker.mapping[1] is None:
-            self._guess = "pending"
-            self._check_next = True
-        if found:  # a change or an expiry always comes with its event
-            self.queued_events.extend(found)
-            if tracker.changes + tracker.expiries != changes_before:
-                self._renew(now)
-        transition = self.reach.feed(rtt_ms) if ok else self.reach.feed(
-            None, f"answered {facts.status}, not 2xx (require_2xx)")
-        if transition is not None:
-            self.queued_events.append(transition)
-        if confirm:
-            self._send_probe(CONFIRM, now)
-
     def _stale(self, tx: ClientTransaction) -> bool:
         """Whether a newer probe's outcome was applied already; if not, this one is the newest."""
         if tx.key.cseq < self._newest_outcome:
@@ -874,7 +507,7 @@ class BindingEngine:
 
     def _timed_out(self, tx: ClientTransaction, now: float) -> None:
         if tx.kind == INBOUND:
-            self._check_done("silent", now)
+            c.step(self, methods.silent_outcome(self), now)
             return
         if tx.kind == SERVER_UP:
             return
@@ -883,10 +516,7 @@ class BindingEngine:
         if self._stale(tx):
             return
         if tx.kind == KEEPALIVE:
-            self._suspect_idle = None  # no answer at all: the server, not the binding
-            # a silence: the NAT may have rebooted, so the cycle that reaches the server again
-            # starts with a check (a keepalive first would re-create the binding unseen)
-            self._check_next = True
+            c.step(self, c.TIMEOUT, now)
         transition = self.reach.feed(None)
         if transition is not None:
             self.queued_events.append(transition)

@@ -43,7 +43,6 @@ IDLE_ROUNDING = 0.05
 class AutoInterval:
     def __init__(self, slot: Slot, random_bytes: Callable[[int], bytes], now: float) -> None:
         self.slot = slot
-        self.key = "auto:" + slot.name
         self.settings = slot.config.settings
         self.safe = self.settings.interval  # min(25 s, interval_max): the loader's safe start
         self._random = random_bytes

@@ -23,7 +23,7 @@ from natkeepalive.errors import SipParseError
 from natkeepalive.netinfo import source_address_for
 from natkeepalive.runtime.sockets import family_of, open_udp, send_datagram, wildcard
 from natkeepalive.sip.message import Response, parse_response
-from natkeepalive.sip.request import OptionsRequest, build_options
+from natkeepalive.sip.request import options_template
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
@@ -181,11 +181,10 @@ class Prober:
         branch = "z9hG4bK" + _hex(10)
         call_id = f"{self.call_id}-{self.cseq}"
         uri_host, uri_port = (self.uri_host, self.uri_port) if uri is None else uri
-        payload = build_options(OptionsRequest(
-            uri_host=uri_host, uri_port=None if uri is None and uri_port == 5060 else uri_port,
-            via_host=via[0], via_port=via[1], branch=branch, call_id=call_id,
-            from_tag=self.from_tag, cseq=self.cseq, rport=rport,
-            max_forwards=self.max_forwards, user_agent=self.user_agent))
+        payload = options_template(
+            uri_host=uri_host, uri_port=uri_port, via_host=via[0], via_port=via[1],
+            call_id=self.call_id, from_tag=self.from_tag, rport=rport,
+            max_forwards=self.max_forwards, user_agent=self.user_agent).render(branch, self.cseq)
         sender = self.aux if via_aux and self.aux is not None else self.main
         now = self.clock()
         tx = ClientTransaction(TransactionKey(branch, call_id, self.cseq), payload,

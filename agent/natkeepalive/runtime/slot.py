@@ -16,6 +16,7 @@ from natkeepalive import events as ev
 from natkeepalive import netinfo
 from natkeepalive.config.model import BindingConfig
 from natkeepalive.core.engine import Address, BindingEngine
+from natkeepalive.core.methods import set_stun_server
 from natkeepalive.core.reachability import UNREACHABLE
 from natkeepalive.runtime.addrwatch import AddressWatch
 from natkeepalive.runtime.sockets import (
@@ -187,7 +188,7 @@ class Slot:
             self.stun_next = now + self.config.settings.retry_interval
         elif result is not None:
             self.stun_next = float("inf") if is_ip_literal(target.host) else now + RESOLVE_EVERY
-            self.engine.set_stun_server(result)
+            set_stun_server(self.engine, result)
 
     def check_local(self, now: float, out: list[ev.Event]) -> None:
         """Open or re-open the socket so it sits on the current local address."""

@@ -11,6 +11,7 @@ from natkeepalive.netinfo import ascii_host
 
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Callable, Union
 
 Address = tuple[str, int]
@@ -139,3 +140,46 @@ def send_datagram(sock: socket.socket, payload: bytes, destination: Address) -> 
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
+
+
+READ_BURST = 64
+
+
+def drain(sock: socket.socket) -> Iterator[tuple[bytes, Address]]:
+    """What is queued on a socket, at most READ_BURST datagrams so a flood cannot starve timers."""
+    for _ in range(READ_BURST):
+        try:
+            data, source = sock.recvfrom(65535)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # a queued ICMP error: the transaction times out like a lost datagram
+            continue
+        yield data, (source[0], source[1])
+
+
+class AuxSockets:
+    """A socket per address family on an ephemeral port, opened when first needed: what is sent
+    from a port other than a binding's (an inbound check's request, a discovery's probes) and
+    what comes back to it. `register` puts a new one in the loop's poller."""
+
+    def __init__(self, register: Callable[[socket.socket], None]) -> None:
+        self.by_family: dict[int, socket.socket] = {}
+        self._register = register
+
+    def open(self, family: int) -> socket.socket:
+        sock = self.by_family.get(family)
+        if sock is None:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            sock.bind((wildcard(family), 0))
+            self._register(sock)
+            self.by_family[family] = sock
+        return sock
+
+    def send(self, payload: bytes, destination: Address) -> str | None:
+        return send_datagram(self.open(family_of(destination[0])), payload, destination)
+
+    def close(self) -> None:
+        for sock in self.by_family.values():
+            sock.close()
+        self.by_family.clear()

@@ -1,4 +1,5 @@
-"""The status file: written atomically by the daemon, read by `status`.
+"""The status file: what the daemon reports of every binding, written atomically, read by
+`status`.
 
 Rules:
 - A reader sees the old file or the new one, never half of one: temporary file in the same
@@ -14,10 +15,16 @@ import os
 import time
 from _collections_abc import Iterable, Mapping  # collections.abc imports collections: +0.3 MB
 
+from natkeepalive import __version__
+from natkeepalive.core.tracker import format_mapping
+
 TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
+
+    from natkeepalive.runtime.auto import AutoInterval
+    from natkeepalive.runtime.slot import Slot
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -32,6 +39,67 @@ _counter = 0
 def iso_utc(epoch: float) -> str:
     """`2026-11-27T05:10:00Z`: whole seconds, UTC."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def snapshot(slots: Iterable[Slot], autos: Mapping[str, AutoInterval], started_at: float,
+             wall_now: float, now: float, stopped: str | None) -> dict[str, object]:
+    """The status file's content: the process, and each binding from its engine's statistics.
+    `now` is the monotonic clock's reading at wall-clock `wall_now`; `stopped` the stop reason,
+    for the last file a stopping agent writes."""
+    texts: dict[int, str] = {}  # most bindings were answered within the same few seconds
+
+    def wall_of(mono: float | None) -> str | None:
+        if mono is None:
+            return None
+        second = int(wall_now - (now - mono))  # iso_utc writes whole seconds
+        text = texts.get(second)
+        if text is None:
+            text = texts[second] = iso_utc(second)
+        return text
+
+    bindings = []
+    for slot in slots:
+        engine = slot.engine
+        public = engine.public
+        local = engine.local
+        auto = autos.get(slot.name)
+        bindings.append({
+            "name": slot.name,
+            "server": slot.server_text,
+            "local": None if local is None else f"{local[0]}:{local[1]}"
+            if ":" not in local[0] else f"[{local[0]}]:{local[1]}",
+            "state": engine.reach.state if slot.missing is None else "no-local-address",
+            "problem": slot.missing,
+            "public": format_mapping(public),
+            "public_address": None if public is None else public[0],
+            "public_port": None if public is None else public[1],
+            "rtt_ms": engine.last_rtt_ms,
+            "last_status": engine.last_status,  # a 403 under require_2xx has an RTT too
+            "interval_s": round(engine.interval, 3),
+            "last_response_at": wall_of(engine.last_response_at),
+            "last_change_at": wall_of(engine.tracker.changed_at),
+            "changes": engine.tracker.changes,
+            "expiries": engine.tracker.expiries,
+            "probes_sent": engine.probes_sent,
+            "responses": engine.responses,
+            "timeouts": engine.timeouts,
+            "dropped": engine.dropped,
+            "inbound_check": engine.inbound_result,
+            "expiry_detection": engine.expiry_detection,
+            "crlf_keepalives": engine.crlf_received,
+            "lifetime_s": None if auto is None else auto.lifetime,
+        })
+    data: dict[str, object] = {
+        "version": __version__,
+        "pid": os.getpid(),
+        "started_at": iso_utc(started_at),
+        "updated_at": iso_utc(wall_now),
+        "bindings": bindings,
+    }
+    if stopped is not None:
+        data["stopped_at"] = iso_utc(wall_now)
+        data["stop_reason"] = stopped
+    return data
 
 
 def _ensure_dir(folder: str) -> None:

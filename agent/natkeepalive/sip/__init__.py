@@ -19,7 +19,7 @@ from natkeepalive.sip.message import (
     parse_response,
     parse_via,
 )
-from natkeepalive.sip.request import BRANCH_COOKIE, OptionsRequest, build_options
+from natkeepalive.sip.request import BRANCH_COOKIE, OptionsRequest, build_options, options_template
 
 __all__ = [
     "BRANCH_COOKIE",
@@ -33,6 +33,7 @@ __all__ = [
     "Via",
     "build_options",
     "canonical_name",
+    "options_template",
     "parse_message",
     "parse_response",
     "parse_via",

@@ -17,6 +17,7 @@ else:
     from natkeepalive.record import dataclass
 
 BRANCH_COOKIE = "z9hG4bK"
+BRANCH_PLACEHOLDER = BRANCH_COOKIE + "-"  # a template's own request, never sent
 FROM_USER = "nk"  # short: sent every interval; User-Agent names the product
 
 # RFC 3261 §25.1 `word` (Call-ID) characters: the token characters and a few more.
@@ -143,6 +144,19 @@ class OptionsTemplate:
                     f"{self._after_number}{cseq}{self._after_cseq}").encode("ascii")
         return (f"{self._before_branch}{branch}{self._after_branch}{cseq}"
                 f"{self._after_cseq}").encode("ascii")
+
+
+def options_template(*, uri_host: str, uri_port: int, via_host: str, via_port: int,
+                     call_id: str, from_tag: str, rport: bool, max_forwards: int = 70,
+                     user_agent: str = "nat-keepalive") -> OptionsTemplate:
+    """The agent's one way to make its OPTIONS (the engine's keepalives and checks, discovery's
+    trials, the one-shot probe): the Request-URI without the default port 5060, and a Call-ID
+    of `call_id`, "-" and the CSeq number; `render(branch, cseq)` gives each request."""
+    return OptionsTemplate(OptionsRequest(
+        uri_host=uri_host, uri_port=None if uri_port == 5060 else uri_port,
+        via_host=via_host, via_port=via_port, branch=BRANCH_PLACEHOLDER, call_id=call_id,
+        from_tag=from_tag, cseq=0, rport=rport, max_forwards=max_forwards,
+        user_agent=user_agent), numbered_call_id=True)
 
 
 def build_options(req: OptionsRequest) -> bytes:
