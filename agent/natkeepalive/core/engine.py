@@ -361,7 +361,7 @@ class BindingEngine:
     def _start_cycle(self, now: float, draw: float | None = None) -> None:
         outcome = DUE_KEEPALIVE
         if (self._check_next or self._since_check >= self.settings.inbound_check) \
-                and self._check_due():
+                and c.check_due(self):
             mapping = self.tracker.mapping
             outcome = DUE_GUESS if mapping is not None and mapping[1] is None \
                 and self._plan.method not in (RELAY, STUN) else DUE_CHECK
@@ -373,9 +373,6 @@ class BindingEngine:
         self._since_check = 0
         self._check_next = False
         self._send_probe(INBOUND, now)
-
-    def _check_due(self) -> bool:
-        return c.check_due(self)
 
     def _send_keepalive(self, now: float, draw: float | None = None) -> None:
         self._since_check += 1
