@@ -133,20 +133,28 @@ def receive_other(engine: Engine, data: bytes, source: Address, now: float,
     plan = engine._plan
     if plan.stun_server is not None and source == plan.stun_server:
         return receive_stun(engine, data, now, channel)
-    if channel != BINDING or engine.server is None or source[0] != engine.server[0]:
+    if channel != BINDING or plan.method != RELAY or engine.server is None \
+            or source[0] != engine.server[0]:
         return False
     request = checks.relayed_request(data)
-    if request is None or request.call_id.rpartition("-")[0] != engine.call_id:
+    if request is None:
         return False
-    # our own request, relayed: answered (again, for a copy) so the proxy stops sending it
+    # our own relayed check: its Via (below the proxy's) carries the branch of the check out,
+    # or of one that just ended (a copy: the proxy did not get our 200); nothing else is
+    # answered
+    branches = [via.branch for via in request.vias if via.branch]
+    tx = next((engine._tx[b] for b in branches if b in engine._tx), None)
+    if tx is not None and (tx.kind != INBOUND or request.call_id != tx.key.call_id
+                           or request.cseq != tx.key.cseq):
+        return False
+    if tx is None and (request.call_id.rpartition("-")[0] != engine.call_id
+                       or not any(engine._just_finished(b) for b in branches)):
+        return False
     answer, destination = checks.answer_relayed(request, source, engine.from_tag)
     engine.outbox.append(Datagram(BINDING, answer, destination))
-    for branch, tx in engine._tx.items():
-        if tx.kind == INBOUND and request.call_id == tx.key.call_id \
-                and request.cseq == tx.key.cseq:
-            engine._finish(branch)
-            step(engine, ALIVE, now)
-            break
+    if tx is not None:
+        engine._finish(tx.key.branch)
+        step(engine, ALIVE, now)
     return True
 
 
