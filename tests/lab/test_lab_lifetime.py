@@ -17,8 +17,9 @@ from typing import Callable
 import pytest
 
 from natkeepalive.core.engine import PROMOTE_DELAY
-from tests.lab import netlab
+from tests.lab import netlab, stacks
 from tests.lab.netlab import Lab
+from tests.lab.stun_lab import start_coturn
 from tests.support.agentproc import Agent, agent_env
 from tests.support.tools import find_tool, require_tool
 
@@ -65,6 +66,69 @@ def test_discover_brackets_the_stream_timeout(make_lab: Callable[[], Lab]) -> No
         assert result["lifetime_s"] == result["lo_s"]
         assert result["recommended_interval_s"] == pytest.approx(0.8 * result["lo_s"], abs=0.01)
         assert err.count("trial: idle") == result["trials"]  # a progress line per trial
+
+
+def test_discover_with_stun_behind_a_port_preserving_nat_and_a_server_forcing_rport(
+        make_lab: Callable[[], Lab], lan_agent: Callable[[Lab, Path], Agent]) -> None:
+    """Debian's stock Kamailio forces rport and does not relay, and a port-preserving NAT keeps
+    the port: only the STUN check (coturn with two addresses, RFC 5780 on) can tell a survived
+    binding from a new one. Three labs at once: with --stun-server the lifetime (stream timeout
+    7 s) is bracketed by stun-check trials; without, discover says it cannot and names
+    stun_server; the daemon with `interval: auto` and `stun_server` measures it too. About 90 s."""
+    stream = 7
+    auto_lab = make_lab()
+    auto_lab.set_nat(random=False)
+    auto_lab.set_udp_timeouts(4, stream)
+    auto_server = stacks.start_stack(auto_lab, "kamailio-stock")
+    auto_coturn = start_coturn(auto_lab)
+    config = Path(auto_lab.tmpdir) / "auto.yaml"
+    config.write_text(
+        "log: {target: stderr, level: debug}\n"
+        "defaults: {interval: auto, interval_min: 2, interval_max: 10, safety: 0.9,\n"
+        "           timeout: 1.0, retry_interval: 1,\n"
+        f"           stun_server: '{netlab.SERVER_IP}:{auto_coturn.port}'}}\n"
+        "bindings:\n"
+        f"  - {{name: provider, server: '{netlab.SERVER_IP}:{auto_server.port}', "
+        "source_port: 5062}\n")
+    agent = lan_agent(auto_lab, config)
+    labs = {}
+    for with_stun in (True, False):
+        lab = make_lab()
+        lab.set_nat(random=False)
+        lab.set_udp_timeouts(4, stream)
+        server = stacks.start_stack(lab, "kamailio-stock")
+        extra: list[str] = []
+        if with_stun:
+            coturn = start_coturn(lab)
+            extra = ["--stun-server", f"{netlab.SERVER_IP}:{coturn.port}"]
+        labs[with_stun] = subprocess.Popen(
+            [*in_lan(lab), sys.executable, "-m", "natkeepalive", "discover",
+             f"{netlab.SERVER_IP}:{server.port}", "--json", "--start", "4", "--resolution", "1",
+             "--max-idle", "30", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=agent_env())
+    try:
+        outputs = {key: proc.communicate(timeout=300) for key, proc in labs.items()}
+    finally:
+        for proc in labs.values():
+            proc.kill()
+    out, err = outputs[True]
+    assert labs[True].returncode == 0, err
+    result = json.loads(out)
+    assert result["method"] == "stun-check", (result, err)
+    assert result["lo_s"] <= stream <= result["hi_s"], (result, err)
+    assert result["hi_s"] - result["lo_s"] <= 1.0
+    # one trial each for the sent-by and the relayed check, which this server cannot answer
+    assert "(inbound-check" in err and "(relay-check" in err, err
+    print(result, err)  # the figures docs/how-it-works.md gives (pytest -rP shows them)
+    out, err = outputs[False]
+    assert labs[False].returncode == 1, err
+    result = json.loads(out)
+    assert result["lifetime_s"] is None and "stun_server" in result["error"], result
+    found = agent.wait_for("lifetime-discovered", timeout=150)
+    lo, hi = float(found["lo_s"] or 0), float(found["hi_s"] or 0)
+    assert lo <= stream <= hi and hi - lo <= max(0.25, 0.05 * lo), found
+    assert "lifetime-discovery-failed" not in agent.names()
+    print("interval: auto", found)
 
 
 @pytest.fixture

@@ -10,7 +10,11 @@ stacks), all runs at once in threads: the faults come one after the other in eve
     outage    the server is stopped until the agent reports `unreachable`, then started again
 
 The agent runs with the default configuration except the timings (interval 6 s, jitter 0,
-timeout 1 s, retry_interval 1 s): in particular its default inbound-check cadence.
+timeout 1 s, retry_interval 1 s): in particular its default inbound-check cadence and
+`check: auto`. A cell `STACK+stun` runs coturn beside the stack, with two listening addresses
+and RFC 5780 on (tests/lab/stun_lab.py), and gives the agent `stun_server`; `STACK+responder`
+does the same with the project's own `nat-keepalive responder` (one address). `kamailio-relay`
+is Debian's stock kamailio.cfg with the relay recipe of docs/servers.md (tests/lab/relay_lab.py).
 
 EXPECTED says per cell what the agent must log in each fault, and what it must say in its status
 when it cannot prove an expiry. What no cell may ever show: a public address other than the
@@ -33,6 +37,8 @@ import pytest
 
 from tests.lab import netlab, stacks
 from tests.lab.netlab import Lab
+from tests.lab.relay_lab import start_kamailio_recipe
+from tests.lab.stun_lab import start_coturn, start_responder
 from tests.support.agentproc import Agent
 from tests.support.tools import find_tool, require_root, require_tool, unavailable
 
@@ -48,7 +54,7 @@ NAT_SHORT = (4, 4)    # below it: every idle cycle expires
 OBSERVE = 2 * INTERVAL + 3
 # When something is to be reported: within two cycles (one to notice, one for a check's answer).
 REPORT_WITHIN = 2 * INTERVAL + 4
-WORKERS = int(os.environ.get("NK_STACK_WORKERS", "9"))
+WORKERS = int(os.environ.get("NK_STACK_WORKERS", "11"))  # 21 cells and coturn: two waves
 
 Fields = dict[str, Optional[str]]
 
@@ -69,11 +75,15 @@ class Expect:
     detection: str | None = None
     public: bool = True
     core: bool = False
+    detected: str | None = None  # binding-expired's `detected` in the reboot and timeout
 
 
 CHANGED, EXPIRED = "binding-changed", "binding-expired"
 PROVEN = "inbound-check"
-FORCED = "remap-only: server forces rport"
+STUN_PROVEN = "stun-check"
+RELAY_PROVEN = "relay-check"
+# check: auto tried the relayed check too, and had no stun_server to go on with
+FORCED = "remap-only: server forces rport; server does not relay the check; no stun_server"
 NO_RECEIVED = "unsupported: server sends no received and no rport value"
 EXPECTED: dict[tuple[str, str], Expect] = {
     ("kamailio-stock", "preserve"): Expect(None, None, FORCED, core=True),
@@ -92,6 +102,17 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("node-sip", "random"): Expect(CHANGED, CHANGED, FORCED),
     ("perl-net-sip", "preserve"): Expect(None, None, FORCED, core=True),
     ("perl-net-sip", "random"): Expect(CHANGED, CHANGED, FORCED),
+    # Debian's Kamailio forces rport and does not relay: an RFC 5780 STUN server proves it
+    ("kamailio-stock+stun", "preserve"): Expect(EXPIRED, EXPIRED, STUN_PROVEN, core=True,
+                                                detected=STUN_PROVEN),
+    ("kamailio-stock+stun", "random"): Expect(CHANGED, CHANGED, STUN_PROVEN,
+                                              detected=STUN_PROVEN),
+    ("kamailio-stock+responder", "preserve"): Expect(EXPIRED, EXPIRED, STUN_PROVEN, core=True,
+                                                     detected=STUN_PROVEN),
+    # forces rport too, but relays an OPTIONS for the sender's own public address
+    ("kamailio-relay", "preserve"): Expect(EXPIRED, EXPIRED, RELAY_PROVEN, core=True,
+                                           detected=RELAY_PROVEN),
+    ("kamailio-relay", "random"): Expect(CHANGED, CHANGED, RELAY_PROVEN, detected=RELAY_PROVEN),
 }
 CELLS = sorted(EXPECTED)
 # A check the server would relay from its own address: an OPTIONS sent to the server from another
@@ -103,6 +124,7 @@ RELAY: dict[str, str] = {
     "kamailio-sentby": "200 to the sender", "ejabberd": "403 to the sender",
     "baresip": "404 to the sender", "linphone": "200 to the sender", "sipp": "200 to the sender",
     "node-sip": "200 to the sender", "perl-net-sip": "200 to the sender",
+    "kamailio-relay": "relayed",  # the recipe: relayed to the sender's own address
 }
 
 
@@ -210,9 +232,11 @@ def relay_probe(lab: Lab, port: int) -> str:
         shell.close_socket("other")
 
 
-def write_config(lab: Lab, port: int) -> Path:
+def write_config(lab: Lab, port: int, stun_server: str | None = None) -> Path:
     lines = ["log: {target: stderr, level: debug}", "defaults:"]
     lines += [f"  {key}: {json.dumps(value)}" for key, value in SETTINGS.items()]
+    if stun_server is not None:
+        lines.append(f"  stun_server: {stun_server}")
     lines += ["bindings:", "  - name: provider", f"    server: {netlab.SERVER_IP}:{port}",
               f"    source_port: {SOURCE_PORT}"]
     path = Path(lab.tmpdir) / "config.yaml"
@@ -231,16 +255,27 @@ def run_cell(stack: str, nat: str) -> CellRun:
 
 def _run_cell(run: CellRun) -> None:
     expect = EXPECTED[(run.stack, run.nat)]
-    stack, nat = run.stack, run.nat
+    stack, extra = run.stack.partition("+")[::2]
+    nat = run.nat
     with Lab() as lab:
         agent: LabAgent | None = None
         try:
             lab.set_nat(random=nat == "random")
             lab.set_udp_timeouts(*NAT_LONG)
-            server = stacks.start_stack(lab, stack)
+            if stack == "kamailio-relay":
+                server: stacks.StackServer = start_kamailio_recipe(lab, relay=True)
+            else:
+                server = stacks.start_stack(lab, stack)
+            stun_server = None
+            if extra == "stun":
+                coturn = start_coturn(lab)  # two addresses, RFC 5780 on
+                stun_server = f"{lab.server_ip}:{coturn.port}"
+            elif extra == "responder":
+                responder = start_responder(lab)
+                stun_server = f"{lab.server_ip}:{responder.port}"
             if nat == "preserve":
                 run.relay = relay_probe(lab, server.port)
-            agent = LabAgent(lab, write_config(lab, server.port))
+            agent = LabAgent(lab, write_config(lab, server.port, stun_server))
             run.marks["learn"] = time.monotonic()
             if not agent.wait_after(0, "probe-answered", 10):
                 raise AssertionError("the first keepalive was not answered")
@@ -388,7 +423,12 @@ def matrix(request: pytest.FixtureRequest) -> Iterator[dict[Any, Any]]:
     wanted = sorted(set(wanted))
     with_coturn = any(isinstance(item, pytest.Function) and item.name == "test_coturn_stun_server"
                       for item in request.session.items)
-    for stack in sorted({stack for stack, _ in wanted} | ({"coturn"} if with_coturn else set())):
+    needed = {"kamailio-stock" if part == "kamailio-relay" else part
+              for stack, _ in wanted for part in stack.split("+")
+              if part not in ("stun", "responder")}
+    if any(stack.endswith("+stun") for stack, _ in wanted):
+        needed.add("coturn")
+    for stack in sorted(needed | ({"coturn"} if with_coturn else set())):
         for tool in stacks.STACKS[stack][1]:
             require_tool(tool)
         lacking = stacks.missing(stack)
@@ -419,7 +459,8 @@ def test_stack_cell(cell: str, matrix: dict[Any, Any]) -> None:
     assert run.error is None, f"{run.error}\n{context}"
     router = netlab.ROUTER_WAN_IP
     if nat == "preserve":
-        assert run.relay == RELAY[stack], f"a request for the binding: {run.relay}"
+        base = stack.partition("+")[0]
+        assert run.relay == RELAY[base], f"a request for the binding: {run.relay}"
 
     # Nothing invented: every public address the agent states is the router's.
     for _, name, fields in run.events:
@@ -460,6 +501,11 @@ def test_stack_cell(cell: str, matrix: dict[Any, Any]) -> None:
     if expect.detection:
         assert run.status.get("expiry_detection") == expect.detection, \
             f"expiry_detection={run.status.get('expiry_detection')}\n{context}"
+    if expect.detected:  # the method that proved each expiry is named
+        for phase in ("reboot", "timeout"):
+            methods = [f.get("detected") for f in run.during(phase, EXPIRED)]
+            assert methods and set(methods) == {expect.detected}, \
+                f"{phase}: binding-expired detected={methods}\n{context}"
     # Outside the faults the binding stays put: no change or expiry while learning, and none
     # because the server was down (the NAT kept the flow: keepalives went out all along).
     for phase in ("learn", "outage"):

@@ -53,6 +53,7 @@ config binding 'provider'
 	option interface 'wan'
 	option interval 'auto'
 	option interval_max '40'
+	option stun_server 'stun.example.net'
 	option user_agent 'it'\\''s "me" $(touch PWNED) `touch PWNED` \\n #x: y'
 
 config binding
@@ -62,6 +63,8 @@ config binding
 	option bind '2001:db8::2'
 	option require_2xx 'yes'
 	option max_forwards '010'
+	option check 'off'
+	option stun_server '[2001:db8::9]:3479'
 
 config binding 'lab'
 	option enabled '0'
@@ -218,6 +221,11 @@ def test_render_full_config(shell: str, tmp_path: Path) -> None:
     assert pbx.bind == "2001:db8::2" and pbx.interface is None
     assert pbx.settings.require_2xx is True
     assert pbx.settings.max_forwards == 10
+    from natkeepalive.config.model import Target
+    assert pbx.settings.check == "off"  # quoted: YAML would read a plain off as false
+    assert pbx.settings.stun_server == Target("2001:db8::9", 3479)
+    assert provider.settings.check == "auto"
+    assert provider.settings.stun_server == Target("stun.example.net", 3478)
     assert pbx.settings.interval == 30
     assert (lan.name, lan.interface, lan.server.port) == ("lan_side", "lan2", 5070)
     mode = run.conf.stat().st_mode & 0o777
@@ -300,6 +308,8 @@ BAD_VALUES = [
     ("name", "a b", "nat-keepalive.provider.name='a b'", "letters, digits"),
     ("server", "sip.example.net; reboot", "nat-keepalive.provider.server=", "host[:port]"),
     ("interface", "wan'x", "nat-keepalive.provider.interface=", "interface name"),
+    ("check", "maybe", "nat-keepalive.provider.check='maybe'", "auto, sent-by, relay, stun, off"),
+    ("stun_server", "a b;c", "nat-keepalive.provider.stun_server=", "host[:port]"),
 ]
 
 

@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass, field
 
 from natkeepalive import events as ev
+from natkeepalive import stun
 from natkeepalive.core.discovery import TRIAL, Discovery, SearchResult, Trial
 from natkeepalive.core.engine import AUX, BINDING, BindingEngine, Datagram
 from natkeepalive.sip.message import Request, parse_message
@@ -15,6 +16,7 @@ from tests.support.sipfake import answer
 
 PUBLIC_IP = "203.0.113.1"
 SERVER = ("203.0.113.10", 5060)
+STUN_SERVER = ("198.51.100.20", 3478)
 RTT = 0.01
 
 
@@ -24,6 +26,8 @@ class NatSim:
     random_ports: bool = False
     force_rport: bool = False
     ignore_rport: bool = False
+    relays: bool = False  # the server relays an OPTIONS sent to the public address:port
+    stun_rfc5780: bool = True  # the STUN server (STUN_SERVER) honours RESPONSE-PORT
     seed: int = 7
     flows: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
 
@@ -57,31 +61,58 @@ class NatSim:
         return None
 
     def exchange(self, datagram: Datagram, local: tuple[str, int], aux_local: tuple[str, int],
-                 now: float) -> tuple[bytes, str] | None:
-        """The answer to one datagram and the channel it arrives on, or None if it is lost."""
+                 now: float) -> tuple[bytes, str, tuple[str, int]] | None:
+        """The answer to one datagram, the channel it arrives on and its source, or None if it
+        is lost."""
+        sender = aux_local if datagram.channel == AUX else local
+        if datagram.destination == STUN_SERVER:
+            return self._stun(datagram, sender, local, now)
+        if datagram.payload.startswith(b"SIP/2.0 "):  # our answer to a relayed request
+            self.outbound(sender, now)
+            return None
         request = parse_message(datagram.payload)
         assert isinstance(request, Request)
-        sender = aux_local if datagram.channel == AUX else local
         public = (PUBLIC_IP, self.outbound(sender, now))
+        if self.relays and datagram.channel == AUX and request.uri.startswith(f"sip:{PUBLIC_IP}:"):
+            target = self.inbound(int(request.uri.rpartition(":")[2]), now + RTT / 2)
+            if target != local:
+                return None
+            relayed = datagram.payload.replace(
+                b"Via: ", b"Via: SIP/2.0/UDP 203.0.113.10;branch=z9hG4bKrelay1\r\nVia: ", 1)
+            return relayed, TRIAL, SERVER
         reply = answer(datagram.payload, public, ignore_rport=self.ignore_rport)
         via = request.top_via
         if via.has_param("rport") or self.force_rport or self.ignore_rport:
             # answered to the source: back through the sender's own flow
-            return reply, datagram.channel
+            return reply, datagram.channel, SERVER
         target = self.inbound(via.port or 5060, now + RTT / 2)
         if target is None:
             return None
         return reply, (TRIAL if datagram.channel == AUX and target == local else
-                       datagram.channel if target == sender else "elsewhere")
+                       datagram.channel if target == sender else "elsewhere"), SERVER
+
+    def _stun(self, datagram: Datagram, sender: tuple[str, int], local: tuple[str, int],
+              now: float) -> tuple[bytes, str, tuple[str, int]] | None:
+        request = stun.parse_binding_request(datagram.payload)
+        public = (PUBLIC_IP, self.outbound(sender, now))
+        reply = stun.build_binding_success(request.transaction_id, public)
+        if request.response_port is None or not self.stun_rfc5780:
+            return reply, datagram.channel, STUN_SERVER
+        target = self.inbound(request.response_port, now + RTT / 2)
+        if target is None:
+            return None
+        return reply, TRIAL if target == local else "elsewhere", STUN_SERVER
 
 
 def run_discovery(nat: NatSim, max_idle: float = 600.0, start: float = 5.0,
-                  resolution: float = 0.1, resolution_min: float = 1.0
+                  resolution: float = 0.1, resolution_min: float = 1.0,
+                  stun_server: tuple[str, int] | None = None
                   ) -> tuple[Discovery, SearchResult, float]:
     """Discovery against the simulated NAT; returns it, its result and the simulated time taken."""
     rng = random.Random(3)
     discovery = Discovery(SERVER, "sip.example.net", 5060, rng.randbytes, max_idle=max_idle,
-                          start=start, resolution=resolution, resolution_min=resolution_min)
+                          start=start, resolution=resolution, resolution_min=resolution_min,
+                          stun_server=stun_server)
     now = 0.0
     port = 20000
     aux_local = ("192.168.77.2", 40999)
@@ -98,12 +129,12 @@ def run_discovery(nat: NatSim, max_idle: float = 600.0, start: float = 5.0,
 
 def drive(trial: Trial, nat: NatSim, local: tuple[str, int], aux_local: tuple[str, int],
           now: float) -> float:
-    pending: list[tuple[float, bytes, str]] = []
+    pending: list[tuple[float, bytes, str, tuple[str, int]]] = []
     for _ in range(10_000):  # bounded: a trial is a handful of exchanges
         for datagram in trial.datagrams_to_send():
             got = nat.exchange(datagram, local, aux_local, now)
             if got is not None and got[1] in (TRIAL, AUX):
-                pending.append((now + RTT, got[0], got[1]))
+                pending.append((now + RTT, got[0], got[1], got[2]))
         if trial.result is not None:
             return now
         deadline = trial.next_deadline()
@@ -112,8 +143,8 @@ def drive(trial: Trial, nat: NatSim, local: tuple[str, int], aux_local: tuple[st
             now = arrival
             due = [p for p in pending if p[0] <= now]
             pending = [p for p in pending if p[0] > now]
-            for _, data, channel in due:
-                trial.receive_datagram(data, SERVER, now, channel)
+            for _, data, channel, source in due:
+                trial.receive_datagram(data, source, now, channel)
         elif deadline is not None:
             now = deadline
             trial.handle_timer(now)

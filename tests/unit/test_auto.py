@@ -68,3 +68,20 @@ def test_a_new_public_address_rediscovers_and_keeps_the_interval_meanwhile(
     auto.on_event(ev.BindingChanged("b", "203.0.113.1:4000", "203.0.113.1:4001",
                                     "port-remapped"), 71.0)
     assert auto.next_start == 70.0  # a port change alone says nothing new
+
+
+def test_discovery_uses_the_bindings_stun_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """interval: auto measures with the binding's stun_server, resolved by its slot."""
+    settings = ProbeSettings(interval=SAFE, interval_auto=True,
+                             stun_server=Target("198.51.100.20", 3478))
+    slot = Slot(BindingConfig(name="b", server=Target("192.0.2.1", 5060), source_port=5062,
+                              settings=settings), os.urandom)
+    slot.server = ("192.0.2.1", 5060)
+    slot._refresh_stun(0.0, None)  # an address: resolved in place, once
+    assert slot.engine.stun_server == ("198.51.100.20", 3478)
+    assert slot.stun_next == float("inf")
+    auto = AutoInterval(slot, os.urandom, now=0.0)
+    monkeypatch.setattr(auto, "_next_trial", lambda now, out: None)  # no socket here
+    auto.handle_timer(10.0, [])
+    assert auto.discovery is not None
+    assert auto.discovery.stun_server == ("198.51.100.20", 3478)

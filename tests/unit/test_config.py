@@ -416,7 +416,7 @@ def test_every_defaults_key_can_be_set_per_binding() -> None:
               "fail_threshold": "4", "ok_threshold": "2", "retry_interval": "7",
               "inbound_check": "3", "require_2xx": "true", "max_forwards": "10",
               "user_agent": "x", "interval_min": "8", "interval_max": "50", "safety": "0.7",
-              "rediscover": "12"}
+              "rediscover": "12", "check": "stun", "stun_server": "192.0.2.9"}
     assert set(values) == set(loader.SETTING_KEYS)
     text = BINDING + "".join(f"    {k}: {v}\n" for k, v in values.items())
     settings = parse(text).bindings[0].settings
@@ -424,7 +424,8 @@ def test_every_defaults_key_can_be_set_per_binding() -> None:
                                      fail_threshold=4, ok_threshold=2, retry_interval=7.0,
                                      inbound_check=3, require_2xx=True, max_forwards=10,
                                      user_agent="x", interval_min=8.0, interval_max=50.0,
-                                     safety=0.7, rediscover=12.0)
+                                     safety=0.7, rediscover=12.0, check="stun",
+                                     stun_server=Target("192.0.2.9", 3478))
 
 
 def test_setting_keys_cover_the_model() -> None:

@@ -9,12 +9,14 @@ from hypothesis import strategies as st
 from natkeepalive.core import discovery as d
 from natkeepalive.core.discovery import (
     METHOD_INBOUND,
+    METHOD_RELAY,
     METHOD_RPORT,
+    METHOD_STUN,
     LifetimeSearch,
     recommended_interval,
 )
 from natkeepalive.core.wire import AUX
-from tests.support.natsim import NatSim, run_discovery
+from tests.support.natsim import STUN_SERVER, NatSim, run_discovery
 from tests.support.sipfake import answer
 
 
@@ -68,6 +70,46 @@ def test_server_forcing_rport_falls_back_to_rport_on_a_random_port_nat() -> None
 def test_port_preserving_nat_with_forced_rport_cannot_be_measured() -> None:
     discovery, result, _ = run_discovery(NatSim(60.0, random_ports=False, force_rport=True))
     assert discovery.error is not None and "keeps source ports" in discovery.error
+    assert result.lifetime_s is None
+
+
+@pytest.mark.parametrize("lifetime", [7.0, 60.0, 180.0])
+@pytest.mark.parametrize("random_ports", [False, True])
+def test_stun_measures_a_port_preserving_nat_when_the_server_forces_rport(
+        lifetime: float, random_ports: bool) -> None:
+    discovery, result, _ = run_discovery(
+        NatSim(lifetime, random_ports=random_ports, force_rport=True), stun_server=STUN_SERVER)
+    assert discovery.error is None
+    assert result.method == METHOD_STUN
+    assert result.hi_s is not None and result.lo_s <= lifetime <= result.hi_s
+    assert result.hi_s - result.lo_s <= max(1.0, 0.1 * result.lo_s)
+    # sent-by and relay were each tried once, then stun for the rest
+    methods = [method for _, method, _ in discovery.history]
+    assert methods[:2] == [METHOD_INBOUND, METHOD_RELAY]
+    assert set(methods[2:]) == {METHOD_STUN}
+
+
+@pytest.mark.parametrize("lifetime", [7.0, 60.0])
+def test_a_relaying_server_measures_a_port_preserving_nat(lifetime: float) -> None:
+    discovery, result, _ = run_discovery(NatSim(lifetime, force_rport=True, relays=True))
+    assert discovery.error is None
+    assert result.method == METHOD_RELAY
+    assert result.hi_s is not None and result.lo_s <= lifetime <= result.hi_s
+
+
+def test_a_stun_server_without_rfc5780_falls_back_to_rport() -> None:
+    nat = NatSim(60.0, random_ports=True, force_rport=True, stun_rfc5780=False)
+    discovery, result, _ = run_discovery(nat, stun_server=STUN_SERVER)
+    assert discovery.error is None
+    assert result.method == METHOD_RPORT
+    assert result.hi_s is not None and result.lo_s <= 60.0 <= result.hi_s
+    stun_trials = [r for _, m, r in discovery.history if m == METHOD_STUN]
+    assert stun_trials == ["unsupported"]  # verified once, never a false expiry
+
+
+def test_port_preserving_nat_forced_rport_without_stun_names_the_remedy() -> None:
+    discovery, result, _ = run_discovery(NatSim(60.0, force_rport=True))
+    assert discovery.error is not None and "stun_server" in discovery.error
     assert result.lifetime_s is None
 
 

@@ -305,7 +305,8 @@ def test_server_forcing_rport_makes_the_check_unsupported_once() -> None:
     n.force_rport = True
     n.run_until(200)
     assert n.names().count("inbound-check-unsupported") == 1
-    assert len([s for s in n.sent if s.channel == AUX]) == 1
+    # the sent-by check, then (check: auto) the relayed check once; never again
+    assert len([s for s in n.sent if s.channel == AUX]) == 2
     assert "binding-expired" not in n.names()
 
 

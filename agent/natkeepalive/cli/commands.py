@@ -78,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--max-forwards", type=_max_forwards, default=70, metavar="N",
                        help="Max-Forwards header, 0-255 (default: 70)")
     probe.add_argument("--inbound-check", action="store_true",
-                       help="also check that the NAT lets the server's requests in")
+                       help="also check that the NAT lets the server's requests in, and which "
+                            "check methods (sent-by, relay, stun) this server supports")
+    probe.add_argument("--stun-server", metavar="HOST[:PORT]",
+                       help="with --inbound-check: an RFC 5780 STUN server to try the stun "
+                            "method with (port 3478 if omitted)")
     probe.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
     disc = sub.add_parser("discover", help="measure how long the NAT keeps an idle binding",
@@ -90,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="first local port; trial k uses N+k (default: ephemeral ports)")
     disc.add_argument("--bind", metavar="ADDR",
                       help="local address to send from (default: the system's choice)")
+    disc.add_argument("--stun-server", metavar="HOST[:PORT]",
+                      help="an RFC 5780 STUN server (or `nat-keepalive responder`): measures "
+                           "behind a port-preserving NAT when the server forces rport (port "
+                           "3478 if omitted)")
     disc.add_argument("--max-idle", type=_positive, default=600.0, metavar="S",
                       help="longest idle time tried, seconds (default: 600)")
     disc.add_argument("--resolution", type=_positive, default=0.1, metavar="R",

@@ -66,8 +66,19 @@ def run_discover(args: argparse.Namespace) -> int:
         if family_of(args.bind) != family_of(server[0]):
             raise SocketSetupError(f"--bind {args.bind} cannot reach server {server[0]}: "
                                    "they are of different address families")
+    stun_server = None
+    if args.stun_server:
+        from natkeepalive.core.checks import parse_stun_server
+        from natkeepalive.errors import TargetError
+
+        try:
+            stun_target = parse_stun_server(args.stun_server)
+            stun_server = resolve(stun_target.host, stun_target.port, family_of(server[0]))
+        except (TargetError, OSError) as exc:
+            sys.stderr.write(f"nat-keepalive: --stun-server {args.stun_server}: {exc}\n")
+            return 2 if isinstance(exc, TargetError) else 1
     resolution = args.resolution
-    discovery = Discovery(server, target.host, target.port, os.urandom,
+    discovery = Discovery(server, target.host, target.port, os.urandom, stun_server=stun_server,
                           max_idle=args.max_idle, start=min(args.start, args.max_idle),
                           resolution=resolution if resolution < 1 else 0.0,
                           resolution_min=1.0 if resolution < 1 else resolution,

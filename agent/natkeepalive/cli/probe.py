@@ -1,7 +1,11 @@
 """`nat-keepalive probe TARGET`: one OPTIONS (and optionally the inbound check), for scripts and
 monitoring. With --json one object: target, server, local, reachable, status, reason, rtt_ms,
-transmissions, public, rport_supported, inbound_check, and `error` when the probe could not be
-made (the name does not resolve, the request could not be sent)."""
+transmissions, public, rport_supported, inbound_check, checks, and `error` when the probe could
+not be made (the name does not resolve, the request could not be sent).
+
+With --inbound-check, `checks` says for each check method (sent-by, relay, stun: core/checks.py)
+whether this server (and the --stun-server) supports it: `alive`, or `unsupported: <why>`;
+`inbound_check` keeps the sent-by check's result."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from natkeepalive.errors import SocketSetupError
+from natkeepalive.errors import SocketSetupError, TargetError
 from natkeepalive.logline import escape_text
 from natkeepalive.oneshot.probe import Prober
 from natkeepalive.runtime.sockets import family_of, is_ip_literal, resolve
@@ -48,7 +52,7 @@ def run_probe(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {
         "target": str(target), "server": None, "local": None, "reachable": False,
         "status": None, "reason": None, "rtt_ms": None, "transmissions": 0, "public": None,
-        "rport_supported": None, "rport": None, "inbound_check": None,
+        "rport_supported": None, "rport": None, "inbound_check": None, "checks": None,
     }
     try:
         server = resolve(target.host, target.port)
@@ -92,6 +96,11 @@ def run_probe(args: argparse.Namespace) -> int:
             if result["inbound_check"] == "alive" and via.rport is None:
                 result["public"]["port"] = port
             code = 1 if result["inbound_check"] == "expired" else 0
+            result["checks"] = {
+                "sent-by": result["inbound_check"] or "unsupported: the server went away",
+                "relay": _relay(prober, address, result["public"]["port"]),
+                "stun": _stun(prober, args.stun_server),
+            }
         return _report(args, result, code)
 
 
@@ -109,6 +118,44 @@ def _inbound(prober: Prober, address: str | None, port: int | None, guessed: boo
         return "unsupported: bare rport and the public port is not the local one"
     confirm = prober.keepalive()  # silence alone proves nothing: is the server there at all?
     return "expired" if confirm.response is not None else None  # the server went away
+
+
+def _relay(prober: Prober, address: str | None, port: int | None) -> str:
+    if address is None or port is None:
+        return "unsupported: the public address:port is unknown"
+    outcome, response = prober.relay((address, port))
+    if outcome == "relayed":
+        return "alive"
+    if response is not None:
+        return (f"unsupported: the server answered the relayed check itself "
+                f"({response.status} {escape_text(response.reason)})")
+    return "unsupported: not relayed, and no answer"
+
+
+def _stun(prober: Prober, text: str | None) -> str:
+    if not text:
+        return "unsupported: no --stun-server given"
+    from natkeepalive.core.checks import parse_stun_server
+
+    try:
+        target = parse_stun_server(text)
+    except TargetError as exc:
+        return f"unsupported: --stun-server {text!r}: {exc}"
+    try:
+        server = resolve(target.host, target.port, family_of(prober.server[0]))
+    except OSError as exc:
+        return f"unsupported: cannot resolve {target.host}: {exc}"
+    channel, mapped = prober.stun(server, None, from_aux=False)
+    if channel != "main" or mapped is None:
+        return "unsupported: the STUN server does not answer"
+    channel, _ = prober.stun(server, mapped[1], from_aux=True)
+    if channel == "main":
+        return "alive"
+    if channel == "aux":
+        return "unsupported: the STUN server does not honour RESPONSE-PORT (RFC 5780)"
+    channel, _ = prober.stun(server, None, from_aux=True)
+    return ("unsupported: the STUN server drops requests with RESPONSE-PORT" if channel
+            else "unsupported: the STUN server does not answer the second socket")
 
 
 def _report(args: argparse.Namespace, result: dict[str, Any], code: int) -> int:
@@ -140,5 +187,7 @@ def _report(args: argparse.Namespace, result: dict[str, Any], code: int) -> int:
         lines.append(f"reachable  no: {why}")
     if result["inbound_check"] is not None:
         lines.append(f"inbound    {result['inbound_check']}")
+    for method, verdict in (result["checks"] or {}).items():
+        lines.append(f"{method:<10} {verdict}")
     sys.stdout.write("\n".join(lines) + "\n")
     return code

@@ -31,7 +31,9 @@ from natkeepalive.config.model import (
     HooksConfig,
     LogConfig,
     ProbeSettings,
+    Target,
 )
+from natkeepalive.core.checks import CHECK_CHOICES, parse_stun_server
 from natkeepalive.errors import ConfigError, TargetError
 from natkeepalive.events import ALL_EVENTS
 from natkeepalive.record import replace
@@ -65,7 +67,7 @@ _HOSTPORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]+)\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 if TYPE_CHECKING:  # aliases used only in annotations
-    Value = Union[str, int, float, bool]
+    Value = Union[str, int, float, bool, Target]
     # A probe setting as read: its value, the node it came from and its key path.
     Setting = tuple[Value, Node, str]
     Pairs = dict[str, tuple[Node, Node]]  # key -> (key node, value node)
@@ -433,6 +435,10 @@ class _Reader:
             _, node, path = merged["interval_min" if lo_depth >= hi_depth else "interval_max"][0]
             self.fail(f"interval_min ({_num(low)}) must not be greater than interval_max "
                       f"({_num(high)})", node, path)
+        if values.get("check") == "stun" and values.get("stun_server") is None:
+            _, node, path = merged["check"][0]
+            self.fail("'stun' needs stun_server (an RFC 5780 STUN server, host[:port])", node,
+                      path)
         if values.get("interval") == AUTO:
             values["interval_auto"] = True
             values["interval"] = min(SAFE_INTERVAL, high)  # the safe start until measured
@@ -571,6 +577,17 @@ def _int_rule(low: int, high: int | None = None) -> Callable[[_Reader, Node, str
     return rule
 
 
+def _check(reader: _Reader, node: Node, path: str) -> str:
+    return reader.choice(node, path, CHECK_CHOICES)  # as written: a plain `off` is not false
+
+
+def _stun_server(reader: _Reader, node: Node, path: str) -> Target:
+    try:
+        return parse_stun_server(reader.text(node, path))
+    except TargetError as exc:
+        reader.fail(f"must be host[:port] or [v6addr]:port of a STUN server ({exc})", node, path)
+
+
 def _user_agent(reader: _Reader, node: Node, path: str) -> str:
     value = reader.text(node, path)
     if _CONTROL.search(value):
@@ -589,6 +606,8 @@ _SETTING_RULES: dict[str, Callable[[_Reader, Node, str], Value]] = {
     "ok_threshold": _int_rule(1),
     "retry_interval": _positive,
     "inbound_check": _int_rule(0),
+    "check": _check,
+    "stun_server": _stun_server,
     "require_2xx": _Reader.boolean,
     "max_forwards": _int_rule(0, 255),
     "user_agent": _user_agent,

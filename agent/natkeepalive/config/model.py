@@ -31,6 +31,9 @@ class ProbeSettings:
     # a check before every keepalive: a NAT reboot on a port-preserving NAT is caught at the next
     # keepalive, not one in ten (the keepalive alone re-creates the binding on the same port)
     inbound_check: int = 1
+    # how a check proves the binding (core/checks.py): auto | sent-by | relay | stun | off
+    check: str = "auto"
+    stun_server: Target | None = None  # an RFC 5780 STUN server (or `nat-keepalive responder`)
     require_2xx: bool = False
     max_forwards: int = 70
     user_agent: str = "nat-keepalive"

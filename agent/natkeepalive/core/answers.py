@@ -15,7 +15,6 @@ from natkeepalive.core.cycle import (
     CONFIRM,
     CRLF,
     EXPIRED,
-    FORCES_RPORT,
     IDLE,
     INBOUND,
     KEEPALIVE,
@@ -24,6 +23,7 @@ from natkeepalive.core.cycle import (
     SERVER_UP,
     TABLE,
     UP,
+    detected,
     keepalive_answered,
     step,
 )
@@ -32,7 +32,7 @@ from natkeepalive.core.wire import BINDING
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from natkeepalive.core.cycle import Engine
+    from natkeepalive.core.state import Engine
     from natkeepalive.core.tracker import Mapping
     from natkeepalive.core.transaction import ClientTransaction
     from natkeepalive.sip.memo import AnswerFacts
@@ -152,16 +152,17 @@ def apply_answer(engine: Engine, tx: ClientTransaction, facts: AnswerFacts, rtt:
 
 def expiry_detection(engine: Engine) -> str:
     """How an expiry on a port-preserving NAT is seen (the status file's field):
-    `inbound-check` once a check was answered on the binding, `pending` until then, or
-    `remap-only: <why>` (a remap to another port is still seen), `off (inbound_check: 0)`."""
+    the check method that proved the binding (`inbound-check`, `relay-check`, `stun-check`),
+    `pending` until one did, `remap-only: <why>` (a remap to another port is still seen; why
+    no method works), `off (inbound_check: 0)` or `off (check: off)`."""
     if engine.settings.inbound_check <= 0:
         return DETECT_OFF
-    if engine.server is not None and engine.server in engine.inbound_unsupported:
-        return f"remap-only: {FORCES_RPORT}"
+    if engine.settings.check == "off":
+        return "off (check: off)"
     if engine.detection_note is not None:
         return f"remap-only: {engine.detection_note}"
     if engine._proven:
-        return DETECT_CHECK
+        return detected(engine)
     mapping = engine.tracker.mapping
     if mapping is None and engine.tracker.rport_reported:
         return "unsupported: server sends no received and no rport value"

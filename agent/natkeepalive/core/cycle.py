@@ -19,7 +19,9 @@ Outcomes (what the engine feeds the table):
 - UP: the SERVER_UP probe was answered.
 - ALIVE: the check was answered on the BINDING socket; CRLF: the server's CRLF keepalive reached
   the binding (alive, but it proves nothing about the server's ability to answer the check).
-- FORCED: the check was answered on the AUX socket: the server forces rport.
+- FORCED: the check was answered on the AUX socket: the server forces rport (for the relayed
+  check also its silence before it was ever relayed; for the STUN check, RESPONSE-PORT not
+  honoured): the method does not work with this server.
 - SILENT: the check timed out after all its retransmissions.
 - ANSWERED, ANSWERED_UNPROVEN: a keepalive's answer (the newest outcome) after a check was ever
   answered on the binding in this flow, or before.
@@ -46,80 +48,32 @@ Rules:
   one) skips the table: a fast path pinned to its row by an assertion in core/answers.py.
 
 The check method (how the check datagram is built, how its answer is recognised) is a seam:
-SentByCheck is today's, an OPTIONS from the AUX socket whose Via sent-by is the public mapping,
+SentByCheck is the first, an OPTIONS from the AUX socket whose Via sent-by is the public mapping,
 without rport, so that a server that answers to the sent-by reaches the binding (RFC 3261
-18.2.2). Another method (a STUN binding request asking for an answer from another address and
-port, RFC 5780; a check relayed through a cooperating responder) implements the same two calls:
-`request` (the bytes to send from the AUX socket; the engine's _send_probe calls it) and
-`outcome` (which of ALIVE and FORCED a final answer matched to the check's transaction means;
-answers.receive calls it). A method whose answers are not SIP recognises them, by its own
-transaction key, before the SIP parse in receive_datagram. Phases, outcomes, the SERVER_UP proof
-and the table stay the same for every method.
+18.2.2). The relayed check and the STUN check (RFC 5780), and `check: auto`'s choice among them,
+are in core/checks.py and core/methods.py: they build their own datagrams, recognise their own
+answers (a STUN answer, the relayed request arriving on the binding) before the SIP parse, and
+feed this table the same outcomes (ALIVE, FORCED, SILENT, UP). RPORT_FORCED lets core/methods.py
+go on to the next method; REPORT_EXPIRY names the method that proved the binding.
 """
 
 from __future__ import annotations
 
 from natkeepalive import events as ev
+from natkeepalive.core import checks
 from natkeepalive.core.tracker import format_mapping
 from natkeepalive.core.wire import BINDING
 from natkeepalive.sip.target import format_hostport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Protocol
+    from typing import Callable
 
-    from natkeepalive.config.model import ProbeSettings
-    from natkeepalive.core.reachability import Reachability
-    from natkeepalive.core.tracker import Tracker
-    from natkeepalive.core.transaction import ClientTransaction
-    from natkeepalive.core.wire import Address
+    from natkeepalive.core.state import Engine
     from natkeepalive.sip.request import OptionsTemplate
 
     # template(via_host, via_port, rport): the binding's OPTIONS with that Via, to render
     Templates = Callable[[str, int, bool], OptionsTemplate]
-
-    class Engine(Protocol):
-        """What the cycle's steps here and in core/answers.py use of a BindingEngine: a
-        structural type, so that neither module imports the engine (which imports both)."""
-
-        name: str
-        settings: ProbeSettings
-        server: Address | None
-        local: Address | None
-        phase: str
-        tracker: Tracker
-        reach: Reachability
-        queued_events: list[ev.Event]
-        interval: float
-        flow_timer: float | None
-        inbound_result: str | None
-        inbound_unsupported: tuple[Address, ...]
-        detection_note: str | None
-        last_response_at: float | None
-        last_inbound_at: float | None
-        last_rtt_ms: float | None
-        last_status: int | None
-        crlf_received: int
-        responses: int
-        dropped: int
-        duplicates: int
-        debug_events: bool
-        _tx: dict[str, ClientTransaction]
-        _check_next: bool
-        _guess: str
-        _proven: bool
-        _unproven: int
-        _suspect_idle: float
-        _send_failing: bool
-
-        def set_interval(self, interval: float, reason: str, now: float) -> None: ...
-        def _send_keepalive(self, now: float, draw: float | None = None) -> None: ...
-        def _send_probe(self, kind: str, now: float, *, timeout: float | None = None,
-                        t1: float = ...) -> None: ...
-        def _renew(self, now: float) -> None: ...
-        def _finish(self, branch: str) -> None: ...
-        def _just_finished(self, branch: str) -> bool: ...
-        def _stale(self, tx: ClientTransaction) -> bool: ...
 
 # probe kinds (ClientTransaction.kind, the probe-sent event's kind)
 KEEPALIVE, CONFIRM, INBOUND = "keepalive", "confirm", "inbound"
@@ -132,11 +86,9 @@ SERVER_UP = "server-up"
 # checks left unanswered (each followed by an answered keepalive) before a check was ever answered
 # on the binding: the server ignores them, and silence would only ever mean a false expiry
 UNPROVEN_CHECKS = 3
-FORCES_RPORT = "server forces rport"
-NO_CHECK_ANSWER = "server does not answer the check"
-REMEDY = ("expiry on a port-preserving NAT cannot be seen, only a remap to another port; a server "
-          "that answers to the Via sent-by port when a request has no rport (RFC 3261 18.2.2) "
-          "would allow it")
+FORCES_RPORT = checks.FORCES_RPORT
+NO_CHECK_ANSWER = checks.NO_CHECK_ANSWER
+REMEDY = checks.REMEDY
 
 IDLE, CHECK, CHECK_UP, GUESS, SUSPECT, EXPIRED = (
     "idle", "check", "check-up", "guess", "suspect", "expired")
@@ -251,14 +203,13 @@ def step(engine: Engine, outcome: str, now: float) -> None:
             engine._guess = "confirmed"
             engine.tracker.refine_port(engine.local[1])
     elif action in (RPORT_FORCED, RPORT_FORCED_GUESS):
+        # the method does not work with this server: the next one (check: auto), or why not
         engine.inbound_result = "unsupported"
         if action == RPORT_FORCED_GUESS:
             engine._guess = "failed"
             engine.tracker.rport_unsupported(engine.queued_events)
-        if engine.server is not None and engine.server not in engine.inbound_unsupported:
-            engine.inbound_unsupported += (engine.server,)
-            engine.queued_events.append(ev.InboundCheckUnsupported(
-                engine.name, format_hostport(*engine.server), FORCES_RPORT, REMEDY))
+        if forced(engine, now):
+            return  # the next method's check went at once; the keepalive waits for it
     elif action == PORT_WRONG:
         # the port is not the local one (or the server ignores the check): not an expiry
         engine.inbound_result = "silent"
@@ -281,9 +232,9 @@ def count_unproven(engine: Engine) -> None:
     engine._unproven += 1
     if engine._unproven >= UNPROVEN_CHECKS and engine.detection_note is None \
             and engine.server is not None:
-        engine.detection_note = NO_CHECK_ANSWER
-        engine.queued_events.append(ev.InboundCheckUnsupported(
-            engine.name, format_hostport(*engine.server), NO_CHECK_ANSWER, REMEDY))
+        engine._unproven = 0  # the next method (check: auto) starts its own count
+        method_failed(engine, checks.STUN_SILENT if engine._plan.method == checks.STUN
+                      else NO_CHECK_ANSWER)
 
 
 def keepalive_answered(engine: Engine, now: float) -> None:
@@ -296,9 +247,66 @@ def keepalive_answered(engine: Engine, now: float) -> None:
         engine.tracker.expiries += 1
         engine.queued_events.append(ev.BindingExpired(
             engine.name, format_mapping(engine.tracker.mapping) or "",
-            round(engine._suspect_idle, 1), "inbound-check"))
+            round(engine._suspect_idle, 1), detected(engine)))
         engine._renew(now)
     elif action == COUNT_UNPROVEN:
         count_unproven(engine)
     else:
         assert action == OBSERVE, action
+
+
+# ------------------------------------------------------------------ which check method
+
+def check_due(engine: Engine) -> bool:
+    """Whether a check can go: on, and what its method needs known (sent-by: the public address
+    and port, or a port guess, and the server not known to force rport or to ignore the check;
+    relay: the public address and port; stun: the mapped port toward the STUN server). While
+    unreachable too: the first cycle that reaches a server coming back must check before its
+    keepalive."""
+    plan = engine._plan
+    method = plan.method
+    if engine.settings.inbound_check <= 0 or method is None or engine.detection_note is not None:
+        return False
+    if method == checks.STUN:
+        return plan.stun_mapped is not None and plan.stun_server is not None
+    mapping = engine.tracker.mapping
+    if mapping is None or mapping[0] is None:
+        return False
+    if method == checks.RELAY:
+        return mapping[1] is not None
+    if engine.server in engine.inbound_unsupported:
+        method_failed(engine, FORCES_RPORT)
+        return check_due(engine)
+    return mapping[1] is not None or engine._guess == "pending"
+
+
+def method_failed(engine: Engine, why: str) -> None:
+    """The method in use cannot prove an expiry with this server: the next (`check: auto`), or,
+    none left, remap-only, reported once with every reason and what would help."""
+    plan = engine._plan
+    if plan.fail(why) is None and engine.detection_note is None and engine.server is not None:
+        engine.detection_note = plan.note
+        engine.queued_events.append(ev.InboundCheckUnsupported(
+            engine.name, format_hostport(*engine.server), plan.note, checks.REMEDY))
+
+
+def forced(engine: Engine, now: float) -> bool:
+    """The check was answered on the AUX socket (or a relayed check never arrived): this server
+    does not support the method. Whether the next method's check went at once (the relayed
+    check, right after the sent-by one: the keepalive still waits)."""
+    method = engine._plan.method
+    if method == checks.SENT_BY and engine.server is not None \
+            and engine.server not in engine.inbound_unsupported:
+        engine.inbound_unsupported += (engine.server,)
+    method_failed(engine, checks.STUN_IGNORES_PORT if method == checks.STUN
+                  else checks.NO_RELAY if method == checks.RELAY else checks.FORCES_RPORT)
+    if engine._plan.method == checks.RELAY and check_due(engine):
+        engine._check_next = True
+        engine._start_cycle(now)
+        return engine.phase in CHECKING
+    return False
+
+
+def detected(engine: Engine) -> str:
+    """binding-expired's `detected` and expiry_detection's value for the method in use."""
+    return checks.DETECTED.get(engine._plan.method or checks.SENT_BY, "inbound-check")

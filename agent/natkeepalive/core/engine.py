@@ -36,8 +36,9 @@ from __future__ import annotations
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
-from natkeepalive.core import answers
+from natkeepalive.core import answers, methods
 from natkeepalive.core import cycle as c
+from natkeepalive.core.checks import RELAY, STUN, CheckPlan
 from natkeepalive.core.cycle import (
     CHECKING,
     CONFIRM,
@@ -109,7 +110,7 @@ class BindingEngine:
 
     # One engine per binding, kept for the agent's life: slots, not a __dict__ per engine.
     __slots__ = (
-        "_answers", "_check_next", "_guess", "_keepalive_template", "_newest_outcome",
+        "_answers", "_check_next", "_guess", "_keepalive_template", "_newest_outcome", "_plan",
         "_promote", "_proven", "_random", "_recent_done", "_send_failing", "_since_check",
         "_suspect_idle", "_templates", "_tx", "_unproven", "call_id", "crlf_received", "cseq",
         "debug_events", "detection_note", "dropped", "duplicates", "flow_timer", "from_tag",
@@ -168,6 +169,8 @@ class BindingEngine:
         self.last_inbound_at: float | None = None
         # servers found to force rport: a tuple, as an empty set is larger and it holds one
         self.inbound_unsupported: tuple[Address, ...] = ()
+        # which check method is in use, and what the others found (core/checks.py)
+        self._plan = CheckPlan(settings.check, settings.stun_server is not None)
         self._send_failing = False
         # probe-sent and probe-answered (debug) for every probe: the daemon turns them off when
         # its log level hides them, which saves building two events per keepalive
@@ -200,6 +203,8 @@ class BindingEngine:
         if old_server is not None and old_server != server:
             self.queued_events.append(ev.ServerChanged(
                 self.name, format_hostport(*old_server), server_text))
+            self._plan = methods.new_plan(self)  # what the methods found was this server's
+            self.detection_note = None
         if old_local is not None and old_local[0] != local[0]:
             self.queued_events.append(ev.LocalAddressChanged(self.name, old_local[0], local[0]))
         if old_server == server and old_local is not None and old_local[0] == local[0]:
@@ -217,8 +222,14 @@ class BindingEngine:
         self._proven = False
         self._unproven = 0
         self._check_next = True
+        self._plan.stun_mapped = None  # a new local address has a new mapping
         if self.detection_note == c.NO_CHECK_ANSWER:
             self.detection_note = None
+            self._plan = methods.new_plan(self)
+
+    @property
+    def stun_server(self) -> Address | None:  # set by methods.set_stun_server
+        return self._plan.stun_server
 
     def _abort_all(self) -> None:
         self._tx.clear()
@@ -244,7 +255,10 @@ class BindingEngine:
     def receive_datagram(self, data: bytes, source: Address, now: float,
                          channel: str = BINDING) -> None:
         if self.server is None or source != self.server:
-            self.dropped += 1  # before parsing: a flood from elsewhere costs a comparison
+            # before parsing: a flood from elsewhere costs a comparison (the STUN server's
+            # answers, or a relayed check from another port of the server, one more)
+            if not methods.receive_other(self, data, source, now, channel):
+                self.dropped += 1
             return
         try:
             branch, cseq, call_id, facts = self._answers.read(data)
@@ -252,7 +266,8 @@ class BindingEngine:
             if data and not data.strip(b"\r\n") and channel == BINDING:
                 answers.crlf(self, now)
                 return
-            self.dropped += 1
+            if not methods.receive_other(self, data, source, now, channel):
+                self.dropped += 1
             return
         answers.receive(self, branch, cseq, call_id, facts, now, channel)
 
@@ -277,7 +292,7 @@ class BindingEngine:
             again = tx.on_timer(now)
             if again is not None:
                 channel = AUX if tx.kind == INBOUND or tx.kind == SERVER_UP else BINDING
-                self._send(channel, again)
+                methods.retransmit(self, channel, again)
                 if tx.kind == INBOUND and tx.transmissions == 2:
                     # with the check's first copy, and on its schedule from now on
                     self._send_probe(SERVER_UP, now, timeout=tx.deadline - now,
@@ -346,9 +361,10 @@ class BindingEngine:
     def _start_cycle(self, now: float, draw: float | None = None) -> None:
         outcome = DUE_KEEPALIVE
         if (self._check_next or self._since_check >= self.settings.inbound_check) \
-                and self._check_due():
+                and c.check_due(self):
             mapping = self.tracker.mapping
-            outcome = DUE_GUESS if mapping is not None and mapping[1] is None else DUE_CHECK
+            outcome = DUE_GUESS if mapping is not None and mapping[1] is None \
+                and self._plan.method not in (RELAY, STUN) else DUE_CHECK
         self.phase, action = TABLE[(self.phase, outcome)]
         if action == SEND_KEEPALIVE:
             self._send_keepalive(now, draw)
@@ -358,19 +374,11 @@ class BindingEngine:
         self._check_next = False
         self._send_probe(INBOUND, now)
 
-    def _check_due(self) -> bool:
-        """Whether a check can go: on, the public address and port (or a port guess) known,
-        the server not known to force rport or to ignore the check. While unreachable too: the
-        first cycle that reaches a server coming back must check before its keepalive."""
-        mapping = self.tracker.mapping
-        if self.settings.inbound_check <= 0 or mapping is None or mapping[0] is None \
-                or self.detection_note is not None or self.server in self.inbound_unsupported:
-            return False
-        return mapping[1] is not None or self._guess == "pending"
-
     def _send_keepalive(self, now: float, draw: float | None = None) -> None:
         self._since_check += 1
         self._send_probe(KEEPALIVE, now)
+        if self._plan.method == STUN:
+            methods.stun_keepalive(self)
         self.last_keepalive_at = now
         base = self._base()
         if self._promote:
@@ -419,8 +427,15 @@ class BindingEngine:
                     t1: float = T1) -> None:
         assert self.server is not None and self.local is not None
         self.cseq += 1
+        if kind != KEEPALIVE and kind != CONFIRM and methods.check_request(
+                self, kind, now, self.settings.timeout if timeout is None else timeout, t1):
+            return
         branch = "z9hG4bK" + _hex(self._random, BRANCH_BYTES)
-        if kind == INBOUND:
+        if kind == INBOUND and self._plan.method == RELAY:
+            public = self.tracker.mapping
+            assert public is not None and public[0] is not None and public[1] is not None
+            payload = methods.relay_template(self, public[0], public[1]).render(branch, self.cseq)
+        elif kind == INBOUND:
             public = self.tracker.mapping
             assert public is not None and public[0] is not None
             port = public[1]
@@ -489,7 +504,7 @@ class BindingEngine:
 
     def _timed_out(self, tx: ClientTransaction, now: float) -> None:
         if tx.kind == INBOUND:
-            c.step(self, c.SILENT, now)
+            c.step(self, methods.silent_outcome(self), now)
             return
         if tx.kind == SERVER_UP:
             return

@@ -89,49 +89,122 @@ class Prober:
             self.aux = open_udp(wildcard(family_of(self.server[0])), 0, "probe")
         return self._transact(public, rport=False, via_aux=True)
 
-    def _transact(self, via: Address, rport: bool, via_aux: bool) -> Answer:
+    def relay(self, public: Address) -> tuple[str, Response | None]:
+        """The relayed check: an OPTIONS from the AUX socket whose Request-URI is `public`.
+        ("relayed", None) when the server relayed it into the main socket (answered 200 there),
+        ("answered", its answer) when it answered itself, ("silent", None) otherwise."""
+        if self.aux is None:
+            self.aux = open_udp(wildcard(family_of(self.server[0])), 0, "probe")
+        relayed: list[bool] = []
+
+        def on_request(data: bytes, source: Address) -> None:
+            from natkeepalive.core import checks
+
+            request = checks.relayed_request(data)
+            if request is None or source[0] != self.server[0] \
+                    or request.call_id.rpartition("-")[0] != self.call_id:
+                self.dropped += 1
+                return
+            answer, destination = checks.answer_relayed(request, source, self.from_tag)
+            send_datagram(self.main, answer, destination)
+            relayed.append(True)
+
+        answer = self._transact(self.local, rport=True, via_aux=True, uri=public,
+                                on_request=on_request, done=lambda: bool(relayed))
+        if relayed:
+            return "relayed", None
+        return ("answered", answer.response) if answer.response is not None else ("silent", None)
+
+    def stun(self, server: Address, response_port: int | None, from_aux: bool
+             ) -> tuple[str, Address | None]:
+        """One STUN Binding request to `server` (from the AUX socket when `from_aux`, with
+        RESPONSE-PORT when given): (the socket its answer came to, "main" or "aux", or "" for
+        none; the mapped address it carried)."""
+        from natkeepalive.core import checks
+
+        if from_aux and self.aux is None:
+            self.aux = open_udp(wildcard(family_of(self.server[0])), 0, "probe")
         self.cseq += 1
-        branch = "z9hG4bK" + _hex(10)
-        call_id = f"{self.call_id}-{self.cseq}"
-        payload = options_template(
-            uri_host=self.uri_host, uri_port=self.uri_port, via_host=via[0], via_port=via[1],
-            call_id=self.call_id, from_tag=self.from_tag, rport=rport,
-            max_forwards=self.max_forwards, user_agent=self.user_agent).render(branch, self.cseq)
-        sender = self.aux if via_aux and self.aux is not None else self.main
-        now = self.clock()
-        tx = ClientTransaction(TransactionKey(branch, call_id, self.cseq), payload,
-                               "probe", now, self.timeout)
+        txid = checks.stun_txid(self.call_id, self.cseq)
+        payload = checks.stun_request(txid, response_port)
+        sender = self.aux if from_aux and self.aux is not None else self.main
+        tx = ClientTransaction(TransactionKey(txid.hex(), "", self.cseq), payload, "stun",
+                               self.clock(), self.timeout)
+        found: list[tuple[str, Address | None]] = []
+
+        def read(sock: socket.socket, channel: str) -> bool:
+            try:
+                data, source = sock.recvfrom(65535)
+            except OSError:
+                return False
+            answer = checks.stun_answer(data)
+            if (source[0], source[1]) != server or answer is None or answer[0] != txid:
+                self.dropped += 1
+                return False
+            found.append((channel, answer[1]))
+            return True
+
+        self._loop(tx, sender, payload, server, read)
+        return found[0] if found else ("", None)
+
+    def _loop(self, tx: ClientTransaction, sender: socket.socket, payload: bytes,
+              destination: Address, read: Callable[[socket.socket, str], bool]) -> str | None:
+        """Send `payload` and its retransmissions until `read` (of a ready socket) says done, or
+        the transaction times out; the last send error."""
         sockets: dict[str, socket.socket] = {"main": self.main}
         if self.aux is not None:
             sockets["aux"] = self.aux
         with selectors.DefaultSelector() as selector:
             for name, sock in sockets.items():
                 selector.register(sock, selectors.EVENT_READ, name)
-            error = self._send(sender, payload)
+            error = send_datagram(sender, payload, destination)
             while True:
                 due = tx.due()
                 if due is None:
-                    return Answer(None, "", None, tx.transmissions, error)
+                    return error
                 for key, _ in selector.select(max(0.0, due - self.clock())):
-                    answer = self._read(key.fileobj, str(key.data), tx)  # type: ignore[arg-type]
-                    if answer is not None:
-                        return answer
+                    if read(key.fileobj, str(key.data)):  # type: ignore[arg-type]
+                        return error
                 again = tx.on_timer(self.clock())
                 if again is not None:
-                    error = self._send(sender, again) or error
+                    error = send_datagram(sender, again, destination) or error
 
-    def _send(self, sock: socket.socket, payload: bytes) -> str | None:
-        # a network that is down makes the transaction time out like a lost datagram; the
-        # error is kept so the caller can tell "nothing sent" from "no answer"
-        return send_datagram(sock, payload, self.server)
+    def _transact(self, via: Address, rport: bool, via_aux: bool, uri: Address | None = None,
+                  on_request: Callable[[bytes, Address], None] | None = None,
+                  done: Callable[[], bool] | None = None) -> Answer:
+        self.cseq += 1
+        branch = "z9hG4bK" + _hex(10)
+        call_id = f"{self.call_id}-{self.cseq}"
+        uri_host, uri_port = (self.uri_host, self.uri_port) if uri is None else uri
+        payload = options_template(
+            uri_host=uri_host, uri_port=uri_port, via_host=via[0], via_port=via[1],
+            call_id=self.call_id, from_tag=self.from_tag, rport=rport,
+            max_forwards=self.max_forwards, user_agent=self.user_agent).render(branch, self.cseq)
+        sender = self.aux if via_aux and self.aux is not None else self.main
+        now = self.clock()
+        tx = ClientTransaction(TransactionKey(branch, call_id, self.cseq), payload,
+                               "probe", now, self.timeout)
+        answers: list[Answer] = []
 
-    def _read(self, sock: socket.socket, channel: str, tx: ClientTransaction
-              ) -> Answer | None:
+        def read(sock: socket.socket, channel: str) -> bool:
+            answer = self._read(sock, channel, tx, on_request)
+            if answer is not None:
+                answers.append(answer)
+            return answer is not None or (done is not None and done())
+
+        error = self._loop(tx, sender, payload, self.server, read)
+        return answers[0] if answers else Answer(None, "", None, tx.transmissions, error)
+
+    def _read(self, sock: socket.socket, channel: str, tx: ClientTransaction,
+              on_request: Callable[[bytes, Address], None] | None = None) -> Answer | None:
         try:
             data, source = sock.recvfrom(65535)
         except OSError:
             return None
         now = self.clock()
+        if on_request is not None and channel == "main" and data.startswith(b"OPTIONS "):
+            on_request(data, (source[0], source[1]))
+            return None
         try:
             response = parse_response(data)
         except SipParseError:

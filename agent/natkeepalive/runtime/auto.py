@@ -113,7 +113,8 @@ class AutoInterval:
             server, self.slot.config.server.host, self.slot.config.server.port, self._random,
             max_idle=self.settings.interval_max / self.settings.safety,
             start=self.settings.interval_min, resolution=RESOLUTION,
-            resolution_min=RESOLUTION_MIN, timeout=self.settings.timeout)
+            resolution_min=RESOLUTION_MIN, timeout=self.settings.timeout,
+            stun_server=self.slot.engine.stun_server)
         self._next_trial(now, out)
 
     def _next_trial(self, now: float, out: list[ev.Event]) -> None:

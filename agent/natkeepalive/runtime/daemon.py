@@ -29,7 +29,9 @@ import time
 from natkeepalive import __version__
 from natkeepalive import events as ev
 from natkeepalive.config.model import Config
+from natkeepalive.core.checks import looks_like_stun
 from natkeepalive.core.engine import AUX, BINDING, jitter_draw
+from natkeepalive.core.methods import receive_stun
 from natkeepalive.core.reachability import UNREACHABLE
 from natkeepalive.cstdlib import heappop, signal, socket
 from natkeepalive.errors import ConfigError, SipParseError, SocketSetupError
@@ -186,7 +188,7 @@ class Daemon:
             self._handle_signals()
         now = self.clock()
         for name in self.resolver.ready():
-            slot = self.slots.get(name)
+            slot = self.slots.get(name.partition("\0")[0])  # "\0stun": its stun_server
             if slot is None:
                 self.resolver.forget(name)
                 continue
@@ -327,6 +329,16 @@ class Daemon:
     def _read_aux(self, sock: socket.socket) -> None:
         now = self.clock()
         for data, source in drain(sock):
+            if looks_like_stun(data):  # a STUN check's answer: its id starts with a Call-ID's
+                stun_owner = self.registry.answered(data[8:16].hex() + "-")
+                if isinstance(stun_owner, Slot):
+                    if receive_stun(stun_owner.engine, data, now, AUX):
+                        self._after(stun_owner, [], now)
+                elif stun_owner is not None:
+                    found_stun: list[ev.Event] = []
+                    stun_owner.receive(data, (source[0], source[1]), now, AUX, found_stun)
+                    self._after_auto(stun_owner, found_stun, now)
+                continue
             try:
                 response = parse_response(data)
             except SipParseError:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 PREFIX = "nat_keepalive_"
 INBOUND_RESULTS = ("alive", "silent", "unsupported")
 CHANGE_CAUSES = ("address-changed", "port-remapped")
-EXPIRY_DETECTIONS = ("inbound-check", "remap")
+EXPIRY_DETECTIONS = ("inbound-check", "relay-check", "stun-check", "remap")
 
 
 def escape(value: str) -> str:

@@ -14,6 +14,7 @@ from natkeepalive import events as ev
 from natkeepalive import netinfo
 from natkeepalive.config.model import BindingConfig
 from natkeepalive.core.engine import Address, BindingEngine
+from natkeepalive.core.methods import set_stun_server
 from natkeepalive.core.reachability import UNREACHABLE
 from natkeepalive.cstdlib import socket
 from natkeepalive.runtime.addrwatch import AddressWatch
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 RESOLVE_EVERY = 600.0
 LOOKUP_LIMIT = 60.0  # a lookup in flight this long is asked again
+STUN_KEY = "\0stun"  # the resolver's key for a binding's stun_server: its name and this
 
 
 class Slot:
@@ -43,6 +45,7 @@ class Slot:
     __slots__ = (
         "addresses", "checked", "config", "engine", "literal", "missing", "name", "next_resolve",
         "resolve_failing", "resolved_at", "scheduled", "server", "sock", "start_offset",
+        "stun_next",
     )
 
     def __init__(self, config: BindingConfig, random_bytes: Callable[[int], bytes],
@@ -65,6 +68,7 @@ class Slot:
         # stays the same, refresh has nothing to look at (see refresh)
         self.checked = -1
         self.missing: str | None = None  # why there is no local address (reported once)
+        self.stun_next = 0.0 if config.settings.stun_server is not None else float("inf")
 
     # ---------------------------------------------------------------- addresses
 
@@ -126,6 +130,9 @@ class Slot:
         With a resolver a name is looked up off the loop: until the answer comes back (through
         the daemon's loop, which calls refresh again) the binding keeps its current server, or
         waits when it has none yet. Without one (at start) the lookup is done in place."""
+        if now >= self.stun_next or (resolver is not None and resolver.results
+                                     and self.name + STUN_KEY in resolver.results):
+            self._refresh_stun(now, resolver)
         if self.quiet(now, resolver):
             return
         host, port = self.config.server.host, self.config.server.port
@@ -156,6 +163,31 @@ class Slot:
         if self.server is None:
             return
         self.check_local(now, out)
+
+    def _refresh_stun(self, now: float, resolver: Resolver | None) -> None:
+        """stun_server's address: looked up like the server's, off the loop (key name + STUN_KEY)
+        when a resolver is given; a failure leaves the binding without the stun method until a
+        later lookup succeeds (expiry_detection says so)."""
+        target = self.config.settings.stun_server
+        assert target is not None
+        key = self.name + STUN_KEY
+        family = family_of(self.config.bind) if self.config.bind else 0
+        result: Lookup | None = resolver.take(key) if resolver is not None else None
+        if result is None and now >= self.stun_next:
+            if resolver is None or is_ip_literal(target.host):
+                try:
+                    result = resolve(target.host, target.port, family)
+                except OSError as exc:
+                    result = exc
+            else:
+                resolver.start(key, target.host, target.port, family)
+                self.stun_next = now + LOOKUP_LIMIT
+                return
+        if isinstance(result, OSError):
+            self.stun_next = now + self.config.settings.retry_interval
+        elif result is not None:
+            self.stun_next = float("inf") if is_ip_literal(target.host) else now + RESOLVE_EVERY
+            set_stun_server(self.engine, result)
 
     def check_local(self, now: float, out: list[ev.Event]) -> None:
         """Open or re-open the socket so it sits on the current local address."""
