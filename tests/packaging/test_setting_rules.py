@@ -7,6 +7,9 @@ here: on a router it would pass `uci commit` and stop the agent at start, or the
 Values are written as a user types them in either file. The sides differ in notation only where
 CASES says nothing: YAML's own spellings (0x10, 1_000, quoted strings) are the loader's tests'
 business (tests/unit/test_config.py); UCI spells a boolean 0 or 1, YAML true or false.
+Rules that span two keys (interval_min not above interval_max; `check: stun` needs a
+stun_server) are the loader's alone: the init script renders them as written and the agent,
+at start, names the key it refuses.
 """
 
 from __future__ import annotations
@@ -56,6 +59,19 @@ CASES: list[tuple[str, str, bool]] = [
     ("inbound_check", "10", True),
     ("inbound_check", "-1", False),
     ("inbound_check", "0.5", False),
+    ("check", "auto", True),
+    ("check", "sent-by", True),
+    ("check", "relay", True),
+    ("check", "off", True),
+    ("check", "sentby", False),
+    ("check", "AUTO", False),
+    ("stun_server", "stun.example.net", True),
+    ("stun_server", "203.0.113.10:3478", True),
+    ("stun_server", "[2001:db8::1]:3478", True),
+    ("stun_server", "stun:stun.example.net", True),
+    ("stun_server", "sip:stun.example.net", False),
+    ("stun_server", "stun example", False),
+    ("stun_server", "203.0.113.10:0", False),
     ("require_2xx", "1", True),
     ("require_2xx", "0", True),
     ("require_2xx", "maybe", False),
@@ -94,7 +110,7 @@ IDS = [f"{key}={value[:12]!r}" for key, value, _ in CASES]
 def yaml_scalar(key: str, value: str) -> str:
     """The value as a YAML flow scalar: a number stays a number, text becomes a string."""
     value = BOOLEANS.get(key, {}).get(value, value)
-    if key == "user_agent":
+    if key in ("user_agent", "stun_server"):
         escaped = "".join(c if c.isprintable() and c not in '"\\' else f"\\x{ord(c):02x}"
                           for c in value)
         return f'"{escaped}"'

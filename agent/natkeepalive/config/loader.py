@@ -24,6 +24,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from natkeepalive.config.model import (
+    CHECK_CHOICES,
     DEFAULT_CONFIG_PATH,
     SAFE_INTERVAL,
     BindingConfig,
@@ -33,11 +34,10 @@ from natkeepalive.config.model import (
     ProbeSettings,
     Target,
 )
-from natkeepalive.core.checks import CHECK_CHOICES, parse_stun_server
 from natkeepalive.errors import ConfigError, TargetError
 from natkeepalive.events import ALL_EVENTS
 from natkeepalive.record import replace
-from natkeepalive.sip.target import parse_target
+from natkeepalive.sip.target import parse_stun_server, parse_target
 
 ENV_VAR = "NAT_KEEPALIVE_CONFIG"
 MAX_CONFIG_BYTES = 8 * 1024 * 1024  # 100,000 bindings fit; a runaway file does not

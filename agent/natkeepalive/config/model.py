@@ -14,6 +14,10 @@ else:
 DEFAULT_CONFIG_PATH = "/etc/nat-keepalive/config.yaml"
 DEFAULT_STATUS_FILE = "/run/nat-keepalive/status.json"
 SAFE_INTERVAL = 25.0
+# `check`: how a binding's expiry is proven from outside (core/checks.py holds the methods)
+SENT_BY, RELAY, STUN = "sent-by", "relay", "stun"
+AUTO, OFF = "auto", "off"
+CHECK_CHOICES = (AUTO, SENT_BY, RELAY, STUN, OFF)
 
 
 @dataclass(frozen=True)

@@ -32,21 +32,36 @@ runtime finds the binding of an answer on the shared AUX socket as it does for S
 
 from __future__ import annotations
 
-from natkeepalive.config.model import Target
-from natkeepalive.errors import SipParseError, StunParseError, TargetError
+from natkeepalive.config.model import (
+    AUTO as AUTO,
+)
+from natkeepalive.config.model import (
+    CHECK_CHOICES as CHECK_CHOICES,
+)
+from natkeepalive.config.model import (
+    OFF as OFF,
+)
+from natkeepalive.config.model import (
+    RELAY as RELAY,
+)
+from natkeepalive.config.model import (
+    SENT_BY as SENT_BY,
+)
+from natkeepalive.config.model import (
+    STUN as STUN,
+)
+from natkeepalive.errors import SipParseError, StunParseError
+from natkeepalive.sip.target import STUN_PORT as STUN_PORT
+from natkeepalive.sip.target import parse_stun_server as parse_stun_server
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from natkeepalive.sip.message import Request
 
     Address = tuple[str, int]
 
-SENT_BY, RELAY, STUN = "sent-by", "relay", "stun"
-AUTO, OFF = "auto", "off"
-CHECK_CHOICES = (AUTO, SENT_BY, RELAY, STUN, OFF)
 # binding-expired's `detected` and expiry_detection once a check proved the binding
 DETECTED = {SENT_BY: "inbound-check", RELAY: "relay-check", STUN: "stun-check"}
-STUN_PORT = 3478
 
 FORCES_RPORT = "server forces rport"
 NO_CHECK_ANSWER = "server does not answer the check"
@@ -71,22 +86,6 @@ def looks_like_stun(data: bytes) -> bool:
     """RFC 7983: the first byte below 4 and the magic cookie (cheaper than natkeepalive.stun's
     is_stun, which would import the codec)."""
     return len(data) >= 20 and data[0] < 4 and data[4:8] == STUN_COOKIE
-
-
-def parse_stun_server(text: str) -> Target:
-    """stun_server's host[:port], [v6addr]:port or stun:host[:port] (RFC 7064); port 3478 when
-    omitted (RFC 8489 §9). Raises TargetError."""
-    from natkeepalive.sip.target import parse_target
-
-    text = text.strip()
-    if text.lower().startswith("stun:"):
-        text = text[5:]
-    if text.lower().startswith(("sip:", "sips:")):
-        raise TargetError(f"a STUN server is host[:port], not a SIP URI: {text!r}")
-    target = parse_target(text)
-    # parse_target's default port is SIP's: an explicit one is the text's last ":N"
-    explicit = text.endswith(f":{target.port}") and (text.count(":") == 1 or text.startswith("["))
-    return target if explicit else Target(target.host, STUN_PORT)
 
 
 # --- STUN (natkeepalive/stun.py) ----------------------------------------------------------

@@ -19,6 +19,7 @@ else:
     from natkeepalive.record import dataclass
 
 DEFAULT_PORT = 5060
+STUN_PORT = 3478  # RFC 8489 §9
 _OTHER_SCHEMES = frozenset(("tel", "http", "https", "mailto", "urn", "im", "pres", "xmpp", "h323",
                             "fax", "modem", "ws", "wss", "udp", "tcp", "tls"))
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})"
@@ -114,3 +115,17 @@ def parse_target(text: str) -> Target:
     if not hostname.match(host):
         raise TargetError(f"bad host name {host!r} in target {original!r}")
     return Target(host.rstrip(".") or host, port)
+
+
+def parse_stun_server(text: str) -> Target:
+    """stun_server's host[:port], [v6addr]:port or stun:host[:port] (RFC 7064); port 3478 when
+    omitted (RFC 8489 §9). Raises TargetError."""
+    text = text.strip()
+    if text.lower().startswith("stun:"):
+        text = text[5:]
+    if text.lower().startswith(("sip:", "sips:")):
+        raise TargetError(f"a STUN server is host[:port], not a SIP URI: {text!r}")
+    target = parse_target(text)
+    # parse_target's default port is SIP's: an explicit one is the text's last ":N"
+    explicit = text.endswith(f":{target.port}") and (text.count(":") == 1 or text.startswith("["))
+    return target if explicit else Target(target.host, STUN_PORT)
