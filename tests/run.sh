@@ -91,7 +91,7 @@ fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # --- static checks --------------------------------------------------------------------------------
-echo "== ruff"; ruff check agent tests
+echo "== ruff"; ruff check agent tests && ruff format --check agent tests
 echo "== mypy --strict"; mypy
 echo "== vermin (Python 3.9)"; vermin -q -t=3.9- --no-tips --violations agent
 

@@ -23,8 +23,9 @@ class TargetError(NatKeepaliveError, ValueError):
 class ConfigError(NatKeepaliveError):
     """An operator mistake in a configuration file; names the file, line and key path."""
 
-    def __init__(self, message: str, *, file: str = "", line: int | None = None,
-                 key: str = "") -> None:
+    def __init__(
+        self, message: str, *, file: str = "", line: int | None = None, key: str = ""
+    ) -> None:
         self.message = message
         self.file = file
         self.line = line

@@ -32,6 +32,7 @@ class Event:
 
 # --- lifecycle -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Started(Event):
     NAME: ClassVar[str] = "started"
@@ -161,6 +162,7 @@ class DatagramsDropped(Event):
 
 # --- the mapping -----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class BindingLearned(Event):
     NAME: ClassVar[str] = "binding-learned"
@@ -224,6 +226,7 @@ class InboundCheckUnsupported(Event):
 
 # --- reachability ----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Reachable(Event):
     NAME: ClassVar[str] = "reachable"
@@ -251,6 +254,7 @@ class Unreachable(Event):
 
 
 # --- the network around the binding -------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LocalAddressChanged(Event):
@@ -340,6 +344,7 @@ class IntervalAdjusted(Event):
 
 # --- per-probe detail (debug) ---------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ProbeSent(Event):
     NAME: ClassVar[str] = "probe-sent"
@@ -382,14 +387,41 @@ class DatagramDropped(Event):
 ALL_EVENTS: dict[str, type[Event]] = {
     cls.NAME: cls
     for cls in (
-        Started, Stopped, Reloaded, ConfigRejected, SignalReceived, StatusWriteFailed,
-        StatusWriteRecovered, MetricsWriteFailed, MetricsWriteRecovered,
-        MetricsRemoveFailed, HookFailed,
-        SyslogUnavailable, SyslogRecovered, DatagramsDropped,
-        BindingLearned, BindingChanged, BindingExpired,
-        BindingFlapping, RportUnsupported, InboundCheckUnsupported, Reachable, Lagged, Unreachable,
-        LocalAddressChanged, NoLocalAddress, ResolveFailed, ResolveRecovered, SendFailed,
-        ServerChanged, LifetimeDiscovered, LifetimeDiscoveryFailed, IntervalAdjusted, ProbeSent,
-        ProbeAnswered, ProbeTimedOut, DatagramDropped,
+        Started,
+        Stopped,
+        Reloaded,
+        ConfigRejected,
+        SignalReceived,
+        StatusWriteFailed,
+        StatusWriteRecovered,
+        MetricsWriteFailed,
+        MetricsWriteRecovered,
+        MetricsRemoveFailed,
+        HookFailed,
+        SyslogUnavailable,
+        SyslogRecovered,
+        DatagramsDropped,
+        BindingLearned,
+        BindingChanged,
+        BindingExpired,
+        BindingFlapping,
+        RportUnsupported,
+        InboundCheckUnsupported,
+        Reachable,
+        Lagged,
+        Unreachable,
+        LocalAddressChanged,
+        NoLocalAddress,
+        ResolveFailed,
+        ResolveRecovered,
+        SendFailed,
+        ServerChanged,
+        LifetimeDiscovered,
+        LifetimeDiscoveryFailed,
+        IntervalAdjusted,
+        ProbeSent,
+        ProbeAnswered,
+        ProbeTimedOut,
+        DatagramDropped,
     )
 }

@@ -25,6 +25,7 @@ _QUOTE_TRIGGERS = frozenset(' "=\\')
 
 # --- formatting ----------------------------------------------------------------------------------
 
+
 def _escape_char(char: str) -> str:
     code = ord(char)
     if code <= 0xFF:
@@ -104,12 +105,12 @@ def _unescape(text: str) -> str:
             i += 2
             continue
         width = _ESCAPE_WIDTH.get(kind)
-        digits = text[i + 2:i + 2 + width] if width else ""
+        digits = text[i + 2 : i + 2 + width] if width else ""
         if not width or len(digits) != width or not all(c in _HEX for c in digits):
-            raise ValueError(f"bad escape at {text[i:i + 10]!r}")
+            raise ValueError(f"bad escape at {text[i : i + 10]!r}")
         code = int(digits, 16)
         if code > 0x10FFFF:
-            raise ValueError(f"bad escape at {text[i:i + 10]!r}")
+            raise ValueError(f"bad escape at {text[i : i + 10]!r}")
         out.append(chr(code))
         i += 2 + width
     return "".join(out)
@@ -156,7 +157,7 @@ def parse_line(line: str) -> tuple[str, dict[str, str | None]]:
                 close += 2 if line[close] == "\\" else 1
             if close >= end:
                 raise ValueError(f"unterminated quote in {key!r}")
-            value = _unescape(line[pos + 1:close])
+            value = _unescape(line[pos + 1 : close])
             pos = close + 1
             if pos < end and line[pos] != " ":
                 raise ValueError(f"text after closing quote of {key!r}")

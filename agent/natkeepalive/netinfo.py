@@ -72,6 +72,7 @@ def _valid_name(name: str) -> bool:
 
 # --- the stdlib path -----------------------------------------------------------------------------
 
+
 def _ipv4_ioctl(name: str) -> list[str]:
     import fcntl
     import struct
@@ -85,7 +86,7 @@ def _ipv4_ioctl(name: str) -> list[str]:
     finally:
         sock.close()  # _socket's sockets are not context managers
     # struct ifreq: the name, then a sockaddr_in (family 2, port 2, address 4)
-    return [socket.inet_ntop(socket.AF_INET, reply[IFNAMSIZ + 4:IFNAMSIZ + 8])]
+    return [socket.inet_ntop(socket.AF_INET, reply[IFNAMSIZ + 4 : IFNAMSIZ + 8])]
 
 
 def _ipv6_proc(name: str, path: str = IF_INET6_PATH) -> list[str]:
@@ -110,6 +111,7 @@ def _ipv6_proc(name: str, path: str = IF_INET6_PATH) -> list[str]:
 
 # --- the netifaces path --------------------------------------------------------------------------
 
+
 def _addresses_netifaces(module: ModuleType, name: str) -> list[str]:
     try:
         info = module.ifaddresses(name)
@@ -131,6 +133,7 @@ def _addresses_netifaces(module: ModuleType, name: str) -> list[str]:
 
 
 # --- public --------------------------------------------------------------------------------------
+
 
 def interface_addresses(name: str, use_netifaces: bool | None = None) -> list[str]:
     """IPv4 addresses, then IPv6 addresses that are not link-local; [] for an unknown interface."""
@@ -197,8 +200,12 @@ def _default_v4(path: str) -> tuple[int, str] | None:
             flags, metric = int(fields[3], 16), int(fields[6])
         except ValueError:
             continue
-        if (fields[1] == "00000000" and fields[7] == "00000000" and flags & RTF_UP
-                and (best is None or metric < best[0])):
+        if (
+            fields[1] == "00000000"
+            and fields[7] == "00000000"
+            and flags & RTF_UP
+            and (best is None or metric < best[0])
+        ):
             best = (metric, fields[0])
     return best
 
@@ -219,15 +226,21 @@ def _default_v6(path: str) -> tuple[int, str] | None:
         except ValueError:
             continue
         # the kernel keeps a "::/0 reject" route on lo; it is no way out
-        if (fields[0] == "0" * 32 and fields[1] == "00" and flags & RTF_UP
-                and not flags & RTF_REJECT and fields[9] != "lo"
-                and (best is None or metric < best[0])):
+        if (
+            fields[0] == "0" * 32
+            and fields[1] == "00"
+            and flags & RTF_UP
+            and not flags & RTF_REJECT
+            and fields[9] != "lo"
+            and (best is None or metric < best[0])
+        ):
             best = (metric, fields[9])
     return best
 
 
-def default_interface(route_path: str = ROUTE_PATH,
-                      ipv6_route_path: str = IPV6_ROUTE_PATH) -> str | None:
+def default_interface(
+    route_path: str = ROUTE_PATH, ipv6_route_path: str = IPV6_ROUTE_PATH
+) -> str | None:
     """The interface of the IPv4 default route with the lowest metric, else the IPv6 one."""
     found = _default_v4(route_path) or _default_v6(ipv6_route_path)
     return found[1] if found else None

@@ -129,8 +129,10 @@ def _collect(cls: type) -> dict[str, object]:
             if name in cls.__dict__:
                 delattr(cls, name)
         elif default is not _MISSING and type(default).__hash__ is None:
-            raise ValueError(f"mutable default {type(default)} for field {name} is not allowed:"
-                             " use default_factory")
+            raise ValueError(
+                f"mutable default {type(default)} for field {name} is not allowed:"
+                " use default_factory"
+            )
         fields[name] = default
     for name, value in cls.__dict__.items():
         if isinstance(value, _Factory) and name not in annotations:
@@ -142,18 +144,18 @@ def _collect(cls: type) -> dict[str, object]:
         if default is not _MISSING:
             seen_default = seen_default or name
         elif seen_default:
-            raise TypeError(f"non-default argument {name!r} follows default argument"
-                            f" {seen_default!r}")
+            raise TypeError(
+                f"non-default argument {name!r} follows default argument {seen_default!r}"
+            )
     return fields
 
 
-def _compile(cls: type, name: str, args: str, body: list[str],
-             env: dict[str, object]) -> Callable[..., Any]:
+def _compile(
+    cls: type, name: str, args: str, body: list[str], env: dict[str, object]
+) -> Callable[..., Any]:
     """One method from source, its closure holding `env`; dataclasses builds them the same way."""
     inner = "\n".join(f"  {line}" for line in body)
-    text = (f"def __create_fn__({', '.join(env)}):\n"
-            f" def {name}({args}):\n{inner}\n"
-            f" return {name}")
+    text = f"def __create_fn__({', '.join(env)}):\n def {name}({args}):\n{inner}\n return {name}"
     scope: dict[str, Any] = {}
     exec(text, {"__builtins__": __builtins__}, scope)
     fn: Callable[..., Any] = scope["__create_fn__"](**env)
@@ -164,8 +166,10 @@ def _compile(cls: type, name: str, args: str, body: list[str],
 
 def _init(cls: type, fields: dict[str, object]) -> Callable[..., None]:
     self_name = "__record_self__" if "self" in fields else "self"
-    env: dict[str, object] = {"__record_setattr__": object.__setattr__,
-                              "__record_has_factory__": _HAS_FACTORY}
+    env: dict[str, object] = {
+        "__record_setattr__": object.__setattr__,
+        "__record_has_factory__": _HAS_FACTORY,
+    }
     params = [self_name]
     stores: list[tuple[str, str]] = []  # (field, the expression its value comes from)
     for name, default in fields.items():
@@ -209,8 +213,7 @@ def _record_repr(self: object) -> str:
         return "..."
     _repr_running.add(key)
     try:
-        shown = ", ".join(f"{name}={getattr(self, name)!r}"
-                          for name in getattr(type(self), _NAMES))
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in getattr(type(self), _NAMES))
         return f"{self.__class__.__qualname__}({shown})"
     finally:
         _repr_running.discard(key)
@@ -259,7 +262,8 @@ def _process(cls: type[_T]) -> type[_T]:
     methods: dict[str, Callable[[], Callable[..., Any]]] = {
         "__init__": lambda: _init(cls, fields),
         "__repr__": lambda: _record_repr,
-        "__eq__": lambda: _record_eq}
+        "__eq__": lambda: _record_eq,
+    }
     for name, make in methods.items():
         if name not in own:  # like dataclasses: a method the class body wrote is kept
             setattr(cls, name, make())

@@ -105,27 +105,40 @@ class BindingRequest:
 
 # --- building -------------------------------------------------------------------------------------
 
+
 def _attribute(kind: int, value: bytes) -> bytes:
     pad = b"\0" * (-len(value) % 4)
     return kind.to_bytes(2, "big") + len(value).to_bytes(2, "big") + value + pad
 
 
-def _message(message_type: int, transaction_id: bytes, attributes: bytes,
-             fingerprint: bool = False) -> bytes:
+def _message(
+    message_type: int, transaction_id: bytes, attributes: bytes, fingerprint: bool = False
+) -> bytes:
     if len(transaction_id) != TXID_BYTES:
         raise ValueError(f"a STUN transaction id has {TXID_BYTES} bytes, not {len(transaction_id)}")
     length = len(attributes) + (8 if fingerprint else 0)
-    data = message_type.to_bytes(2, "big") + length.to_bytes(2, "big") + _COOKIE + \
-        transaction_id + attributes
+    data = (
+        message_type.to_bytes(2, "big")
+        + length.to_bytes(2, "big")
+        + _COOKIE
+        + transaction_id
+        + attributes
+    )
     if fingerprint:
         crc = (crc32(data) ^ _FINGERPRINT_XOR) & 0xFFFFFFFF
         data += _attribute(FINGERPRINT, crc.to_bytes(4, "big"))
     return data
 
 
-def build_binding_request(transaction_id: bytes, *, response_port: int | None = None,
-                          change_ip: bool = False, change_port: bool = False,
-                          change_request: bool = False, fingerprint: bool = False) -> bytes:
+def build_binding_request(
+    transaction_id: bytes,
+    *,
+    response_port: int | None = None,
+    change_ip: bool = False,
+    change_port: bool = False,
+    change_request: bool = False,
+    fingerprint: bool = False,
+) -> bytes:
     """A Binding request. RESPONSE-PORT's value is the port followed by two bytes of padding
     inside the attribute (length 4, RFC 5780 §7.5), as coturn sends and expects it.
     CHANGE-REQUEST goes out when a flag is set or `change_request` asks for it with no flags."""
@@ -140,10 +153,15 @@ def build_binding_request(transaction_id: bytes, *, response_port: int | None = 
     return _message(BINDING_REQUEST, transaction_id, attrs, fingerprint)
 
 
-def build_binding_success(transaction_id: bytes, mapped: tuple[str, int], *,
-                          response_origin: tuple[str, int] | None = None,
-                          other_address: tuple[str, int] | None = None,
-                          software: str = "", fingerprint: bool = False) -> bytes:
+def build_binding_success(
+    transaction_id: bytes,
+    mapped: tuple[str, int],
+    *,
+    response_origin: tuple[str, int] | None = None,
+    other_address: tuple[str, int] | None = None,
+    software: str = "",
+    fingerprint: bool = False,
+) -> bytes:
     """A Binding success response carrying XOR-MAPPED-ADDRESS and, when given, RESPONSE-ORIGIN,
     OTHER-ADDRESS and SOFTWARE."""
     attrs = _attribute(XOR_MAPPED_ADDRESS, _encode_address(mapped, transaction_id, True))
@@ -156,8 +174,9 @@ def build_binding_success(transaction_id: bytes, mapped: tuple[str, int], *,
     return _message(BINDING_SUCCESS, transaction_id, attrs, fingerprint)
 
 
-def build_binding_error(transaction_id: bytes, code: int, reason: str, *,
-                        unknown: tuple[int, ...] = ()) -> bytes:
+def build_binding_error(
+    transaction_id: bytes, code: int, reason: str, *, unknown: tuple[int, ...] = ()
+) -> bytes:
     """A Binding error response (RFC 8489 §14.8), with UNKNOWN-ATTRIBUTES for a 420."""
     if not 300 <= code <= 699:
         raise ValueError(f"STUN error code {code} is not in 300-699")
@@ -170,6 +189,7 @@ def build_binding_error(transaction_id: bytes, code: int, reason: str, *,
 
 
 # --- parsing --------------------------------------------------------------------------------------
+
 
 def is_stun(data: bytes) -> bool:
     """Whether a datagram looks like STUN (RFC 7983: first two bits zero, the magic cookie), a
@@ -192,27 +212,29 @@ def parse_message(data: bytes) -> StunMessage:
     if length % 4:
         raise StunParseError(f"message length {length} is not a multiple of 4")
     if HEADER_BYTES + length != size:
-        raise StunParseError(f"message length {length} but {size - HEADER_BYTES} bytes follow "
-                             "the header")
+        raise StunParseError(
+            f"message length {length} but {size - HEADER_BYTES} bytes follow the header"
+        )
     attributes: list[tuple[int, bytes]] = []
     offset = HEADER_BYTES
     while offset < size:
         if offset + 4 > size:
             raise StunParseError(f"a truncated attribute header at byte {offset}")
-        kind = int.from_bytes(data[offset:offset + 2], "big")
-        value_length = int.from_bytes(data[offset + 2:offset + 4], "big")
+        kind = int.from_bytes(data[offset : offset + 2], "big")
+        value_length = int.from_bytes(data[offset + 2 : offset + 4], "big")
         end = offset + 4 + value_length
         if end > size:
-            raise StunParseError(f"attribute 0x{kind:04x} of {value_length} bytes overruns the "
-                                 "message")
+            raise StunParseError(
+                f"attribute 0x{kind:04x} of {value_length} bytes overruns the message"
+            )
         if kind == FINGERPRINT:
             # RFC 8489 §14.7: the last attribute, a CRC-32 of everything before it.
             if value_length != 4 or end != size:
                 raise StunParseError("FINGERPRINT is not a last attribute of 4 bytes")
             expected = (crc32(data[:offset]) ^ _FINGERPRINT_XOR) & 0xFFFFFFFF
-            if int.from_bytes(data[offset + 4:end], "big") != expected:
+            if int.from_bytes(data[offset + 4 : end], "big") != expected:
                 raise StunParseError("FINGERPRINT does not match")
-        attributes.append((kind, data[offset + 4:end]))
+        attributes.append((kind, data[offset + 4 : end]))
         offset = end + (-value_length % 4)
     message_type = int.from_bytes(data[0:2], "big")
     return StunMessage(message_type, data[8:HEADER_BYTES], tuple(attributes))
@@ -227,11 +249,17 @@ def parse_binding_response(data: bytes) -> BindingResponse:
         value = message.first(ERROR_CODE)
         if value is None:
             raise StunParseError("a Binding error response without ERROR-CODE")
-        return BindingResponse(txid, False, None, False, _optional(message, RESPONSE_ORIGIN),
-                               _optional(message, OTHER_ADDRESS), _decode_error(value))
+        return BindingResponse(
+            txid,
+            False,
+            None,
+            False,
+            _optional(message, RESPONSE_ORIGIN),
+            _optional(message, OTHER_ADDRESS),
+            _decode_error(value),
+        )
     if message.message_type != BINDING_SUCCESS:
-        raise StunParseError(f"message type 0x{message.message_type:04x} is not a Binding "
-                             "response")
+        raise StunParseError(f"message type 0x{message.message_type:04x} is not a Binding response")
     xor = message.first(XOR_MAPPED_ADDRESS)
     if xor is not None:
         mapped, is_xor = _decode_address(xor, txid, True), True
@@ -240,16 +268,22 @@ def parse_binding_response(data: bytes) -> BindingResponse:
         if plain is None:
             raise StunParseError("a Binding success response without a mapped address")
         mapped, is_xor = _decode_address(plain, txid, False), False
-    return BindingResponse(txid, True, mapped, is_xor, _optional(message, RESPONSE_ORIGIN),
-                           _optional(message, OTHER_ADDRESS), None)
+    return BindingResponse(
+        txid,
+        True,
+        mapped,
+        is_xor,
+        _optional(message, RESPONSE_ORIGIN),
+        _optional(message, OTHER_ADDRESS),
+        None,
+    )
 
 
 def parse_binding_request(data: bytes) -> BindingRequest:
     """A Binding request, or StunParseError (also for any other message)."""
     message = parse_message(data)
     if message.message_type != BINDING_REQUEST:
-        raise StunParseError(f"message type 0x{message.message_type:04x} is not a Binding "
-                             "request")
+        raise StunParseError(f"message type 0x{message.message_type:04x} is not a Binding request")
     response_port = None
     change_ip = change_port = padding = False
     unknown: list[int] = []
@@ -274,13 +308,23 @@ def parse_binding_request(data: bytes) -> BindingRequest:
             padding = True
         elif kind < 0x8000 and kind not in _KNOWN_REQUIRED:
             unknown.append(kind)
-    return BindingRequest(message.transaction_id, response_port, change_ip, change_port,
-                          padding, tuple(unknown))
+    return BindingRequest(
+        message.transaction_id, response_port, change_ip, change_port, padding, tuple(unknown)
+    )
 
 
 # Comprehension-required attributes a server may meet in a Binding request and accept.
-_KNOWN_REQUIRED = frozenset({CHANGE_REQUEST, RESPONSE_PORT, PADDING, MAPPED_ADDRESS,
-                             XOR_MAPPED_ADDRESS, ERROR_CODE, UNKNOWN_ATTRIBUTES})
+_KNOWN_REQUIRED = frozenset(
+    {
+        CHANGE_REQUEST,
+        RESPONSE_PORT,
+        PADDING,
+        MAPPED_ADDRESS,
+        XOR_MAPPED_ADDRESS,
+        ERROR_CODE,
+        UNKNOWN_ATTRIBUTES,
+    }
+)
 
 
 def _optional(message: StunMessage, kind: int) -> tuple[str, int] | None:
@@ -332,12 +376,13 @@ def _encode_address(address: tuple[str, int], txid: bytes, xor: bool = False) ->
 
 # --- addresses without the socket or ipaddress modules -------------------------------------------
 
+
 def format_ip(raw: bytes) -> str:
     """4 or 16 bytes as text: dotted quad, or IPv6 in RFC 5952's form (lower case, the longest
     run of two or more zero groups as ::)."""
     if len(raw) == 4:
         return ".".join(str(b) for b in raw)
-    groups = [int.from_bytes(raw[i:i + 2], "big") for i in range(0, 16, 2)]
+    groups = [int.from_bytes(raw[i : i + 2], "big") for i in range(0, 16, 2)]
     best_start, best_len, start = -1, 1, -1
     for index, group in enumerate([*groups, 1]):
         if group == 0 and start < 0:
@@ -349,7 +394,7 @@ def format_ip(raw: bytes) -> str:
     text = [f"{g:x}" for g in groups]
     if best_start < 0:
         return ":".join(text)
-    return ":".join(text[:best_start]) + "::" + ":".join(text[best_start + best_len:])
+    return ":".join(text[:best_start]) + "::" + ":".join(text[best_start + best_len :])
 
 
 def pack_ip(host: str) -> bytes:
@@ -357,8 +402,7 @@ def pack_ip(host: str) -> bytes:
     text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if ":" not in text:
         parts = text.split(".")
-        if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 and int(p) < 256
-                                      for p in parts):
+        if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts):
             raise ValueError(f"{host!r} is not an IPv4 address")
         return bytes(int(p) for p in parts)
     if "%" in text:

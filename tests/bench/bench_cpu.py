@@ -42,30 +42,40 @@ def _counters() -> c.Counters:
     def rng(base: int) -> str:
         return f"{base}-{base + 999}"
 
-    return c.Counters({
-        "agent": f"udp sport 5060 udp dport {rng(AGENT_BASE)}",
-        "floor": f"udp sport 5060 udp dport {rng(FLOOR_BASE)}",
-        "burst": f"udp sport 5060 udp dport {rng(BURST_BASE)}",
-        **{f"kamailio_{kind}": f"udp sport 5060 udp dport {c.pinger_port(kind)}"
-           for kind in c.PINGERS},
-        "agent_sent": f"udp dport 5060 udp sport {rng(AGENT_BASE)}",
-    })
+    return c.Counters(
+        {
+            "agent": f"udp sport 5060 udp dport {rng(AGENT_BASE)}",
+            "floor": f"udp sport 5060 udp dport {rng(FLOOR_BASE)}",
+            "burst": f"udp sport 5060 udp dport {rng(BURST_BASE)}",
+            **{
+                f"kamailio_{kind}": f"udp sport 5060 udp dport {c.pinger_port(kind)}"
+                for kind in c.PINGERS
+            },
+            "agent_sent": f"udp dport 5060 udp sport {rng(AGENT_BASE)}",
+        }
+    )
 
 
 def run(ctx: c.Context) -> None:
     counts = QUICK_COUNTS if ctx.quick else COUNTS
     warmup = 1.0 if ctx.quick else WARMUP
     window = 2.0 if ctx.quick else 30.0
-    section = ctx.section(NAME, TITLE, (
-        f"interval 1 s for {window:.0f} s after a {warmup:.0f}-s warm-up; the agent with "
-        f"default settings otherwise (jitter 0.2, inbound check every 10th keepalive), Kamailio "
-        f"keepalive ping_interval 1 in three configurations (lean: children=1; default: "
-        f"children=8; stock: Debian's /etc/kamailio/kamailio.cfg with the module added; each "
-        f"with -m 256, since 64 MB of shared memory runs out at 1000 destinations), CPU "
-        f"summed over its processes; the floor loop every 1 s, spread or in one burst; the six "
-        f"run at once against the run's Kamailio server. µs = CPU "
-        f"(user+system) / answers received in the window; the kernel's part of it is split "
-        f"off by the share of system ticks in /proc's stat."))
+    section = ctx.section(
+        NAME,
+        TITLE,
+        (
+            f"interval 1 s for {window:.0f} s after a {warmup:.0f}-s warm-up; the agent with "
+            f"default settings otherwise (jitter 0.2, "
+            f"inbound check every 10th keepalive), Kamailio "
+            f"keepalive ping_interval 1 in three configurations (lean: children=1; default: "
+            f"children=8; stock: Debian's /etc/kamailio/kamailio.cfg with the module added; each "
+            f"with -m 256, since 64 MB of shared memory runs out at 1000 destinations), CPU "
+            f"summed over its processes; the floor loop every 1 s, spread or in one burst; the six "
+            f"run at once against the run's Kamailio server. µs = CPU "
+            f"(user+system) / answers received in the window; the kernel's part of it is split "
+            f"off by the share of system ticks in /proc's stat."
+        ),
+    )
     counters = _counters()
     try:
         per: dict[str, list[float]] = {}
@@ -77,64 +87,123 @@ def run(ctx: c.Context) -> None:
             agent, floor, burst = (per[f"{who} {count}"] for who in ("agent", "floor", "burst"))
             ctx.figure(section, f"agent, {count} bindings", agent, "µs/keepalive")
             for kind in c.PINGERS:
-                ctx.figure(section, f"Kamailio keepalive, {count} destinations, {kind}",
-                           per[f"kamailio {kind} {count}"], "µs/ping", c.PINGER_NOTES[kind])
-            ctx.figure(section, f"plain Python selectors loop, {count} sockets", floor,
-                       "µs/keepalive")
-            ctx.figure(section, f"the same loop, all {count} sockets at once", burst,
-                       "µs/keepalive")
+                ctx.figure(
+                    section,
+                    f"Kamailio keepalive, {count} destinations, {kind}",
+                    per[f"kamailio {kind} {count}"],
+                    "µs/ping",
+                    c.PINGER_NOTES[kind],
+                )
+            ctx.figure(
+                section, f"plain Python selectors loop, {count} sockets", floor, "µs/keepalive"
+            )
+            ctx.figure(
+                section, f"the same loop, all {count} sockets at once", burst, "µs/keepalive"
+            )
             for kind in c.PINGERS:
-                ctx.figure(section, f"agent / Kamailio {kind}, {count}",
-                           [a / k for a, k in zip(agent, per[f"kamailio {kind} {count}"])], "x",
-                           "budget < 1", digits=2)
-            ctx.figure(section, f"agent / plain Python loop, {count}",
-                       [a / f for a, f in zip(agent, floor)], "x",
-                       "steadier than µs on a busy machine", digits=2)
-            ctx.figure(section, f"agent / plain Python loop at once, {count}",
-                       [a / b for a, b in zip(agent, burst)], "x", digits=2)
-            kernel = (("agent", "agent"), *((f"Kamailio {kind}", f"kamailio {kind}")
-                                             for kind in c.PINGERS),
-                      ("plain Python loop", "floor"), ("plain Python loop at once", "burst"))
+                ctx.figure(
+                    section,
+                    f"agent / Kamailio {kind}, {count}",
+                    [a / k for a, k in zip(agent, per[f"kamailio {kind} {count}"])],
+                    "x",
+                    "budget < 1",
+                    digits=2,
+                )
+            ctx.figure(
+                section,
+                f"agent / plain Python loop, {count}",
+                [a / f for a, f in zip(agent, floor)],
+                "x",
+                "steadier than µs on a busy machine",
+                digits=2,
+            )
+            ctx.figure(
+                section,
+                f"agent / plain Python loop at once, {count}",
+                [a / b for a, b in zip(agent, burst)],
+                "x",
+                digits=2,
+            )
+            kernel = (
+                ("agent", "agent"),
+                *((f"Kamailio {kind}", f"kamailio {kind}") for kind in c.PINGERS),
+                ("plain Python loop", "floor"),
+                ("plain Python loop at once", "burst"),
+            )
             for label, who in kernel if count == counts[-1] else ():
                 # (only at the largest count: 100 answers a second give too few 10-ms ticks)
-                ctx.figure(section, f"{label}, {count}: of it in the kernel",
-                           per[f"kernel {who} {count}"], "µs/answer",
-                           "system time's share of the ticks" if who == "agent" else "")
+                ctx.figure(
+                    section,
+                    f"{label}, {count}: of it in the kernel",
+                    per[f"kernel {who} {count}"],
+                    "µs/answer",
+                    "system time's share of the ticks" if who == "agent" else "",
+                )
             for who in ("agent", *(f"Kamailio {kind}" for kind in c.PINGERS)):
-                ctx.figure(section, f"{who} wake-ups per answer, {count}",
-                           per[f"wakes {who.lower()} {count}"], "", "voluntary context switches",
-                           digits=2)
-            ctx.figure(section, f"agent CPU share, {count} bindings at 1 s",
-                       per[f"share {count}"], "% of a core")
-            ctx.figure(section, f"agent answered / sent, {count}", per[f"ratio {count}"], "",
-                       digits=3)
+                ctx.figure(
+                    section,
+                    f"{who} wake-ups per answer, {count}",
+                    per[f"wakes {who.lower()} {count}"],
+                    "",
+                    "voluntary context switches",
+                    digits=2,
+                )
+            ctx.figure(
+                section,
+                f"agent CPU share, {count} bindings at 1 s",
+                per[f"share {count}"],
+                "% of a core",
+            )
+            ctx.figure(
+                section, f"agent answered / sent, {count}", per[f"ratio {count}"], "", digits=3
+            )
         if ctx.profile:
             _profile(ctx, section, counters, counts[-1], warmup, 1.0 if ctx.quick else window)
     finally:
         counters.close()
 
 
-def _one(ctx: c.Context, counters: c.Counters, count: int, warmup: float,
-         window: float) -> dict[str, float]:
+def _one(
+    ctx: c.Context, counters: c.Counters, count: int, warmup: float, window: float
+) -> dict[str, float]:
     workdir = ctx.subdir(f"cpu-{count}")
     status = workdir / "status.json"
-    config = c.agent_config(workdir / "agent.yaml", count=count, base_port=AGENT_BASE,
-                            status=status, interval=1)
+    config = c.agent_config(
+        workdir / "agent.yaml", count=count, base_port=AGENT_BASE, status=status, interval=1
+    )
     with c.Procs() as procs:
-        agent = procs.start(ctx.agent_argv(config, status), env=ctx.env(), capture=True,
-                            name="agent")
+        agent = procs.start(
+            ctx.agent_argv(config, status), env=ctx.env(), capture=True, name="agent"
+        )
         kams = []
         for kind in c.PINGERS:
             pinger = c.kamailio_pinger(workdir, kind, c.pinger_destinations(count), 1)
-            kams.append(procs.start(c.kamailio_argv(pinger, workdir / f"kam-{kind}",
-                                                    memory=PINGER_MEMORY),
-                                    env=ctx.env(), log=workdir / f"kamailio-{kind}.log",
-                                    name=f"kamailio {kind}"))
-        floors = [procs.start([ctx.python, str(c.BENCH_DIR / "floor_pinger.py"), c.SERVER[0],
-                               str(c.SERVER[1]), str(base), str(count), "1",
-                               str(warmup + window + 30), *mode], env=ctx.env(), name=name)
-                  for name, base, mode in (("floor", FLOOR_BASE, ()),
-                                           ("burst", BURST_BASE, ("burst",)))]
+            kams.append(
+                procs.start(
+                    c.kamailio_argv(pinger, workdir / f"kam-{kind}", memory=PINGER_MEMORY),
+                    env=ctx.env(),
+                    log=workdir / f"kamailio-{kind}.log",
+                    name=f"kamailio {kind}",
+                )
+            )
+        floors = [
+            procs.start(
+                [
+                    ctx.python,
+                    str(c.BENCH_DIR / "floor_pinger.py"),
+                    c.SERVER[0],
+                    str(c.SERVER[1]),
+                    str(base),
+                    str(count),
+                    "1",
+                    str(warmup + window + 30),
+                    *mode,
+                ],
+                env=ctx.env(),
+                name=name,
+            )
+            for name, base, mode in (("floor", FLOOR_BASE, ()), ("burst", BURST_BASE, ("burst",)))
+        ]
         agent.wait_line(c.is_event("started"), timeout=30)
         time.sleep(warmup)
         for proc in (agent, *kams, *floors):
@@ -154,7 +223,8 @@ def _one(ctx: c.Context, counters: c.Counters, count: int, warmup: float,
             raise c.BenchError(f"{who}: no answers in the window")
         out[f"{who} {count}"] = used / 1000 / answered
         out[f"kernel {who} {count}"] = after[who].kernel_share_since(before[who]) * (
-            used / 1000 / answered)
+            used / 1000 / answered
+        )
         out[f"wakes {who} {count}"] = (after[who].switches - before[who].switches) / answered
     wall = after["agent"].at - before["agent"].at
     out[f"share {count}"] = after["agent"].cpu_since(before["agent"]) / 1e9 / wall * 100
@@ -162,16 +232,28 @@ def _one(ctx: c.Context, counters: c.Counters, count: int, warmup: float,
     return out
 
 
-def _profile(ctx: c.Context, section: c.Section, counters: c.Counters, count: int,
-             warmup: float, window: float) -> None:
+def _profile(
+    ctx: c.Context,
+    section: c.Section,
+    counters: c.Counters,
+    count: int,
+    warmup: float,
+    window: float,
+) -> None:
     """cProfile of the steady state: tests/bench/agent_profile.py turns it on after the warm-up."""
     workdir = ctx.subdir("cpu-profile")
     status = workdir / "status.json"
     out = workdir / "agent.prof"
-    config = c.agent_config(workdir / "agent.yaml", count=count, base_port=AGENT_BASE,
-                            status=status, interval=1)
-    argv = [ctx.python, str(c.BENCH_DIR / "agent_profile.py"), str(out), str(warmup),
-            *c.run_args(config, status)]
+    config = c.agent_config(
+        workdir / "agent.yaml", count=count, base_port=AGENT_BASE, status=status, interval=1
+    )
+    argv = [
+        ctx.python,
+        str(c.BENCH_DIR / "agent_profile.py"),
+        str(out),
+        str(warmup),
+        *c.run_args(config, status),
+    ]
     with c.Procs() as procs:
         agent = procs.start(argv, env=ctx.env(), capture=True, name="agent-profiled")
         agent.wait_line(c.is_event("started"), timeout=60)
@@ -194,8 +276,7 @@ def _label(key: tuple[str, int, str]) -> str:
         return function
     path = Path(filename)
     parts = path.parts
-    short = "/".join(parts[parts.index("natkeepalive"):]) if "natkeepalive" in parts \
-        else path.name
+    short = "/".join(parts[parts.index("natkeepalive") :]) if "natkeepalive" in parts else path.name
     return f"{short}:{line}({function})"
 
 
@@ -211,23 +292,48 @@ def _profile_text(path: Path, count: int, window: float, answers: int) -> str:
             continue
         rows.append((label, calls, tottime, cumtime))
     busy = sum(r[2] for r in rows) or 1.0
-    lines = [f"cProfile of the agent, {count} bindings at 1 s, {window:.1f} s after a warm-up "
-             f"(start-up left out; about {answers} answers; {busy:.2f} s profiled outside "
-             f"epoll.poll, {wait:.1f} s waiting in it). cProfile inflates many small calls; "
-             "read the shares, not the absolute times.", "",
-             "Top by own time:", "",
-             "| function | calls | own s | share of busy | µs/call |", "|---|---|---|---|---|"]
+    lines = [
+        f"cProfile of the agent, {count} bindings at 1 s, {window:.1f} s after a warm-up "
+        f"(start-up left out; about {answers} answers; {busy:.2f} s profiled outside "
+        f"epoll.poll, {wait:.1f} s waiting in it). cProfile inflates many small calls; "
+        "read the shares, not the absolute times.",
+        "",
+        "Top by own time:",
+        "",
+        "| function | calls | own s | share of busy | µs/call |",
+        "|---|---|---|---|---|",
+    ]
     for label, calls, tottime, _ in sorted(rows, key=lambda r: -r[2])[:12]:
-        lines.append(f"| `{label}` | {calls} | {tottime:.3f} | {tottime / busy * 100:.1f} % "
-                     f"| {tottime / max(calls, 1) * 1e6:.1f} |")
-    lines += ["", "Top agent functions by cumulative time (the loop itself left out):", "",
-              "| function | calls | cumulative s | share of busy |", "|---|---|---|---|"]
-    skip = ("(run)", "(run_once)", "(main)", "(cmd_run)", "(main_run)", "(start_daemon)",
-            "(<module>)")
-    agent_rows = [r for r in rows if r[0].startswith("natkeepalive/")
-                  and not r[0].endswith(skip)
-                  and not (r[0].startswith("natkeepalive/runtime/poller.py:")  # holds the wait
-                           and r[0].endswith("(select)"))]
+        lines.append(
+            f"| `{label}` | {calls} | {tottime:.3f} | {tottime / busy * 100:.1f} % "
+            f"| {tottime / max(calls, 1) * 1e6:.1f} |"
+        )
+    lines += [
+        "",
+        "Top agent functions by cumulative time (the loop itself left out):",
+        "",
+        "| function | calls | cumulative s | share of busy |",
+        "|---|---|---|---|",
+    ]
+    skip = (
+        "(run)",
+        "(run_once)",
+        "(main)",
+        "(cmd_run)",
+        "(main_run)",
+        "(start_daemon)",
+        "(<module>)",
+    )
+    agent_rows = [
+        r
+        for r in rows
+        if r[0].startswith("natkeepalive/")
+        and not r[0].endswith(skip)
+        and not (
+            r[0].startswith("natkeepalive/runtime/poller.py:")  # holds the wait
+            and r[0].endswith("(select)")
+        )
+    ]
     for label, calls, _, cumtime in sorted(agent_rows, key=lambda r: -r[3])[:12]:
         lines.append(f"| `{label}` | {calls} | {cumtime:.3f} | {cumtime / busy * 100:.1f} % |")
     return "\n".join(lines)

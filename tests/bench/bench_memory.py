@@ -30,8 +30,10 @@ STEADY_AFTER = 12 * INTERVAL
 # The floor of any Python pinger (floor_pinger.py, no parsing or state beyond a branch per
 # socket: nothing grows after its first answers), with as many sockets as the middle count.
 FLOORS = (((), "plain Python selectors"), (("lean",), "lean Python"))
-FLOOR_NOTES = {"plain Python selectors": "the plain loop of the CPU section's floor",
-               "lean Python": "_socket, select.epoll, _heapq: the least a Python pinger takes"}
+FLOOR_NOTES = {
+    "plain Python selectors": "the plain loop of the CPU section's floor",
+    "lean Python": "_socket, select.epoll, _heapq: the least a Python pinger takes",
+}
 FLOOR_AFTER = 4 * INTERVAL
 
 
@@ -42,53 +44,82 @@ def run(ctx: c.Context) -> None:
     steady = 0.0 if ctx.quick else STEADY_AFTER
     floor_wait = settle + (1.0 if ctx.quick else FLOOR_AFTER)
     mid = counts[1]
-    section = ctx.section(NAME, TITLE, (
-        f"agent: `nat-keepalive run`, default settings but interval {INTERVAL} s, bindings to "
-        f"the run's Kamailio server on 127.0.0.1; PSS read {steady + settle:.0f} s after every "
-        f"binding was answered (the steady state: an inbound check, every 10th keepalive, "
-        f"has gone by then). Kamailio: keepalive module (default -m/-M), {destinations} "
-        f"destinations on the same server, ping_interval 25, in three configurations (lean: "
-        f"tm + keepalive, children=1; default: the same, children=8; stock: Debian's "
-        f"/etc/kamailio/kamailio.cfg with the module added); PSS summed over its "
-        f"processes. Python loops: tests/bench/floor_pinger.py, {mid} sockets, every "
-        f"{INTERVAL} s, PSS read {floor_wait:.0f} s after start. Bare: `python3 -c 'import "
-        f"time; time.sleep(…)'`. One process at a time."))
+    section = ctx.section(
+        NAME,
+        TITLE,
+        (
+            f"agent: `nat-keepalive run`, default settings but interval {INTERVAL} s, bindings to "
+            f"the run's Kamailio server on 127.0.0.1; PSS read {steady + settle:.0f} s after every "
+            f"binding was answered (the steady state: an inbound check, every 10th keepalive, "
+            f"has gone by then). Kamailio: keepalive module (default -m/-M), {destinations} "
+            f"destinations on the same server, ping_interval 25, in three configurations (lean: "
+            f"tm + keepalive, children=1; default: the same, children=8; stock: Debian's "
+            f"/etc/kamailio/kamailio.cfg with the module added); PSS summed over its "
+            f"processes. Python loops: tests/bench/floor_pinger.py, {mid} sockets, every "
+            f"{INTERVAL} s, PSS read {floor_wait:.0f} s after start. Bare: `python3 -c 'import "
+            f"time; time.sleep(…)'`. One process at a time."
+        ),
+    )
     pss: dict[str, list[float]] = {}
     processes: dict[str, int] = {}
     for run_index in range(ctx.runs):
         workdir = ctx.subdir(f"memory-{run_index}")
         for count in counts:
             status = workdir / f"status-{count}.json"
-            config = c.agent_config(workdir / f"agent-{count}.yaml", count=count,
-                                    base_port=ctx.ports.take(count), status=status,
-                                    interval=INTERVAL)
+            config = c.agent_config(
+                workdir / f"agent-{count}.yaml",
+                count=count,
+                base_port=ctx.ports.take(count),
+                status=status,
+                interval=INTERVAL,
+            )
             with c.Procs() as procs:
-                agent = procs.start(ctx.agent_argv(config, status), env=ctx.env(),
-                                    capture=True, name=f"agent-{count}")
+                agent = procs.start(
+                    ctx.agent_argv(config, status),
+                    env=ctx.env(),
+                    capture=True,
+                    name=f"agent-{count}",
+                )
                 agent.wait_line(c.is_event("reachable"), timeout=30 + count / 50, count=count)
                 time.sleep(settle + steady)
                 pss.setdefault(f"agent {count}", []).append(c.pss_kb(agent.pid) / 1024)
         for mode, label in FLOORS:
             with c.Procs() as procs:
-                loop = procs.start([ctx.python, str(c.BENCH_DIR / "floor_pinger.py"),
-                                    c.SERVER[0], str(c.SERVER[1]), str(ctx.ports.take(mid)),
-                                    str(mid), str(INTERVAL), "600", *mode],
-                                   env=ctx.env(), name=label)
+                loop = procs.start(
+                    [
+                        ctx.python,
+                        str(c.BENCH_DIR / "floor_pinger.py"),
+                        c.SERVER[0],
+                        str(c.SERVER[1]),
+                        str(ctx.ports.take(mid)),
+                        str(mid),
+                        str(INTERVAL),
+                        "600",
+                        *mode,
+                    ],
+                    env=ctx.env(),
+                    name=label,
+                )
                 time.sleep(floor_wait)
                 if not loop.alive():
                     raise c.BenchError(f"the {label} loop exited")
                 pss.setdefault(label, []).append(c.pss_kb(loop.pid) / 1024)
         with c.Procs() as procs:
-            bare = procs.start([ctx.python, "-c", "import time; time.sleep(600)"],
-                               env=ctx.env(), name="python3")
+            bare = procs.start(
+                [ctx.python, "-c", "import time; time.sleep(600)"], env=ctx.env(), name="python3"
+            )
             time.sleep(settle)
             pss.setdefault("bare", []).append(c.pss_kb(bare.pid) / 1024)
         for kind in c.PINGERS:
             with c.Procs() as procs:
                 cfg = c.kamailio_pinger(workdir, kind, c.pinger_destinations(destinations), 25)
                 log = workdir / f"kamailio-pinger-{kind}.log"
-                kam = procs.start(c.kamailio_argv(cfg, workdir / f"kam-{kind}"),
-                                  env=ctx.env(), log=log, name="kamailio")
+                kam = procs.start(
+                    c.kamailio_argv(cfg, workdir / f"kam-{kind}"),
+                    env=ctx.env(),
+                    log=log,
+                    name="kamailio",
+                )
                 time.sleep(settle + (1.0 if ctx.quick else 4.0))  # its pings answered
                 if not kam.alive():
                     raise c.BenchError(f"the Kamailio pinger exited; see {log}")
@@ -96,33 +127,67 @@ def run(ctx: c.Context) -> None:
                 processes[kind] = len(c.descendants(kam.pid))
     bare_mb = pss["bare"]
     for count in counts:
-        ctx.figure(section, f"agent, {count} binding{'s' if count > 1 else ''}",
-                   pss[f"agent {count}"], "MB", digits=2)
+        ctx.figure(
+            section,
+            f"agent, {count} binding{'s' if count > 1 else ''}",
+            pss[f"agent {count}"],
+            "MB",
+            digits=2,
+        )
     ctx.figure(section, "bare python3 sleeping", bare_mb, "MB", digits=2)
     for _mode, label in FLOORS:
-        ctx.figure(section, f"{label} loop, {mid} sockets",
-                   pss[label], "MB", FLOOR_NOTES[label], digits=2)
+        ctx.figure(
+            section, f"{label} loop, {mid} sockets", pss[label], "MB", FLOOR_NOTES[label], digits=2
+        )
     for kind in c.PINGERS:
-        ctx.figure(section, f"Kamailio keepalive, {destinations} destinations, {kind} "
-                   f"({processes[kind]} processes)",
-                   pss[f"kamailio {kind}"], "MB", c.PINGER_NOTES[kind], digits=2)
+        ctx.figure(
+            section,
+            f"Kamailio keepalive, {destinations} destinations, {kind} "
+            f"({processes[kind]} processes)",
+            pss[f"kamailio {kind}"],
+            "MB",
+            c.PINGER_NOTES[kind],
+            digits=2,
+        )
     ratio = [a / b for a, b in zip(pss[f"agent {mid}"], bare_mb)]
-    ctx.figure(section, f"agent {mid} bindings / bare python3", ratio, "x",
-               "budget ≤ 1.6 x" if mid == 100 else "", digits=2)
+    ctx.figure(
+        section,
+        f"agent {mid} bindings / bare python3",
+        ratio,
+        "x",
+        "budget ≤ 1.6 x" if mid == 100 else "",
+        digits=2,
+    )
     for kind in c.PINGERS:
         vs_kam = [a / k for a, k in zip(pss[f"agent {mid}"], pss[f"kamailio {kind}"])]
-        ctx.figure(section, f"agent {mid} bindings / Kamailio {kind}", vs_kam,
-                   "x", "budget < 1" if mid == 100 else "", digits=2)
-    ctx.figure(section, f"agent {mid} bindings / lean Python loop", [
-        a / f for a, f in zip(pss[f"agent {mid}"], pss["lean Python"])], "x",
-        "what the agent's code and state add to the least a Python pinger takes", digits=2)
-    ctx.figure(section, "lean Python loop / Kamailio lean", [
-        f / k for f, k in zip(pss["lean Python"], pss["kamailio lean"])], "x", digits=2)
+        ctx.figure(
+            section,
+            f"agent {mid} bindings / Kamailio {kind}",
+            vs_kam,
+            "x",
+            "budget < 1" if mid == 100 else "",
+            digits=2,
+        )
+    ctx.figure(
+        section,
+        f"agent {mid} bindings / lean Python loop",
+        [a / f for a, f in zip(pss[f"agent {mid}"], pss["lean Python"])],
+        "x",
+        "what the agent's code and state add to the least a Python pinger takes",
+        digits=2,
+    )
+    ctx.figure(
+        section,
+        "lean Python loop / Kamailio lean",
+        [f / k for f, k in zip(pss["lean Python"], pss["kamailio lean"])],
+        "x",
+        digits=2,
+    )
     low, high = counts[1], counts[2]
-    growth = [(h - m) * 1024 / (high - low)
-              for h, m in zip(pss[f"agent {high}"], pss[f"agent {low}"])]
-    ctx.figure(section, f"growth per binding ({low} → {high})", growth, "KB",
-               "budget ≤ 8 KB")
+    growth = [
+        (h - m) * 1024 / (high - low) for h, m in zip(pss[f"agent {high}"], pss[f"agent {low}"])
+    ]
+    ctx.figure(section, f"growth per binding ({low} → {high})", growth, "KB", "budget ≤ 8 KB")
     ctx.note(section, _import_costs(ctx))
 
 
@@ -133,8 +198,7 @@ IMPORTS = (
     ("selectors (imports collections) — daemon uses select.epoll", "selectors"),
     ("threading (imports collections, functools) — daemon uses _thread", "threading"),
     ("heapq — daemon uses _heapq", "heapq"),
-    ("_socket, _signal, select, _heapq — what the daemon uses",
-     "_socket, _signal, select, _heapq"),
+    ("_socket, _signal, select, _heapq — what the daemon uses", "_socket, _signal, select, _heapq"),
     ("json (imports re) — daemon writes its own JSON", "json"),
     ("contextlib", "contextlib"),
     ("yaml (PyYAML) — config child only", "yaml"),
@@ -143,8 +207,11 @@ IMPORTS = (
     ("dataclasses (inspect, ast, dis, …) — natkeepalive.record instead", "dataclasses"),
     ("natkeepalive.config.loader (yaml) — config child only", "natkeepalive.config.loader"),
     ("natkeepalive.runtime.daemon", "natkeepalive.runtime.daemon"),
-    ("everything `run` keeps", "natkeepalive.cli.main, natkeepalive.cli.run, "
-     "natkeepalive.runtime.daemon, natkeepalive.runtime.logsink"),
+    (
+        "everything `run` keeps",
+        "natkeepalive.cli.main, natkeepalive.cli.run, "
+        "natkeepalive.runtime.daemon, natkeepalive.runtime.logsink",
+    ),
 )
 
 
@@ -161,9 +228,14 @@ def _import_costs(ctx: c.Context) -> str:
             return c.pss_kb(proc.pid) / 1024
 
     bare = pss_of("")
-    lines = [f"Where the memory goes: PSS of `python3 -c 'import …'` (one process alone) above "
-             f"the bare interpreter ({bare:.2f} MB here); modules shared between rows count in "
-             "each.", "", "| import | + MB |", "|---|---:|"]
+    lines = [
+        f"Where the memory goes: PSS of `python3 -c 'import …'` (one process alone) above "
+        f"the bare interpreter ({bare:.2f} MB here); modules shared between rows count in "
+        "each.",
+        "",
+        "| import | + MB |",
+        "|---|---:|",
+    ]
     for label, modules in IMPORTS[-1:] if ctx.quick else IMPORTS:
         lines.append(f"| {label} | {pss_of(modules) - bare:+.2f} |")
     return "\n".join(lines)

@@ -42,12 +42,20 @@ def measure(bindings: int, writes: int) -> dict[str, float]:
     folder = tempfile.mkdtemp(prefix="nk-bench-metrics-")
     metrics = os.path.join(folder, "nat-keepalive.prom")
     try:
-        text = (f"log: {{target: stderr, level: info}}\nmetrics_file: {metrics}\n"
-                "defaults: {interval: 2}\nbindings:\n" + "".join(
-                    f"  - {{name: b{i}, server: '{SERVER[0]}:{SERVER[1]}', source_port: "
-                    f"{20000 + i}}}\n" for i in range(bindings)))
-        daemon = daemon_module.Daemon(parse_config(text, "bench"), QuietSink("info"),
-                                      os.path.join(folder, "status.json"), clock=clock)
+        text = (
+            f"log: {{target: stderr, level: info}}\nmetrics_file: {metrics}\n"
+            "defaults: {interval: 2}\nbindings:\n"
+            + "".join(
+                f"  - {{name: b{i}, server: '{SERVER[0]}:{SERVER[1]}', source_port: {20000 + i}}}\n"
+                for i in range(bindings)
+            )
+        )
+        daemon = daemon_module.Daemon(
+            parse_config(text, "bench"),
+            QuietSink("info"),
+            os.path.join(folder, "status.json"),
+            clock=clock,
+        )
         daemon.start()
         try:
             warm = clock.now + 6.0
@@ -79,9 +87,13 @@ def measure(bindings: int, writes: int) -> dict[str, float]:
     finally:
         slot_module.open_udp, daemon_module.Poller, sockets_module.AuxSockets.open = saved
         shutil.rmtree(folder, ignore_errors=True)
-    return {"status_and_metrics_ms": both * 1e3, "metrics_ms": alone * 1e3,
-            "status_ms": (both - alone) * 1e3, "metrics_bytes": float(size),
-            "samples": float(samples)}
+    return {
+        "status_and_metrics_ms": both * 1e3,
+        "metrics_ms": alone * 1e3,
+        "status_ms": (both - alone) * 1e3,
+        "metrics_bytes": float(size),
+        "samples": float(samples),
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -90,9 +102,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--writes", type=int, default=5)
     args = parser.parse_args(argv)
     f = measure(args.bindings, args.writes)
-    print(f"{args.bindings} bindings: metrics file {f['metrics_ms']:.0f} ms of CPU per write "
-          f"({f['metrics_bytes'] / 1e6:.2f} MB, {f['samples']:.0f} samples); status file "
-          f"{f['status_ms']:.0f} ms; both {f['status_and_metrics_ms']:.0f} ms")
+    print(
+        f"{args.bindings} bindings: metrics file {f['metrics_ms']:.0f} ms of CPU per write "
+        f"({f['metrics_bytes'] / 1e6:.2f} MB, {f['samples']:.0f} samples); status file "
+        f"{f['status_ms']:.0f} ms; both {f['status_and_metrics_ms']:.0f} ms"
+    )
     return 0
 
 

@@ -37,58 +37,98 @@ def run(ctx: c.Context) -> None:
         count, interval, window = 300, 2.0, 4.0
     else:
         count, interval, window = 10000, 30.0, 120.0
-    section = ctx.section(NAME, TITLE, (
-        f"{count} bindings, interval {interval:.0f} s, jitter 0 (so the schedule is known), "
-        f"other settings default, for {window:.0f} s from exec; soft RLIMIT_NOFILE "
-        f"{SOFT_NOFILE} at exec. Lateness against the agent's own deadlines (recorded by "
-        f"tests/bench/agent_probe.py) and gap overrun from capture timestamps (see "
-        f"tests/bench/bench_scale.py)."))
+    section = ctx.section(
+        NAME,
+        TITLE,
+        (
+            f"{count} bindings, interval {interval:.0f} s, jitter 0 (so the schedule is known), "
+            f"other settings default, for {window:.0f} s from exec; soft RLIMIT_NOFILE "
+            f"{SOFT_NOFILE} at exec. Lateness against the agent's own deadlines (recorded by "
+            f"tests/bench/agent_probe.py) and gap overrun from capture timestamps (see "
+            f"tests/bench/bench_scale.py)."
+        ),
+    )
     results: dict[str, list[float]] = defaultdict(list)
     for run_index in range(ctx.runs):
         for key, value in _one(ctx, run_index, count, interval, window).items():
             results[key].append(value)
-    ctx.figure(section, "CPU share, whole run (start-up included)", results["share"],
-               "% of a core")
-    ctx.figure(section, "CPU share, steady state (after the first 10 s)", results["steady"],
-               "% of a core", "budget < 10 %")
-    ctx.figure(section, "start-up: exec to `started` (all sockets bound)",
-               results["startup"], "s", digits=2)
+    ctx.figure(section, "CPU share, whole run (start-up included)", results["share"], "% of a core")
+    ctx.figure(
+        section,
+        "CPU share, steady state (after the first 10 s)",
+        results["steady"],
+        "% of a core",
+        "budget < 10 %",
+    )
+    ctx.figure(
+        section,
+        "start-up: exec to `started` (all sockets bound)",
+        results["startup"],
+        "s",
+        digits=2,
+    )
     ctx.figure(section, "PSS at the end", results["pss"], "MB")
     ctx.figure(section, "PSS per binding", results["per_binding"], "KB", digits=2)
     ctx.figure(section, "lateness vs deadline p50", results["late50"], "ms", digits=2)
-    ctx.figure(section, "lateness vs deadline p99", results["late99"], "ms", "budget < 50 ms",
-               digits=2)
+    ctx.figure(
+        section, "lateness vs deadline p99", results["late99"], "ms", "budget < 50 ms", digits=2
+    )
     ctx.figure(section, "lateness vs deadline max", results["latemax"], "ms", digits=1)
     ctx.figure(section, "keepalives with a deadline measured", results["late_n"], "", digits=0)
-    ctx.figure(section, "first keepalives (start-up spread): lateness p50",
-               results["first50"], "ms", digits=0)
+    ctx.figure(
+        section,
+        "first keepalives (start-up spread): lateness p50",
+        results["first50"],
+        "ms",
+        digits=0,
+    )
     ctx.figure(section, "first keepalives: lateness max", results["firstmax"], "ms", digits=0)
     ctx.figure(section, "gap overrun (capture) p50", results["p50"], "ms", digits=2)
     ctx.figure(section, "gap overrun (capture) p99", results["p99"], "ms", digits=2)
     ctx.figure(section, "gap overrun (capture) max", results["max"], "ms", digits=1)
     ctx.figure(section, "gap overrun (capture) min", results["min"], "ms", digits=1)
     ctx.figure(section, "keepalive gaps captured", results["samples"], "", digits=0)
-    ctx.figure(section, "retransmissions (answers lost or late)", results["retransmissions"],
-               "", digits=0)
+    ctx.figure(
+        section, "retransmissions (answers lost or late)", results["retransmissions"], "", digits=0
+    )
     ctx.figure(section, "open-file soft limit the agent set", results["nofile"], "", digits=0)
 
 
-def _one(ctx: c.Context, run_index: int, count: int, interval: float,
-         window: float) -> dict[str, float]:
+def _one(
+    ctx: c.Context, run_index: int, count: int, interval: float, window: float
+) -> dict[str, float]:
     workdir = ctx.subdir(f"scale-{run_index}")
     status = workdir / "status.json"
     # one inbound check in ten keepalives, the cadence these figures were first measured with
     # (the default is now a check before every keepalive)
-    config = c.agent_config(workdir / "agent.yaml", count=count, base_port=BASE_PORT,
-                            status=status, interval=interval, jitter=0, inbound_check=10)
+    config = c.agent_config(
+        workdir / "agent.yaml",
+        count=count,
+        base_port=BASE_PORT,
+        status=status,
+        interval=interval,
+        jitter=0,
+        inbound_check=10,
+    )
     bpf = f"udp dst port 5060 and udp src portrange {BASE_PORT}-{BASE_PORT + count - 1}"
     with c.Procs() as procs:
         capture = c.Capture(workdir / "scale.pcap", bpf, procs)
         record = workdir / "deadlines.txt"
-        argv = [ctx.python, str(c.BENCH_DIR / "agent_probe.py"), str(record), "run", "-c",
-                str(config), "--log", "stderr", "--status-file", str(status)]
-        agent = procs.start(argv, env=ctx.env(), capture=True, name="agent",
-                            nofile_soft=SOFT_NOFILE)
+        argv = [
+            ctx.python,
+            str(c.BENCH_DIR / "agent_probe.py"),
+            str(record),
+            "run",
+            "-c",
+            str(config),
+            "--log",
+            "stderr",
+            "--status-file",
+            str(status),
+        ]
+        agent = procs.start(
+            argv, env=ctx.env(), capture=True, name="agent", nofile_soft=SOFT_NOFILE
+        )
         exec_at = agent.started
         started = agent.wait_line(c.is_event("started"), timeout=120)
         nofile = _soft_nofile(agent.pid)

@@ -23,14 +23,24 @@ TARGET_PORT = 5199
 
 def run(ctx: c.Context) -> None:
     samples = 2 if ctx.quick else max(10, ctx.runs * 4)
-    section = ctx.section(NAME, TITLE, (
-        f"{samples} samples each, alternating; the agent's first keepalive goes at once "
-        f"(one binding); bytecode cached; interpreter {ctx.python}."))
+    section = ctx.section(
+        NAME,
+        TITLE,
+        (
+            f"{samples} samples each, alternating; the agent's first keepalive goes at once "
+            f"(one binding); bytecode cached; interpreter {ctx.python}."
+        ),
+    )
     workdir = ctx.subdir("startup")
     status = workdir / "status.json"
     port = ctx.ports.take(1)
-    config = c.agent_config(workdir / "agent.yaml", count=1, base_port=port, status=status,
-                            server=("127.0.0.1", TARGET_PORT))
+    config = c.agent_config(
+        workdir / "agent.yaml",
+        count=1,
+        base_port=port,
+        status=status,
+        server=("127.0.0.1", TARGET_PORT),
+    )
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
         sink.bind(("127.0.0.1", TARGET_PORT))
         _first_options(ctx, sink, ctx.agent_argv(config, status))  # fills the bytecode cache
@@ -43,8 +53,13 @@ def run(ctx: c.Context) -> None:
         imports = _importtime(ctx, sink, ctx.agent_argv(config, status))
     ctx.figure(section, "agent: exec to first OPTIONS", agent_ms, "ms")
     ctx.figure(section, "python3 -c pass", bare_ms, "ms")
-    ctx.figure(section, "difference (medians)", [_median(agent_ms) - _median(bare_ms)], "ms",
-               "budget ≤ 60 ms")
+    ctx.figure(
+        section,
+        "difference (medians)",
+        [_median(agent_ms) - _median(bare_ms)],
+        "ms",
+        "budget ≤ 60 ms",
+    )
     ctx.note(section, imports)
 
 
@@ -96,16 +111,20 @@ def _importtime(ctx: c.Context, sink: socket.socket, argv: list[str]) -> str:
     for _, line in agent.lines:
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        parts = line[len("import time:"):].split("|")
+        parts = line[len("import time:") :].split("|")
         if len(parts) != 3 or not parts[1].strip().isdigit():
             continue
         cumulative, name = parts[1].strip(), parts[2][1:]  # name keeps 2 spaces per level
         rows.append((int(cumulative), name))
     top_level = [(us, name) for us, name in rows if not name.startswith(" ")]
     total = sum(us for us, _ in top_level)
-    lines = [f"`-X importtime`, one start: {total / 1000:.1f} ms in top-level imports "
-             "(site included). Costliest imports, cumulative:", "",
-             "| module | ms |", "|---|---|"]
+    lines = [
+        f"`-X importtime`, one start: {total / 1000:.1f} ms in top-level imports "
+        "(site included). Costliest imports, cumulative:",
+        "",
+        "| module | ms |",
+        "|---|---|",
+    ]
     for us, name in sorted(rows, reverse=True)[:12]:
         lines.append(f"| `{name.strip()}` | {us / 1000:.1f} |")
     return "\n".join(lines)

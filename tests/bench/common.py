@@ -59,6 +59,7 @@ NETNS_RE = re.compile(r"^nkb([0-9a-f]+)-bench$")
 # ------------------------------------------------------------------------------------------------
 # tools and the machine
 
+
 def tool(name: str) -> str:
     found = find_tool(name)
     if found is None:
@@ -83,8 +84,13 @@ def machine(python: str) -> dict[str, str]:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             out = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=10).stdout
             kamailio = out.splitlines()[0].replace("version:", "").strip() if out else ""
-    version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
-                             capture_output=True, text=True, timeout=30, check=False)
+    version = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     return {
         "cpu": model,
         "cores": str(os.cpu_count() or 0),
@@ -98,6 +104,7 @@ def machine(python: str) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------
 # the private network namespace
 
+
 def cleanup_stale_netns() -> None:
     """Remove benchmark namespaces left by a killed run (their creator's pid is gone)."""
     if not NETNS_DIR.is_dir():
@@ -105,8 +112,12 @@ def cleanup_stale_netns() -> None:
     for entry in NETNS_DIR.iterdir():
         match = NETNS_RE.match(entry.name)
         if match and not pid_alive(int(match.group(1), 16)):
-            subprocess.run([tool("ip"), "netns", "del", entry.name], capture_output=True,
-                           timeout=10, check=False)
+            subprocess.run(
+                [tool("ip"), "netns", "del", entry.name],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
 
 
 class PrivateNetns:
@@ -120,11 +131,14 @@ class PrivateNetns:
         if threading.active_count() > 1:
             raise BenchError("enter the namespace before starting any thread")
         ip = tool("ip")
-        subprocess.run([ip, "netns", "add", self.name], check=True, capture_output=True,
-                       timeout=10)
+        subprocess.run([ip, "netns", "add", self.name], check=True, capture_output=True, timeout=10)
         self.created = True
-        subprocess.run([ip, "-n", self.name, "link", "set", "lo", "up"], check=True,
-                       capture_output=True, timeout=10)
+        subprocess.run(
+            [ip, "-n", self.name, "link", "set", "lo", "up"],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         fd = os.open(NETNS_DIR / self.name, os.O_RDONLY)
         try:
@@ -136,13 +150,18 @@ class PrivateNetns:
 
     def delete(self) -> None:
         if self.created:
-            subprocess.run([tool("ip"), "netns", "del", self.name], capture_output=True,
-                           timeout=10, check=False)
+            subprocess.run(
+                [tool("ip"), "netns", "del", self.name],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
             self.created = False
 
 
 # ------------------------------------------------------------------------------------------------
 # processes
+
 
 def choose_python(explicit: str | None) -> str:
     """`explicit`, else Debian's python3 when it has PyYAML (what a device runs: no development
@@ -150,8 +169,9 @@ def choose_python(explicit: str | None) -> str:
     if explicit:
         return os.path.realpath(explicit)
     if os.access(SYSTEM_PYTHON, os.X_OK):
-        done = subprocess.run([SYSTEM_PYTHON, "-c", "import yaml"], capture_output=True,
-                              timeout=30, check=False)
+        done = subprocess.run(
+            [SYSTEM_PYTHON, "-c", "import yaml"], capture_output=True, timeout=30, check=False
+        )
         if done.returncode == 0:
             return os.path.realpath(SYSTEM_PYTHON)
     return PYTHON
@@ -162,11 +182,15 @@ def install_agent(source: Path, target: Path, python: str) -> Path:
     package (the tree itself is never written to), with the packages' command beside it
     (LAUNCHER_NAME). Returns the folder to put on PYTHONPATH."""
     site = target / "site"
-    shutil.copytree(source / "natkeepalive", site / "natkeepalive",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        source / "natkeepalive",
+        site / "natkeepalive",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     shutil.copyfile(LAUNCHER, site / LAUNCHER_NAME)
-    subprocess.run([python, "-m", "compileall", "-q", str(site)], check=True, timeout=120,
-                   env=child_env(None))
+    subprocess.run(
+        [python, "-m", "compileall", "-q", str(site)], check=True, timeout=120, env=child_env(None)
+    )
     return site
 
 
@@ -174,9 +198,17 @@ def child_env(site: Path | None) -> dict[str, str]:
     """The environment of every child: like an installed agent's (bytecode used, output not
     forced unbuffered), with `site` (the agent's copy) first on the path when given."""
     env = dict(os.environ)
-    for name in ("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "NOTIFY_SOCKET",
-                 "JOURNAL_STREAM", "NAT_KEEPALIVE_CONFIG", "PYTHONPROFILEIMPORTTIME",
-                 "PYTHONPYCACHEPREFIX", "PYTHONPATH", "PYTHONHOME"):
+    for name in (
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONUNBUFFERED",
+        "NOTIFY_SOCKET",
+        "JOURNAL_STREAM",
+        "NAT_KEEPALIVE_CONFIG",
+        "PYTHONPROFILEIMPORTTIME",
+        "PYTHONPYCACHEPREFIX",
+        "PYTHONPATH",
+        "PYTHONHOME",
+    ):
         env.pop(name, None)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # the copy is compiled; nothing else is written
     if site is not None:
@@ -199,9 +231,17 @@ def _nofile(soft: int | None) -> Callable[[], None] | None:
 class Proc:
     """A child in its own session; stderr lines (when captured) are kept with arrival times."""
 
-    def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, log: Path | None = None, capture: bool = False,
-                 nofile_soft: int | None = None, name: str = "") -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        log: Path | None = None,
+        capture: bool = False,
+        nofile_soft: int | None = None,
+        name: str = "",
+    ) -> None:
         self.name = name or os.path.basename(argv[0])
         self.argv = list(argv)
         self.lines: list[tuple[float, str]] = []
@@ -209,9 +249,16 @@ class Proc:
         self._log: IO[bytes] | None = open(log, "ab") if log is not None else None  # noqa: SIM115
         stderr: Any = subprocess.PIPE if capture else (self._log or subprocess.DEVNULL)
         self.popen = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=self._log or subprocess.DEVNULL,
-            stderr=stderr, env=env, cwd=cwd, start_new_session=True,
-            preexec_fn=_nofile(nofile_soft), text=capture)
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_nofile(nofile_soft),
+            text=capture,
+        )
         self.started = time.monotonic()
         self._reader: threading.Thread | None = None
         if capture:
@@ -231,8 +278,9 @@ class Proc:
         with self._cond:
             self._cond.notify_all()
 
-    def wait_line(self, predicate: Callable[[str], bool], timeout: float, count: int = 1,
-                  after: float = 0.0) -> float:
+    def wait_line(
+        self, predicate: Callable[[str], bool], timeout: float, count: int = 1, after: float = 0.0
+    ) -> float:
         """Arrival time of the count-th line (arriving after `after`) that matches."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -242,12 +290,14 @@ class Proc:
                     return hits[count - 1]
                 remaining = deadline - time.monotonic()
                 dead = self.popen.poll() is not None and (
-                    self._reader is None or not self._reader.is_alive())
+                    self._reader is None or not self._reader.is_alive()
+                )
                 if remaining <= 0 or dead:
                     tail = "\n".join(line for _, line in self.lines[-15:])
                     why = "exited" if dead else f"nothing within {timeout:.0f} s"
-                    raise BenchError(f"{self.name}: {why} (wanted {count} matching lines); "
-                                     f"last lines:\n{tail}")
+                    raise BenchError(
+                        f"{self.name}: {why} (wanted {count} matching lines); last lines:\n{tail}"
+                    )
                 self._cond.wait(min(remaining, 0.25))
 
     def alive(self) -> bool:
@@ -304,6 +354,7 @@ class Procs:
 
 # ------------------------------------------------------------------------------------------------
 # cost of a process (and its descendants)
+
 
 def descendants(pid: int) -> list[int]:
     """pid and every live process below it."""
@@ -388,8 +439,11 @@ class Sample:
         """CPU ns used between two samples of a process tree, thread by thread: a thread missing
         from one sample (it ended, or /proc did not list it) cannot make the figure negative,
         as a difference of the two sums did once (Kamailio, 1000 destinations: -4.4 µs/ping)."""
-        return sum(max(0, ns - before.tasks.get(task, 0)) for task, ns in self.tasks.items()
-                   if task in before.tasks)
+        return sum(
+            max(0, ns - before.tasks.get(task, 0))
+            for task, ns in self.tasks.items()
+            if task in before.tasks
+        )
 
     def kernel_share_since(self, before: Sample) -> float:
         """The system part of the CPU used between two samples (ticks, so only a share: the
@@ -405,16 +459,25 @@ class Sample:
 def sample(pid: int) -> Sample:
     threads = _tree_tasks(pid)  # one walk of /proc: the counters below are read close together
     cpu = _cpu_of(threads)
-    return Sample(time.monotonic(), sum(cpu.values()), _switches_of(threads), cpu,
-                  _ticks_of(threads))
+    return Sample(
+        time.monotonic(), sum(cpu.values()), _switches_of(threads), cpu, _ticks_of(threads)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # the agent
 
-def agent_config(path: Path, *, count: int, base_port: int, status: Path,
-                 server: tuple[str, int] = SERVER, level: str = "info",
-                 **defaults: object) -> Path:
+
+def agent_config(
+    path: Path,
+    *,
+    count: int,
+    base_port: int,
+    status: Path,
+    server: tuple[str, int] = SERVER,
+    level: str = "info",
+    **defaults: object,
+) -> Path:
     """A configuration with `count` bindings on consecutive source ports toward `server`."""
     lines = [f"log: {{target: stderr, level: {level}}}", f"status_file: {status}"]
     if defaults:
@@ -422,8 +485,10 @@ def agent_config(path: Path, *, count: int, base_port: int, status: Path,
         lines += [f"  {key}: {json.dumps(value)}" for key, value in defaults.items()]
     lines.append("bindings:")
     host, port = server
-    lines += [f"  - {{name: b{i}, server: '{host}:{port}', source_port: {base_port + i}}}"
-              for i in range(count)]
+    lines += [
+        f"  - {{name: b{i}, server: '{host}:{port}', source_port: {base_port + i}}}"
+        for i in range(count)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -475,14 +540,22 @@ def kamailio_server_config(workdir: Path, address: str, port: int) -> Path:
     return path
 
 
-def kamailio_pinger_config(workdir: Path, destinations: Iterable[str], interval: int,
-                           port: int = PINGER_PORT, children: int = 1) -> Path:
+def kamailio_pinger_config(
+    workdir: Path,
+    destinations: Iterable[str],
+    interval: int,
+    port: int = PINGER_PORT,
+    children: int = 1,
+) -> Path:
     """Kamailio with tm + keepalive: OPTIONS to every destination every `interval` seconds.
     children=1 is the leanest Kamailio; its own default is 8 UDP workers."""
-    lines = [KAMAILIO_COMMON.format(address="127.0.0.1", port=port, children=children),
-             'loadmodule "tm.so"', 'loadmodule "keepalive.so"',
-             f'modparam("keepalive", "ping_interval", {interval})',
-             'modparam("keepalive", "delete_counter", 0)']
+    lines = [
+        KAMAILIO_COMMON.format(address="127.0.0.1", port=port, children=children),
+        'loadmodule "tm.so"',
+        'loadmodule "keepalive.so"',
+        f'modparam("keepalive", "ping_interval", {interval})',
+        'modparam("keepalive", "delete_counter", 0)',
+    ]
     lines += [f'modparam("keepalive", "destination", "{uri}")' for uri in destinations]
     lines += ["request_route {", "    drop;", "}", ""]
     path = workdir / f"kamailio-pinger-{port}-{children}.cfg"
@@ -495,9 +568,11 @@ def kamailio_pinger_config(workdir: Path, destinations: Iterable[str], interval:
 # keepalive module added (what a user who installs the package and adds the module runs; it
 # listens on loopback only here). Each sends from its own port: PINGER_PORT + its index.
 PINGERS = ("lean", "default", "stock")
-PINGER_NOTES = {"lean": "children=1, tm + keepalive: the leanest",
-                "default": "children=8 (Kamailio's default), tm + keepalive",
-                "stock": "Debian's /etc/kamailio/kamailio.cfg + keepalive"}
+PINGER_NOTES = {
+    "lean": "children=1, tm + keepalive: the leanest",
+    "default": "children=8 (Kamailio's default), tm + keepalive",
+    "stock": "Debian's /etc/kamailio/kamailio.cfg + keepalive",
+}
 STOCK_KAMAILIO_CFG = Path("/etc/kamailio/kamailio.cfg")
 
 
@@ -505,21 +580,24 @@ def pinger_port(kind: str) -> int:
     return PINGER_PORT + PINGERS.index(kind)
 
 
-def kamailio_pinger(workdir: Path, kind: str, destinations: Sequence[str],
-                    interval: int) -> Path:
+def kamailio_pinger(workdir: Path, kind: str, destinations: Sequence[str], interval: int) -> Path:
     """The configuration of pinger `kind` (see PINGERS)."""
     port = pinger_port(kind)
     if kind != "stock":
-        return kamailio_pinger_config(workdir, destinations, interval, port=port,
-                                      children=1 if kind == "lean" else 8)
+        return kamailio_pinger_config(
+            workdir, destinations, interval, port=port, children=1 if kind == "lean" else 8
+        )
     text = STOCK_KAMAILIO_CFG.read_text()
     listen = "# listen=udp:10.0.0.10:5060"
     anchor = 'loadmodule "counters.so"\n'
     if listen not in text or anchor not in text:
         raise BenchError(f"{STOCK_KAMAILIO_CFG} is not the shape this benchmark knows")
     text = text.replace(listen, f"listen=udp:127.0.0.1:{port}\nlisten=tcp:127.0.0.1:{port}", 1)
-    added = ['loadmodule "keepalive.so"', f'modparam("keepalive", "ping_interval", {interval})',
-             'modparam("keepalive", "delete_counter", 0)']
+    added = [
+        'loadmodule "keepalive.so"',
+        f'modparam("keepalive", "ping_interval", {interval})',
+        'modparam("keepalive", "delete_counter", 0)',
+    ]
     added += [f'modparam("keepalive", "destination", "{uri}")' for uri in destinations]
     text = text.replace(anchor, anchor + "\n".join(added) + "\n", 1)
     path = workdir / f"kamailio-pinger-{port}-stock.cfg"
@@ -529,8 +607,20 @@ def kamailio_pinger(workdir: Path, kind: str, destinations: Sequence[str],
 
 def kamailio_argv(config: Path, rundir: Path, memory: Sequence[str] = ()) -> list[str]:
     rundir.mkdir(parents=True, exist_ok=True)
-    return [tool("kamailio"), "-f", str(config), "-DD", "-E", *memory, "-Y", str(rundir),
-            "-P", str(rundir / "kamailio.pid"), "-w", str(rundir)]
+    return [
+        tool("kamailio"),
+        "-f",
+        str(config),
+        "-DD",
+        "-E",
+        *memory,
+        "-Y",
+        str(rundir),
+        "-P",
+        str(rundir / "kamailio.pid"),
+        "-w",
+        str(rundir),
+    ]
 
 
 def pinger_destinations(count: int, server: tuple[str, int] = SERVER) -> list[str]:
@@ -544,13 +634,15 @@ def pinger_destinations(count: int, server: tuple[str, int] = SERVER) -> list[st
 def options_request(local_port: int, server: tuple[str, int] = SERVER) -> bytes:
     host, port = server
     branch = "z9hG4bK" + os.urandom(8).hex()
-    return (f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch={branch};rport\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:bench@127.0.0.1>;tag={os.urandom(4).hex()}\r\n"
-            f"To: <sip:{host}:{port}>\r\n"
-            f"Call-ID: {os.urandom(8).hex()}\r\n"
-            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+    return (
+        f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:bench@127.0.0.1>;tag={os.urandom(4).hex()}\r\n"
+        f"To: <sip:{host}:{port}>\r\n"
+        f"Call-ID: {os.urandom(8).hex()}\r\n"
+        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
 
 
 def wait_sip(server: tuple[str, int], timeout: float, proc: Proc | None = None) -> None:
@@ -572,6 +664,7 @@ def wait_sip(server: tuple[str, int], timeout: float, proc: Proc | None = None) 
 # ------------------------------------------------------------------------------------------------
 # nftables counters (packets counted by the kernel: no cost to the processes measured)
 
+
 class Counters:
     """Named counters in a table of our own; `rules` maps a name to an nft match expression."""
 
@@ -584,15 +677,28 @@ class Counters:
         body += ["  chain out {", "    type filter hook output priority 0; policy accept;"]
         body += [f'    {expr} counter name "{name}"' for name, expr in rules.items()]
         body += ["  }", "}"]
-        script = f"table inet {self.TABLE} {{}}\ndelete table inet {self.TABLE}\n" + \
-            "\n".join(body) + "\n"
-        subprocess.run([tool("nft"), "-f", "-"], input=script, text=True, check=True,
-                       capture_output=True, timeout=10)
+        script = (
+            f"table inet {self.TABLE} {{}}\ndelete table inet {self.TABLE}\n"
+            + "\n".join(body)
+            + "\n"
+        )
+        subprocess.run(
+            [tool("nft"), "-f", "-"],
+            input=script,
+            text=True,
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
 
     def read(self) -> dict[str, int]:
-        out = subprocess.run([tool("nft"), "-j", "list", "counters", "table", "inet",
-                              self.TABLE], capture_output=True, text=True, check=True,
-                             timeout=10).stdout
+        out = subprocess.run(
+            [tool("nft"), "-j", "list", "counters", "table", "inet", self.TABLE],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
         packets: dict[str, int] = {}
         for item in json.loads(out).get("nftables", []):
             counter = item.get("counter")
@@ -601,12 +707,17 @@ class Counters:
         return packets
 
     def close(self) -> None:
-        subprocess.run([tool("nft"), "delete", "table", "inet", self.TABLE],
-                       capture_output=True, timeout=10, check=False)
+        subprocess.run(
+            [tool("nft"), "delete", "table", "inet", self.TABLE],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
 
 
 # ------------------------------------------------------------------------------------------------
 # packet capture (dumpcap on lo, classic pcap) and a reader for it
+
 
 @dataclass(frozen=True)
 class Packet:
@@ -624,8 +735,11 @@ class Capture:
     def __init__(self, path: Path, bpf: str, procs: Procs) -> None:
         self.path = path
         self.procs = procs
-        self.proc = procs.start([tool("dumpcap"), "-i", "lo", "-f", bpf, "-w", str(path), "-P",
-                                 "-B", "64", "-q"], capture=True, name="dumpcap")
+        self.proc = procs.start(
+            [tool("dumpcap"), "-i", "lo", "-f", bpf, "-w", str(path), "-P", "-B", "64", "-q"],
+            capture=True,
+            name="dumpcap",
+        )
         # dumpcap says so on stderr once the filter is installed and packets are being kept
         self.proc.wait_line(lambda line: "Capturing on" in line, timeout=15)
 
@@ -653,8 +767,8 @@ def read_pcap(path: Path) -> list[Packet]:
         raise BenchError(f"{path}: link type {linktype} not handled")
     packets, offset = [], 24
     while offset + 16 <= len(data):
-        sec, frac, incl, _orig = struct.unpack(endian + "IIII", data[offset:offset + 16])
-        frame = data[offset + 16:offset + 16 + incl]
+        sec, frac, incl, _orig = struct.unpack(endian + "IIII", data[offset : offset + 16])
+        frame = data[offset + 16 : offset + 16 + incl]
         offset += 16 + incl
         ip = frame[link_len:]
         if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
@@ -662,9 +776,16 @@ def read_pcap(path: Path) -> list[Packet]:
         ihl = (ip[0] & 0x0F) * 4
         udp = ip[ihl:]
         sport, dport, length = struct.unpack("!HHH", udp[:6])
-        packets.append(Packet(sec + frac / (1e9 if nano else 1e6),
-                              socket.inet_ntoa(ip[12:16]), sport,
-                              socket.inet_ntoa(ip[16:20]), dport, udp[8:length]))
+        packets.append(
+            Packet(
+                sec + frac / (1e9 if nano else 1e6),
+                socket.inet_ntoa(ip[12:16]),
+                sport,
+                socket.inet_ntoa(ip[16:20]),
+                dport,
+                udp[8:length],
+            )
+        )
     return packets
 
 
@@ -678,6 +799,7 @@ def sip_header(payload: bytes, name: str) -> str | None:
 
 # ------------------------------------------------------------------------------------------------
 # figures and results
+
 
 @dataclass
 class Figure:
@@ -752,13 +874,23 @@ class Context:
         self.sections.append(section)
         return section
 
-    def figure(self, section: Section, name: str, values: Sequence[float], unit: str,
-               note: str = "", digits: int = 1) -> Figure:
+    def figure(
+        self,
+        section: Section,
+        name: str,
+        values: Sequence[float],
+        unit: str,
+        note: str = "",
+        digits: int = 1,
+    ) -> Figure:
         figure = Figure(name, [float(v) for v in values], unit, note, digits)
         section.figures.append(figure)
         lo, mid, hi = figure.spread()
-        runs = f" (min {figure.fmt(lo)}, max {figure.fmt(hi)}, n={len(figure.values)})" \
-            if len(figure.values) > 1 else ""
+        runs = (
+            f" (min {figure.fmt(lo)}, max {figure.fmt(hi)}, n={len(figure.values)})"
+            if len(figure.values) > 1
+            else ""
+        )
         self.echo(f"  {name}: {figure.fmt(mid)} {unit}{runs}" + (f"  [{note}]" if note else ""))
         return figure
 

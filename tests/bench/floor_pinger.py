@@ -29,10 +29,12 @@ if TYPE_CHECKING:
 
     Wait = Callable[[float], list[int]]  # the sockets' indices with a datagram waiting
 
-TEMPLATE = ("OPTIONS sip:{host}:{port} SIP/2.0\r\n"
-            "Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{branch};rport\r\n"
-            "Max-Forwards: 70\r\nTo: <sip:{host}>\r\nFrom: <sip:nk@127.0.0.1>;tag={tag}\r\n"
-            "Call-ID: {call_id}\r\nCSeq: {cseq} OPTIONS\r\nContent-Length: 0\r\n\r\n")
+TEMPLATE = (
+    "OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{branch};rport\r\n"
+    "Max-Forwards: 70\r\nTo: <sip:{host}>\r\nFrom: <sip:nk@127.0.0.1>;tag={tag}\r\n"
+    "Call-ID: {call_id}\r\nCSeq: {cseq} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+)
 
 
 def main(argv: list[str]) -> int:
@@ -67,8 +69,15 @@ def main(argv: list[str]) -> int:
             _, index = _heapq.heappop(heap)
             branch = os.urandom(10).hex()
             cseqs[index] += 1
-            payload = TEMPLATE.format(host=host, port=port, local=base + index, branch=branch,
-                                      tag="f1", call_id=f"floor{index}", cseq=cseqs[index])
+            payload = TEMPLATE.format(
+                host=host,
+                port=port,
+                local=base + index,
+                branch=branch,
+                tag="f1",
+                call_id=f"floor{index}",
+                cseq=cseqs[index],
+            )
             pending[index] = branch.encode()
             try:  # noqa: SIM105 (contextlib costs the lean mode 0.4 MB)
                 socks[index].sendto(payload.encode(), (host, port))

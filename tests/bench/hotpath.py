@@ -79,12 +79,14 @@ def answer_for(payload: bytes) -> tuple[bytes, int]:
     branch = _field(payload, b"branch=", (b";", b"\r\n"))
     cseq = _field(payload, b"CSeq: ", (b" ",))
     call_id = _field(payload, b"Call-ID: ", (b"\r\n",))
-    answer = (ANSWER.replace(b"192.168.77.2:5062", sent_by)
-              .replace(b"z9hG4bK0123456789abcdef", branch)
-              .replace(b"rport=33785", b"rport=%d" % port)
-              .replace(b"-4e3f", b"-%04x" % (int(cseq) & 0xFFFF))
-              .replace(b"Call-ID: 0123456789abcdef", b"Call-ID: " + call_id)
-              .replace(b"CSeq: 1 OPTIONS", b"CSeq: " + cseq + b" OPTIONS"))
+    answer = (
+        ANSWER.replace(b"192.168.77.2:5062", sent_by)
+        .replace(b"z9hG4bK0123456789abcdef", branch)
+        .replace(b"rport=33785", b"rport=%d" % port)
+        .replace(b"-4e3f", b"-%04x" % (int(cseq) & 0xFFFF))
+        .replace(b"Call-ID: 0123456789abcdef", b"Call-ID: " + call_id)
+        .replace(b"CSeq: 1 OPTIONS", b"CSeq: " + cseq + b" OPTIONS")
+    )
     return answer, port
 
 
@@ -142,8 +144,13 @@ class FakePoller:
         pass
 
 
-def measure(bindings: int, seconds: float, split: bool = False, profile: bool = False,
-            inbound_check: int | None = None) -> dict[str, float]:
+def measure(
+    bindings: int,
+    seconds: float,
+    split: bool = False,
+    profile: bool = False,
+    inbound_check: int | None = None,
+) -> dict[str, float]:
     """µs of CPU per answered keepalive (key "total") and, with `split`, per part."""
     from natkeepalive.config.loader import parse_config
     from natkeepalive.core import answers as answers_module
@@ -165,11 +172,12 @@ def measure(bindings: int, seconds: float, split: bool = False, profile: bool = 
     try:
         if split:
             for owner, name, label in (
-                    (memo_module.AnswerMemo, "read", "parse"),  # the engine's way in
-                    (answers_module, "receive", "engine: answer"),
-                    (engine_module.BindingEngine, "handle_timer", "engine: timer"),
-                    (daemon_module.Daemon, "_after", "daemon: _after"),
-                    (daemon_module.Daemon, "_refresh", "daemon: _refresh")):
+                (memo_module.AnswerMemo, "read", "parse"),  # the engine's way in
+                (answers_module, "receive", "engine: answer"),
+                (engine_module.BindingEngine, "handle_timer", "engine: timer"),
+                (daemon_module.Daemon, "_after", "daemon: _after"),
+                (daemon_module.Daemon, "_refresh", "daemon: _refresh"),
+            ):
                 wrapped.append((owner, name, getattr(owner, name)))
                 setattr(owner, name, _timed(getattr(owner, name), parts, label))
 
@@ -178,13 +186,19 @@ def measure(bindings: int, seconds: float, split: bool = False, profile: bool = 
                 pass
 
         check = "" if inbound_check is None else f", inbound_check: {inbound_check}"
-        text = ("log: {target: stderr, level: info}\n"
-                f"defaults: {{interval: 1{check}}}\nbindings:\n") + "".join(
-            f"  - {{name: b{i}, server: '{SERVER[0]}:{SERVER[1]}', source_port: "
-            f"{BASE_PORT + i}}}\n" for i in range(bindings))
+        text = (
+            f"log: {{target: stderr, level: info}}\ndefaults: {{interval: 1{check}}}\nbindings:\n"
+        ) + "".join(
+            f"  - {{name: b{i}, server: '{SERVER[0]}:{SERVER[1]}', source_port: {BASE_PORT + i}}}\n"
+            for i in range(bindings)
+        )
         folder = tempfile.mkdtemp(prefix="nk-hotpath-")
-        daemon = daemon_module.Daemon(parse_config(text, "hotpath"), QuietSink("info"),
-                                      str(Path(folder) / "status.json"), clock=clock)
+        daemon = daemon_module.Daemon(
+            parse_config(text, "hotpath"),
+            QuietSink("info"),
+            str(Path(folder) / "status.json"),
+            clock=clock,
+        )
         daemon.start()
         try:
             warm = clock.now + WARMUP
@@ -196,6 +210,7 @@ def measure(bindings: int, seconds: float, split: bool = False, profile: bool = 
             profiler = None
             if profile:
                 import cProfile
+
                 profiler = cProfile.Profile()
                 profiler.enable()
             began, end = time.process_time(), clock.now + seconds
@@ -205,6 +220,7 @@ def measure(bindings: int, seconds: float, split: bool = False, profile: bool = 
             if profiler is not None:
                 profiler.disable()
                 import pstats
+
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
             answered = sum(s.engine.responses for s in daemon.slots.values()) - answered
         finally:
@@ -229,6 +245,7 @@ def _timed(function: Any, parts: dict[str, float], label: str) -> Any:
             return function(*args, **kwargs)
         finally:
             parts[label] += time.process_time() - began
+
     return timed
 
 
@@ -238,12 +255,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="simulated seconds")
     parser.add_argument("--split", action="store_true")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--inbound-check", type=int, default=None,
-                        help="the bindings' inbound_check (default: the configuration's)")
+    parser.add_argument(
+        "--inbound-check",
+        type=int,
+        default=None,
+        help="the bindings' inbound_check (default: the configuration's)",
+    )
     args = parser.parse_args(argv)
     figures = measure(args.bindings, args.seconds, args.split, args.profile, args.inbound_check)
-    print(f"{args.bindings} bindings, {figures.pop('answers'):.0f} answers: "
-          f"{figures.pop('total'):.2f} µs of Python per answered keepalive")
+    print(
+        f"{args.bindings} bindings, {figures.pop('answers'):.0f} answers: "
+        f"{figures.pop('total'):.2f} µs of Python per answered keepalive"
+    )
     for label, value in sorted(figures.items(), key=lambda item: -item[1]):
         print(f"  {label:18s} {value:6.2f} µs")
     return 0

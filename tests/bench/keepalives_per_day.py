@@ -48,12 +48,17 @@ def auto_day(lifetime: float, first: bool, seed: int = 1) -> tuple[int, int, flo
     settings = ProbeSettings(interval=25.0, interval_auto=True, inbound_check=0)
     nat = NatSim(lifetime, random_ports=True)
     discovery, result, took = run_discovery(
-        nat, max_idle=settings.interval_max / settings.safety, start=settings.interval_min,
-        resolution=RESOLUTION, resolution_min=RESOLUTION_MIN)
+        nat,
+        max_idle=settings.interval_max / settings.safety,
+        start=settings.interval_min,
+        resolution=RESOLUTION,
+        resolution_min=RESOLUTION_MIN,
+    )
     # per trial: two establishing exchanges, the check, and a confirming keepalive if silent
     trial_packets = sum(4 if r == "expired" else 3 for _, _, r in discovery.history)
-    interval = recommended_interval(result.lo_s, settings.safety, settings.interval_min,
-                                    settings.interval_max)
+    interval = recommended_interval(
+        result.lo_s, settings.safety, settings.interval_min, settings.interval_max
+    )
     engine = BindingEngine("b", settings, random.Random(seed).randbytes, "sip.example.net", 5060)
     engine.set_flow(("192.168.77.2", 5062), ("203.0.113.10", 5060), 0.0)
     binding_nat = NatSim(lifetime, random_ports=True)
@@ -69,7 +74,8 @@ def auto_day(lifetime: float, first: bool, seed: int = 1) -> tuple[int, int, flo
 def main() -> int:
     started = time.perf_counter()
     header = ["NAT lifetime", "minimum", "auto, a day", "auto, first day"] + [
-        f"fixed {i:g} s" for i in FIXED]
+        f"fixed {i:g} s" for i in FIXED
+    ]
     rows = []
     for lifetime in LIFETIMES:
         minimum = DAY / lifetime

@@ -40,12 +40,29 @@ from tests.bench import (
 )
 from tests.bench import common as c
 
-BENCHES: dict[str, ModuleType] = {module.NAME: module for module in (
-    bench_memory, bench_cpu, bench_idle, bench_startup, bench_wire, bench_scale, bench_detect)}
+BENCHES: dict[str, ModuleType] = {
+    module.NAME: module
+    for module in (
+        bench_memory,
+        bench_cpu,
+        bench_idle,
+        bench_startup,
+        bench_wire,
+        bench_scale,
+        bench_detect,
+    )
+}
 DEFAULT_OUT = c.BENCH_DIR / "results.md"
 # tool -> Debian package
-PACKAGES = {"kamailio": "kamailio", "sipsak": "sipsak", "tshark": "tshark",
-            "dumpcap": "tshark", "nft": "nftables", "conntrack": "conntrack", "ip": "iproute2"}
+PACKAGES = {
+    "kamailio": "kamailio",
+    "sipsak": "sipsak",
+    "tshark": "tshark",
+    "dumpcap": "tshark",
+    "nft": "nftables",
+    "conntrack": "conntrack",
+    "ip": "iproute2",
+}
 HEADER = """# Benchmarks
 
 Written by `tests/bench/run.py` (see its docstring and each `tests/bench/bench_*.py`). Reproduce
@@ -59,27 +76,41 @@ of docs/performance.md; nothing here is pass/fail.
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", metavar="NAME", choices=[[], *BENCHES],
-                        help="benchmarks to run (default: all)")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        choices=[[], *BENCHES],
+        help="benchmarks to run (default: all)",
+    )
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke mode")
     parser.add_argument("--runs", type=int, help="runs per benchmark (default 3, quick 1)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown file to update")
     parser.add_argument("--no-install", action="store_true", help="never run apt-get")
-    parser.add_argument("--agent-dir", type=Path, default=c.ROOT / "agent",
-                        help="the folder holding the natkeepalive package (e.g. a patched "
-                             "scratch copy); it is copied and byte-compiled, never written to")
-    parser.add_argument("--python", help="interpreter for the agent and the baselines "
-                        "(default: /usr/bin/python3 when it has PyYAML, else this one)")
-    parser.add_argument("--no-profile", action="store_true",
-                        help="skip the cProfile run of the CPU benchmark")
+    parser.add_argument(
+        "--agent-dir",
+        type=Path,
+        default=c.ROOT / "agent",
+        help="the folder holding the natkeepalive package (e.g. a patched "
+        "scratch copy); it is copied and byte-compiled, never written to",
+    )
+    parser.add_argument(
+        "--python",
+        help="interpreter for the agent and the baselines "
+        "(default: /usr/bin/python3 when it has PyYAML, else this one)",
+    )
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip the cProfile run of the CPU benchmark"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     names = list(dict.fromkeys(args.names)) or list(BENCHES)
     runs = args.runs or (1 if args.quick else 3)
     if os.geteuid() != 0:
-        print("run.py needs root: it creates network namespaces and captures on lo",
-              file=sys.stderr)
+        print(
+            "run.py needs root: it creates network namespaces and captures on lo", file=sys.stderr
+        )
         return 2
     missing = ensure_tools(install=not args.no_install)
     if missing:
@@ -91,18 +122,28 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="nkbench-"))
     python = c.choose_python(args.python)
     agent_dir = args.agent_dir.resolve()
-    ctx = c.Context(quick=args.quick, runs=runs, workdir=workdir, python=python,
-                    site=c.install_agent(agent_dir, workdir, python), procs=c.Procs(),
-                    profile=not args.no_profile)
+    ctx = c.Context(
+        quick=args.quick,
+        runs=runs,
+        workdir=workdir,
+        python=python,
+        site=c.install_agent(agent_dir, workdir, python),
+        procs=c.Procs(),
+        profile=not args.no_profile,
+    )
     info = c.machine(python)
     failed = []
     try:
         netns.enter()
         start_server(ctx)
-        print(f"benchmarks: {' '.join(names)} ({'quick' if args.quick else 'full'}, "
-              f"{runs} run(s)); agent from {agent_dir}; work folder {workdir}")
-        print(f"machine: {info['cpu']}, {info['cores']} cores, {info['python']}, "
-              f"Linux {info['kernel']}, {info['kamailio']}")
+        print(
+            f"benchmarks: {' '.join(names)} ({'quick' if args.quick else 'full'}, "
+            f"{runs} run(s)); agent from {agent_dir}; work folder {workdir}"
+        )
+        print(
+            f"machine: {info['cpu']}, {info['cores']} cores, {info['python']}, "
+            f"Linux {info['kernel']}, {info['kamailio']}"
+        )
         for name in names:
             module = BENCHES[name]
             print(f"== {module.TITLE}")
@@ -143,12 +184,21 @@ def ensure_tools(install: bool) -> list[str]:
     if missing and install:
         print(f"installing: {' '.join(missing)}")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["debconf-set-selections"], input="wireshark-common "
-                       "wireshark-common/install-setuid boolean false\n", text=True,
-                       check=False, env=env, timeout=60)
+        subprocess.run(
+            ["debconf-set-selections"],
+            input="wireshark-common wireshark-common/install-setuid boolean false\n",
+            text=True,
+            check=False,
+            env=env,
+            timeout=60,
+        )
         subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-                       check=False, env=env, timeout=1200)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+            check=False,
+            env=env,
+            timeout=1200,
+        )
     return sorted({t for t in PACKAGES if c.find_tool(t) is None})
 
 
@@ -156,35 +206,46 @@ def start_server(ctx: c.Context) -> None:
     """The SIP server every loopback benchmark talks to: stateless Kamailio (the lab's config)."""
     workdir = ctx.subdir("server")
     config = c.kamailio_server_config(workdir, *c.SERVER)
-    proc = ctx.procs.start(c.kamailio_argv(config, workdir / "run", ("-m", "64", "-M", "8")),
-                           env=ctx.env(), log=workdir / "kamailio.log", name="kamailio-server")
+    proc = ctx.procs.start(
+        c.kamailio_argv(config, workdir / "run", ("-m", "64", "-M", "8")),
+        env=ctx.env(),
+        log=workdir / "kamailio.log",
+        name="kamailio-server",
+    )
     c.wait_sip(c.SERVER, 15, proc)
 
 
 # ------------------------------------------------------------------------------------------------
 # results.md
 
+
 def _block(section: c.Section, info: dict[str, str], quick: bool, runs: int) -> str:
     mode = "quick (smoke) mode" if quick else "full mode"
-    lines = [f"<!-- bench:{section.name} -->", f"## {section.title}", "",
-             f"Ran {info['date']} on {info['cpu']} ({info['cores']} cores), {info['python']}, "
-             f"Linux {info['kernel']}, {info['kamailio'] or 'Kamailio ?'}; {mode}, {runs} "
-             f"run(s), {section.seconds:.0f} s.", ""]
+    lines = [
+        f"<!-- bench:{section.name} -->",
+        f"## {section.title}",
+        "",
+        f"Ran {info['date']} on {info['cpu']} ({info['cores']} cores), {info['python']}, "
+        f"Linux {info['kernel']}, {info['kamailio'] or 'Kamailio ?'}; {mode}, {runs} "
+        f"run(s), {section.seconds:.0f} s.",
+        "",
+    ]
     if section.setup:
         lines += [section.setup, ""]
     if section.error:
         lines += [f"**Failed:** `{section.error}`", ""]
     if section.figures:
-        lines += ["| figure | min | median | max | unit | budget / note |",
-                  "|---|---:|---:|---:|---|---|"]
+        lines += [
+            "| figure | min | median | max | unit | budget / note |",
+            "|---|---:|---:|---:|---|---|",
+        ]
         for figure in section.figures:
             lo, mid, hi = figure.spread()
             if len(figure.values) == 1:
                 cells = ["", figure.fmt(mid), ""]
             else:
                 cells = [figure.fmt(lo), figure.fmt(mid), figure.fmt(hi)]
-            lines.append(f"| {figure.name} | {' | '.join(cells)} | {figure.unit} | "
-                         f"{figure.note} |")
+            lines.append(f"| {figure.name} | {' | '.join(cells)} | {figure.unit} | {figure.note} |")
         lines.append("")
     for note in section.notes:
         lines += [note, ""]
@@ -200,12 +261,13 @@ def _old_blocks(path: Path) -> dict[str, str]:
     for name in BENCHES:
         start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
         if start in text and end in text:
-            blocks[name] = text[text.index(start):text.index(end) + len(end)]
+            blocks[name] = text[text.index(start) : text.index(end) + len(end)]
     return blocks
 
 
-def write_results(path: Path, sections: list[c.Section], info: dict[str, str], quick: bool,
-                  runs: int) -> None:
+def write_results(
+    path: Path, sections: list[c.Section], info: dict[str, str], quick: bool, runs: int
+) -> None:
     blocks = _old_blocks(path)
     for section in sections:
         blocks[section.name] = _block(section, info, quick, runs)

@@ -21,14 +21,18 @@ def test_quick_run_reports_every_benchmark(tmp_path: Path) -> None:
     for name in TOOLS:
         require_tool(name)
     out = tmp_path / "results.md"
-    done = subprocess.run([sys.executable, str(RUN), "--quick", "--no-install", "--out",
-                           str(out)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--no-install", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = out.read_text()
     for name, module in BENCHES.items():
         start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
         assert start in text and end in text, f"{name} missing from results"
-        block = text[text.index(start):text.index(end)]
+        block = text[text.index(start) : text.index(end)]
         assert module.TITLE in block
         assert "**Failed:**" not in block, block
         assert ROW.search(block), f"{name}: no figure row\n{block}"
@@ -45,4 +49,5 @@ def test_hot_path_measure_runs() -> None:
     assert {"parse", "engine: answer", "engine: timer", "daemon: _after"} <= set(figures)
     # the wrappers are gone afterwards
     from natkeepalive.sip.memo import AnswerMemo
+
     assert AnswerMemo.read.__name__ == "read"

@@ -33,13 +33,28 @@ KAMAILIO_PORT = 5060
 SIPP_PORT = 5070
 
 
-def _agent_options(server_port: int, *, via_host: str = netlab.LAN_IP, via_port: int = PORT,
-                   rport: bool = True, cseq: int = 1) -> bytes:
+def _agent_options(
+    server_port: int,
+    *,
+    via_host: str = netlab.LAN_IP,
+    via_port: int = PORT,
+    rport: bool = True,
+    cseq: int = 1,
+) -> bytes:
     suffix = os.urandom(10).hex()
-    return build_options(OptionsRequest(
-        uri_host=netlab.SERVER_IP, uri_port=None if server_port == 5060 else server_port,
-        via_host=via_host, via_port=via_port, branch="z9hG4bK" + suffix,
-        call_id=os.urandom(8).hex(), from_tag=os.urandom(4).hex(), cseq=cseq, rport=rport))
+    return build_options(
+        OptionsRequest(
+            uri_host=netlab.SERVER_IP,
+            uri_port=None if server_port == 5060 else server_port,
+            via_host=via_host,
+            via_port=via_port,
+            branch="z9hG4bK" + suffix,
+            call_id=os.urandom(8).hex(),
+            from_tag=os.urandom(4).hex(),
+            cseq=cseq,
+            rport=rport,
+        )
+    )
 
 
 def _crlf(lines: list[str], body: str = "") -> bytes:
@@ -48,91 +63,111 @@ def _crlf(lines: list[str], body: str = "") -> bytes:
 
 def _multi_via(server_port: int) -> bytes:
     branch = "z9hG4bK" + os.urandom(8).hex()
-    return _crlf([
-        f"OPTIONS sip:{netlab.SERVER_IP}:{server_port} SIP/2.0",
-        f"Via: SIP/2.0/UDP {netlab.LAN_IP}:{PORT};branch={branch};rport",
-        "Via: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bKproxy1;received=10.0.0.8, "
-        "SIP/2.0/TCP [2001:db8::7]:5061;branch=z9hG4bKproxy2",
-        "v: SIP/2.0/UDP 198.51.100.4;branch=z9hG4bKproxy3",
-        "Max-Forwards: 68",
-        f"From: \"Lab; one\" <sip:lab@{netlab.LAN_IP}>;tag=1928301774",
-        f"To: <sip:{netlab.SERVER_IP}>",
-        f"Call-ID: {os.urandom(6).hex()}@lab.example",
-        "CSeq: 7 OPTIONS",
-        "Content-Length: 0",
-    ])
+    return _crlf(
+        [
+            f"OPTIONS sip:{netlab.SERVER_IP}:{server_port} SIP/2.0",
+            f"Via: SIP/2.0/UDP {netlab.LAN_IP}:{PORT};branch={branch};rport",
+            "Via: SIP/2.0/UDP 10.0.0.7:5060;branch=z9hG4bKproxy1;received=10.0.0.8, "
+            "SIP/2.0/TCP [2001:db8::7]:5061;branch=z9hG4bKproxy2",
+            "v: SIP/2.0/UDP 198.51.100.4;branch=z9hG4bKproxy3",
+            "Max-Forwards: 68",
+            f'From: "Lab; one" <sip:lab@{netlab.LAN_IP}>;tag=1928301774',
+            f"To: <sip:{netlab.SERVER_IP}>",
+            f"Call-ID: {os.urandom(6).hex()}@lab.example",
+            "CSeq: 7 OPTIONS",
+            "Content-Length: 0",
+        ]
+    )
 
 
 def _compact(server_port: int) -> bytes:
     branch = "z9hG4bK" + os.urandom(8).hex()
-    return _crlf([
-        f"OPTIONS sip:{netlab.SERVER_IP}:{server_port} SIP/2.0",
-        f"v: SIP/2.0/UDP {netlab.LAN_IP}:{PORT} ;branch={branch} ; rport",
-        "Max-Forwards: 70",
-        f"f: <sip:lab@{netlab.LAN_IP}>;tag=77",
-        f"t: <sip:{netlab.SERVER_IP}>",
-        f"i: {os.urandom(6).hex()}",
-        "CSeq: 2 OPTIONS",
-        "k: path, outbound",
-        "l: 0",
-    ])
+    return _crlf(
+        [
+            f"OPTIONS sip:{netlab.SERVER_IP}:{server_port} SIP/2.0",
+            f"v: SIP/2.0/UDP {netlab.LAN_IP}:{PORT} ;branch={branch} ; rport",
+            "Max-Forwards: 70",
+            f"f: <sip:lab@{netlab.LAN_IP}>;tag=77",
+            f"t: <sip:{netlab.SERVER_IP}>",
+            f"i: {os.urandom(6).hex()}",
+            "CSeq: 2 OPTIONS",
+            "k: path, outbound",
+            "l: 0",
+        ]
+    )
 
 
 def _with_body(server_port: int) -> bytes:
     branch = "z9hG4bK" + os.urandom(8).hex()
     body = "v=0\r\no=- 1 1 IN IP4 192.168.77.2\r\ns=-\r\nt=0 0\r\n"
-    return _crlf([
-        f"OPTIONS sip:{netlab.SERVER_IP}:{server_port} SIP/2.0",
-        f"Via: SIP/2.0/UDP {netlab.LAN_IP}:{PORT};branch={branch};rport",
-        "Max-Forwards: 70",
-        f"From: <sip:lab@{netlab.LAN_IP}>;tag=88",
-        f"To: <sip:{netlab.SERVER_IP}>",
-        f"Call-ID: {os.urandom(6).hex()}",
-        "CSeq: 3 OPTIONS",
-        "Accept: application/sdp",
-        "Content-Type: application/sdp",
-        f"Content-Length: {len(body)}",
-    ], body)
+    return _crlf(
+        [
+            f"OPTIONS sip:{netlab.SERVER_IP}:{server_port} SIP/2.0",
+            f"Via: SIP/2.0/UDP {netlab.LAN_IP}:{PORT};branch={branch};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:lab@{netlab.LAN_IP}>;tag=88",
+            f"To: <sip:{netlab.SERVER_IP}>",
+            f"Call-ID: {os.urandom(6).hex()}",
+            "CSeq: 3 OPTIONS",
+            "Accept: application/sdp",
+            "Content-Type: application/sdp",
+            f"Content-Length: {len(body)}",
+        ],
+        body,
+    )
 
 
 def _method(server_port: int, method: str) -> bytes:
     branch = "z9hG4bK" + os.urandom(8).hex()
-    return _crlf([
-        f"{method} sip:{netlab.SERVER_IP}:{server_port} SIP/2.0",
-        f"Via: SIP/2.0/UDP {netlab.LAN_IP}:{PORT};branch={branch};rport",
-        "Max-Forwards: 70",
-        f"From: <sip:lab@{netlab.LAN_IP}>;tag=99",
-        f"To: <sip:{netlab.SERVER_IP}>",
-        f"Call-ID: {os.urandom(6).hex()}",
-        f"CSeq: 4 {method}",
-        "Content-Length: 0",
-    ])
+    return _crlf(
+        [
+            f"{method} sip:{netlab.SERVER_IP}:{server_port} SIP/2.0",
+            f"Via: SIP/2.0/UDP {netlab.LAN_IP}:{PORT};branch={branch};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:lab@{netlab.LAN_IP}>;tag=99",
+            f"To: <sip:{netlab.SERVER_IP}>",
+            f"Call-ID: {os.urandom(6).hex()}",
+            f"CSeq: 4 {method}",
+            "Content-Length: 0",
+        ]
+    )
 
 
 def _ipv6_sent_by(server_port: int) -> bytes:
     branch = "z9hG4bK" + os.urandom(8).hex()
-    return _crlf([
-        f"OPTIONS sip:{netlab.SERVER_IP}:{server_port} SIP/2.0",
-        f"Via: SIP/2.0/UDP [2001:db8::2]:{PORT};branch={branch};rport",
-        "Max-Forwards: 70",
-        "From: <sip:lab@[2001:db8::2]>;tag=66",
-        f"To: <sip:{netlab.SERVER_IP}>",
-        f"Call-ID: {os.urandom(6).hex()}",
-        "CSeq: 5 OPTIONS",
-        "Content-Length: 0",
-    ])
+    return _crlf(
+        [
+            f"OPTIONS sip:{netlab.SERVER_IP}:{server_port} SIP/2.0",
+            f"Via: SIP/2.0/UDP [2001:db8::2]:{PORT};branch={branch};rport",
+            "Max-Forwards: 70",
+            "From: <sip:lab@[2001:db8::2]>;tag=66",
+            f"To: <sip:{netlab.SERVER_IP}>",
+            f"Call-ID: {os.urandom(6).hex()}",
+            "CSeq: 5 OPTIONS",
+            "Content-Length: 0",
+        ]
+    )
 
 
 Case = tuple[str, Callable[[int], bytes], str]
 
 CASES: tuple[Case, ...] = (
     ("keepalive", lambda p: _agent_options(p), "the agent's keepalive (Via with rport)"),
-    ("keepalive_cseq_high", lambda p: _agent_options(p, cseq=2**32 - 1),
-     "the agent's keepalive, CSeq 2**32-1"),
-    ("inbound_check", lambda p: _agent_options(p, via_host=netlab.ROUTER_WAN_IP, rport=False),
-     "the inbound check: Via sent-by = public address:port, no rport"),
-    ("norport_lan", lambda p: _agent_options(p, rport=False),
-     "no rport, Via sent-by = the private address"),
+    (
+        "keepalive_cseq_high",
+        lambda p: _agent_options(p, cseq=2**32 - 1),
+        "the agent's keepalive, CSeq 2**32-1",
+    ),
+    (
+        "inbound_check",
+        lambda p: _agent_options(p, via_host=netlab.ROUTER_WAN_IP, rport=False),
+        "the inbound check: Via sent-by = public address:port, no rport",
+    ),
+    (
+        "norport_lan",
+        lambda p: _agent_options(p, rport=False),
+        "no rport, Via sent-by = the private address",
+    ),
     ("multi_via", _multi_via, "three Via headers, five values, an IPv6 hop, a quoted From"),
     ("compact", _compact, "compact header names, spaces around ';'"),
     ("body", _with_body, "OPTIONS with an SDP body"),
@@ -161,9 +196,11 @@ def capture(out: Path) -> list[tuple[str, str, int]]:
                 (out / filename).write_bytes(answer)
                 written.append((filename, f"{server}: {what}", len(answer)))
                 print(f"{filename}: {len(answer)} bytes")
-    manifest = ["# Answers captured by tests/fuzz/capture_seeds.py in the NAT lab",
-                "# (Kamailio 5.6 stateless with sl_send_reply; SIPp UAS echoing the Via).",
-                "# file: server: request"]
+    manifest = [
+        "# Answers captured by tests/fuzz/capture_seeds.py in the NAT lab",
+        "# (Kamailio 5.6 stateless with sl_send_reply; SIPp UAS echoing the Via).",
+        "# file: server: request",
+    ]
     manifest += [f"{name}: {what} ({size} bytes)" for name, what, size in written]
     (out / "MANIFEST.txt").write_text("\n".join(manifest) + "\n")
     return written

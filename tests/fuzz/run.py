@@ -47,28 +47,30 @@ RSS_LIMIT_MB = 1024
 # limits and odd syntax the parser handles specially.
 HOSTILE: dict[str, bytes] = {
     "reason_control_chars": b"SIP/2.0 200 OK\x1b[31m\r\nevent=binding-changed binding=x\x00\r\n"
-                            b"Via: SIP/2.0/UDP 192.168.77.2:5062;branch=z9hG4bKx;rport=1\r\n"
-                            b"Call-ID: a\r\nCSeq: 1 OPTIONS\r\n\r\n",
+    b"Via: SIP/2.0/UDP 192.168.77.2:5062;branch=z9hG4bKx;rport=1\r\n"
+    b"Call-ID: a\r\nCSeq: 1 OPTIONS\r\n\r\n",
     "server_newline_folded": b"SIP/2.0 200 OK\r\nServer: a\r\n event=x; rm -rf / $(id)`id`\r\n"
-                             b"v: SIP/2.0/UDP h;branch=z9hG4bKx;received=1.2.3.4;rport=5\r\n"
-                             b"i: b\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n",
+    b"v: SIP/2.0/UDP h;branch=z9hG4bKx;received=1.2.3.4;rport=5\r\n"
+    b"i: b\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n",
     "via_quoted_params": b'SIP/2.0 200 OK\nVia: SIP/2.0/UDP [::1]:5062;x="a;b,c\\"d";rport=2,'
-                         b' SIP/2.0/UDP h<a,b>;branch=z9hG4bKy\ni: c\nCSeq: 2 OPTIONS\n\n',
+    b" SIP/2.0/UDP h<a,b>;branch=z9hG4bKy\ni: c\nCSeq: 2 OPTIONS\n\n",
     "received_v6_port": b"SIP/2.0 404 Not Found\r\nVia: SIP/2.0/UDP 10.0.0.1:5062;"
-                        b"received=[2001:db8::1]:5060;rport=65535;branch=z9hG4bKz\r\n"
-                        b"Call-ID: d@e\r\nCSeq: 4294967295 OPTIONS\r\nFlow-Timer: 30\r\n"
-                        b"Content-Length: 5\r\n\r\nhello",
-    "many_vias": b"SIP/2.0 200 OK\r\nVia: " + b", ".join([b"SIP/2.0/UDP h"] * 70)
-                 + b"\r\nCall-ID: a\r\nCSeq: 1 OPTIONS\r\n\r\n",
+    b"received=[2001:db8::1]:5060;rport=65535;branch=z9hG4bKz\r\n"
+    b"Call-ID: d@e\r\nCSeq: 4294967295 OPTIONS\r\nFlow-Timer: 30\r\n"
+    b"Content-Length: 5\r\n\r\nhello",
+    "many_vias": b"SIP/2.0 200 OK\r\nVia: "
+    + b", ".join([b"SIP/2.0/UDP h"] * 70)
+    + b"\r\nCall-ID: a\r\nCSeq: 1 OPTIONS\r\n\r\n",
     "unicode_reason": "SIP/2.0 503 Service \u2028Unavailable \u202e\r\nVia: SIP/2.0/UDP h;branch="
-                      "z9hG4bKq\r\nCall-ID: a\r\nCSeq: 1 OPTIONS\r\n\r\n".encode(),
+    "z9hG4bKq\r\nCall-ID: a\r\nCSeq: 1 OPTIONS\r\n\r\n".encode(),
     "crlf_keepalive": b"\r\n\r\n",
     "request": b"OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKr\r\nCall-ID: a\r\n"
-               b"CSeq: 1 OPTIONS\r\n\r\n",
+    b"CSeq: 1 OPTIONS\r\n\r\n",
 }
 
 
 # --- seeds ---------------------------------------------------------------------------------------
+
 
 def real_answers() -> dict[str, bytes]:
     """Every answer in tests/data/ and tests/data/captured/, by file stem."""
@@ -99,9 +101,11 @@ def make_seeds(out: Path = CORPUS) -> dict[str, int]:
     kamailio = answers.get("captured_kamailio_keepalive", next(iter(answers.values())))
     for source in (1, 2):
         (engine_dir / f"spoof{source}.bin").write_bytes(
-            bytes([source]) + engine_seed(kamailio, "learned")[1:])
+            bytes([source]) + engine_seed(kamailio, "learned")[1:]
+        )
     (engine_dir / "aux_keepalive.bin").write_bytes(
-        bytes([4]) + engine_seed(kamailio, "learned")[1:])
+        bytes([4]) + engine_seed(kamailio, "learned")[1:]
+    )
     (engine_dir / "unrewritten.bin").write_bytes(engine_input("learned", kamailio))
     for name, data in HOSTILE.items():
         (engine_dir / f"hostile_{name}.bin").write_bytes(engine_input("learned", data))
@@ -109,6 +113,7 @@ def make_seeds(out: Path = CORPUS) -> dict[str, int]:
 
 
 # --- the child: one target under libFuzzer ------------------------------------------------------
+
 
 def child(target: str, libfuzzer_args: list[str]) -> None:
     import atheris  # type: ignore[import-untyped]
@@ -132,8 +137,9 @@ _PROGRESS = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/", re.
 _FOUND = ("crash-", "timeout-", "oom-", "leak-", "slow-unit-")
 
 
-def summarize(target: str, log: str, artifacts: Path, returncode: int, seconds: float
-              ) -> dict[str, object]:
+def summarize(
+    target: str, log: str, artifacts: Path, returncode: int, seconds: float
+) -> dict[str, object]:
     stats = {key: int(value) for key, value in _STATS.findall(log)}
     progress = _PROGRESS.findall(log)
     cov = ft = corpus = 0
@@ -141,22 +147,34 @@ def summarize(target: str, log: str, artifacts: Path, returncode: int, seconds: 
         _, cov_text, ft_text, corp_text = progress[-1]
         cov, ft, corpus = int(cov_text), int(ft_text), int(corp_text)
     execs = stats.get("number_of_executed_units", int(progress[-1][0]) if progress else 0)
-    found = sorted(str(p) for p in artifacts.glob(f"{target}-*")
-                   if p.name.split("-", 1)[1].startswith(_FOUND))
+    found = sorted(
+        str(p) for p in artifacts.glob(f"{target}-*") if p.name.split("-", 1)[1].startswith(_FOUND)
+    )
     return {
-        "target": target, "execs": execs, "seconds": round(seconds, 1),
+        "target": target,
+        "execs": execs,
+        "seconds": round(seconds, 1),
         "exec_per_s": round(execs / seconds) if seconds > 0 else 0,
-        "cov": cov, "ft": ft, "corpus": corpus,
+        "cov": cov,
+        "ft": ft,
+        "corpus": corpus,
         "new_units": stats.get("new_units_added", 0),
         "peak_rss_mb": stats.get("peak_rss_mb", 0),
-        "crashes": found, "returncode": returncode,
+        "crashes": found,
+        "returncode": returncode,
         "python_exception": "Uncaught Python exception" in log,
     }
 
 
-def run_targets(targets: list[str], *, seconds: float | None, runs: int | None,
-                artifacts: Path, keep: Path | None, seed: int | None = None
-                ) -> list[dict[str, object]]:
+def run_targets(
+    targets: list[str],
+    *,
+    seconds: float | None,
+    runs: int | None,
+    artifacts: Path,
+    keep: Path | None,
+    seed: int | None = None,
+) -> list[dict[str, object]]:
     artifacts.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="nk-fuzz-"))
     procs: list[tuple[str, subprocess.Popen[bytes], Path, float]] = []
@@ -164,9 +182,14 @@ def run_targets(targets: list[str], *, seconds: float | None, runs: int | None,
         for target in targets:
             new_units = (keep / target) if keep is not None else work / target
             new_units.mkdir(parents=True, exist_ok=True)
-            flags = [f"-artifact_prefix={artifacts}/{target}-", f"-max_len={MAX_LEN}",
-                     f"-timeout={INPUT_TIMEOUT}", f"-rss_limit_mb={RSS_LIMIT_MB}",
-                     "-print_final_stats=1", f"-dict={DICTIONARY}"]
+            flags = [
+                f"-artifact_prefix={artifacts}/{target}-",
+                f"-max_len={MAX_LEN}",
+                f"-timeout={INPUT_TIMEOUT}",
+                f"-rss_limit_mb={RSS_LIMIT_MB}",
+                "-print_final_stats=1",
+                f"-dict={DICTIONARY}",
+            ]
             if runs is not None:
                 flags.append(f"-runs={runs}")
             if seconds is not None:
@@ -174,14 +197,29 @@ def run_targets(targets: list[str], *, seconds: float | None, runs: int | None,
             if seed is not None:
                 flags.append(f"-seed={seed}")
             log_path = artifacts / f"{target}.log"
-            argv = [sys.executable, str(Path(__file__).resolve()), "--child", target, "--",
-                    *flags, str(new_units), str(CORPUS / target)]
+            argv = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                target,
+                "--",
+                *flags,
+                str(new_units),
+                str(CORPUS / target),
+            ]
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(
-                [str(ROOT), str(ROOT / "agent"), env.get("PYTHONPATH", "")])
+                [str(ROOT), str(ROOT / "agent"), env.get("PYTHONPATH", "")]
+            )
             with open(log_path, "wb") as log:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, env=env, cwd=str(work))
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=str(work),
+                )
             procs.append((target, proc, log_path, time.monotonic()))
         results = []
         for target, proc, log_path, started in procs:
@@ -232,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--seconds", type=float, help="time budget per target (default 60)")
     budget.add_argument("--runs", type=int, help="executions per target")
-    parser.add_argument("--targets", default=",".join(TARGET_NAMES),
-                        help="comma-separated: parser,engine")
+    parser.add_argument(
+        "--targets", default=",".join(TARGET_NAMES), help="comma-separated: parser,engine"
+    )
     parser.add_argument("--artifacts", type=Path, help="where crashing inputs and logs go")
     parser.add_argument("--keep", type=Path, help="keep the new corpus entries here")
     parser.add_argument("--seed", type=int, help="libFuzzer's random seed")
@@ -257,8 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seconds = args.seconds if args.seconds is not None or args.runs is not None else 60.0
     artifacts = args.artifacts or Path(tempfile.mkdtemp(prefix="nk-fuzz-artifacts-"))
-    results = run_targets(targets, seconds=seconds, runs=args.runs, artifacts=artifacts,
-                          keep=args.keep, seed=args.seed)
+    results = run_targets(
+        targets,
+        seconds=seconds,
+        runs=args.runs,
+        artifacts=artifacts,
+        keep=args.keep,
+        seed=args.seed,
+    )
     bad = False
     for result in results:
         crashed = bool(result["crashes"]) or result["returncode"] != 0
@@ -266,10 +311,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(result))
         else:
-            print(f"{result['target']}: {result['execs']} execs in {result['seconds']} s "
-                  f"({result['exec_per_s']}/s), cov {result['cov']} ft {result['ft']}, corpus "
-                  f"{result['corpus']}, crashes {len(result['crashes'])} "  # type: ignore[arg-type]
-                  f"(exit {result['returncode']})")
+            print(
+                f"{result['target']}: {result['execs']} execs in {result['seconds']} s "
+                f"({result['exec_per_s']}/s), cov {result['cov']} ft {result['ft']}, corpus "
+                f"{result['corpus']}, crashes {len(result['crashes'])} "  # type: ignore[arg-type]
+                f"(exit {result['returncode']})"
+            )
             for path in result["crashes"]:  # type: ignore[attr-defined]
                 print(f"  found: {path}")
     if bad:

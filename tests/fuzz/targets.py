@@ -45,19 +45,34 @@ DROP_COUNTERS = ("dropped", "duplicates")
 
 # --- the parser ----------------------------------------------------------------------------------
 
+
 def _use_message(message: Request | Response) -> None:
     """Everything the engine, the probe command and the log do with a parsed message."""
     for via in message.vias:
         str(via)
         _ = (via.branch, via.received, via.rport, via.sent_by, via.has_param("rport"))
-    _ = (message.top_via, message.flow_timer, message.header("server"),
-         message.header_values("via"), message.call_id, message.cseq, message.cseq_method)
+    _ = (
+        message.top_via,
+        message.flow_timer,
+        message.header("server"),
+        message.header_values("via"),
+        message.call_id,
+        message.cseq,
+        message.cseq_method,
+    )
     assert message.vias, "a parsed message without a Via"
     assert isinstance(message.cseq, int) and 0 <= message.cseq <= 2**32 - 1
     if isinstance(message, Response):
         assert 100 <= message.status <= 699
-        format_event(ev.ProbeAnswered("b", message.cseq, message.status, 1.0,
-                                      message.top_via.received or message.top_via.host))
+        format_event(
+            ev.ProbeAnswered(
+                "b",
+                message.cseq,
+                message.status,
+                1.0,
+                message.top_via.received or message.top_via.host,
+            )
+        )
 
 
 def parser(data: bytes) -> None:
@@ -79,9 +94,16 @@ def parser(data: bytes) -> None:
 
 # --- the engine ----------------------------------------------------------------------------------
 
+
 def _settings(inbound_check: int) -> ProbeSettings:
-    return ProbeSettings(interval=20.0, jitter=0.2, timeout=3.0, inbound_check=inbound_check,
-                         fail_threshold=2, lagged_ms=2000)
+    return ProbeSettings(
+        interval=20.0,
+        jitter=0.2,
+        timeout=3.0,
+        inbound_check=inbound_check,
+        fail_threshold=2,
+        lagged_ms=2000,
+    )
 
 
 def _answer(request: bytes, public: tuple[str, int]) -> bytes:
@@ -89,8 +111,10 @@ def _answer(request: bytes, public: tuple[str, int]) -> bytes:
     parsed = parse_message(request)
     assert isinstance(parsed, Request)
     via = parsed.top_via
-    params = ";".join(f"{k}={public[1]}" if k == "rport" else k if v is None else f"{k}={v}"
-                      for k, v in via.params)
+    params = ";".join(
+        f"{k}={public[1]}" if k == "rport" else k if v is None else f"{k}={v}"
+        for k, v in via.params
+    )
     lines = [
         "SIP/2.0 200 OK",
         f"Via: {via.protocol} {via.sent_by};{params};received={public[0]}",
@@ -122,8 +146,9 @@ def new_engine(scenario: str) -> BindingEngine:
         if scenario == "inbound":
             assert out and out[-1].channel == AUX, "the inbound check did not start"
         elif scenario == "confirm":
-            engine.receive_datagram(_answer(out[-1].payload, ("203.0.113.1", 40000)), SERVER,
-                                    now + 0.01)
+            engine.receive_datagram(
+                _answer(out[-1].payload, ("203.0.113.1", 40000)), SERVER, now + 0.01
+            )
             out = engine.datagrams_to_send()
             assert out, "no confirmation probe"
     engine.datagrams_to_send()
@@ -155,19 +180,30 @@ def snapshot(engine: BindingEngine) -> dict[str, Any]:
     """Everything a datagram could change, except the drop counters."""
     tracker, reach = engine.tracker, engine.reach
     return {
-        "mapping": tracker.mapping, "tracker_state": tracker.state,
-        "candidate": tracker.candidate, "changes": tracker.changes,
-        "expiries": tracker.expiries, "changed_at": tracker.changed_at,
+        "mapping": tracker.mapping,
+        "tracker_state": tracker.state,
+        "candidate": tracker.candidate,
+        "changes": tracker.changes,
+        "expiries": tracker.expiries,
+        "changed_at": tracker.changed_at,
         "rport_reported": tracker.rport_reported,
         "reach": (reach.state, reach.answers, reach.failures),
-        "probes_sent": engine.probes_sent, "responses": engine.responses,
-        "timeouts": engine.timeouts, "rtt": engine.last_rtt_ms, "status": engine.last_status,
-        "last_response_at": engine.last_response_at, "inbound": engine.inbound_result,
-        "flow_timer": engine.flow_timer, "interval": engine.interval,
+        "probes_sent": engine.probes_sent,
+        "responses": engine.responses,
+        "timeouts": engine.timeouts,
+        "rtt": engine.last_rtt_ms,
+        "status": engine.last_status,
+        "last_response_at": engine.last_response_at,
+        "inbound": engine.inbound_result,
+        "flow_timer": engine.flow_timer,
+        "interval": engine.interval,
         "tx": sorted((b, tx.state, tx.transmissions, tx.due()) for b, tx in engine._tx.items()),
-        "next_keepalive": engine.next_keepalive, "cseq": engine.cseq,
-        "deadline": engine.next_deadline(), "unsupported": sorted(engine.inbound_unsupported),
-        "phase": engine.phase, "suspect": engine._suspect_idle,
+        "next_keepalive": engine.next_keepalive,
+        "cseq": engine.cseq,
+        "deadline": engine.next_deadline(),
+        "unsupported": sorted(engine.inbound_unsupported),
+        "phase": engine.phase,
+        "suspect": engine._suspect_idle,
     }
 
 
@@ -191,9 +227,13 @@ def is_match(engine: BindingEngine, data: bytes, source: tuple[str, int], channe
     except SipParseError:
         return False
     for branch, call_id, cseq, kind in outstanding(engine):
-        if (response.top_via.branch == branch and response.call_id == call_id
-                and response.cseq == cseq and response.cseq_method.upper() == "OPTIONS"
-                and (kind in ("inbound", "server-up") or channel == BINDING)):
+        if (
+            response.top_via.branch == branch
+            and response.call_id == call_id
+            and response.cseq == cseq
+            and response.cseq_method.upper() == "OPTIONS"
+            and (kind in ("inbound", "server-up") or channel == BINDING)
+        ):
             return True
     return False
 
@@ -219,8 +259,12 @@ def decode_engine_input(data: bytes) -> tuple[str, tuple[str, int], str, bytes]:
     if not data:
         return SCENARIOS[0], SOURCES[0], BINDING, b""
     flags = data[0]
-    return (SCENARIOS[(flags >> 3) & 3], SOURCES[flags & 3],
-            AUX if flags & 4 else BINDING, data[1:])
+    return (
+        SCENARIOS[(flags >> 3) & 3],
+        SOURCES[flags & 3],
+        AUX if flags & 4 else BINDING,
+        data[1:],
+    )
 
 
 def engine_input(scenario: str, payload: bytes, source: int = 0, aux: bool = False) -> bytes:

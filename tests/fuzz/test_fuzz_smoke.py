@@ -35,9 +35,19 @@ def test_seed_corpus_is_up_to_date(tmp_path: Path) -> None:
 def test_a_minute_of_fuzzing_finds_nothing(tmp_path: Path) -> None:
     require_atheris()
     done = subprocess.run(
-        [sys.executable, str(run.HERE / "run.py"), "--seconds", str(SECONDS), "--json",
-         "--artifacts", str(tmp_path)],
-        capture_output=True, text=True, timeout=SECONDS * 3 + 120)
+        [
+            sys.executable,
+            str(run.HERE / "run.py"),
+            "--seconds",
+            str(SECONDS),
+            "--json",
+            "--artifacts",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=SECONDS * 3 + 120,
+    )
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     for result in results:
         print("FUZZ " + json.dumps(result))

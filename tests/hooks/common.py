@@ -15,7 +15,7 @@ DEFAULT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # values an event may carry from the network or a configuration: quotes, backslashes, command
 # substitutions, newlines, control characters, non-ASCII
 HOSTILE = {
-    "BINDING": 'pro"vider\\ $(touch PWNED) `touch PWNED` \'quoted\'',
+    "BINDING": "pro\"vider\\ $(touch PWNED) `touch PWNED` 'quoted'",
     "OLD": "203.0.113.1:5060\nevent=fake key=value",
     "NEW": "tab\there\rcr \x01\x1f end",
     "CAUSE": "ünïcødé €",
@@ -32,15 +32,21 @@ def install(folder: Path, name: str, settings: str | None) -> Path:
     return hook
 
 
-def run_hook(hook: Path, event: str, env: dict[str, str], shell: str | None = None,
-             path: str = DEFAULT_PATH, timeout: float = 30.0,
-             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_hook(
+    hook: Path,
+    event: str,
+    env: dict[str, str],
+    shell: str | None = None,
+    path: str = DEFAULT_PATH,
+    timeout: float = 30.0,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     argv = [str(hook), event]
     if shell == "busybox":
         argv = [require_tool("busybox"), "ash", *argv]
     elif shell is not None:
         argv = [require_tool(shell), *argv]
     full = {"PATH": path, **env, **(extra_env or {})}
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full,
-                          cwd=hook.parent)
-
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env=full, cwd=hook.parent
+    )

@@ -31,7 +31,6 @@ class Mailbox:
         return "250 OK"
 
 
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Mailbox, int]]:
     box = Mailbox()
@@ -47,23 +46,28 @@ def msmtp_home(folder: Path, port: int) -> dict[str, str]:
     home = folder / "home"
     home.mkdir()
     rc = home / ".msmtprc"
-    rc.write_text(f"defaults\nauth off\ntls off\naccount default\nhost 127.0.0.1\nport {port}\n"
-                  "from fallback@example.org\n")
+    rc.write_text(
+        f"defaults\nauth off\ntls off\naccount default\nhost 127.0.0.1\nport {port}\n"
+        "from fallback@example.org\n"
+    )
     rc.chmod(0o600)
     return {"HOME": str(home)}
 
 
 @pytest.mark.parametrize("shell", ["dash", "busybox"])
-def test_mails_the_event_through_sendmail(tmp_path: Path, smtp: tuple[Mailbox, int],
-                                          shell: str) -> None:
+def test_mails_the_event_through_sendmail(
+    tmp_path: Path, smtp: tuple[Mailbox, int], shell: str
+) -> None:
     require_tool("sendmail")
     box, port = smtp
     hook = install(tmp_path, "email", "MAIL_TO=noc@example.net\nMAIL_FROM=r1@example.org\n")
-    env = dict(HOSTILE, EVENT="binding-changed",
-               NAT_KEEPALIVE_EVENT_LINE="event=binding-changed binding=x")
+    env = dict(
+        HOSTILE, EVENT="binding-changed", NAT_KEEPALIVE_EVENT_LINE="event=binding-changed binding=x"
+    )
     env["BINDING"] += "\nX-Injected: yes"
-    result = run_hook(hook, "binding-changed", env, shell=shell,
-                      extra_env=msmtp_home(tmp_path, port))
+    result = run_hook(
+        hook, "binding-changed", env, shell=shell, extra_env=msmtp_home(tmp_path, port)
+    )
     assert result.returncode == 0, result.stderr
     assert len(box.messages) == 1
     sender, recipients, content = box.messages[0]
@@ -85,8 +89,12 @@ def test_a_rejecting_server_fails_the_hook(tmp_path: Path, smtp: tuple[Mailbox, 
     box, port = smtp
     box.reject = True
     hook = install(tmp_path, "email", "MAIL_TO=noc@example.net\n")
-    result = run_hook(hook, "unreachable", {"EVENT": "unreachable", "BINDING": "b"},
-                      extra_env=msmtp_home(tmp_path, port))
+    result = run_hook(
+        hook,
+        "unreachable",
+        {"EVENT": "unreachable", "BINDING": "b"},
+        extra_env=msmtp_home(tmp_path, port),
+    )
     assert result.returncode == 1
     assert "sendmail failed" in result.stderr
 
@@ -94,7 +102,11 @@ def test_a_rejecting_server_fails_the_hook(tmp_path: Path, smtp: tuple[Mailbox, 
 def test_no_server_fails_the_hook(tmp_path: Path) -> None:
     require_tool("sendmail")
     hook = install(tmp_path, "email", "MAIL_TO=noc@example.net\n")
-    result = run_hook(hook, "unreachable", {"EVENT": "unreachable", "BINDING": "b"},
-                      extra_env=msmtp_home(tmp_path, free_port(kind=socket.SOCK_STREAM)))
+    result = run_hook(
+        hook,
+        "unreachable",
+        {"EVENT": "unreachable", "BINDING": "b"},
+        extra_env=msmtp_home(tmp_path, free_port(kind=socket.SOCK_STREAM)),
+    )
     assert result.returncode == 1
     assert "sendmail failed" in result.stderr

@@ -42,16 +42,24 @@ class Registrar:
             if not text.startswith("REGISTER "):
                 continue
             lines = text.split("\r\n")
-            keep = [line for line in lines if line.split(":", 1)[0].strip().lower()
-                    in ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "contact",
-                        "m")]
-            unregister = any(line.lower().startswith("expires: 0") for line in lines) or \
-                any("expires=0" in line.lower() for line in lines if line.lower().startswith(
-                    ("contact", "m:")))
+            keep = [
+                line
+                for line in lines
+                if line.split(":", 1)[0].strip().lower()
+                in ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "contact", "m")
+            ]
+            unregister = any(line.lower().startswith("expires: 0") for line in lines) or any(
+                "expires=0" in line.lower()
+                for line in lines
+                if line.lower().startswith(("contact", "m:"))
+            )
             if not unregister:
                 self.registers += 1
-            reply = "SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + \
-                "\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+            reply = (
+                "SIP/2.0 200 OK\r\n"
+                + "\r\n".join(keep)
+                + "\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+            )
             self.sock.sendto(reply.encode(), source)
 
     def wait_registers(self, count: int, timeout: float = 15.0) -> int:
@@ -73,11 +81,16 @@ def baresip(tmp_path: Path) -> Iterator[tuple[Registrar, int, str]]:
         f"sip_listen 127.0.0.1:{free_port(kind=socket.SOCK_DGRAM)}\n"
         "module_path /usr/lib/baresip/modules\n"
         "module_app account.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\n"
-        f"ctrl_tcp_listen 127.0.0.1:{ctrl}\n")
+        f"ctrl_tcp_listen 127.0.0.1:{ctrl}\n"
+    )
     (home / "accounts").write_text(account + "\n")
-    proc = subprocess.Popen([binary, "-f", str(home)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [binary, "-f", str(home)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         assert registrar.wait_registers(1) == 1, "baresip did not register"
         yield registrar, ctrl, account
@@ -96,31 +109,42 @@ def busybox_nc_path(folder: Path) -> str:
 
 
 @pytest.mark.parametrize("shell", ["dash", "busybox"])
-def test_baresip_registers_again(tmp_path: Path, baresip: tuple[Registrar, int, str],
-                                 shell: str) -> None:
+def test_baresip_registers_again(
+    tmp_path: Path, baresip: tuple[Registrar, int, str], shell: str
+) -> None:
     registrar, ctrl, account = baresip
-    hook = install(tmp_path, "reregister-baresip",
-                   f"BARESIP_CTRL_PORT={ctrl}\nBARESIP_ACCOUNT='{account}'\n")
+    hook = install(
+        tmp_path, "reregister-baresip", f"BARESIP_CTRL_PORT={ctrl}\nBARESIP_ACCOUNT='{account}'\n"
+    )
     path = busybox_nc_path(tmp_path)
-    result = run_hook(hook, "binding-changed", {"EVENT": "binding-changed", "BINDING": "p"},
-                      shell=shell, path=path)
+    result = run_hook(
+        hook,
+        "binding-changed",
+        {"EVENT": "binding-changed", "BINDING": "p"},
+        shell=shell,
+        path=path,
+    )
     assert result.returncode == 0, result.stderr
     assert registrar.wait_registers(2) == 2
     # other events, and other bindings when limited, leave baresip alone
     assert run_hook(hook, "reachable", {"EVENT": "reachable"}, path=path).returncode == 0
     (tmp_path / "reregister-baresip.conf").write_text(
-        f"BARESIP_CTRL_PORT={ctrl}\nBARESIP_ACCOUNT='{account}'\nPBX_BINDINGS='other'\n")
-    result = run_hook(hook, "binding-expired", {"EVENT": "binding-expired", "BINDING": "p"},
-                      path=path)
+        f"BARESIP_CTRL_PORT={ctrl}\nBARESIP_ACCOUNT='{account}'\nPBX_BINDINGS='other'\n"
+    )
+    result = run_hook(
+        hook, "binding-expired", {"EVENT": "binding-expired", "BINDING": "p"}, path=path
+    )
     assert result.returncode == 0
     assert registrar.wait_registers(3, timeout=2) == 2
 
 
 def test_baresip_not_running_fails_the_hook(tmp_path: Path) -> None:
-    hook = install(tmp_path, "reregister-baresip",
-                   f"BARESIP_CTRL_PORT={free_port(kind=socket.SOCK_STREAM)}\n")
-    result = run_hook(hook, "binding-changed", {"EVENT": "binding-changed"},
-                      path=busybox_nc_path(tmp_path))
+    hook = install(
+        tmp_path, "reregister-baresip", f"BARESIP_CTRL_PORT={free_port(kind=socket.SOCK_STREAM)}\n"
+    )
+    result = run_hook(
+        hook, "binding-changed", {"EVENT": "binding-changed"}, path=busybox_nc_path(tmp_path)
+    )
     assert result.returncode == 1
     assert "no answer" in result.stderr
 
@@ -142,47 +166,79 @@ def stand_in(folder: Path, name: str) -> tuple[str, Path]:
     return f"{tools}:/usr/bin:/bin", log
 
 
-@pytest.mark.parametrize("output, code, expected", [
-    ("", 0, 0),
-    ("Unable to retrieve registration provider", 0, 1),
-    ("Unable to connect to remote asterisk (does /var/run/asterisk/asterisk.ctl exist?)", 1, 1),
-])
-def test_asterisk_command_and_failures(tmp_path: Path, output: str, code: int,
-                                       expected: int) -> None:
+@pytest.mark.parametrize(
+    "output, code, expected",
+    [
+        ("", 0, 0),
+        ("Unable to retrieve registration provider", 0, 1),
+        ("Unable to connect to remote asterisk (does /var/run/asterisk/asterisk.ctl exist?)", 1, 1),
+    ],
+)
+def test_asterisk_command_and_failures(
+    tmp_path: Path, output: str, code: int, expected: int
+) -> None:
     path, log = stand_in(tmp_path, "asterisk")
     hook = install(tmp_path, "reregister-asterisk", "ASTERISK_REGISTRATION=provider\n")
-    result = run_hook(hook, "binding-changed", {"EVENT": "binding-changed", "BINDING": "b",
-                                                "STAND_IN_OUTPUT": output,
-                                                "STAND_IN_EXIT": str(code)}, path=path)
+    result = run_hook(
+        hook,
+        "binding-changed",
+        {
+            "EVENT": "binding-changed",
+            "BINDING": "b",
+            "STAND_IN_OUTPUT": output,
+            "STAND_IN_EXIT": str(code),
+        },
+        path=path,
+    )
     assert result.returncode == expected, result.stderr
     assert log.read_text().splitlines() == ["-rx", "pjsip send register provider"]
     if expected:
         assert output.split(" (")[0] in result.stderr
 
 
-@pytest.mark.parametrize("output, code, expected", [
-    ("+OK", 0, 0), ("-ERR no such gateway", 0, 1), ("[ERROR] Error Connecting []", 1, 1),
-])
-def test_freeswitch_command_and_failures(tmp_path: Path, output: str, code: int,
-                                         expected: int) -> None:
+@pytest.mark.parametrize(
+    "output, code, expected",
+    [
+        ("+OK", 0, 0),
+        ("-ERR no such gateway", 0, 1),
+        ("[ERROR] Error Connecting []", 1, 1),
+    ],
+)
+def test_freeswitch_command_and_failures(
+    tmp_path: Path, output: str, code: int, expected: int
+) -> None:
     path, log = stand_in(tmp_path, "fs_cli")
     hook = install(tmp_path, "reregister-freeswitch", "FS_GATEWAY=provider\n")
-    result = run_hook(hook, "binding-expired", {"EVENT": "binding-expired", "BINDING": "b",
-                                                "STAND_IN_OUTPUT": output,
-                                                "STAND_IN_EXIT": str(code)}, path=path)
+    result = run_hook(
+        hook,
+        "binding-expired",
+        {
+            "EVENT": "binding-expired",
+            "BINDING": "b",
+            "STAND_IN_OUTPUT": output,
+            "STAND_IN_EXIT": str(code),
+        },
+        path=path,
+    )
     assert result.returncode == expected, result.stderr
     assert log.read_text().splitlines() == ["-x", "sofia profile external register provider"]
 
 
 def test_freeswitch_several_commands(tmp_path: Path) -> None:
     path, log = stand_in(tmp_path, "fs_cli")
-    hook = install(tmp_path, "reregister-freeswitch",
-                   "FS_COMMANDS='sofia profile external killgw gw1;sofia profile external "
-                   "rescan'\n")
+    hook = install(
+        tmp_path,
+        "reregister-freeswitch",
+        "FS_COMMANDS='sofia profile external killgw gw1;sofia profile external rescan'\n",
+    )
     result = run_hook(hook, "binding-changed", {"EVENT": "binding-changed"}, path=path)
     assert result.returncode == 0, result.stderr
-    assert log.read_text().splitlines() == ["-x", "sofia profile external killgw gw1",
-                                            "-x", "sofia profile external rescan"]
+    assert log.read_text().splitlines() == [
+        "-x",
+        "sofia profile external killgw gw1",
+        "-x",
+        "sofia profile external rescan",
+    ]
 
 
 def test_run_all_runs_each_and_reports_a_failure(tmp_path: Path) -> None:
@@ -191,8 +247,7 @@ def test_run_all_runs_each_and_reports_a_failure(tmp_path: Path) -> None:
     folder.mkdir()
     for name, code in (("a-ok", 0), ("b-fails", 3), ("c-ok", 0)):
         script = folder / name
-        script.write_text(f'#!/bin/sh\necho "$1 $BINDING" >> {tmp_path}/{name}.out\n'
-                          f"exit {code}\n")
+        script.write_text(f'#!/bin/sh\necho "$1 $BINDING" >> {tmp_path}/{name}.out\nexit {code}\n')
         script.chmod(0o755)
     (folder / "d-not-executable").write_text("#!/bin/sh\nexit 1\n")
     result = run_hook(hook, "unreachable", {"EVENT": "unreachable", "BINDING": "p"})

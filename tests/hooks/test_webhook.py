@@ -60,8 +60,9 @@ def server() -> Iterator[Recorder]:
 
 @pytest.mark.parametrize("shell", ["dash", "busybox"])
 @pytest.mark.parametrize("client", ["curl", "wget"])
-def test_posts_every_field_as_json(tmp_path: Path, server: Recorder, shell: str,
-                                   client: str) -> None:
+def test_posts_every_field_as_json(
+    tmp_path: Path, server: Recorder, shell: str, client: str
+) -> None:
     require_tool(shell)
     require_tool(client)
     hook = install(tmp_path, "webhook", f"WEBHOOK_URL={server.url}\nWEBHOOK_AUTH='Bearer t0k'\n")
@@ -105,13 +106,17 @@ def test_without_a_url_it_says_so(tmp_path: Path) -> None:
 
 
 def test_the_agent_runs_it_and_reports_its_failure(
-        tmp_path: Path, server: Recorder, responder: SipResponder) -> None:
+    tmp_path: Path, server: Recorder, responder: SipResponder
+) -> None:
     hook = install(tmp_path, "webhook", f"WEBHOOK_URL={server.url}\n")
     port = free_port()
-    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)],
-                          LOOPBACK_TIMERS)
-    config.write_text(config.read_text() + f"hooks:\n  command: {hook}\n"
-                      "  events: [binding-changed, binding-expired]\n")
+    config = write_config(
+        tmp_path / "c.yaml", [("provider", responder.address, port)], LOOPBACK_TIMERS
+    )
+    config.write_text(
+        config.read_text() + f"hooks:\n  command: {hook}\n"
+        "  events: [binding-changed, binding-expired]\n"
+    )
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("binding-learned")
         responder.configure(rport=port + 1)
@@ -120,15 +125,18 @@ def test_the_agent_runs_it_and_reports_its_failure(
             assert server.arrived.wait_for(lambda: len(server.requests) >= 2, timeout=15)
         events = sorted(json.loads(body)["event"] for _, _, body in server.requests)
         assert events == ["binding-changed", "binding-expired"]
-        changed = next(json.loads(b) for _, _, b in server.requests
-                       if json.loads(b)["event"] == "binding-changed")
+        changed = next(
+            json.loads(b)
+            for _, _, b in server.requests
+            if json.loads(b)["event"] == "binding-changed"
+        )
         assert changed["new"] == f"127.0.0.1:{port + 1}"
         assert changed["cause"] == "port-remapped"
         server.status = 503
         responder.configure(rport=port + 2)
         agent.wait_for("binding-changed", count=2)
-        problem = agent.wait_line(f"event=hook-failed command={hook} "
-                                  'error="binding-changed: exit status 1', 15)
+        problem = agent.wait_line(
+            f'event=hook-failed command={hook} error="binding-changed: exit status 1', 15
+        )
         assert "503" in problem  # curl's own complaint comes first
         agent.stop()
-

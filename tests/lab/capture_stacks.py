@@ -73,12 +73,15 @@ def capture_stack(stack: str, out: Path) -> list[tuple[str, str, int]]:
 
 def _registrar_ok(register: bytes) -> bytes:
     """A 200 OK to a REGISTER: its Via, From, To (tagged), Call-ID, CSeq and Contact."""
-    wanted = ("via:", "v:", "from:", "f:", "to:", "t:", "call-id:", "i:", "cseq:", "contact:",
-              "m:")
-    lines = [line for line in register.decode("utf-8", "replace").split("\r\n")
-             if line.lower().replace(" ", "").startswith(wanted)]
-    lines = [line + ";tag=lab" if line.lower().startswith(("to:", "t:")) else line
-             for line in lines]
+    wanted = ("via:", "v:", "from:", "f:", "to:", "t:", "call-id:", "i:", "cseq:", "contact:", "m:")
+    lines = [
+        line
+        for line in register.decode("utf-8", "replace").split("\r\n")
+        if line.lower().replace(" ", "").startswith(wanted)
+    ]
+    lines = [
+        line + ";tag=lab" if line.lower().startswith(("to:", "t:")) else line for line in lines
+    ]
     head = ["SIP/2.0 200 OK", *lines, "Expires: 3600", "Content-Length: 0"]
     return ("\r\n".join(head) + "\r\n\r\n").encode()
 
@@ -91,10 +94,12 @@ def capture_linphone_keepalive(out: Path) -> list[tuple[str, str, int]]:
         shell.open("registrar", netlab.SERVER_IP, REGISTRAR_PORT)
         server = stacks.Linphone(lab, "linphone")
         with open(server.rc, "w") as handle:
-            handle.write("[sip]\nkeepalive_period=1000\n[proxy_0]\n"
-                         f"reg_proxy=<sip:{netlab.SERVER_IP}:{REGISTRAR_PORT};transport=udp>\n"
-                         f"reg_identity=sip:lab@{netlab.SERVER_IP}\nreg_expires=3600\n"
-                         "reg_sendregister=1\n")
+            handle.write(
+                "[sip]\nkeepalive_period=1000\n[proxy_0]\n"
+                f"reg_proxy=<sip:{netlab.SERVER_IP}:{REGISTRAR_PORT};transport=udp>\n"
+                f"reg_identity=sip:lab@{netlab.SERVER_IP}\nreg_expires=3600\n"
+                "reg_sendregister=1\n"
+            )
         server.start()
         for _ in range(20):
             for _, data, source in shell.recv(1.0):
@@ -103,8 +108,14 @@ def capture_linphone_keepalive(out: Path) -> list[tuple[str, str, int]]:
                 elif data.strip(b"\r\n") == b"":
                     filename = "linphone_crlf_keepalive_sent.sip"
                     (out / filename).write_bytes(data)
-                    return [(filename, "linphone: the keepalive it sends once registered "
-                             "(keepalive_period 1 s)", len(data))]
+                    return [
+                        (
+                            filename,
+                            "linphone: the keepalive it sends once registered "
+                            "(keepalive_period 1 s)",
+                            len(data),
+                        )
+                    ]
     print("linphone sent no CRLF keepalive")
     return []
 
@@ -126,9 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     written = [entry for result in results for entry in result]
     for name, _, size in written:
         print(f"{name}: {size} bytes")
-    manifest = ["# Answers captured by tests/lab/capture_stacks.py in the NAT lab from real stacks",
-                "# as shipped (tests/lab/stacks.py says how each one runs).",
-                "# file: stack: request"]
+    manifest = [
+        "# Answers captured by tests/lab/capture_stacks.py in the NAT lab from real stacks",
+        "# as shipped (tests/lab/stacks.py says how each one runs).",
+        "# file: stack: request",
+    ]
     manifest += [f"{name}: {what} ({size} bytes)" for name, what, size in sorted(written)]
     (args.out / "MANIFEST-stacks.txt").write_text("\n".join(manifest) + "\n")
     return 0 if written else 1

@@ -36,22 +36,41 @@ BINDING, OTHER = 5062, 5063
 
 def _unknown_required(txid: bytes) -> bytes:
     """A Binding request with comprehension-required attribute 0x0077: a 420 is due."""
-    return b"\x00\x01\x00\x04" + stun.MAGIC_COOKIE.to_bytes(4, "big") + txid + \
-        b"\x00\x77\x00\x00"
+    return b"\x00\x01\x00\x04" + stun.MAGIC_COOKIE.to_bytes(4, "big") + txid + b"\x00\x77\x00\x00"
 
 
 CASES: list[tuple[str, str, Callable[[bytes], bytes], str]] = [
     ("binding", "binding", stun.build_binding_request, "a plain Binding request"),
-    ("fingerprint", "binding", lambda t: stun.build_binding_request(t, fingerprint=True),
-     "a Binding request with FINGERPRINT"),
-    ("response_port", "other", lambda t: stun.build_binding_request(t, response_port=BINDING),
-     f"from port {OTHER}, RESPONSE-PORT {BINDING}"),
-    ("change_port", "binding", lambda t: stun.build_binding_request(t, change_port=True),
-     "CHANGE-REQUEST change port"),
-    ("change_ip", "binding", lambda t: stun.build_binding_request(t, change_ip=True),
-     "CHANGE-REQUEST change IP"),
-    ("unknown_required", "binding", _unknown_required,
-     "an unknown comprehension-required attribute (0x0077)"),
+    (
+        "fingerprint",
+        "binding",
+        lambda t: stun.build_binding_request(t, fingerprint=True),
+        "a Binding request with FINGERPRINT",
+    ),
+    (
+        "response_port",
+        "other",
+        lambda t: stun.build_binding_request(t, response_port=BINDING),
+        f"from port {OTHER}, RESPONSE-PORT {BINDING}",
+    ),
+    (
+        "change_port",
+        "binding",
+        lambda t: stun.build_binding_request(t, change_port=True),
+        "CHANGE-REQUEST change port",
+    ),
+    (
+        "change_ip",
+        "binding",
+        lambda t: stun.build_binding_request(t, change_ip=True),
+        "CHANGE-REQUEST change IP",
+    ),
+    (
+        "unknown_required",
+        "binding",
+        _unknown_required,
+        "an unknown comprehension-required attribute (0x0077)",
+    ),
 ]
 
 
@@ -59,8 +78,7 @@ def capture(config: str, out: Path) -> list[str]:
     manifest = []
     with netlab.Lab() as lab:
         rfc5780 = config == "rfc5780"
-        server = start_coturn(lab, rfc5780=rfc5780,
-                              second_ip=SECOND_SERVER_IP if rfc5780 else None)
+        server = start_coturn(lab, rfc5780=rfc5780, second_ip=SECOND_SERVER_IP if rfc5780 else None)
         shell = lab.udp_shell("lan")
         shell.open("binding", netlab.LAN_IP, BINDING)
         shell.open("other", netlab.LAN_IP, OTHER)
@@ -71,8 +89,10 @@ def capture(config: str, out: Path) -> list[str]:
                 suffix = f"_{index + 1}" if len(got) > 1 else ""
                 name = f"coturn-{config}_{case}{suffix}.stun"
                 (out / name).write_bytes(data)
-                manifest.append(f"{name}: {what}; sent from {sock}, arrived on {arrived} "
-                                f"from {source[0]}:{source[1]}")
+                manifest.append(
+                    f"{name}: {what}; sent from {sock}, arrived on {arrived} "
+                    f"from {source[0]}:{source[1]}"
+                )
             if not got:
                 manifest.append(f"coturn-{config}_{case}: {what}; no answer")
     return manifest

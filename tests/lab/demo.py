@@ -35,15 +35,28 @@ SOURCE_PORT = 5062
 CHECK_TIMEOUT = 1.0
 PHASES = (
     # (title, interval, jitter, seconds, what the user is watching)
-    ("phase 1: interval 8 s, NAT timeout 5 s  (too long)", 8, 0.0, 27.0,
-     "The NAT forgets the binding after 5 s of silence; keepalives come every 8 s. The NAT\n"
-     "  keeps the port, so every answer still says 203.0.113.1:5062 (rport unchanged). Watch the\n"
-     "  inbound check: sent from a second socket to the server, it asks for the answer to go to\n"
-     "  the public address:port. Alive -> it arrives on the binding's socket; expired -> the NAT\n"
-     "  drops it."),
-    ("phase 2: interval 3 s, NAT timeout 5 s  (good)", 3, 0.2, 17.0,
-     "Keepalives every 2.4-3 s keep the binding open through more than 3 NAT timeouts: every\n"
-     "  inbound check is answered into the binding and no expiry is reported."),
+    (
+        "phase 1: interval 8 s, NAT timeout 5 s  (too long)",
+        8,
+        0.0,
+        27.0,
+        "The NAT forgets the binding after 5 s of silence; keepalives come every 8 s. The NAT\n"
+        "  keeps the port, so every answer still says "
+        "203.0.113.1:5062 (rport unchanged). Watch the\n"
+        "  inbound check: sent from a second socket to "
+        "the server, it asks for the answer to go to\n"
+        "  the public address:port. Alive -> it arrives "
+        "on the binding's socket; expired -> the NAT\n"
+        "  drops it.",
+    ),
+    (
+        "phase 2: interval 3 s, NAT timeout 5 s  (good)",
+        3,
+        0.2,
+        17.0,
+        "Keepalives every 2.4-3 s keep the binding open through more than 3 NAT timeouts: every\n"
+        "  inbound check is answered into the binding and no expiry is reported.",
+    ),
 )
 REQUIRED = ("ip", "nft", "conntrack", "kamailio")
 
@@ -103,7 +116,8 @@ def write_config(path: str, interval: float, jitter: float) -> None:
             "bindings:\n"
             "  - name: provider\n"
             f"    server: {netlab.SERVER_IP}:5060\n"
-            f"    source_port: {SOURCE_PORT}\n")
+            f"    source_port: {SOURCE_PORT}\n"
+        )
 
 
 class Narrator:
@@ -138,14 +152,18 @@ class Narrator:
                     say("  -> answered on the binding's own socket: the binding is ALIVE", "32")
                 else:
                     self.checks["silent"] += 1
-                    say(f"  -> no answer after {waited:.1f} s: the NAT dropped it; the keepalive "
-                        "decides (answered = expired, silent = server down)", "33")
+                    say(
+                        f"  -> no answer after {waited:.1f} s: the NAT dropped it; the keepalive "
+                        "decides (answered = expired, silent = server down)",
+                        "33",
+                    )
                 self.check_sent_at = None
             kind = "keepalive" if f["kind"] == "keepalive" else "confirmation probe"
             say(f"{kind} #{f['cseq']} sent from {SOURCE_PORT}", "2")
         elif name == "probe-answered":
-            say(f"  answered {f['status']} in {f['rtt_ms']} ms; server saw us at {f['public']}",
-                "2")
+            say(
+                f"  answered {f['status']} in {f['rtt_ms']} ms; server saw us at {f['public']}", "2"
+            )
         elif name == "probe-timeout":
             say(f"  probe #{f['cseq']} unanswered", "33")
         elif name == "started":
@@ -158,8 +176,11 @@ class Narrator:
             say(f"server reachable (rtt {f['rtt_ms']} ms)", "1;32")
         elif name == "binding-expired":
             self.expiries += 1
-            say(f"BINDING EXPIRED: {f['public']} was idle {f['idle_s']} s "
-                f"(detected by {f['detected']}); the keepalive opened a new one", "1;31")
+            say(
+                f"BINDING EXPIRED: {f['public']} was idle {f['idle_s']} s "
+                f"(detected by {f['detected']}); the keepalive opened a new one",
+                "1;31",
+            )
         elif name == "binding-changed":
             say(f"BINDING CHANGED {f['old']} -> {f['new']} ({f['cause']})", "1;31")
         else:
@@ -170,9 +191,13 @@ class Narrator:
 def show_status(screen: Screen, index: int, status: str) -> None:
     screen.say()
     screen.say(f"nat-keepalive status --status-file ...  (end of phase {index + 1})", "1")
-    table = subprocess.run([sys.executable, "-m", "natkeepalive", "status",
-                            "--status-file", status], capture_output=True,
-                           text=True, env=agent_env(), check=False)
+    table = subprocess.run(
+        [sys.executable, "-m", "natkeepalive", "status", "--status-file", status],
+        capture_output=True,
+        text=True,
+        env=agent_env(),
+        check=False,
+    )
     screen.say(table.stdout.rstrip() or table.stderr.rstrip())
     screen.say()
 
@@ -186,10 +211,25 @@ def run_phase(lab: netlab.Lab, screen: Screen, index: int, status: str) -> Narra
     config = os.path.join(lab.tmpdir, f"phase{index + 1}.yaml")
     write_config(config, interval, jitter)
     narrator = Narrator(screen)
-    agent = lab.popen("lan", [sys.executable, "-m", "natkeepalive", "run", "-c", config,
-                              "--log", "stderr", "--status-file", status],
-                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                      stderr=subprocess.PIPE, env=agent_env())
+    agent = lab.popen(
+        "lan",
+        [
+            sys.executable,
+            "-m",
+            "natkeepalive",
+            "run",
+            "-c",
+            config,
+            "--log",
+            "stderr",
+            "--status-file",
+            status,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=agent_env(),
+    )
     assert agent.stderr is not None
     fd = agent.stderr.fileno()
     buffer = b""
@@ -219,22 +259,27 @@ def run_phase(lab: netlab.Lab, screen: Screen, index: int, status: str) -> Narra
             narrator.line(raw.decode("utf-8", "replace"))
     lab.stop(agent)
     screen.say()
-    screen.say(f"{title.split(':')[0]}: {narrator.expiries} expiries reported; inbound checks "
-               f"answered {narrator.checks['alive']}, unanswered {narrator.checks['silent']}",
-               "1")
+    screen.say(
+        f"{title.split(':')[0]}: {narrator.expiries} expiries reported; inbound checks "
+        f"answered {narrator.checks['alive']}, unanswered {narrator.checks['silent']}",
+        "1",
+    )
     return narrator
 
 
 def main() -> int:
     screen = Screen(sys.stdout)
     if os.geteuid() != 0:
-        screen.say("The demo builds network namespaces: run it as root "
-                   "(sudo bash tests/lab/demo.sh).")
+        screen.say(
+            "The demo builds network namespaces: run it as root (sudo bash tests/lab/demo.sh)."
+        )
         return 2
     missing = [tool for tool in REQUIRED if find(tool) is None]
     if missing:
-        screen.say(f"Missing: {', '.join(missing)}. Run `sudo bash tests/lab/demo.sh`, which "
-                   "installs them with apt-get first.")
+        screen.say(
+            f"Missing: {', '.join(missing)}. Run `sudo bash tests/lab/demo.sh`, which "
+            "installs them with apt-get first."
+        )
         return 2
 
     def on_term(signum: int, frame: FrameType | None) -> Any:
@@ -260,10 +305,12 @@ def main() -> int:
                 status = os.path.join(lab.tmpdir, f"status{index + 1}.json")
                 run_phase(lab, screen, index, status)
             screen.say()
-            screen.say("What you saw: with the too-long interval the NAT forgot the binding in "
-                       "every cycle,\nalthough rport never changed; only the inbound check "
-                       "noticed. With the good interval\nthe binding stayed and every check was "
-                       "answered into it.")
+            screen.say(
+                "What you saw: with the too-long interval the NAT forgot the binding in "
+                "every cycle,\nalthough rport never changed; only the inbound check "
+                "noticed. With the good interval\nthe binding stayed and every check was "
+                "answered into it."
+            )
             screen.say("cleaning up: agent, Kamailio, namespaces ...")
     except (KeyboardInterrupt, Stop):
         screen.say("\ninterrupted: everything the demo started has been removed")

@@ -69,11 +69,17 @@ def _ip() -> str:
     return shutil.which("ip") or "/usr/sbin/ip"
 
 
-def _host_run(argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT, check: bool = True,
-              input: str | None = None) -> subprocess.CompletedProcess[str]:
+def _host_run(
+    argv: Sequence[str],
+    *,
+    timeout: float = COMMAND_TIMEOUT,
+    check: bool = True,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     try:
-        done = subprocess.run(list(argv), input=input, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        done = subprocess.run(
+            list(argv), input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"timed out after {timeout}s: {' '.join(argv)}") from exc
     if check and done.returncode != 0:
@@ -148,9 +154,18 @@ def _stop_process(proc: subprocess.Popen[Any], grace: float = STOP_GRACE) -> Non
 # ------------------------------------------------------------------------------------------------
 # SIP bytes for tests of the lab itself (the agent has its own builder and parser).
 
-def options_request(*, via_host: str, via_port: int, rport: bool = True, server: str = SERVER_IP,
-                    server_port: int = 5060, call_id: str | None = None, branch: str | None = None,
-                    cseq: int = 1) -> bytes:
+
+def options_request(
+    *,
+    via_host: str,
+    via_port: int,
+    rport: bool = True,
+    server: str = SERVER_IP,
+    server_port: int = 5060,
+    call_id: str | None = None,
+    branch: str | None = None,
+    cseq: int = 1,
+) -> bytes:
     branch = branch or "z9hG4bK" + os.urandom(8).hex()
     call_id = call_id or os.urandom(8).hex() + "@lab"
     via = f"SIP/2.0/UDP {via_host}:{via_port};branch={branch}" + (";rport" if rport else "")
@@ -202,6 +217,7 @@ def top_via_sent_by(response: bytes) -> str | None:
 
 # ------------------------------------------------------------------------------------------------
 
+
 class UdpShell:
     """A UDP client living in a namespace, driven over pipes so its sockets outlive each test step.
 
@@ -241,23 +257,35 @@ class UdpShell:
 
     def send(self, name: str, data: bytes, host: str = SERVER_IP, port: int = 5060) -> str | None:
         """Send one datagram; returns None, or the OS error text (a send may fail legitimately)."""
-        reply = self._call({"op": "send", "name": name, "host": host, "port": port,
-                            "data": base64.b64encode(data).decode()}, 1.0)
+        reply = self._call(
+            {
+                "op": "send",
+                "name": name,
+                "host": host,
+                "port": port,
+                "data": base64.b64encode(data).decode(),
+            },
+            1.0,
+        )
         return None if reply["ok"] else str(reply["error"])
 
-    def recv(self, timeout: float, *,
-             wait_all: bool = False) -> list[tuple[str, bytes, tuple[str, int]]]:
+    def recv(
+        self, timeout: float, *, wait_all: bool = False
+    ) -> list[tuple[str, bytes, tuple[str, int]]]:
         """Datagrams as (socket name, data, source). Returns at the first arrival (plus whatever is
         already queued) unless wait_all, which listens for the whole timeout."""
         reply = self._call({"op": "recv", "timeout": timeout, "wait_all": wait_all}, timeout)
-        return [(p["sock"], base64.b64decode(p["data"]), (p["src"][0], int(p["src"][1])))
-                for p in reply["packets"]]
+        return [
+            (p["sock"], base64.b64decode(p["data"]), (p["src"][0], int(p["src"][1])))
+            for p in reply["packets"]
+        ]
 
     def close_socket(self, name: str) -> None:
         self._call({"op": "close", "name": name}, 1.0)
 
-    def exchange(self, name: str, data: bytes, host: str = SERVER_IP, port: int = 5060,
-                 timeout: float = 2.0) -> bytes | None:
+    def exchange(
+        self, name: str, data: bytes, host: str = SERVER_IP, port: int = 5060, timeout: float = 2.0
+    ) -> bytes | None:
         """Send and return the first datagram that arrives on the same socket, or None."""
         error = self.send(name, data, host, port)
         if error:
@@ -287,11 +315,17 @@ def _udp_shell_main() -> int:
             try:
                 data, src = sockets[name].recvfrom(65535)
             except OSError as exc:  # ICMP errors surface here on connected or unconnected sockets
-                packets.append({"sock": name, "src": ["icmp", 0],
-                                "data": base64.b64encode(str(exc).encode()).decode()})
+                packets.append(
+                    {
+                        "sock": name,
+                        "src": ["icmp", 0],
+                        "data": base64.b64encode(str(exc).encode()).decode(),
+                    }
+                )
                 continue
-            packets.append({"sock": name, "src": [src[0], src[1]],
-                            "data": base64.b64encode(data).decode()})
+            packets.append(
+                {"sock": name, "src": [src[0], src[1]], "data": base64.b64encode(data).decode()}
+            )
 
     for line in sys.stdin:
         request = json.loads(line)
@@ -303,8 +337,9 @@ def _udp_shell_main() -> int:
                 sockets[request["name"]] = sock
                 reply({"ok": True, "port": sock.getsockname()[1]})
             elif op == "send":
-                sockets[request["name"]].sendto(base64.b64decode(request["data"]),
-                                                (request["host"], request["port"]))
+                sockets[request["name"]].sendto(
+                    base64.b64decode(request["data"]), (request["host"], request["port"])
+                )
                 reply({"ok": True})
             elif op == "recv":
                 packets: list[dict[str, Any]] = []
@@ -339,8 +374,10 @@ def _sip_ping_main(host: str, port: int, seconds: float) -> int:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
-            sock.sendto(options_request(via_host=host, via_port=local, server=host,
-                                        server_port=port), (host, port))
+            sock.sendto(
+                options_request(via_host=host, via_port=local, server=host, server_port=port),
+                (host, port),
+            )
         ready, _, _ = select.select([sock], [], [], 0.1)
         if ready:
             with contextlib.suppress(OSError):
@@ -351,6 +388,7 @@ def _sip_ping_main(host: str, port: int, seconds: float) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
+
 
 class Lab:
     """Context manager: `with Lab() as lab:` builds the namespaces, `close()` removes everything."""
@@ -389,19 +427,59 @@ class Lab:
             _host_run([ip, "netns", "add", self.ns[role]])
             self._created.append(self.ns[role])
         lan, router, wan = self.ns["lan"], self.ns["router"], self.ns["wan"]
-        _host_run([ip, "-n", lan, "link", "add", LAN_IF, "type", "veth",
-                   "peer", "name", ROUTER_LAN_IF, "netns", router])
-        _host_run([ip, "-n", wan, "link", "add", WAN_IF, "type", "veth",
-                   "peer", "name", ROUTER_WAN_IF, "netns", router])
+        _host_run(
+            [
+                ip,
+                "-n",
+                lan,
+                "link",
+                "add",
+                LAN_IF,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ROUTER_LAN_IF,
+                "netns",
+                router,
+            ]
+        )
+        _host_run(
+            [
+                ip,
+                "-n",
+                wan,
+                "link",
+                "add",
+                WAN_IF,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ROUTER_WAN_IF,
+                "netns",
+                router,
+            ]
+        )
         batch = {
-            "lan": [f"addr add {LAN_IP}/{PREFIXLEN} dev {LAN_IF}", "link set lo up",
-                    f"link set {LAN_IF} up", f"route add default via {ROUTER_LAN_IP}"],
-            "router": [f"addr add {ROUTER_LAN_IP}/{PREFIXLEN} dev {ROUTER_LAN_IF}",
-                       f"addr add {ROUTER_WAN_IP}/{PREFIXLEN} dev {ROUTER_WAN_IF}",
-                       "link set lo up",
-                       f"link set {ROUTER_LAN_IF} up", f"link set {ROUTER_WAN_IF} up"],
-            "wan": [f"addr add {SERVER_IP}/{PREFIXLEN} dev {WAN_IF}", "link set lo up",
-                    f"link set {WAN_IF} up"],
+            "lan": [
+                f"addr add {LAN_IP}/{PREFIXLEN} dev {LAN_IF}",
+                "link set lo up",
+                f"link set {LAN_IF} up",
+                f"route add default via {ROUTER_LAN_IP}",
+            ],
+            "router": [
+                f"addr add {ROUTER_LAN_IP}/{PREFIXLEN} dev {ROUTER_LAN_IF}",
+                f"addr add {ROUTER_WAN_IP}/{PREFIXLEN} dev {ROUTER_WAN_IF}",
+                "link set lo up",
+                f"link set {ROUTER_LAN_IF} up",
+                f"link set {ROUTER_WAN_IF} up",
+            ],
+            "wan": [
+                f"addr add {SERVER_IP}/{PREFIXLEN} dev {WAN_IF}",
+                "link set lo up",
+                f"link set {WAN_IF} up",
+            ],
         }
         for role, commands in batch.items():
             _host_run([ip, "-n", self.ns[role], "-batch", "-"], input="\n".join(commands) + "\n")
@@ -432,7 +510,8 @@ class Lab:
             raise LabError("lab is closed")
         kw["start_new_session"] = True  # close() kills by process group
         proc: subprocess.Popen[Any] = subprocess.Popen(
-            [_ip(), "netns", "exec", self._netns(ns), *argv], **kw)
+            [_ip(), "netns", "exec", self._netns(ns), *argv], **kw
+        )
         self._procs.append(proc)
         return proc
 
@@ -446,13 +525,25 @@ class Lab:
         if proc in self._procs:
             self._procs.remove(proc)
 
-    def run(self, ns: str, argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT,
-            check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return _host_run([_ip(), "netns", "exec", self._netns(ns), *argv], timeout=timeout,
-                         check=check, input=input)
+    def run(
+        self,
+        ns: str,
+        argv: Sequence[str],
+        *,
+        timeout: float = COMMAND_TIMEOUT,
+        check: bool = True,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        return _host_run(
+            [_ip(), "netns", "exec", self._netns(ns), *argv],
+            timeout=timeout,
+            check=check,
+            input=input,
+        )
 
-    def python(self, ns: str, code: str, *args: str, timeout: float = COMMAND_TIMEOUT,
-               check: bool = False) -> subprocess.CompletedProcess[str]:
+    def python(
+        self, ns: str, code: str, *args: str, timeout: float = COMMAND_TIMEOUT, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         """Run `code` with this interpreter inside a namespace; extra args land in sys.argv[1:]."""
         return self.run(ns, [sys.executable, "-c", code, *args], timeout=timeout, check=check)
 
@@ -464,12 +555,23 @@ class Lab:
 
     def udp_shell(self, ns: str = "lan") -> UdpShell:
         with self._log(f"udp-shell-{ns}.err") as err:
-            proc = self.popen(ns, [sys.executable, os.path.abspath(__file__), "udp-shell"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+            proc = self.popen(
+                ns,
+                [sys.executable, os.path.abspath(__file__), "udp-shell"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+            )
         return UdpShell(proc)
 
-    def wait_sip(self, ns: str, host: str, port: int, timeout: float = 5.0,
-                 server: subprocess.Popen[Any] | None = None) -> bool:
+    def wait_sip(
+        self,
+        ns: str,
+        host: str,
+        port: int,
+        timeout: float = 5.0,
+        server: subprocess.Popen[Any] | None = None,
+    ) -> bool:
         """True once host:port answers an OPTIONS sent from `ns`; False at the timeout or as soon as
         `server` (the process expected to answer) has exited."""
         deadline = time.monotonic() + timeout
@@ -480,8 +582,14 @@ class Lab:
             if remaining <= 0:
                 return False
             attempt = min(1.0, remaining)
-            argv = [sys.executable, os.path.abspath(__file__), "sip-ping", host, str(port),
-                    str(attempt)]
+            argv = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "sip-ping",
+                host,
+                str(port),
+                str(attempt),
+            ]
             done = self.run(ns, argv, timeout=attempt + 5, check=False)
             if done.returncode == 0:
                 return True
@@ -495,8 +603,10 @@ class Lab:
             if os.path.exists(modprobe):
                 _host_run([modprobe, "nf_conntrack"], check=False)
             if self.run("router", ["test", "-e", path], check=False).returncode != 0:
-                raise LabError(f"{UDP_TIMEOUT} does not exist in the router namespace "
-                               "(nf_conntrack not available)")
+                raise LabError(
+                    f"{UDP_TIMEOUT} does not exist in the router namespace "
+                    "(nf_conntrack not available)"
+                )
 
     def set_nat(self, random: bool = False) -> None:
         """(Re)write the router's only NAT rule. Existing conntrack entries keep their mapping."""
@@ -560,11 +670,16 @@ class Lab:
         the old mapping, just after the flush: the "reboot" then changes nothing (seen once in
         CI: the quick detection benchmark waited for a binding-changed that could not come).
         The table is listed until it is empty, which nothing can refill meanwhile."""
-        self.run("router", ["nft", "-f", "-"], input=(
-            f"table inet {REBOOT_TABLE} {{\n"
-            "  chain forward { type filter hook forward priority -300; policy drop; }\n"
-            "  chain input { type filter hook input priority -300; policy drop; }\n"
-            "}\n"))
+        self.run(
+            "router",
+            ["nft", "-f", "-"],
+            input=(
+                f"table inet {REBOOT_TABLE} {{\n"
+                "  chain forward { type filter hook forward priority -300; policy drop; }\n"
+                "  chain input { type filter hook input priority -300; policy drop; }\n"
+                "}\n"
+            ),
+        )
         try:
             for _ in range(5):
                 # conntrack -F exits 1 on an empty table; what counts is the listing after it.
@@ -589,10 +704,21 @@ class Lab:
     def readdress_router(self, new_ip: str) -> None:
         """ISP re-addressing: the router's wan address changes, masquerade follows, bindings go."""
         router = self.ns["router"]
-        _host_run([_ip(), "-n", router, "addr", "del", f"{self.router_wan_ip}/{PREFIXLEN}",
-                   "dev", ROUTER_WAN_IF])
-        _host_run([_ip(), "-n", router, "addr", "add", f"{new_ip}/{PREFIXLEN}",
-                   "dev", ROUTER_WAN_IF])
+        _host_run(
+            [
+                _ip(),
+                "-n",
+                router,
+                "addr",
+                "del",
+                f"{self.router_wan_ip}/{PREFIXLEN}",
+                "dev",
+                ROUTER_WAN_IF,
+            ]
+        )
+        _host_run(
+            [_ip(), "-n", router, "addr", "add", f"{new_ip}/{PREFIXLEN}", "dev", ROUTER_WAN_IF]
+        )
         self.router_wan_ip = new_ip
         self.flush_conntrack()
 
@@ -617,8 +743,9 @@ class Lab:
         with open(path, "rb") as handle:
             return b"\n".join(handle.read().splitlines()[-lines:]).decode("utf-8", "replace")
 
-    def start_kamailio(self, port: int = 5060, timeout: float = 10.0,
-                       binary: str = "/usr/sbin/kamailio") -> subprocess.Popen[Any]:
+    def start_kamailio(
+        self, port: int = 5060, timeout: float = 10.0, binary: str = "/usr/sbin/kamailio"
+    ) -> subprocess.Popen[Any]:
         """Stateless Kamailio on SERVER_IP:port in wan; returns once it answers an OPTIONS."""
         if self._kamailio is not None:
             raise LabError("kamailio already running")
@@ -631,10 +758,29 @@ class Lab:
         with open(cfg, "w") as handle:
             handle.write(config)
         with self._log("kamailio.log") as log:
-            proc = self.popen("wan", [binary, "-f", cfg, "-DD", "-E", "-m", "16", "-M", "4",
-                                      "-Y", rundir, "-P", os.path.join(rundir, "kamailio.pid"),
-                                      "-w", rundir],
-                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            proc = self.popen(
+                "wan",
+                [
+                    binary,
+                    "-f",
+                    cfg,
+                    "-DD",
+                    "-E",
+                    "-m",
+                    "16",
+                    "-M",
+                    "4",
+                    "-Y",
+                    rundir,
+                    "-P",
+                    os.path.join(rundir, "kamailio.pid"),
+                    "-w",
+                    rundir,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self._kamailio = proc
         if not self.wait_sip("wan", self.server_ip, port, timeout, proc):
             self.stop_kamailio()
@@ -646,19 +792,41 @@ class Lab:
             self.stop(self._kamailio)
             self._kamailio = None
 
-    def start_sipp_norport(self, port: int = 5070, timeout: float = 10.0,
-                           binary: str = "sipp") -> subprocess.Popen[Any]:
+    def start_sipp_norport(
+        self, port: int = 5070, timeout: float = 10.0, binary: str = "sipp"
+    ) -> subprocess.Popen[Any]:
         """SIPp UAS on SERVER_IP:port in wan: answers OPTIONS echoing the Via, no received/rport."""
         if self._sipp is not None:
             raise LabError("sipp already running")
         workdir = os.path.join(self.tmpdir, f"sipp-{port}")
         os.makedirs(workdir, exist_ok=True)
         with self._log("sipp.log") as log:
-            argv = [binary, "-sf", SIPP_SCENARIO, "-i", self.server_ip, "-p", str(port),
-                    "-t", "u1", "-nostdin", "-nd", "-deadcall_wait", "0",
-                    "-trace_err", "-error_file", os.path.join(workdir, "errors.log")]
-            proc = self.popen("wan", argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
-                              stderr=subprocess.STDOUT)
+            argv = [
+                binary,
+                "-sf",
+                SIPP_SCENARIO,
+                "-i",
+                self.server_ip,
+                "-p",
+                str(port),
+                "-t",
+                "u1",
+                "-nostdin",
+                "-nd",
+                "-deadcall_wait",
+                "0",
+                "-trace_err",
+                "-error_file",
+                os.path.join(workdir, "errors.log"),
+            ]
+            proc = self.popen(
+                "wan",
+                argv,
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self._sipp = proc
         if not self.wait_sip("wan", self.server_ip, port, timeout, proc):
             self.stop_sipp()

@@ -94,19 +94,40 @@ class RelayProbe:
 def _check(public: tuple[str, int], tag: str) -> bytes:
     """The relayed check: Request-URI = the binding's public address, Via with rport (the
     answer comes back to the second socket through the NAT)."""
-    return build_options(OptionsRequest(
-        public[0], public[1], netlab.LAN_IP, OTHER, f"z9hG4bKrelay{tag}", f"relay{tag}", "t1", 1,
-        rport=True))
+    return build_options(
+        OptionsRequest(
+            public[0],
+            public[1],
+            netlab.LAN_IP,
+            OTHER,
+            f"z9hG4bKrelay{tag}",
+            f"relay{tag}",
+            "t1",
+            1,
+            rport=True,
+        )
+    )
 
 
-def _keepalive(shell: netlab.UdpShell, server_port: int, tag: str
-               ) -> tuple[int | None, tuple[str, int]]:
+def _keepalive(
+    shell: netlab.UdpShell, server_port: int, tag: str
+) -> tuple[int | None, tuple[str, int]]:
     """The binding's keepalive (Via with rport): the answer's status and the public address.
     A server that does not answer it (Net::SIP's proxy forwards an OPTIONS to itself) still has
     the binding mapped by it: the lab's port-preserving NAT keeps the port."""
-    keepalive = build_options(OptionsRequest(
-        netlab.SERVER_IP, server_port, netlab.LAN_IP, BINDING, f"z9hG4bKkeep{tag}",
-        f"keep{tag}", "t1", 1, rport=True))
+    keepalive = build_options(
+        OptionsRequest(
+            netlab.SERVER_IP,
+            server_port,
+            netlab.LAN_IP,
+            BINDING,
+            f"z9hG4bKkeep{tag}",
+            f"keep{tag}",
+            "t1",
+            1,
+            rport=True,
+        )
+    )
     answer = shell.exchange("binding", keepalive, port=server_port, timeout=1.0)
     if answer is not None:
         response = parse_message(answer)
@@ -115,8 +136,9 @@ def _keepalive(shell: netlab.UdpShell, server_port: int, tag: str
     return None, (netlab.ROUTER_WAN_IP, BINDING)
 
 
-def relay_probe(lab: Lab, server_port: int = PORT, *, tag: str = "a",
-                public: tuple[str, int] | None = None) -> RelayProbe:
+def relay_probe(
+    lab: Lab, server_port: int = PORT, *, tag: str = "a", public: tuple[str, int] | None = None
+) -> RelayProbe:
     """One relayed check through the server at SERVER_IP:server_port, aimed at the binding's
     public address as the keepalive's answer gives it; with `public`, no keepalive goes first
     (after a NAT reboot: the check must not re-create the binding)."""
@@ -151,19 +173,25 @@ def relay_probe(lab: Lab, server_port: int = PORT, *, tag: str = "a",
                     result.relayed_request = data.decode("utf-8", "replace")
                     # where the agent sends it: the source address, the Via's port
                     host, port = answer_destination(request, source)
-                    shell.send("binding", build_answer(request, source, to_tag="nk1"),
-                               host=host, port=port)
+                    shell.send(
+                        "binding", build_answer(request, source, to_tag="nk1"), host=host, port=port
+                    )
                 else:
                     result.stray.append(f"binding: {message.method}")
             elif sock == "other" and not isinstance(message, Request):
-                if message.call_id == call_id and message.status == 200 and result.relayed \
-                        and "nk1" in (message.header("to") or ""):
+                if (
+                    message.call_id == call_id
+                    and message.status == 200
+                    and result.relayed
+                    and "nk1" in (message.header("to") or "")
+                ):
                     result.answered = True
                 elif message.call_id == call_id and message.status >= 200:
                     result.direct.append(message.status)
             else:
-                result.stray.append(f"{sock}: {getattr(message, 'status', '')}"
-                                    f"{getattr(message, 'method', '')}")
+                result.stray.append(
+                    f"{sock}: {getattr(message, 'status', '')}{getattr(message, 'method', '')}"
+                )
         if result.answered or result.direct:
             break
     shell.close_socket("binding")
@@ -180,8 +208,9 @@ class SentByProbe:
     on: list[str] = field(default_factory=list)
 
 
-def sent_by_probe(lab: Lab, server_port: int = PORT, *, tag: str = "a",
-                  public: tuple[str, int] | None = None) -> SentByProbe:
+def sent_by_probe(
+    lab: Lab, server_port: int = PORT, *, tag: str = "a", public: tuple[str, int] | None = None
+) -> SentByProbe:
     result = SentByProbe()
     shell = lab.udp_shell()
     shell.open("binding", port=BINDING)
@@ -189,9 +218,23 @@ def sent_by_probe(lab: Lab, server_port: int = PORT, *, tag: str = "a",
     if public is None:
         _, public = _keepalive(shell, server_port, tag)
         result.keepalive_rport = public[1]
-    shell.send("other", build_options(OptionsRequest(
-        netlab.SERVER_IP, None, public[0], public[1], f"z9hG4bKsent{tag}", f"sent{tag}", "t1",
-        1, rport=False)), port=server_port)
+    shell.send(
+        "other",
+        build_options(
+            OptionsRequest(
+                netlab.SERVER_IP,
+                None,
+                public[0],
+                public[1],
+                f"z9hG4bKsent{tag}",
+                f"sent{tag}",
+                "t1",
+                1,
+                rport=False,
+            )
+        ),
+        port=server_port,
+    )
     for sock, data, _ in shell.recv(1.5, wait_all=True):
         try:
             message = parse_message(data)
@@ -227,9 +270,15 @@ def open_relay_probe(lab: Lab, server_port: int = PORT) -> OpenRelayProbe:
     third.open("third", THIRD_IP, 5060)
     shell = lab.udp_shell()
     shell.open("other", port=OTHER)
-    shell.send("other", build_options(OptionsRequest(
-        THIRD_IP, 5060, netlab.LAN_IP, OTHER, "z9hG4bKopen1", "open1", "t1", 1, rport=True)),
-        port=server_port)
+    shell.send(
+        "other",
+        build_options(
+            OptionsRequest(
+                THIRD_IP, 5060, netlab.LAN_IP, OTHER, "z9hG4bKopen1", "open1", "t1", 1, rport=True
+            )
+        ),
+        port=server_port,
+    )
     for _, data, source in third.recv(2.0, wait_all=True):
         try:
             message = parse_message(data)
@@ -242,8 +291,11 @@ def open_relay_probe(lab: Lab, server_port: int = PORT) -> OpenRelayProbe:
             message = parse_message(data)
         except SipParseError:
             continue
-        if not isinstance(message, Request) and message.call_id == "open1" \
-                and message.status >= 200:
+        if (
+            not isinstance(message, Request)
+            and message.call_id == "open1"
+            and message.status >= 200
+        ):
             result.direct.append(message.status)
     shell.close_socket("other")
     third.close_socket("third")
@@ -251,6 +303,7 @@ def open_relay_probe(lab: Lab, server_port: int = PORT) -> OpenRelayProbe:
 
 
 # --- relaying configurations ------------------------------------------------------------------
+
 
 def kamailio_recipe_config(relay: bool, sent_by: bool) -> str:
     """Debian's stock kamailio.cfg with the chosen recipes added; LabError when the stock file
@@ -286,9 +339,28 @@ class KamailioRecipe(StackServer):
         from tests.lab.stacks import _private_mounts
 
         run = os.path.join(self.workdir, "run")
-        return _private_mounts([(run, "/run/kamailio")], [
-            "/usr/sbin/kamailio", "-f", self.config, "-DD", "-E", "-m", "16", "-M", "4",
-            "-n", "2", "-Y", run, "-P", os.path.join(run, "pid"), "-w", run])
+        return _private_mounts(
+            [(run, "/run/kamailio")],
+            [
+                "/usr/sbin/kamailio",
+                "-f",
+                self.config,
+                "-DD",
+                "-E",
+                "-m",
+                "16",
+                "-M",
+                "4",
+                "-n",
+                "2",
+                "-Y",
+                run,
+                "-P",
+                os.path.join(run, "pid"),
+                "-w",
+                run,
+            ],
+        )
 
 
 def _listening(lab: Lab, port: int, proc: Any, timeout: float) -> bool:
@@ -315,8 +387,12 @@ class NetSipProxy(StackServer):
 
 class NodeSipProxy(StackServer):
     def argv(self) -> list[str]:
-        return ["node", os.path.join(STACKS_DIR, "node_sip_proxy.js"), self.lab.server_ip,
-                str(self.port)]
+        return [
+            "node",
+            os.path.join(STACKS_DIR, "node_sip_proxy.js"),
+            self.lab.server_ip,
+            str(self.port),
+        ]
 
     def popen_kw(self) -> dict[str, Any]:
         env = dict(os.environ, NODE_PATH=os.path.join(NODE_PREFIX, "node_modules"))
@@ -328,8 +404,7 @@ class NodeSipProxy(StackServer):
         return self.lab.wait_sip("wan", self.lab.server_ip, self.port, timeout, self.proc)
 
 
-def start_kamailio_recipe(lab: Lab, *, relay: bool = True, sent_by: bool = False
-                          ) -> KamailioRecipe:
+def start_kamailio_recipe(lab: Lab, *, relay: bool = True, sent_by: bool = False) -> KamailioRecipe:
     server = KamailioRecipe(lab, relay, sent_by)
     server.start()
     return server

@@ -39,17 +39,23 @@ NODE_PREFIX = os.environ.get("NK_NODE_PREFIX", "/var/cache/nat-keepalive-lab/nod
 # name -> (what it is, tools it needs)
 STACKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kamailio-stock": ("Kamailio 5.6, Debian's /etc/kamailio/kamailio.cfg", ("kamailio",)),
-    "kamailio-sentby": ("Kamailio 5.6, the lab's config answering to the Via sent-by",
-                        ("kamailio",)),
-    "ejabberd": ("ejabberd 23.01, Debian's ejabberd.yml plus the SIP listener and mod_sip",
-                 ("ejabberdctl",)),
+    "kamailio-sentby": (
+        "Kamailio 5.6, the lab's config answering to the Via sent-by",
+        ("kamailio",),
+    ),
+    "ejabberd": (
+        "ejabberd 23.01, Debian's ejabberd.yml plus the SIP listener and mod_sip",
+        ("ejabberdctl",),
+    ),
     "baresip": ("baresip 1.0 with the configuration it writes on its first start", ("baresip",)),
     "linphone": ("linphonec 5.1 with its default configuration", ("linphonec",)),
     "sipp": ("SIPp 3.6 UAS answering OPTIONS (the lab's scenario)", ("sipp",)),
     "node-sip": (f"Node.js with npm sip {NODE_SIP_VERSION}, the README's server loop", ("node",)),
     "perl-net-sip": ("Perl Net::SIP::Simple listening as a user agent", ("perl",)),
-    "coturn": ("coturn 4.6 with Debian's /etc/turnserver.conf (a STUN server, not SIP)",
-               ("turnserver",)),
+    "coturn": (
+        "coturn 4.6 with Debian's /etc/turnserver.conf (a STUN server, not SIP)",
+        ("turnserver",),
+    ),
 }
 
 
@@ -115,8 +121,14 @@ class StackServer:
         if self.proc is not None:
             raise LabError(f"{self.name} already running")
         with open(os.path.join(self.lab.tmpdir, self.log_name), "ab") as log:
-            self.proc = self.lab.popen("wan", self.argv(), cwd=self.workdir, stdout=log,
-                                       stderr=subprocess.STDOUT, **self.popen_kw())
+            self.proc = self.lab.popen(
+                "wan",
+                self.argv(),
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                **self.popen_kw(),
+            )
         if not self.wait_ready(timeout):
             tail = self.lab.log_tail(self.log_name, 30)
             self.stop()
@@ -137,10 +149,28 @@ class KamailioStock(StackServer):
 
     def argv(self) -> list[str]:
         run = os.path.join(self.workdir, "run")
-        return _private_mounts([(run, "/run/kamailio")], [
-            "/usr/sbin/kamailio", "-f", "/etc/kamailio/kamailio.cfg", "-DD", "-E",
-            "-m", "16", "-M", "4", "-n", "2", "-Y", run, "-P", os.path.join(run, "pid"),
-            "-w", run])
+        return _private_mounts(
+            [(run, "/run/kamailio")],
+            [
+                "/usr/sbin/kamailio",
+                "-f",
+                "/etc/kamailio/kamailio.cfg",
+                "-DD",
+                "-E",
+                "-m",
+                "16",
+                "-M",
+                "4",
+                "-n",
+                "2",
+                "-Y",
+                run,
+                "-P",
+                os.path.join(run, "pid"),
+                "-w",
+                run,
+            ],
+        )
 
 
 class KamailioSentBy(StackServer):
@@ -171,8 +201,14 @@ class Ejabberd(StackServer):
     def prepare(self) -> None:
         with open("/etc/ejabberd/ejabberd.yml") as handle:
             config = yaml.safe_load(handle)
-        config["listen"].append({"port": self.port, "ip": self.lab.server_ip, "transport": "udp",
-                                 "module": "ejabberd_sip"})
+        config["listen"].append(
+            {
+                "port": self.port,
+                "ip": self.lab.server_ip,
+                "transport": "udp",
+                "module": "ejabberd_sip",
+            }
+        )
         config["modules"]["mod_sip"] = {}
         user = pwd.getpwnam("ejabberd")
         for sub in ("spool", "logs", "etc"):
@@ -199,9 +235,10 @@ class Ejabberd(StackServer):
     def argv(self) -> list[str]:
         spool, logs = os.path.join(self.workdir, "spool"), os.path.join(self.workdir, "logs")
         etc = os.path.join(self.workdir, "etc")
-        return _private_mounts([(spool, "/var/lib/ejabberd"), (logs, "/var/log/ejabberd"),
-                                (etc, "/etc/ejabberd")],
-                               ["/usr/sbin/ejabberdctl", "foreground"])
+        return _private_mounts(
+            [(spool, "/var/lib/ejabberd"), (logs, "/var/log/ejabberd"), (etc, "/etc/ejabberd")],
+            ["/usr/sbin/ejabberdctl", "foreground"],
+        )
 
     def stop(self) -> None:
         super().stop()
@@ -247,8 +284,11 @@ class Baresip(StackServer):
         if "#sip_listen" not in template:
             raise LabError("baresip's config template has no sip_listen line:\n" + template)
         with open(path, "w") as handle:
-            handle.write(template.replace(
-                "#sip_listen", f"sip_listen\t\t{self.lab.server_ip}:{self.port} #", 1))
+            handle.write(
+                template.replace(
+                    "#sip_listen", f"sip_listen\t\t{self.lab.server_ip}:{self.port} #", 1
+                )
+            )
 
     def argv(self) -> list[str]:
         return ["/usr/bin/baresip", "-f", os.path.join(self.workdir, "conf")]
@@ -277,8 +317,12 @@ class Linphone(StackServer):
 
 class NodeSip(StackServer):
     def argv(self) -> list[str]:
-        return ["node", os.path.join(STACKS_DIR, "node_sip_uas.js"), self.lab.server_ip,
-                str(self.port)]
+        return [
+            "node",
+            os.path.join(STACKS_DIR, "node_sip_uas.js"),
+            self.lab.server_ip,
+            str(self.port),
+        ]
 
     def popen_kw(self) -> dict[str, Any]:
         env = dict(os.environ, NODE_PATH=os.path.join(NODE_PREFIX, "node_modules"))
@@ -287,39 +331,63 @@ class NodeSip(StackServer):
 
 class PerlNetSip(StackServer):
     def argv(self) -> list[str]:
-        return ["perl", os.path.join(STACKS_DIR, "net_sip_uas.pl"), self.lab.server_ip,
-                str(self.port)]
+        return [
+            "perl",
+            os.path.join(STACKS_DIR, "net_sip_uas.pl"),
+            self.lab.server_ip,
+            str(self.port),
+        ]
 
 
 class Coturn(StackServer):
     """turnserver with Debian's config file; ready once it answers a STUN Binding request."""
 
     def argv(self) -> list[str]:
-        return ["/usr/bin/turnserver", "-c", "/etc/turnserver.conf", "--listening-ip",
-                self.lab.server_ip, "--listening-port", str(self.port), "--no-cli",
-                "--pidfile", os.path.join(self.workdir, "turnserver.pid"),
-                "--log-file", "stdout", "--simple-log"]
+        return [
+            "/usr/bin/turnserver",
+            "-c",
+            "/etc/turnserver.conf",
+            "--listening-ip",
+            self.lab.server_ip,
+            "--listening-port",
+            str(self.port),
+            "--no-cli",
+            "--pidfile",
+            os.path.join(self.workdir, "turnserver.pid"),
+            "--log-file",
+            "stdout",
+            "--simple-log",
+        ]
 
     def wait_ready(self, timeout: float) -> bool:
-        code = ("import socket,sys,os,time\n"
-                "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(0.3)\n"
-                "end=time.time()+float(sys.argv[3])\n"
-                "while time.time()<end:\n"
-                "  s.sendto(b'\\x00\\x01\\x00\\x00\\x21\\x12\\xa4\\x42'+os.urandom(12),"
-                "(sys.argv[1],int(sys.argv[2])))\n"
-                "  try:\n"
-                "    s.recv(2048);sys.exit(0)\n"
-                "  except OSError: pass\n"
-                "sys.exit(1)\n")
-        done = self.lab.python("wan", code, self.lab.server_ip, str(self.port), str(timeout),
-                               timeout=timeout + 5)
+        code = (
+            "import socket,sys,os,time\n"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(0.3)\n"
+            "end=time.time()+float(sys.argv[3])\n"
+            "while time.time()<end:\n"
+            "  s.sendto(b'\\x00\\x01\\x00\\x00\\x21\\x12\\xa4\\x42'+os.urandom(12),"
+            "(sys.argv[1],int(sys.argv[2])))\n"
+            "  try:\n"
+            "    s.recv(2048);sys.exit(0)\n"
+            "  except OSError: pass\n"
+            "sys.exit(1)\n"
+        )
+        done = self.lab.python(
+            "wan", code, self.lab.server_ip, str(self.port), str(timeout), timeout=timeout + 5
+        )
         return done.returncode == 0
 
 
 _CLASSES: dict[str, type[StackServer]] = {
-    "kamailio-stock": KamailioStock, "kamailio-sentby": KamailioSentBy, "ejabberd": Ejabberd,
-    "baresip": Baresip, "linphone": Linphone, "sipp": Sipp, "node-sip": NodeSip,
-    "perl-net-sip": PerlNetSip, "coturn": Coturn,
+    "kamailio-stock": KamailioStock,
+    "kamailio-sentby": KamailioSentBy,
+    "ejabberd": Ejabberd,
+    "baresip": Baresip,
+    "linphone": Linphone,
+    "sipp": Sipp,
+    "node-sip": NodeSip,
+    "perl-net-sip": PerlNetSip,
+    "coturn": Coturn,
 }
 
 

@@ -24,8 +24,9 @@ from tests.lab.netlab import PREFIXLEN, WAN_IF, Lab, LabError
 from tests.lab.stacks import STUN_PORT, StackServer
 
 SECOND_SERVER_IP = "203.0.113.11"
-AGENT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "agent")
+AGENT_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "agent"
+)
 DEBIAN_CONFIG = "/etc/turnserver.conf"
 
 
@@ -38,23 +39,32 @@ def add_server_address(lab: Lab, address: str = SECOND_SERVER_IP) -> None:
 
 def stun_ping_code() -> str:
     """Python run in a namespace: exit 0 once HOST:PORT answers a STUN Binding request."""
-    return ("import socket,sys,os,time\n"
-            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(0.3)\n"
-            "end=time.time()+float(sys.argv[3])\n"
-            "while time.time()<end:\n"
-            "  s.sendto(b'\\x00\\x01\\x00\\x00\\x21\\x12\\xa4\\x42'+os.urandom(12),"
-            "(sys.argv[1],int(sys.argv[2])))\n"
-            "  try:\n"
-            "    s.recv(2048);sys.exit(0)\n"
-            "  except OSError: pass\n"
-            "sys.exit(1)\n")
+    return (
+        "import socket,sys,os,time\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(0.3)\n"
+        "end=time.time()+float(sys.argv[3])\n"
+        "while time.time()<end:\n"
+        "  s.sendto(b'\\x00\\x01\\x00\\x00\\x21\\x12\\xa4\\x42'+os.urandom(12),"
+        "(sys.argv[1],int(sys.argv[2])))\n"
+        "  try:\n"
+        "    s.recv(2048);sys.exit(0)\n"
+        "  except OSError: pass\n"
+        "sys.exit(1)\n"
+    )
 
 
 class CoturnServer(StackServer):
     """turnserver on the lab's server address and, with `second_ip`, a second one."""
 
-    def __init__(self, lab: Lab, *, second_ip: str | None = None, rfc5780: bool = True,
-                 port: int = STUN_PORT, name: str = "coturn") -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        *,
+        second_ip: str | None = None,
+        rfc5780: bool = True,
+        port: int = STUN_PORT,
+        name: str = "coturn",
+    ) -> None:
         self.second_ip = second_ip
         self.rfc5780 = rfc5780
         super().__init__(lab, name, port)
@@ -72,8 +82,9 @@ class CoturnServer(StackServer):
             with open(DEBIAN_CONFIG) as handle:
                 lines = handle.read().splitlines()
             if "no-rfc5780" not in lines:
-                raise LabError(f"{DEBIAN_CONFIG} no longer says no-rfc5780: check the lab's "
-                               "assumption")
+                raise LabError(
+                    f"{DEBIAN_CONFIG} no longer says no-rfc5780: check the lab's assumption"
+                )
             self.config = os.path.join(self.workdir, "turnserver.conf")
             with open(self.config, "w") as handle:
                 handle.write("\n".join(line for line in lines if line != "no-rfc5780") + "\n")
@@ -82,21 +93,31 @@ class CoturnServer(StackServer):
         argv = ["/usr/bin/turnserver", "-c", self.config]
         for address in self.addresses:
             argv += ["--listening-ip", address]
-        return [*argv, "--listening-port", str(self.port), "--no-cli",
-                "--pidfile", os.path.join(self.workdir, "turnserver.pid"),
-                "--log-file", "stdout", "--simple-log"]
+        return [
+            *argv,
+            "--listening-port",
+            str(self.port),
+            "--no-cli",
+            "--pidfile",
+            os.path.join(self.workdir, "turnserver.pid"),
+            "--log-file",
+            "stdout",
+            "--simple-log",
+        ]
 
     def wait_ready(self, timeout: float) -> bool:
         for address in self.addresses:
-            done = self.lab.python("wan", stun_ping_code(), address, str(self.port),
-                                   str(timeout), timeout=timeout + 5)
+            done = self.lab.python(
+                "wan", stun_ping_code(), address, str(self.port), str(timeout), timeout=timeout + 5
+            )
             if done.returncode != 0:
                 return False
         return True
 
 
-def start_coturn(lab: Lab, *, second_ip: str | None = SECOND_SERVER_IP, rfc5780: bool = True,
-                 **kw: Any) -> CoturnServer:
+def start_coturn(
+    lab: Lab, *, second_ip: str | None = SECOND_SERVER_IP, rfc5780: bool = True, **kw: Any
+) -> CoturnServer:
     """Start coturn in the lab's `wan` namespace; returns once every address answers."""
     server = CoturnServer(lab, second_ip=second_ip, rfc5780=rfc5780, **kw)
     server.start()
@@ -114,8 +135,15 @@ class ResponderServer(StackServer):
         super().__init__(lab, "responder", port)
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "natkeepalive", "responder", "--listen",
-                f"{self.lab.server_ip}:{self.port}", *self.extra]
+        return [
+            sys.executable,
+            "-m",
+            "natkeepalive",
+            "responder",
+            "--listen",
+            f"{self.lab.server_ip}:{self.port}",
+            *self.extra,
+        ]
 
     def popen_kw(self) -> dict[str, Any]:
         env = dict(os.environ)
@@ -123,8 +151,14 @@ class ResponderServer(StackServer):
         return {"stdin": subprocess.DEVNULL, "env": env}
 
     def wait_ready(self, timeout: float) -> bool:
-        done = self.lab.python("wan", stun_ping_code(), self.lab.server_ip, str(self.port),
-                               str(timeout), timeout=timeout + 5)
+        done = self.lab.python(
+            "wan",
+            stun_ping_code(),
+            self.lab.server_ip,
+            str(self.port),
+            str(timeout),
+            timeout=timeout + 5,
+        )
         return done.returncode == 0
 
 

@@ -34,8 +34,12 @@ def config(lab: Lab, settings: dict[str, Any]) -> Path:
     if settings:
         lines.append("defaults:")
         lines += [f"  {key}: {value}" for key, value in settings.items()]
-    lines += ["bindings:", "  - name: provider", f"    server: {KAMAILIO}",
-              f"    source_port: {SOURCE_PORT}"]
+    lines += [
+        "bindings:",
+        "  - name: provider",
+        f"    server: {KAMAILIO}",
+        f"    source_port: {SOURCE_PORT}",
+    ]
     path = Path(lab.tmpdir) / "config.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -56,7 +60,8 @@ def agents() -> Iterator[Callable[[Lab, Path], TimedAgent]]:
 
 
 def test_nat_reboot_is_reported_within_one_interval_with_the_default_configuration(
-        kamailio_lab: Lab, agents: Callable[[Lab, Path], TimedAgent]) -> None:
+    kamailio_lab: Lab, agents: Callable[[Lab, Path], TimedAgent]
+) -> None:
     """The default configuration (interval 25 s, jitter 0.2, timeout 3 s, inbound_check 1) on a
     port-preserving NAT. `conntrack -F` right after the promotion keepalive's cycle; the next
     cycle (<= 25 s later) starts with a check, which goes unanswered (3 s), and its keepalive,
@@ -77,8 +82,13 @@ def test_nat_reboot_is_reported_within_one_interval_with_the_default_configurati
     assert took <= 25 + 3 + 2 * MARGIN, f"reported {took:.1f} s after the NAT reboot"
     agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 1, timeout=10)
     assert agent.stop() == 0
-    assert agent.names() == ["started", "binding-learned", "reachable", "binding-expired",
-                             "stopped"]
+    assert agent.names() == [
+        "started",
+        "binding-learned",
+        "reachable",
+        "binding-expired",
+        "stopped",
+    ]
     entry = agent.binding()
     assert entry["expiry_detection"] == "inbound-check"
     assert (entry["changes"], entry["expiries"]) == (0, 1)
@@ -87,7 +97,8 @@ def test_nat_reboot_is_reported_within_one_interval_with_the_default_configurati
 
 @pytest.mark.parametrize("flush", [True, False], ids=["binding-lost", "binding-survived"])
 def test_sigusr2_checks_the_binding_before_the_keepalive(
-        kamailio_lab: Lab, agents: Callable[[Lab, Path], TimedAgent], flush: bool) -> None:
+    kamailio_lab: Lab, agents: Callable[[Lab, Path], TimedAgent], flush: bool
+) -> None:
     """An interface event (the init script's `reprobe` sends SIGUSR2) with the public port known:
     the cycle it starts goes check first. interval 60 s (the regular cycle cannot come within
     the test), the default inbound_check, timeout 1 s.
@@ -111,10 +122,17 @@ def test_sigusr2_checks_the_binding_before_the_keepalive(
     answered = len(agent.events("probe-answered"))
     agent.signal(signal.SIGUSR2)
     signalled = time.monotonic()
-    agent.wait_for("probe-sent", kind="keepalive", count=agent.count(
-        "probe-sent", kind="keepalive") + 1, timeout=5)
-    sent = [(name, fields.get("kind")) for _, _, name, fields in agent.timeline()[before:]
-            if name == "probe-sent"]
+    agent.wait_for(
+        "probe-sent",
+        kind="keepalive",
+        count=agent.count("probe-sent", kind="keepalive") + 1,
+        timeout=5,
+    )
+    sent = [
+        (name, fields.get("kind"))
+        for _, _, name, fields in agent.timeline()[before:]
+        if name == "probe-sent"
+    ]
     assert sent[0] == ("probe-sent", "inbound"), sent  # the check went before the keepalive
     if flush:
         expired = agent.wait_for("binding-expired", timeout=5)
@@ -126,11 +144,22 @@ def test_sigusr2_checks_the_binding_before_the_keepalive(
     assert agent.stop() == 0
     entry = agent.binding()
     if flush:
-        assert agent.names() == ["started", "binding-learned", "reachable", "signal-received",
-                                 "binding-expired", "stopped"]
+        assert agent.names() == [
+            "started",
+            "binding-learned",
+            "reachable",
+            "signal-received",
+            "binding-expired",
+            "stopped",
+        ]
         assert (entry["changes"], entry["expiries"]) == (0, 1)
     else:
-        assert agent.names() == ["started", "binding-learned", "reachable", "signal-received",
-                                 "stopped"]
+        assert agent.names() == [
+            "started",
+            "binding-learned",
+            "reachable",
+            "signal-received",
+            "stopped",
+        ]
         assert entry["inbound_check"] == "alive" and entry["expiries"] == 0
     assert entry["expiry_detection"] == "inbound-check"

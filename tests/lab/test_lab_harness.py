@@ -32,10 +32,10 @@ def _options(lab: Lab, port: int, **kw: object) -> bytes:
     return netlab.options_request(via_port=port, **kw)  # type: ignore[arg-type]
 
 
-def _learn(lab: Lab, shell: UdpShell, name: str, port: int, server_port: int = 5060
-           ) -> dict[str, str | None]:
-    response = shell.exchange(name, _options(lab, port, server_port=server_port),
-                              port=server_port)
+def _learn(
+    lab: Lab, shell: UdpShell, name: str, port: int, server_port: int = 5060
+) -> dict[str, str | None]:
+    response = shell.exchange(name, _options(lab, port, server_port=server_port), port=server_port)
     assert response is not None, f"no answer on {name}"
     assert netlab.status_code(response) == 200
     return netlab.top_via_params(response)
@@ -86,10 +86,14 @@ def test_topology_nat_rule_and_per_namespace_sysctls(lab: Lab) -> None:
     assert f"inet {netlab.LAN_IP}/24" in lab.run("lan", ["ip", "addr"]).stdout
     assert "default via 192.168.77.1" in lab.run("lan", ["ip", "route"]).stdout
     assert lab.sysctl("router", "net.ipv4.ip_forward") == "1"
-    source = lab.python("lan", "import socket, sys\n"
-                        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                        "s.connect((sys.argv[1], 5060))\n"
-                        "print(s.getsockname()[0])\n", netlab.SERVER_IP)
+    source = lab.python(
+        "lan",
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.connect((sys.argv[1], 5060))\n"
+        "print(s.getsockname()[0])\n",
+        netlab.SERVER_IP,
+    )
     assert source.returncode == 0 and source.stdout.strip() == netlab.LAN_IP
     assert 'oifname "rwan0" masquerade' in lab.nat_ruleset()
     lab.set_nat(random=True)
@@ -136,7 +140,8 @@ def test_stream_timeout_needs_a_packet_more_than_2s_after_the_first(kamailio_lab
 
 
 def test_port_preserving_nat_hides_expiry_random_nat_shows_it(
-        lab: Lab, make_lab: Callable[[], Lab]) -> None:
+    lab: Lab, make_lab: Callable[[], Lab]
+) -> None:
     kamailio = require_tool("kamailio")
     random_lab = make_lab()  # a second lab at the same time: names must not collide
     assert set(lab.ns.values()).isdisjoint(random_lab.ns.values())
@@ -152,15 +157,18 @@ def test_port_preserving_nat_hides_expiry_random_nat_shows_it(
     for each in (lab, random_lab):
         _wait_expired(each, ports[each.id], INITIAL + 2)
     idle = time.monotonic() - idle_start
-    second = {each.id: _learn(each, shells[each.id], "a", ports[each.id])
-              for each in (lab, random_lab)}
+    second = {
+        each.id: _learn(each, shells[each.id], "a", ports[each.id]) for each in (lab, random_lab)
+    }
 
     assert first[lab.id]["rport"] == second[lab.id]["rport"] == str(ports[lab.id])
     assert first[random_lab.id]["rport"] != second[random_lab.id]["rport"]
-    print(f"both flows gone after {idle:.1f} s idle; "
-          f"preserving: {ports[lab.id]} -> {first[lab.id]['rport']} -> {second[lab.id]['rport']}; "
-          f"random: {ports[random_lab.id]} -> {first[random_lab.id]['rport']} -> "
-          f"{second[random_lab.id]['rport']}")
+    print(
+        f"both flows gone after {idle:.1f} s idle; "
+        f"preserving: {ports[lab.id]} -> {first[lab.id]['rport']} -> {second[lab.id]['rport']}; "
+        f"random: {ports[random_lab.id]} -> {first[random_lab.id]['rport']} -> "
+        f"{second[random_lab.id]['rport']}"
+    )
 
 
 def test_inbound_check_answers_into_the_binding_until_it_expires(kamailio_lab: Lab) -> None:
@@ -188,8 +196,10 @@ def test_inbound_check_answers_into_the_binding_until_it_expires(kamailio_lab: L
     expired_after = _wait_expired(lab, port_a, STREAM + 2)
     _inbound_probe(lab, shell, public_port, netlab.ROUTER_WAN_IP)
     assert shell.recv(1.0, wait_all=True) == []
-    print(f"left before/after probe {_seconds_left(before)}/{_seconds_left(after)} s; "
-          f"expired {expired_after:.1f} s after the probe")
+    print(
+        f"left before/after probe {_seconds_left(before)}/{_seconds_left(after)} s; "
+        f"expired {expired_after:.1f} s after the probe"
+    )
 
 
 def test_sipp_answers_without_received_or_rport(sipp_lab: Lab) -> None:
@@ -206,8 +216,9 @@ def test_sipp_answers_without_received_or_rport(sipp_lab: Lab) -> None:
         response = shell.exchange(name, request, port=5070)
         assert response is not None and _branch(response) == _branch(request)
     # It answers the inbound check at the request's source: the check is "unsupported" there.
-    probe = netlab.options_request(via_host=netlab.ROUTER_WAN_IP, via_port=port_a, rport=False,
-                                   server_port=5070)
+    probe = netlab.options_request(
+        via_host=netlab.ROUTER_WAN_IP, via_port=port_a, rport=False, server_port=5070
+    )
     assert shell.send("b", probe, port=5070) is None
     arrived = shell.recv(1.0) + shell.recv(0.3, wait_all=True)
     assert [(sock, _branch(data)) for sock, data, _ in arrived] == [("b", _branch(probe))]

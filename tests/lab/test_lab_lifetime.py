@@ -32,8 +32,7 @@ def in_lan(lab: Lab) -> tuple[str, ...]:
     return (find_tool("ip") or "/usr/sbin/ip", "netns", "exec", lab.ns["lan"])
 
 
-def kamailio_lab(make_lab: Callable[[], Lab], random_ports: bool, initial: int,
-                 stream: int) -> Lab:
+def kamailio_lab(make_lab: Callable[[], Lab], random_ports: bool, initial: int, stream: int) -> Lab:
     lab = make_lab()
     lab.start_kamailio(binary=require_tool("kamailio"))
     lab.set_nat(random=random_ports)
@@ -45,13 +44,34 @@ def test_discover_brackets_the_stream_timeout(make_lab: Callable[[], Lab]) -> No
     """Both NAT kinds at once (two labs): initial 4 s, stream 7 s; trials from 4 s, 1-s bracket.
     About 45 s: trials of 4, 8, 6 and 7 s idle, each after a 3-s establishment."""
     stream = 7
-    labs = {kind: kamailio_lab(make_lab, kind == "random", 4, stream)
-            for kind in ("preserving", "random")}
-    procs = {kind: subprocess.Popen(
-        [*in_lan(lab), sys.executable, "-m", "natkeepalive", "discover", KAMAILIO, "--json",
-         "--start", "4", "--resolution", "1", "--max-idle", "30"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=agent_env())
-        for kind, lab in labs.items()}
+    labs = {
+        kind: kamailio_lab(make_lab, kind == "random", 4, stream)
+        for kind in ("preserving", "random")
+    }
+    procs = {
+        kind: subprocess.Popen(
+            [
+                *in_lan(lab),
+                sys.executable,
+                "-m",
+                "natkeepalive",
+                "discover",
+                KAMAILIO,
+                "--json",
+                "--start",
+                "4",
+                "--resolution",
+                "1",
+                "--max-idle",
+                "30",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=agent_env(),
+        )
+        for kind, lab in labs.items()
+    }
     try:
         outputs = {kind: proc.communicate(timeout=240) for kind, proc in procs.items()}
     finally:
@@ -69,7 +89,8 @@ def test_discover_brackets_the_stream_timeout(make_lab: Callable[[], Lab]) -> No
 
 
 def test_discover_with_stun_behind_a_port_preserving_nat_and_a_server_forcing_rport(
-        make_lab: Callable[[], Lab], lan_agent: Callable[[Lab, Path], Agent]) -> None:
+    make_lab: Callable[[], Lab], lan_agent: Callable[[Lab, Path], Agent]
+) -> None:
     """Debian's stock Kamailio forces rport and does not relay, and a port-preserving NAT keeps
     the port: only the STUN check (coturn with two addresses, RFC 5780 on) can tell a survived
     binding from a new one. Three labs at once: with --stun-server the lifetime (stream timeout
@@ -89,7 +110,8 @@ def test_discover_with_stun_behind_a_port_preserving_nat_and_a_server_forcing_rp
         f"           stun_server: '{netlab.SERVER_IP}:{auto_coturn.port}'}}\n"
         "bindings:\n"
         f"  - {{name: provider, server: '{netlab.SERVER_IP}:{auto_server.port}', "
-        "source_port: 5062}\n")
+        "source_port: 5062}\n"
+    )
     agent = lan_agent(auto_lab, config)
     labs = {}
     for with_stun in (True, False):
@@ -102,10 +124,27 @@ def test_discover_with_stun_behind_a_port_preserving_nat_and_a_server_forcing_rp
             coturn = start_coturn(lab)
             extra = ["--stun-server", f"{netlab.SERVER_IP}:{coturn.port}"]
         labs[with_stun] = subprocess.Popen(
-            [*in_lan(lab), sys.executable, "-m", "natkeepalive", "discover",
-             f"{netlab.SERVER_IP}:{server.port}", "--json", "--start", "4", "--resolution", "1",
-             "--max-idle", "30", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=agent_env())
+            [
+                *in_lan(lab),
+                sys.executable,
+                "-m",
+                "natkeepalive",
+                "discover",
+                f"{netlab.SERVER_IP}:{server.port}",
+                "--json",
+                "--start",
+                "4",
+                "--resolution",
+                "1",
+                "--max-idle",
+                "30",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=agent_env(),
+        )
     try:
         outputs = {key: proc.communicate(timeout=300) for key, proc in labs.items()}
     finally:
@@ -146,7 +185,8 @@ def lan_agent() -> Iterator[Callable[[Lab, Path], Agent]]:
 
 
 def test_auto_interval_holds_the_binding_then_falls_back_and_rediscovers(
-        make_lab: Callable[[], Lab], lan_agent: Callable[[Lab, Path], Agent]) -> None:
+    make_lab: Callable[[], Lab], lan_agent: Callable[[Lab, Path], Agent]
+) -> None:
     """Random-port NAT (an expiry always shows as a new port), initial 4 s, stream 5 s.
     1. Discovery from 2 s idle on spare ports (about a minute) sets the interval to 0.9 x lifetime.
     2. Ten lifetimes (50 s) on that interval: no expiry on it, keepalives spaced at least
@@ -163,7 +203,8 @@ def test_auto_interval_holds_the_binding_then_falls_back_and_rediscovers(
         "defaults: {interval: auto, interval_min: 2, interval_max: 10, safety: 0.9, jitter: 0.2,\n"
         "           timeout: 1.0, retry_interval: 1, inbound_check: 0}\n"
         "bindings:\n"
-        f"  - {{name: provider, server: '{KAMAILIO}', source_port: 5062}}\n")
+        f"  - {{name: provider, server: '{KAMAILIO}', source_port: 5062}}\n"
+    )
     agent = lan_agent(lab, config)
     found = agent.wait_for("lifetime-discovered", timeout=150)
     lo, hi = float(found["lo_s"] or 0), float(found["hi_s"] or 0)
@@ -171,9 +212,11 @@ def test_auto_interval_holds_the_binding_then_falls_back_and_rediscovers(
     adjusted = agent.wait_for("interval-adjusted", reason="lifetime-discovered")
     assert float(adjusted["new_s"] or 0) == pytest.approx(0.9 * lo, abs=0.01)
     assert float(adjusted["old_s"] or 0) == 10.0
-    start, started = next((i, t) for i, t, name, fields in agent.timeline()
-                          if name == "interval-adjusted"
-                          and fields["reason"] == "lifetime-discovered")
+    start, started = next(
+        (i, t)
+        for i, t, name, fields in agent.timeline()
+        if name == "interval-adjusted" and fields["reason"] == "lifetime-discovered"
+    )
     time.sleep(10 * lifetime)  # the run itself: real time in a real NAT is what is measured
     hold = [(t, name, fields) for i, t, name, fields in agent.timeline() if i > start]
     log = "\n".join(agent.lines[start:])
@@ -181,18 +224,24 @@ def test_auto_interval_holds_the_binding_then_falls_back_and_rediscovers(
     assert len(expired) <= 1 and all(float(f["idle_s"] or 0) >= lo for f in expired), log
     assert not [f for _, name, f in hold if name == "interval-adjusted"], log
     # the spacing counts once a leftover expiry's new flow has had its promoting keepalive
-    steady = max([t + PROMOTE_DELAY + 0.5 for t, name, _ in hold if name == "binding-changed"],
-                 default=started)
-    sends = [t for t, name, fields in hold
-             if name == "probe-sent" and fields["kind"] == "keepalive" and t >= steady]
+    steady = max(
+        [t + PROMOTE_DELAY + 0.5 for t, name, _ in hold if name == "binding-changed"],
+        default=started,
+    )
+    sends = [
+        t
+        for t, name, fields in hold
+        if name == "probe-sent" and fields["kind"] == "keepalive" and t >= steady
+    ]
     assert len(sends) >= 6, log
     spacing = (sends[-1] - sends[0]) / (len(sends) - 1)
     assert spacing >= lifetime / 1.3, (spacing, log)
-    print(f"auto: keepalives {spacing:.2f} s apart = {lifetime / spacing:.2f} per lifetime "
-          f"(physical minimum 1.00); interval {adjusted['new_s']} s; "
-          f"{len(expired)} expiry left over from the safe interval")
-    status = json.loads(agent.status.read_text())["bindings"][0] \
-        if agent.status.exists() else {}
+    print(
+        f"auto: keepalives {spacing:.2f} s apart = {lifetime / spacing:.2f} per lifetime "
+        f"(physical minimum 1.00); interval {adjusted['new_s']} s; "
+        f"{len(expired)} expiry left over from the safe interval"
+    )
+    status = json.loads(agent.status.read_text())["bindings"][0] if agent.status.exists() else {}
     assert status.get("lifetime_s") in (None, lo)
     expired_before = len(agent.events("binding-expired"))
 
@@ -204,4 +253,3 @@ def test_auto_interval_holds_the_binding_then_falls_back_and_rediscovers(
     readjusted = agent.wait_for("interval-adjusted", reason="lifetime-discovered", count=2)
     assert float(readjusted["new_s"] or 0) < 3.0
     agent.stop()
-

@@ -30,8 +30,8 @@ P = "nat_keepalive_"
 
 
 def test_prometheus_reads_state_changes_and_rtt_after_a_nat_reboot(
-        kamailio_lab: Lab,
-        start_agent: Callable[[Lab, Path], TimedAgent]) -> None:
+    kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]
+) -> None:
     began = time.monotonic()
     lab = kamailio_lab
     lab.set_nat(random=True)
@@ -43,23 +43,31 @@ def test_prometheus_reads_state_changes_and_rtt_after_a_nat_reboot(
     (textfile / "nat-keepalive.prom").symlink_to(runtime / "nat-keepalive.prom")
     settings = dict(KEPT, inbound_check=0)
     config = Path(lab.tmpdir) / "config.yaml"
-    config.write_text("\n".join([
-        "log: {target: stderr, level: debug}",
-        f"metrics_file: {runtime / 'nat-keepalive.prom'}",
-        "defaults:",
-        *(f"  {key}: {json.dumps(value)}" for key, value in settings.items()),
-        "bindings:",
-        "  - name: provider", f"    server: {KAMAILIO}", f"    source_port: {SOURCE_PORT}",
-        "  - name: down", f"    server: {netlab.SERVER_IP}:{DOWN_PORT}",
-        f"    source_port: {SOURCE_PORT + 2}",
-    ]) + "\n")
+    config.write_text(
+        "\n".join(
+            [
+                "log: {target: stderr, level: debug}",
+                f"metrics_file: {runtime / 'nat-keepalive.prom'}",
+                "defaults:",
+                *(f"  {key}: {json.dumps(value)}" for key, value in settings.items()),
+                "bindings:",
+                "  - name: provider",
+                f"    server: {KAMAILIO}",
+                f"    source_port: {SOURCE_PORT}",
+                "  - name: down",
+                f"    server: {netlab.SERVER_IP}:{DOWN_PORT}",
+                f"    source_port: {SOURCE_PORT + 2}",
+            ]
+        )
+        + "\n"
+    )
     with PromStack(textfile) as prom:
         agent = start_agent(lab, config)
         learned = agent.wait_for("binding-learned", binding="provider", timeout=5)
         agent.wait_for("probe-answered", count=2, timeout=6)
         provider = f'binding="provider",server="{KAMAILIO}"'
         prom.wait_value(f'{P}binding_state{{{provider},state="reachable"}}', 1)
-        prom.wait_value(f"{P}binding_changes_total{{{provider},cause=\"port-remapped\"}}", 0)
+        prom.wait_value(f'{P}binding_changes_total{{{provider},cause="port-remapped"}}', 0)
 
         lab.flush_conntrack()  # the NAT reboots: the next keepalive gets a new port
         changed = agent.wait_for("binding-changed", binding="provider", timeout=10)
@@ -70,8 +78,7 @@ def test_prometheus_reads_state_changes_and_rtt_after_a_nat_reboot(
         prom.wait_value(f'{P}binding_changes_total{{{provider},cause="port-remapped"}}', 1)
         assert prom.value(f'{P}binding_changes_total{{{provider},cause="address-changed"}}') == 0
         assert prom.value(f'{P}binding_expiries_total{{{provider},detected="remap"}}') == 1
-        assert prom.value(f'{P}binding_expiries_total{{{provider},detected="inbound-check"}}') \
-            == 0
+        assert prom.value(f'{P}binding_expiries_total{{{provider},detected="inbound-check"}}') == 0
         assert prom.value(f'{P}binding_state{{{provider},state="reachable"}}') == 1
         assert prom.value(f'{P}binding_state{{{provider},state="unreachable"}}') == 0
         rtt = prom.value(f"{P}rtt_seconds{{{provider}}}")
@@ -108,8 +115,8 @@ def test_prometheus_reads_state_changes_and_rtt_after_a_nat_reboot(
 
 
 def test_prometheus_counts_an_inbound_check_expiry_and_a_server_outage(
-        kamailio_lab: Lab,
-        start_agent: Callable[[Lab, Path], TimedAgent]) -> None:
+    kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]
+) -> None:
     """Port-preserving NAT (masquerade), an inbound check before every keepalive: the NAT reboot
     is found by the check (the keepalive after it gets the same port: no change); then Kamailio
     stops until the binding is `unreachable`, and comes back."""
@@ -119,14 +126,21 @@ def test_prometheus_counts_an_inbound_check_expiry_and_a_server_outage(
     lab.set_udp_timeouts(5, 5)
     textfile = Path(lab.tmpdir) / "textfile"
     config = Path(lab.tmpdir) / "config.yaml"
-    config.write_text("\n".join([
-        "log: {target: stderr, level: debug}",
-        f"metrics_file: {textfile / 'nat-keepalive.prom'}",  # the agent makes the directory
-        "defaults:",
-        *(f"  {key}: {json.dumps(value)}" for key, value in KEPT.items()),
-        "bindings:",
-        "  - name: provider", f"    server: {KAMAILIO}", f"    source_port: {SOURCE_PORT}",
-    ]) + "\n")
+    config.write_text(
+        "\n".join(
+            [
+                "log: {target: stderr, level: debug}",
+                f"metrics_file: {textfile / 'nat-keepalive.prom'}",  # the agent makes the directory
+                "defaults:",
+                *(f"  {key}: {json.dumps(value)}" for key, value in KEPT.items()),
+                "bindings:",
+                "  - name: provider",
+                f"    server: {KAMAILIO}",
+                f"    source_port: {SOURCE_PORT}",
+            ]
+        )
+        + "\n"
+    )
     provider = f'binding="provider",server="{KAMAILIO}"'
     agent = start_agent(lab, config)
     agent.wait_for("binding-learned", timeout=5)
@@ -151,16 +165,18 @@ def test_prometheus_counts_an_inbound_check_expiry_and_a_server_outage(
         prom.wait_value(f'{P}binding_state{{{provider},state="reachable"}}', 1)
         checks = agent.count("probe-sent", kind="inbound")
         agent.wait_for("probe-sent", kind="inbound", count=checks + 1, timeout=6)
-        agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 1,
-                       timeout=5)
+        agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 1, timeout=5)
         agent.signal(signal.SIGUSR1)
         prom.wait_value(f'{P}inbound_check{{{provider},result="alive"}}', 1)
         rtt = prom.value(f"{P}rtt_seconds{{{provider}}}")
         assert rtt is not None and 0 < rtt < 0.5, rtt
-        assert prom.value(f'{P}binding_expiries_total{{{provider},detected="inbound-check"}}') \
-            == 1  # the outage was the server's, not the NAT's
+        assert (
+            prom.value(f'{P}binding_expiries_total{{{provider},detected="inbound-check"}}') == 1
+        )  # the outage was the server's, not the NAT's
         assert agent.stop() == 0
     entry = agent.binding()
     assert (entry["expiries"], entry["changes"]) == (1, 0)
-    print(f"NAT lab, inbound-check expiry and outage, read by Prometheus: "
-          f"{time.monotonic() - began:.1f} s wall time")
+    print(
+        f"NAT lab, inbound-check expiry and outage, read by Prometheus: "
+        f"{time.monotonic() - began:.1f} s wall time"
+    )

@@ -38,8 +38,10 @@ def _stack(name: str) -> Callable[[Lab], Any]:
 
 def _relay_cell(lab: Lab, start: Callable[[Lab], Any], reboot: bool) -> dict[str, Any]:
     start(lab)
-    found: dict[str, Any] = {"relay": relay_lab.relay_probe(lab),
-                             "open": relay_lab.open_relay_probe(lab)}
+    found: dict[str, Any] = {
+        "relay": relay_lab.relay_probe(lab),
+        "open": relay_lab.open_relay_probe(lab),
+    }
     if reboot:
         lab.flush_conntrack()
         found["after_reboot"] = relay_lab.relay_probe(lab, tag="b", public=PUBLIC)
@@ -81,8 +83,7 @@ def cells(request: pytest.FixtureRequest) -> Iterator[dict[str, dict[str, Any]]]
         require_tool(tool)
     for stack in NEEDS.values():
         lacking = stacks.missing(stack)
-        if stack == "perl-net-sip" and not lacking and \
-                not os.path.exists(relay_lab.NET_SIP_SAMPLE):
+        if stack == "perl-net-sip" and not lacking and not os.path.exists(relay_lab.NET_SIP_SAMPLE):
             lacking = f"{relay_lab.NET_SIP_SAMPLE} (libnet-sip-perl's example)"
         if lacking:
             message = f"{stack} needs {lacking} (tests/run.sh installs it)"
@@ -100,8 +101,9 @@ def _ok(found: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-@pytest.mark.parametrize("name,status", [("kamailio-stock", 403), ("ejabberd", 403),
-                                         ("node-sip-proxy", 404)])
+@pytest.mark.parametrize(
+    "name,status", [("kamailio-stock", 403), ("ejabberd", 403), ("node-sip-proxy", 404)]
+)
 def test_as_shipped_they_refuse_to_relay(cells: dict[str, Any], name: str, status: int) -> None:
     found = _ok(cells[name])
     relay: relay_lab.RelayProbe = found["relay"]
@@ -150,6 +152,9 @@ def test_kamailio_stock_answers_the_check_to_its_sender(cells: dict[str, Any]) -
 def test_the_docs_show_the_tested_recipes() -> None:
     """docs/servers.md prints exactly the lines these tests add to Debian's kamailio.cfg."""
     text = (Path(__file__).resolve().parents[2] / "docs" / "servers.md").read_text()
-    for recipe in (relay_lab.SENT_BY_RECIPE, relay_lab.RELAY_RECIPE.strip("\n"),
-                   relay_lab.RELAY_CALL.rstrip("\n")):
+    for recipe in (
+        relay_lab.SENT_BY_RECIPE,
+        relay_lab.RELAY_RECIPE.strip("\n"),
+        relay_lab.RELAY_CALL.rstrip("\n"),
+    ):
         assert recipe in text, recipe

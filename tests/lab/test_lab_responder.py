@@ -57,11 +57,24 @@ def _checks(shell: netlab.UdpShell, public: tuple[str, int], tag: str) -> list[A
     """Both checks from the second socket, aimed at `public`; every datagram that comes back."""
     txid = bytes.fromhex(tag * 24)
     shell.send("other", stun.build_binding_request(txid, response_port=public[1]), port=3478)
-    shell.send("other", build_options(OptionsRequest(
-        netlab.SERVER_IP, 3478, public[0], public[1], f"z9hG4bKcheck{tag}", f"check{tag}",
-        "t1", 1, rport=False)), port=3478)
-    return [(sock, source, _what(data)) for sock, data, source in
-            shell.recv(1.5, wait_all=True)]
+    shell.send(
+        "other",
+        build_options(
+            OptionsRequest(
+                netlab.SERVER_IP,
+                3478,
+                public[0],
+                public[1],
+                f"z9hG4bKcheck{tag}",
+                f"check{tag}",
+                "t1",
+                1,
+                rport=False,
+            )
+        ),
+        port=3478,
+    )
+    return [(sock, source, _what(data)) for sock, data, source in shell.recv(1.5, wait_all=True)]
 
 
 def _mapping(shell: netlab.UdpShell) -> tuple[str, int]:
@@ -111,13 +124,13 @@ def runs() -> Iterator[dict[str, ResponderRun]]:
 
 def _delivered(tag: str) -> list[Arrival]:
     server = (netlab.SERVER_IP, 3478)
-    return sorted([("binding", server, "stun " + tag * 24),
-                   ("binding", server, f"sip 200 z9hG4bKcheck{tag}")])
+    return sorted(
+        [("binding", server, "stun " + tag * 24), ("binding", server, f"sip 200 z9hG4bKcheck{tag}")]
+    )
 
 
 @pytest.mark.parametrize("nat", ["preserve", "random"])
-def test_checks_land_in_the_binding_and_not_after_a_reboot(runs: dict[str, Any],
-                                                          nat: str) -> None:
+def test_checks_land_in_the_binding_and_not_after_a_reboot(runs: dict[str, Any], nat: str) -> None:
     result: ResponderRun = runs[nat]
     assert result.error is None, result.error
     assert result.mapped == (netlab.ROUTER_WAN_IP, result.conntrack_port)

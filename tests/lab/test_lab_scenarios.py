@@ -52,6 +52,7 @@ pytestmark = pytest.mark.lab
 EXPIRY_NAT = (4, 4)
 EXPIRY = {"interval": 6, "jitter": 0, "timeout": 1.0, "retry_interval": 1, "fail_threshold": 2}
 
+
 def cycles(agent: TimedAgent, kind: str, outcome: str) -> list[tuple[float, bool]]:
     """For every probe-sent of `kind`: (seconds since the binding's previous answer, whether an
     `outcome` event followed before the next probe of that kind). The first probe is skipped."""
@@ -84,9 +85,11 @@ def assert_every_cycle(found: list[tuple[float, bool]], nat_timeout: float, what
 
 # ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("nat", ["masquerade", "random"])
 def test_1_learned_public_mapping_is_the_routers(
-        kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent], nat: str) -> None:
+    kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent], nat: str
+) -> None:
     """Timings: NAT 30/120 s (Linux defaults, nothing expires), interval 3 s, jitter 0.2.
     `binding-learned` is expected within 2 s of the start (the first keepalive is sent at once).
 
@@ -100,8 +103,12 @@ def test_1_learned_public_mapping_is_the_routers(
     mapping = nat_mapping(lab)
     assert mapping is not None and mapping[0] == netlab.ROUTER_WAN_IP
     public = f"{mapping[0]}:{mapping[1]}"
-    assert learned == {"binding": "provider", "server": KAMAILIO,
-                       "local": f"{netlab.LAN_IP}:{SOURCE_PORT}", "public": public}
+    assert learned == {
+        "binding": "provider",
+        "server": KAMAILIO,
+        "local": f"{netlab.LAN_IP}:{SOURCE_PORT}",
+        "public": public,
+    }
     if nat == "masquerade":
         assert mapping[1] == SOURCE_PORT
     agent.wait_for("reachable", timeout=5)
@@ -110,8 +117,11 @@ def test_1_learned_public_mapping_is_the_routers(
     table = run_cli("status", "--status-file", str(agent.status))  # while it runs
     assert agent.stop() == 0
     entry = agent.binding()
-    assert (entry["public"], entry["public_address"], entry["public_port"]) == \
-        (public, netlab.ROUTER_WAN_IP, mapping[1])
+    assert (entry["public"], entry["public_address"], entry["public_port"]) == (
+        public,
+        netlab.ROUTER_WAN_IP,
+        mapping[1],
+    )
     assert entry["state"] == "reachable" and entry["server"] == KAMAILIO
     assert entry["local"] == f"{netlab.LAN_IP}:{SOURCE_PORT}"
     assert table.returncode == 0
@@ -122,7 +132,8 @@ def test_1_learned_public_mapping_is_the_routers(
 
 
 def test_2_kept_alive_through_three_nat_timeouts(
-        kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]) -> None:
+    kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]
+) -> None:
     """Timings: NAT initial 5 s, stream 5 s; interval 3 s, jitter 0.2 (waits 2.4-3 s), inbound
     check before every keepalive, timeout 1 s. Runs until 6 inbound checks went out (~17 s, more
     than 3 NAT timeouts after the learning). Expected: `binding-learned` and `reachable` once,
@@ -147,14 +158,18 @@ def test_2_kept_alive_through_three_nat_timeouts(
     entry_status = agent.binding()
     inbound = agent.count("probe-sent", kind="inbound")
     assert entry_status["inbound_check"] == "alive"
-    assert (entry_status["changes"], entry_status["expiries"], entry_status["timeouts"]) == \
-        (0, 0, 0)
+    assert (entry_status["changes"], entry_status["expiries"], entry_status["timeouts"]) == (
+        0,
+        0,
+        0,
+    )
     assert entry_status["probes_sent"] == entry_status["responses"] + inbound
     assert agent.count("probe-timeout") == 0
 
 
 def test_3_expiry_random_port_nat(
-        kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]) -> None:
+    kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]
+) -> None:
     """Timings: `masquerade random`, NAT initial 4 s, stream 4 s; interval 6 s, jitter 0,
     timeout 1 s, inbound check off (the new port alone shows the expiry). Keepalives at 0, 3
     (promotion), 9 (expired: new port, confirmed at once, reported), 12 (promotion of the new flow),
@@ -184,8 +199,9 @@ def test_3_expiry_random_port_nat(
         assert float(f["idle_s"] or 0) > EXPIRY_NAT[1]
     names = [n for n in agent.names() if n in ("binding-expired", "binding-changed")]
     assert names == ["binding-expired", "binding-changed"] * len(changed)
-    assert_every_cycle(cycles(agent, "keepalive", "binding-changed"), EXPIRY_NAT[1],
-                       "random NAT keepalive")
+    assert_every_cycle(
+        cycles(agent, "keepalive", "binding-changed"), EXPIRY_NAT[1], "random NAT keepalive"
+    )
     entry = agent.binding()
     assert (entry["changes"], entry["expiries"]) == (len(changed), len(expired))
     assert entry["public"] == publics[-1]
@@ -194,7 +210,8 @@ def test_3_expiry_random_port_nat(
 
 
 def test_4_expiry_port_preserving_nat_inbound_check(
-        kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]) -> None:
+    kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]
+) -> None:
     """Timings: `masquerade` (port-preserving), NAT initial 4 s, stream 4 s; interval 6 s,
     jitter 0, timeout 1 s, inbound check before every keepalive. Cycles at 0 (keepalive),
     3 (check alive, keepalive), 9 (check silent until 10, keepalive at 10: expired), 13 (check
@@ -219,8 +236,11 @@ def test_4_expiry_port_preserving_nat_inbound_check(
     for f in expired:
         assert float(f["idle_s"] or 0) > EXPIRY_NAT[1]
     assert "binding-changed" not in agent.names()
-    assert_every_cycle(cycles(agent, "inbound", "binding-expired"), EXPIRY_NAT[1],
-                       "port-preserving NAT inbound check")
+    assert_every_cycle(
+        cycles(agent, "inbound", "binding-expired"),
+        EXPIRY_NAT[1],
+        "port-preserving NAT inbound check",
+    )
     entry = agent.binding()
     assert (entry["changes"], entry["expiries"]) == (0, len(expired))
     assert entry["public"] == public and entry["state"] == "reachable"
@@ -228,7 +248,8 @@ def test_4_expiry_port_preserving_nat_inbound_check(
 
 
 def test_5_isp_readdressing_is_reported_within_one_interval(
-        kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]) -> None:
+    kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]
+) -> None:
     """Timings: NAT initial 5 s, stream 5 s; interval 3 s, jitter 0.2, timeout 1 s, inbound check
     off. The router's wan address goes from 203.0.113.1 to 203.0.113.2 (conntrack flushed) after
     the promotion keepalive; `binding-changed cause=address-changed` is expected within one
@@ -243,12 +264,21 @@ def test_5_isp_readdressing_is_reported_within_one_interval(
     changed = agent.wait_for("binding-changed", timeout=KEPT["interval"] + 3)
     took = time.monotonic() - moved
     assert took <= KEPT["interval"] + MARGIN, f"reported after {took:.1f} s"
-    assert changed == {"binding": "provider", "old": f"{netlab.ROUTER_WAN_IP}:{SOURCE_PORT}",
-                       "new": f"{PUBLIC_2}:{SOURCE_PORT}", "cause": "address-changed"}
+    assert changed == {
+        "binding": "provider",
+        "old": f"{netlab.ROUTER_WAN_IP}:{SOURCE_PORT}",
+        "new": f"{PUBLIC_2}:{SOURCE_PORT}",
+        "cause": "address-changed",
+    }
     agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 1, timeout=5)
     assert agent.stop() == 0
-    assert agent.names() == ["started", "binding-learned", "reachable", "binding-changed",
-                                 "stopped"]
+    assert agent.names() == [
+        "started",
+        "binding-learned",
+        "reachable",
+        "binding-changed",
+        "stopped",
+    ]
     entry = agent.binding()
     assert entry["public"] == f"{PUBLIC_2}:{SOURCE_PORT}"
     assert (entry["changes"], entry["expiries"]) == (1, 0)
@@ -257,7 +287,8 @@ def test_5_isp_readdressing_is_reported_within_one_interval(
 
 @pytest.mark.parametrize("nat", ["masquerade", "random"])
 def test_6_nat_reboot_is_reported_within_one_interval(
-        kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent], nat: str) -> None:
+    kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent], nat: str
+) -> None:
     """Timings: NAT initial 5 s, stream 5 s; interval 3 s, jitter 0.2, timeout 1 s. `conntrack -F`
     in the router after the promotion keepalive.
 
@@ -295,7 +326,8 @@ def test_6_nat_reboot_is_reported_within_one_interval(
 
 
 def test_7_server_down_and_back(
-        kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]) -> None:
+    kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]
+) -> None:
     """Timings: NAT initial 5 s, stream 5 s; interval 3 s, jitter 0.2, timeout 1 s, fail_threshold
     2, retry_interval 1 s, inbound check before every keepalive. Kamailio is stopped after the
     promotion keepalive: two cycles (check silent 1 s + keepalive timing out 1 s, 3 s apart) give
@@ -321,19 +353,28 @@ def test_7_server_down_and_back(
     agent.wait_for("probe-sent", kind="inbound", count=checks + 1, timeout=6)
     agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 1, timeout=5)
     assert agent.stop() == 0
-    assert agent.names() == ["started", "binding-learned", "reachable", "unreachable",
-                                 "reachable", "stopped"]
+    assert agent.names() == [
+        "started",
+        "binding-learned",
+        "reachable",
+        "unreachable",
+        "reachable",
+        "stopped",
+    ]
     entry = agent.binding()
     assert entry["state"] == "reachable" and entry["inbound_check"] == "alive"
     assert (entry["changes"], entry["expiries"]) == (0, 0)
     assert entry["timeouts"] >= 2
     assert down <= 2 * KEPT["interval"] + 2 * 2 * KEPT["timeout"] + MARGIN
-    print(f"unreachable {down:.2f} s after Kamailio stopped, reachable {back:.2f} s after "
-          f"it was answering again")
+    print(
+        f"unreachable {down:.2f} s after Kamailio stopped, reachable {back:.2f} s after "
+        f"it was answering again"
+    )
 
 
 def test_8_server_without_rport(
-        sipp_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]) -> None:
+    sipp_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent]
+) -> None:
     """Timings: NAT initial 5 s, stream 5 s; interval 3 s, jitter 0.2, timeout 1 s,
     inbound_check 1 (it cannot run: no public port is known). Server: SIPp on :5070 echoing the
     Via unchanged (no `received`, bare `rport`). Runs for 5 answered keepalives (~10 s).
@@ -349,8 +390,13 @@ def test_8_server_without_rport(
     names = agent.names()
     assert names.count("rport-unsupported") == 1
     assert names.count("binding-learned") == 0 and names.count("reachable") == 1
-    assert not {"binding-changed", "binding-expired", "binding-flapping", "unreachable",
-                "inbound-check-unsupported"} & set(names)
+    assert not {
+        "binding-changed",
+        "binding-expired",
+        "binding-flapping",
+        "unreachable",
+        "inbound-check-unsupported",
+    } & set(names)
     assert agent.count("probe-sent", kind="inbound") == 0
     entry = agent.binding()
     assert entry["public_port"] is None and entry["state"] == "reachable"
@@ -358,13 +404,13 @@ def test_8_server_without_rport(
     # No `received` and no rport value: nothing is known of the public side.
     assert entry["public_address"] is None and entry["public"] is None
     assert netlab.LAN_IP not in json.dumps(entry["public"])
-    assert entry["expiry_detection"] == \
-        "unsupported: server sends no received and no rport value"
+    assert entry["expiry_detection"] == "unsupported: server sends no received and no rport value"
 
 
 @pytest.mark.parametrize("bind", ["interface", "wildcard"])
 def test_9_lan_address_change_rebinds_the_socket(
-        kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent], bind: str) -> None:
+    kamailio_lab: Lab, start_agent: Callable[[Lab, Path], TimedAgent], bind: str
+) -> None:
     """Timings: NAT initial 5 s, stream 5 s; interval 3 s, jitter 0.2, timeout 1 s, inbound
     check before every keepalive. The lan address moves from 192.168.77.2 to 192.168.77.3 after
     the promotion keepalive.
@@ -381,8 +427,9 @@ def test_9_lan_address_change_rebinds_the_socket(
     answered on the new socket."""
     lab = kamailio_lab
     lab.set_udp_timeouts(5, 5)
-    config = write_config(lab, KEPT, binding={"interface": netlab.LAN_IF}
-                          if bind == "interface" else {})
+    config = write_config(
+        lab, KEPT, binding={"interface": netlab.LAN_IF} if bind == "interface" else {}
+    )
     agent = start_agent(lab, config)
     agent.wait_for("binding-learned", timeout=5)
     agent.wait_for("probe-answered", count=2, timeout=6)
@@ -412,17 +459,26 @@ def test_9_lan_address_change_rebinds_the_socket(
     # SIGUSR2 leaves its own event, before the check it asked for
     hint = ["signal-received"] if bind == "wildcard" else []
     assert [n for n in names if n != "send-failed"] == [
-        "started", "binding-learned", "reachable", *hint, "local-address-changed",
-        "binding-learned", "stopped"]
+        "started",
+        "binding-learned",
+        "reachable",
+        *hint,
+        "local-address-changed",
+        "binding-learned",
+        "stopped",
+    ]
     entry = agent.binding()
     assert entry["local"] == f"{LAN_2}:{SOURCE_PORT}" and entry["state"] == "reachable"
     assert entry["public"] == relearned["public"]
-    print(f"{bind}: local address change noticed {took:.2f} s after it happened; "
-          f"send-failed lines: {agent.count('send-failed')}")
+    print(
+        f"{bind}: local address change noticed {took:.2f} s after it happened; "
+        f"send-failed lines: {agent.count('send-failed')}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # Scenario 10: the syslog path, with a real rsyslogd.
+
 
 class Rsyslogd:
     """rsyslogd in the lab's lan namespace, listening on a unix socket in the lab's tmpdir (the
@@ -446,9 +502,13 @@ class Rsyslogd:
         )
         self.stderr = folder / "rsyslogd.stderr"
         with open(self.stderr, "ab") as err:
-            self.proc = lab.popen("lan", [binary, "-n", "-f", str(conf),
-                                          "-i", str(folder / "rsyslogd.pid")],
-                                  stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+            self.proc = lab.popen(
+                "lan",
+                [binary, "-n", "-f", str(conf), "-i", str(folder / "rsyslogd.pid")],
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+            )
         deadline = time.monotonic() + 10
         while not os.path.exists(self.socket):
             assert self.proc.poll() is None, self.stderr.read_text()
@@ -473,10 +533,24 @@ class Rsyslogd:
 
     def wait_for(self, name: str, count: int = 1, timeout: float = 10.0, **fields: str) -> None:
         def enough() -> bool:
-            return len([f for _, _, n, f in self.events()
-                        if n == name and all(f.get(k) == v for k, v in fields.items())]) >= count
-        wait_until(f"{count}x {name} {fields} in syslog", enough, timeout, interval=0.05,
-                   detail=lambda: "\n".join(self.lines()))
+            return (
+                len(
+                    [
+                        f
+                        for _, _, n, f in self.events()
+                        if n == name and all(f.get(k) == v for k, v in fields.items())
+                    ]
+                )
+                >= count
+            )
+
+        wait_until(
+            f"{count}x {name} {fields} in syslog",
+            enough,
+            timeout,
+            interval=0.05,
+            detail=lambda: "\n".join(self.lines()),
+        )
 
 
 def test_10_syslog_output_has_every_event_exactly_once(kamailio_lab: Lab) -> None:
@@ -499,9 +573,23 @@ def test_10_syslog_output_has_every_event_exactly_once(kamailio_lab: Lab) -> Non
     status = Path(lab.tmpdir) / "status.json"
     err_path = Path(lab.tmpdir) / "agent.stderr"
     with open(err_path, "wb") as err:
-        agent = lab.popen("lan", [sys.executable, "-m", "natkeepalive", "run", "-c", str(config),
-                                  "--status-file", str(status)],
-                          stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=agent_env())
+        agent = lab.popen(
+            "lan",
+            [
+                sys.executable,
+                "-m",
+                "natkeepalive",
+                "run",
+                "-c",
+                str(config),
+                "--status-file",
+                str(status),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            env=agent_env(),
+        )
     rsyslog.wait_for("reachable")
     lab.flush_conntrack()
     rsyslog.wait_for("binding-changed", count=1, timeout=8)
@@ -520,13 +608,22 @@ def test_10_syslog_output_has_every_event_exactly_once(kamailio_lab: Lab) -> Non
     lab.stop(rsyslog.proc)
 
     found = rsyslog.events()
-    expected = [("started", "notice"), ("binding-learned", "info"), ("reachable", "notice"),
-                ("binding-expired", "warning"), ("binding-changed", "warning"),
-                ("binding-expired", "warning"), ("binding-changed", "warning"),
-                ("binding-changed", "warning"), ("unreachable", "err"), ("reachable", "notice"),
-                ("stopped", "notice")]
-    assert [(name, severity) for _, severity, name, _ in found] == expected, \
-        "\n".join(rsyslog.lines())
+    expected = [
+        ("started", "notice"),
+        ("binding-learned", "info"),
+        ("reachable", "notice"),
+        ("binding-expired", "warning"),
+        ("binding-changed", "warning"),
+        ("binding-expired", "warning"),
+        ("binding-changed", "warning"),
+        ("binding-changed", "warning"),
+        ("unreachable", "err"),
+        ("reachable", "notice"),
+        ("stopped", "notice"),
+    ]
+    assert [(name, severity) for _, severity, name, _ in found] == expected, "\n".join(
+        rsyslog.lines()
+    )
     assert {facility for facility, _, _, _ in found} == {"local3"}
     assert all(line.split(" ", 3)[2].startswith("nat-keepalive[") for line in rsyslog.lines())
     causes = [f["cause"] for _, _, n, f in found if n == "binding-changed"]

@@ -46,10 +46,15 @@ pytestmark = pytest.mark.lab
 
 SOURCE_PORT = 5062
 INTERVAL = 6
-SETTINGS = {"interval": INTERVAL, "jitter": 0, "timeout": 1.0, "retry_interval": 1,
-            "fail_threshold": 2}
-NAT_LONG = (20, 20)   # well above the interval: kept alive
-NAT_SHORT = (4, 4)    # below it: every idle cycle expires
+SETTINGS = {
+    "interval": INTERVAL,
+    "jitter": 0,
+    "timeout": 1.0,
+    "retry_interval": 1,
+    "fail_threshold": 2,
+}
+NAT_LONG = (20, 20)  # well above the interval: kept alive
+NAT_SHORT = (4, 4)  # below it: every idle cycle expires
 # How long a fault is watched when nothing is to be reported: two full cycles and some slack.
 OBSERVE = 2 * INTERVAL + 3
 # When something is to be reported: within two cycles (one to notice, one for a check's answer).
@@ -103,15 +108,17 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("perl-net-sip", "preserve"): Expect(None, None, FORCED, core=True),
     ("perl-net-sip", "random"): Expect(CHANGED, CHANGED, FORCED),
     # Debian's Kamailio forces rport and does not relay: an RFC 5780 STUN server proves it
-    ("kamailio-stock+stun", "preserve"): Expect(EXPIRED, EXPIRED, STUN_PROVEN, core=True,
-                                                detected=STUN_PROVEN),
-    ("kamailio-stock+stun", "random"): Expect(CHANGED, CHANGED, STUN_PROVEN,
-                                              detected=STUN_PROVEN),
-    ("kamailio-stock+responder", "preserve"): Expect(EXPIRED, EXPIRED, STUN_PROVEN, core=True,
-                                                     detected=STUN_PROVEN),
+    ("kamailio-stock+stun", "preserve"): Expect(
+        EXPIRED, EXPIRED, STUN_PROVEN, core=True, detected=STUN_PROVEN
+    ),
+    ("kamailio-stock+stun", "random"): Expect(CHANGED, CHANGED, STUN_PROVEN, detected=STUN_PROVEN),
+    ("kamailio-stock+responder", "preserve"): Expect(
+        EXPIRED, EXPIRED, STUN_PROVEN, core=True, detected=STUN_PROVEN
+    ),
     # forces rport too, but relays an OPTIONS for the sender's own public address
-    ("kamailio-relay", "preserve"): Expect(EXPIRED, EXPIRED, RELAY_PROVEN, core=True,
-                                           detected=RELAY_PROVEN),
+    ("kamailio-relay", "preserve"): Expect(
+        EXPIRED, EXPIRED, RELAY_PROVEN, core=True, detected=RELAY_PROVEN
+    ),
     ("kamailio-relay", "random"): Expect(CHANGED, CHANGED, RELAY_PROVEN, detected=RELAY_PROVEN),
 }
 CELLS = sorted(EXPECTED)
@@ -121,24 +128,33 @@ CELLS = sorted(EXPECTED)
 # itself, to the sender, with this status.
 RELAY: dict[str, str] = {
     "kamailio-stock": "403 to the sender",  # 403 Not relaying
-    "kamailio-sentby": "200 to the sender", "ejabberd": "403 to the sender",
-    "baresip": "404 to the sender", "linphone": "200 to the sender", "sipp": "200 to the sender",
-    "node-sip": "200 to the sender", "perl-net-sip": "200 to the sender",
+    "kamailio-sentby": "200 to the sender",
+    "ejabberd": "403 to the sender",
+    "baresip": "404 to the sender",
+    "linphone": "200 to the sender",
+    "sipp": "200 to the sender",
+    "node-sip": "200 to the sender",
+    "perl-net-sip": "200 to the sender",
     "kamailio-relay": "relayed",  # the recipe: relayed to the sender's own address
 }
 
 
 # --- one timed run ------------------------------------------------------------------------------
 
+
 class LabAgent(Agent):
     def __init__(self, lab: Lab, config: Path) -> None:
         ip = find_tool("ip") or "/usr/sbin/ip"
-        super().__init__(config, Path(lab.tmpdir) / "status.json",
-                         prefix=(ip, "netns", "exec", lab.ns["lan"]))
+        super().__init__(
+            config, Path(lab.tmpdir) / "status.json", prefix=(ip, "netns", "exec", lab.ns["lan"])
+        )
 
     def after(self, since: float, name: str | None = None) -> list[tuple[float, str, Fields]]:
-        return [(t, n, f) for _, t, n, f in self.timeline()
-                if t >= since and (name is None or n == name)]
+        return [
+            (t, n, f)
+            for _, t, n, f in self.timeline()
+            if t >= since and (name is None or n == name)
+        ]
 
     def wait_after(self, since: float, name: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -170,17 +186,19 @@ class CellRun:
     def during(self, phase: str, name: str | None = None) -> list[Fields]:
         order = ["learn", "reboot", "timeout", "outage", "end"]
         start = self.marks.get(phase, float("inf"))
-        following = order[order.index(phase) + 1:]
+        following = order[order.index(phase) + 1 :]
         end = min([self.marks[p] for p in following if p in self.marks] or [float("inf")])
-        return [f for t, n, f in self.events
-                if start <= t < end and (name is None or n == name)]
+        return [f for t, n, f in self.events if start <= t < end and (name is None or n == name)]
 
     def latency(self, phase: str, name: str) -> float | None:
         """Seconds from the fault to the first `name` after it, if any came within the phase."""
         start = self.marks[phase]
         found = [t for t, n, _ in self.events if n == name and t >= start]
-        following = [self.marks[p] for p in ("reboot", "timeout", "outage", "end")
-                     if p in self.marks and self.marks[p] > start]
+        following = [
+            self.marks[p]
+            for p in ("reboot", "timeout", "outage", "end")
+            if p in self.marks and self.marks[p] > start
+        ]
         if found and (not following or found[0] < min(following)):
             return found[0] - start
         return None
@@ -188,7 +206,7 @@ class CellRun:
     def names(self, phase: str) -> list[str]:
         order = ["learn", "reboot", "timeout", "outage", "end"]
         start = self.marks.get(phase, float("inf"))
-        following = order[order.index(phase) + 1:]
+        following = order[order.index(phase) + 1 :]
         end = min([self.marks[p] for p in following if p in self.marks] or [float("inf")])
         return [n for t, n, _ in self.events if start <= t < end and n != "probe-sent"]
 
@@ -201,8 +219,11 @@ def nat_mapping(lab: Lab, dport: int) -> tuple[str, int] | None:
         for item in line.split():
             key, _, value = item.partition("=")
             values.setdefault(key, []).append(value)
-        if values.get("src", [""])[0] == lab.lan_ip and values.get("sport", [""])[0] == \
-                str(SOURCE_PORT) and values.get("dport", [""])[0] == str(dport):
+        if (
+            values.get("src", [""])[0] == lab.lan_ip
+            and values.get("sport", [""])[0] == str(SOURCE_PORT)
+            and values.get("dport", [""])[0] == str(dport)
+        ):
             return values["dst"][1], int(values["dport"][1])
     return None
 
@@ -214,14 +235,23 @@ def relay_probe(lab: Lab, port: int) -> str:
     try:
         shell.open("binding", port=SOURCE_PORT)
         shell.open("other")
-        shell.exchange("binding", netlab.options_request(
-            via_host=lab.lan_ip, via_port=SOURCE_PORT, server_port=port))
+        shell.exchange(
+            "binding",
+            netlab.options_request(via_host=lab.lan_ip, via_port=SOURCE_PORT, server_port=port),
+        )
         public = nat_mapping(lab, port)
         if public is None:
             return "no binding"
-        shell.send("other", netlab.options_request(
-            via_host=lab.lan_ip, via_port=SOURCE_PORT + 1, server=public[0],
-            server_port=public[1]), port=port)
+        shell.send(
+            "other",
+            netlab.options_request(
+                via_host=lab.lan_ip,
+                via_port=SOURCE_PORT + 1,
+                server=public[0],
+                server_port=public[1],
+            ),
+            port=port,
+        )
         got = shell.recv(2.0, wait_all=True)
         if any(sock == "binding" for sock, _, _ in got):
             return "relayed"
@@ -237,8 +267,12 @@ def write_config(lab: Lab, port: int, stun_server: str | None = None) -> Path:
     lines += [f"  {key}: {json.dumps(value)}" for key, value in SETTINGS.items()]
     if stun_server is not None:
         lines.append(f"  stun_server: {stun_server}")
-    lines += ["bindings:", "  - name: provider", f"    server: {netlab.SERVER_IP}:{port}",
-              f"    source_port: {SOURCE_PORT}"]
+    lines += [
+        "bindings:",
+        "  - name: provider",
+        f"    server: {netlab.SERVER_IP}:{port}",
+        f"    source_port: {SOURCE_PORT}",
+    ]
     path = Path(lab.tmpdir) / "config.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -329,8 +363,12 @@ XOR_MAPPED_ADDRESS, RESPONSE_PORT, ERROR_CODE = 0x0020, 0x0027, 0x0009
 def stun_binding(txid: bytes, response_port: int | None = None) -> bytes:
     attrs = b""
     if response_port is not None:  # RFC 5780: answer to this port of the request's source
-        attrs = RESPONSE_PORT.to_bytes(2, "big") + (4).to_bytes(2, "big") + \
-            response_port.to_bytes(2, "big") + b"\x00\x00"
+        attrs = (
+            RESPONSE_PORT.to_bytes(2, "big")
+            + (4).to_bytes(2, "big")
+            + response_port.to_bytes(2, "big")
+            + b"\x00\x00"
+        )
     header = b"\x00\x01" + len(attrs).to_bytes(2, "big") + STUN_COOKIE.to_bytes(4, "big")
     return header + txid + attrs
 
@@ -339,9 +377,9 @@ def stun_attributes(message: bytes) -> dict[int, bytes]:
     attrs: dict[int, bytes] = {}
     offset = 20
     while offset + 4 <= len(message):
-        kind = int.from_bytes(message[offset:offset + 2], "big")
-        size = int.from_bytes(message[offset + 2:offset + 4], "big")
-        attrs.setdefault(kind, message[offset + 4:offset + 4 + size])
+        kind = int.from_bytes(message[offset : offset + 2], "big")
+        size = int.from_bytes(message[offset + 2 : offset + 4], "big")
+        attrs.setdefault(kind, message[offset + 4 : offset + 4 + size])
         offset += 4 + size + (-size % 4)
     return attrs
 
@@ -389,9 +427,13 @@ def _run_coturn(run: CoturnRun) -> None:
             # binding's port. With one listening address coturn has RFC 5780 off.
             shell.send("other", stun_binding(os.urandom(12), SOURCE_PORT), port=server.port)
             got = shell.recv(2.0, wait_all=True)
-            run.response_port = ", ".join(
-                f"{sock}:{'error' if ERROR_CODE in stun_attributes(data) else 'success'}"
-                for sock, data, _ in got) or "no answer"
+            run.response_port = (
+                ", ".join(
+                    f"{sock}:{'error' if ERROR_CODE in stun_attributes(data) else 'success'}"
+                    for sock, data, _ in got
+                )
+                or "no answer"
+            )
             shell.close_socket("binding")
             shell.close_socket("other")
             agent = LabAgent(lab, write_config(lab, server.port))
@@ -408,6 +450,7 @@ def _run_coturn(run: CoturnRun) -> None:
 
 # --- the runs, all at once, then one test per cell ----------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def matrix(request: pytest.FixtureRequest) -> Iterator[dict[Any, Any]]:
     require_root()
@@ -416,16 +459,25 @@ def matrix(request: pytest.FixtureRequest) -> Iterator[dict[Any, Any]]:
     # Only the cells this session runs (e.g. with -k), all at once.
     wanted: list[tuple[str, str]] = []
     for item in request.session.items:
-        if isinstance(item, pytest.Function) and item.module is sys.modules[__name__] \
-                and hasattr(item, "callspec") and "cell" in item.callspec.params:
+        if (
+            isinstance(item, pytest.Function)
+            and item.module is sys.modules[__name__]
+            and hasattr(item, "callspec")
+            and "cell" in item.callspec.params
+        ):
             stack, nat = str(item.callspec.params["cell"]).split("/")
             wanted.append((stack, nat))
     wanted = sorted(set(wanted))
-    with_coturn = any(isinstance(item, pytest.Function) and item.name == "test_coturn_stun_server"
-                      for item in request.session.items)
-    needed = {"kamailio-stock" if part == "kamailio-relay" else part
-              for stack, _ in wanted for part in stack.split("+")
-              if part not in ("stun", "responder")}
+    with_coturn = any(
+        isinstance(item, pytest.Function) and item.name == "test_coturn_stun_server"
+        for item in request.session.items
+    )
+    needed = {
+        "kamailio-stock" if part == "kamailio-relay" else part
+        for stack, _ in wanted
+        for part in stack.split("+")
+        if part not in ("stun", "responder")
+    }
     if any(stack.endswith("+stun") for stack, _ in wanted):
         needed.add("coturn")
     for stack in sorted(needed | ({"coturn"} if with_coturn else set())):
@@ -444,9 +496,16 @@ def matrix(request: pytest.FixtureRequest) -> Iterator[dict[Any, Any]]:
             results["coturn"] = coturn.result()
     out = os.environ.get("NK_STACK_RESULTS")
     if out:
-        Path(out).write_text(json.dumps(
-            {"/".join(key) if isinstance(key, tuple) else key: vars(run)
-             for key, run in results.items()}, indent=1, default=str))
+        Path(out).write_text(
+            json.dumps(
+                {
+                    "/".join(key) if isinstance(key, tuple) else key: vars(run)
+                    for key, run in results.items()
+                },
+                indent=1,
+                default=str,
+            )
+        )
     yield results
 
 
@@ -472,8 +531,9 @@ def test_stack_cell(cell: str, matrix: dict[Any, Any]) -> None:
     if expect.public:
         assert learned, f"no binding-learned\n{context}"
         public = run.status.get("public")
-        assert run.mapping is not None and public == f"{run.mapping[0]}:{run.mapping[1]}", \
+        assert run.mapping is not None and public == f"{run.mapping[0]}:{run.mapping[1]}", (
             f"status public={public}, conntrack {run.mapping}\n{context}"
+        )
     else:
         assert not learned, f"a public address without `received`: {learned}\n{context}"
         assert not run.status.get("public"), f"status public={run.status.get('public')}\n{context}"
@@ -481,8 +541,9 @@ def test_stack_cell(cell: str, matrix: dict[Any, Any]) -> None:
     # No false unreachable: only between the server's stop and its restart (plus one cycle).
     for when, name, _ in run.events:
         if name == "unreachable":
-            assert run.marks["outage"] <= when <= run.marks["up"] + INTERVAL, \
+            assert run.marks["outage"] <= when <= run.marks["up"] + INTERVAL, (
                 f"unreachable while the server was up\n{context}"
+            )
     assert run.during("outage", "unreachable"), f"the outage was not reported\n{context}"
     # From the restart on: the agent may see the server answer before start() returns.
     back = [t for t, n, _ in run.events if n == "reachable" and t >= run.marks["back"]]
@@ -496,21 +557,25 @@ def test_stack_cell(cell: str, matrix: dict[Any, Any]) -> None:
             # has run out: one cycle later than a reboot.
             bound = REPORT_WITHIN + (INTERVAL if phase == "timeout" else 0)
             delay = run.latency(phase, wanted)
-            assert delay is not None and delay <= bound, \
+            assert delay is not None and delay <= bound, (
                 f"{phase}: {wanted} after {delay} s\n{context}"
+            )
     if expect.detection:
-        assert run.status.get("expiry_detection") == expect.detection, \
+        assert run.status.get("expiry_detection") == expect.detection, (
             f"expiry_detection={run.status.get('expiry_detection')}\n{context}"
+        )
     if expect.detected:  # the method that proved each expiry is named
         for phase in ("reboot", "timeout"):
             methods = [f.get("detected") for f in run.during(phase, EXPIRED)]
-            assert methods and set(methods) == {expect.detected}, \
+            assert methods and set(methods) == {expect.detected}, (
                 f"{phase}: binding-expired detected={methods}\n{context}"
+            )
     # Outside the faults the binding stays put: no change or expiry while learning, and none
     # because the server was down (the NAT kept the flow: keepalives went out all along).
     for phase in ("learn", "outage"):
-        assert not [n for n in run.names(phase) if n in (CHANGED, EXPIRED)], \
+        assert not [n for n in run.names(phase) if n in (CHANGED, EXPIRED)], (
             f"{phase}: a change or expiry that did not happen\n{context}"
+        )
 
 
 def test_coturn_stun_server(matrix: dict[Any, Any]) -> None:

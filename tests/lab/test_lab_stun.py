@@ -45,8 +45,10 @@ class StunRun:
 
 
 def _arrivals(shell: netlab.UdpShell) -> list[Arrival]:
-    return [(sock, source, stun.parse_binding_response(data))
-            for sock, data, source in shell.recv(1.5, wait_all=True)]
+    return [
+        (sock, source, stun.parse_binding_response(data))
+        for sock, data, source in shell.recv(1.5, wait_all=True)
+    ]
 
 
 def run(nat: str, rfc5780: bool) -> StunRun:
@@ -59,22 +61,30 @@ def run(nat: str, rfc5780: bool) -> StunRun:
                 shell = lab.udp_shell()
                 shell.open("binding", port=BINDING)
                 shell.open("other", port=OTHER)
-                answer = shell.exchange("binding", stun.build_binding_request(os.urandom(12)),
-                                        port=server.port)
+                answer = shell.exchange(
+                    "binding", stun.build_binding_request(os.urandom(12)), port=server.port
+                )
                 if answer is None:
                     raise AssertionError("coturn did not answer the binding's request")
                 result.mapped = stun.parse_binding_response(answer).mapped
                 result.conntrack = lab.udp_entries(server.port)
                 assert result.mapped is not None
                 result.aux_txid = os.urandom(12)
-                shell.send("other", stun.build_binding_request(
-                    result.aux_txid, response_port=result.mapped[1]), port=server.port)
+                shell.send(
+                    "other",
+                    stun.build_binding_request(result.aux_txid, response_port=result.mapped[1]),
+                    port=server.port,
+                )
                 result.arrivals = _arrivals(shell)
                 lab.flush_conntrack()  # a NAT reboot
-                shell.send("other", stun.build_binding_request(
-                    os.urandom(12), response_port=result.mapped[1]), port=server.port)
-                result.after_flush = [(sock, source) for sock, _, source in
-                                      shell.recv(1.5, wait_all=True)]
+                shell.send(
+                    "other",
+                    stun.build_binding_request(os.urandom(12), response_port=result.mapped[1]),
+                    port=server.port,
+                )
+                result.after_flush = [
+                    (sock, source) for sock, _, source in shell.recv(1.5, wait_all=True)
+                ]
             finally:
                 result.log = lab.log_tail("coturn.log", 20)
     except Exception as exc:
@@ -114,8 +124,9 @@ def test_rfc5780_answer_lands_in_the_binding(runs: dict[Any, StunRun], nat: str)
         assert result.mapped[1] == BINDING
     # Exactly one answer, on the binding's socket, from coturn's primary address and the port
     # the binding's mapping points at: the router let it in through that mapping only.
-    assert [(sock, source) for sock, source, _ in result.arrivals] == \
-        [("binding", (netlab.SERVER_IP, 3478))], result.arrivals
+    assert [(sock, source) for sock, source, _ in result.arrivals] == [
+        ("binding", (netlab.SERVER_IP, 3478))
+    ], result.arrivals
     _, _, answer = result.arrivals[0]
     assert answer.transaction_id == result.aux_txid and answer.success
     # What it reports is the second socket's own mapping, not the binding's.
@@ -130,8 +141,9 @@ def test_rfc5780_answer_lands_in_the_binding(runs: dict[Any, StunRun], nat: str)
 def test_debian_config_ignores_response_port(runs: dict[Any, StunRun]) -> None:
     result = runs[("preserve", False)]
     assert result.error is None, f"{result.error}\n{result.log}"
-    assert [(sock, source) for sock, source, _ in result.arrivals] == \
-        [("other", (netlab.SERVER_IP, 3478))], result.arrivals
+    assert [(sock, source) for sock, source, _ in result.arrivals] == [
+        ("other", (netlab.SERVER_IP, 3478))
+    ], result.arrivals
     _, _, answer = result.arrivals[0]
     assert answer.transaction_id == result.aux_txid
     assert answer.response_origin is None and answer.other_address is None

@@ -42,8 +42,12 @@ class StunServer:
         self._thread.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._stop.set()
         self._thread.join(5)
         self.sock.close()
@@ -86,19 +90,29 @@ def write_config(path: Path, server: tuple[str, int], port: int, **settings: obj
     values.update(settings)
     lines = ["log: {target: stderr, level: debug}", "defaults:"]
     lines += [f"  {k}: {json.dumps(v)}" for k, v in values.items()]
-    lines += ["bindings:", "  - name: provider", f"    server: {server[0]}:{server[1]}",
-              f"    source_port: {port}", "    bind: 127.0.0.1"]
+    lines += [
+        "bindings:",
+        "  - name: provider",
+        f"    server: {server[0]}:{server[1]}",
+        f"    source_port: {port}",
+        "    bind: 127.0.0.1",
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def test_stun_proves_the_binding_when_the_server_forces_rport(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     responder.configure(force_rport=True)
     port = free_port()
     with StunServer() as stun_server:
-        config = write_config(tmp_path / "c.yaml", responder.address, port,
-                              stun_server=f"127.0.0.1:{stun_server.address[1]}")
+        config = write_config(
+            tmp_path / "c.yaml",
+            responder.address,
+            port,
+            stun_server=f"127.0.0.1:{stun_server.address[1]}",
+        )
         with Agent(config, tmp_path / "status.json") as agent:
             status = detection(agent, "stun-check")
             agent.stop()
@@ -113,19 +127,26 @@ def test_stun_proves_the_binding_when_the_server_forces_rport(
 
 
 def test_a_stun_server_ignoring_response_port_is_reported_once(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     responder.configure(force_rport=True)
     with StunServer(rfc5780=False) as stun_server:
-        config = write_config(tmp_path / "c.yaml", responder.address, free_port(),
-                              stun_server=f"127.0.0.1:{stun_server.address[1]}")
+        config = write_config(
+            tmp_path / "c.yaml",
+            responder.address,
+            free_port(),
+            stun_server=f"127.0.0.1:{stun_server.address[1]}",
+        )
         with Agent(config, tmp_path / "status.json") as agent:
             unsupported = agent.wait_for("inbound-check-unsupported")
             agent.wait_for("probe-answered", count=6)
             agent.stop()
         assert agent.names().count("inbound-check-unsupported") == 1
-        assert unsupported["reason"] == ("server forces rport; server does not relay the "
-                                         "check; STUN server does not honour RESPONSE-PORT "
-                                         "(RFC 5780 needs two addresses)")
+        assert unsupported["reason"] == (
+            "server forces rport; server does not relay the "
+            "check; STUN server does not honour RESPONSE-PORT "
+            "(RFC 5780 needs two addresses)"
+        )
         assert "binding-expired" not in agent.names()
 
 
@@ -133,16 +154,25 @@ def test_a_stun_server_ignoring_response_port_is_reported_once(
 def test_probe_reports_each_method(responder: SipResponder, rfc5780: bool) -> None:
     responder.configure(force_rport=True)
     with StunServer(rfc5780=rfc5780) as stun_server:
-        done = run_cli("probe", target(responder), "--inbound-check", "--timeout", "1",
-                       "--stun-server", f"127.0.0.1:{stun_server.address[1]}", "--json")
+        done = run_cli(
+            "probe",
+            target(responder),
+            "--inbound-check",
+            "--timeout",
+            "1",
+            "--stun-server",
+            f"127.0.0.1:{stun_server.address[1]}",
+            "--json",
+        )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["inbound_check"] == "unsupported: server forces rport"
     assert result["checks"] == {
         "sent-by": "unsupported: server forces rport",
         "relay": "unsupported: the server answered the relayed check itself (200 OK)",
-        "stun": "alive" if rfc5780 else
-        "unsupported: the STUN server does not honour RESPONSE-PORT (RFC 5780)",
+        "stun": "alive"
+        if rfc5780
+        else "unsupported: the STUN server does not honour RESPONSE-PORT (RFC 5780)",
     }
 
 

@@ -75,16 +75,20 @@ def test_probe_ignores_answers_from_another_port(responder: SipResponder) -> Non
     assert done.returncode == 1 and json.loads(done.stdout)["reachable"] is False
 
 
-@pytest.mark.parametrize("mode, expected", [
-    ({}, "alive"),
-    ({"force_rport": True}, "unsupported: server forces rport"),
-    # SIPp: the Via echoed (a bare rport, no received): the sent-by host is only what we wrote
-    ({"ignore_rport": True}, "unsupported: no received in the answer (public address unknown)"),
-    # linphone on a port-preserving NAT: received and a bare rport; the check proves the port
-    ({"bare_rport": True, "received": "127.0.0.1"}, "alive"),
-])
-def test_probe_inbound_check(responder: SipResponder, mode: dict[str, object],
-                             expected: str) -> None:
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ({}, "alive"),
+        ({"force_rport": True}, "unsupported: server forces rport"),
+        # SIPp: the Via echoed (a bare rport, no received): the sent-by host is only what we wrote
+        ({"ignore_rport": True}, "unsupported: no received in the answer (public address unknown)"),
+        # linphone on a port-preserving NAT: received and a bare rport; the check proves the port
+        ({"bare_rport": True, "received": "127.0.0.1"}, "alive"),
+    ],
+)
+def test_probe_inbound_check(
+    responder: SipResponder, mode: dict[str, object], expected: str
+) -> None:
     responder.configure(**mode)
     done = run_cli("probe", target(responder), "--inbound-check", "--json")
     assert done.returncode == 0
@@ -124,8 +128,9 @@ def test_check_good_and_bad(tmp_path: Path) -> None:
     bad.write_text("bindings:\n  - name: a\n    server: 192.0.2.1\n    source_port: 70000\n")
     done = run_cli("check", "-c", str(bad))
     assert done.returncode == 2
-    assert done.stderr.strip() == (f"nat-keepalive: {bad}:4: bindings[0].source_port: "
-                                   "must be between 1 and 65535, not 70000")
+    assert done.stderr.strip() == (
+        f"nat-keepalive: {bad}:4: bindings[0].source_port: must be between 1 and 65535, not 70000"
+    )
     done = run_cli("check", env={"NAT_KEEPALIVE_CONFIG": str(tmp_path / "missing.yaml")})
     assert done.returncode == 2 and "missing.yaml" in done.stderr
 
@@ -133,14 +138,31 @@ def test_check_good_and_bad(tmp_path: Path) -> None:
 def test_status_table_json_and_missing(tmp_path: Path) -> None:
     status = tmp_path / "status.json"
     assert run_cli("status", "--status-file", str(status)).returncode == 1
-    data = {"version": "0.1.0", "pid": 1, "started_at": "2026-11-27T00:00:00Z",
-            "updated_at": "2026-11-27T00:01:00Z",
-            "bindings": [{"name": "provider", "server": "203.0.113.10:5060",
-                          "local": "192.168.77.2:5062", "state": "reachable",
-                          "public": "203.0.113.1:33785", "rtt_ms": 0.5, "interval_s": 25,
-                          "last_response_at": "2026-11-27T00:01:00Z", "last_change_at": None,
-                          "changes": 0, "expiries": 0, "probes_sent": 10, "responses": 10,
-                          "timeouts": 0, "lifetime_s": None}]}
+    data = {
+        "version": "0.1.0",
+        "pid": 1,
+        "started_at": "2026-11-27T00:00:00Z",
+        "updated_at": "2026-11-27T00:01:00Z",
+        "bindings": [
+            {
+                "name": "provider",
+                "server": "203.0.113.10:5060",
+                "local": "192.168.77.2:5062",
+                "state": "reachable",
+                "public": "203.0.113.1:33785",
+                "rtt_ms": 0.5,
+                "interval_s": 25,
+                "last_response_at": "2026-11-27T00:01:00Z",
+                "last_change_at": None,
+                "changes": 0,
+                "expiries": 0,
+                "probes_sent": 10,
+                "responses": 10,
+                "timeouts": 0,
+                "lifetime_s": None,
+            }
+        ],
+    }
     status.write_text(json.dumps(data))
     done = run_cli("status", "--status-file", str(status), "--json")
     assert done.returncode == 0 and json.loads(done.stdout) == data
@@ -163,12 +185,18 @@ def test_discover_without_a_nat_says_so(responder: SipResponder) -> None:
     assert "lifetime" not in text.stdout
 
 
-def test_discover_refuses_a_configured_bindings_port(tmp_path: Path,
-                                                     responder: SipResponder) -> None:
+def test_discover_refuses_a_configured_bindings_port(
+    tmp_path: Path, responder: SipResponder
+) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("bindings:\n  - {name: provider, server: 192.0.2.1, source_port: 5070}\n")
-    done = run_cli("discover", target(responder), "--source-port", "5062",
-                   env={"NAT_KEEPALIVE_CONFIG": str(config)})
+    done = run_cli(
+        "discover",
+        target(responder),
+        "--source-port",
+        "5062",
+        env={"NAT_KEEPALIVE_CONFIG": str(config)},
+    )
     assert done.returncode == 2 and "provider" in done.stderr
 
 
@@ -181,6 +209,7 @@ def test_discover_with_forced_rport_and_no_nat_says_no_nat(responder: SipRespond
 
 
 # --- `run` parses its arguments and file in a child (cli/run.py): same answers as before ---------
+
 
 def test_run_help_and_usage_errors() -> None:
     done = run_cli("run", "--help")

@@ -54,31 +54,60 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     gone = subprocess.Popen(["true"])
     gone.wait()
     values = {
-        "root": str(root), "port": str(port), "closed": str(closed_port),
-        "missing": str(root / "missing.yaml"), "fifo": str(fifo), "big": str(big),
+        "root": str(root),
+        "port": str(port),
+        "closed": str(closed_port),
+        "missing": str(root / "missing.yaml"),
+        "fifo": str(fifo),
+        "big": str(big),
         "good": write("good.yaml", BINDING),
         "latin1": write("latin1.yaml", b"bindings: \xe9\n"),
         "badyaml": write("bad.yaml", "bindings: [\n"),
         "nouser": write("nouser.yaml", "user: nk-no-such-user\n" + BINDING),
         "nohook": write("nohook.yaml", f"hooks: {{command: {root}/no-hook}}\n" + BINDING),
-        "family": write("family.yaml", "bindings:\n  - {name: a, server: 192.0.2.1, "
-                                       "source_port: 5062, bind: '::1'}\n"),
+        "family": write(
+            "family.yaml",
+            "bindings:\n  - {name: a, server: 192.0.2.1, source_port: 5062, bind: '::1'}\n",
+        ),
         "flood": write("flood.yaml", "defaults: {interval: 0.001}\n" + BINDING),
-        "tel": write("tel.yaml", "bindings:\n  - {name: a, server: 'tel:+123', "
-                                 "source_port: 5062}\n"),
-        "inuse": write("inuse.yaml", "log: {target: stderr}\nbindings:\n  - {name: a, server: "
-                                     f"127.0.0.1, source_port: {port}, bind: 127.0.0.1}}\n"),
-        "taken": write("taken.yaml", "bindings:\n  - {name: mine, server: 192.0.2.1, "
-                                     "source_port: 5070}\n"),
+        "tel": write(
+            "tel.yaml", "bindings:\n  - {name: a, server: 'tel:+123', source_port: 5062}\n"
+        ),
+        "inuse": write(
+            "inuse.yaml",
+            "log: {target: stderr}\nbindings:\n  - {name: a, server: "
+            f"127.0.0.1, source_port: {port}, bind: 127.0.0.1}}\n",
+        ),
+        "taken": write(
+            "taken.yaml", "bindings:\n  - {name: mine, server: 192.0.2.1, source_port: 5070}\n"
+        ),
         "garbage": write("garbage.json", "{not json"),
         "list": write("list.json", "[]"),
-        "stopped": write("stopped.json", json.dumps({
-            "version": "x", "pid": os.getpid(), "started_at": "2026-01-01T00:00:00Z",
-            "updated_at": "2026-01-01T00:01:00Z", "stopped_at": "2026-01-01T00:01:00Z",
-            "stop_reason": "sigterm", "bindings": []})),
-        "dead": write("dead.json", json.dumps({
-            "version": "x", "pid": gone.pid, "updated_at": "2026-01-01T00:01:00Z",
-            "bindings": []})),
+        "stopped": write(
+            "stopped.json",
+            json.dumps(
+                {
+                    "version": "x",
+                    "pid": os.getpid(),
+                    "started_at": "2026-01-01T00:00:00Z",
+                    "updated_at": "2026-01-01T00:01:00Z",
+                    "stopped_at": "2026-01-01T00:01:00Z",
+                    "stop_reason": "sigterm",
+                    "bindings": [],
+                }
+            ),
+        ),
+        "dead": write(
+            "dead.json",
+            json.dumps(
+                {
+                    "version": "x",
+                    "pid": gone.pid,
+                    "updated_at": "2026-01-01T00:01:00Z",
+                    "bindings": [],
+                }
+            ),
+        ),
     }
     yield values
     held.close()
@@ -86,46 +115,75 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 CASES: list[tuple[list[str], int]] = [
     # the command itself
-    ([], 2), (["frobnicate"], 2), (["--bogus"], 2), (["--version"], 0), (["--help"], 0),
+    ([], 2),
+    (["frobnicate"], 2),
+    (["--bogus"], 2),
+    (["--version"], 0),
+    (["--help"], 0),
     # check
-    (["check", "-c", "{missing}"], 2), (["check", "-c", "{root}"], 2),
-    (["check", "-c", "/dev/zero"], 2), (["check", "-c", "{fifo}"], 2),
-    (["check", "-c", "{big}"], 2), (["check", "-c", "{latin1}"], 2),
-    (["check", "-c", "{badyaml}"], 2), (["check", "-c", "{nouser}"], 2),
-    (["check", "-c", "{nohook}"], 2), (["check", "-c", "{family}"], 2),
-    (["check", "-c", "{flood}"], 2), (["check", "-c", "{tel}"], 2), (["check", "-c"], 2),
-    (["check", "--example", "-c", "{good}"], 2), (["check", "-c", "{good}"], 0),
+    (["check", "-c", "{missing}"], 2),
+    (["check", "-c", "{root}"], 2),
+    (["check", "-c", "/dev/zero"], 2),
+    (["check", "-c", "{fifo}"], 2),
+    (["check", "-c", "{big}"], 2),
+    (["check", "-c", "{latin1}"], 2),
+    (["check", "-c", "{badyaml}"], 2),
+    (["check", "-c", "{nouser}"], 2),
+    (["check", "-c", "{nohook}"], 2),
+    (["check", "-c", "{family}"], 2),
+    (["check", "-c", "{flood}"], 2),
+    (["check", "-c", "{tel}"], 2),
+    (["check", "-c"], 2),
+    (["check", "--example", "-c", "{good}"], 2),
+    (["check", "-c", "{good}"], 0),
     (["check", "--bogus"], 2),
     # status
-    (["status", "--status-file", "{missing}"], 1), (["status", "--status-file", "{garbage}"], 1),
-    (["status", "--status-file", "{list}"], 1), (["status", "--status-file", "{root}"], 1),
-    (["status", "--status-file", "{stopped}"], 3), (["status", "--status-file", "{dead}"], 3),
-    (["status", "--status-file", "{dead}", "--json"], 3), (["status", "--status-file"], 2),
+    (["status", "--status-file", "{missing}"], 1),
+    (["status", "--status-file", "{garbage}"], 1),
+    (["status", "--status-file", "{list}"], 1),
+    (["status", "--status-file", "{root}"], 1),
+    (["status", "--status-file", "{stopped}"], 3),
+    (["status", "--status-file", "{dead}"], 3),
+    (["status", "--status-file", "{dead}", "--json"], 3),
+    (["status", "--status-file"], 2),
     # collectd
-    (["collectd", "--once", "--status-file", "{missing}"], 1), (["collectd", "--bogus"], 2),
+    (["collectd", "--once", "--status-file", "{missing}"], 1),
+    (["collectd", "--bogus"], 2),
     # probe: targets, options, local addresses, ports
-    (["probe"], 2), (["probe", "tel:+123"], 2), (["probe", "sips:example.net"], 2),
-    (["probe", "127.0.0.1:99999"], 2), (["probe", ""], 2), (["probe", "[::1"], 2),
-    (["probe", "127.0.0.1", "--timeout", "-1"], 2), (["probe", "127.0.0.1", "--timeout", "x"], 2),
+    (["probe"], 2),
+    (["probe", "tel:+123"], 2),
+    (["probe", "sips:example.net"], 2),
+    (["probe", "127.0.0.1:99999"], 2),
+    (["probe", ""], 2),
+    (["probe", "[::1"], 2),
+    (["probe", "127.0.0.1", "--timeout", "-1"], 2),
+    (["probe", "127.0.0.1", "--timeout", "x"], 2),
     (["probe", "127.0.0.1", "--max-forwards", "300"], 2),
     (["probe", "127.0.0.1", "--source-port", "70000"], 2),
     (["probe", "127.0.0.1", "--interface", "nosuch0"], 2),
-    (["probe", "127.0.0.1", "--bind", "::1"], 2), (["probe", "127.0.0.1", "--bind", "nonsense"], 2),
+    (["probe", "127.0.0.1", "--bind", "::1"], 2),
+    (["probe", "127.0.0.1", "--bind", "nonsense"], 2),
     (["probe", "127.0.0.1", "--bind", "192.0.2.77"], 2),
     (["probe", "127.0.0.1", "--bind", "127.0.0.1", "--interface", "lo"], 2),
     (["probe", "127.0.0.1", "--bind", "127.0.0.1", "--source-port", "{port}"], 1),
     (["probe", "127.0.0.1:{closed}", "--timeout", "0.3"], 1),
     (["probe", "192.0.2.1", "--bind", "127.0.0.1", "--timeout", "0.3"], 1),  # EINVAL: not sent
     # discover
-    (["discover"], 2), (["discover", "tel:+123"], 2),
+    (["discover"], 2),
+    (["discover", "tel:+123"], 2),
     (["discover", "127.0.0.1", "--max-idle", "0"], 2),
     (["discover", "127.0.0.1", "--bind", "192.0.2.77"], 2),
     (["discover", "127.0.0.1", "--bind", "::1"], 2),
     (["discover", "127.0.0.1", "--bind", "127.0.0.1", "--source-port", "{port}"], 1),
     # run: its file is read in a child, the rest in the daemon
-    (["run", "-c", "{missing}"], 2), (["run", "-c", "/dev/zero"], 2), (["run", "-c", "{fifo}"], 2),
-    (["run", "-c", "{nouser}"], 2), (["run", "-c", "{nohook}"], 2), (["run", "-c", "{family}"], 2),
-    (["run", "--log", "bogus", "-c", "{good}"], 2), (["run", "--bogus"], 2),
+    (["run", "-c", "{missing}"], 2),
+    (["run", "-c", "/dev/zero"], 2),
+    (["run", "-c", "{fifo}"], 2),
+    (["run", "-c", "{nouser}"], 2),
+    (["run", "-c", "{nohook}"], 2),
+    (["run", "-c", "{family}"], 2),
+    (["run", "--log", "bogus", "-c", "{good}"], 2),
+    (["run", "--bogus"], 2),
     (["run", "-c", "{inuse}", "--status-file", "{root}/status.json"], 1),
 ]
 
@@ -147,8 +205,11 @@ def test_error_path(case: tuple[list[str], int], world: dict[str, str]) -> None:
     if expected in (0, 1) and not done.stderr:
         return
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    if args in ([], ["frobnicate"], ["--bogus"]) or "--bogus" in args or (expected == 2 and \
-            any(": error: " in line for line in lines)):
+    if (
+        args in ([], ["frobnicate"], ["--bogus"])
+        or "--bogus" in args
+        or (expected == 2 and any(": error: " in line for line in lines))
+    ):
         # argparse: usage lines, then the one that names the problem
         assert [line for line in lines if ": error: " in line or line.startswith("usage:")], lines
         return
@@ -164,8 +225,15 @@ def test_help_lists_every_option_with_what_it_does() -> None:
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
     assert isinstance(subparsers.choices, dict)
-    assert set(subparsers.choices) == {"run", "probe", "discover", "check", "status", "collectd",
-                                       "responder"}
+    assert set(subparsers.choices) == {
+        "run",
+        "probe",
+        "discover",
+        "check",
+        "status",
+        "collectd",
+        "responder",
+    }
     for name, sub in subparsers.choices.items():
         text = run_cli(name, "--help").stdout
         assert EXIT_CODES.split(";")[0] in " ".join(text.split()), name
@@ -202,15 +270,18 @@ def test_probe_says_a_send_failed_not_that_nobody_answered() -> None:
     assert done.returncode == 1
     out = json.loads(done.stdout)
     assert out["reachable"] is False and out["transmissions"] >= 1
-    assert out["error"].startswith("cannot send from 127.0.0.1:") and "Invalid argument" in \
-        out["error"]
+    assert (
+        out["error"].startswith("cannot send from 127.0.0.1:")
+        and "Invalid argument" in out["error"]
+    )
 
 
 def test_status_of_a_stopped_agent(world: dict[str, str]) -> None:
     done = run_cli("status", "--status-file", world["stopped"])
     assert done.returncode == 3 and done.stdout == ""
-    assert done.stderr.startswith("nat-keepalive: the agent is not running (it stopped at "
-                                  "2026-01-01T00:01:00Z (sigterm)")
+    assert done.stderr.startswith(
+        "nat-keepalive: the agent is not running (it stopped at 2026-01-01T00:01:00Z (sigterm)"
+    )
     dead = run_cli("status", "--status-file", world["dead"], "--json")
     assert dead.returncode == 3 and json.loads(dead.stdout)["running"] is False
     assert "is gone" in dead.stderr

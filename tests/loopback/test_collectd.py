@@ -37,16 +37,18 @@ def last_value(csv_dir: Path, plugin_instance: str, name: str) -> float | None:
     files = sorted((csv_dir / HOST / f"nat_keepalive-{plugin_instance}").glob(f"{name}-*"))
     if not files:
         return None
-    lines = [line for line in files[-1].read_text().splitlines()
-             if line and not line.startswith("epoch")]
+    lines = [
+        line for line in files[-1].read_text().splitlines() if line and not line.startswith("epoch")
+    ]
     if not lines:
         return None
     field = lines[-1].split(",")[1]
     return float("nan") if field == "nan" else float(field)
 
 
-def wait_value(csv_dir: Path, instance: str, name: str, expected: float | None = None,
-               timeout: float = 20.0) -> float:
+def wait_value(
+    csv_dir: Path, instance: str, name: str, expected: float | None = None, timeout: float = 20.0
+) -> float:
     deadline = time.monotonic() + timeout
     found = None
     while time.monotonic() < deadline:
@@ -58,26 +60,35 @@ def wait_value(csv_dir: Path, instance: str, name: str, expected: float | None =
 
 
 def test_collectd_stores_what_the_status_file_says(
-        tmp_path: Path, shared_dir: Path, responder: SipResponder) -> None:
+    tmp_path: Path, shared_dir: Path, responder: SipResponder
+) -> None:
     require_root()  # collectd's exec plugin needs to switch to another user
     collectd = require_tool("collectd")
     python = shutil.which("python3", path="/usr/bin:/bin") or "/usr/bin/python3"
     port = free_port()
     status = shared_dir / "status.json"
-    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port),
-                                                ("silent", ("127.0.0.1", free_port()),
-                                                 free_port())],
-                          LOOPBACK_TIMERS)
+    config = write_config(
+        tmp_path / "c.yaml",
+        [
+            ("provider", responder.address, port),
+            ("silent", ("127.0.0.1", free_port()), free_port()),
+        ],
+        LOOPBACK_TIMERS,
+    )
     # the exec user may not read the checkout (under /root, say): it runs a copy of the package
-    package = shutil.copytree(ROOT / "agent" / "natkeepalive",
-                              shared_dir / "agent" / "natkeepalive",
-                              ignore=shutil.ignore_patterns("__pycache__"))
+    package = shutil.copytree(
+        ROOT / "agent" / "natkeepalive",
+        shared_dir / "agent" / "natkeepalive",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     for path in [package, *package.rglob("*")]:  # a checkout made under umask 077 is root's alone
         path.chmod(0o755 if path.is_dir() else 0o644)
     command = shared_dir / "nat-keepalive-collectd"
-    command.write_text("#!/bin/sh\n"
-                       f"PYTHONPATH={shared_dir / 'agent'} exec {python} -m natkeepalive collectd "
-                       f"--status-file {status}\n")
+    command.write_text(
+        "#!/bin/sh\n"
+        f"PYTHONPATH={shared_dir / 'agent'} exec {python} -m natkeepalive collectd "
+        f"--status-file {status}\n"
+    )
     command.chmod(0o755)
     csv_dir = shared_dir / "csv"
     conf = shared_dir / "collectd.conf"
@@ -102,8 +113,9 @@ LoadPlugin csv
   StoreRates false
 </Plugin>
 """)
-    check = subprocess.run([collectd, "-t", "-C", str(conf)], capture_output=True, text=True,
-                           timeout=30)
+    check = subprocess.run(
+        [collectd, "-t", "-C", str(conf)], capture_output=True, text=True, timeout=30
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     with Agent(config, status) as agent:
         agent.wait_for("reachable", binding="provider")
@@ -111,9 +123,13 @@ LoadPlugin csv
         agent.wait_for("binding-changed", binding="provider")
         agent.wait_for("unreachable", binding="silent")
         agent.signal(signal.SIGUSR1)
-        daemon = subprocess.Popen([collectd, "-f", "-C", str(conf)], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        daemon = subprocess.Popen(
+            [collectd, "-f", "-C", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             assert wait_value(csv_dir, "provider", "bool-reachable", 1) == 1
             assert wait_value(csv_dir, "provider", "derive-changes", 1) == 1
@@ -138,8 +154,13 @@ LoadPlugin csv
 
 
 def test_collectd_once_without_a_status_file_says_so(tmp_path: Path) -> None:
-    result = run_cli("collectd", "--status-file", str(tmp_path / "missing.json"), "--once",
-                     env={"COLLECTD_HOSTNAME": "h", "COLLECTD_INTERVAL": "2"})
+    result = run_cli(
+        "collectd",
+        "--status-file",
+        str(tmp_path / "missing.json"),
+        "--once",
+        env={"COLLECTD_HOSTNAME": "h", "COLLECTD_INTERVAL": "2"},
+    )
     assert result.returncode == 1
     assert result.stdout == ""
     assert "cannot read status file" in result.stderr

@@ -31,7 +31,8 @@ def binding_status(agent: Agent, name: str = "provider") -> dict:  # type: ignor
 
 
 def test_learned_changed_unreachable_reachable_and_status_agrees(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     port = free_port()
     config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)])
     with Agent(config, tmp_path / "status.json") as agent:
@@ -41,8 +42,12 @@ def test_learned_changed_unreachable_reachable_and_status_agrees(
         agent.wait_for("reachable")
         responder.configure(received="203.0.113.1", rport=40001)
         changed = agent.wait_for("binding-changed")
-        assert changed == {"binding": "provider", "old": f"127.0.0.1:{port}",
-                           "new": "203.0.113.1:40001", "cause": "address-changed"}
+        assert changed == {
+            "binding": "provider",
+            "old": f"127.0.0.1:{port}",
+            "new": "203.0.113.1:40001",
+            "cause": "address-changed",
+        }
         responder.configure(silent=True)
         agent.wait_for("unreachable", failures=2)
         responder.configure(silent=False)
@@ -65,7 +70,8 @@ def test_learned_changed_unreachable_reachable_and_status_agrees(
 
 
 def test_port_remap_on_same_address_is_change_and_expiry(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     port = free_port()
     config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)])
     with Agent(config, tmp_path / "status.json") as agent:
@@ -94,8 +100,9 @@ def test_server_ignoring_rport(tmp_path: Path, responder: SipResponder) -> None:
 
 def test_late_answers_make_the_binding_lagged(tmp_path: Path, responder: SipResponder) -> None:
     responder.configure(delay=0.3)
-    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())],
-                          lagged_ms=100)
+    config = write_config(
+        tmp_path / "c.yaml", [("provider", responder.address, free_port())], lagged_ms=100
+    )
     with Agent(config, tmp_path / "status.json") as agent:
         lagged = agent.wait_for("lagged")
         assert float(lagged["rtt_ms"] or 0) >= 300 and lagged["threshold_ms"] == "100"
@@ -103,10 +110,12 @@ def test_late_answers_make_the_binding_lagged(tmp_path: Path, responder: SipResp
         agent.wait_for("reachable")
 
 
-@pytest.mark.parametrize("fault", ["reply_from_other_port", "wrong_branch", "wrong_call_id",
-                                   "silent"])
+@pytest.mark.parametrize(
+    "fault", ["reply_from_other_port", "wrong_branch", "wrong_call_id", "silent"]
+)
 def test_answers_that_do_not_match_are_never_accepted(
-        tmp_path: Path, responder: SipResponder, fault: str) -> None:
+    tmp_path: Path, responder: SipResponder, fault: str
+) -> None:
     responder.configure(**{fault: True})
     config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())])
     with Agent(config, tmp_path / "status.json") as agent:
@@ -122,8 +131,9 @@ def test_answers_that_do_not_match_are_never_accepted(
 
 
 def test_inbound_check_alive_on_loopback(tmp_path: Path, responder: SipResponder) -> None:
-    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())],
-                          inbound_check=1)
+    config = write_config(
+        tmp_path / "c.yaml", [("provider", responder.address, free_port())], inbound_check=1
+    )
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("probe-sent", kind="inbound", count=2)
         agent.wait_for("probe-answered", count=4)
@@ -134,15 +144,17 @@ def test_inbound_check_alive_on_loopback(tmp_path: Path, responder: SipResponder
 
 
 def test_linphones_bare_rport_is_resolved_by_the_check_and_crlf_is_a_keepalive(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     """A server that writes `received` and leaves `rport` bare when the port did not change
     (linphone): the check aimed at the local port is answered there, so the public port is the
     local one and no `rport-unsupported` is said. Its CRLF keepalives are counted as such, not
     as dropped datagrams."""
     responder.configure(bare_rport=True, received="127.0.0.1")
     port = free_port()
-    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)],
-                          inbound_check=1)
+    config = write_config(
+        tmp_path / "c.yaml", [("provider", responder.address, port)], inbound_check=1
+    )
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("probe-sent", kind="inbound", count=2)
         agent.wait_for("probe-answered", count=3)
@@ -158,13 +170,20 @@ def test_linphones_bare_rport_is_resolved_by_the_check_and_crlf_is_a_keepalive(
 
 
 def test_a_server_outage_is_checked_on_its_return_without_a_false_expiry(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     """After a silence every cycle starts with a check; a check not answered at once goes with a
     server-up probe from the second socket, whose answer (routed to the binding by its
     Call-ID's prefix) tells whether the server was there when the check went."""
-    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())],
-                          inbound_check=1, interval=1.0, timeout=1.0, retry_interval=1.0,
-                          fail_threshold=1)
+    config = write_config(
+        tmp_path / "c.yaml",
+        [("provider", responder.address, free_port())],
+        inbound_check=1,
+        interval=1.0,
+        timeout=1.0,
+        retry_interval=1.0,
+        fail_threshold=1,
+    )
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("probe-sent", kind="inbound", count=1)
         agent.wait_for("reachable")
@@ -173,9 +192,11 @@ def test_a_server_outage_is_checked_on_its_return_without_a_false_expiry(
         up = agent.wait_for("probe-sent", kind="server-up", timeout=10)
         # the server comes back only once it has seen (and ignored) the server-up probe: the
         # check's copy sent with it went before, so the proof says "down" for both
-        helpers.wait_until("the server-up probe at the responder",
-                           lambda: any(m.cseq == int(str(up["cseq"]))
-                                       for _, m, _ in list(responder.requests)), 10)
+        helpers.wait_until(
+            "the server-up probe at the responder",
+            lambda: any(m.cseq == int(str(up["cseq"])) for _, m, _ in list(responder.requests)),
+            10,
+        )
         responder.configure(silent=False)
         agent.wait_for("reachable", count=2, timeout=10)
         checks = len(agent.events("probe-sent"))
@@ -188,10 +209,12 @@ def test_a_server_outage_is_checked_on_its_return_without_a_false_expiry(
 
 
 def test_inbound_check_unsupported_when_server_forces_rport(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     responder.configure(force_rport=True)
-    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())],
-                          inbound_check=1)
+    config = write_config(
+        tmp_path / "c.yaml", [("provider", responder.address, free_port())], inbound_check=1
+    )
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("inbound-check-unsupported")
         agent.wait_for("probe-answered", count=5)
@@ -202,19 +225,24 @@ def test_inbound_check_unsupported_when_server_forces_rport(
         reason = "server forces rport; server does not relay the check; no stun_server"
         assert unsupported["reason"] == reason and "stun_server" in str(unsupported["remedy"])
         assert binding_status(agent)["expiry_detection"] == f"remap-only: {reason}"
-        assert len(agent.events("probe-sent")) - len(
-            [1 for _, f in agent.events("probe-sent") if f["kind"] != "inbound"]) == 2
+        assert (
+            len(agent.events("probe-sent"))
+            - len([1 for _, f in agent.events("probe-sent") if f["kind"] != "inbound"])
+            == 2
+        )
         assert "binding-expired" not in agent.names()
 
 
 def test_sighup_keeps_unchanged_bindings_and_rejects_a_bad_file(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     first, second = free_port(), free_port()
     config = write_config(tmp_path / "c.yaml", [("provider", responder.address, first)])
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("binding-learned")
-        write_config(config, [("provider", responder.address, first),
-                              ("backup", responder.address, second)])
+        write_config(
+            config, [("provider", responder.address, first), ("backup", responder.address, second)]
+        )
         agent.signal(signal.SIGHUP)
         reloaded = agent.wait_for("reloaded")
         assert (reloaded["added"], reloaded["changed"], reloaded["removed"]) == ("1", "0", "0")
@@ -234,7 +262,8 @@ def test_sighup_keeps_unchanged_bindings_and_rejects_a_bad_file(
 
 
 def test_sighup_applies_a_new_log_level_without_a_restart(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())])
     debug = config.read_text()
     quiet = debug.replace("level: debug", "level: info")
@@ -259,7 +288,8 @@ def test_sighup_applies_a_new_log_level_without_a_restart(
 
 
 def test_sigterm_stops_cleanly_and_sigusr1_writes_status(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     config = write_config(tmp_path / "c.yaml", [("provider", responder.address, free_port())])
     status = tmp_path / "status.json"
     with Agent(config, status) as agent:
@@ -291,36 +321,44 @@ def _many(tmp_path: Path, responder: SipResponder, count: int) -> Path:
         port = free_port()
         if port not in ports:
             ports.append(port)
-    return write_config(tmp_path / "c.yaml", [(f"b{i}", responder.address, port)
-                                              for i, port in enumerate(ports)])
+    return write_config(
+        tmp_path / "c.yaml", [(f"b{i}", responder.address, port) for i, port in enumerate(ports)]
+    )
 
 
 def test_raises_its_open_file_limit_when_the_hard_limit_allows(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     prlimit = ("prlimit", "--nofile=40:4096")  # 60 bindings need about 92 descriptors
     with Agent(_many(tmp_path, responder, 60), tmp_path / "status.json", prefix=prlimit) as agent:
         agent.wait_for("started")
         agent.wait_for("binding-learned", count=60)
         limits = Path(f"/proc/{agent.proc.pid}/limits").read_text()
-        soft = int(next(line for line in limits.splitlines()
-                        if line.startswith("Max open files")).split()[3])
+        soft = int(
+            next(line for line in limits.splitlines() if line.startswith("Max open files")).split()[
+                3
+            ]
+        )
         assert soft >= 60 + 32
         assert agent.stop() == 0
 
 
-def test_says_clearly_when_the_file_limit_is_too_low(tmp_path: Path,
-                                                     responder: SipResponder) -> None:
+def test_says_clearly_when_the_file_limit_is_too_low(
+    tmp_path: Path, responder: SipResponder
+) -> None:
     prlimit = ("prlimit", "--nofile=40:40")
     with Agent(_many(tmp_path, responder, 60), tmp_path / "status.json", prefix=prlimit) as agent:
         code = agent.proc.wait(10)
         agent.kill()
     assert code == 1
-    assert any("60 bindings need about 92 open files, but the limit is 40" in line
-               for line in agent.lines), agent.lines
+    assert any(
+        "60 bindings need about 92 open files, but the limit is 40" in line for line in agent.lines
+    ), agent.lines
 
 
 def test_keepalives_of_many_bindings_go_together_within_the_jitter(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     """A wake-up sends every keepalive whose window is open (up to a batch), with one
     draw for their next wait, so 20 bindings started 50 ms apart soon go in a few bursts (about
     one per jitter window: groups further apart than that cannot merge); each binding's waits

@@ -17,12 +17,19 @@ from tests.support.helpers import free_port
 from tests.support.responder import SipResponder
 
 
-def config(path: Path, responder: SipResponder, extra: str = "", binding: str = "",
-           defaults: str = "interval: 0.5, jitter: 0, timeout: 1, inbound_check: 0") -> Path:
+def config(
+    path: Path,
+    responder: SipResponder,
+    extra: str = "",
+    binding: str = "",
+    defaults: str = "interval: 0.5, jitter: 0, timeout: 1, inbound_check: 0",
+) -> Path:
     host, port = responder.address
-    path.write_text(f"defaults: {{{defaults}}}\n{extra}bindings:\n"
-                    f"  - {{name: p, server: '{host}:{port}', source_port: {free_port()}"
-                    f"{binding}}}\n")
+    path.write_text(
+        f"defaults: {{{defaults}}}\n{extra}bindings:\n"
+        f"  - {{name: p, server: '{host}:{port}', source_port: {free_port()}"
+        f"{binding}}}\n"
+    )
     return path
 
 
@@ -33,13 +40,17 @@ def every_line_is_an_event(agent: Agent) -> None:
 
 
 def test_started_names_file_status_and_log_and_signals_leave_events(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     path = config(tmp_path / "c.yaml", responder)
     status = tmp_path / "run" / "status.json"
     with Agent(path, status) as agent:
         started = agent.wait_for("started")
         assert (started["config"], started["status_file"], started["log"]) == (
-            str(path), str(status), "stderr")
+            str(path),
+            str(status),
+            "stderr",
+        )
         agent.wait_for("reachable")
         agent.signal(signal.SIGUSR1)
         agent.wait_for("signal-received", signal="SIGUSR1", action="write the status file now")
@@ -58,7 +69,8 @@ def test_started_names_file_status_and_log_and_signals_leave_events(
 
 
 def test_status_after_the_agent_stopped_says_it_is_not_running(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     status = tmp_path / "status.json"
     with Agent(config(tmp_path / "c.yaml", responder), status) as agent:
         agent.wait_for("reachable")
@@ -72,8 +84,9 @@ def test_status_after_the_agent_stopped_says_it_is_not_running(
     assert done.stderr.startswith("nat-keepalive: the agent is not running (it stopped at ")
 
 
-def test_a_missing_interface_is_an_event_and_a_state(tmp_path: Path,
-                                                     responder: SipResponder) -> None:
+def test_a_missing_interface_is_an_event_and_a_state(
+    tmp_path: Path, responder: SipResponder
+) -> None:
     status = tmp_path / "status.json"
     path = config(tmp_path / "c.yaml", responder, binding=", interface: nk-absent0")
     with Agent(path, status) as agent:
@@ -95,12 +108,14 @@ def test_a_missing_interface_is_an_event_and_a_state(tmp_path: Path,
     every_line_is_an_event(agent)
 
 
-def test_require_2xx_says_which_answer_it_refused(tmp_path: Path,
-                                                  responder: SipResponder) -> None:
+def test_require_2xx_says_which_answer_it_refused(tmp_path: Path, responder: SipResponder) -> None:
     responder.configure(status=403, reason="Forbidden")
-    path = config(tmp_path / "c.yaml", responder,
-                  defaults="interval: 0.3, jitter: 0, timeout: 1, inbound_check: 0, "
-                           "require_2xx: true, fail_threshold: 1")
+    path = config(
+        tmp_path / "c.yaml",
+        responder,
+        defaults="interval: 0.3, jitter: 0, timeout: 1, inbound_check: 0, "
+        "require_2xx: true, fail_threshold: 1",
+    )
     with Agent(path, tmp_path / "status.json") as agent:
         event = agent.wait_for("unreachable")
         assert event["reason"] == "answered 403, not 2xx (require_2xx)"
@@ -120,11 +135,12 @@ def test_require_2xx_says_which_answer_it_refused(tmp_path: Path,
 def test_hooks_run_in_event_order(tmp_path: Path, responder: SipResponder) -> None:
     record = tmp_path / "order"
     hook = tmp_path / "hook"
-    hook.write_text(f"#!/bin/sh\necho \"$1\" >> {record}\n")
+    hook.write_text(f'#!/bin/sh\necho "$1" >> {record}\n')
     hook.chmod(0o755)
     extra = f"hooks: {{command: {hook}, events: [binding-learned, reachable]}}\n"
-    with Agent(config(tmp_path / "c.yaml", responder, extra=extra),
-               tmp_path / "status.json") as agent:
+    with Agent(
+        config(tmp_path / "c.yaml", responder, extra=extra), tmp_path / "status.json"
+    ) as agent:
         agent.wait_for("reachable")
         deadline = time.monotonic() + 10
         while not record.exists() or len(record.read_text().split()) < 2:

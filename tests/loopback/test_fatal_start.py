@@ -34,16 +34,24 @@ def test_no_permission_to_bind_exits_2(tmp_path: Path) -> None:
     setpriv = require_tool("setpriv")
     port = free_low_port()
     config = tmp_path / "c.yaml"
-    config.write_text("bindings:\n  - name: low\n    server: 127.0.0.1:5060\n"
-                      f"    source_port: {port}\n")
+    config.write_text(
+        f"bindings:\n  - name: low\n    server: 127.0.0.1:5060\n    source_port: {port}\n"
+    )
     # root without the capability, as a service whose unit does not grant it (inheritable too:
     # a container manager may leave every capability inheritable)
-    done = run_cli("run", "-c", str(config), "--log", "stderr", "--status-file",
-                   str(tmp_path / "status.json"),
-                   prefix=(setpriv, "--inh-caps=-net_bind_service",
-                           "--bounding-set=-net_bind_service", "--"))
+    done = run_cli(
+        "run",
+        "-c",
+        str(config),
+        "--log",
+        "stderr",
+        "--status-file",
+        str(tmp_path / "status.json"),
+        prefix=(setpriv, "--inh-caps=-net_bind_service", "--bounding-set=-net_bind_service", "--"),
+    )
     # a configuration problem (restarting cannot help): 2, as for a bad file
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines()[-1] == (
         f"nat-keepalive: binding low: no permission to bind 0.0.0.0:{port} "
-        "(ports below 1024 need CAP_NET_BIND_SERVICE)")
+        "(ports below 1024 need CAP_NET_BIND_SERVICE)"
+    )

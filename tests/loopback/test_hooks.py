@@ -58,16 +58,19 @@ def test_environment_and_argument(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     out = tmp_path / "env"
     hook = _script(tmp_path, "hook", f'printf "%s" "$1" > {out}.arg\nenv -0 > {out}\n')
     runner = HookRunner(hook, SELECTED)
-    event = ev.BindingChanged("provider", "203.0.113.1:33785", "203.0.113.1:40000",
-                              "port-remapped")
+    event = ev.BindingChanged("provider", "203.0.113.1:33785", "203.0.113.1:40000", "port-remapped")
     runner.fire(event, time.monotonic())
     assert runner.running == 1
     assert _wait_idle(runner) == []
     env = _read_env(out)
     assert env.pop("PWD") == "/"  # added by sh itself; the hook runs in /
     assert env == {
-        "PATH": os.environ["PATH"], "EVENT": "binding-changed", "BINDING": "provider",
-        "OLD": "203.0.113.1:33785", "NEW": "203.0.113.1:40000", "CAUSE": "port-remapped",
+        "PATH": os.environ["PATH"],
+        "EVENT": "binding-changed",
+        "BINDING": "provider",
+        "OLD": "203.0.113.1:33785",
+        "NEW": "203.0.113.1:40000",
+        "CAUSE": "port-remapped",
         "NAT_KEEPALIVE_EVENT_LINE": format_event(event),
     }
     assert (tmp_path / "env.arg").read_text() == "binding-changed"
@@ -152,7 +155,8 @@ def test_failing_hook_is_reported_with_its_stderr(tmp_path: Path) -> None:
     runner = HookRunner(hook, SELECTED)
     runner.fire(ev.Unreachable("p", 2), time.monotonic())
     assert _wait_idle(runner) == [
-        rf"hook {hook} unreachable: exit status 3: boom: no \x1b[31mconfig"]
+        rf"hook {hook} unreachable: exit status 3: boom: no \x1b[31mconfig"
+    ]
 
 
 def test_hook_killed_by_a_signal(tmp_path: Path) -> None:
@@ -168,7 +172,8 @@ def test_hooks_that_cannot_start(tmp_path: Path) -> None:
     runner.fire(ev.Reachable("p", 1.0), 0.0)
     assert runner.running == 0
     assert runner.poll(0.0) == [
-        f"hook {missing} reachable: could not start: No such file or directory (ENOENT)"]
+        f"hook {missing} reachable: could not start: No such file or directory (ENOENT)"
+    ]
     assert runner.poll(0.0) == []  # reported once
     plain = tmp_path / "plain"
     plain.write_text("#!/bin/sh\n")
@@ -176,7 +181,8 @@ def test_hooks_that_cannot_start(tmp_path: Path) -> None:
     runner = HookRunner(str(plain), SELECTED)
     runner.fire(ev.Reachable("p", 1.0), 0.0)
     assert runner.poll(0.0) == [
-        f"hook {plain} reachable: could not start: Permission denied (EACCES)"]
+        f"hook {plain} reachable: could not start: Permission denied (EACCES)"
+    ]
 
 
 def test_queue_bound_and_close(tmp_path: Path) -> None:
@@ -206,9 +212,12 @@ def test_queued_events_start_when_a_slot_frees(tmp_path: Path) -> None:
 
 
 def test_subprocess_is_imported_only_with_a_command() -> None:
-    code = ("import sys\nfrom natkeepalive.runtime.hooks import HookRunner\n"
-            "HookRunner(None, ['unreachable'])\nprint('subprocess' in sys.modules)\n"
-            "HookRunner('/bin/true', ['unreachable'])\nprint('subprocess' in sys.modules)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
+    code = (
+        "import sys\nfrom natkeepalive.runtime.hooks import HookRunner\n"
+        "HookRunner(None, ['unreachable'])\nprint('subprocess' in sys.modules)\n"
+        "HookRunner('/bin/true', ['unreachable'])\nprint('subprocess' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == ["False", "True"]

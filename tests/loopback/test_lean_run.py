@@ -22,16 +22,37 @@ from tests.support.helpers import free_port
 from tests.support.responder import SipResponder
 
 FORBIDDEN = (
-    "typing", "dataclasses", "inspect", "ast", "dis", "tokenize",  # type hints, dataclasses
-    "yaml", "argparse", "natkeepalive.config.loader",  # only in the config child
-    "json", "re", "enum", "socket", "signal", "contextlib",  # stdlib wrappers the daemon avoids
-    "selectors", "collections", "heapq", "threading",  # epoll, _heapq, _thread instead
-    "encodings.idna", "stringprep", "unicodedata",  # getaddrinfo() with a str host
-    "subprocess", "natkeepalive.runtime.hooks",  # no hook command configured
-    "natkeepalive.core.discovery", "natkeepalive.runtime.auto",  # no interval: auto
+    "typing",
+    "dataclasses",
+    "inspect",
+    "ast",
+    "dis",
+    "tokenize",  # type hints, dataclasses
+    "yaml",
+    "argparse",
+    "natkeepalive.config.loader",  # only in the config child
+    "json",
+    "re",
+    "enum",
+    "socket",
+    "signal",
+    "contextlib",  # stdlib wrappers the daemon avoids
+    "selectors",
+    "collections",
+    "heapq",
+    "threading",  # epoll, _heapq, _thread instead
+    "encodings.idna",
+    "stringprep",
+    "unicodedata",  # getaddrinfo() with a str host
+    "subprocess",
+    "natkeepalive.runtime.hooks",  # no hook command configured
+    "natkeepalive.core.discovery",
+    "natkeepalive.runtime.auto",  # no interval: auto
     "natkeepalive.runtime.metrics",  # no metrics_file configured
-    "natkeepalive.oneshot", "natkeepalive.cli.commands",  # the one-shot commands' code
-    "runpy", "importlib.util",  # `python3 -m natkeepalive`, which the packages never run
+    "natkeepalive.oneshot",
+    "natkeepalive.cli.commands",  # the one-shot commands' code
+    "runpy",
+    "importlib.util",  # `python3 -m natkeepalive`, which the packages never run
     "resource",  # only when the open-file limit must be raised
 )
 
@@ -90,18 +111,31 @@ def test_the_running_daemon_holds_none_of_the_avoided_modules(tmp_path: Path) ->
             "bindings:\n"
             "  - name: a\n"
             f"    server: {responder.address[0]}:{responder.address[1]}\n"
-            f"    source_port: {free_port()}\n")
-        added = ("  - name: by-name\n"  # added by the reload: resolved by a worker thread
-                 f"    server: localhost:{responder.address[1]}\n"
-                 "    bind: 127.0.0.1\n"
-                 f"    source_port: {free_port()}\n")
+            f"    source_port: {free_port()}\n"
+        )
+        added = (
+            "  - name: by-name\n"  # added by the reload: resolved by a worker thread
+            f"    server: localhost:{responder.address[1]}\n"
+            "    bind: 127.0.0.1\n"
+            f"    source_port: {free_port()}\n"
+        )
         agent = str(Path(natkeepalive.__file__).resolve().parent.parent)
         site = str(Path(yaml.__file__).resolve().parent.parent)  # for the config child
-        code = PROBE.format(path=[agent, site], forbidden=FORBIDDEN, seconds=2.5,
-                            config=str(config), status=str(tmp_path / "status.json"),
-                            added=added, launcher=str(LAUNCHER))
-        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        code = PROBE.format(
+            path=[agent, site],
+            forbidden=FORBIDDEN,
+            seconds=2.5,
+            config=str(config),
+            status=str(tmp_path / "status.json"),
+            added=added,
+            launcher=str(LAUNCHER),
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             out, err = proc.communicate(timeout=30)
         finally:
@@ -115,6 +149,5 @@ def test_the_running_daemon_holds_none_of_the_avoided_modules(tmp_path: Path) ->
     assert "event=reloaded" in err, err
     assert "binding=by-name" in err, err  # the binding resolved by name is running
     assert answered >= 4, "the daemon did not run its keepalives and checks"
-    loaded = ast.literal_eval(lines[0][len("LOADED "):])
-    assert loaded == {}, "\n".join(f"{name}: imported at {where}" for name, where in
-                                   loaded.items())
+    loaded = ast.literal_eval(lines[0][len("LOADED ") :])
+    assert loaded == {}, "\n".join(f"{name}: imported at {where}" for name, where in loaded.items())

@@ -38,12 +38,14 @@ def fresh(agent: Agent, metrics: Path) -> dict:  # type: ignore[type-arg]
 
 
 def test_metrics_follow_the_binding_and_survive_a_reload(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     port, other = free_port(), free_port()
     metrics = tmp_path / "textfile" / "nat-keepalive.prom"
-    config = with_metrics(write_config(tmp_path / "c.yaml",
-                                       [("provider", responder.address, port)],
-                                       LOOPBACK_TIMERS), metrics)
+    config = with_metrics(
+        write_config(tmp_path / "c.yaml", [("provider", responder.address, port)], LOOPBACK_TIMERS),
+        metrics,
+    )
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("reachable")
         responder.configure(rport=port + 1)
@@ -53,15 +55,17 @@ def test_metrics_follow_the_binding_and_survive_a_reload(
         assert value(samples, PREFIX + "binding_state", state="reachable", **labels) == 1
         for state in ("unknown", "lagged", "unreachable"):
             assert value(samples, PREFIX + "binding_state", state=state, **labels) == 0
-        assert value(samples, PREFIX + "binding_changes_total", cause="port-remapped",
-                     **labels) == 1
-        assert value(samples, PREFIX + "binding_changes_total", cause="address-changed",
-                     **labels) == 0
+        assert (
+            value(samples, PREFIX + "binding_changes_total", cause="port-remapped", **labels) == 1
+        )
+        assert (
+            value(samples, PREFIX + "binding_changes_total", cause="address-changed", **labels) == 0
+        )
         assert value(samples, PREFIX + "binding_expiries_total", detected="remap", **labels) == 1
         info = label_sets(samples, PREFIX + "binding_info")
         assert [i["public"] for i in info] == [f"127.0.0.1:{port + 1}"]
         # the public address is on the info metric only
-        for (name, pairs) in samples:
+        for name, pairs in samples:
             if name != PREFIX + "binding_info":
                 assert "public" not in dict(pairs), name
         rtt = value(samples, PREFIX + "rtt_seconds", **labels)
@@ -77,8 +81,11 @@ def test_metrics_follow_the_binding_and_survive_a_reload(
         assert sent >= answers >= 3
 
         # a reload that adds a binding keeps the unchanged one's counters
-        write_config(config, [("provider", responder.address, port),
-                              ("backup", responder.address, other)], LOOPBACK_TIMERS)
+        write_config(
+            config,
+            [("provider", responder.address, port), ("backup", responder.address, other)],
+            LOOPBACK_TIMERS,
+        )
         with_metrics(config, metrics)
         agent.signal(signal.SIGHUP)
         agent.wait_for("reloaded")
@@ -86,10 +93,10 @@ def test_metrics_follow_the_binding_and_survive_a_reload(
         after = fresh(agent, metrics)
         assert value(after, PREFIX + "probes_sent_total", **labels) >= sent
         assert value(after, PREFIX + "answers_total", **labels) >= answers
-        assert value(after, PREFIX + "binding_changes_total", cause="port-remapped",
-                     **labels) == 1
-        assert value(after, PREFIX + "binding_expiries_total", binding="backup",
-                     detected="remap") == 0
+        assert value(after, PREFIX + "binding_changes_total", cause="port-remapped", **labels) == 1
+        assert (
+            value(after, PREFIX + "binding_expiries_total", binding="backup", detected="remap") == 0
+        )
         assert agent.stop() == 0
     assert not metrics.exists()  # a stopped agent is not exported as current
     assert [p.name for p in metrics.parent.iterdir()] == []  # no temporary file left
@@ -98,10 +105,18 @@ def test_metrics_follow_the_binding_and_survive_a_reload(
 def test_promtool_finds_the_file_clean(tmp_path: Path, responder: SipResponder) -> None:
     promtool = require_tool("promtool")
     metrics = tmp_path / "nat-keepalive.prom"
-    config = with_metrics(write_config(
-        tmp_path / "c.yaml", [("provider", responder.address, free_port()),
-                              ("backup", ("127.0.0.1", free_port()), free_port())],
-        LOOPBACK_TIMERS, inbound_check=1), metrics)
+    config = with_metrics(
+        write_config(
+            tmp_path / "c.yaml",
+            [
+                ("provider", responder.address, free_port()),
+                ("backup", ("127.0.0.1", free_port()), free_port()),
+            ],
+            LOOPBACK_TIMERS,
+            inbound_check=1,
+        ),
+        metrics,
+    )
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("reachable", binding="provider")
         agent.wait_for("unreachable", binding="backup")
@@ -110,33 +125,43 @@ def test_promtool_finds_the_file_clean(tmp_path: Path, responder: SipResponder) 
         agent.stop()
     assert value(samples, PREFIX + "binding_state", binding="backup", state="unreachable") == 1
     assert value(samples, PREFIX + "timeouts_total", binding="backup") >= 2
-    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                           text=True, timeout=30)
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.strip() == "" and check.stderr.strip() == ""
 
 
-@pytest.mark.parametrize("given, error", [
-    ("metrics/nat.prom", "must be an absolute path"),
-    ("/var/lib/prometheus/node-exporter/nat.txt", "must name a file ending in .prom"),
-])
+@pytest.mark.parametrize(
+    "given, error",
+    [
+        ("metrics/nat.prom", "must be an absolute path"),
+        ("/var/lib/prometheus/node-exporter/nat.txt", "must name a file ending in .prom"),
+    ],
+)
 def test_a_bad_metrics_file_is_a_clear_error(tmp_path: Path, given: str, error: str) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(f"metrics_file: {given}\nbindings:\n  - name: a\n    server: 192.0.2.1\n"
-                      "    source_port: 5062\n")
+    config.write_text(
+        f"metrics_file: {given}\nbindings:\n  - name: a\n    server: 192.0.2.1\n"
+        "    source_port: 5062\n"
+    )
     result = run_cli("check", "-c", str(config))
     assert result.returncode != 0
     assert error in result.stderr and "metrics_file" in result.stderr
 
 
 def test_a_metrics_file_that_cannot_be_written_is_said_once(
-        tmp_path: Path, responder: SipResponder) -> None:
+    tmp_path: Path, responder: SipResponder
+) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     metrics = blocker / "nat-keepalive.prom"
-    config = with_metrics(write_config(tmp_path / "c.yaml",
-                                       [("provider", responder.address, free_port())],
-                                       LOOPBACK_TIMERS), metrics)
+    config = with_metrics(
+        write_config(
+            tmp_path / "c.yaml", [("provider", responder.address, free_port())], LOOPBACK_TIMERS
+        ),
+        metrics,
+    )
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("reachable")
         for _ in range(3):

@@ -32,11 +32,28 @@ def client() -> Iterator[socket.socket]:
     sock.close()
 
 
-def options(via_host: str, via_port: int, *, rport: bool = True, branch: str = "z9hG4bKt1",
-            call_id: str = "call-1", cseq: int = 1) -> bytes:
-    return build_options(OptionsRequest(
-        uri_host=LOCAL, uri_port=None, via_host=via_host, via_port=via_port, branch=branch,
-        call_id=call_id, from_tag="ft1", cseq=cseq, rport=rport))
+def options(
+    via_host: str,
+    via_port: int,
+    *,
+    rport: bool = True,
+    branch: str = "z9hG4bKt1",
+    call_id: str = "call-1",
+    cseq: int = 1,
+) -> bytes:
+    return build_options(
+        OptionsRequest(
+            uri_host=LOCAL,
+            uri_port=None,
+            via_host=via_host,
+            via_port=via_port,
+            branch=branch,
+            call_id=call_id,
+            from_tag="ft1",
+            cseq=cseq,
+            rport=rport,
+        )
+    )
 
 
 def port_of(sock: socket.socket) -> int:
@@ -81,8 +98,11 @@ def test_rport_behind_nat_adds_received(server: SipResponder, client: socket.soc
     response, _ = receive(client)
     via = response.top_via
     assert (via.host, via.port) == ("192.168.77.2", 5062)
-    assert via.params == (("branch", "z9hG4bKt1"), ("rport", str(port_of(client))),
-                          ("received", LOCAL))
+    assert via.params == (
+        ("branch", "z9hG4bKt1"),
+        ("rport", str(port_of(client))),
+        ("received", LOCAL),
+    )
     assert via.received == LOCAL
 
 
@@ -139,8 +159,7 @@ def test_silent(server: SipResponder, client: socket.socket) -> None:
     assert server.sent == []
 
 
-def test_delay_does_not_block_other_requests(server: SipResponder,
-                                             client: socket.socket) -> None:
+def test_delay_does_not_block_other_requests(server: SipResponder, client: socket.socket) -> None:
     server.delay = 0.5
     started = time.monotonic()
     client.sendto(options(LOCAL, port_of(client), call_id="slow"), server.address)
@@ -210,13 +229,17 @@ def test_other_methods_and_ack(server: SipResponder, client: socket.socket) -> N
 
 def test_garbage_is_recorded_and_survived(server: SipResponder, client: socket.socket) -> None:
     client.sendto(b"\x00garbage", server.address)
-    client.sendto(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n",
-                  server.address)
+    client.sendto(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        server.address,
+    )
     client.sendto(options(LOCAL, port_of(client)), server.address)
     response, _ = receive(client)
     assert response.status == 200
     assert [reason for _, _, reason in server.garbage] == [
-        "bad request line '\\x00garbage'", "a response, not a request"]
+        "bad request line '\\x00garbage'",
+        "a response, not a request",
+    ]
 
 
 def test_wait_for_requests_times_out(server: SipResponder) -> None:

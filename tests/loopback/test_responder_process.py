@@ -30,9 +30,21 @@ class Process:
     def __init__(self, *args: str) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "natkeepalive", "responder", "--listen",
-             f"{LOCAL}:{self.port}", *args], env=agent_env(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "natkeepalive",
+                "responder",
+                "--listen",
+                f"{LOCAL}:{self.port}",
+                *args,
+            ],
+            env=agent_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: list[str] = []
         self.wait_line("listening on")
 
@@ -84,8 +96,10 @@ def test_stun_response_port_answer_reaches_the_other_socket(responder: Process) 
     binding, other = sockets(2)
     try:
         txid = os.urandom(12)
-        other.sendto(stun.build_binding_request(txid, response_port=binding.getsockname()[1]),
-                     (LOCAL, responder.port))
+        other.sendto(
+            stun.build_binding_request(txid, response_port=binding.getsockname()[1]),
+            (LOCAL, responder.port),
+        )
         data, source = binding.recvfrom(2048)
         assert source == (LOCAL, responder.port)  # from the port the request went to
         answer = stun.parse_binding_response(data)
@@ -99,9 +113,19 @@ def test_stun_response_port_answer_reaches_the_other_socket(responder: Process) 
 def test_sip_check_without_rport_goes_to_the_sent_by_port(responder: Process) -> None:
     binding, other = sockets(2)
     try:
-        request = build_options(OptionsRequest(
-            LOCAL, responder.port, LOCAL, binding.getsockname()[1], "z9hG4bKloop1", "c1",
-            "t1", 1, rport=False))
+        request = build_options(
+            OptionsRequest(
+                LOCAL,
+                responder.port,
+                LOCAL,
+                binding.getsockname()[1],
+                "z9hG4bKloop1",
+                "c1",
+                "t1",
+                1,
+                rport=False,
+            )
+        )
         other.sendto(request, (LOCAL, responder.port))
         data, source = binding.recvfrom(2048)
         assert source == (LOCAL, responder.port)

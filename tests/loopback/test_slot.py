@@ -38,13 +38,13 @@ def checks(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def _slot(watch: AddressWatch) -> Slot:
-    config = BindingConfig(name="b", server=Target("127.0.0.1", 5060), source_port=free_port(),
-                           bind="127.0.0.1")
+    config = BindingConfig(
+        name="b", server=Target("127.0.0.1", 5060), source_port=free_port(), bind="127.0.0.1"
+    )
     return Slot(config, os.urandom, watch)
 
 
-def test_refresh_checks_again_only_after_a_change(checks: list[float],
-                                                 watch: AddressWatch) -> None:
+def test_refresh_checks_again_only_after_a_change(checks: list[float], watch: AddressWatch) -> None:
     slot = _slot(watch)
     try:
         slot.refresh(1.0, [])

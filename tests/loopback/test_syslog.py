@@ -35,6 +35,7 @@ def _dgram_server(path: str) -> socket.socket:
 
 # --- small servers written here ------------------------------------------------------------------
 
+
 @pytest.fixture
 def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Local time is UTC for the test, whatever the machine's zone; restored after."""
@@ -47,10 +48,13 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 # RFC 3164 pads a day below 10 with a space: both forms, on fixed clocks, not on today's date
 @pytest.mark.usefixtures("utc")
-@pytest.mark.parametrize(("epoch", "stamp"), [
-    (1_796_605_323.5, "Dec  7 01:02:03"),  # 2026-12-07T01:02:03Z
-    (1_797_469_323.0, "Dec 17 01:02:03"),
-])
+@pytest.mark.parametrize(
+    ("epoch", "stamp"),
+    [
+        (1_796_605_323.5, "Dec  7 01:02:03"),  # 2026-12-07T01:02:03Z
+        (1_797_469_323.0, "Dec 17 01:02:03"),
+    ],
+)
 def test_unix_datagram_delivery_and_framing(tmp_path: Path, epoch: float, stamp: str) -> None:
     path = str(tmp_path / "log")
     with _dgram_server(path) as server:
@@ -59,8 +63,10 @@ def test_unix_datagram_delivery_and_framing(tmp_path: Path, epoch: float, stamp:
         data = server.recv(4096).decode()
         sink.close()
     # local3 (19) * 8 + err (3); no hostname on the local form: <PRI>Mmm dd hh:mm:ss tag: msg
-    assert data == (f"<155>{stamp} nat-keepalive[{os.getpid()}]: "
-                    'event=unreachable binding=p failures=2 reason="no answer"')
+    assert data == (
+        f"<155>{stamp} nat-keepalive[{os.getpid()}]: "
+        'event=unreachable binding=p failures=2 reason="no answer"'
+    )
 
 
 def test_missing_socket_goes_to_stderr_then_recovers(tmp_path: Path) -> None:
@@ -150,10 +156,13 @@ def test_stream_socket_fallback_uses_nul_framing(tmp_path: Path) -> None:
     assert frames[2] == b""
 
 
-@pytest.mark.parametrize(("family", "host", "address"), [
-    (socket.AF_INET, "127.0.0.1", "127.0.0.1:{port}"),
-    (socket.AF_INET6, "::1", "[::1]:{port}"),
-])
+@pytest.mark.parametrize(
+    ("family", "host", "address"),
+    [
+        (socket.AF_INET, "127.0.0.1", "127.0.0.1:{port}"),
+        (socket.AF_INET6, "::1", "[::1]:{port}"),
+    ],
+)
 def test_udp_collector_gets_hostname(family: int, host: str, address: str) -> None:
     with socket.socket(family, socket.SOCK_DGRAM) as server:
         server.bind((host, 0))
@@ -195,8 +204,9 @@ def test_unresolvable_collector_is_not_looked_up_per_line(monkeypatch: pytest.Mo
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
         server.bind(("127.0.0.1", 0))
         server.settimeout(2.0)
-        sink = SyslogSink(f"collector.test:{server.getsockname()[1]}", "daemon", "info",
-                          fallback=fallback)
+        sink = SyslogSink(
+            f"collector.test:{server.getsockname()[1]}", "daemon", "info", fallback=fallback
+        )
         for n in range(5):
             sink.emit(ev.Stopped(f"n{n}"))
         # one blocking lookup, not one per line; bytes, so the idna codec is never loaded
@@ -219,6 +229,7 @@ def test_unresolvable_collector_is_not_looked_up_per_line(monkeypatch: pytest.Mo
 
 
 # --- a real rsyslogd ----------------------------------------------------------------------------
+
 
 class Rsyslog:
     def __init__(self, binary: str, folder: Path) -> None:
@@ -246,18 +257,25 @@ class Rsyslog:
         log = open(self.folder / "rsyslogd.stderr", "ab")  # noqa: SIM115  (the child owns it)
         self.proc = subprocess.Popen(
             [self.binary, "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
         log.close()
-        wait_until("rsyslogd's socket", lambda: os.path.exists(self.socket) or self._exited(),
-                   DEADLINE)
+        wait_until(
+            "rsyslogd's socket", lambda: os.path.exists(self.socket) or self._exited(), DEADLINE
+        )
         assert not self._exited(), (self.folder / "rsyslogd.stderr").read_text()
         # imudp may bind a moment after the socket exists: send markers until one lands
         marker = f"ready-{time.monotonic_ns()}"
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+
             def seen() -> bool:
-                udp.sendto(f"<14>Jan  1 00:00:00 h probe: {marker}".encode(),
-                           ("127.0.0.1", self.port))
+                udp.sendto(
+                    f"<14>Jan  1 00:00:00 h probe: {marker}".encode(), ("127.0.0.1", self.port)
+                )
                 return marker in self.text()
+
             wait_until("rsyslogd's UDP input", seen, DEADLINE)
 
     def _exited(self) -> bool:
@@ -358,8 +376,10 @@ def test_rsyslog_hostile_value_stays_one_escaped_line(rsyslog: Rsyslog) -> None:
     message = _split(lines[0])[3]
     assert "#012" not in message and "\\x0a" in message  # escaped by us, not by rsyslog
     assert message.count("event=") == 2  # the forged one sits inside a quoted value
-    assert parse_line(message) == ("resolve-failed",
-                                   {"binding": "p", "host": "sip.example.net", "error": hostile})
+    assert parse_line(message) == (
+        "resolve-failed",
+        {"binding": "p", "host": "sip.example.net", "error": hostile},
+    )
     assert _split(lines[1])[3].strip() == "event=stopped reason=after"
 
 

@@ -23,7 +23,8 @@ def make_daemon(tmp_path: Path, responder: SipResponder, count: int) -> Daemon:
     host, port = responder.address
     text = f"log: {{target: stderr, level: debug}}\ndefaults: {SETTINGS}\nbindings:\n" + "".join(
         f"  - {{name: b{i}, server: '{host}:{port}', source_port: {free_port()}}}\n"
-        for i in range(count))
+        for i in range(count)
+    )
     daemon = Daemon(parse_config(text, "test"), ListSink(), str(tmp_path / "status.json"))
     daemon.start()
     return daemon
@@ -35,8 +36,7 @@ def run_for(daemon: Daemon, seconds: float) -> None:
         daemon.run_once()
 
 
-def test_retransmissions_from_the_queue_go_on_time(tmp_path: Path,
-                                                   responder: SipResponder) -> None:
+def test_retransmissions_from_the_queue_go_on_time(tmp_path: Path, responder: SipResponder) -> None:
     """Unanswered, each binding's probe goes again at T1 (0.5 s) and then 1 s later (RFC 3261
     Timer E), while the keepalives of the other bindings fill the heap around them."""
     responder.configure(silent=True)
@@ -56,8 +56,9 @@ def test_retransmissions_from_the_queue_go_on_time(tmp_path: Path,
         assert 0.95 <= g[1] <= 1.3, gaps
 
 
-def test_answered_keepalives_leave_nothing_in_the_heap(tmp_path: Path, responder: SipResponder,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_answered_keepalives_leave_nothing_in_the_heap(
+    tmp_path: Path, responder: SipResponder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each keepalive puts its retransmission's deadline in the queue and the answer supersedes
     it there: the heap gets one entry per keepalive (its successor's deadline), not two, and
     never holds more than one entry per binding. A retransmission that falls due (an answer

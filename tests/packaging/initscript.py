@@ -69,12 +69,17 @@ def shell_command(shell: str, tmp: Path) -> tuple[list[str], str]:
     return [busybox, "sh"], f"{applets}:/usr/bin:/bin"
 
 
-def netifd(tmp: Path, iface: str, up: bool, uptime: int = 0, l3_device: str | None = None,
-           device: str = "eth0") -> None:
+def netifd(
+    tmp: Path,
+    iface: str,
+    up: bool,
+    uptime: int = 0,
+    l3_device: str | None = None,
+    device: str = "eth0",
+) -> None:
     """netifd's `status` of an interface as `ubus call network.interface.IFACE status` shows
     it: while down it has no l3_device and `device` is the physical device."""
-    status: dict[str, object] = {"up": up, "pending": False, "available": True,
-                                 "device": device}
+    status: dict[str, object] = {"up": up, "pending": False, "available": True, "device": device}
     if up:
         status.update(uptime=uptime, l3_device=l3_device or device)
     folder = tmp / "netifd"
@@ -95,8 +100,14 @@ network_get_physdev() { nk_emul_netdev "$1" device "$2"; }
 """
 
 
-def run_init(shell: str, tmp: Path, uci: str | None, body: str,
-             running: bool = False, wan_device: str | None = "eth0.2") -> Run:
+def run_init(
+    shell: str,
+    tmp: Path,
+    uci: str | None,
+    body: str,
+    running: bool = False,
+    wan_device: str | None = "eth0.2",
+) -> Run:
     """Source the init script after the emulations, point its paths into `tmp`, run `body`.
     `wan_device`: netifd has wan up on it (uptime 100 s), unless None (then the test set
     netifd's state itself)."""
@@ -122,17 +133,31 @@ def run_init(shell: str, tmp: Path, uci: str | None, body: str,
         f'CONF_DIR="{tmp}/var/etc/nat-keepalive"\n'
         'CONF="$CONF_DIR/config.yaml"\n'
         f'RUN_DIR="{tmp}/var/run/nat-keepalive"\n'
-        f"{body}\n", encoding="utf-8")
+        f"{body}\n",
+        encoding="utf-8",
+    )
     argv, path = shell_command(shell, tmp)
-    env = {"PATH": path, "LC_ALL": "C", "UCI_CONFIG_DIR": str(etc),
-           "IPKG_INSTROOT": str(tmp / "root"), "PROCD_TRACE": str(trace),
-           "PROCD_JSON": str(messages), "EMUL_NETIFD": str(tmp / "netifd"),
-           "EMUL_PROCD_RUNNING": "1" if running else "0"}
-    done = subprocess.run([*argv, str(script)], cwd=tmp, env=env, capture_output=True,
-                          text=True, timeout=30)
-    return Run(done.returncode, done.stdout, done.stderr,
-               trace.read_text(encoding="utf-8").splitlines(), tmp,
-               messages.read_text(encoding="utf-8").splitlines())
+    env = {
+        "PATH": path,
+        "LC_ALL": "C",
+        "UCI_CONFIG_DIR": str(etc),
+        "IPKG_INSTROOT": str(tmp / "root"),
+        "PROCD_TRACE": str(trace),
+        "PROCD_JSON": str(messages),
+        "EMUL_NETIFD": str(tmp / "netifd"),
+        "EMUL_PROCD_RUNNING": "1" if running else "0",
+    }
+    done = subprocess.run(
+        [*argv, str(script)], cwd=tmp, env=env, capture_output=True, text=True, timeout=30
+    )
+    return Run(
+        done.returncode,
+        done.stdout,
+        done.stderr,
+        trace.read_text(encoding="utf-8").splitlines(),
+        tmp,
+        messages.read_text(encoding="utf-8").splitlines(),
+    )
 
 
 def render(shell: str, tmp: Path, uci: str | None) -> Run:

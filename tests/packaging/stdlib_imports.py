@@ -33,43 +33,65 @@ SPLIT: dict[str, str] = {
     "asyncio": "python3-asyncio",
     "cgi": "python3-cgi",
     "cgitb": "python3-cgitb",
-    "ctypes": "python3-ctypes", "_ctypes": "python3-ctypes",
-    "dbm": "python3-dbm", "_dbm": "python3-dbm", "_gdbm": "python3-dbm",
-    "decimal": "python3-decimal", "_decimal": "python3-decimal",
+    "ctypes": "python3-ctypes",
+    "_ctypes": "python3-ctypes",
+    "dbm": "python3-dbm",
+    "_dbm": "python3-dbm",
+    "_gdbm": "python3-dbm",
+    "decimal": "python3-decimal",
+    "_decimal": "python3-decimal",
     "distutils": "python3-distutils",
     "email": "python3-email",
     "lib2to3": "python3-lib2to3",
     "logging": "python3-logging",
-    "lzma": "python3-lzma", "_lzma": "python3-lzma",
-    "multiprocessing": "python3-multiprocessing", "_multiprocessing": "python3-multiprocessing",
-    "curses": "python3-ncurses", "_curses": "python3-ncurses",
+    "lzma": "python3-lzma",
+    "_lzma": "python3-lzma",
+    "multiprocessing": "python3-multiprocessing",
+    "_multiprocessing": "python3-multiprocessing",
+    "curses": "python3-ncurses",
+    "_curses": "python3-ncurses",
     "_curses_panel": "python3-ncurses",
     # python3-openssl ships _ssl and _hashlib. hashlib itself is in python3-light and falls back
     # to built-in digests without it, but loading it is the OpenSSL cost DESIGN.md rules out.
-    "ssl": "python3-openssl", "_ssl": "python3-openssl",
-    "hashlib": "python3-openssl", "_hashlib": "python3-openssl",
-    "doctest": "python3-pydoc", "pydoc": "python3-pydoc", "pydoc_data": "python3-pydoc",
+    "ssl": "python3-openssl",
+    "_ssl": "python3-openssl",
+    "hashlib": "python3-openssl",
+    "_hashlib": "python3-openssl",
+    "doctest": "python3-pydoc",
+    "pydoc": "python3-pydoc",
+    "pydoc_data": "python3-pydoc",
     "readline": "python3-readline",
-    "sqlite3": "python3-sqlite3", "_sqlite3": "python3-sqlite3",
+    "sqlite3": "python3-sqlite3",
+    "_sqlite3": "python3-sqlite3",
     "unittest": "python3-unittest",
     "urllib": "python3-urllib",
-    "uuid": "python3-uuid", "_uuid": "python3-uuid",
-    "venv": "python3-venv", "ensurepip": "python3-venv",
+    "uuid": "python3-uuid",
+    "_uuid": "python3-uuid",
+    "venv": "python3-venv",
+    "ensurepip": "python3-venv",
     "webbrowser": "python3-webbrowser",
-    "xml": "python3-xml", "xmlrpc": "python3-xml", "pyexpat": "python3-xml",
+    "xml": "python3-xml",
+    "xmlrpc": "python3-xml",
+    "pyexpat": "python3-xml",
     "_elementtree": "python3-xml",
     # CJK codecs and unicodedata (which `encodings.idna` needs through stringprep)
-    "_codecs_cn": "python3-codecs", "_codecs_hk": "python3-codecs",
-    "_codecs_iso2022": "python3-codecs", "_codecs_jp": "python3-codecs",
-    "_codecs_kr": "python3-codecs", "_codecs_tw": "python3-codecs",
+    "_codecs_cn": "python3-codecs",
+    "_codecs_hk": "python3-codecs",
+    "_codecs_iso2022": "python3-codecs",
+    "_codecs_jp": "python3-codecs",
+    "_codecs_kr": "python3-codecs",
+    "_codecs_tw": "python3-codecs",
     "unicodedata": "python3-codecs",
 }
 # Not in any OpenWrt package (python3-light's file spec removes them).
 UNAVAILABLE = frozenset({"tkinter", "_tkinter", "idlelib", "turtledemo", "turtle", "test"})
 # Third-party modules: the package that provides them, or None for an optional import that the
 # agent must work without (it is never a dependency).
-THIRD_PARTY: dict[str, str | None] = {"yaml": "python3-yaml", "_yaml": "python3-yaml",
-                                          "netifaces": None}
+THIRD_PARTY: dict[str, str | None] = {
+    "yaml": "python3-yaml",
+    "_yaml": "python3-yaml",
+    "netifaces": None,
+}
 OWN = "natkeepalive"
 
 
@@ -82,7 +104,8 @@ class Imports:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _modules_in(tree: ast.AST) -> Iterable[str]:
@@ -129,8 +152,9 @@ def closure(modules: Iterable[str]) -> set[str]:
         "    importlib.import_module(name)\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
-    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], check=True, capture_output=True, text=True
+    ).stdout
     stdlib = set(sys.stdlib_module_names)
     return {m for m in json.loads(out) if m in stdlib}
 
@@ -156,7 +180,7 @@ def makefile_depends(path: Path = MAKEFILE) -> list[str]:
     for line in path.read_text(encoding="utf-8").splitlines():
         stripped = line.strip()
         if stripped.startswith("DEPENDS:="):
-            return [word.lstrip("+") for word in stripped[len("DEPENDS:="):].split()]
+            return [word.lstrip("+") for word in stripped[len("DEPENDS:=") :].split()]
     raise ValueError(f"{path}: no DEPENDS:= line")
 
 

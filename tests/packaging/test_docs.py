@@ -11,8 +11,17 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 USER_DOCS = [README, ROOT / "CHANGELOG.md", *DOCS]
-EXPECTED = {"configuration", "events", "openwrt", "debian", "how-it-works", "reliability",
-            "performance", "monitoring", "development"}
+EXPECTED = {
+    "configuration",
+    "events",
+    "openwrt",
+    "debian",
+    "how-it-works",
+    "reliability",
+    "performance",
+    "monitoring",
+    "development",
+}
 
 
 def code_blocks(text: str) -> list[str]:
@@ -36,13 +45,19 @@ def test_readme_opens_with_what_it_is_not_with_sudo() -> None:
 
 
 def test_the_two_commands_and_ci() -> None:
-    blocks = [line.strip() for block in code_blocks(README.read_text(encoding="utf-8"))
-              for line in block.splitlines()]
+    blocks = [
+        line.strip()
+        for block in code_blocks(README.read_text(encoding="utf-8"))
+        for line in block.splitlines()
+    ]
     assert "sudo bash tests/lab/demo.sh" in blocks
     assert "sudo bash tests/run.sh" in blocks
     assert (ROOT / "tests" / "lab" / "demo.sh").is_file()
-    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
-          if line.strip() and not line.startswith("#")]
+    ci = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     # CI runs as root: the README's command without its sudo
     assert "bash tests/run.sh" in ci
 
@@ -86,7 +101,10 @@ def test_license_is_mit_as_the_metadata_says() -> None:
 def test_every_event_is_in_the_events_table() -> None:
     from natkeepalive.events import ALL_EVENTS
 
-    table = [line for line in (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
-             .splitlines() if line.startswith("| `")]
+    table = [
+        line
+        for line in (ROOT / "docs" / "events.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `")
+    ]
     named = {name for line in table for name in re.findall(r"`([a-z0-9-]+)`", line.split("|")[1])}
     assert set(ALL_EVENTS) <= named, sorted(set(ALL_EVENTS) - named)

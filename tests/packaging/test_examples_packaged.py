@@ -31,8 +31,10 @@ def test_deb_installs_the_examples_executable_and_enables_nothing(tmp_path: Path
 
 def test_openwrt_makefile_installs_the_examples_from_the_sdist() -> None:
     text = (PKG / "Makefile").read_text()
-    assert "$(INSTALL_BIN) $(PKG_BUILD_DIR)/examples/hooks/* " \
+    assert (
+        "$(INSTALL_BIN) $(PKG_BUILD_DIR)/examples/hooks/* "
         "$(1)/usr/share/nat-keepalive/examples/hooks/" in text
+    )
     assert "$(PKG_BUILD_DIR)/examples/prometheus/*" in text
     assert "$(PKG_BUILD_DIR)/examples/luci/* $(1)/usr/share/nat-keepalive/examples/luci/" in text
     manifest = (ROOT / "MANIFEST.in").read_text()
@@ -43,9 +45,21 @@ def test_sdist_carries_the_examples(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation",
-                           "--outdir", str(tmp_path), str(ROOT)], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--sdist",
+            "--no-isolation",
+            "--outdir",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (sdist,) = tmp_path.glob("*.tar.gz")
     with tarfile.open(sdist) as tar:
@@ -72,10 +86,17 @@ def test_uci_metrics_file_is_rendered(shell: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-@pytest.mark.parametrize("value", ["var/prometheus/x.prom", "/var/prometheus/x.txt",
-                                   "/var/prometheus/.prom", "/tmp/a b.prom", "/tmp/x'$(id).prom"])
-def test_bad_uci_metrics_file_is_rejected_clearly(shell: str, value: str,
-                                                  tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "value",
+    [
+        "var/prometheus/x.prom",
+        "/var/prometheus/x.txt",
+        "/var/prometheus/.prom",
+        "/tmp/a b.prom",
+        "/tmp/x'$(id).prom",
+    ],
+)
+def test_bad_uci_metrics_file_is_rejected_clearly(shell: str, value: str, tmp_path: Path) -> None:
     quoted = value.replace("'", "'\\''")
     run = render(shell, tmp_path, AGENT.format(quoted) + BINDING)
     assert run.returncode == 1

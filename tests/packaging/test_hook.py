@@ -16,8 +16,13 @@ from natkeepalive.record import field_names
 from natkeepalive.runtime.hooks import hook_environment
 from tests.support.tools import require_tool
 
-HOOK = Path(__file__).resolve().parents[2] / "openwrt" / "nat-keepalive" / "files" / \
-    "nat-keepalive.hook"
+HOOK = (
+    Path(__file__).resolve().parents[2]
+    / "openwrt"
+    / "nat-keepalive"
+    / "files"
+    / "nat-keepalive.hook"
+)
 SHELLS = ("dash", "busybox")
 
 FAKE_UBUS = """#!/bin/sh
@@ -31,7 +36,7 @@ exit "${UBUS_EXIT:-0}"
 """
 
 HOSTILE = {
-    "BINDING": 'pro"vider\\ $(touch PWNED) `touch PWNED` \'quoted\'',
+    "BINDING": "pro\"vider\\ $(touch PWNED) `touch PWNED` 'quoted'",
     "OLD": "203.0.113.1:5060\nevent=fake key=value",
     "NEW": "tab\there\rcr \x01\x1f\x7f end",
     "CAUSE": "ünïcødé €",
@@ -53,8 +58,11 @@ def setup(tmp: Path, shell: str, with_ubus: bool = True) -> tuple[list[str], dic
         busybox = require_tool("busybox")
         (bin_dir / "awk").symlink_to(busybox)
         argv = [busybox, "sh", str(HOOK)]
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "UBUS_LOG": str(tmp / "log"),
-           "NAT_KEEPALIVE_EVENTS_DIR": str(tmp / "events.d")}
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "UBUS_LOG": str(tmp / "log"),
+        "NAT_KEEPALIVE_EVENTS_DIR": str(tmp / "events.d"),
+    }
     return argv, env
 
 
@@ -66,11 +74,13 @@ def ubus_calls(tmp: Path) -> list[list[str]]:
     return calls
 
 
-def run(argv: list[str], env: dict[str, str], tmp: Path, event: str,
-        extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str], env: dict[str, str], tmp: Path, event: str, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full = {**env, "EVENT": event, **(extra or {})}
-    return subprocess.run([*argv, event], env=full, cwd=tmp, capture_output=True, text=True,
-                          timeout=30)
+    return subprocess.run(
+        [*argv, event], env=full, cwd=tmp, capture_output=True, text=True, timeout=30
+    )
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -82,8 +92,13 @@ def test_hostile_values_reach_ubus_as_exact_json(shell: str, tmp_path: Path) -> 
     assert call[:2] == ["send", "nat-keepalive.binding-changed"]
     assert len(call) == 3
     payload = json.loads(call[2])
-    assert payload == {"event": "binding-changed", "binding": HOSTILE["BINDING"],
-                       "old": HOSTILE["OLD"], "new": HOSTILE["NEW"], "cause": HOSTILE["CAUSE"]}
+    assert payload == {
+        "event": "binding-changed",
+        "binding": HOSTILE["BINDING"],
+        "old": HOSTILE["OLD"],
+        "new": HOSTILE["NEW"],
+        "cause": HOSTILE["CAUSE"],
+    }
     assert list(payload) == ["event", "binding", "old", "new", "cause"]
     assert not (tmp_path / "PWNED").exists()
 
@@ -91,9 +106,19 @@ def test_hostile_values_reach_ubus_as_exact_json(shell: str, tmp_path: Path) -> 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_numbers_are_json_numbers_and_strays_stay_out(shell: str, tmp_path: Path) -> None:
     argv, env = setup(tmp_path, shell)
-    done = run(argv, env, tmp_path, "lagged",
-               {"BINDING": "p", "RTT_MS": "2500.5", "THRESHOLD_MS": "2000", "HOST": "stray",
-                "PUBLIC": "not a key of lagged"})
+    done = run(
+        argv,
+        env,
+        tmp_path,
+        "lagged",
+        {
+            "BINDING": "p",
+            "RTT_MS": "2500.5",
+            "THRESHOLD_MS": "2000",
+            "HOST": "stray",
+            "PUBLIC": "not a key of lagged",
+        },
+    )
     assert done.returncode == 0, done.stderr
     (call,) = ubus_calls(tmp_path)
     assert call[2] == '{"event":"lagged","binding":"p","rtt_ms":2500.5,"threshold_ms":2000}'
@@ -123,8 +148,10 @@ def test_bad_event_name_is_refused(shell: str, name: str, tmp_path: Path) -> Non
 def test_events_d_scripts_run_in_order_with_the_environment(shell: str, tmp_path: Path) -> None:
     argv, env = setup(tmp_path, shell)
     scripts = tmp_path / "events.d"
-    record = ('#!/bin/sh\nprintf "%s|%s|%s|%s\\n" "${0##*/}" "$1" "$BINDING" "$PUBLIC" '
-              '>> "$UBUS_LOG/../ran"\n')
+    record = (
+        '#!/bin/sh\nprintf "%s|%s|%s|%s\\n" "${0##*/}" "$1" "$BINDING" "$PUBLIC" '
+        '>> "$UBUS_LOG/../ran"\n'
+    )
     for name in ("20-second", "10-first"):
         (scripts / name).write_text(record, encoding="utf-8")
         (scripts / name).chmod(0o755)
@@ -132,14 +159,25 @@ def test_events_d_scripts_run_in_order_with_the_environment(shell: str, tmp_path
     (scripts / "15-failing").chmod(0o755)
     (scripts / "30-not-executable").write_text(record, encoding="utf-8")
     (scripts / "40-directory").mkdir()
-    done = run(argv, env, tmp_path, "binding-expired",
-               {"BINDING": "b $(x)", "PUBLIC": "198.51.100.7:4000", "IDLE_S": "31.5",
-                "DETECTED": "inbound-check"})
+    done = run(
+        argv,
+        env,
+        tmp_path,
+        "binding-expired",
+        {
+            "BINDING": "b $(x)",
+            "PUBLIC": "198.51.100.7:4000",
+            "IDLE_S": "31.5",
+            "DETECTED": "inbound-check",
+        },
+    )
     assert done.returncode == 1
     assert "15-failing binding-expired exited with status 3" in done.stderr
     ran = (tmp_path / "ran").read_text(encoding="utf-8").splitlines()
-    assert ran == ["10-first|binding-expired|b $(x)|198.51.100.7:4000",
-                   "20-second|binding-expired|b $(x)|198.51.100.7:4000"]
+    assert ran == [
+        "10-first|binding-expired|b $(x)|198.51.100.7:4000",
+        "20-second|binding-expired|b $(x)|198.51.100.7:4000",
+    ]
     (call,) = ubus_calls(tmp_path)
     assert json.loads(call[2])["idle_s"] == 31.5
 
@@ -176,15 +214,20 @@ def event_fields(cls: type[ev.Event]) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("cls", list(ev.ALL_EVENTS.values()), ids=list(ev.ALL_EVENTS))
-def test_every_event_with_the_agents_own_environment(cls: type[ev.Event],
-                                                     tmp_path: Path) -> None:
+def test_every_event_with_the_agents_own_environment(cls: type[ev.Event], tmp_path: Path) -> None:
     """The hook's key table matches natkeepalive.events, fed by runtime.hooks.hook_environment."""
     argv, env = setup(tmp_path, "dash")
     fields = event_fields(cls)
     event = cls(**{name: sample(name, kind) for name, kind in fields})
     agent_env = hook_environment(event, env["PATH"])
-    done = subprocess.run([*argv, cls.NAME], env={**env, **agent_env}, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [*argv, cls.NAME],
+        env={**env, **agent_env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     (call,) = ubus_calls(tmp_path)
     assert call[1] == f"nat-keepalive.{cls.NAME}"

@@ -37,13 +37,15 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
 
 
 def options(parser: argparse.ArgumentParser) -> list[list[str]]:
-    return [list(a.option_strings) for a in parser._actions
-            if a.option_strings and a.dest != "help"]
+    return [
+        list(a.option_strings) for a in parser._actions if a.option_strings and a.dest != "help"
+    ]
 
 
 def test_pages_are_generated_from_the_docs_and_up_to_date() -> None:
-    done = subprocess.run([sys.executable, str(BUILD), "--check"], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(BUILD), "--check"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -51,18 +53,26 @@ def test_check_notices_a_stale_page(tmp_path: Path) -> None:
     """--check compares, not just exits 0: a copy of the tree with one page edited fails."""
     for folder in ("docs", "packaging/man", "agent/natkeepalive"):
         (tmp_path / folder).mkdir(parents=True)
-    for name in ("README.md", "docs/configuration.md", "docs/events.md",
-                 "packaging/man/build-man.py", "agent/natkeepalive/__init__.py", *(
-                     f"packaging/man/{page}" for page in PAGES)):
+    for name in (
+        "README.md",
+        "docs/configuration.md",
+        "docs/events.md",
+        "packaging/man/build-man.py",
+        "agent/natkeepalive/__init__.py",
+        *(f"packaging/man/{page}" for page in PAGES),
+    ):
         (tmp_path / name).write_bytes((ROOT / name).read_bytes())
     script = tmp_path / "packaging/man/build-man.py"
     ok = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     config = tmp_path / "docs/configuration.md"
-    config.write_text(config.read_text(encoding="utf-8").replace(
-        "seconds between probes while unreachable", "seconds between retries"), encoding="utf-8")
-    stale = subprocess.run([sys.executable, str(script), "--check"], capture_output=True,
-                           text=True)
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "seconds between probes while unreachable", "seconds between retries"
+        ),
+        encoding="utf-8",
+    )
+    stale = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert stale.returncode == 1
     assert "nat-keepalive.yaml.5" in stale.stderr
 
@@ -70,14 +80,24 @@ def test_check_notices_a_stale_page(tmp_path: Path) -> None:
 @pytest.mark.parametrize("page", PAGES)
 def test_man_renders_without_warnings(page: str) -> None:
     man = require_tool("man")
-    done = subprocess.run([man, "--warnings", "-E", "UTF-8", "-l", "-Tutf8", str(MAN / page)],
-                          capture_output=True, text=True, env=ENV, timeout=60)
+    done = subprocess.run(
+        [man, "--warnings", "-E", "UTF-8", "-l", "-Tutf8", str(MAN / page)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert "SEE ALSO" in re.sub(".\b", "", done.stdout)  # bold is overstrike on a pipe
     groff = require_tool("groff")
-    strict = subprocess.run([groff, "-ww", "-z", "-man", "-Tutf8", str(MAN / page)],
-                            capture_output=True, text=True, env=ENV, timeout=60)
+    strict = subprocess.run(
+        [groff, "-ww", "-z", "-man", "-Tutf8", str(MAN / page)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
     assert strict.returncode == 0 and strict.stderr == "", strict.stderr
 
 
@@ -98,8 +118,13 @@ def test_section_8_has_every_command_and_option() -> None:
 
 def test_section_5_has_every_key() -> None:
     text = (MAN / "nat-keepalive.yaml.5").read_text(encoding="utf-8")
-    keys = [*loader.TOP_KEYS, *(f"log.{k}" for k in loader.LOG_KEYS),
-            *(f"hooks.{k}" for k in loader.HOOK_KEYS), *loader.SETTING_KEYS, *loader.BINDING_KEYS]
+    keys = [
+        *loader.TOP_KEYS,
+        *(f"log.{k}" for k in loader.LOG_KEYS),
+        *(f"hooks.{k}" for k in loader.HOOK_KEYS),
+        *loader.SETTING_KEYS,
+        *loader.BINDING_KEYS,
+    ]
     for key in keys:
         if key in ("log", "hooks"):
             continue  # their keys are listed as log.KEY and hooks.KEY
@@ -110,12 +135,16 @@ def test_the_deb_installs_them() -> None:
     script = (ROOT / "packaging" / "deb" / "build-deb.sh").read_text(encoding="utf-8")
     for page in PAGES:
         section = page.rsplit(".", 1)[1]
-        assert f'"$root/packaging/man/{page}" >"$stage/usr/share/man/man{section}/{page}.gz"' \
-            in script
+        assert (
+            f'"$root/packaging/man/{page}" >"$stage/usr/share/man/man{section}/{page}.gz"' in script
+        )
 
 
 def test_no_unrendered_markdown() -> None:
     for page in PAGES:
-        body = "\n".join(line for line in (MAN / page).read_text(encoding="utf-8").splitlines()
-                         if not line.startswith((".nf", ".fi")))
+        body = "\n".join(
+            line
+            for line in (MAN / page).read_text(encoding="utf-8").splitlines()
+            if not line.startswith((".nf", ".fi"))
+        )
         assert "`" not in body and "**" not in body and "](" not in body, page

@@ -78,8 +78,8 @@ config binding 'lan_side'
 """
 
 
-
 # --- the Makefile ----------------------------------------------------------------------------
+
 
 def makefile() -> str:
     return (PKG / "Makefile").read_text(encoding="utf-8")
@@ -88,13 +88,15 @@ def makefile() -> str:
 def test_makefile_depends_are_exactly_what_the_agent_imports() -> None:
     imports = stdlib_imports.scan()
     assert not imports.unknown, (
-        f"imports that are neither stdlib nor a known OpenWrt package: {imports.unknown}")
+        f"imports that are neither stdlib nor a known OpenWrt package: {imports.unknown}"
+    )
     _, needed = stdlib_imports.needed(imports)
     declared = stdlib_imports.makefile_depends()
     assert sorted(set(declared)) == sorted(declared), "a DEPENDS entry is repeated"
     assert set(declared) == needed, (
         "openwrt/nat-keepalive/Makefile DEPENDS is out of date; "
-        "`python tests/packaging/stdlib_imports.py --depends` prints the right line")
+        "`python tests/packaging/stdlib_imports.py --depends` prints the right line"
+    )
 
 
 def test_agent_needs_no_heavy_stdlib_packages() -> None:
@@ -115,7 +117,9 @@ def test_scanner_finds_lazy_imports_and_skips_type_checking(tmp_path: Path) -> N
         "if TYPE_CHECKING:\n    import asyncio\n"
         "def f():\n    import logging.handlers\n    from uuid import uuid4\n"
         "try:\n    import netifaces\nexcept ImportError:\n    netifaces = None\n"
-        "import yaml, somethingelse\n", encoding="utf-8")
+        "import yaml, somethingelse\n",
+        encoding="utf-8",
+    )
     imports = stdlib_imports.scan(package)
     assert set(imports.direct) == {"socket", "os", "typing", "logging", "uuid"}
     assert set(imports.third_party) == {"netifaces", "yaml"}
@@ -134,16 +138,25 @@ def test_closure_follows_stdlib_imports() -> None:
 def test_makefile_layout() -> None:
     text = makefile()
     from natkeepalive import __version__
+
     assert re.search(rf"^PKG_VERSION:={re.escape(__version__)}$", text, re.M)
-    order = [text.index(s) for s in ("include $(TOPDIR)/rules.mk", "pypi.mk",
-                                      "include $(INCLUDE_DIR)/package.mk",
-                                      "python3-package.mk")]
+    order = [
+        text.index(s)
+        for s in (
+            "include $(TOPDIR)/rules.mk",
+            "pypi.mk",
+            "include $(INCLUDE_DIR)/package.mk",
+            "python3-package.mk",
+        )
+    ]
     assert order == sorted(order), "includes: rules.mk, pypi.mk, package.mk, python3-package.mk"
-    for line in ("$(eval $(call Py3Package,nat-keepalive))",
-                 "$(eval $(call BuildPackage,nat-keepalive))",
-                 "$(eval $(call BuildPackage,nat-keepalive-src))",
-                 "USERID:=nat-keepalive:nat-keepalive",
-                 "$(LN) /var/etc/nat-keepalive/config.yaml $(1)/etc/nat-keepalive/config.yaml"):
+    for line in (
+        "$(eval $(call Py3Package,nat-keepalive))",
+        "$(eval $(call BuildPackage,nat-keepalive))",
+        "$(eval $(call BuildPackage,nat-keepalive-src))",
+        "USERID:=nat-keepalive:nat-keepalive",
+        "$(LN) /var/etc/nat-keepalive/config.yaml $(1)/etc/nat-keepalive/config.yaml",
+    ):
         assert line in text
     assert "CONF_DIR=/var/etc/nat-keepalive\n" in INIT.read_text(encoding="utf-8")
     conffiles = re.search(r"define Package/nat-keepalive/conffiles\n(.*?)\nendef", text, re.S)
@@ -159,9 +172,11 @@ def test_the_command_is_the_lean_launcher_not_installers_console_script() -> Non
     text = makefile()
     assert "$(INSTALL_BIN) ./files/nat-keepalive.launcher $(1)/usr/bin/nat-keepalive" in text
     assert "$(PKG_INSTALL_DIR)/usr/bin/nat-keepalive" not in text.replace(
-        "# Not $(PKG_INSTALL_DIR)/usr/bin/nat-keepalive", "")
-    assert (FILES / "nat-keepalive.launcher").read_bytes() == \
-        (ROOT / "packaging" / "nat-keepalive.launcher").read_bytes()
+        "# Not $(PKG_INSTALL_DIR)/usr/bin/nat-keepalive", ""
+    )
+    assert (FILES / "nat-keepalive.launcher").read_bytes() == (
+        ROOT / "packaging" / "nat-keepalive.launcher"
+    ).read_bytes()
 
 
 def test_ubus_acl_lets_the_agent_user_send_its_events() -> None:
@@ -170,6 +185,7 @@ def test_ubus_acl_lets_the_agent_user_send_its_events() -> None:
 
 
 # --- shellcheck ---------------------------------------------------------------------------------
+
 
 def shell_files() -> list[Path]:
     found = []
@@ -187,14 +203,22 @@ def test_shellcheck_every_shell_file() -> None:
     shellcheck = require_tool("shellcheck")
     files = shell_files()
     names = {p.name for p in files}
-    assert {"nat-keepalive.init", "nat-keepalive.hook", "uci_emul.sh", "procd_emul.sh",
-            "build-deb.sh", "ci-install-check.sh"} <= names
-    done = subprocess.run([shellcheck, "-s", "sh", *map(str, files)], capture_output=True,
-                          text=True)
+    assert {
+        "nat-keepalive.init",
+        "nat-keepalive.hook",
+        "uci_emul.sh",
+        "procd_emul.sh",
+        "build-deb.sh",
+        "ci-install-check.sh",
+    } <= names
+    done = subprocess.run(
+        [shellcheck, "-s", "sh", *map(str, files)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 # --- rendering ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_render_full_config(shell: str, tmp_path: Path) -> None:
@@ -211,7 +235,10 @@ def test_render_full_config(shell: str, tmp_path: Path) -> None:
     assert config.defaults.interval == 30 and config.defaults.jitter == 0.1
     provider, pbx, lan = config.bindings
     assert (provider.name, provider.server.host, provider.server.port) == (
-        "provider", "sip.example.net", 5060)
+        "provider",
+        "sip.example.net",
+        5060,
+    )
     assert provider.source_port == 5062  # '05062' is not octal
     assert provider.interface == "eth0.2"  # the device carrying UCI's 'wan'
     assert provider.settings.interval_auto and provider.settings.interval_max == 40
@@ -222,6 +249,7 @@ def test_render_full_config(shell: str, tmp_path: Path) -> None:
     assert pbx.settings.require_2xx is True
     assert pbx.settings.max_forwards == 10
     from natkeepalive.config.model import Target
+
     assert pbx.settings.check == "off"  # quoted: YAML would read a plain off as false
     assert pbx.settings.stun_server == Target("2001:db8::9", 3479)
     assert provider.settings.check == "auto"
@@ -237,8 +265,12 @@ def run_check_on(text: str) -> subprocess.CompletedProcess[str]:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as handle:
         handle.write(text)
         handle.flush()
-        return subprocess.run([sys.executable, "-m", "natkeepalive", "check", "-c", handle.name],
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "natkeepalive", "check", "-c", handle.name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
 
 def test_rendered_config_passes_nat_keepalive_check(tmp_path: Path) -> None:
@@ -253,8 +285,12 @@ def test_rendered_config_passes_nat_keepalive_check(tmp_path: Path) -> None:
     hook.write_text("#!/bin/sh\n")
     hook.chmod(0o755)
     run.conf.write_text(text.replace("/usr/libexec/nat-keepalive/hook", str(hook)))
-    done = subprocess.run([sys.executable, "-m", "natkeepalive", "check", "-c", str(run.conf)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "natkeepalive", "check", "-c", str(run.conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     missing = run_check_on(text)
     assert missing.returncode == 2 and "hook does not exist" in missing.stderr
@@ -269,8 +305,10 @@ def test_shipped_uci_file(shell: str, tmp_path: Path) -> None:
     assert not run.conf.exists()
     # Its commented example works once uncommented, as the file tells the user to do.
     head, example = shipped.split("#config binding", 1)
-    uncommented = head + "\n".join(line[1:] if line.startswith("#") else line
-                                   for line in ("#config binding" + example).splitlines())
+    uncommented = head + "\n".join(
+        line[1:] if line.startswith("#") else line
+        for line in ("#config binding" + example).splitlines()
+    )
     run = render(shell, tmp_path, uncommented + "\n")
     assert run.returncode == 0, run.stderr
     (binding,) = parse(run).bindings
@@ -315,10 +353,12 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize("shell", SHELLS)
 @pytest.mark.parametrize(("option", "value", "where", "hint"), BAD_VALUES)
-def test_bad_uci_value_is_rejected_clearly(shell: str, option: str, value: str, where: str,
-                                           hint: str, tmp_path: Path) -> None:
-    uci = BINDING.replace("\toption source_port '5062'\n", "") if option == "source_port" \
-        else BINDING
+def test_bad_uci_value_is_rejected_clearly(
+    shell: str, option: str, value: str, where: str, hint: str, tmp_path: Path
+) -> None:
+    uci = (
+        BINDING.replace("\toption source_port '5062'\n", "") if option == "source_port" else BINDING
+    )
     quoted = value.replace("'", "'\\''")
     run = render(shell, tmp_path, uci + f"\toption {option} '{quoted}'\n")
     assert run.returncode == 1
@@ -326,18 +366,22 @@ def test_bad_uci_value_is_rejected_clearly(shell: str, option: str, value: str, 
     assert any(where in line and hint in line for line in lines), run.stderr
     assert lines[-1].endswith("the agent was not (re)configured")
     assert not run.conf.exists()
-    assert f"logger -t nat-keepalive -p daemon.err -- /etc/config/nat-keepalive: {where}" in \
-        "\n".join(run.trace)
+    assert (
+        f"logger -t nat-keepalive -p daemon.err -- /etc/config/nat-keepalive: {where}"
+        in "\n".join(run.trace)
+    )
 
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_agent_section_errors_and_missing_options(shell: str, tmp_path: Path) -> None:
-    uci = ("config agent 'main'\n\toption interval 'abc'\n\toption log_level 'loud'\n\n"
-           "config binding 'a'\n\toption server 'x.example'\n\n"
-           "config binding\n\toption server 'y.example'\n\toption source_port '5070'\n\n"
-           "config binding 'c'\n\toption source_port '5072'\n\n"
-           "config binding 'd'\n\toption server 'z.example'\n\toption source_port '5074'\n"
-           "\toption interface 'wan'\n\toption bind '10.0.0.1'\n")
+    uci = (
+        "config agent 'main'\n\toption interval 'abc'\n\toption log_level 'loud'\n\n"
+        "config binding 'a'\n\toption server 'x.example'\n\n"
+        "config binding\n\toption server 'y.example'\n\toption source_port '5070'\n\n"
+        "config binding 'c'\n\toption source_port '5072'\n\n"
+        "config binding 'd'\n\toption server 'z.example'\n\toption source_port '5074'\n"
+        "\toption interface 'wan'\n\toption bind '10.0.0.1'\n"
+    )
     run = render(shell, tmp_path, uci)
     assert run.returncode == 1
     text = "\n".join(errors(run))
@@ -361,9 +405,9 @@ def test_failed_render_keeps_the_running_config(shell: str, tmp_path: Path) -> N
 
 # --- procd -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shell", SHELLS)
-def test_start_service_runs_the_agent_unprivileged_under_procd(shell: str,
-                                                                tmp_path: Path) -> None:
+def test_start_service_runs_the_agent_unprivileged_under_procd(shell: str, tmp_path: Path) -> None:
     run = run_init(shell, tmp_path, BINDING, "start_service")
     assert run.returncode == 0, run.stderr
     conf = run.conf
@@ -383,7 +427,8 @@ def test_start_service_runs_the_agent_unprivileged_under_procd(shell: str,
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_port_below_1024_starts_as_root_and_the_agent_drops_privileges(
-        shell: str, tmp_path: Path) -> None:
+    shell: str, tmp_path: Path
+) -> None:
     run = run_init(shell, tmp_path, BINDING.replace("5062", "506"), "start_service")
     assert run.returncode == 0, run.stderr
     assert not [line for line in run.trace if line.startswith("procd_set_param user")]
@@ -405,17 +450,22 @@ def test_start_sends_procd_one_service_message(shell: str, tmp_path: Path) -> No
     message = run.message()
     assert message["name"] == "nat-keepalive"
     assert message["script"] == "/etc/init.d/nat-keepalive"
-    assert message["instances"] == {"instance1": {
-        "command": ["/usr/bin/nat-keepalive", "run", "-c", str(run.conf), "--log", "syslog"],
-        "user": "nat-keepalive",  # procd sets it before exec; nothing else drops privileges
-        "stdout": True, "stderr": True,
-        "respawn": ["3600", "5", "5"],
-    }}
+    assert message["instances"] == {
+        "instance1": {
+            "command": ["/usr/bin/nat-keepalive", "run", "-c", str(run.conf), "--log", "syslog"],
+            "user": "nat-keepalive",  # procd sets it before exec; nothing else drops privileges
+            "stdout": True,
+            "stderr": True,
+            "respawn": ["3600", "5", "5"],
+        }
+    }
     script = ["run_script", "/etc/init.d/nat-keepalive"]
     assert message["triggers"] == [
         ["config.change", ["if", ["eq", "package", "nat-keepalive"], [*script, "reload"]], 1000],
-        *[["interface.*", ["if", ["eq", "interface", iface], [*script, "ifevent", iface]], 1000]
-          for iface in ("wan", "wan6", "lan2")],
+        *[
+            ["interface.*", ["if", ["eq", "interface", iface], [*script, "ifevent", iface]], 1000]
+            for iface in ("wan", "wan6", "lan2")
+        ],
     ]
     # One schema with both section types: a second "validate" key would replace the first.
     assert raw.count('"validate":') == 1
@@ -429,15 +479,21 @@ def test_start_sends_procd_one_service_message(shell: str, tmp_path: Path) -> No
 
 def test_the_emulation_keeps_both_validate_keys_like_procd_sh(tmp_path: Path) -> None:
     """Two procd_add_validation calls give two "validate" keys, and procd sees the last."""
-    run = run_init("dash", tmp_path, BINDING, "service_triggers() { "
-                   "procd_add_validation nk_validate_agent; "
-                   "procd_add_validation nk_validate_binding; }; start")
+    run = run_init(
+        "dash",
+        tmp_path,
+        BINDING,
+        "service_triggers() { "
+        "procd_add_validation nk_validate_agent; "
+        "procd_add_validation nk_validate_binding; }; start",
+    )
     assert run.returncode == 0, run.stderr
     assert run.messages[-1].count('"validate":') == 2
     assert [v["type"] for v in run.message()["validate"]] == ["binding"]
 
 
 # --- procd's interface triggers, netifd's events -------------------------------------------------
+
 
 def procd_trigger_matches(event: str, trigger_type: str) -> bool:
     """procd's trigger_match(): a trigger type with ".*" matches every event type that starts
@@ -495,8 +551,7 @@ def signals(trace: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_interface_events_act_only_when_an_interface_came_up(shell: str,
-                                                            tmp_path: Path) -> None:
+def test_interface_events_act_only_when_an_interface_came_up(shell: str, tmp_path: Path) -> None:
     netifd(tmp_path, "wan", True, 100, "eth0.2")
     router = Router(shell, tmp_path, BINDING + "\toption interface 'wan'\n")
     netifd(tmp_path, "wan", True, 160, "eth0.2")
@@ -541,7 +596,8 @@ def test_a_new_device_while_up_reloads(shell: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_the_first_event_after_start_compares_with_the_state_at_start(
-        shell: str, tmp_path: Path) -> None:
+    shell: str, tmp_path: Path
+) -> None:
     netifd(tmp_path, "wan", False)  # at start wan is down: the binding gets its physical device
     router = Router(shell, tmp_path, BINDING + "\toption interface 'wan'\n")
     assert parse(Run(0, "", "", [], tmp_path, [])).bindings[0].interface == "eth0"
@@ -555,8 +611,7 @@ def test_the_first_event_after_start_compares_with_the_state_at_start(
 @pytest.mark.parametrize("shell", SHELLS)
 def test_reload_sends_sighup_to_a_running_agent(shell: str, tmp_path: Path) -> None:
     run_init(shell, tmp_path, BINDING, "start_service")
-    run = run_init(shell, tmp_path, BINDING.replace("5062", "5070"), "reload_service",
-                   running=True)
+    run = run_init(shell, tmp_path, BINDING.replace("5062", "5070"), "reload_service", running=True)
     assert run.returncode == 0, run.stderr
     assert run.trace[0] == "start"
     assert run.trace[-1] == "procd_send_signal nat-keepalive * HUP"
@@ -568,8 +623,9 @@ def test_reload_sends_sighup_to_a_running_agent(shell: str, tmp_path: Path) -> N
 def test_reload_with_bad_config_leaves_the_agent_alone(shell: str, tmp_path: Path) -> None:
     run_init(shell, tmp_path, BINDING, "start_service")
     before = (tmp_path / "var" / "etc" / "nat-keepalive" / "config.yaml").read_text()
-    run = run_init(shell, tmp_path, BINDING + "\toption interval 'abc'\n", "reload_service",
-                   running=True)
+    run = run_init(
+        shell, tmp_path, BINDING + "\toption interval 'abc'\n", "reload_service", running=True
+    )
     assert run.returncode == 1
     assert not [line for line in run.trace if line == "start" or line.startswith("procd_")]
     assert run.text() == before
@@ -578,19 +634,24 @@ def test_reload_with_bad_config_leaves_the_agent_alone(shell: str, tmp_path: Pat
 @pytest.mark.parametrize("shell", SHELLS)
 def test_reload_to_disabled_stops_without_signal(shell: str, tmp_path: Path) -> None:
     run_init(shell, tmp_path, BINDING, "start_service")
-    run = run_init(shell, tmp_path, BINDING.replace("'5062'", "'5062'\n\toption enabled '0'"),
-                   "reload_service", running=True)
+    run = run_init(
+        shell,
+        tmp_path,
+        BINDING.replace("'5062'", "'5062'\n\toption enabled '0'"),
+        "reload_service",
+        running=True,
+    )
     assert run.returncode == 0, run.stderr
     assert "start" in run.trace
-    assert not [line for line in run.trace if line.startswith(("procd_open_instance",
-                                                               "procd_send_signal"))]
+    assert not [
+        line for line in run.trace if line.startswith(("procd_open_instance", "procd_send_signal"))
+    ]
 
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_reload_when_run_as_changes_lets_procd_restart(shell: str, tmp_path: Path) -> None:
     run_init(shell, tmp_path, BINDING, "start_service")
-    run = run_init(shell, tmp_path, BINDING.replace("5062", "506"), "reload_service",
-                   running=True)
+    run = run_init(shell, tmp_path, BINDING.replace("5062", "506"), "reload_service", running=True)
     assert run.returncode == 0, run.stderr
     assert "procd_open_instance " in run.trace  # a changed instance: procd restarts it
     assert not [line for line in run.trace if line.startswith("procd_send_signal")]
@@ -619,15 +680,19 @@ def test_reprobe_with_a_new_device_reloads(shell: str, tmp_path: Path) -> None:
 
 def test_uci_settings_match_the_agents_setting_keys(tmp_path: Path) -> None:
     from natkeepalive.config.loader import SETTING_KEYS
+
     run = run_init("dash", tmp_path, None, "nk_with_settings_spec echo")
     names = [spec.split(":")[0] for spec in run.stdout.split()]
     assert sorted(names) == sorted(SETTING_KEYS)
 
 
 def test_the_emulation_refuses_datatypes_it_does_not_know(tmp_path: Path) -> None:
-    run = run_init("dash", tmp_path, BINDING,
-                   "uci_load_validate nat-keepalive binding provider '' 'server:macaddr'; "
-                   "echo rc=$?")
+    run = run_init(
+        "dash",
+        tmp_path,
+        BINDING,
+        "uci_load_validate nat-keepalive binding provider '' 'server:macaddr'; echo rc=$?",
+    )
     assert "rc=0" not in run.stdout
     assert "datatype 'macaddr' is not emulated" in run.stderr
 
@@ -640,22 +705,33 @@ def test_busybox_mode_really_uses_busybox(tmp_path: Path) -> None:
 
 # --- hook events -------------------------------------------------------------------------------
 
+
 def test_init_scripts_event_list_is_the_agents() -> None:
     from natkeepalive.events import ALL_EVENTS
-    run = subprocess.run([require_tool("dash"), "-c", f'extra_command() {{ :; }}; . "{INIT}"; '
-                          'echo $NK_EVENTS'], capture_output=True, text=True, timeout=30)
+
+    run = subprocess.run(
+        [require_tool("dash"), "-c", f'extra_command() {{ :; }}; . "{INIT}"; echo $NK_EVENTS'],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert run.stdout.split() == list(ALL_EVENTS)
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_unknown_hook_event_is_rejected_before_the_agent_sees_it(shell: str,
-                                                                 tmp_path: Path) -> None:
-    uci = ("config agent 'main'\n\tlist hook_event 'binding-changed'\n"
-           "\tlist hook_event 'binding-chnged'\n\n" + BINDING)
+def test_unknown_hook_event_is_rejected_before_the_agent_sees_it(
+    shell: str, tmp_path: Path
+) -> None:
+    uci = (
+        "config agent 'main'\n\tlist hook_event 'binding-changed'\n"
+        "\tlist hook_event 'binding-chnged'\n\n" + BINDING
+    )
     run = render(shell, tmp_path, uci)
     assert run.returncode == 1
-    assert any("nat-keepalive.main.hook_event='binding-chnged': not an event of the agent" in line
-               for line in errors(run)), run.stderr
+    assert any(
+        "nat-keepalive.main.hook_event='binding-chnged': not an event of the agent" in line
+        for line in errors(run)
+    ), run.stderr
     assert not run.conf.exists()
     run = render(shell, tmp_path, uci.replace("chnged", "changed"))
     assert run.returncode == 0, run.stderr
@@ -664,35 +740,45 @@ def test_unknown_hook_event_is_rejected_before_the_agent_sees_it(shell: str,
 
 # --- postinst / postrm -------------------------------------------------------------------------
 
+
 def package_script(kind: str) -> str:
     """Package/nat-keepalive/KIND from the Makefile, as the build writes it ($$ -> $)."""
-    found = re.search(rf"^define Package/nat-keepalive/{kind}\n(.*?)^endef", makefile(),
-                      re.S | re.M)
+    found = re.search(
+        rf"^define Package/nat-keepalive/{kind}\n(.*?)^endef", makefile(), re.S | re.M
+    )
     assert found, kind
     return found.group(1).replace("$$", "$")
 
 
 @pytest.mark.parametrize("kind", ["postinst", "postrm"])
-@pytest.mark.parametrize(("instroot", "ubusd", "signalled"), [
-    ("", "812", ["-HUP 812"]), ("", "", []), ("/build/root", "812", [])])
+@pytest.mark.parametrize(
+    ("instroot", "ubusd", "signalled"),
+    [("", "812", ["-HUP 812"]), ("", "", []), ("/build/root", "812", [])],
+)
 def test_package_scripts_make_a_running_ubusd_reread_its_acls(
-        kind: str, instroot: str, ubusd: str, signalled: list[str], tmp_path: Path) -> None:
+    kind: str, instroot: str, ubusd: str, signalled: list[str], tmp_path: Path
+) -> None:
     script = tmp_path / kind
     script.write_text(package_script(kind), encoding="utf-8")
     kills = tmp_path / "kills"
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "pidof").write_text(
-        f'#!/bin/sh\n[ "$1" = ubusd ] && [ -n "{ubusd}" ] && echo {ubusd}\n', encoding="utf-8")
+        f'#!/bin/sh\n[ "$1" = ubusd ] && [ -n "{ubusd}" ] && echo {ubusd}\n', encoding="utf-8"
+    )
     (fake / "kill").write_text(f'#!/bin/sh\necho "$*" >>"{kills}"\n', encoding="utf-8")
     for tool in ("pidof", "kill"):
         (fake / tool).chmod(0o755)
     # `kill` is a shell builtin: the script's own `kill` is checked by calling it through env.
     text = script.read_text(encoding="utf-8").replace("kill -HUP", "env kill -HUP")
     script.write_text(text, encoding="utf-8")
-    done = subprocess.run([require_tool("dash"), str(script), "configure"],
-                          env={"PATH": f"{fake}:/usr/bin:/bin", "IPKG_INSTROOT": instroot},
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [require_tool("dash"), str(script), "configure"],
+        env={"PATH": f"{fake}:/usr/bin:/bin", "IPKG_INSTROOT": instroot},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     assert (kills.read_text().splitlines() if kills.exists() else []) == signalled
 
@@ -701,6 +787,9 @@ def test_package_scripts_pass_shellcheck(tmp_path: Path) -> None:
     for kind in ("postinst", "postrm"):
         path = tmp_path / kind
         path.write_text(package_script(kind), encoding="utf-8")
-        done = subprocess.run([require_tool("shellcheck"), "-s", "sh", "-e", "SC2086", str(path)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [require_tool("shellcheck"), "-s", "sh", "-e", "SC2086", str(path)],
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stdout

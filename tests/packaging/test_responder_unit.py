@@ -43,19 +43,28 @@ def test_verify_is_clean(tmp_path: Path) -> None:
     stub.write_text("#!/bin/sh\n", encoding="utf-8")
     stub.chmod(0o755)
     unit = tmp_path / UNIT.name
-    unit.write_text(UNIT.read_text(encoding="utf-8").replace("/usr/bin/nat-keepalive", str(stub)),
-                    encoding="utf-8")
-    done = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), \
+    unit.write_text(
+        UNIT.read_text(encoding="utf-8").replace("/usr/bin/nat-keepalive", str(stub)),
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), (
         done.stdout + done.stderr
+    )
 
 
 def test_exposure() -> None:
     analyze = require_tool("systemd-analyze")
-    done = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(UNIT)],
-                          capture_output=True, text=True, timeout=60)
-    match = re.search(r"Overall exposure level for nat-keepalive-responder\.service: ([0-9.]+)",
-                      done.stdout)
+    done = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(
+        r"Overall exposure level for nat-keepalive-responder\.service: ([0-9.]+)", done.stdout
+    )
     assert match, done.stdout + done.stderr
     assert float(match.group(1)) <= 2.0

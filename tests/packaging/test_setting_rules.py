@@ -111,16 +111,19 @@ def yaml_scalar(key: str, value: str) -> str:
     """The value as a YAML flow scalar: a number stays a number, text becomes a string."""
     value = BOOLEANS.get(key, {}).get(value, value)
     if key in ("user_agent", "stun_server"):
-        escaped = "".join(c if c.isprintable() and c not in '"\\' else f"\\x{ord(c):02x}"
-                          for c in value)
+        escaped = "".join(
+            c if c.isprintable() and c not in '"\\' else f"\\x{ord(c):02x}" for c in value
+        )
         return f'"{escaped}"'
     return value
 
 
 def loader(key: str, value: str) -> object:
     """What the agent's loader makes of `key: value` in `defaults:`; ConfigError when refused."""
-    text = (f"defaults:\n  {key}: {yaml_scalar(key, value)}\n"
-            "bindings:\n  - {name: p, server: 'sip.example.net', source_port: 5062}\n")
+    text = (
+        f"defaults:\n  {key}: {yaml_scalar(key, value)}\n"
+        "bindings:\n  - {name: p, server: 'sip.example.net', source_port: 5062}\n"
+    )
     return getattr(parse_config(text, "c.yaml").defaults, key)
 
 
@@ -129,10 +132,12 @@ def uci_text(cases: list[tuple[str, str, bool]]) -> str:
     sections = []
     for index, (key, value, _valid) in enumerate(cases):
         quoted = value.replace("'", "'\\''")
-        sections.append(f"config binding 'c{CASES.index((key, value, _valid))}'\n"
-                        f"\toption server 'sip.example.net'\n"
-                        f"\toption source_port '{5062 + index}'\n"
-                        f"\toption {key} '{quoted}'\n")
+        sections.append(
+            f"config binding 'c{CASES.index((key, value, _valid))}'\n"
+            f"\toption server 'sip.example.net'\n"
+            f"\toption source_port '{5062 + index}'\n"
+            f"\toption {key} '{quoted}'\n"
+        )
     return "\n".join(sections)
 
 
@@ -148,9 +153,12 @@ class UciSide:
         (tmp / "invalid").mkdir()
         self.valid_run = openwrt.render(shell, tmp / "valid", uci_text(valid))
         self.invalid_run = openwrt.render(shell, tmp / "invalid", uci_text(invalid))
-        self.refused = {int(m.group(1)) for line in openwrt.errors(self.invalid_run)
-                        + openwrt.errors(self.valid_run)
-                        for m in [re.search(r"nat-keepalive\.c(\d+)\.", line)] if m}
+        self.refused = {
+            int(m.group(1))
+            for line in openwrt.errors(self.invalid_run) + openwrt.errors(self.valid_run)
+            for m in [re.search(r"nat-keepalive\.c(\d+)\.", line)]
+            if m
+        }
         self.rendered: dict[int, object] = {}
         if self.valid_run.returncode == 0:
             config = openwrt.parse(self.valid_run)
@@ -175,8 +183,7 @@ def test_the_loader_follows_the_table(key: str, value: str, valid: bool) -> None
 
 
 @pytest.mark.parametrize(("key", "value", "valid"), CASES, ids=IDS)
-def test_the_init_script_follows_the_table(uci: UciSide, key: str, value: str,
-                                           valid: bool) -> None:
+def test_the_init_script_follows_the_table(uci: UciSide, key: str, value: str, valid: bool) -> None:
     index = CASES.index((key, value, valid))
     if valid:
         assert index not in uci.refused, uci.valid_run.stderr

@@ -36,13 +36,19 @@ def test_unit_has_the_required_settings() -> None:
     assert one["PrivateTmp"] == "yes"
     assert one["NoNewPrivileges"] == "yes"
     assert one["CapabilityBoundingSet"] == ""
-    assert one["RestrictAddressFamilies"].split() == ["AF_UNIX", "AF_INET", "AF_INET6",
-                                                      "AF_NETLINK"]
+    assert one["RestrictAddressFamilies"].split() == [
+        "AF_UNIX",
+        "AF_INET",
+        "AF_INET6",
+        "AF_NETLINK",
+    ]
     assert one["SystemCallArchitectures"] == "native"
     assert d["SystemCallFilter"][0] == "@system-service"
     # a reload checks the file first (a bad one fails the reload), then signals the agent
-    assert d["ExecReload"] == ["/usr/bin/nat-keepalive check",
-                               "/bin/sh -c 'kill -HUP \"$1\"' reload $MAINPID"]
+    assert d["ExecReload"] == [
+        "/usr/bin/nat-keepalive check",
+        "/bin/sh -c 'kill -HUP \"$1\"' reload $MAINPID",
+    ]
     assert "2" in one["RestartPreventExitStatus"].split()
     start = one["ExecStart"].split()
     assert start[:4] == ["/usr/bin/nat-keepalive", "run", "--log", "stderr"]
@@ -59,21 +65,28 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     stub.write_text("#!/bin/sh\n", encoding="utf-8")
     stub.chmod(0o755)
     unit = tmp_path / "nat-keepalive.service"
-    unit.write_text(UNIT.read_text(encoding="utf-8").replace("/usr/bin/nat-keepalive", str(stub)),
-                    encoding="utf-8")
+    unit.write_text(
+        UNIT.read_text(encoding="utf-8").replace("/usr/bin/nat-keepalive", str(stub)),
+        encoding="utf-8",
+    )
     # --man=no: the man page is installed by the .deb, not present here.
-    done = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and not done.stdout.strip() and not done.stderr.strip(), (
-        done.stdout + done.stderr)
+        done.stdout + done.stderr
+    )
 
 
 def exposure() -> float:
     analyze = require_tool("systemd-analyze")
-    done = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(UNIT)],
-                          capture_output=True, text=True, timeout=60)
-    match = re.search(r"Overall exposure level for nat-keepalive\.service: ([0-9.]+)",
-                      done.stdout)
+    done = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(r"Overall exposure level for nat-keepalive\.service: ([0-9.]+)", done.stdout)
     assert match, done.stdout + done.stderr
     return float(match.group(1))
 

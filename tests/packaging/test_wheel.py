@@ -36,11 +36,18 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "MANIFEST.in"):
         shutil.copy2(ROOT / name, src / name)
-    shutil.copytree(ROOT / "agent", src / "agent",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
+    shutil.copytree(
+        ROOT / "agent",
+        src / "agent",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
+    )
     out = base / "dist"
-    done = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(src)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
 
@@ -55,8 +62,13 @@ def test_sdist_is_what_the_openwrt_makefile_downloads(dist: Path) -> None:
     with tarfile.open(sdist) as tar:
         names = set(tar.getnames())
     prefix = f"{NAME}-{__version__}"
-    assert {f"{prefix}/pyproject.toml", f"{prefix}/README.md", f"{prefix}/LICENSE",
-            f"{prefix}/CHANGELOG.md", f"{prefix}/agent/natkeepalive/cli/main.py"} <= names
+    assert {
+        f"{prefix}/pyproject.toml",
+        f"{prefix}/README.md",
+        f"{prefix}/LICENSE",
+        f"{prefix}/CHANGELOG.md",
+        f"{prefix}/agent/natkeepalive/cli/main.py",
+    } <= names
     assert {f"{prefix}/{name}" for name in licenses.group(1).split()} <= names
     with tarfile.open(sdist) as tar:
         member = tar.extractfile(f"{prefix}/LICENSE")
@@ -72,13 +84,17 @@ def test_wheel_metadata_and_contents(dist: Path) -> None:
         info = f"{NAME}-{__version__}.dist-info"
         metadata = zf.read(f"{info}/METADATA").decode()
         entry_points = zf.read(f"{info}/entry_points.txt").decode()
-        licenses = [n for n in names
-                    if n.startswith(f"{info}/") and n.rsplit("/", 1)[-1] == "LICENSE"]
+        licenses = [
+            n for n in names if n.startswith(f"{info}/") and n.rsplit("/", 1)[-1] == "LICENSE"
+        ]
         assert len(licenses) == 1, sorted(names)
         assert zf.read(licenses[0]) == (ROOT / "LICENSE").read_bytes()
     agent = ROOT / "agent"
-    sources = {str(p.relative_to(agent)) for p in (agent / "natkeepalive").rglob("*.py")
-               if "__pycache__" not in p.parts}
+    sources = {
+        str(p.relative_to(agent))
+        for p in (agent / "natkeepalive").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
     assert sources <= names
     assert "natkeepalive/py.typed" in names
     assert not [n for n in names if n.startswith(("tests/", "openwrt/", "packaging/"))]
@@ -95,26 +111,63 @@ def test_wheel_installs_in_a_fresh_venv_and_runs(dist: Path, tmp_path: Path) -> 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     wheel = dist / f"{NAME}-{__version__}-py3-none-any.whl"
-    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                          "--disable-pip-version-check", str(wheel)],
-                         capture_output=True, text=True, timeout=300)
+    pip = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert pip.returncode == 0, pip.stdout + pip.stderr
     command = venv / "bin" / "nat-keepalive"
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
-    version = subprocess.run([str(command), "--version"], capture_output=True, text=True,
-                             env=env, cwd=tmp_path, timeout=60)
+    version = subprocess.run(
+        [str(command), "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"nat-keepalive {__version__}"
-    check = subprocess.run([str(command), "check", "-c",
-                            str(ROOT / "packaging" / "config.example.yaml")],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    check = subprocess.run(
+        [str(command), "check", "-c", str(ROOT / "packaging" / "config.example.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     # a pip user gets the commented example from the command itself
-    example = subprocess.run([str(command), "check", "--example"], capture_output=True,
-                             text=True, env=env, cwd=tmp_path, timeout=60)
+    example = subprocess.run(
+        [str(command), "check", "--example"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert example.returncode == 0, example.stderr
     assert example.stdout == (ROOT / "agent/natkeepalive/config/example.yaml").read_text()
-    where = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import natkeepalive, yaml; print(natkeepalive.__file__)"],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    where = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import natkeepalive, yaml; print(natkeepalive.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert where.stdout.startswith(str(venv)), "the venv ran the checkout, not the wheel"

@@ -59,7 +59,7 @@ def main() -> int:
         args = args[2:]
     if os.environ.get("NK_TEST_LOG_FROM_CONFIG") == "1" and "--log" in args:
         at = args.index("--log")
-        del args[at:at + 2]
+        del args[at : at + 2]
     offset_file = os.environ.get("NK_TEST_WALL_OFFSET_FILE")
     if offset_file:
         _install_wall_offset(offset_file)  # before natkeepalive binds time.time anywhere

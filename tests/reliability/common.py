@@ -17,8 +17,14 @@ from tests.support.agentproc import Agent
 HERE = Path(__file__).resolve().parent
 WRAP = (sys.executable, str(HERE / "agentwrap.py"))  # Agent prefix: test-only adjustments
 # Short timers, so a fault plays out in seconds
-FAST = {"interval": 1.0, "jitter": 0.0, "timeout": 1.0, "retry_interval": 1.0,
-        "inbound_check": 0, "fail_threshold": 2}
+FAST = {
+    "interval": 1.0,
+    "jitter": 0.0,
+    "timeout": 1.0,
+    "retry_interval": 1.0,
+    "inbound_check": 0,
+    "fail_threshold": 2,
+}
 write_config = functools.partial(helpers.write_config, base=FAST)
 
 
@@ -62,8 +68,9 @@ def count_lines(agent: Agent, text: str) -> int:
     return sum(text in line for line in list(agent.lines))
 
 
-def first_sends(requests: list[tuple[Any, Any, float]], since: float = 0.0,
-                until: float = float("inf")) -> list[float]:
+def first_sends(
+    requests: list[tuple[Any, Any, float]], since: float = 0.0, until: float = float("inf")
+) -> list[float]:
     """Arrival times at a responder of each request's first transmission (one per branch)."""
     seen: set[str] = set()
     out = []

@@ -57,13 +57,13 @@ class DnsServer:
         labels, pos = [], 12
         while pos < len(query) and query[pos]:
             length = query[pos]
-            labels.append(query[pos + 1:pos + 1 + length].decode("ascii", "replace"))
+            labels.append(query[pos + 1 : pos + 1 + length].decode("ascii", "replace"))
             pos += 1 + length
         pos += 1
         if pos + 4 > len(query):
             return None
-        qtype, _qclass = struct.unpack("!HH", query[pos:pos + 4])
-        question = query[12:pos + 4]
+        qtype, _qclass = struct.unpack("!HH", query[pos : pos + 4])
+        question = query[12 : pos + 4]
         name = ".".join(labels).lower()
         mode = self.mode
         self.queries.append((name, qtype, mode))

@@ -33,11 +33,14 @@ def _junk(rng: random.Random, count: int) -> list[bytes]:
             out.append(os.urandom(rng.randrange(1, 600)))
             continue
         branch = "z9hG4bK" + os.urandom(10).hex()
-        out.append((
-            f"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch={branch};rport=1;"
-            f"received=6.6.6.{n % 250}\r\nFrom: <sip:nk@127.0.0.1>;tag=x\r\n"
-            f"To: <sip:x>;tag=y\r\nCall-ID: {os.urandom(8).hex()}\r\nCSeq: {n} OPTIONS\r\n"
-            "Flow-Timer: 1\r\nContent-Length: 0\r\n\r\n").encode())
+        out.append(
+            (
+                f"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch={branch};rport=1;"
+                f"received=6.6.6.{n % 250}\r\nFrom: <sip:nk@127.0.0.1>;tag=x\r\n"
+                f"To: <sip:x>;tag=y\r\nCall-ID: {os.urandom(8).hex()}\r\nCSeq: {n} OPTIONS\r\n"
+                "Flow-Timer: 1\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+        )
     return out
 
 
@@ -46,8 +49,19 @@ def _udp_packet(source: tuple[str, int], dest: tuple[str, int], payload: bytes) 
     udp = struct.pack("!HHHH", source[1], dest[1], length, 0) + payload  # checksum 0: none
     # version/IHL, TOS, total length, id (0: the kernel fills it in), flags, TTL, UDP, checksum
     # (the kernel fills it in), source, destination
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + length, 0, 0, 64, socket.IPPROTO_UDP, 0,
-                     socket.inet_aton(source[0]), socket.inet_aton(dest[0]))
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + length,
+        0,
+        0,
+        64,
+        socket.IPPROTO_UDP,
+        0,
+        socket.inet_aton(source[0]),
+        socket.inet_aton(dest[0]),
+    )
     return ip + udp
 
 
@@ -113,9 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         sock.close()
     if raw is not None:
         raw.close()
-    print(json.dumps({"sent": sent, "seconds": round(elapsed, 3),
-                      "rate": round(sent / elapsed) if elapsed else 0, "errors": errors,
-                      "spoofed": spoofed}))
+    print(
+        json.dumps(
+            {
+                "sent": sent,
+                "seconds": round(elapsed, 3),
+                "rate": round(sent / elapsed) if elapsed else 0,
+                "errors": errors,
+                "spoofed": spoofed,
+            }
+        )
+    )
     return 0
 
 

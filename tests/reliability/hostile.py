@@ -29,12 +29,19 @@ def payloads(marker: str) -> list[str]:
     ]
 
 
-def _response(request: Request, top_via: str, *, status: str = "200 OK",
-              extra: tuple[str, ...] = ()) -> bytes:
-    lines = [f"SIP/2.0 {status}", f"Via: {top_via}",
-             f"From: {request.header('from')}", f"To: {request.header('to')};tag=h",
-             f"Call-ID: {request.call_id}", f"CSeq: {request.cseq} {request.cseq_method}",
-             *extra, "Content-Length: 0"]
+def _response(
+    request: Request, top_via: str, *, status: str = "200 OK", extra: tuple[str, ...] = ()
+) -> bytes:
+    lines = [
+        f"SIP/2.0 {status}",
+        f"Via: {top_via}",
+        f"From: {request.header('from')}",
+        f"To: {request.header('to')};tag=h",
+        f"Call-ID: {request.call_id}",
+        f"CSeq: {request.cseq} {request.cseq_method}",
+        *extra,
+        "Content-Length: 0",
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 

@@ -50,12 +50,17 @@ def server_text(responder: SipResponder) -> str:
 
 # --- the server -----------------------------------------------------------------------------------
 
+
 def test_server_down_and_back(tmp_path: Path) -> None:
     responder = SipResponder().start()
     port = responder.address[1]
     try:
-        config = write_config(tmp_path / "c.yaml", [("p", server_text(responder), free_port())],
-                              interval=0.5, retry_interval=0.5)
+        config = write_config(
+            tmp_path / "c.yaml",
+            [("p", server_text(responder), free_port())],
+            interval=0.5,
+            retry_interval=0.5,
+        )
         with Agent(config, tmp_path / "status.json") as agent:
             agent.wait_for("reachable")
             responder.stop()  # the port is closed: ICMP port unreachable for every probe
@@ -86,8 +91,14 @@ def test_server_1000_times_slower_than_usual(tmp_path: Path) -> None:
     3-s timeout: late answers to finished transactions arrive all the time), then 2 ms again."""
     with SipResponder() as responder:
         responder.configure(delay=0.002)
-        config = write_config(tmp_path / "c.yaml", [("p", server_text(responder), free_port())],
-                              interval=1.0, timeout=3.0, lagged_ms=250, retry_interval=1.0)
+        config = write_config(
+            tmp_path / "c.yaml",
+            [("p", server_text(responder), free_port())],
+            interval=1.0,
+            timeout=3.0,
+            lagged_ms=250,
+            retry_interval=1.0,
+        )
         with Agent(config, tmp_path / "status.json") as agent:
             agent.wait_for("reachable")
             responder.configure(delay=0.4)
@@ -114,13 +125,23 @@ def test_server_1000_times_slower_than_usual(tmp_path: Path) -> None:
         assert len(resumed) >= 2 and max(resumed) < 1.0 + 0.1, resumed
 
 
-def _unreachable_with_probes_out(fail_threshold: int
-                                 ) -> tuple[FakeNet, dict[int, tuple[float, bytes]]]:
+def _unreachable_with_probes_out(
+    fail_threshold: int,
+) -> tuple[FakeNet, dict[int, tuple[float, bytes]]]:
     """Engine level: answered at 1 s for 10 s, then silent until unreachable at 20 s, with
     probes still out; returns the net and each probe's first send (time, bytes) by CSeq."""
-    net = FakeNet(settings=ProbeSettings(interval=1.0, jitter=0.0, timeout=3.0, lagged_ms=1000,
-                                         retry_interval=1.0, fail_threshold=fail_threshold,
-                                         inbound_check=0), rtt=0.002)
+    net = FakeNet(
+        settings=ProbeSettings(
+            interval=1.0,
+            jitter=0.0,
+            timeout=3.0,
+            lagged_ms=1000,
+            retry_interval=1.0,
+            fail_threshold=fail_threshold,
+            inbound_check=0,
+        ),
+        rtt=0.002,
+    )
     net.run_until(10.0)
     net.silent = True
     net.run_until(20.001)
@@ -175,19 +196,25 @@ def test_recovery_through_a_retransmission_is_timed_from_its_last_transmission()
 
 # --- SIGHUP ---------------------------------------------------------------------------------------
 
+
 def test_sighup_with_broken_files_keeps_the_old_config(tmp_path: Path) -> None:
     with SipResponder() as responder:
         port = free_port()
-        config = write_config(tmp_path / "c.yaml", [("p", server_text(responder), port)],
-                              interval=0.5)
+        config = write_config(
+            tmp_path / "c.yaml", [("p", server_text(responder), port)], interval=0.5
+        )
         good = config.read_text()
         with Agent(config, tmp_path / "status.json") as agent:
             agent.wait_for("reachable")
             time.sleep(3.5)  # past the promotion keepalive: from now on one every 0.5 s
             call_id = responder.requests[-1][1].call_id
-            for broken in ("bindings: [\n", good.replace("interval:", "intreval:"),
-                           good.replace(f"source_port: {port}", "source_port: 70000"), "",
-                           "\0\xff"):
+            for broken in (
+                "bindings: [\n",
+                good.replace("interval:", "intreval:"),
+                good.replace(f"source_port: {port}", "source_port: 70000"),
+                "",
+                "\0\xff",
+            ):
                 config.write_text(broken)
                 rejected = len(agent.events("config-rejected"))
                 agent.signal(signal.SIGHUP)
@@ -204,8 +231,9 @@ def test_sighup_with_broken_files_keeps_the_old_config(tmp_path: Path) -> None:
     assert agent.names().count("config-rejected") == 5
     assert agent.names().count("binding-learned") == 1
     # the same binding state: its Call-IDs' prefix (a Call-ID is new for every request)
-    assert {m.call_id.rpartition("-")[0] for _, m, _ in responder.requests} == \
-        {call_id.rpartition("-")[0]}
+    assert {m.call_id.rpartition("-")[0] for _, m, _ in responder.requests} == {
+        call_id.rpartition("-")[0]
+    }
     assert {src[1] for src, _, _ in responder.requests} == {port}
     for _, fields in agent.events("config-rejected"):
         assert fields["file"] == str(config) and fields["error"]
@@ -214,8 +242,9 @@ def test_sighup_with_broken_files_keeps_the_old_config(tmp_path: Path) -> None:
 def test_sighup_storm(tmp_path: Path) -> None:
     """100 SIGHUPs in one second, with a good file and then a broken one."""
     with SipResponder() as responder:
-        config = write_config(tmp_path / "c.yaml", [("p", server_text(responder), free_port())],
-                              interval=0.5)
+        config = write_config(
+            tmp_path / "c.yaml", [("p", server_text(responder), free_port())], interval=0.5
+        )
         good = config.read_text()
         with Agent(config, tmp_path / "status.json") as agent:
             agent.wait_for("reachable")
@@ -238,9 +267,11 @@ def test_sighup_storm(tmp_path: Path) -> None:
             assert agent.stop() == 0
     reloads, rejects = agent.names().count("reloaded"), agent.names().count("config-rejected")
     late = [g - 0.5 for g in gaps(first_sends(responder.requests, start - 0.5, end + 1.0))]
-    print(f"SIGHUP storm: {reloads} reloads, {rejects} rejections for 200 signals; "
-          f"keepalive lateness max {max(late) * 1000:.1f} ms; fds {fds}->{after_fds}; "
-          f"rss/pss kB {memory}->{after_memory}")
+    print(
+        f"SIGHUP storm: {reloads} reloads, {rejects} rejections for 200 signals; "
+        f"keepalive lateness max {max(late) * 1000:.1f} ms; fds {fds}->{after_fds}; "
+        f"rss/pss kB {memory}->{after_memory}"
+    )
     assert 1 <= reloads <= 100 and 1 <= rejects <= 100
     assert agent.names().count("binding-learned") == 1
     assert reach_events(agent) == ["reachable"]
@@ -251,6 +282,7 @@ def test_sighup_storm(tmp_path: Path) -> None:
 
 # --- the wall clock -------------------------------------------------------------------------------
 
+
 def test_wall_clock_steps_do_not_move_the_schedule(tmp_path: Path) -> None:
     """time.time() of the agent alone jumps by +1 h, then to -1 h (agentwrap.py); scheduling runs
     on CLOCK_MONOTONIC, so the keepalives keep their 0.5-s spacing and nothing is reported; the
@@ -258,10 +290,15 @@ def test_wall_clock_steps_do_not_move_the_schedule(tmp_path: Path) -> None:
     offset = tmp_path / "offset"
     offset.write_text("0")
     with SipResponder() as responder:
-        config = write_config(tmp_path / "c.yaml", [("p", server_text(responder), free_port())],
-                              interval=0.5)
-        with Agent(config, tmp_path / "status.json", prefix=WRAP,
-                   env={"NK_TEST_WALL_OFFSET_FILE": str(offset)}) as agent:
+        config = write_config(
+            tmp_path / "c.yaml", [("p", server_text(responder), free_port())], interval=0.5
+        )
+        with Agent(
+            config,
+            tmp_path / "status.json",
+            prefix=WRAP,
+            env={"NK_TEST_WALL_OFFSET_FILE": str(offset)},
+        ) as agent:
             agent.wait_for("reachable")
             time.sleep(3.5)
             start = time.monotonic()
@@ -287,12 +324,14 @@ def test_wall_clock_steps_do_not_move_the_schedule(tmp_path: Path) -> None:
 
 # --- the status directory -------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def tiny_tmpfs(folder: Path, size: str = "64k") -> Iterator[Path]:
     require_root()
     folder.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
-                    str(folder)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)], check=True
+    )
     try:
         yield folder
     finally:
@@ -301,8 +340,9 @@ def tiny_tmpfs(folder: Path, size: str = "64k") -> Iterator[Path]:
 
 def test_status_directory_full_then_read_only(tmp_path: Path) -> None:
     with tiny_tmpfs(tmp_path / "run") as run, SipResponder() as responder:
-        config = write_config(tmp_path / "c.yaml", [("p", server_text(responder), free_port())],
-                              interval=0.5)
+        config = write_config(
+            tmp_path / "c.yaml", [("p", server_text(responder), free_port())], interval=0.5
+        )
         path = run / "nk" / "status.json"
         with Agent(config, path) as agent:
             agent.wait_for("reachable")
@@ -349,21 +389,38 @@ NAME = "sip.nk.test"
 
 
 @contextlib.contextmanager
-def private_resolver(tmp_path: Path, timeout: int = 1
-                     ) -> Iterator[tuple[DnsServer, tuple[str, ...]]]:
+def private_resolver(
+    tmp_path: Path, timeout: int = 1
+) -> Iterator[tuple[DnsServer, tuple[str, ...]]]:
     """A DNS server of the test's own and the Agent prefix that makes the agent use it: a private
     mount namespace with the test's resolv.conf, hosts and nsswitch.conf bind-mounted."""
     require_root()
     unshare = require_tool("unshare")
-    files = {"resolv.conf": f"nameserver {DNS_IP}\noptions timeout:{timeout} attempts:1\n",
-             "hosts": "127.0.0.1 localhost\n", "nsswitch.conf": "hosts: files dns\n"}
+    files = {
+        "resolv.conf": f"nameserver {DNS_IP}\noptions timeout:{timeout} attempts:1\n",
+        "hosts": "127.0.0.1 localhost\n",
+        "nsswitch.conf": "hosts: files dns\n",
+    }
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    script = ('mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && '
-              'mount --bind "$3" /etc/nsswitch.conf && shift 3 && exec "$@"')
-    prefix = (unshare, "-m", "--propagation", "private", "sh", "-c", script, "sh",
-              str(tmp_path / "resolv.conf"), str(tmp_path / "hosts"),
-              str(tmp_path / "nsswitch.conf"), *WRAP)
+    script = (
+        'mount --bind "$1" /etc/resolv.conf && mount --bind "$2" /etc/hosts && '
+        'mount --bind "$3" /etc/nsswitch.conf && shift 3 && exec "$@"'
+    )
+    prefix = (
+        unshare,
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        str(tmp_path / "resolv.conf"),
+        str(tmp_path / "hosts"),
+        str(tmp_path / "nsswitch.conf"),
+        *WRAP,
+    )
     with DnsServer(DNS_IP, {NAME: "127.0.0.1"}) as dns:
         yield dns, prefix
 
@@ -373,8 +430,11 @@ FAST_RESOLVE = {"NK_TEST_SET": "natkeepalive.runtime.slot.RESOLVE_EVERY=1"}
 
 def test_dns_failing_keeps_the_old_address_and_is_reported_once(tmp_path: Path) -> None:
     with private_resolver(tmp_path) as (dns, prefix), SipResponder() as responder:
-        config = write_config(tmp_path / "c.yaml", [("p", f"{NAME}:{responder.address[1]}",
-                                                     free_port())], interval=0.5)
+        config = write_config(
+            tmp_path / "c.yaml",
+            [("p", f"{NAME}:{responder.address[1]}", free_port())],
+            interval=0.5,
+        )
         with Agent(config, tmp_path / "status.json", prefix=prefix, env=FAST_RESOLVE) as agent:
             agent.wait_for("reachable")
             for mode in ("servfail", "nxdomain"):  # "silent": test_dns_timeout_...
@@ -402,8 +462,11 @@ def test_dns_recovery_is_reported_once(tmp_path: Path) -> None:
     """`resolve-failed` is said once per outage; the end of the outage is said nowhere, so a
     reader of the log cannot tell a resolver that is still failing from one that recovered."""
     with private_resolver(tmp_path) as (dns, prefix), SipResponder() as responder:
-        config = write_config(tmp_path / "c.yaml", [("p", f"{NAME}:{responder.address[1]}",
-                                                     free_port())], interval=0.5)
+        config = write_config(
+            tmp_path / "c.yaml",
+            [("p", f"{NAME}:{responder.address[1]}", free_port())],
+            interval=0.5,
+        )
         with Agent(config, tmp_path / "status.json", prefix=prefix, env=FAST_RESOLVE) as agent:
             agent.wait_for("reachable")
             dns.mode = "servfail"
@@ -412,16 +475,19 @@ def test_dns_recovery_is_reported_once(tmp_path: Path) -> None:
             time.sleep(3.0)
             agent.stop()
     failed_at = agent.names().index("resolve-failed")
-    after = agent.names()[failed_at + 1:]
+    after = agent.names()[failed_at + 1 :]
     assert after.count("resolve-recovered") == 1, after
 
 
 def test_dns_unresolvable_at_start_then_resolving(tmp_path: Path) -> None:
     with private_resolver(tmp_path) as (dns, prefix), SipResponder() as responder:
         dns.mode = "nxdomain"
-        config = write_config(tmp_path / "c.yaml", [("p", f"{NAME}:{responder.address[1]}",
-                                                     free_port())], interval=0.5,
-                              retry_interval=1.0)
+        config = write_config(
+            tmp_path / "c.yaml",
+            [("p", f"{NAME}:{responder.address[1]}", free_port())],
+            interval=0.5,
+            retry_interval=1.0,
+        )
         with Agent(config, tmp_path / "status.json", prefix=prefix) as agent:
             agent.wait_for("resolve-failed")
             time.sleep(2.5)
@@ -437,11 +503,19 @@ def test_dns_timeout_does_not_stall_other_bindings(tmp_path: Path) -> None:
     """A resolver that does not answer (the DNS server is down, or its link is) must not stop the
     keepalives of a binding whose server is an IP address: getaddrinfo() blocks, and the daemon
     has one thread. Measured at that binding's server: lateness of its keepalives."""
-    with private_resolver(tmp_path, timeout=2) as (dns, prefix), \
-            SipResponder() as literal, SipResponder() as named:
-        config = write_config(tmp_path / "c.yaml", [
-            ("literal", server_text(literal), free_port()),
-            ("named", f"{NAME}:{named.address[1]}", free_port())], interval=0.5)
+    with (
+        private_resolver(tmp_path, timeout=2) as (dns, prefix),
+        SipResponder() as literal,
+        SipResponder() as named,
+    ):
+        config = write_config(
+            tmp_path / "c.yaml",
+            [
+                ("literal", server_text(literal), free_port()),
+                ("named", f"{NAME}:{named.address[1]}", free_port()),
+            ],
+            interval=0.5,
+        )
         with Agent(config, tmp_path / "status.json", prefix=prefix, env=FAST_RESOLVE) as agent:
             agent.wait_for("reachable", count=2)
             time.sleep(3.5)
@@ -452,8 +526,8 @@ def test_dns_timeout_does_not_stall_other_bindings(tmp_path: Path) -> None:
             dns.mode = "ok"
             agent.stop()
     late = [g - 0.5 for g in gaps(first_sends(literal.requests, start, end))]
-    print(f"DNS timeout: keepalive lateness of the other binding: max "
-          f"{max(late, default=0) * 1000:.0f} ms over {len(late)} gaps")
+    print(
+        f"DNS timeout: keepalive lateness of the other binding: max "
+        f"{max(late, default=0) * 1000:.0f} ms over {len(late)} gaps"
+    )
     assert len(late) >= 8 and max(late) < 0.1, late
-
-

@@ -45,23 +45,46 @@ def test_flood_keeps_schedule_reachability_memory_and_a_quiet_log(tmp_path: Path
     port = free_port()
     with SipResponder() as responder:
         config = tmp_path / "c.yaml"
-        config.write_text("\n".join([
-            "log: {target: stderr, level: info}",
-            "defaults:",
-            f"  interval: {INTERVAL}", "  jitter: 0", "  timeout: 3.0", "  inbound_check: 0",
-            "  fail_threshold: 2", "  lagged_ms: 2000",
-            "bindings:", "  - name: provider",
-            f"    server: {responder.address[0]}:{responder.address[1]}",
-            f"    source_port: {port}", ""]))
+        config.write_text(
+            "\n".join(
+                [
+                    "log: {target: stderr, level: info}",
+                    "defaults:",
+                    f"  interval: {INTERVAL}",
+                    "  jitter: 0",
+                    "  timeout: 3.0",
+                    "  inbound_check: 0",
+                    "  fail_threshold: 2",
+                    "  lagged_ms: 2000",
+                    "bindings:",
+                    "  - name: provider",
+                    f"    server: {responder.address[0]}:{responder.address[1]}",
+                    f"    source_port: {port}",
+                    "",
+                ]
+            )
+        )
         env = {"NK_TEST_SET": f"natkeepalive.runtime.housekeeping.DROP_REPORT_EVERY={REPORT_EVERY}"}
-        with Agent(config, tmp_path / "status.json", prefix=(sys.executable,
-                   str(HERE / "agentwrap.py")), env=env) as agent:
+        with Agent(
+            config,
+            tmp_path / "status.json",
+            prefix=(sys.executable, str(HERE / "agentwrap.py")),
+            env=env,
+        ) as agent:
             agent.wait_for("reachable")
             time.sleep(4.0)  # past the promotion keepalive; let the heap settle
             before = memory_kb(agent.proc.pid)
             lines_before = len(agent.lines)
-            argv = [sys.executable, str(HERE / "flooder.py"), "--target", f"127.0.0.1:{port}",
-                    "--rate", str(RATE), "--seconds", str(SECONDS)]
+            argv = [
+                sys.executable,
+                str(HERE / "flooder.py"),
+                "--target",
+                f"127.0.0.1:{port}",
+                "--rate",
+                str(RATE),
+                "--seconds",
+                str(SECONDS),
+            ]
             if os.geteuid() == 0:
                 argv += ["--spoof", f"{responder.address[0]}:{responder.address[1]}"]
             flood_start = time.monotonic()
@@ -94,13 +117,17 @@ def test_flood_keeps_schedule_reachability_memory_and_a_quiet_log(tmp_path: Path
     figures = {
         "flood": report,
         "keepalives_during_flood": len(arrivals),
-        "lateness_ms": {"p50": round(percentile(lateness, 0.5) * 1000, 1),
-                        "p99": round(percentile(lateness, 0.99) * 1000, 1),
-                        "max": round(max(lateness) * 1000, 1),
-                        "min": round(min(lateness) * 1000, 1)},
+        "lateness_ms": {
+            "p50": round(percentile(lateness, 0.5) * 1000, 1),
+            "p99": round(percentile(lateness, 0.99) * 1000, 1),
+            "max": round(max(lateness) * 1000, 1),
+            "min": round(min(lateness) * 1000, 1),
+        },
         "memory_kb": {"before": before, "peak": peak, "end_of_flood": during, "after": after},
-        "dropped_status": status["dropped"], "timeouts": status["timeouts"],
-        "log_lines_during_flood": len(flood_lines), "drop_lines": drop_lines,
+        "dropped_status": status["dropped"],
+        "timeouts": status["timeouts"],
+        "log_lines_during_flood": len(flood_lines),
+        "drop_lines": drop_lines,
     }
     print("FLOOD FIGURES " + json.dumps(figures))
     (tmp_path / "figures.json").write_text(json.dumps(figures, indent=2))

@@ -41,8 +41,13 @@ def test_engine_invariant_catches_a_state_change(monkeypatch: pytest.MonkeyPatch
     targets._template("learned")  # built with the real engine before it is broken
     real = engine_module.BindingEngine.receive_datagram
 
-    def leaky(self: engine_module.BindingEngine, data: bytes, source: tuple[str, int],
-              now: float, channel: str = engine_module.BINDING) -> None:
+    def leaky(
+        self: engine_module.BindingEngine,
+        data: bytes,
+        source: tuple[str, int],
+        now: float,
+        channel: str = engine_module.BINDING,
+    ) -> None:
         real(self, data, source, now, channel)
         self.timeouts += 1  # a stray datagram must never do this
 
@@ -53,8 +58,14 @@ def test_engine_invariant_catches_a_state_change(monkeypatch: pytest.MonkeyPatch
 
 def test_engine_invariant_catches_an_uncounted_drop(monkeypatch: pytest.MonkeyPatch) -> None:
     targets._template("first")
-    def silent(self: engine_module.BindingEngine, data: bytes, source: tuple[str, int],
-               now: float, channel: str = engine_module.BINDING) -> None:
+
+    def silent(
+        self: engine_module.BindingEngine,
+        data: bytes,
+        source: tuple[str, int],
+        now: float,
+        channel: str = engine_module.BINDING,
+    ) -> None:
         return None
 
     monkeypatch.setattr(engine_module.BindingEngine, "receive_datagram", silent)

@@ -28,8 +28,10 @@ from tests.support.responder import SipResponder
 
 PRINTABLE = re.compile(r"^[ -~]*$")
 # off the journal, a line starts with the local time: 2026-12-07T01:02:03+0100
-SEVERITY_PREFIX = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} )?"
-                             r"(emerg|alert|crit|err|warning|notice|info|debug): ")
+SEVERITY_PREFIX = re.compile(
+    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} )?"
+    r"(emerg|alert|crit|err|warning|notice|info|debug): "
+)
 KNOWN = set(ev.ALL_EVENTS)
 
 RECORD_HOOK = """#!{python}
@@ -41,8 +43,14 @@ with open(name, "w") as out:
 
 
 # Short timers, so the hostile answers and the hooks they trigger come within seconds
-FAST = {"interval": 0.15, "jitter": 0.0, "timeout": 1.0, "retry_interval": 0.5,
-        "inbound_check": 0, "fail_threshold": 3}
+FAST = {
+    "interval": 0.15,
+    "jitter": 0.0,
+    "timeout": 1.0,
+    "retry_interval": 0.5,
+    "inbound_check": 0,
+    "fail_threshold": 3,
+}
 
 
 def hook_section(hook: Path, events: list[str]) -> list[str]:
@@ -106,10 +114,12 @@ def test_any_text_in_any_event_is_one_printable_line(cls: type[ev.Event], text: 
     assert env["EVENT"] == cls.NAME and env["NAT_KEEPALIVE_EVENT_LINE"] == line
     assert all("\0" not in k + v for k, v in env.items())
     assert set(env) == {"PATH", "EVENT", "NAT_KEEPALIVE_EVENT_LINE"} | {
-        k.upper() for k, _ in event.items()}
+        k.upper() for k, _ in event.items()
+    }
 
 
 # --- the daemon against a hostile server ----------------------------------------------------------
+
 
 def test_hostile_answers_reach_no_log_line_raw_and_no_shell(tmp_path: Path) -> None:
     marker = str(tmp_path / "owned")
@@ -118,12 +128,24 @@ def test_hostile_answers_reach_no_log_line_raw_and_no_shell(tmp_path: Path) -> N
     hook = tmp_path / "hook"
     hook.write_text(RECORD_HOOK.format(python=sys.executable, folder=str(records)))
     hook.chmod(0o755)
-    events = ["binding-learned", "binding-changed", "binding-expired", "reachable",
-              "unreachable", "lagged", "rport-unsupported", "binding-flapping"]
+    events = [
+        "binding-learned",
+        "binding-changed",
+        "binding-expired",
+        "reachable",
+        "unreachable",
+        "lagged",
+        "rport-unsupported",
+        "binding-flapping",
+    ]
     count = len(templates(marker))
     with HostileServer(marker) as server:
-        config = write_config(tmp_path / "c.yaml", [("provider", server.address, free_port())],
-                              FAST, extra=hook_section(hook, events))
+        config = write_config(
+            tmp_path / "c.yaml",
+            [("provider", server.address, free_port())],
+            FAST,
+            extra=hook_section(hook, events),
+        )
         with Agent(config, tmp_path / "status.json") as agent:
             deadline = time.monotonic() + 30
             while server.requests < 2 * count + 4 and time.monotonic() < deadline:
@@ -180,15 +202,20 @@ def test_hanging_and_failing_hooks_are_killed_and_reported(tmp_path: Path) -> No
     hook.chmod(0o755)
     with SipResponder() as responder:
         port = free_port()
-        config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)], FAST,
-                              extra=hook_section(hook, ["reachable", "binding-changed"]),
-                              interval=0.5)
+        config = write_config(
+            tmp_path / "c.yaml",
+            [("provider", responder.address, port)],
+            FAST,
+            extra=hook_section(hook, ["reachable", "binding-changed"]),
+            interval=0.5,
+        )
         with Agent(config, tmp_path / "status.json") as agent:
             agent.wait_for("reachable")
             started = time.monotonic()
             deadline = started + 5
-            while not (tmp_path / "pids").exists() or \
-                    len((tmp_path / "pids").read_text().split()) < 2:
+            while (
+                not (tmp_path / "pids").exists() or len((tmp_path / "pids").read_text().split()) < 2
+            ):
                 assert time.monotonic() < deadline, "the hook did not start"
                 time.sleep(0.05)
             pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
@@ -218,14 +245,14 @@ def test_hanging_and_failing_hooks_are_killed_and_reported(tmp_path: Path) -> No
 
 # --- the probe command's text output -------------------------------------------------------------
 
+
 def test_probe_text_output_escapes_the_reason_phrase() -> None:
     """`nat-keepalive probe` (text mode, for scripts and terminals) prints the server's reason
     phrase: ANSI escapes, a bare CR or U+2028 from the network must not reach the terminal raw."""
     reason = "OK\x1b]0;owned\x07\x1b[2J\rforged line\u2028"
     with SipResponder() as responder:
         responder.configure(reason=reason)
-        done = run_cli("probe", f"{responder.address[0]}:{responder.address[1]}",
-                       "--timeout", "2")
+        done = run_cli("probe", f"{responder.address[0]}:{responder.address[1]}", "--timeout", "2")
     assert done.returncode == 0, done.stderr
     assert all(PRINTABLE.match(line) for line in done.stdout.splitlines()), done.stdout
     assert "\r" not in done.stdout
@@ -235,8 +262,9 @@ def test_probe_json_output_escapes_the_reason_phrase() -> None:
     reason = "OK\x1b]0;owned\x07\x1b[2J\r\u2028forged"
     with SipResponder() as responder:
         responder.configure(reason=reason)
-        done = run_cli("probe", f"{responder.address[0]}:{responder.address[1]}",
-                       "--timeout", "2", "--json")
+        done = run_cli(
+            "probe", f"{responder.address[0]}:{responder.address[1]}", "--timeout", "2", "--json"
+        )
     assert done.returncode == 0, done.stderr
     assert PRINTABLE.match(done.stdout.rstrip("\n"))
     assert json.loads(done.stdout)["reason"] == reason
@@ -248,10 +276,13 @@ def test_hook_that_cannot_start_is_reported_once_per_event(tmp_path: Path) -> No
     hook.write_bytes(b"\x00\x01 not a program\n")
     hook.chmod(0o755)
     with SipResponder() as responder:
-        config = write_config(tmp_path / "c.yaml",
-                              [("provider", responder.address, free_port())], FAST,
-                              extra=hook_section(hook, ["reachable", "binding-learned"]),
-                              interval=0.3)
+        config = write_config(
+            tmp_path / "c.yaml",
+            [("provider", responder.address, free_port())],
+            FAST,
+            extra=hook_section(hook, ["reachable", "binding-learned"]),
+            interval=0.3,
+        )
         with Agent(config, tmp_path / "status.json") as agent:
             agent.wait_for("reachable")
             line = agent.wait_line("could not start", 5)

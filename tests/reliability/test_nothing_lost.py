@@ -43,10 +43,14 @@ class Rsyslog:
             'module(load="imuxsock" SysSock.Use="off")\n'
             f'input(type="imuxsock" Socket="{self.socket}" RateLimit.Interval="0")\n'
             'template(name="nk" type="string" string="%syslogseverity-text% %syslogtag%%msg%\\n")\n'
-            f'*.* action(type="omfile" file="{self.output}" template="nk")\n')
+            f'*.* action(type="omfile" file="{self.output}" template="nk")\n'
+        )
         self.proc = subprocess.Popen(
             [require_tool("rsyslogd"), "-n", "-f", str(conf), "-i", str(folder / "pid")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while not self.socket.exists():
             assert self.proc.poll() is None and time.monotonic() < deadline, "rsyslogd failed"
@@ -78,13 +82,20 @@ def rsyslog(lab: Lab) -> Iterator[Rsyslog]:
         server.stop()
 
 
-def test_every_counted_change_is_in_syslog_once_in_order(kamailio_lab: Lab,
-                                                          rsyslog: Rsyslog) -> None:
+def test_every_counted_change_is_in_syslog_once_in_order(
+    kamailio_lab: Lab, rsyslog: Rsyslog
+) -> None:
     lab = kamailio_lab
     lab.set_nat(random=True)
     rng = random.Random(int(os.environ.get("NK_FAULT_SEED", "6")))
-    config = lab_config(lab, log=f"{{target: syslog, address: {rsyslog.socket}, level: info}}",
-                        interval=1.0, timeout=1.0, fail_threshold=2, retry_interval=1.0)
+    config = lab_config(
+        lab,
+        log=f"{{target: syslog, address: {rsyslog.socket}, level: info}}",
+        interval=1.0,
+        timeout=1.0,
+        fail_threshold=2,
+        retry_interval=1.0,
+    )
     injected: list[str] = []
     router_ips = ["203.0.113.2", "203.0.113.1"]
     with lab_agent(lab, config, log_from_config=True) as agent:

@@ -73,10 +73,16 @@ def test_drops_to_nobody_after_binding(public_dir: Path) -> None:
     config = public_dir / "c.yaml"
     with SipResponder() as responder:
         server = f"{responder.address[0]}:{responder.address[1]}"
-        base = ["log: {target: stderr, level: debug}", "user: nobody",
-                "defaults: {interval: 0.5, jitter: 0, timeout: 1, inbound_check: 0}",
-                f"hooks: {{command: {hook}, events: [reachable]}}",
-                "bindings:", "  - name: low", f"    server: {server}", f"    source_port: {port}"]
+        base = [
+            "log: {target: stderr, level: debug}",
+            "user: nobody",
+            "defaults: {interval: 0.5, jitter: 0, timeout: 1, inbound_check: 0}",
+            f"hooks: {{command: {hook}, events: [reachable]}}",
+            "bindings:",
+            "  - name: low",
+            f"    server: {server}",
+            f"    source_port: {port}",
+        ]
         config.write_text("\n".join(base) + "\n")
         config.chmod(0o644)
         with Agent(config, run / "nk" / "status.json") as agent:
@@ -90,12 +96,17 @@ def test_drops_to_nobody_after_binding(public_dir: Path) -> None:
             # a reload as nobody: a new binding on another port below 1024 cannot be bound;
             # reported, and the running binding goes on
             other = privileged_port() - 1
-            config.write_text("\n".join([*base, "  - name: lower", f"    server: {server}",
-                                         f"    source_port: {other}"]) + "\n")
+            config.write_text(
+                "\n".join(
+                    [*base, "  - name: lower", f"    server: {server}", f"    source_port: {other}"]
+                )
+                + "\n"
+            )
             agent.signal(signal.SIGHUP)
             refused = agent.wait_line("no permission to bind")
-            agent.wait_for("probe-answered", count=len(agent.events("probe-answered")) + 2,
-                           timeout=6)
+            agent.wait_for(
+                "probe-answered", count=len(agent.events("probe-answered")) + 2, timeout=6
+            )
             assert agent.proc.poll() is None
             assert agent.stop() == 0
         requests = [message for _, message, _ in responder.requests]
@@ -135,11 +146,20 @@ def test_status_folder_is_made_before_privileges_drop(public_dir: Path) -> None:
     config = public_dir / "c.yaml"
     with SipResponder() as responder:
         server = f"{responder.address[0]}:{responder.address[1]}"
-        config.write_text("\n".join([
-            "log: {target: stderr}", "user: nobody",
-            "defaults: {interval: 0.5, jitter: 0, timeout: 1, inbound_check: 0}",
-            "bindings:", "  - name: p", f"    server: {server}",
-            f"    source_port: {privileged_port()}"]) + "\n")
+        config.write_text(
+            "\n".join(
+                [
+                    "log: {target: stderr}",
+                    "user: nobody",
+                    "defaults: {interval: 0.5, jitter: 0, timeout: 1, inbound_check: 0}",
+                    "bindings:",
+                    "  - name: p",
+                    f"    server: {server}",
+                    f"    source_port: {privileged_port()}",
+                ]
+            )
+            + "\n"
+        )
         config.chmod(0o644)
         with Agent(config, status_path) as agent:
             agent.wait_for("reachable")

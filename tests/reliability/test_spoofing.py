@@ -60,8 +60,13 @@ def current_request(net: FakeNet) -> bytes:
     return net.sent[-1].raw
 
 
-def assert_ignored(net: FakeNet, data: bytes, source: tuple[str, int],
-                   channel: str = BINDING, counter: str = "dropped") -> None:
+def assert_ignored(
+    net: FakeNet,
+    data: bytes,
+    source: tuple[str, int],
+    channel: str = BINDING,
+    counter: str = "dropped",
+) -> None:
     engine = net.engine
     before, counted = snapshot(engine), getattr(engine, counter)
     log_before, sent_before = len(net.log), len(net.sent)
@@ -77,15 +82,26 @@ def genuine_answer_still_accepted(net: FakeNet) -> None:
     assert net.engine.public == ("203.0.113.1", 40000)
     assert net.engine.reach.state == "reachable"
     assert net.engine.responses == 2
-    assert not [e for e in net.log if isinstance(e, (ev.BindingChanged, ev.Unreachable,
-                                                     ev.Lagged, ev.BindingExpired))]
+    assert not [
+        e
+        for e in net.log
+        if isinstance(e, (ev.BindingChanged, ev.Unreachable, ev.Lagged, ev.BindingExpired))
+    ]
 
 
 # --- engine level ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("source", [(SERVER[0], SERVER[1] + 1), ("203.0.113.11", SERVER[1]),
-                                    ("::ffff:203.0.113.10", SERVER[1]), ("0.0.0.0", 0)],
-                         ids=["other-port", "other-address", "v4-mapped", "zero"])
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        (SERVER[0], SERVER[1] + 1),
+        ("203.0.113.11", SERVER[1]),
+        ("::ffff:203.0.113.10", SERVER[1]),
+        ("0.0.0.0", 0),
+    ],
+    ids=["other-port", "other-address", "v4-mapped", "zero"],
+)
 def test_matching_answer_from_another_source_is_dropped(source: tuple[str, int]) -> None:
     net = mid_transaction()
     spoof = answer(current_request(net), EVIL, status=503, extra=EVIL_EXTRA)
@@ -98,8 +114,15 @@ def test_guessed_branches_are_dropped() -> None:
     request = current_request(net)
     real = parse_message(request).top_via.branch
     assert real is not None
-    for guess in ("z9hG4bK" + "0" * 20, real[:-1] + ("0" if real[-1] != "0" else "1"),
-                  real.upper(), real + "0", "z9hG4bK", "", real[:-4]):
+    for guess in (
+        "z9hG4bK" + "0" * 20,
+        real[:-1] + ("0" if real[-1] != "0" else "1"),
+        real.upper(),
+        real + "0",
+        "z9hG4bK",
+        "",
+        real[:-4],
+    ):
         assert_ignored(net, answer(request, EVIL, branch=guess, extra=EVIL_EXTRA), SERVER)
     genuine_answer_still_accepted(net)
 
@@ -166,7 +189,7 @@ def test_spoofs_against_the_inbound_check() -> None:
     net = FakeNet(settings=settings(inbound_check=1, interval=20.0))
     net.run_until(2.99)
     net.run_until(3.001)  # the check goes out from the aux socket at 3.0
-    (branch, _, _, kind), = outstanding(net.engine)
+    ((branch, _, _, kind),) = outstanding(net.engine)
     assert kind == "inbound"
     request = current_request(net)
     # from the wrong source on either socket; the right source with a wrong branch on either
@@ -208,20 +231,39 @@ sys.exit(main(sys.argv[2:]))
 
 
 # Short timers, so a spoof meets a live transaction within a second
-FAST = {"interval": 0.3, "jitter": 0.2, "timeout": 1.0, "retry_interval": 1,
-        "inbound_check": 0}
+FAST = {"interval": 0.3, "jitter": 0.2, "timeout": 1.0, "retry_interval": 1, "inbound_check": 0}
 
 
 def test_branch_on_the_wire_is_80_bits_from_os_urandom(tmp_path: Path) -> None:
     record = tmp_path / "urandom.txt"
     with SipResponder() as responder:
-        config = write_config(tmp_path / "c.yaml",
-                              [("provider", responder.address, free_port())], FAST,
-                              inbound_check=2)
-        argv = [sys.executable, "-c", RECORD_URANDOM, str(record), "run", "-c", str(config),
-                "--log", "stderr", "--status-file", str(tmp_path / "status.json")]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env=agent_env(), cwd=str(ROOT))
+        config = write_config(
+            tmp_path / "c.yaml",
+            [("provider", responder.address, free_port())],
+            FAST,
+            inbound_check=2,
+        )
+        argv = [
+            sys.executable,
+            "-c",
+            RECORD_URANDOM,
+            str(record),
+            "run",
+            "-c",
+            str(config),
+            "--log",
+            "stderr",
+            "--status-file",
+            str(tmp_path / "status.json"),
+        ]
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=agent_env(),
+            cwd=str(ROOT),
+        )
         try:
             assert responder.wait_for_requests(40, timeout=20)
         finally:
@@ -247,7 +289,7 @@ def test_branch_on_the_wire_is_80_bits_from_os_urandom(tmp_path: Path) -> None:
     assert len(branches) >= 25  # retransmissions repeat a branch; new requests never do
     for branch in branches:
         assert branch is not None and branch.startswith("z9hG4bK")
-        suffix = branch[len("z9hG4bK"):]
+        suffix = branch[len("z9hG4bK") :]
         assert len(suffix) * 4 >= 64 and len(suffix) == 2 * BRANCH_BYTES
         locate(suffix)
     # Call-ID: a new one per request (RFC 3261 8.1.1.4), the binding's 64 bits from os.urandom
@@ -269,6 +311,7 @@ def test_branch_on_the_wire_is_80_bits_from_os_urandom(tmp_path: Path) -> None:
 
 # --- a real daemon on loopback --------------------------------------------------------------------
 
+
 @pytest.fixture
 def responder() -> Iterator[SipResponder]:
     with SipResponder() as r:
@@ -288,13 +331,21 @@ def test_daemon_ignores_every_kind_of_spoof(tmp_path: Path, responder: SipRespon
     (Replays are in test_daemon_counts_replays_as_dropped.)"""
     port = free_port()
     responder.configure(delay=0.4)
-    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)], FAST,
-                          interval=1.0, jitter=0.0, timeout=3.0)
+    config = write_config(
+        tmp_path / "c.yaml",
+        [("provider", responder.address, port)],
+        FAST,
+        interval=1.0,
+        jitter=0.0,
+        timeout=3.0,
+    )
     target = ("127.0.0.1", port)
     sent = 0
-    with Agent(config, tmp_path / "status.json") as agent, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_port, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_address:
+    with (
+        Agent(config, tmp_path / "status.json") as agent,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_port,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_address,
+    ):
         other_port.bind(("127.0.0.1", 0))
         other_address.bind(("127.0.0.2", 0))
         agent.wait_for("reachable")
@@ -328,8 +379,14 @@ def test_daemon_ignores_every_kind_of_spoof(tmp_path: Path, responder: SipRespon
     assert after["public"] == public and after["state"] == "reachable"
     assert (after["changes"], after["expiries"], after["timeouts"]) == (0, 0, 0)
     assert names.count("binding-learned") == 1 and names.count("reachable") == 1
-    for name in ("binding-changed", "binding-expired", "lagged", "unreachable",
-                 "interval-adjusted", "rport-unsupported"):
+    for name in (
+        "binding-changed",
+        "binding-expired",
+        "lagged",
+        "unreachable",
+        "interval-adjusted",
+        "rport-unsupported",
+    ):
         assert name not in names
     # every genuine answer was accepted (none timed out) and every spoof was counted as dropped
     assert after["responses"] >= after["probes_sent"] - 1
@@ -341,8 +398,14 @@ def test_daemon_counts_replays_as_dropped(tmp_path: Path, responder: SipResponde
     """A replayed answer (here: to the first keepalive) from the server's address must show up in
     the status file's `dropped`, like every other datagram the agent refuses."""
     port = free_port()
-    config = write_config(tmp_path / "c.yaml", [("provider", responder.address, port)], FAST,
-                          interval=1.0, jitter=0.0, timeout=3.0)
+    config = write_config(
+        tmp_path / "c.yaml",
+        [("provider", responder.address, port)],
+        FAST,
+        interval=1.0,
+        jitter=0.0,
+        timeout=3.0,
+    )
     with Agent(config, tmp_path / "status.json") as agent:
         agent.wait_for("probe-answered", count=2)
         baseline = status_entry(agent)

@@ -27,11 +27,19 @@ def agent_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, timeout: float = 30.0, env: dict[str, str] | None = None,
-            prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*prefix, sys.executable, "-m", "natkeepalive", *args],
-                          capture_output=True, text=True, timeout=timeout,
-                          env=agent_env(env))
+def run_cli(
+    *args: str,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "natkeepalive", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=agent_env(env),
+    )
 
 
 def severity(line: str) -> str:
@@ -42,17 +50,41 @@ def severity(line: str) -> str:
 class Agent:
     """`with Agent(config_path, status_path) as agent: agent.wait_for("binding-learned")`."""
 
-    def __init__(self, config: Path, status: Path, *extra: str,
-                 prefix: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
-        argv = [*prefix, sys.executable, "-m", "natkeepalive", "run", "-c", str(config),
-                "--log", "stderr", "--status-file", str(status), *extra]
+    def __init__(
+        self,
+        config: Path,
+        status: Path,
+        *extra: str,
+        prefix: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        argv = [
+            *prefix,
+            sys.executable,
+            "-m",
+            "natkeepalive",
+            "run",
+            "-c",
+            str(config),
+            "--log",
+            "stderr",
+            "--status-file",
+            str(status),
+            *extra,
+        ]
         self.status = status
         self.lines: list[str] = []
         self.stamps: list[float] = []  # time.monotonic() when each line was read
         self._cond = threading.Condition()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, env=agent_env(env),
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=agent_env(env),
+            start_new_session=True,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -88,29 +120,41 @@ class Agent:
         """(line index, time.monotonic() it was read, event, fields) of every event so far."""
         with self._cond:
             lines, stamps = list(self.lines), list(self.stamps)
-        return [(i, stamp, *parse_line(line)) for i, (line, stamp) in enumerate(zip(lines, stamps))
-                if "event=" in line]
+        return [
+            (i, stamp, *parse_line(line))
+            for i, (line, stamp) in enumerate(zip(lines, stamps))
+            if "event=" in line
+        ]
 
     def names(self, include_debug: bool = False) -> list[str]:
         with self._cond:
             lines = list(self.lines)
-        return [parse_line(line)[0] for line in lines if "event=" in line
-                and (include_debug or severity(line) != "debug")]
+        return [
+            parse_line(line)[0]
+            for line in lines
+            if "event=" in line and (include_debug or severity(line) != "debug")
+        ]
 
-    def wait_for(self, name: str, timeout: float = 15.0, count: int = 1,
-                 **fields: Any) -> dict[str, str | None]:
+    def wait_for(
+        self, name: str, timeout: float = 15.0, count: int = 1, **fields: Any
+    ) -> dict[str, str | None]:
         """The count-th event `name` whose fields match; AssertionError with the log if none."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                matches = [f for n, f in self.events(name)
-                           if all(f.get(k) == str(v) for k, v in fields.items())]
+                matches = [
+                    f
+                    for n, f in self.events(name)
+                    if all(f.get(k) == str(v) for k, v in fields.items())
+                ]
                 if len(matches) >= count:
                     return matches[count - 1]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no {count}x {name} {fields} within {timeout}s; "
-                                         "log:\n" + "\n".join(self.lines))
+                    raise AssertionError(
+                        f"no {count}x {name} {fields} within {timeout}s; "
+                        "log:\n" + "\n".join(self.lines)
+                    )
                 self._cond.wait(min(remaining, 0.5))
 
     def wait_line(self, text: str, timeout: float = 10.0, after: int = 0) -> str:
@@ -124,8 +168,9 @@ class Agent:
                         return line
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no line with {text!r} within {timeout}s; log:\n"
-                                         + "\n".join(self.lines))
+                    raise AssertionError(
+                        f"no line with {text!r} within {timeout}s; log:\n" + "\n".join(self.lines)
+                    )
                 self._cond.wait(min(remaining, 0.5))
 
     def signal(self, signum: int) -> None:

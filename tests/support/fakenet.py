@@ -62,8 +62,9 @@ class FakeNet:
         if self.silent:
             return
         if datagram.channel == BINDING:
-            reply = answer(datagram.payload, self.public, status=self.status,
-                           ignore_rport=self.ignore_rport)
+            reply = answer(
+                datagram.payload, self.public, status=self.status, ignore_rport=self.ignore_rport
+            )
             self.in_flight.append((self.now + self.rtt, reply, SERVER, BINDING))
             return
         # the inbound check, from the AUX socket: no rport, so the server answers the sent-by;

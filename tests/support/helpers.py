@@ -19,8 +19,13 @@ Server = Union[str, "tuple[str, int]"]
 STDERR_DEBUG = "{target: stderr, level: debug}"
 # Timers short enough for a daemon test against a loopback responder to take seconds
 LOOPBACK_TIMERS: Mapping[str, object] = {
-    "interval": 1.5, "jitter": 0.1, "timeout": 1.0, "fail_threshold": 2, "retry_interval": 1.0,
-    "inbound_check": 0}
+    "interval": 1.5,
+    "jitter": 0.1,
+    "timeout": 1.0,
+    "fail_threshold": 2,
+    "retry_interval": 1.0,
+    "inbound_check": 0,
+}
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:
@@ -40,9 +45,15 @@ def server_text(server: Server) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def write_config(path: Path, bindings: Sequence[tuple[str, Server, int]],
-                 base: Mapping[str, object] | None = None, *, log: str = STDERR_DEBUG,
-                 extra: Sequence[str] = (), **settings: object) -> Path:
+def write_config(
+    path: Path,
+    bindings: Sequence[tuple[str, Server, int]],
+    base: Mapping[str, object] | None = None,
+    *,
+    log: str = STDERR_DEBUG,
+    extra: Sequence[str] = (),
+    **settings: object,
+) -> Path:
     """A YAML configuration at `path`: `log`, then `defaults:` (`base` updated with `settings`),
     then one binding per (name, server, source port), then the `extra` lines as written."""
     values = {**(base or {}), **settings}
@@ -50,15 +61,23 @@ def write_config(path: Path, bindings: Sequence[tuple[str, Server, int]],
     lines += [f"  {key}: {json.dumps(value)}" for key, value in values.items()]
     lines.append("bindings:")
     for name, server, port in bindings:
-        lines += [f"  - name: {name}", f"    server: {json.dumps(server_text(server))}",
-                  f"    source_port: {port}"]
+        lines += [
+            f"  - name: {name}",
+            f"    server: {json.dumps(server_text(server))}",
+            f"    source_port: {port}",
+        ]
     lines += extra
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float,
-               interval: float = 0.02, detail: Callable[[], str] | None = None) -> T:
+def wait_until(
+    what: str,
+    probe: Callable[[], T | None],
+    timeout: float,
+    interval: float = 0.02,
+    detail: Callable[[], str] | None = None,
+) -> T:
     """Polls `probe` until it returns something true, and returns that; AssertionError naming
     `what` (and `detail()`, such as a log) after `timeout` seconds. For state another process or
     thread changes; a test of the sans-I/O core uses its fake clock instead."""
@@ -68,6 +87,7 @@ def wait_until(what: str, probe: Callable[[], T | None], timeout: float,
         if got:
             return got
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}"
-                                 + (f"\n{detail()}" if detail else ""))
+            raise AssertionError(
+                f"not within {timeout} s: {what}" + (f"\n{detail()}" if detail else "")
+            )
         time.sleep(interval)

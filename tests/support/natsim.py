@@ -60,8 +60,9 @@ class NatSim:
                 return local
         return None
 
-    def exchange(self, datagram: Datagram, local: tuple[str, int], aux_local: tuple[str, int],
-                 now: float) -> tuple[bytes, str, tuple[str, int]] | None:
+    def exchange(
+        self, datagram: Datagram, local: tuple[str, int], aux_local: tuple[str, int], now: float
+    ) -> tuple[bytes, str, tuple[str, int]] | None:
         """The answer to one datagram, the channel it arrives on and its source, or None if it
         is lost."""
         sender = aux_local if datagram.channel == AUX else local
@@ -78,7 +79,8 @@ class NatSim:
             if target != local:
                 return None
             relayed = datagram.payload.replace(
-                b"Via: ", b"Via: SIP/2.0/UDP 203.0.113.10;branch=z9hG4bKrelay1\r\nVia: ", 1)
+                b"Via: ", b"Via: SIP/2.0/UDP 203.0.113.10;branch=z9hG4bKrelay1\r\nVia: ", 1
+            )
             return relayed, TRIAL, SERVER
         reply = answer(datagram.payload, public, ignore_rport=self.ignore_rport)
         via = request.top_via
@@ -88,11 +90,21 @@ class NatSim:
         target = self.inbound(via.port or 5060, now + RTT / 2)
         if target is None:
             return None
-        return reply, (TRIAL if datagram.channel == AUX and target == local else
-                       datagram.channel if target == sender else "elsewhere"), SERVER
+        return (
+            reply,
+            (
+                TRIAL
+                if datagram.channel == AUX and target == local
+                else datagram.channel
+                if target == sender
+                else "elsewhere"
+            ),
+            SERVER,
+        )
 
-    def _stun(self, datagram: Datagram, sender: tuple[str, int], local: tuple[str, int],
-              now: float) -> tuple[bytes, str, tuple[str, int]] | None:
+    def _stun(
+        self, datagram: Datagram, sender: tuple[str, int], local: tuple[str, int], now: float
+    ) -> tuple[bytes, str, tuple[str, int]] | None:
         request = stun.parse_binding_request(datagram.payload)
         public = (PUBLIC_IP, self.outbound(sender, now))
         reply = stun.build_binding_success(request.transaction_id, public)
@@ -104,15 +116,27 @@ class NatSim:
         return reply, TRIAL if target == local else "elsewhere", STUN_SERVER
 
 
-def run_discovery(nat: NatSim, max_idle: float = 600.0, start: float = 5.0,
-                  resolution: float = 0.1, resolution_min: float = 1.0,
-                  stun_server: tuple[str, int] | None = None
-                  ) -> tuple[Discovery, SearchResult, float]:
+def run_discovery(
+    nat: NatSim,
+    max_idle: float = 600.0,
+    start: float = 5.0,
+    resolution: float = 0.1,
+    resolution_min: float = 1.0,
+    stun_server: tuple[str, int] | None = None,
+) -> tuple[Discovery, SearchResult, float]:
     """Discovery against the simulated NAT; returns it, its result and the simulated time taken."""
     rng = random.Random(3)
-    discovery = Discovery(SERVER, "sip.example.net", 5060, rng.randbytes, max_idle=max_idle,
-                          start=start, resolution=resolution, resolution_min=resolution_min,
-                          stun_server=stun_server)
+    discovery = Discovery(
+        SERVER,
+        "sip.example.net",
+        5060,
+        rng.randbytes,
+        max_idle=max_idle,
+        start=start,
+        resolution=resolution,
+        resolution_min=resolution_min,
+        stun_server=stun_server,
+    )
     now = 0.0
     port = 20000
     aux_local = ("192.168.77.2", 40999)
@@ -127,8 +151,9 @@ def run_discovery(nat: NatSim, max_idle: float = 600.0, start: float = 5.0,
     return discovery, discovery.result(), now
 
 
-def drive(trial: Trial, nat: NatSim, local: tuple[str, int], aux_local: tuple[str, int],
-          now: float) -> float:
+def drive(
+    trial: Trial, nat: NatSim, local: tuple[str, int], aux_local: tuple[str, int], now: float
+) -> float:
     pending: list[tuple[float, bytes, str, tuple[str, int]]] = []
     for _ in range(10_000):  # bounded: a trial is a handful of exchanges
         for datagram in trial.datagrams_to_send():
@@ -153,8 +178,13 @@ def drive(trial: Trial, nat: NatSim, local: tuple[str, int], aux_local: tuple[st
     raise AssertionError("trial did not end")
 
 
-def run_engine(engine: BindingEngine, nat: NatSim, until: float, now: float = 0.0,
-               local: tuple[str, int] = ("192.168.77.2", 5062)) -> dict[str, int]:
+def run_engine(
+    engine: BindingEngine,
+    nat: NatSim,
+    until: float,
+    now: float = 0.0,
+    local: tuple[str, int] = ("192.168.77.2", 5062),
+) -> dict[str, int]:
     """Drive a BindingEngine through the simulated NAT until `until`; count what it sent."""
     aux_local = ("192.168.77.2", 40998)
     pending: list[tuple[float, bytes, str]] = []

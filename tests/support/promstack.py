@@ -47,20 +47,30 @@ class PromStack:
             raise
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def start(self) -> None:
         tmp = Path(self.tmp.name)
         # the child keeps its own descriptor of the log: ours is closed at once
         with open(tmp / "exporter.log", "wb") as log:
-            self.procs.append(subprocess.Popen(
-                [self.exporter_bin, f"--web.listen-address=127.0.0.1:{self.exporter_port}",
-                 "--collector.disable-defaults", "--collector.textfile",
-                 f"--collector.textfile.directory={self.textfile_dir}"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        self.exporter_bin,
+                        f"--web.listen-address=127.0.0.1:{self.exporter_port}",
+                        "--collector.disable-defaults",
+                        "--collector.textfile",
+                        f"--collector.textfile.directory={self.textfile_dir}",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+            )
         config = tmp / "prometheus.yml"
         config.write_text(
             "global:\n"
@@ -69,15 +79,24 @@ class PromStack:
             "scrape_configs:\n"
             "  - job_name: node\n"
             "    static_configs:\n"
-            f"      - targets: ['127.0.0.1:{self.exporter_port}']\n")
+            f"      - targets: ['127.0.0.1:{self.exporter_port}']\n"
+        )
         with open(tmp / "prometheus.log", "wb") as log:
-            self.procs.append(subprocess.Popen(
-                [self.prometheus_bin, f"--config.file={config}",
-                 f"--storage.tsdb.path={tmp / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}",
-                 "--web.enable-lifecycle"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        self.prometheus_bin,
+                        f"--config.file={config}",
+                        f"--storage.tsdb.path={tmp / 'data'}",
+                        f"--web.listen-address=127.0.0.1:{self.port}",
+                        "--web.enable-lifecycle",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+            )
         self.wait_ready(30.0)
 
     def wait_ready(self, timeout: float) -> None:
@@ -97,8 +116,10 @@ class PromStack:
 
     def logs(self) -> str:
         tmp = Path(self.tmp.name)
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
-                         for p in sorted(tmp.glob("*.log")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
+            for p in sorted(tmp.glob("*.log"))
+        )
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query's vector: [{"metric": {...}, "value": [time, "text"]}, ...]."""

@@ -30,9 +30,23 @@ from natkeepalive.sip import Request, Via, parse_message
 if TYPE_CHECKING:
     Address = tuple[Any, ...]  # (host, port) or the 4-tuple of an AF_INET6 socket
 
-BEHAVIOUR = ("received", "rport", "ignore_rport", "bare_rport", "force_rport", "silent", "delay",
-             "status", "reason", "reply_from_other_port", "wrong_branch", "wrong_call_id",
-             "provisional_first", "extra_headers", "to_tag")
+BEHAVIOUR = (
+    "received",
+    "rport",
+    "ignore_rport",
+    "bare_rport",
+    "force_rport",
+    "silent",
+    "delay",
+    "status",
+    "reason",
+    "reply_from_other_port",
+    "wrong_branch",
+    "wrong_call_id",
+    "provisional_first",
+    "extra_headers",
+    "to_tag",
+)
 
 
 def _same_address(a: str, b: str) -> bool:
@@ -55,15 +69,22 @@ def _with_param(params: list[tuple[str, str | None]], name: str, value: str) -> 
 class SipResponder:
     """Context manager: `with SipResponder() as server: ... server.address ...`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, status: int = 200,
-                 reason: str = "OK", extra_headers: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        status: int = 200,
+        reason: str = "OK",
+        extra_headers: list[str] | None = None,
+    ) -> None:
         self.lock = threading.Lock()
         # Behaviour (see the module docstring); read per request under `lock`.
-        self.received: str | None = None   # override for the received parameter
-        self.rport: int | None = None      # override for the rport value
-        self.ignore_rport = False             # echo the Via unchanged, answer to the source
-        self.force_rport = False              # always answer to the source (Asterisk style)
-        self.bare_rport = False               # leave rport without a value (linphone when the
+        self.received: str | None = None  # override for the received parameter
+        self.rport: int | None = None  # override for the rport value
+        self.ignore_rport = False  # echo the Via unchanged, answer to the source
+        self.force_rport = False  # always answer to the source (Asterisk style)
+        self.bare_rport = False  # leave rport without a value (linphone when the
         #                                       port did not change), answer to the source
         self.silent = False
         self.delay = 0.0
@@ -77,7 +98,7 @@ class SipResponder:
         self.to_tag = "resp1"
         # Records, guarded by `_cond`.
         self.requests: list[tuple[Address, Request, float]] = []
-        self.sent: list[tuple[Address, bytes, int]] = []   # (destination, datagram, from port)
+        self.sent: list[tuple[Address, bytes, int]] = []  # (destination, datagram, from port)
         self.garbage: list[tuple[Address, bytes, str]] = []
         self.errors: list[BaseException] = []  # unexpected failures inside the thread
         self._cond = threading.Condition()
@@ -113,8 +134,9 @@ class SipResponder:
 
     @property
     def closed(self) -> bool:
-        return all(sock.fileno() == -1 for sock in (self._sock, self._other, self._wake_r,
-                                                     self._wake_w))
+        return all(
+            sock.fileno() == -1 for sock in (self._sock, self._other, self._wake_r, self._wake_w)
+        )
 
     def start(self) -> SipResponder:
         if self._thread is None:
@@ -135,8 +157,12 @@ class SipResponder:
     def __enter__(self) -> SipResponder:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def _close_sockets(self) -> None:
@@ -217,17 +243,23 @@ class SipResponder:
         sock = self._other if settings["reply_from_other_port"] else self._sock
         now = time.monotonic()
         if settings["provisional_first"]:
-            self._schedule(now, sock, self._render(message, vias, 100, "Trying", settings),
-                           destination)
+            self._schedule(
+                now, sock, self._render(message, vias, 100, "Trying", settings), destination
+            )
         if message.method == "OPTIONS":
             status, reason = int(settings["status"]), str(settings["reason"])
         else:
             status, reason = 501, "Not Implemented"
-        self._schedule(now + float(settings["delay"]), sock,
-                       self._render(message, vias, status, reason, settings), destination)
+        self._schedule(
+            now + float(settings["delay"]),
+            sock,
+            self._render(message, vias, status, reason, settings),
+            destination,
+        )
 
-    def _reply_vias(self, message: Request, source: Address,
-                    settings: dict[str, Any]) -> tuple[list[Via], Address]:
+    def _reply_vias(
+        self, message: Request, source: Address, settings: dict[str, Any]
+    ) -> tuple[list[Via], Address]:
         top = message.top_via
         source_ip, source_port = source[0], source[1]
         if settings["ignore_rport"]:
@@ -251,8 +283,9 @@ class SipResponder:
         new_top = Via(top.protocol, top.host, top.port, tuple(params))
         return [new_top, *message.vias[1:]], destination
 
-    def _render(self, message: Request, vias: list[Via], status: int, reason: str,
-                settings: dict[str, Any]) -> bytes:
+    def _render(
+        self, message: Request, vias: list[Via], status: int, reason: str, settings: dict[str, Any]
+    ) -> bytes:
         to = message.header("to") or ""
         if status > 100 and ";tag=" not in to.lower().replace(" ", ""):
             to += f";tag={settings['to_tag']}"
@@ -274,8 +307,7 @@ class SipResponder:
         """Send `data` from the server's address and port now (a UDP sendto is thread-safe)."""
         self._sock.sendto(data, destination)
 
-    def _schedule(self, due: float, sock: socket.socket, data: bytes,
-                  destination: Address) -> None:
+    def _schedule(self, due: float, sock: socket.socket, data: bytes, destination: Address) -> None:
         heapq.heappush(self._pending, (due, next(self._order), sock, data, destination))
 
     def _send_due(self) -> None:

@@ -8,10 +8,20 @@ from natkeepalive.sip.message import Request, parse_message
 Address = tuple[str, int]
 
 
-def answer(request: bytes, source: Address, *, status: int = 200, reason: str = "OK",
-           received: str | None = None, rport: int | None = None, ignore_rport: bool = False,
-           branch: str | None = None, call_id: str | None = None, cseq: int | None = None,
-           extra: str = "") -> bytes:
+def answer(
+    request: bytes,
+    source: Address,
+    *,
+    status: int = 200,
+    reason: str = "OK",
+    received: str | None = None,
+    rport: int | None = None,
+    ignore_rport: bool = False,
+    branch: str | None = None,
+    call_id: str | None = None,
+    cseq: int | None = None,
+    extra: str = "",
+) -> bytes:
     """The response a server at the far side of a NAT would send.
 
     source is the address the server saw (the NAT's public mapping); received/rport override it.

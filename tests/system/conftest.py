@@ -17,9 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def build_deb(out: Path, revision: str) -> Path:
-    done = subprocess.run(["sh", str(ROOT / "packaging" / "deb" / "build-deb.sh"), str(out)],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "DEB_REVISION": revision})
+    done = subprocess.run(
+        ["sh", str(ROOT / "packaging" / "deb" / "build-deb.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DEB_REVISION": revision},
+    )
     assert done.returncode == 0, done.stderr
     return Path(done.stdout.strip().splitlines()[-1])
 

@@ -47,14 +47,19 @@ def mirror() -> str:
         except OSError:
             continue
     for text in texts:
-        for match in re.finditer(r"^\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+" + SUITE + r"\s",
-                                 text, re.M):
+        for match in re.finditer(
+            r"^\s*deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+" + SUITE + r"\s", text, re.M
+        ):
             return match.group(1)
         for stanza in re.split(r"\n\s*\n", text):
             uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
             suites = re.search(r"^Suites:\s*(.*)$", stanza, re.M)
-            if uris and suites and SUITE in suites.group(1).split() and \
-                    "security" not in uris.group(1):
+            if (
+                uris
+                and suites
+                and SUITE in suites.group(1).split()
+                and "security" not in uris.group(1)
+            ):
                 return uris.group(1)
     return "http://deb.debian.org/debian"
 
@@ -77,8 +82,18 @@ def pristine_rootfs() -> Path:
         shutil.rmtree(rootfs, ignore_errors=True)
         source = mirror()
         done = subprocess.run(
-            [debootstrap, "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
-             str(building), source], capture_output=True, text=True, timeout=1800)
+            [
+                debootstrap,
+                "--variant=minbase",
+                f"--include={','.join(PACKAGES)}",
+                SUITE,
+                str(building),
+                source,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         if done.returncode != 0:
             shutil.rmtree(building, ignore_errors=True)
             tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
@@ -91,7 +106,7 @@ def pristine_rootfs() -> Path:
 def remove_leftovers() -> None:
     """Overlays of runs that were killed before they could clean up (their PID is gone)."""
     for work in WORK.glob(f"{WORK_PREFIX}*"):
-        pid = work.name[len(WORK_PREFIX):].split("-", 1)[0]
+        pid = work.name[len(WORK_PREFIX) :].split("-", 1)[0]
         if pid.isdigit() and Path(f"/proc/{pid}").exists():
             continue
         try:
@@ -122,45 +137,66 @@ class Container:
     def boot(self, timeout: float = 90.0) -> None:
         for tool in ("systemd-nspawn", "nsenter"):
             if not shutil.which(tool):
-                raise ContainerError(f"{tool} is not installed (tests/run.sh installs "
-                                     "systemd-container and util-linux)")
+                raise ContainerError(
+                    f"{tool} is not installed (tests/run.sh installs "
+                    "systemd-container and util-linux)"
+                )
         remove_leftovers()
         lower = pristine_rootfs()
         for sub in ("upper", "ovl-work", "merged"):
             (self.work / sub).mkdir(parents=True, exist_ok=True)
         upper, scratch = self.work / "upper", self.work / "ovl-work"
         options = f"lowerdir={lower},upperdir={upper},workdir={scratch}"
-        done = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             # /var/tmp on an overlay itself (a container's root): a copy instead, a few seconds
-            copy = subprocess.run(["cp", "-a", "--reflink=auto", f"{lower}/.", str(self.root)],
-                                  capture_output=True, text=True)
+            copy = subprocess.run(
+                ["cp", "-a", "--reflink=auto", f"{lower}/.", str(self.root)],
+                capture_output=True,
+                text=True,
+            )
             if copy.returncode != 0:
-                raise ContainerError(f"cannot mount an overlay of {lower} "
-                                     f"({done.stderr.strip()}) nor copy it: {copy.stderr.strip()}")
+                raise ContainerError(
+                    f"cannot mount an overlay of {lower} "
+                    f"({done.stderr.strip()}) nor copy it: {copy.stderr.strip()}"
+                )
         with open(self.console, "wb") as console:
             # --register=no --keep-unit: no machined and no scope of its own, which a host whose
             # PID 1 is not systemd cannot provide.
             self.proc = subprocess.Popen(
-                ["systemd-nspawn", "--boot", f"--directory={self.root}", f"--machine={self.name}",
-                 "--register=no", "--keep-unit", "--private-network", "--console=pipe"],
-                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    "systemd-nspawn",
+                    "--boot",
+                    f"--directory={self.root}",
+                    f"--machine={self.name}",
+                    "--register=no",
+                    "--keep-unit",
+                    "--private-network",
+                    "--console=pipe",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         (self.work / "nspawn.pid").write_text(str(self.proc.pid))
         deadline = time.monotonic() + timeout
         while not self.leader:
             if self.proc.poll() is not None:
-                raise ContainerError(f"systemd-nspawn exited with {self.proc.returncode}:\n"
-                                     + self.console_tail())
+                raise ContainerError(
+                    f"systemd-nspawn exited with {self.proc.returncode}:\n" + self.console_tail()
+                )
             if time.monotonic() > deadline:
                 raise ContainerError("the container's init did not appear:\n" + self.console_tail())
             self.leader = self._find_init()
             time.sleep(0.1)
         while True:
             left = max(deadline - time.monotonic(), 1.0)
-            state = self.run("systemctl", "is-system-running", "--wait", timeout=left,
-                             check=False)
+            state = self.run("systemctl", "is-system-running", "--wait", timeout=left, check=False)
             if state.stdout.strip() == "running":
                 return
             # nothing on stdout: its manager is not listening yet, soon after the init started
@@ -168,7 +204,8 @@ class Container:
                 failed = self.run("systemctl", "--failed", "--no-pager", check=False).stdout
                 raise ContainerError(
                     f"the container's systemd is {state.stdout.strip() or state.stderr.strip()!r}"
-                    f", not running:\n{failed}\n{self.console_tail()}")
+                    f", not running:\n{failed}\n{self.console_tail()}"
+                )
             time.sleep(0.2)
 
     def _find_init(self) -> int:
@@ -211,15 +248,22 @@ class Container:
 
     # ------------------------------------------------------------------ inside
 
-    def run(self, *argv: str, timeout: float = 60.0, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *argv: str, timeout: float = 60.0, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Runs argv inside the container as root; check=True raises with its output."""
-        done = subprocess.run(["nsenter", "--all", f"--target={self.leader}", "--", *argv],
-                              capture_output=True, text=True, timeout=timeout, input=input,
-                              env={"PATH": PATH, "LANG": "C.UTF-8", "TERM": "dumb"})
+        done = subprocess.run(
+            ["nsenter", "--all", f"--target={self.leader}", "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env={"PATH": PATH, "LANG": "C.UTF-8", "TERM": "dumb"},
+        )
         if check and done.returncode != 0:
-            raise AssertionError(f"{' '.join(argv)} exited with {done.returncode}:\n"
-                                 f"{done.stdout}{done.stderr}")
+            raise AssertionError(
+                f"{' '.join(argv)} exited with {done.returncode}:\n{done.stdout}{done.stderr}"
+            )
         return done
 
     def path(self, inside: str) -> Path:

@@ -25,8 +25,13 @@ EXAMPLE_DROP_IN = "/usr/share/nat-keepalive/examples/systemd/privileged-port.con
 LOW_PORT = 1023
 MAX_EXPOSURE = 2.0
 # journald's numbers: err 3, warning 4, notice 5, info 6, debug 7
-SEVERITY_EVENTS = {"unreachable": 3, "lagged": 4, "started": 5, "binding-learned": 6,
-                   "probe-answered": 7}
+SEVERITY_EVENTS = {
+    "unreachable": 3,
+    "lagged": 4,
+    "started": 5,
+    "binding-learned": 6,
+    "probe-answered": 7,
+}
 
 T = TypeVar("T")
 
@@ -41,8 +46,8 @@ def config_text(source_port: int = 5062, extra: str = "") -> str:
         "           retry_interval: 1, inbound_check: 0}\n"
         f"hooks: {{command: {HOOK}, events: [reachable, unreachable]}}\n"
         "bindings:\n"
-        f"  - {{name: pbx, server: '127.0.0.1:5060', source_port: {source_port}}}\n"
-        + extra)
+        f"  - {{name: pbx, server: '127.0.0.1:5060', source_port: {source_port}}}\n" + extra
+    )
 
 
 HOOK_SCRIPT = f"""#!/bin/sh
@@ -84,8 +89,12 @@ def journal(box: Container, *extra: str) -> list[dict[str, str]]:
 
 
 def agent_lines(box: Container, event: str, since_pid: str | None = None) -> list[dict[str, str]]:
-    return [e for e in journal(box) if str(e.get("MESSAGE", "")).startswith(f"event={event} ")
-            and (since_pid is None or e.get("_PID") == since_pid)]
+    return [
+        e
+        for e in journal(box)
+        if str(e.get("MESSAGE", "")).startswith(f"event={event} ")
+        and (since_pid is None or e.get("_PID") == since_pid)
+    ]
 
 
 def write(box: Container, inside: str, text: str, mode: int = 0o644) -> None:
@@ -147,8 +156,17 @@ def test_install_with_apt_get(machine: Container, deb: Path) -> None:
     box.path("/root/.files-before-install").write_text(before)
     target = box.path(f"/root/{deb.name}")
     target.write_bytes(deb.read_bytes())
-    box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
-            "--no-install-recommends", f"/root/{deb.name}", timeout=180)
+    box.run(
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        f"/root/{deb.name}",
+        timeout=180,
+    )
     target.unlink()
     state = show(box, "LoadState", "ActiveState", "UnitFileState")
     # installed, not enabled and not started: the operator edits the file first
@@ -161,37 +179,55 @@ def test_ready_before_active_and_the_status_line(machine: Container) -> None:
     write(box, HOOK, HOOK_SCRIPT, 0o755)
     write(box, CONFIG, config_text())
     box.run("systemctl", "start", UNIT)  # returns once systemd saw READY=1 (Type=notify)
-    props = show(box, "ActiveState", "SubState", "StatusText", "MainPID", "NRestarts",
-                 "ExecMainStartTimestampMonotonic", "ActiveEnterTimestampMonotonic")
+    props = show(
+        box,
+        "ActiveState",
+        "SubState",
+        "StatusText",
+        "MainPID",
+        "NRestarts",
+        "ExecMainStartTimestampMonotonic",
+        "ActiveEnterTimestampMonotonic",
+    )
     assert props["ActiveState"] == "active" and props["SubState"] == "running"
     assert props["NRestarts"] == "0"
     # Type=notify: active only after the agent read its file and bound its socket (a child
     # process and PyYAML: tens of milliseconds at least); Type=simple would be active at fork
     waited_us = int(props["ActiveEnterTimestampMonotonic"]) - int(
-        props["ExecMainStartTimestampMonotonic"])
+        props["ExecMainStartTimestampMonotonic"]
+    )
     assert waited_us > 20_000, props
     started = agent_lines(box, "started", props["MainPID"])
     assert len(started) == 1
     assert re.fullmatch(r"1 binding: 1 \w+", props["StatusText"]), props["StatusText"]
-    assert wait_until("STATUS= says reachable",
-                      lambda: show(box, "StatusText")["StatusText"] == "1 binding: 1 reachable",
-                      15)
+    assert wait_until(
+        "STATUS= says reachable",
+        lambda: show(box, "StatusText")["StatusText"] == "1 binding: 1 reachable",
+        15,
+    )
 
 
 def test_journal_priority_of_each_severity(machine: Container) -> None:
     box = machine
     pid = main_pid(box)
-    wait_until("binding-learned and probe-answered",
-               lambda: agent_lines(box, "binding-learned", pid)
-               and agent_lines(box, "probe-answered", pid), 15)
+    wait_until(
+        "binding-learned and probe-answered",
+        lambda: (
+            agent_lines(box, "binding-learned", pid) and agent_lines(box, "probe-answered", pid)
+        ),
+        15,
+    )
     # a lagged answer (warning): Kamailio held for 2 s while a probe waits. The RTT is timed from
     # the last transmission (at 0.5 and 1.5 s), so the answer on release is at least 0.5 s late
     # and still inside the 3-s timeout.
     sent = len(agent_lines(box, "probe-sent", pid))
     kamailio_signal(box, "SIGSTOP")
     try:
-        wait_until("a probe sent while Kamailio is stopped",
-                   lambda: len(agent_lines(box, "probe-sent", pid)) > sent, 10)
+        wait_until(
+            "a probe sent while Kamailio is stopped",
+            lambda: len(agent_lines(box, "probe-sent", pid)) > sent,
+            10,
+        )
         time.sleep(2.0)
     finally:
         kamailio_signal(box, "SIGCONT")
@@ -203,8 +239,7 @@ def test_journal_priority_of_each_severity(machine: Container) -> None:
         wait_until("unreachable", lambda: agent_lines(box, "unreachable", pid), 15)
     finally:
         kamailio_signal(box, "SIGCONT")
-    wait_until("reachable again",
-               lambda: len(agent_lines(box, "reachable", pid)) > reachable, 15)
+    wait_until("reachable again", lambda: len(agent_lines(box, "reachable", pid)) > reachable, 15)
     for event, priority in SEVERITY_EVENTS.items():
         found = {e["PRIORITY"] for e in agent_lines(box, event, pid)}
         assert found == {str(priority)}, (event, found)
@@ -212,6 +247,7 @@ def test_journal_priority_of_each_severity(machine: Container) -> None:
 
 def test_hook_runs_inside_the_sandbox(machine: Container) -> None:
     box = machine
+
     def both_ran() -> str | None:
         text = read(box, HOOK_LOG)
         return text if "event=reachable" in text and "event=unreachable" in text else None
@@ -223,8 +259,13 @@ def test_hook_runs_inside_the_sandbox(machine: Container) -> None:
     uid = int(match.group(1))
     assert uid >= 60000, "DynamicUser: a transient user, not root"  # 61184-65519
     # writable: the private /tmp and /var/tmp, and RuntimeDirectory; nothing else
-    assert first[1:] == ["/tmp=yes", "/var/tmp=yes", "/run/nat-keepalive=yes", "/etc=no",
-                         "/var/lib=no"]
+    assert first[1:] == [
+        "/tmp=yes",
+        "/var/tmp=yes",
+        "/run/nat-keepalive=yes",
+        "/etc=no",
+        "/var/lib=no",
+    ]
     assert not exists(box, "/tmp/nk-hook-probe"), "PrivateTmp: not the system's /tmp"
     assert not exists(box, "/var/tmp/nk-hook-probe")
 
@@ -236,7 +277,7 @@ def test_status_command(machine: Container) -> None:
         done = box.run("nat-keepalive", "status")
         rows = [line.split() for line in done.stdout.splitlines()]
         header = next(i for i, row in enumerate(rows) if row[:2] == ["NAME", "STATE"])
-        return [r[:2] for r in rows[header + 1:] if r]
+        return [r[:2] for r in rows[header + 1 :] if r]
 
     # the file follows a change within a second (writes are coalesced)
     wait_until("status shows pbx reachable", lambda: table() == [["pbx", "reachable"]], 5)
@@ -249,16 +290,21 @@ def test_reload_keeps_pid_and_socket(machine: Container) -> None:
     pid = main_pid(box)
     inode = socket_inode(box, 5062)
     reloaded = len(agent_lines(box, "reloaded", pid))
-    write(box, CONFIG, config_text(extra="  - {name: pbx2, server: '127.0.0.1:5060', "
-                                         "source_port: 5064}\n"))
+    write(
+        box,
+        CONFIG,
+        config_text(extra="  - {name: pbx2, server: '127.0.0.1:5060', source_port: 5064}\n"),
+    )
     box.run("systemctl", "reload", UNIT)
     wait_until("reloaded", lambda: len(agent_lines(box, "reloaded", pid)) > reloaded, 10)
     assert main_pid(box) == pid
     assert socket_inode(box, 5062) == inode, "the unchanged binding kept its socket"
     socket_inode(box, 5064)
-    assert wait_until("STATUS= counts two bindings",
-                      lambda: show(box, "StatusText")["StatusText"] == "2 bindings: 2 reachable",
-                      15)
+    assert wait_until(
+        "STATUS= counts two bindings",
+        lambda: show(box, "StatusText")["StatusText"] == "2 bindings: 2 reachable",
+        15,
+    )
 
 
 def test_reload_of_a_bad_file_fails_and_the_old_one_runs_on(machine: Container) -> None:
@@ -269,12 +315,16 @@ def test_reload_of_a_bad_file_fails_and_the_old_one_runs_on(machine: Container) 
     done = box.run("systemctl", "reload", UNIT, check=False)
     assert done.returncode != 0, "a rejected reload must fail visibly"
     assert show(box, "ActiveState", "MainPID") == {"ActiveState": "active", "MainPID": pid}
-    errors = [e for e in journal(box, "-p", "err")
-              if "bindings[1].source_port" in str(e.get("MESSAGE"))]
+    errors = [
+        e for e in journal(box, "-p", "err") if "bindings[1].source_port" in str(e.get("MESSAGE"))
+    ]
     assert errors and {e["PRIORITY"] for e in errors} == {"3"}, errors
     answered = len(agent_lines(box, "probe-answered", pid))
-    wait_until("the old configuration keeps answering",
-               lambda: len(agent_lines(box, "probe-answered", pid)) >= answered + 2, 10)
+    wait_until(
+        "the old configuration keeps answering",
+        lambda: len(agent_lines(box, "probe-answered", pid)) >= answered + 2,
+        10,
+    )
     assert socket_inode(box, 5064)
     write(box, CONFIG, good)
     box.run("systemctl", "reload", UNIT)
@@ -283,8 +333,11 @@ def test_reload_of_a_bad_file_fails_and_the_old_one_runs_on(machine: Container) 
 def test_a_healthy_agent_is_never_killed_by_the_watchdog(machine: Container) -> None:
     box = machine
     props = show(box, "WatchdogUSec", "ActiveEnterTimestampMonotonic", "MainPID")
-    watchdog_s = int(props["WatchdogUSec"]) / 1e6 if props["WatchdogUSec"].isdigit() else \
-        float(props["WatchdogUSec"].rstrip("s"))
+    watchdog_s = (
+        int(props["WatchdogUSec"]) / 1e6
+        if props["WatchdogUSec"].isdigit()
+        else float(props["WatchdogUSec"].rstrip("s"))
+    )
     assert watchdog_s == 30
     up_since = int(props["ActiveEnterTimestampMonotonic"]) / 1e6
 
@@ -303,6 +356,7 @@ def test_watchdog_restarts_a_frozen_agent(machine: Container) -> None:
     box = machine
     pid = main_pid(box)
     box.run("systemctl", "kill", "--kill-whom=main", "--signal=SIGSTOP", UNIT)
+
     # the last WATCHDOG=1 came at most 15 s before the freeze: at most 30 s, then RestartSec=5
     def replaced() -> str | None:
         now = main_pid(box)
@@ -311,8 +365,11 @@ def test_watchdog_restarts_a_frozen_agent(machine: Container) -> None:
     new = wait_until("a new main process", replaced, 60)
     assert show(box, "NRestarts")["NRestarts"] == "1"
     assert [e for e in journal(box) if "Watchdog timeout" in str(e.get("MESSAGE"))]
-    wait_until("the new agent is reachable",
-               lambda: show(box, "StatusText")["StatusText"] == "2 bindings: 2 reachable", 20)
+    wait_until(
+        "the new agent is reachable",
+        lambda: show(box, "StatusText")["StatusText"] == "2 bindings: 2 reachable",
+        20,
+    )
     assert agent_lines(box, "started", new)
 
 
@@ -326,11 +383,19 @@ def test_a_bad_file_at_start_exits_2_without_restarts(machine: Container) -> Non
     assert done.returncode != 0
     time.sleep(6.5)  # longer than RestartSec=5: a restart would have happened by now
     props = show(box, "ActiveState", "Result", "ExecMainStatus", "NRestarts")
-    assert props == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "2",
-                     "NRestarts": "0"}
+    assert props == {
+        "ActiveState": "failed",
+        "Result": "exit-code",
+        "ExecMainStatus": "2",
+        "NRestarts": "0",
+    }
     # `journalctl -p err -u nat-keepalive` says why, once
-    why = [e for e in journal(box, "-p", "err") if str(e.get("MESSAGE", "")).startswith(
-        f"nat-keepalive: {CONFIG}:") and "defaults.interval" in str(e.get("MESSAGE"))]
+    why = [
+        e
+        for e in journal(box, "-p", "err")
+        if str(e.get("MESSAGE", "")).startswith(f"nat-keepalive: {CONFIG}:")
+        and "defaults.interval" in str(e.get("MESSAGE"))
+    ]
     assert len(why) == 1 and why[0]["PRIORITY"] == "3", why
     write(box, CONFIG, good)
     restart_clean(box)
@@ -356,8 +421,7 @@ def test_a_port_below_1024_with_the_documented_drop_in(machine: Container) -> No
     time.sleep(6.5)
     props = show(box, "ActiveState", "ExecMainStatus", "NRestarts")
     assert props == {"ActiveState": "failed", "ExecMainStatus": "2", "NRestarts": "0"}
-    why = [e for e in journal(box, "-p", "err") if "no permission to bind" in
-           str(e.get("MESSAGE"))]
+    why = [e for e in journal(box, "-p", "err") if "no permission to bind" in str(e.get("MESSAGE"))]
     assert len(why) == 1 and why[0]["PRIORITY"] == "3", why
     # with it, as the documentation says to install it
     box.run("install", "-D", "-m", "0644", EXAMPLE_DROP_IN, DROP_IN)
@@ -365,9 +429,11 @@ def test_a_port_below_1024_with_the_documented_drop_in(machine: Container) -> No
         box.run("systemctl", "daemon-reload")
         restart_clean(box)
         with_drop_in = exposure(box)
-        wait_until("reachable from port 1023",
-                   lambda: show(box, "StatusText")["StatusText"] == "1 binding: 1 reachable",
-                   15)
+        wait_until(
+            "reachable from port 1023",
+            lambda: show(box, "StatusText")["StatusText"] == "1 binding: 1 reachable",
+            15,
+        )
         socket_inode(box, LOW_PORT)
         status = json.loads(read(box, "/run/nat-keepalive/status.json"))
         assert status["bindings"][0]["state"] == "reachable"
@@ -376,22 +442,34 @@ def test_a_port_below_1024_with_the_documented_drop_in(machine: Container) -> No
     finally:
         box.run("rm", "-f", DROP_IN)
         box.run("systemctl", "daemon-reload")
-    print(f"systemd-analyze security under systemd 252: {without} shipped, "
-          f"{with_drop_in} with the drop-in")
+    print(
+        f"systemd-analyze security under systemd 252: {without} shipped, "
+        f"{with_drop_in} with the drop-in"
+    )
     assert without <= MAX_EXPOSURE and with_drop_in <= MAX_EXPOSURE
     assert with_drop_in > without
     write(box, CONFIG, good)
     restart_clean(box)
 
 
-def test_upgrade_restarts_the_agent_and_keeps_the_configuration(machine: Container,
-                                                                 deb_upgrade: Path) -> None:
+def test_upgrade_restarts_the_agent_and_keeps_the_configuration(
+    machine: Container, deb_upgrade: Path
+) -> None:
     box = machine
     pid = main_pid(box)
     mine = box.path(CONFIG).read_text()
     box.path(f"/root/{deb_upgrade.name}").write_bytes(deb_upgrade.read_bytes())
-    box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
-            "--no-install-recommends", f"/root/{deb_upgrade.name}", timeout=180)
+    box.run(
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        f"/root/{deb_upgrade.name}",
+        timeout=180,
+    )
     box.path(f"/root/{deb_upgrade.name}").unlink()
     version = box.run("dpkg-query", "-W", "-f", "${Version}", "nat-keepalive").stdout
     assert version.endswith("-2")
@@ -416,22 +494,42 @@ def test_stop_is_clean(machine: Container) -> None:
 def test_purge_leaves_nothing_behind(machine: Container) -> None:
     box = machine
     box.run("systemctl", "enable", UNIT)
-    box.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "purge", "-y", "-q",
-            "nat-keepalive", timeout=120)
+    box.run(
+        "env",
+        "DEBIAN_FRONTEND=noninteractive",
+        "apt-get",
+        "purge",
+        "-y",
+        "-q",
+        "nat-keepalive",
+        timeout=120,
+    )
     box.run("rm", "-f", HOOK)
     assert box.run("dpkg-query", "-W", "nat-keepalive", check=False).returncode != 0
     assert show(box, "LoadState")["LoadState"] == "not-found"
-    commands = box.run("sh", "-c", "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' <$f; echo; "
-                       "done 2>/dev/null").stdout.splitlines()
+    commands = box.run(
+        "sh", "-c", "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' <$f; echo; done 2>/dev/null"
+    ).stdout.splitlines()
     assert not [c for c in commands if "/usr/bin/nat-keepalive run" in c]
-    named = box.run("sh", "-c", "find / -xdev \\( -name '*nat-keepalive*' -o -name "
-                    "'*natkeepalive*' \\) -print").stdout.split()
+    named = box.run(
+        "sh", "-c", "find / -xdev \\( -name '*nat-keepalive*' -o -name '*natkeepalive*' \\) -print"
+    ).stdout.split()
     assert named == []
     before = set(box.path("/root/.files-before-install").read_text().splitlines())
-    after = set(box.run("sh", "-c", "find / -xdev -path /proc -prune -o -print | sort")
-                .stdout.splitlines())
-    churn = ("/var/log/", "/var/lib/dpkg/", "/var/lib/apt/", "/var/cache/", "/run/", "/tmp/",
-             "/var/tmp/", "/var/lib/systemd/", "/root/", "/etc/ld.so.cache")
+    after = set(
+        box.run("sh", "-c", "find / -xdev -path /proc -prune -o -print | sort").stdout.splitlines()
+    )
+    churn = (
+        "/var/log/",
+        "/var/lib/dpkg/",
+        "/var/lib/apt/",
+        "/var/cache/",
+        "/run/",
+        "/tmp/",
+        "/var/tmp/",
+        "/var/lib/systemd/",
+        "/root/",
+        "/etc/ld.so.cache",
+    )
     left = sorted(p for p in after - before if not p.startswith(churn))
     assert left == [], left
-

@@ -44,8 +44,7 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     ours.close()
 
 
-def test_answers_are_kept_until_an_announcement(pair: tuple[socket.socket, socket.socket]
-                                                ) -> None:
+def test_answers_are_kept_until_an_announcement(pair: tuple[socket.socket, socket.socket]) -> None:
     kernel, ours = pair
     watch = AddressWatch(ours)
     first, other = Counter("192.0.2.1"), Counter(None)
@@ -100,14 +99,19 @@ def test_a_real_address_change_is_announced() -> None:
     subprocess.run([ip, "netns", "add", name], check=True)
     try:
         # `with`: the pipes are closed and the process waited for, also on failure
-        with subprocess.Popen([ip, "netns", "exec", name, sys.executable, "-c", WATCHER],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env=dict(os.environ)) as proc:
+        with subprocess.Popen(
+            [ip, "netns", "exec", name, sys.executable, "-c", WATCHER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        ) as proc:
             try:
                 assert proc.stdin is not None and proc.stdout is not None
                 assert proc.stdout.readline().strip() == "ready"
-                subprocess.run([ip, "-n", name, "addr", "add", "192.0.2.10/24", "dev", "lo"],
-                               check=True)
+                subprocess.run(
+                    [ip, "-n", name, "addr", "add", "192.0.2.10/24", "dev", "lo"], check=True
+                )
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
                 assert proc.stdout.readline().strip() == "changed"

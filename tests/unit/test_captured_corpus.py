@@ -22,7 +22,7 @@ CAPTURED = Path(__file__).resolve().parent.parent / "data" / "captured"
 FILES = sorted([*CAPTURED.glob("*.sip"), *CAPTURED.glob("malformed/*.sip")])
 MANIFESTS = sorted(CAPTURED.glob("MANIFEST*.txt"))
 ROUTER = "203.0.113.1"  # the lab router's public address: what `received` must say
-PORT = "5062"           # the binding's port, kept by the lab's port-preserving NAT
+PORT = "5062"  # the binding's port, kept by the lab's port-preserving NAT
 
 # What real stacks got wrong, and what the parser says about it.
 MALFORMED = {
@@ -37,9 +37,14 @@ KEEPALIVES = {"linphone_crlf_keepalive_sent.sip"}
 # The answer to the agent's keepalive (Via with rport) per stack: (received, rport value);
 # None for a bare `rport` (linphone when the port did not change) or no `received` (SIPp).
 KEEPALIVE_VIA = {
-    "kamailio": (ROUTER, PORT), "kamailio-stock": (ROUTER, PORT), "ejabberd": (ROUTER, PORT),
-    "baresip": (ROUTER, PORT), "linphone": (ROUTER, None), "node-sip": (ROUTER, PORT),
-    "perl-net-sip": (ROUTER, PORT), "sipp": (None, None),
+    "kamailio": (ROUTER, PORT),
+    "kamailio-stock": (ROUTER, PORT),
+    "ejabberd": (ROUTER, PORT),
+    "baresip": (ROUTER, PORT),
+    "linphone": (ROUTER, None),
+    "node-sip": (ROUTER, PORT),
+    "perl-net-sip": (ROUTER, PORT),
+    "sipp": (None, None),
 }
 
 

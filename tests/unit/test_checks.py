@@ -83,8 +83,9 @@ class MethodNet(FakeNet):
         if self.stun_down:
             return
         if datagram.channel == BINDING:
-            self.in_flight.append((self.now + self.rtt, stun_reply(datagram.payload, self.public),
-                                   STUN, BINDING))
+            self.in_flight.append(
+                (self.now + self.rtt, stun_reply(datagram.payload, self.public), STUN, BINDING)
+            )
             return
         port = response_port(datagram.payload)
         reply = stun_reply(datagram.payload, AUX_PUBLIC)
@@ -97,15 +98,26 @@ class MethodNet(FakeNet):
         request = parse_message(datagram.payload)
         assert isinstance(request, Request)
         if self.sip_down:
-            self.sent.append(Sent(self.now, datagram.channel,
-                                  request.top_via.has_param("rport"), request, datagram.payload))
+            self.sent.append(
+                Sent(
+                    self.now,
+                    datagram.channel,
+                    request.top_via.has_param("rport"),
+                    request,
+                    datagram.payload,
+                )
+            )
             return
-        if self.relays and datagram.channel == AUX and f"{self.public[0]}:{self.public[1]}" \
-                in request.uri:
+        if (
+            self.relays
+            and datagram.channel == AUX
+            and f"{self.public[0]}:{self.public[1]}" in request.uri
+        ):
             self.sent.append(Sent(self.now, datagram.channel, True, request, datagram.payload))
             if self.binding_alive:  # a proxy: its own Via on top, from its own address
                 relayed = datagram.payload.replace(
-                    b"Via: ", b"Via: SIP/2.0/UDP 203.0.113.10;branch=z9hG4bKproxy1\r\nVia: ", 1)
+                    b"Via: ", b"Via: SIP/2.0/UDP 203.0.113.10;branch=z9hG4bKproxy1\r\nVia: ", 1
+                )
                 self.relayed.append(relayed)
                 self.in_flight.append((self.now + self.rtt, relayed, SERVER, BINDING))
             return
@@ -124,6 +136,7 @@ def detected(n: FakeNet) -> list[str]:
 
 # --- sent-by, the first method: unchanged ----------------------------------------------------
 
+
 def test_sent_by_is_tried_first_and_kept_when_it_proves_the_binding() -> None:
     n = mnet(stun_server=Target(*STUN))
     n.run_until(100)
@@ -135,6 +148,7 @@ def test_sent_by_is_tried_first_and_kept_when_it_proves_the_binding() -> None:
 
 
 # --- relay ---------------------------------------------------------------------------------
+
 
 def test_a_server_forcing_rport_that_relays_the_check_proves_expiry_by_relay() -> None:
     n = mnet()
@@ -210,6 +224,7 @@ def test_check_relay_alone_reports_why_when_the_server_does_not_relay() -> None:
 
 
 # --- stun ----------------------------------------------------------------------------------
+
 
 def test_stun_takes_over_when_the_server_forces_rport_and_does_not_relay() -> None:
     n = mnet(stun_server=Target(*STUN))
@@ -338,14 +353,17 @@ def test_a_new_server_starts_the_methods_over() -> None:
 
 # --- the STUN codec pieces -----------------------------------------------------------------
 
+
 def test_stun_request_and_answer_round_trip() -> None:
     txid = checks.stun_txid("0123456789abcdef", 7)
     assert txid == bytes.fromhex("0123456789abcdef00000007")
     request = checks.stun_request(txid, 40000)
     assert len(request) == 28 and response_port(request) == 40000
     assert checks.looks_like_stun(request)
-    assert checks.stun_answer(stun_reply(request, ("203.0.113.1", 40000))) == \
-        (txid, ("203.0.113.1", 40000))
+    assert checks.stun_answer(stun_reply(request, ("203.0.113.1", 40000))) == (
+        txid,
+        ("203.0.113.1", 40000),
+    )
     assert checks.stun_answer(request) is None  # a request is not an answer
 
 
@@ -384,10 +402,11 @@ FAULTS = ("reboot", "sip-down", "sip-up", "stun-down", "stun-up", "wait")
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.sampled_from(sorted(CONFIGS)),
-       st.lists(st.tuples(st.sampled_from(FAULTS), st.floats(0.5, 45.0)), max_size=10))
-def test_no_false_expiry_whatever_the_faults(config: str,
-                                             steps: list[tuple[str, float]]) -> None:
+@given(
+    st.sampled_from(sorted(CONFIGS)),
+    st.lists(st.tuples(st.sampled_from(FAULTS), st.floats(0.5, 45.0)), max_size=10),
+)
+def test_no_false_expiry_whatever_the_faults(config: str, steps: list[tuple[str, float]]) -> None:
     """Whatever the method and the order of NAT reboots and SIP or STUN server outages: never
     more expiries than reboots, each naming a method, and at most one unsupported report."""
     settings_, knobs = CONFIGS[config]

@@ -40,13 +40,15 @@ def absent_user() -> str:
 
 # --- user ----------------------------------------------------------------------------------------
 
+
 def test_a_user_that_does_not_exist_is_refused_with_file_line_and_key(tmp_path: Path) -> None:
     name = absent_user()
     path = write(tmp_path, f"log: {{target: stderr}}\nuser: {name}\n{BINDING}")
     err = refused(path)
     assert (err.line, err.key) == (2, "user")
-    assert str(err) == (f"{path}:2: user: no such user {name!r} on this host (create it, or "
-                        "remove 'user:')")
+    assert str(err) == (
+        f"{path}:2: user: no such user {name!r} on this host (create it, or remove 'user:')"
+    )
 
 
 def test_an_existing_user_by_name_or_number_passes(tmp_path: Path) -> None:
@@ -62,6 +64,7 @@ def test_parse_config_alone_does_not_ask_the_host() -> None:
 
 
 # --- hooks.command -------------------------------------------------------------------------------
+
 
 def test_a_hook_that_does_not_exist_is_refused(tmp_path: Path) -> None:
     hook = tmp_path / "missing-hook"
@@ -88,15 +91,24 @@ def test_a_directory_as_hook_is_refused(tmp_path: Path) -> None:
 
 # --- rules that hold on any host -----------------------------------------------------------------
 
-@pytest.mark.parametrize(("server", "bind", "message"), [
-    ("192.0.2.1", "::1", "::1 is an IPv6 address but server 192.0.2.1 is IPv4"),
-    ('"[2001:db8::10]:5080"', "192.168.1.2",
-     "192.168.1.2 is an IPv4 address but server 2001:db8::10 is IPv6"),
-])
-def test_a_bind_address_of_the_other_family_is_refused(server: str, bind: str,
-                                                      message: str) -> None:
-    text = (f"bindings:\n  - name: a\n    server: {server}\n    source_port: 5062\n"
-            f"    bind: {bind}\n")
+
+@pytest.mark.parametrize(
+    ("server", "bind", "message"),
+    [
+        ("192.0.2.1", "::1", "::1 is an IPv6 address but server 192.0.2.1 is IPv4"),
+        (
+            '"[2001:db8::10]:5080"',
+            "192.168.1.2",
+            "192.168.1.2 is an IPv4 address but server 2001:db8::10 is IPv6",
+        ),
+    ],
+)
+def test_a_bind_address_of_the_other_family_is_refused(
+    server: str, bind: str, message: str
+) -> None:
+    text = (
+        f"bindings:\n  - name: a\n    server: {server}\n    source_port: 5062\n    bind: {bind}\n"
+    )
     with pytest.raises(ConfigError) as info:
         parse_config(text, "c.yaml")
     assert (info.value.line, info.value.key) == (5, "bindings[0].bind")
@@ -113,12 +125,15 @@ def test_a_host_name_server_with_any_bind_passes() -> None:
 def test_an_interval_below_the_minimum_is_refused(key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(f"defaults: {{{key}: 0.001}}\n{BINDING}", "c.yaml")
-    assert (info.value.key, info.value.message) == (f"defaults.{key}",
-                                                    "must be at least 0.1 s, not 0.001")
+    assert (info.value.key, info.value.message) == (
+        f"defaults.{key}",
+        "must be at least 0.1 s, not 0.001",
+    )
     assert parse_config(f"defaults: {{{key}: 0.1}}\n{BINDING}", "c.yaml").defaults
 
 
 # --- what is read ------------------------------------------------------------------------------
+
 
 def test_a_file_over_the_limit_is_refused_without_reading_it_all(tmp_path: Path) -> None:
     path = tmp_path / "big.yaml"
@@ -138,8 +153,9 @@ def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     outcome: list[str] = []
-    reader = threading.Thread(target=lambda: outcome.append(refused(str(fifo)).message),
-                              daemon=True)
+    reader = threading.Thread(
+        target=lambda: outcome.append(refused(str(fifo)).message), daemon=True
+    )
     reader.start()
     reader.join(10.0)
     if reader.is_alive():  # unblock the reader before failing, so the test run ends
@@ -158,8 +174,10 @@ def test_a_symlink_to_a_regular_file_is_read(tmp_path: Path) -> None:
 
 # --- linear in the number of bindings -------------------------------------------------------------
 
+
 def test_bindings_are_compared_only_with_those_on_the_same_port(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Every binding against every other was 60 s at 20,000 bindings; counted, not timed."""
     calls = 0
     real = loader._overlaps
@@ -173,7 +191,9 @@ def test_bindings_are_compared_only_with_those_on_the_same_port(
     count = 3000
     lines = ["bindings:"] + [
         f"  - {{name: b{i}, server: 192.0.2.1, source_port: {1024 + i % 1500}, "
-        f"bind: 10.0.{i // 256}.{i % 256}}}" for i in range(count)]
+        f"bind: 10.0.{i // 256}.{i % 256}}}"
+        for i in range(count)
+    ]
     started = time.perf_counter()
     config = parse_config("\n".join(lines) + "\n", "c.yaml")
     assert len(config.bindings) == count
@@ -182,16 +202,19 @@ def test_bindings_are_compared_only_with_those_on_the_same_port(
 
 
 def test_a_shared_port_is_still_found_among_many() -> None:
-    lines = ["bindings:"] + [f"  - {{name: b{i}, server: 192.0.2.1, source_port: {2000 + i}}}"
-                             for i in range(500)]
+    lines = ["bindings:"] + [
+        f"  - {{name: b{i}, server: 192.0.2.1, source_port: {2000 + i}}}" for i in range(500)
+    ]
     lines.append("  - {name: late, server: 192.0.2.1, source_port: 2250}")
     with pytest.raises(ConfigError) as info:
         parse_config("\n".join(lines) + "\n", "c.yaml")
     assert info.value.key == "bindings[500].source_port"
     assert "shares local port 2250 with binding 'b250' (line 252)" in info.value.message
-    dup = ["bindings:"] + [f"  - {{name: b{i}, server: 192.0.2.1, source_port: {2000 + i}}}"
-                           for i in range(500)] + ["  - {name: b7, server: 192.0.2.1, "
-                                                   "source_port: 9000}"]
+    dup = (
+        ["bindings:"]
+        + [f"  - {{name: b{i}, server: 192.0.2.1, source_port: {2000 + i}}}" for i in range(500)]
+        + ["  - {name: b7, server: 192.0.2.1, source_port: 9000}"]
+    )
     with pytest.raises(ConfigError) as info:
         parse_config("\n".join(dup) + "\n", "c.yaml")
     assert info.value.message == "duplicate name 'b7' (first at line 9)"

@@ -64,12 +64,15 @@ def test_child_loads_what_the_loader_loads(tmp_path: Path) -> None:
     assert load_config_in_child(str(path)) == load_config(str(path))
 
 
-@pytest.mark.parametrize("text", [
-    "bindings:\n  - name: a\n    server: 192.0.2.1\n    source_port: 99999\n",
-    "bindings: [\n",
-    "log: {target: paper}\n",
-    "\xff not utf-8",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "bindings:\n  - name: a\n    server: 192.0.2.1\n    source_port: 99999\n",
+        "bindings: [\n",
+        "log: {target: paper}\n",
+        "\xff not utf-8",
+    ],
+)
 def test_child_raises_the_loaders_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_bytes(text.encode("latin-1"))
@@ -78,8 +81,12 @@ def test_child_raises_the_loaders_error(tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError) as there:
         load_config_in_child(str(path))
     got, want = there.value, here.value
-    assert (got.message, got.file, got.line, got.key) == (want.message, want.file, want.line,
-                                                           want.key)
+    assert (got.message, got.file, got.line, got.key) == (
+        want.message,
+        want.file,
+        want.line,
+        want.key,
+    )
     assert str(got) == str(want)
 
 
@@ -101,8 +108,9 @@ def test_the_parent_never_imports_yaml(tmp_path: Path) -> None:
                        or m == "natkeepalive.config.loader")
         print(",".join(heavy))
     """)
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
     assert out.strip() == ""
 
 
@@ -135,17 +143,22 @@ def test_a_stuck_child_is_killed_and_reaped() -> None:
 
 
 def test_equal_settings_are_one_shared_object_but_types_stay_apart() -> None:
-    text = ("bindings:\n"
-            + "".join(f"  - name: b{i}\n    server: 192.0.2.1\n    source_port: {5062 + i}\n"
-                      for i in range(3))
-            + "  - name: int\n    server: 192.0.2.1\n    source_port: 5070\n    interval: 20\n"
-            + "  - name: float\n    server: 192.0.2.1\n    source_port: 5071\n"
-            + "    interval: 20.0\n")
+    text = (
+        "bindings:\n"
+        + "".join(
+            f"  - name: b{i}\n    server: 192.0.2.1\n    source_port: {5062 + i}\n"
+            for i in range(3)
+        )
+        + "  - name: int\n    server: 192.0.2.1\n    source_port: 5070\n    interval: 20\n"
+        + "  - name: float\n    server: 192.0.2.1\n    source_port: 5071\n"
+        + "    interval: 20.0\n"
+    )
     config = from_plain(to_plain(parse_config(text, "shared.yaml")))
     first, second, third, whole, point = config.bindings
     assert first.settings is second.settings is third.settings
     assert first.server is second.server
-    assert repr(whole.settings.interval) == repr(parse_config(text, "s").bindings[3]
-                                                 .settings.interval)
+    assert repr(whole.settings.interval) == repr(
+        parse_config(text, "s").bindings[3].settings.interval
+    )
     assert repr(point.settings.interval) == "20.0"
     assert config == parse_config(text, "shared.yaml")

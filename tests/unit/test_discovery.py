@@ -36,8 +36,9 @@ def test_an_answer_on_the_wrong_socket_does_not_stall_a_trial() -> None:
     """An answer to the trial socket's request that arrives on the AUX socket (forged with the
     server's address) is not its answer: the transaction keeps waiting for the real one."""
     server, local, public = ("192.0.2.10", 5060), ("10.0.0.2", 40000), ("203.0.113.1", 40000)
-    trial = d.Trial(5.0, d.METHOD_INBOUND, server, local, "example.org", 5060, 0.0,
-                    bytes, timeout=3.0)
+    trial = d.Trial(
+        5.0, d.METHOD_INBOUND, server, local, "example.org", 5060, 0.0, bytes, timeout=3.0
+    )
     [first] = trial.datagrams_to_send()
     assert first.channel == d.TRIAL
     forged = answer(first.payload, public)
@@ -76,9 +77,11 @@ def test_port_preserving_nat_with_forced_rport_cannot_be_measured() -> None:
 @pytest.mark.parametrize("lifetime", [7.0, 60.0, 180.0])
 @pytest.mark.parametrize("random_ports", [False, True])
 def test_stun_measures_a_port_preserving_nat_when_the_server_forces_rport(
-        lifetime: float, random_ports: bool) -> None:
+    lifetime: float, random_ports: bool
+) -> None:
     discovery, result, _ = run_discovery(
-        NatSim(lifetime, random_ports=random_ports, force_rport=True), stun_server=STUN_SERVER)
+        NatSim(lifetime, random_ports=random_ports, force_rport=True), stun_server=STUN_SERVER
+    )
     assert discovery.error is None
     assert result.method == METHOD_STUN
     assert result.hi_s is not None and result.lo_s <= lifetime <= result.hi_s

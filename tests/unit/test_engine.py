@@ -45,8 +45,9 @@ def test_learns_the_mapping_and_becomes_reachable_once() -> None:
     n = net()
     n.run_until(100)
     learned = n.of(ev.BindingLearned)
-    assert learned == [ev.BindingLearned("b", "203.0.113.10:5060", "192.168.77.2:5062",
-                                         "203.0.113.1:40000")]
+    assert learned == [
+        ev.BindingLearned("b", "203.0.113.10:5060", "192.168.77.2:5062", "203.0.113.1:40000")
+    ]
     assert n.names().count("reachable") == 1
     assert n.engine.reach.state == "reachable"
 
@@ -58,8 +59,9 @@ def test_port_remap_is_confirmed_then_reported_as_change_and_expiry() -> None:
     n.public = ("203.0.113.1", 40001)
     n.run_until(80)
     changed = n.of(ev.BindingChanged)
-    assert changed == [ev.BindingChanged("b", "203.0.113.1:40000", "203.0.113.1:40001",
-                                         "port-remapped")]
+    assert changed == [
+        ev.BindingChanged("b", "203.0.113.1:40000", "203.0.113.1:40001", "port-remapped")
+    ]
     expired = n.of(ev.BindingExpired)
     assert len(expired) == 1 and expired[0].detected == "remap"
     assert 15.0 <= expired[0].idle_s <= 20.0
@@ -189,8 +191,9 @@ def test_provisional_response_is_not_final() -> None:
     assert n.engine.timeouts == 1
 
 
-@pytest.mark.parametrize("kind", ["source-ip", "source-port", "branch", "call-id", "cseq",
-                                  "garbage", "aux-channel"])
+@pytest.mark.parametrize(
+    "kind", ["source-ip", "source-port", "branch", "call-id", "cseq", "garbage", "aux-channel"]
+)
 def test_spoofed_answers_are_dropped_and_change_nothing(kind: str) -> None:
     n = net()
     n.run_until(1)
@@ -208,10 +211,13 @@ def test_spoofed_answers_are_dropped_and_change_nothing(kind: str) -> None:
         source = (SERVER[0], 5061)
     elif kind == "aux-channel":
         channel = AUX
-    reply = answer(request, forged["public"],
-                   branch="z9hG4bKguess" if kind == "branch" else None,
-                   call_id="other" if kind == "call-id" else None,
-                   cseq=999 if kind == "cseq" else None)
+    reply = answer(
+        request,
+        forged["public"],
+        branch="z9hG4bKguess" if kind == "branch" else None,
+        call_id="other" if kind == "call-id" else None,
+        cseq=999 if kind == "cseq" else None,
+    )
     if kind == "garbage":
         reply = b"\x00\xffSIP/2.0 200"
     counts = (n.engine.responses, n.engine.timeouts)
@@ -260,6 +266,7 @@ def test_require_2xx_counts_error_answers_as_failures() -> None:
 
 
 # --- the inbound liveness check ------------------------------------------------------------
+
 
 def test_inbound_check_alive_goes_before_the_keepalive_without_rport() -> None:
     n = net(inbound_check=2, jitter=0.0)
@@ -342,6 +349,7 @@ def test_server_address_change_is_a_new_flow() -> None:
 
 
 # --- a keepalive may go early when the loop is awake anyway (fewer wake-ups) ---
+
 
 def test_a_deadline_that_was_not_drawn_goes_early_only_within_its_allowance() -> None:
     from natkeepalive.core.engine import KEEPALIVE_EARLY

@@ -41,7 +41,7 @@ def test_every_byte_handed_out_once_and_in_order(sizes: list[int]) -> None:
             reads.append(max(POOL_BYTES, n))
             at = sum(reads[:-1])
             end_of_read = at + reads[-1]
-        expected.append(bytes(fake.stream[at:at + n]))
+        expected.append(bytes(fake.stream[at : at + n]))
         at += n
     assert fake.calls == reads
     assert got == expected
@@ -54,7 +54,7 @@ def test_one_system_call_serves_many_branches() -> None:
         pool = RandomPool()
         branches = [pool(10) for _ in range(POOL_BYTES // 10)]
     assert fake.calls == [POOL_BYTES]
-    assert b"".join(branches) == fake.stream[:POOL_BYTES // 10 * 10]
+    assert b"".join(branches) == fake.stream[: POOL_BYTES // 10 * 10]
 
 
 def test_more_than_a_pool_at_once() -> None:

@@ -53,8 +53,13 @@ class Nat(FakeNet):
 
     def _sent(self, datagram: Datagram, request: Request) -> Sent:
 
-        return Sent(self.now, datagram.channel, request.top_via.has_param("rport"), request,
-                    datagram.payload)
+        return Sent(
+            self.now,
+            datagram.channel,
+            request.top_via.has_param("rport"),
+            request,
+            datagram.payload,
+        )
 
 
 def nat(**settings: object) -> Nat:
@@ -62,6 +67,7 @@ def nat(**settings: object) -> Nat:
 
 
 # --- a new Call-ID for every request (RFC 3261 8.1.1.4) --------------------------------------
+
 
 def test_every_request_has_a_call_id_of_its_own() -> None:
     n = net()
@@ -114,6 +120,7 @@ def test_a_server_keying_on_call_id_follows_a_remap() -> None:
 
 # --- nothing invented as public --------------------------------------------------------------
 
+
 def no_received(n: FakeNet) -> None:
     """The server's answers carry rport=N but no `received`."""
     original = n._server_receives
@@ -121,8 +128,10 @@ def no_received(n: FakeNet) -> None:
     def strip(datagram: Datagram) -> None:
         before = len(n.in_flight)
         original(datagram)
-        n.in_flight[before:] = [(at, re.sub(rb";received=[^;\r]+", b"", data), src, ch)
-                                for at, data, src, ch in n.in_flight[before:]]
+        n.in_flight[before:] = [
+            (at, re.sub(rb";received=[^;\r]+", b"", data), src, ch)
+            for at, data, src, ch in n.in_flight[before:]
+        ]
 
     n._server_receives = strip  # type: ignore[method-assign]
 
@@ -134,8 +143,10 @@ def bare_rport(n: FakeNet) -> None:
     def bare(datagram: Datagram) -> None:
         before = len(n.in_flight)
         original(datagram)
-        n.in_flight[before:] = [(at, re.sub(rb";rport=\d+", b";rport", data), src, ch)
-                                for at, data, src, ch in n.in_flight[before:]]
+        n.in_flight[before:] = [
+            (at, re.sub(rb";rport=\d+", b";rport", data), src, ch)
+            for at, data, src, ch in n.in_flight[before:]
+        ]
 
     n._server_receives = bare  # type: ignore[method-assign]
 
@@ -151,8 +162,7 @@ def test_without_received_and_without_an_rport_value_nothing_is_learned() -> Non
     public = [getattr(e, "public", None) for e in n.log]
     assert not [p for p in public if p and LOCAL[0] in p]
     assert not [s for s in n.sent if s.channel == AUX]  # no address to aim a check at
-    assert n.engine.expiry_detection == \
-        "unsupported: server sends no received and no rport value"
+    assert n.engine.expiry_detection == "unsupported: server sends no received and no rport value"
 
 
 def test_an_rport_value_without_received_means_no_other_address_was_seen() -> None:
@@ -175,6 +185,7 @@ def test_an_address_learned_before_stays_when_received_goes_missing() -> None:
 
 
 # --- a bare rport ----------------------------------------------------------------------------
+
 
 def test_a_bare_rport_on_a_port_preserving_nat_is_resolved_by_the_check() -> None:
     n = nat(interval=20.0)
@@ -207,6 +218,7 @@ def test_a_bare_rport_with_another_port_is_not_an_expiry() -> None:
 
 # --- CRLF keepalives -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("data", [b"\r\n", b"\r\n\r\n"])
 def test_crlf_keepalives_are_not_malformed(data: bytes) -> None:
     n = net(interval=20.0)
@@ -234,6 +246,7 @@ def test_a_crlf_keepalive_proves_a_pending_check_alive() -> None:
 
 # --- RTT after retransmissions ---------------------------------------------------------------
 
+
 def test_rtt_after_a_retransmission_is_from_the_last_transmission() -> None:
     n = net(interval=20.0, lagged_ms=300, inbound_check=0)
     n.run_until(30)
@@ -259,6 +272,7 @@ def test_rtt_after_a_retransmission_is_from_the_last_transmission() -> None:
 
 
 # --- expiry on a port-preserving NAT, default configuration ----------------------------------
+
 
 def test_default_configuration_checks_before_every_keepalive() -> None:
     assert ProbeSettings().inbound_check == 1
@@ -312,7 +326,7 @@ def test_after_a_wan_outage_the_comeback_is_checked_before_the_keepalive(lost: b
     n.run_until(160)
     first = n.sent[count]
     assert first.channel == AUX and not first.kind_rport  # the check went first
-    assert "reachable" in n.names()[n.names().index("unreachable"):]
+    assert "reachable" in n.names()[n.names().index("unreachable") :]
     expired = n.of(ev.BindingExpired)
     if lost:
         assert [e.detected for e in expired] == ["inbound-check"]
@@ -321,15 +335,37 @@ def test_after_a_wan_outage_the_comeback_is_checked_before_the_keepalive(lost: b
         assert n.engine.inbound_result == "alive"
 
 
-@pytest.mark.parametrize("settings", [
-    {"retry_interval": 5.0},
-    # cycles shorter than the timeout: a check goes while the last keepalive is still out
-    {"interval": 1.0, "timeout": 1.0, "retry_interval": 1.0, "fail_threshold": 1},
-], ids=["default-timeout", "timeout-as-long-as-the-cycle"])
-@pytest.mark.parametrize("back", [41.0, 41.5, 42.0, 42.5, 43.0, 43.5, 44.5, 97.0, 98.5, 100.0,
-                                  100.3, 100.6, 101.2, 102.9, 104.4, 106.0])
-def test_a_server_outage_is_never_a_false_expiry(back: float, settings: dict[str, float]
-                                                 ) -> None:
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"retry_interval": 5.0},
+        # cycles shorter than the timeout: a check goes while the last keepalive is still out
+        {"interval": 1.0, "timeout": 1.0, "retry_interval": 1.0, "fail_threshold": 1},
+    ],
+    ids=["default-timeout", "timeout-as-long-as-the-cycle"],
+)
+@pytest.mark.parametrize(
+    "back",
+    [
+        41.0,
+        41.5,
+        42.0,
+        42.5,
+        43.0,
+        43.5,
+        44.5,
+        97.0,
+        98.5,
+        100.0,
+        100.3,
+        100.6,
+        101.2,
+        102.9,
+        104.4,
+        106.0,
+    ],
+)
+def test_a_server_outage_is_never_a_false_expiry(back: float, settings: dict[str, float]) -> None:
     """The NAT keeps the binding (keepalives refresh it) while the server is down; it comes
     back at any moment, also while a check is waiting: the server-up probe sent with the check
     tells that the check's silence was the server's."""
@@ -367,8 +403,10 @@ def test_a_server_forcing_rport_is_reported_once_with_why_and_what_would_help() 
     n.run_until(300)
     unsupported = n.of(ev.InboundCheckUnsupported)
     assert len(unsupported) == 1
-    reason = ("server forces rport; server does not relay the check; "  # check: auto tried
-              "no stun_server")
+    reason = (
+        "server forces rport; server does not relay the check; "  # check: auto tried
+        "no stun_server"
+    )
     assert unsupported[0].reason == reason
     remedy = unsupported[0].remedy
     assert "sent-by" in remedy and "stun_server" in remedy and "responder" in remedy
@@ -387,8 +425,10 @@ def test_a_server_that_never_answers_the_check_gives_no_false_expiry() -> None:
     checks = {s.request.cseq for s in n.sent if s.channel == AUX and not s.kind_rport}
     assert len(checks) == UNPROVEN_CHECKS
     # each went with a server-up probe (answered), so its silence was the check's own
-    assert len({s.request.cseq for s in n.sent if s.channel == AUX and s.kind_rport}) == \
-        UNPROVEN_CHECKS
+    assert (
+        len({s.request.cseq for s in n.sent if s.channel == AUX and s.kind_rport})
+        == UNPROVEN_CHECKS
+    )
     assert n.engine.expiry_detection == f"remap-only: {NO_CHECK_ANSWER}"
 
 
@@ -427,6 +467,7 @@ def test_inbound_check_zero_turns_checks_off() -> None:
 
 # --- probe: why a check cannot be made -------------------------------------------------------
 
+
 class SilentProber:
     """A Prober whose check goes unanswered and whose keepalive is answered."""
 
@@ -447,14 +488,20 @@ def test_probe_tells_no_address_from_no_port_from_a_guess_that_failed() -> None:
     from natkeepalive.cli.probe import _inbound
 
     prober = SilentProber()
-    assert _inbound(cast(Prober, prober), None, 5062, True) == \
-        "unsupported: no received in the answer (public address unknown)"
-    assert _inbound(cast(Prober, prober), "203.0.113.1", None, True) == \
-        "unsupported: no rport value in the answer (public port unknown)"
+    assert (
+        _inbound(cast(Prober, prober), None, 5062, True)
+        == "unsupported: no received in the answer (public address unknown)"
+    )
+    assert (
+        _inbound(cast(Prober, prober), "203.0.113.1", None, True)
+        == "unsupported: no rport value in the answer (public port unknown)"
+    )
     assert prober.checks == []
     # a bare rport: the local port was tried, and its silence is not an expiry
-    assert _inbound(cast(Prober, prober), "203.0.113.1", 5062, True) == \
-        "unsupported: bare rport and the public port is not the local one"
+    assert (
+        _inbound(cast(Prober, prober), "203.0.113.1", 5062, True)
+        == "unsupported: bare rport and the public port is not the local one"
+    )
     assert prober.checks == [("203.0.113.1", 5062)] and prober.keepalives == 0
     # a port the server wrote: silence, then an answered keepalive, is an expiry
     assert _inbound(cast(Prober, prober), "203.0.113.1", 40000, False) == "expired"

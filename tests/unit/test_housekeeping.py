@@ -55,7 +55,6 @@ def test_the_watchdog_is_pinged_at_start_and_then_every_interval() -> None:
 
 def test_without_anything_asked_the_loop_wakes_for_the_earliest_routine_task() -> None:
     routine = Housekeeping(0.0, watchdog=False)
-    assert routine.wake_by() == min(NETWATCH_EVERY, STATUS_COUNTERS_EVERY,
-                                    DROP_REPORT_EVERY) * 1.5
+    assert routine.wake_by() == min(NETWATCH_EVERY, STATUS_COUNTERS_EVERY, DROP_REPORT_EVERY) * 1.5
     assert not routine.counters_due(STATUS_COUNTERS_EVERY * 2 / 3 - 0.1)
     assert routine.counters_due(STATUS_COUNTERS_EVERY * 2 / 3)

@@ -27,13 +27,16 @@ def test_the_definition_graphs_what_the_command_sends() -> None:
     node = require_tool("node")
     source = DEFINITION.read_text()
     body = source.replace("'use strict';", "").replace("'require baseclass';", "")
-    done = subprocess.run([node, "-e", HARNESS, "/dev/stdin"], input=body,
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [node, "-e", HARNESS, "/dev/stdin"], input=body, capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
     loaded = json.loads(done.stdout)
     assert loaded["title"] == "NAT keepalive"
-    sent = {line.split("/")[2].split('"')[0] for line in putval_lines(
-        {"bindings": [{"name": "provider"}]}, "host", 10.0, 0.0)}
+    sent = {
+        line.split("/")[2].split('"')[0]
+        for line in putval_lines({"bindings": [{"name": "provider"}]}, "host", 10.0, 0.0)
+    }
     graphed: set[str] = set()
     for graph in loaded["graphs"]:
         data = graph["data"]

@@ -39,7 +39,7 @@ def _require_netifaces() -> None:
 def _split(addresses: list[str]) -> tuple[list[str], set[str]]:
     """(IPv4 in order, IPv6 as a set): the kernel lists IPv6 in no particular order."""
     v4 = [a for a in addresses if ":" not in a]
-    assert addresses[:len(v4)] == v4, "IPv4 addresses come first"
+    assert addresses[: len(v4)] == v4, "IPv4 addresses come first"
     return v4, {a for a in addresses if ":" in a}
 
 
@@ -99,26 +99,42 @@ def test_if_inet6_parsing(tmp_path: Path) -> None:
     assert netinfo._ipv6_proc("eth0", str(tmp_path / "missing")) == []
 
 
-ROUTE_HEADER = ("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow"
-                "\tIRTT\n")
-V6_REJECT = ("00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
-             "00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n")
-V6_DEFAULT = ("00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
-              "fd000000000000000000000000000001 00000400 00000002 00000000 00000003     wan6\n")
+ROUTE_HEADER = (
+    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+)
+V6_REJECT = (
+    "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+    "00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n"
+)
+V6_DEFAULT = (
+    "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+    "fd000000000000000000000000000001 00000400 00000002 00000000 00000003     wan6\n"
+)
 
 
-@pytest.mark.parametrize(("route", "ipv6_route", "expected"), [
-    (ROUTE_HEADER + "eth0\t00000000\t010200C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
-     "wwan0\t00000000\t010200C0\t0003\t0\t0\t20\t00000000\t0\t0\t0\n"
-     "eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n", V6_DEFAULT, "wwan0"),
-    (ROUTE_HEADER + "eth1\t00000000\t010200C0\t0002\t0\t0\t0\t00000000\t0\t0\t0\n"  # not up
-     "eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
-     V6_REJECT + V6_DEFAULT, "wan6"),
-    (ROUTE_HEADER + "short line\n", V6_REJECT, None),
-    (None, None, None),
-])
-def test_default_interface(tmp_path: Path, route: str | None, ipv6_route: str | None,
-                           expected: str | None) -> None:
+@pytest.mark.parametrize(
+    ("route", "ipv6_route", "expected"),
+    [
+        (
+            ROUTE_HEADER + "eth0\t00000000\t010200C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
+            "wwan0\t00000000\t010200C0\t0003\t0\t0\t20\t00000000\t0\t0\t0\n"
+            "eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
+            V6_DEFAULT,
+            "wwan0",
+        ),
+        (
+            ROUTE_HEADER + "eth1\t00000000\t010200C0\t0002\t0\t0\t0\t00000000\t0\t0\t0\n"  # not up
+            "eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
+            V6_REJECT + V6_DEFAULT,
+            "wan6",
+        ),
+        (ROUTE_HEADER + "short line\n", V6_REJECT, None),
+        (None, None, None),
+    ],
+)
+def test_default_interface(
+    tmp_path: Path, route: str | None, ipv6_route: str | None, expected: str | None
+) -> None:
     route_path, v6_path = tmp_path / "route", tmp_path / "ipv6_route"
     if route is not None:
         route_path.write_text(route)
@@ -190,7 +206,10 @@ def namespace() -> Iterator[str]:
 def test_namespace_both_paths(namespace: str) -> None:
     result = subprocess.run(
         [require_tool("ip"), "netns", "exec", namespace, sys.executable, "-c", PROBE],
-        check=True, capture_output=True, text=True)
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     out = json.loads(result.stdout)
     assert "fe80" in out["raw6"]  # a link-local address existed, so the filter had work to do
     fallback = out["fallback"]
@@ -200,8 +219,7 @@ def test_namespace_both_paths(namespace: str) -> None:
     paths = [fallback]
     if "netifaces" in out:
         module = out["netifaces"]
-        assert _split(module["dum0"]) == (["10.77.0.1", "10.77.0.2"],
-                                          {"2001:db8:77::1", "fd77::1"})
+        assert _split(module["dum0"]) == (["10.77.0.1", "10.77.0.2"], {"2001:db8:77::1", "fd77::1"})
         assert out["netifaces_names"] == out["fallback_names"]
         paths.append(module)
     elif os.environ.get("CI") == "true":

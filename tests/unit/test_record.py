@@ -30,8 +30,11 @@ Spec = list[tuple[str, str, int]]  # (name, kind, value)
 
 
 def specs() -> st.SearchStrategy[Spec]:
-    return st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(KINDS), st.integers(-2, 2)),
-                    max_size=5, unique_by=lambda item: item[0])
+    return st.lists(
+        st.tuples(st.sampled_from(NAMES), st.sampled_from(KINDS), st.integers(-2, 2)),
+        max_size=5,
+        unique_by=lambda item: item[0],
+    )
 
 
 def _factory(value: int) -> Callable[[], object]:
@@ -44,8 +47,11 @@ def build(spec: Spec, flavour: str, base: type | None = None) -> type:
     module: Any = dataclasses if flavour == "dataclasses" else record
     name = "Base" if base is None else "Child"
     annotations: dict[str, str] = {}
-    namespace: dict[str, object] = {"__module__": __name__, "__qualname__": name,
-                                    "__annotations__": annotations}
+    namespace: dict[str, object] = {
+        "__module__": __name__,
+        "__qualname__": name,
+        "__annotations__": annotations,
+    }
     for field, kind, value in spec:
         if kind == "required":
             annotations[field] = "int"
@@ -90,8 +96,9 @@ def pair(base_spec: Spec, child_spec: Spec | None) -> tuple[type, type] | tuple[
 
 @settings(max_examples=400, deadline=None)
 @given(base_spec=specs(), child_spec=st.none() | specs(), data=st.data())
-def test_record_behaves_like_dataclasses(base_spec: Spec, child_spec: Spec | None,
-                                         data: st.DataObject) -> None:
+def test_record_behaves_like_dataclasses(
+    base_spec: Spec, child_spec: Spec | None, data: st.DataObject
+) -> None:
     classes = pair(base_spec, child_spec)
     if classes[0] == "error":
         return
@@ -105,11 +112,17 @@ def test_record_behaves_like_dataclasses(base_spec: Spec, child_spec: Spec | Non
         assert outcome(lambda n=name: getattr(mine, n)) == outcome(lambda n=name: getattr(real, n))
 
     missing = dataclasses.MISSING
-    defaults = {f.name for f in dataclasses.fields(real)
-                if f.default is not missing or f.default_factory is not missing}
+    defaults = {
+        f.name
+        for f in dataclasses.fields(real)
+        if f.default is not missing or f.default_factory is not missing
+    }
     values = {name: data.draw(st.integers(-3, 3), label=name) for name in names}
-    passed = [name for name in names
-              if name not in defaults or data.draw(st.booleans(), label=f"pass {name}")]
+    passed = [
+        name
+        for name in names
+        if name not in defaults or data.draw(st.booleans(), label=f"pass {name}")
+    ]
     prefix = 0  # positional arguments can only fill fields from the first one on, without gaps
     while prefix < len(passed) and passed[prefix] == names[prefix]:
         prefix += 1
@@ -155,16 +168,19 @@ def test_record_behaves_like_dataclasses(base_spec: Spec, child_spec: Spec | Non
 
     # replace(): same values, same errors.
     changes = {name: values[name] + 10 for name in names if data.draw(st.booleans(), label=name)}
-    assert (outcome(lambda: record.replace(two_mine, **changes))
-            == outcome(lambda: dataclasses.replace(two_real, **changes)))
-    assert (outcome(lambda: record.replace(two_mine, zz_extra=1))
-            == outcome(lambda: dataclasses.replace(two_real, zz_extra=1)))
+    assert outcome(lambda: record.replace(two_mine, **changes)) == outcome(
+        lambda: dataclasses.replace(two_real, **changes)
+    )
+    assert outcome(lambda: record.replace(two_mine, zz_extra=1)) == outcome(
+        lambda: dataclasses.replace(two_real, zz_extra=1)
+    )
 
 
 def test_edges_match_dataclasses() -> None:
     """What the generated property test cannot reach: kept methods, recursion, subclasses."""
     outputs = []
     for module in (dataclasses, record):
+
         @module.dataclass(frozen=True)
         class Kept:
             items: list[object]
@@ -188,8 +204,15 @@ def test_edges_match_dataclasses() -> None:
 
         plain = Plain([])
         plain.extra = 1  # type: ignore[attr-defined]
-        outputs.append((repr(Kept([])), hash(Kept([])), repr(looping), vars(plain),
-                        outcome(lambda p=plain: setattr(p, "items", 2))))
+        outputs.append(
+            (
+                repr(Kept([])),
+                hash(Kept([])),
+                repr(looping),
+                vars(plain),
+                outcome(lambda p=plain: setattr(p, "items", 2)),
+            )
+        )
     assert outputs[0] == outputs[1]
     with pytest.raises(record.FrozenInstanceError):
         looping.items = []
@@ -206,8 +229,9 @@ def test_refuses_what_it_does_not_support() -> None:
     with pytest.raises(TypeError):
         record.replace(object())  # type: ignore[type-var]
     with pytest.raises(ValueError, match="mutable default"):
-        record.dataclass(frozen=True)(type("Bad", (), {"__annotations__": {"x": "list[int]"},
-                                                      "x": []}))
+        record.dataclass(frozen=True)(
+            type("Bad", (), {"__annotations__": {"x": "list[int]"}, "x": []})
+        )
     with pytest.raises(TypeError, match="no type annotation"):
         record.dataclass(frozen=True)(type("Bad", (), {"x": record.field(default_factory=list)}))
     with pytest.raises(TypeError, match="Cannot overwrite attribute __setattr__"):
@@ -216,14 +240,23 @@ def test_refuses_what_it_does_not_support() -> None:
 
 def test_a_real_classvar_object_is_not_a_field() -> None:
     # Annotations are strings in this project; an evaluated one must still be recognised.
-    cls = record.dataclass(frozen=True)(type("Evaluated", (), {
-        "__annotations__": {"NAME": ClassVar[str], "BARE": ClassVar, "value": int},
-        "NAME": "n", "BARE": 1}))
+    cls = record.dataclass(frozen=True)(
+        type(
+            "Evaluated",
+            (),
+            {
+                "__annotations__": {"NAME": ClassVar[str], "BARE": ClassVar, "value": int},
+                "NAME": "n",
+                "BARE": 1,
+            },
+        )
+    )
     assert record.field_names(cls) == ("value",)
     assert cls(2).NAME == "n"
 
 
 # --- the agent's own classes ----------------------------------------------------------------------
+
 
 def declared_fields(cls: type) -> tuple[str, ...]:
     """Field names as the decorated class bodies declare them: base first, ClassVar left out.
@@ -242,12 +275,19 @@ def declared_fields(cls: type) -> tuple[str, ...]:
     return tuple(declared)
 
 
-MODEL_CLASSES = (model.Target, model.ProbeSettings, model.BindingConfig, model.LogConfig,
-                 model.HooksConfig, model.Config)
+MODEL_CLASSES = (
+    model.Target,
+    model.ProbeSettings,
+    model.BindingConfig,
+    model.LogConfig,
+    model.HooksConfig,
+    model.Config,
+)
 
 
-@pytest.mark.parametrize("cls", [ev.Event, *ev.ALL_EVENTS.values(), *MODEL_CLASSES],
-                         ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize(
+    "cls", [ev.Event, *ev.ALL_EVENTS.values(), *MODEL_CLASSES], ids=lambda cls: cls.__name__
+)
 def test_field_names_follow_the_annotations(cls: type) -> None:
     names = record.field_names(cls)
     assert names == declared_fields(cls)
@@ -255,8 +295,9 @@ def test_field_names_follow_the_annotations(cls: type) -> None:
 
 
 def test_event_items_follow_the_fields() -> None:
-    event = ev.BindingChanged(**{name: f"v{i}" for i, name in
-                                 enumerate(record.field_names(ev.BindingChanged))})
+    event = ev.BindingChanged(
+        **{name: f"v{i}" for i, name in enumerate(record.field_names(ev.BindingChanged))}
+    )
     assert [key for key, _ in event.items()] == list(record.field_names(ev.BindingChanged))
     assert ev.Event().items() == ()
 
@@ -326,8 +367,9 @@ print(repr((already, loaded)))
 """
 
 
-def heavy_imports(modules: tuple[str, ...],
-                  extra_path: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+def heavy_imports(
+    modules: tuple[str, ...], extra_path: tuple[str, ...] = ()
+) -> tuple[list[str], dict[str, str]]:
     """(heavy modules loaded before ours, {heavy module: who imported it}) in a fresh interpreter.
 
     -I -S: no site, no .pth files and no PYTHON* variables. A .pth hook of the environment (this
@@ -336,8 +378,13 @@ def heavy_imports(modules: tuple[str, ...],
     """
     agent = str(Path(natkeepalive.__file__).resolve().parent.parent)
     code = _PROBE.format(path=[agent, *extra_path], heavy=HEAVY, modules=modules)
-    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     result: tuple[list[str], dict[str, str]] = ast.literal_eval(done.stdout.strip())
     return result
@@ -352,11 +399,13 @@ def test_agent_modules_import_no_heavy_module() -> None:
 def test_the_import_check_names_the_culprit(tmp_path: Path) -> None:
     # The check is only worth something if it notices, and says where.
     (tmp_path / "natkeepalive_culprit.py").write_text(
-        "import natkeepalive.events\nfrom typing import Any\nimport dataclasses\n")
+        "import natkeepalive.events\nfrom typing import Any\nimport dataclasses\n"
+    )
     _, loaded = heavy_imports(("natkeepalive_culprit",), (str(tmp_path),))
     assert set(loaded) >= {"typing", "dataclasses", "inspect"}
-    assert loaded["typing"] == ("imported by natkeepalive_culprit:2"
-                                " (agent line natkeepalive_culprit:2)")
+    assert loaded["typing"] == (
+        "imported by natkeepalive_culprit:2 (agent line natkeepalive_culprit:2)"
+    )
     assert loaded["inspect"].startswith("imported by dataclasses:")
     assert loaded["inspect"].endswith("(agent line natkeepalive_culprit:3)")
 
@@ -365,8 +414,11 @@ def test_every_record_class_of_the_agent_matches_its_annotations() -> None:
     checked = 0
     for name in AGENT_MODULES:
         for value in vars(importlib.import_module(name)).values():
-            if (isinstance(value, type) and value.__module__ == name
-                    and "__record_names__" in vars(value)):
+            if (
+                isinstance(value, type)
+                and value.__module__ == name
+                and "__record_names__" in vars(value)
+            ):
                 assert record.field_names(value) == declared_fields(value), value
                 checked += 1
     assert checked > len(ev.ALL_EVENTS)
@@ -375,6 +427,7 @@ def test_every_record_class_of_the_agent_matches_its_annotations() -> None:
 def test_fields_in_slots_are_set_without_a_dict() -> None:
     """__init__ stores straight into the instance's __dict__ (records are made for every
     keepalive); a class whose instances keep fields in slots gets object.__setattr__ instead."""
+
     class Slotted:
         __slots__ = ("a", "b")
 

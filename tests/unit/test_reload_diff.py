@@ -34,8 +34,9 @@ def test_order_does_not_matter() -> None:
 
 def test_a_changed_default_changes_every_binding_it_reaches() -> None:
     old = bindings(A, B)
-    new = parse_config("defaults: {interval: 30}\nbindings:\n" + f"  - {A}\n  - {B}\n",
-                       "test").bindings
+    new = parse_config(
+        "defaults: {interval: 30}\nbindings:\n" + f"  - {A}\n  - {B}\n", "test"
+    ).bindings
     assert diff_bindings(old, new).changed == {"a", "b"}
 
 

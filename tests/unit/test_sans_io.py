@@ -17,13 +17,45 @@ PACKAGE = Path(natkeepalive.__file__).resolve().parent
 
 # What would let a module read the world or wait on it. `sys` (modules, recursion limits) and
 # `_thread.get_ident` (record.py's guard against a recursive repr) are neither.
-FORBIDDEN = frozenset((
-    "socket", "_socket", "select", "selectors", "ssl", "asyncio", "os", "posix", "io", "_io",
-    "pathlib", "shutil", "tempfile", "fcntl", "mmap", "subprocess", "signal", "_signal",
-    "threading", "multiprocessing", "time", "datetime", "random", "_random", "secrets", "uuid",
-    "urllib", "http", "logging", "syslog", "netifaces", "yaml", "natkeepalive.runtime",
-    "natkeepalive.cli", "natkeepalive.netinfo",
-))
+FORBIDDEN = frozenset(
+    (
+        "socket",
+        "_socket",
+        "select",
+        "selectors",
+        "ssl",
+        "asyncio",
+        "os",
+        "posix",
+        "io",
+        "_io",
+        "pathlib",
+        "shutil",
+        "tempfile",
+        "fcntl",
+        "mmap",
+        "subprocess",
+        "signal",
+        "_signal",
+        "threading",
+        "multiprocessing",
+        "time",
+        "datetime",
+        "random",
+        "_random",
+        "secrets",
+        "uuid",
+        "urllib",
+        "http",
+        "logging",
+        "syslog",
+        "netifaces",
+        "yaml",
+        "natkeepalive.runtime",
+        "natkeepalive.cli",
+        "natkeepalive.netinfo",
+    )
+)
 
 
 def module_name(path: Path) -> str:
@@ -37,8 +69,11 @@ def _type_checking_only(tree: ast.Module) -> set[int]:
     """Line numbers inside `if TYPE_CHECKING:` blocks: those imports never run."""
     lines: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) \
-                and node.test.id == "TYPE_CHECKING":
+        if (
+            isinstance(node, ast.If)
+            and isinstance(node.test, ast.Name)
+            and node.test.id == "TYPE_CHECKING"
+        ):
             for inner in node.body:
                 for sub in ast.walk(inner):
                     if hasattr(sub, "lineno"):
@@ -70,8 +105,9 @@ def imports_of(name: str) -> set[str]:
             found.add(node.module)
             for alias in node.names:
                 candidate = f"{node.module}.{alias.name}"
-                if (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists() or \
-                        (PACKAGE.parent / candidate.replace(".", "/")).is_dir():
+                if (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists() or (
+                    PACKAGE.parent / candidate.replace(".", "/")
+                ).is_dir():
                     found.add(candidate)
     return found
 

@@ -16,14 +16,17 @@ from natkeepalive.sip.memo import AnswerMemo
 from natkeepalive.sip.message import Response, parse_message, parse_response
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-ANSWERS = [data for data in (path.read_bytes() for path in sorted(
-    [*DATA.glob("*.sip"), *DATA.glob("captured/*.sip")]))
-    if data.lstrip(b"\r\n").startswith(b"SIP/2.0 ")]
+ANSWERS = [
+    data
+    for data in (
+        path.read_bytes() for path in sorted([*DATA.glob("*.sip"), *DATA.glob("captured/*.sip")])
+    )
+    if data.lstrip(b"\r\n").startswith(b"SIP/2.0 ")
+]
 KAMAILIO = (DATA / "captured" / "kamailio_keepalive.sip").read_bytes()
 CHECK = (DATA / "captured" / "kamailio_inbound_check.sip").read_bytes()
 
-SETTINGS = settings(max_examples=300, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture
@@ -45,8 +48,17 @@ def _read(answers: AnswerMemo, data: bytes) -> object:
         branch, cseq, call_id, facts = answers.read(data)
     except SipParseError as exc:
         return str(exc)
-    return (branch, cseq, facts.status, call_id, facts.cseq_method, facts.host,
-            facts.received, facts.rport, facts.flow_timer)
+    return (
+        branch,
+        cseq,
+        facts.status,
+        call_id,
+        facts.cseq_method,
+        facts.host,
+        facts.received,
+        facts.rport,
+        facts.flow_timer,
+    )
 
 
 def _expected(data: bytes) -> object:
@@ -56,15 +68,24 @@ def _expected(data: bytes) -> object:
     except SipParseError as exc:
         return str(exc)
     via = response.top_via
-    return (via.branch or "", response.cseq, response.status, response.call_id,
-            response.cseq_method, via.host, via.received, via.rport, response.flow_timer)
+    return (
+        via.branch or "",
+        response.cseq,
+        response.status,
+        response.call_id,
+        response.cseq_method,
+        via.host,
+        via.received,
+        via.rport,
+        response.flow_timer,
+    )
 
 
 def _fields(data: bytes) -> tuple[str, str, str]:
     """The branch, CSeq number and To tag of an answer, as written."""
     response = parse_response(data)
     to = response.header("to") or ""
-    tag = to[to.lower().index(";tag=") + 5:].split(";")[0] if ";tag=" in to.lower() else ""
+    tag = to[to.lower().index(";tag=") + 5 :].split(";")[0] if ";tag=" in to.lower() else ""
     return response.top_via.branch or "", response.header("cseq").split()[0], tag  # type: ignore
 
 
@@ -84,8 +105,7 @@ def test_the_next_keepalive_answer_is_read_not_parsed(full_parses: list[bytes]) 
     answers = AnswerMemo()
     first = answers.read(KAMAILIO)
     branch, cseq, tag = _fields(KAMAILIO)
-    again = _next(KAMAILIO, branch[:-4] + "beef", str(int(cseq) + 1)[-len(cseq):],
-                  tag[:-2] + "zz")
+    again = _next(KAMAILIO, branch[:-4] + "beef", str(int(cseq) + 1)[-len(cseq) :], tag[:-2] + "zz")
     assert again != KAMAILIO
     second = answers.read(again)
     assert full_parses == [KAMAILIO]
@@ -100,7 +120,7 @@ def test_a_new_call_id_per_request_is_read_not_parsed(full_parses: list[bytes]) 
     answers = AnswerMemo()
     old = parse_response(KAMAILIO).call_id
     answers.read(KAMAILIO)
-    new_id = ("f" * len(old))
+    new_id = "f" * len(old)
     again = KAMAILIO.replace(f"Call-ID: {old}".encode(), f"Call-ID: {new_id}".encode())
     assert again != KAMAILIO
     assert answers.read(again)[2] == new_id
@@ -109,8 +129,9 @@ def test_a_new_call_id_per_request_is_read_not_parsed(full_parses: list[bytes]) 
     # a Call-ID that grows a character is another length: parsed in full, then learnt
     longer = KAMAILIO.replace(f"Call-ID: {old}".encode(), f"Call-ID: {old}-12".encode())
     assert _read(answers, longer) == _expected(longer)
-    bad = again.replace(f"Call-ID: {new_id}".encode(),
-                        f"Call-ID: {new_id[:-2]}\r\n".encode())  # a line break inside it
+    bad = again.replace(
+        f"Call-ID: {new_id}".encode(), f"Call-ID: {new_id[:-2]}\r\n".encode()
+    )  # a line break inside it
     assert _read(answers, bad) == _expected(bad)
 
 
@@ -148,8 +169,9 @@ def test_at_most_SHAPES_are_kept_the_least_recently_used_goes(full_parses: list[
     assert len(answers._shapes) == memo.SHAPES
 
 
-@pytest.mark.parametrize("name", ["captured/kamailio_keepalive.sip", "captured/sipp_multi_via.sip",
-                                  "asterisk_200.sip"])
+@pytest.mark.parametrize(
+    "name", ["captured/kamailio_keepalive.sip", "captured/sipp_multi_via.sip", "asterisk_200.sip"]
+)
 def test_every_byte_is_compared(name: str) -> None:
     """Each byte of the learnt answer changed in turn, alone: the outcome is the full parse's."""
     base = (DATA / name).read_bytes()
@@ -158,7 +180,7 @@ def test_every_byte_is_compared(name: str) -> None:
     assert answers._shapes
     for where in range(len(base)):
         for byte in (b"x", b";", b"\n"):
-            data = base[:where] + byte + base[where + 1:]
+            data = base[:where] + byte + base[where + 1 :]
             if data != base:
                 assert _read(answers, data) == _expected(data), where
                 assert _read(answers, base) == _expected(base), where
@@ -167,22 +189,31 @@ def test_every_byte_is_compared(name: str) -> None:
 HIGH = (DATA / "captured" / "kamailio_keepalive_cseq_high.sip").read_bytes()
 
 
-@pytest.mark.parametrize(("base", "branch", "cseq", "tag"), [
-    (KAMAILIO, None, "a", None),  # a token, not a number: "bad CSeq"
-    (HIGH, None, "9999999999", None),  # ten digits, above 2**32-1
-    (HIGH, None, "0000000007", None),  # leading zeros: the same number as 7
-    (KAMAILIO, "z9hG4bK;received=192.0.2.9", None, None),  # a parameter more
-    (KAMAILIO, "z9hG4bK,SIP/2.0/UDP h", None, None),  # a Via more
-    (KAMAILIO, None, None, "x\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z"),  # a header more
-    (KAMAILIO, None, None, " " * 10),  # trailing blanks, stripped from the value
-])
+@pytest.mark.parametrize(
+    ("base", "branch", "cseq", "tag"),
+    [
+        (KAMAILIO, None, "a", None),  # a token, not a number: "bad CSeq"
+        (HIGH, None, "9999999999", None),  # ten digits, above 2**32-1
+        (HIGH, None, "0000000007", None),  # leading zeros: the same number as 7
+        (KAMAILIO, "z9hG4bK;received=192.0.2.9", None, None),  # a parameter more
+        (KAMAILIO, "z9hG4bK,SIP/2.0/UDP h", None, None),  # a Via more
+        (KAMAILIO, None, None, "x\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z"),  # a header more
+        (KAMAILIO, None, None, " " * 10),  # trailing blanks, stripped from the value
+    ],
+)
 def test_values_that_change_the_parse_are_parsed_in_full(
-        base: bytes, branch: str | None, cseq: str | None, tag: str | None) -> None:
+    base: bytes, branch: str | None, cseq: str | None, tag: str | None
+) -> None:
     old_branch, old_cseq, old_tag = _fields(base)
 
     def sized(new: str | None, old: str) -> str:
-        return old if new is None else (new + old)[:len(old)] if len(new) < len(old) \
-            else new[:len(old)]
+        return (
+            old
+            if new is None
+            else (new + old)[: len(old)]
+            if len(new) < len(old)
+            else new[: len(old)]
+        )
 
     data = _next(base, sized(branch, old_branch), sized(cseq, old_cseq), sized(tag, old_tag))
     assert data != base
@@ -193,9 +224,10 @@ def test_values_that_change_the_parse_are_parsed_in_full(
 
 def test_a_large_answer_is_not_kept() -> None:
     """Each binding keeps what it learnt: a forged 60-KB answer must not stay in memory."""
-    padded = KAMAILIO.replace(b"Content-Length: 0\r\n",
-                              b"X-Pad: " + b"p" * (memo.LEARN_MAX_BYTES - len(KAMAILIO))
-                              + b"\r\nContent-Length: 0\r\n")
+    padded = KAMAILIO.replace(
+        b"Content-Length: 0\r\n",
+        b"X-Pad: " + b"p" * (memo.LEARN_MAX_BYTES - len(KAMAILIO)) + b"\r\nContent-Length: 0\r\n",
+    )
     assert len(padded) > memo.LEARN_MAX_BYTES
     answers = AnswerMemo()
     assert _read(answers, padded) == _expected(padded)
@@ -215,8 +247,10 @@ def test_other_buffers_and_errors_take_the_full_parse(full_parses: list[bytes]) 
 
 
 TOKEN_CHARS = st.sampled_from(list("0123456789abcdefXYZ-.!%*_+`'~"))
-ANY_CHARS = st.one_of(TOKEN_CHARS, st.sampled_from(
-    [";", ",", " ", "\t", "=", '"', "<", ">", ":", "\r", "\n", "\xff", "/"]))
+ANY_CHARS = st.one_of(
+    TOKEN_CHARS,
+    st.sampled_from([";", ",", " ", "\t", "=", '"', "<", ">", ":", "\r", "\n", "\xff", "/"]),
+)
 
 
 def _replace(text: str, draw: st.DrawFn, digits: bool = False) -> str:
@@ -240,8 +274,13 @@ def answer_runs(draw: st.DrawFn) -> list[bytes]:
         return [base]
     run = [base]
     for _ in range(draw(st.integers(1, 4))):
-        data = _next(base, _replace(branch, draw), _replace(cseq, draw, digits=True),
-                     _replace(tag, draw)) if branch else base
+        data = (
+            _next(
+                base, _replace(branch, draw), _replace(cseq, draw, digits=True), _replace(tag, draw)
+            )
+            if branch
+            else base
+        )
         if draw(st.integers(0, 3)) == 0:
             raw = bytearray(data)
             where = draw(st.integers(0, len(raw) - 1))

@@ -47,19 +47,28 @@ RESPONSES = {
     "kamailio_200.sip": (200, "OK", 1, "OPTIONS", [OURS]),
     "asterisk_200.sip": (200, "OK", 1, "OPTIONS", [OURS]),
     "freeswitch_200.sip": (200, "OK", 1, "OPTIONS", [OURS]),
-    "sipp_echo_norport.sip": (200, "OK", 1, "OPTIONS",
-                              [OURS._replace(received=None, rport=None)]),
+    "sipp_echo_norport.sip": (200, "OK", 1, "OPTIONS", [OURS._replace(received=None, rport=None)]),
     "received_with_port.sip": (200, "OK", 1, "OPTIONS", [OURS._replace(rport=5062)]),
-    "ipv6_received.sip": (200, "OK", 7, "OPTIONS",
-                          [V("SIP/2.0/UDP", "2001:db8:77::2", 5062, BRANCH, "2001:db8:ffff::1",
-                             40112, True)]),
+    "ipv6_received.sip": (
+        200,
+        "OK",
+        7,
+        "OPTIONS",
+        [V("SIP/2.0/UDP", "2001:db8:77::2", 5062, BRANCH, "2001:db8:ffff::1", 40112, True)],
+    ),
     "compact.sip": (200, "OK", 1, "OPTIONS", [OURS]),
     "folded.sip": (200, "OK", 1, "OPTIONS", [OURS]),
-    "multi_via.sip": (200, "OK", 1, "OPTIONS", [
-        OURS,
-        V("SIP/2.0/UDP", "10.0.0.5", None, "z9hG4bKp1", None, None, False),
-        V("SIP/2.0/TCP", "2001:db8::5", 5070, "z9hG4bKp2", "2001:db8::99", None, False),
-    ]),
+    "multi_via.sip": (
+        200,
+        "OK",
+        1,
+        "OPTIONS",
+        [
+            OURS,
+            V("SIP/2.0/UDP", "10.0.0.5", None, "z9hG4bKp1", None, None, False),
+            V("SIP/2.0/TCP", "2001:db8::5", 5070, "z9hG4bKp2", "2001:db8::99", None, False),
+        ],
+    ),
     "body.sip": (200, "OK", 1, "OPTIONS", [OURS]),
     "mixed_case_spaces.sip": (200, "ok", 1, "OPTIONS", [OURS]),
     "bare_lf.sip": (200, "OK", 1, "OPTIONS", [OURS]),
@@ -103,12 +112,25 @@ def test_response_samples(name: str) -> None:
 def test_kamailio_headers_in_order_with_empty_values() -> None:
     response = parse_response(sample("kamailio_200.sip"))
     assert [name for name, _ in response.headers] == [
-        "via", "to", "from", "call-id", "cseq", "accept", "accept-encoding", "accept-language",
-        "supported", "server", "content-length"]
+        "via",
+        "to",
+        "from",
+        "call-id",
+        "cseq",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "supported",
+        "server",
+        "content-length",
+    ]
     assert response.header("Accept-Encoding") == ""
     assert response.header("Server") == "kamailio (5.6.3 (x86_64/linux))"
     assert response.top_via.params == (
-        ("branch", BRANCH), ("rport", "33785"), ("received", "203.0.113.1"))
+        ("branch", BRANCH),
+        ("rport", "33785"),
+        ("received", "203.0.113.1"),
+    )
     assert response.body == b""
     assert response.flow_timer is None
 
@@ -150,7 +172,15 @@ def test_ipv6_sample_from_and_to() -> None:
 def test_compact_forms_are_expanded() -> None:
     response = parse_response(sample("compact.sip"))
     assert [name for name, _ in response.headers] == [
-        "via", "from", "to", "call-id", "cseq", "supported", "contact", "content-length"]
+        "via",
+        "from",
+        "to",
+        "call-id",
+        "cseq",
+        "supported",
+        "contact",
+        "content-length",
+    ]
     assert response.header("Supported") == "path, outbound"
     assert response.header("K") == "path, outbound"
     assert response.header("Content-Length") == "0"
@@ -159,7 +189,8 @@ def test_compact_forms_are_expanded() -> None:
 def test_folded_lines_are_unfolded() -> None:
     response = parse_response(sample("folded.sip"))
     assert response.header("via") == (
-        f"SIP/2.0/UDP 192.168.77.2:5062 ;branch={BRANCH} ;rport=33785;received=203.0.113.1")
+        f"SIP/2.0/UDP 192.168.77.2:5062 ;branch={BRANCH} ;rport=33785;received=203.0.113.1"
+    )
     assert response.header("cseq") == "1 OPTIONS"
     assert response.header("allow") == "INVITE, ACK, CANCEL, OPTIONS, BYE"
 
@@ -193,8 +224,9 @@ def test_flow_timer_and_keep() -> None:
     assert response.flow_timer == 25
     assert response.top_via.param("keep") == "25"
     assert response.header("contact") == (
-        '<sip:nk@192.168.77.2:5062>;expires=600;reg-id=1;'
-        '+sip.instance="<urn:uuid:00000000-0000-1000-8000-000000000001>"')
+        "<sip:nk@192.168.77.2:5062>;expires=600;reg-id=1;"
+        '+sip.instance="<urn:uuid:00000000-0000-1000-8000-000000000001>"'
+    )
 
 
 def test_request_sample() -> None:
@@ -205,9 +237,18 @@ def test_request_sample() -> None:
     assert request.uri == "sip:nk@203.0.113.1:33785"
     assert request.call_id == "4f0b2a2c6b1d0a3e-31842@203.0.113.10"
     assert (request.cseq, request.cseq_method) == (10, "OPTIONS")
-    check_via(request.top_via, V("SIP/2.0/UDP", "203.0.113.10", 5060,
-                                 "z9hG4bK2c9a.7e1f0ee4000000000000000000000000.0", None, None,
-                                 False))
+    check_via(
+        request.top_via,
+        V(
+            "SIP/2.0/UDP",
+            "203.0.113.10",
+            5060,
+            "z9hG4bK2c9a.7e1f0ee4000000000000000000000000.0",
+            None,
+            None,
+            False,
+        ),
+    )
     assert request.header("max-forwards") == "70"
     with pytest.raises(SipParseError) as info:
         parse_response(data)
@@ -216,10 +257,12 @@ def test_request_sample() -> None:
 
 # --- inline cases ----------------------------------------------------------------------------
 
-HEAD = (b"SIP/2.0 200 OK\r\n"
-        b"Via: SIP/2.0/UDP 192.168.77.2:5062;branch=z9hG4bKx;rport=1;received=203.0.113.1\r\n"
-        b"Call-ID: c1\r\n"
-        b"CSeq: 1 OPTIONS\r\n")
+HEAD = (
+    b"SIP/2.0 200 OK\r\n"
+    b"Via: SIP/2.0/UDP 192.168.77.2:5062;branch=z9hG4bKx;rport=1;received=203.0.113.1\r\n"
+    b"Call-ID: c1\r\n"
+    b"CSeq: 1 OPTIONS\r\n"
+)
 
 
 def response(extra: bytes = b"", body: bytes = b"") -> Response:
@@ -263,8 +306,10 @@ def test_non_utf8_bytes_are_replaced_not_fatal() -> None:
 
 def test_reason_may_be_empty_or_have_spaces() -> None:
     assert parse_response(HEAD.replace(b"200 OK", b"200") + b"\r\n").reason == ""
-    assert parse_response(HEAD.replace(b"200 OK", b"486  Busy  Here ") + b"\r\n").reason == \
-        "Busy  Here"
+    assert (
+        parse_response(HEAD.replace(b"200 OK", b"486  Busy  Here ") + b"\r\n").reason
+        == "Busy  Here"
+    )
 
 
 def test_header_lookup_by_any_name_form() -> None:
@@ -354,7 +399,7 @@ def test_via_sent_by(text: str, host: str, port: int | None) -> None:
 
 
 def test_via_str_round_trips() -> None:
-    via = parse_via("SIP/2.0/UDP [2001:db8::1]:5062 ; branch=z9hG4bK1 ; rport ; x=\"a;b\"")
+    via = parse_via('SIP/2.0/UDP [2001:db8::1]:5062 ; branch=z9hG4bK1 ; rport ; x="a;b"')
     assert via.params == (("branch", "z9hG4bK1"), ("rport", None), ("x", '"a;b"'))
     assert str(via) == 'SIP/2.0/UDP [2001:db8::1]:5062;branch=z9hG4bK1;rport;x="a;b"'
     assert parse_via(str(via)) == via
@@ -365,7 +410,7 @@ def test_stray_semicolons_are_skipped() -> None:
 
 
 def test_split_outside_quotes_escapes_and_angles() -> None:
-    assert split_outside('a,"b,\\",c",<d,e>,f', ",") == ['a', '"b,\\",c"', "<d,e>", "f"]
+    assert split_outside('a,"b,\\",c",<d,e>,f', ",") == ["a", '"b,\\",c"', "<d,e>", "f"]
     assert split_outside('<"a>,b', ",") == ['<"a>', "b"]  # a quote inside <> starts nothing
     assert split_outside('x,"unterminated, <', ",") == ["x", '"unterminated, <']
     assert split_outside("", ",") == [""]
@@ -387,38 +432,61 @@ def test_split_outside_quotes_escapes_and_angles() -> None:
         (b"GET /\r\n", "bad request line 'GET /'"),
         (b"\x00\xff\x10", "bad request line '\\x00\ufffd\\x10'"),
         (b"SIP/2.0 200 OK\r\n ;folded\r\n", "line 2: continuation line without a header"),
-        (b"SIP/2.0 200 OK\r\nVia SIP/2.0/UDP h\r\n",
-         "line 2: header line without ':': 'Via SIP/2.0/UDP h'"),
+        (
+            b"SIP/2.0 200 OK\r\nVia SIP/2.0/UDP h\r\n",
+            "line 2: header line without ':': 'Via SIP/2.0/UDP h'",
+        ),
         (b"SIP/2.0 200 OK\r\nCall ID: x\r\n", "line 2: bad header name 'Call ID'"),
         (b"SIP/2.0 200 OK\r\n: x\r\n", "line 2: bad header name ''"),
         (b"SIP/2.0 200 OK\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n", "missing Via header"),
         (b"SIP/2.0 200 OK\r\n\r\n", "missing Via header"),
         (b"SIP/2.0 200 OK", "missing Via header"),
         (b"OPTIONS sip:x SIP/2.0\n", "missing Via header"),
-        (b"SIP/2.0 200 OK\r\nVia: ,\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n",
-         "missing Via header"),
-        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCSeq: 1 OPTIONS\r\n\r\n",
-         "missing Call-ID header"),
-        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID:\r\nCSeq: 1 OPTIONS\r\n\r\n",
-         "bad Call-ID ''"),
-        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: a b\r\nCSeq: 1 OPTIONS\r\n\r\n",
-         "bad Call-ID 'a b'"),
+        (
+            b"SIP/2.0 200 OK\r\nVia: ,\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n",
+            "missing Via header",
+        ),
+        (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCSeq: 1 OPTIONS\r\n\r\n",
+            "missing Call-ID header",
+        ),
+        (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID:\r\nCSeq: 1 OPTIONS\r\n\r\n",
+            "bad Call-ID ''",
+        ),
+        (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: a b\r\nCSeq: 1 OPTIONS\r\n\r\n",
+            "bad Call-ID 'a b'",
+        ),
         (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: x\r\n\r\n", "missing CSeq header"),
-        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: x\r\nCSeq: OPTIONS\r\n\r\n",
-         "bad CSeq 'OPTIONS': expected 'number method'"),
-        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: x\r\nCSeq: -1 OPTIONS\r\n\r\n",
-         "bad CSeq '-1 OPTIONS': expected 'number method'"),
-        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: x\r\nCSeq: 1 OPTIONS x\r\n\r\n",
-         "bad CSeq '1 OPTIONS x': expected 'number method'"),
-        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: x\r\nCSeq: 4294967296 OPTIONS\r\n\r\n",
-         "bad CSeq '4294967296 OPTIONS': number above 2**32-1"),
-        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: x\r\nCSeq: \xd9\xa1 OPTIONS\r\n\r\n",
-         "bad CSeq '\u0661 OPTIONS': expected 'number method'"),
+        (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: x\r\nCSeq: OPTIONS\r\n\r\n",
+            "bad CSeq 'OPTIONS': expected 'number method'",
+        ),
+        (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: x\r\nCSeq: -1 OPTIONS\r\n\r\n",
+            "bad CSeq '-1 OPTIONS': expected 'number method'",
+        ),
+        (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: x\r\nCSeq: 1 OPTIONS x\r\n\r\n",
+            "bad CSeq '1 OPTIONS x': expected 'number method'",
+        ),
+        (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP "
+            b"h\r\nCall-ID: x\r\nCSeq: 4294967296 OPTIONS\r\n\r\n",
+            "bad CSeq '4294967296 OPTIONS': number above 2**32-1",
+        ),
+        (
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCall-ID: x\r\nCSeq: \xd9\xa1 OPTIONS\r\n\r\n",
+            "bad CSeq '\u0661 OPTIONS': expected 'number method'",
+        ),
         (HEAD + b"Content-Length: x\r\n\r\n", "bad Content-Length 'x'"),
         (HEAD + b"Content-Length: -1\r\n\r\n", "bad Content-Length '-1'"),
         (HEAD + b"Content-Length: 999999\r\n\r\n", "bad Content-Length '999999'"),
-        (HEAD + b"Content-Length: 10\r\n\r\nabc", "Content-Length 10 exceeds the 3 body bytes "
-                                                  "received"),
+        (
+            HEAD + b"Content-Length: 10\r\n\r\nabc",
+            "Content-Length 10 exceeds the 3 body bytes received",
+        ),
     ],
 )
 def test_errors_have_exact_messages(data: bytes, message: str) -> None:
@@ -448,8 +516,9 @@ def test_errors_have_exact_messages(data: bytes, message: str) -> None:
 )
 def test_bad_via_messages(via: str, message: str) -> None:
     with pytest.raises(SipParseError) as info:
-        parse_message(b"SIP/2.0 200 OK\r\nVia: " + via.encode() +
-                      b"\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n")
+        parse_message(
+            b"SIP/2.0 200 OK\r\nVia: " + via.encode() + b"\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n"
+        )
     assert str(info.value) == message
 
 
@@ -502,7 +571,8 @@ def test_quoted_section_cap() -> None:
     with pytest.raises(SipParseError) as info:
         split_outside('"",' * 32 + "<>" * 33, ",")
     assert str(info.value) == (
-        "more than 64 quoted strings or <...> in " + repr('"",' * 20 + "..."))
+        "more than 64 quoted strings or <...> in " + repr('"",' * 20 + "...")
+    )
 
 
 def test_non_bytes_input() -> None:
@@ -523,8 +593,10 @@ def test_many_new_names_hosts_and_lines_parse_as_the_first_did() -> None:
     parses on its own merits (the codec keeps nothing between messages), a bad name or host is
     refused every time."""
     for i in range(512):
-        via = parse_via(f"SIP/2.0/UDP h{i}.example:5060;branch={BRANCH};X-P{i}=1;"
-                        f"received=192.0.2.{i % 256}{'x' if i % 2 else ''}")
+        via = parse_via(
+            f"SIP/2.0/UDP h{i}.example:5060;branch={BRANCH};X-P{i}=1;"
+            f"received=192.0.2.{i % 256}{'x' if i % 2 else ''}"
+        )
         assert via.received == (None if i % 2 else f"192.0.2.{i % 256}")
         assert via.host == f"h{i}.example" and via.param(f"x-p{i}") == "1"
         line = f"X-Line-{i % 7}: value {i}\r\n".encode()

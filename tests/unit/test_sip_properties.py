@@ -14,8 +14,7 @@ from natkeepalive.sip.scan import split_outside
 DATA = Path(__file__).resolve().parent.parent / "data"
 SAMPLES = [path.read_bytes() for path in sorted(DATA.glob("*.sip"))]
 
-SETTINGS = settings(max_examples=400, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def parses_or_raises_parse_error(data: bytes) -> None:
@@ -35,13 +34,50 @@ def test_any_bytes(data: bytes) -> None:
     parses_or_raises_parse_error(data)
 
 
-SIP_ALPHABET = st.sampled_from([
-    b"SIP/2.0 ", b"200 OK", b"OPTIONS sip:x SIP/2.0", b"\r\n", b"\n", b"\r", b" ", b"\t",
-    b":", b";", b"=", b",", b"/", b"[", b"]", b"<", b">", b'"', b"\\", b"Via", b"v", b"i",
-    b"Call-ID", b"CSeq", b"l", b"Content-Length", b"SIP/2.0/UDP", b"::1", b"10.0.0.1",
-    b"5060", b"rport", b"received", b"branch", b"z9hG4bK", b"1 OPTIONS", b"0", b"99999",
-    b"\xff", b"\xc3\xa9", b"\x00",
-])
+SIP_ALPHABET = st.sampled_from(
+    [
+        b"SIP/2.0 ",
+        b"200 OK",
+        b"OPTIONS sip:x SIP/2.0",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b" ",
+        b"\t",
+        b":",
+        b";",
+        b"=",
+        b",",
+        b"/",
+        b"[",
+        b"]",
+        b"<",
+        b">",
+        b'"',
+        b"\\",
+        b"Via",
+        b"v",
+        b"i",
+        b"Call-ID",
+        b"CSeq",
+        b"l",
+        b"Content-Length",
+        b"SIP/2.0/UDP",
+        b"::1",
+        b"10.0.0.1",
+        b"5060",
+        b"rport",
+        b"received",
+        b"branch",
+        b"z9hG4bK",
+        b"1 OPTIONS",
+        b"0",
+        b"99999",
+        b"\xff",
+        b"\xc3\xa9",
+        b"\x00",
+    ]
+)
 
 
 @SETTINGS
@@ -61,8 +97,11 @@ def mutated_sample(draw: st.DrawFn) -> bytes:
         elif kind == "flip" and where < len(data):
             data[where] = draw(st.integers(0, 255))
         elif kind == "insert":
-            data[where:where] = draw(st.sampled_from([b"\r", b"\n", b"\r\n", b" ", b",", b";",
-                                                      b":", b"\r\n ", b"=", b"\xff"]))
+            data[where:where] = draw(
+                st.sampled_from(
+                    [b"\r", b"\n", b"\r\n", b" ", b",", b";", b":", b"\r\n ", b"=", b"\xff"]
+                )
+            )
         elif where < len(data):
             del data[where]
     return bytes(data)
@@ -96,8 +135,9 @@ def options_requests(draw: st.DrawFn) -> OptionsRequest:
         cseq=draw(st.integers(0, 2**32 - 1)),
         rport=draw(st.booleans()),
         max_forwards=draw(st.integers(0, 255)),
-        user_agent=draw(st.text(st.characters(min_codepoint=32, max_codepoint=126),
-                                max_size=30).map(str.strip)),
+        user_agent=draw(
+            st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30).map(str.strip)
+        ),
     )
 
 
@@ -151,8 +191,11 @@ def reference_split(text: str, sep: str) -> list[str]:
 
 
 @settings(max_examples=2000, deadline=None)
-@given(st.text(st.sampled_from(list('ab,;"\\<> ')), max_size=40), st.sampled_from([",", ";"]),
-       st.integers(-1, 5))
+@given(
+    st.text(st.sampled_from(list('ab,;"\\<> ')), max_size=40),
+    st.sampled_from([",", ";"]),
+    st.integers(-1, 5),
+)
 def test_split_outside_matches_the_reference(text: str, sep: str, max_splits: int) -> None:
     expected = reference_split(text, sep)
     if 0 <= max_splits < len(expected) - 1:  # str.split semantics: the rest stays joined
@@ -176,9 +219,15 @@ def test_the_codec_keeps_no_state_between_messages(data: bytes) -> None:
     was, and a second parse of the same bytes gives the same outcome (message or error text)."""
     from natkeepalive.sip import message as m
 
-    tables = {name: (type(value), repr(value)) for name, value in vars(m).items()
-              if isinstance(value, (dict, list, set))}
+    tables = {
+        name: (type(value), repr(value))
+        for name, value in vars(m).items()
+        if isinstance(value, (dict, list, set))
+    }
     first = _outcome(data)
     assert _outcome(data) == first
-    assert tables == {name: (type(value), repr(value)) for name, value in vars(m).items()
-                      if isinstance(value, (dict, list, set))}
+    assert tables == {
+        name: (type(value), repr(value))
+        for name, value in vars(m).items()
+        if isinstance(value, (dict, list, set))
+    }

@@ -55,12 +55,13 @@ def test_port_in_uri_and_to() -> None:
 
 
 def test_ipv6_everywhere_in_brackets() -> None:
-    req = replace(TYPICAL, uri_host="2001:db8::10", uri_port=5070,
-                              via_host="2001:db8:77::2")
+    req = replace(TYPICAL, uri_host="2001:db8::10", uri_port=5070, via_host="2001:db8:77::2")
     data = build_options(req)
     assert data.startswith(b"OPTIONS sip:[2001:db8::10]:5070 SIP/2.0\r\n")
-    assert b"\r\nVia: SIP/2.0/UDP [2001:db8:77::2]:5062;branch=z9hG4bK0123456789abcdef;rport\r\n" \
+    assert (
+        b"\r\nVia: SIP/2.0/UDP [2001:db8:77::2]:5062;branch=z9hG4bK0123456789abcdef;rport\r\n"
         in data
+    )
     assert b"\r\nTo: <sip:[2001:db8::10]:5070>\r\n" in data
     assert b"\r\nFrom: <sip:nk@[2001:db8:77::2]>;tag=89abcdef\r\n" in data
     message = parse_message(data)
@@ -149,16 +150,27 @@ def test_call_id_with_host_part_is_allowed() -> None:
 TOKEN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 
 
-@given(st.one_of(st.just("z9hG4bK"), st.text(alphabet=TOKEN + ";, \r\n\u00e9\u0661", max_size=4))
-       .flatmap(lambda head: st.text(alphabet=TOKEN + ";\u00e9\u0661", max_size=12)
-                .map(lambda tail: head + tail)),
-       st.one_of(st.integers(-2, 2**32 + 2), st.booleans()))
+@given(
+    st.one_of(
+        st.just("z9hG4bK"), st.text(alphabet=TOKEN + ";, \r\n\u00e9\u0661", max_size=4)
+    ).flatmap(
+        lambda head: st.text(alphabet=TOKEN + ";\u00e9\u0661", max_size=12).map(
+            lambda tail: head + tail
+        )
+    ),
+    st.one_of(st.integers(-2, 2**32 + 2), st.booleans()),
+)
 def test_branch_and_cseq_are_checked_on_every_render(branch: str, cseq: int) -> None:
     """render refuses exactly the branches and CSeqs the rules refuse (the token check's quick
     path for ASCII letters and digits lets nothing else through), and changes nothing it lets
     through."""
-    allowed = (branch.startswith("z9hG4bK") and len(branch) > 7 and set(branch) <= set(TOKEN)
-               and type(cseq) is int and 0 <= cseq <= 2**32 - 1)
+    allowed = (
+        branch.startswith("z9hG4bK")
+        and len(branch) > 7
+        and set(branch) <= set(TOKEN)
+        and type(cseq) is int
+        and 0 <= cseq <= 2**32 - 1
+    )
     try:
         data = build_options(replace(TYPICAL, branch=branch, cseq=cseq))
     except LocalProtocolError:
@@ -166,21 +178,35 @@ def test_branch_and_cseq_are_checked_on_every_render(branch: str, cseq: int) -> 
         return
     assert allowed
     assert data == GOLDEN.replace(b"z9hG4bK0123456789abcdef", branch.encode()).replace(
-        b"CSeq: 1 ", f"CSeq: {cseq} ".encode())
+        b"CSeq: 1 ", f"CSeq: {cseq} ".encode()
+    )
 
 
 @pytest.mark.parametrize("uri_port", [5060, 5080])
 @pytest.mark.parametrize("rport", [True, False])
-def test_the_factory_numbers_the_call_id_and_omits_the_default_port(uri_port: int,
-                                                                   rport: bool) -> None:
+def test_the_factory_numbers_the_call_id_and_omits_the_default_port(
+    uri_port: int, rport: bool
+) -> None:
     """The engine, discovery and the probe make their requests with options_template: the
     same bytes as build_options with the Call-ID "<prefix>-<CSeq>" and no port 5060 in the URI."""
-    template = options_template(uri_host="sip.example.net", uri_port=uri_port,
-                                via_host="192.168.77.2", via_port=5062, call_id="0123456789abcdef",
-                                from_tag="89abcdef", rport=rport)
+    template = options_template(
+        uri_host="sip.example.net",
+        uri_port=uri_port,
+        via_host="192.168.77.2",
+        via_port=5062,
+        call_id="0123456789abcdef",
+        from_tag="89abcdef",
+        rport=rport,
+    )
     for cseq in (1, 42):
-        expected = build_options(replace(
-            TYPICAL, uri_port=None if uri_port == 5060 else uri_port, cseq=cseq, rport=rport,
-            call_id=f"0123456789abcdef-{cseq}"))
+        expected = build_options(
+            replace(
+                TYPICAL,
+                uri_port=None if uri_port == 5060 else uri_port,
+                cseq=cseq,
+                rport=rport,
+                call_id=f"0123456789abcdef-{cseq}",
+            )
+        )
         assert template.render(TYPICAL.branch, cseq) == expected
     assert (b":5080" in expected) == (uri_port == 5080)

@@ -23,11 +23,26 @@ CLIENT, SERVER = "192.168.77.2", "203.0.113.10"
 CLIENT6, SERVER6 = "2001:db8:77::2", "2001:db8::10"
 
 TYPICAL = OptionsRequest(
-    uri_host="sip.example.net", uri_port=None, via_host=CLIENT, via_port=5062,
-    branch="z9hG4bK0123456789abcdef", call_id="0123456789abcdef", from_tag="89abcdef", cseq=1)
+    uri_host="sip.example.net",
+    uri_port=None,
+    via_host=CLIENT,
+    via_port=5062,
+    branch="z9hG4bK0123456789abcdef",
+    call_id="0123456789abcdef",
+    from_tag="89abcdef",
+    cseq=1,
+)
 INBOUND6 = replace(
-    TYPICAL, uri_host=SERVER6, uri_port=5070, via_host=CLIENT6, via_port=40112, rport=False,
-    user_agent="", cseq=2, branch="z9hG4bKfedcba9876543210")
+    TYPICAL,
+    uri_host=SERVER6,
+    uri_port=5070,
+    via_host=CLIENT6,
+    via_port=40112,
+    rport=False,
+    user_agent="",
+    cseq=2,
+    branch="z9hG4bKfedcba9876543210",
+)
 
 
 def _checksum(data: bytes) -> int:
@@ -70,16 +85,33 @@ def write_pcap(path: Path, frames: list[bytes]) -> None:
 def tshark(*args: str) -> str:
     tool = require_tool("tshark")
     checks = ("-o", "udp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE")
-    done = subprocess.run([tool, *checks, *args], capture_output=True, text=True, timeout=60,
-                          check=True)
+    done = subprocess.run(
+        [tool, *checks, *args], capture_output=True, text=True, timeout=60, check=True
+    )
     return done.stdout
 
 
-FIELDS = ("sip.Method", "sip.r-uri", "sip.Status-Code", "sip.Via.transport",
-          "sip.Via.sent-by.address", "sip.Via.sent-by.port", "sip.Via.branch", "sip.Via.rport",
-          "sip.Via.received", "sip.Call-ID", "sip.CSeq.seq", "sip.CSeq.method", "sip.from.tag",
-          "sip.to.tag", "sip.Max-Forwards", "sip.User-Agent", "sip.Content-Length",
-          "_ws.malformed", "_ws.expert.severity")
+FIELDS = (
+    "sip.Method",
+    "sip.r-uri",
+    "sip.Status-Code",
+    "sip.Via.transport",
+    "sip.Via.sent-by.address",
+    "sip.Via.sent-by.port",
+    "sip.Via.branch",
+    "sip.Via.rport",
+    "sip.Via.received",
+    "sip.Call-ID",
+    "sip.CSeq.seq",
+    "sip.CSeq.method",
+    "sip.from.tag",
+    "sip.to.tag",
+    "sip.Max-Forwards",
+    "sip.User-Agent",
+    "sip.Content-Length",
+    "_ws.malformed",
+    "_ws.expert.severity",
+)
 
 
 def fields(pcap: Path) -> list[dict[str, str]]:
@@ -115,12 +147,15 @@ def responder_answer(request: bytes) -> bytes:
 def test_built_requests_and_responses_dissect_cleanly(tmp_path: Path) -> None:
     pcap = tmp_path / "options.pcap"
     request = build_options(TYPICAL)
-    write_pcap(pcap, [
-        udp_frame(CLIENT, SERVER, 5062, 5060, request),
-        udp_frame(SERVER, CLIENT, 5060, 5062, (DATA / "kamailio_200.sip").read_bytes()),
-        udp_frame(CLIENT6, SERVER6, 40112, 5070, build_options(INBOUND6)),
-        udp_frame(SERVER, CLIENT, 5060, 5062, responder_answer(request)),
-    ])
+    write_pcap(
+        pcap,
+        [
+            udp_frame(CLIENT, SERVER, 5062, 5060, request),
+            udp_frame(SERVER, CLIENT, 5060, 5062, (DATA / "kamailio_200.sip").read_bytes()),
+            udp_frame(CLIENT6, SERVER6, 40112, 5070, build_options(INBOUND6)),
+            udp_frame(SERVER, CLIENT, 5060, 5062, responder_answer(request)),
+        ],
+    )
     verbose = tshark("-r", str(pcap), "-V")
     assert verbose.count("Session Initiation Protocol") == 4
     assert "Request-Line: OPTIONS sip:sip.example.net SIP/2.0" in verbose
@@ -130,13 +165,26 @@ def test_built_requests_and_responses_dissect_cleanly(tmp_path: Path) -> None:
 
     request_row, response_row, inbound_row, responder_row = fields(pcap)
     assert request_row == {
-        "sip.Method": "OPTIONS", "sip.r-uri": "sip:sip.example.net", "sip.Status-Code": "",
-        "sip.Via.transport": "UDP", "sip.Via.sent-by.address": CLIENT,
-        "sip.Via.sent-by.port": "5062", "sip.Via.branch": "z9hG4bK0123456789abcdef",
-        "sip.Via.rport": "rport", "sip.Via.received": "", "sip.Call-ID": "0123456789abcdef",
-        "sip.CSeq.seq": "1", "sip.CSeq.method": "OPTIONS", "sip.from.tag": "89abcdef",
-        "sip.to.tag": "", "sip.Max-Forwards": "70", "sip.User-Agent": "nat-keepalive",
-        "sip.Content-Length": "0", "_ws.malformed": "", "_ws.expert.severity": ""}
+        "sip.Method": "OPTIONS",
+        "sip.r-uri": "sip:sip.example.net",
+        "sip.Status-Code": "",
+        "sip.Via.transport": "UDP",
+        "sip.Via.sent-by.address": CLIENT,
+        "sip.Via.sent-by.port": "5062",
+        "sip.Via.branch": "z9hG4bK0123456789abcdef",
+        "sip.Via.rport": "rport",
+        "sip.Via.received": "",
+        "sip.Call-ID": "0123456789abcdef",
+        "sip.CSeq.seq": "1",
+        "sip.CSeq.method": "OPTIONS",
+        "sip.from.tag": "89abcdef",
+        "sip.to.tag": "",
+        "sip.Max-Forwards": "70",
+        "sip.User-Agent": "nat-keepalive",
+        "sip.Content-Length": "0",
+        "_ws.malformed": "",
+        "_ws.expert.severity": "",
+    }
     assert response_row["sip.Status-Code"] == "200"
     assert response_row["sip.Via.rport"] == "33785"
     assert response_row["sip.Via.received"] == "203.0.113.1"
@@ -161,8 +209,10 @@ SAMPLES = sorted(p.name for p in DATA.glob("*.sip") if p.name != "mixed_case_spa
 
 def test_golden_samples_are_valid_sip_for_wireshark(tmp_path: Path) -> None:
     pcap = tmp_path / "samples.pcap"
-    write_pcap(pcap, [udp_frame(SERVER, CLIENT, 5060, 5062, (DATA / name).read_bytes())
-                      for name in SAMPLES])
+    write_pcap(
+        pcap,
+        [udp_frame(SERVER, CLIENT, 5060, 5062, (DATA / name).read_bytes()) for name in SAMPLES],
+    )
     rows = fields(pcap)
     assert len(rows) == len(SAMPLES)
     for name, row in zip(SAMPLES, rows):

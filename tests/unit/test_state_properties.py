@@ -37,10 +37,14 @@ def test_tracker_table_targets_are_states() -> None:
     assert all(target in t.STATES for target, _ in t.TRANSITIONS.values())
 
 
-@given(st.lists(st.one_of(st.none(), st.floats(0, 5000)), max_size=60),
-       st.integers(1, 4), st.integers(1, 4))
-def test_reachability_events_only_on_transitions(outcomes: list[float | None], fail: int,
-                                                 ok: int) -> None:
+@given(
+    st.lists(st.one_of(st.none(), st.floats(0, 5000)), max_size=60),
+    st.integers(1, 4),
+    st.integers(1, 4),
+)
+def test_reachability_events_only_on_transitions(
+    outcomes: list[float | None], fail: int, ok: int
+) -> None:
     machine = r.Reachability("b", fail, ok, 2000)
     previous = machine.state
     for outcome in outcomes:
@@ -52,8 +56,9 @@ def test_reachability_events_only_on_transitions(outcomes: list[float | None], f
         previous = machine.state
 
 
-mappings = st.tuples(st.sampled_from(["203.0.113.1", "203.0.113.2"]),
-                     st.one_of(st.none(), st.integers(40000, 40003)))
+mappings = st.tuples(
+    st.sampled_from(["203.0.113.1", "203.0.113.2"]), st.one_of(st.none(), st.integers(40000, 40003))
+)
 
 
 @given(st.lists(st.tuples(mappings, st.booleans()), max_size=60))
@@ -74,17 +79,39 @@ def test_tracker_counters_match_events(observations: list[tuple[t.Mapping, bool]
     assert sum(isinstance(e, ev.BindingLearned) for e in out) == (1 if observations else 0)
 
 
-actions = st.sampled_from(["advance", "silent", "answer", "remap", "readdress", "kill-binding",
-                           "revive-binding", "force-rport", "slow", "fast", "error-status"])
+actions = st.sampled_from(
+    [
+        "advance",
+        "silent",
+        "answer",
+        "remap",
+        "readdress",
+        "kill-binding",
+        "revive-binding",
+        "force-rport",
+        "slow",
+        "fast",
+        "error-status",
+    ]
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(actions, st.floats(0.1, 40)), max_size=25), st.integers(0, 3),
-       st.booleans())
-def test_engine_random_faults_keep_a_valid_state(steps: list[tuple[str, float]],
-                                                  inbound: int, require_2xx: bool) -> None:
-    net = FakeNet(settings=ProbeSettings(interval=10.0, inbound_check=inbound, timeout=2.0,
-                                         retry_interval=3.0, require_2xx=require_2xx))
+@given(
+    st.lists(st.tuples(actions, st.floats(0.1, 40)), max_size=25), st.integers(0, 3), st.booleans()
+)
+def test_engine_random_faults_keep_a_valid_state(
+    steps: list[tuple[str, float]], inbound: int, require_2xx: bool
+) -> None:
+    net = FakeNet(
+        settings=ProbeSettings(
+            interval=10.0,
+            inbound_check=inbound,
+            timeout=2.0,
+            retry_interval=3.0,
+            require_2xx=require_2xx,
+        )
+    )
     port = 40000
     for action, duration in steps:
         if action == "silent":
@@ -95,8 +122,10 @@ def test_engine_random_faults_keep_a_valid_state(steps: list[tuple[str, float]],
             port += 1
             net.public = (net.public[0], port)
         elif action == "readdress":
-            net.public = ("203.0.113.2" if net.public[0] == "203.0.113.1" else "203.0.113.1",
-                          net.public[1])
+            net.public = (
+                "203.0.113.2" if net.public[0] == "203.0.113.1" else "203.0.113.1",
+                net.public[1],
+            )
         elif action == "kill-binding":
             net.binding_alive = False
         elif action == "revive-binding":
@@ -114,7 +143,8 @@ def test_engine_random_faults_keep_a_valid_state(steps: list[tuple[str, float]],
         assert engine.phase in c.PHASES
         # the phase says a check is out exactly when its transaction is
         assert (engine.phase in c.CHECKING) == any(
-            tx.kind == c.INBOUND for tx in engine._tx.values())
+            tx.kind == c.INBOUND for tx in engine._tx.values()
+        )
         assert engine.reach.state in r.STATES
         assert engine.tracker.state in t.STATES
         deadline = engine.next_deadline()
@@ -129,17 +159,39 @@ def test_engine_random_faults_keep_a_valid_state(steps: list[tuple[str, float]],
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.sampled_from([0.0, 0.2, 0.5]),
-       st.lists(st.tuples(st.floats(0, 1), st.booleans(), st.floats(0, 1, exclude_max=True)),
-                min_size=5, max_size=60))
+@given(
+    st.sampled_from([0.0, 0.2, 0.5]),
+    st.lists(
+        st.tuples(st.floats(0, 1), st.booleans(), st.floats(0, 1, exclude_max=True)),
+        min_size=5,
+        max_size=60,
+    ),
+)
 # a draw near 1 left the allowance before the deadline reaching below the jitter's range
-@example(0.2, [(0.875, False, 0.0), (0.0, True, 0.99609375), (1.0, False, 0.0),
-               (0.9375, False, 0.0), (0.96875, True, 0.0)])
+@example(
+    0.2,
+    [
+        (0.875, False, 0.0),
+        (0.0, True, 0.99609375),
+        (1.0, False, 0.0),
+        (0.9375, False, 0.0),
+        (0.96875, True, 0.0),
+    ],
+)
 # a draw near 1 that rounds the deadline onto the window's start got the allowance too
-@example(0.5, [(0.5, True, 0.9999999999999999), (1.0, False, 0.0), (0.5, False, 0.0),
-               (0.875, False, 0.0), (0.9375, True, 0.0)])
+@example(
+    0.5,
+    [
+        (0.5, True, 0.9999999999999999),
+        (1.0, False, 0.0),
+        (0.5, False, 0.0),
+        (0.875, False, 0.0),
+        (0.9375, True, 0.0),
+    ],
+)
 def test_keepalives_offered_early_keep_every_wait_within_the_jitter(
-        jitter: float, wakeups: list[tuple[float, bool, float]]) -> None:
+    jitter: float, wakeups: list[tuple[float, bool, float]]
+) -> None:
     """However the loop offers early keepalives (any moment before the next deadline, with any
     draw), every wait after the promoting keepalive stays in [interval*(1-jitter), interval],
     or within the small allowance before a deadline when there is no jitter."""

@@ -17,17 +17,45 @@ from natkeepalive.oneshot.status import read_status, render_table
 from natkeepalive.runtime.status import iso_utc, to_json, write_status
 
 SAMPLE: dict[str, Any] = {
-    "version": "0.1.0", "pid": 123,
-    "started_at": "2026-11-27T05:10:00Z", "updated_at": "2026-11-27T05:11:00Z",
+    "version": "0.1.0",
+    "pid": 123,
+    "started_at": "2026-11-27T05:10:00Z",
+    "updated_at": "2026-11-27T05:11:00Z",
     "bindings": [
-        {"name": "provider", "server": "203.0.113.10:5060", "local": "192.168.77.2:5062",
-         "state": "reachable", "public": "203.0.113.1:33785", "rtt_ms": 0.5, "interval_s": 25,
-         "last_response_at": "2026-11-27T05:10:59Z", "last_change_at": None, "changes": 0,
-         "expiries": 0, "probes_sent": 10, "responses": 10, "timeouts": 0, "lifetime_s": None},
-        {"name": "backup", "server": "[2001:db8::10]:5060", "local": "[2001:db8::2]:5062",
-         "state": "unknown", "public": None, "rtt_ms": None, "interval_s": 12.5,
-         "last_response_at": None, "last_change_at": None, "changes": 3, "expiries": 11,
-         "probes_sent": 0, "responses": 0, "timeouts": 0, "lifetime_s": None},
+        {
+            "name": "provider",
+            "server": "203.0.113.10:5060",
+            "local": "192.168.77.2:5062",
+            "state": "reachable",
+            "public": "203.0.113.1:33785",
+            "rtt_ms": 0.5,
+            "interval_s": 25,
+            "last_response_at": "2026-11-27T05:10:59Z",
+            "last_change_at": None,
+            "changes": 0,
+            "expiries": 0,
+            "probes_sent": 10,
+            "responses": 10,
+            "timeouts": 0,
+            "lifetime_s": None,
+        },
+        {
+            "name": "backup",
+            "server": "[2001:db8::10]:5060",
+            "local": "[2001:db8::2]:5062",
+            "state": "unknown",
+            "public": None,
+            "rtt_ms": None,
+            "interval_s": 12.5,
+            "last_response_at": None,
+            "last_change_at": None,
+            "changes": 3,
+            "expiries": 11,
+            "probes_sent": 0,
+            "responses": 0,
+            "timeouts": 0,
+            "lifetime_s": None,
+        },
     ],
 }
 
@@ -101,8 +129,9 @@ def test_render_table() -> None:
 
 def test_render_table_survives_odd_files() -> None:
     assert render_table({}) == "nat-keepalive -  pid -  updated -\nno bindings"
-    odd = render_table({"pid": 5, "bindings": [{"name": "a\nb\x1b[2J", "rtt_ms": 1.23456},
-                                                "not a binding", {}]})
+    odd = render_table(
+        {"pid": 5, "bindings": [{"name": "a\nb\x1b[2J", "rtt_ms": 1.23456}, "not a binding", {}]}
+    )
     lines = odd.splitlines()
     assert len(lines) == 4
     assert lines[2].split() == ["a?b?[2J", "-", "-", "1.235", "-", "-", "-", "-"]
@@ -118,10 +147,20 @@ def test_iso_utc() -> None:
 
 # --- the daemon's own JSON writer (status.to_json: no `json`, no `re` in the daemon) -------------
 
-_SCALARS = (st.none() | st.booleans() | st.integers() | st.text()
-            | st.floats(allow_nan=False, allow_infinity=False))
-_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
-                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=30)
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
 
 
 @given(_JSON)
@@ -137,12 +176,17 @@ def test_strings_are_escaped_exactly_as_json_does(text: str) -> None:
 
 
 def test_layout_one_binding_per_line_and_refusals() -> None:
-    data = {"version": "1", "bindings": [{"name": "a", "public": {"address": "192.0.2.1"}},
-                                         {"name": "b"}], "empty": [], "none": {}}
+    data = {
+        "version": "1",
+        "bindings": [{"name": "a", "public": {"address": "192.0.2.1"}}, {"name": "b"}],
+        "empty": [],
+        "none": {},
+    }
     assert to_json(data) == (
         '{\n  "version": "1",\n  "bindings": [\n'
         '    {"name": "a", "public": {"address": "192.0.2.1"}},\n'
-        '    {"name": "b"}\n  ],\n  "empty": [],\n  "none": {}\n}\n')
+        '    {"name": "b"}\n  ],\n  "empty": [],\n  "none": {}\n}\n'
+    )
     for bad in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(ValueError):
             to_json({"x": [bad]})

@@ -42,10 +42,14 @@ def test_the_corpus_is_complete() -> None:
     for name in EXPECTED:
         assert name in manifest
     # where the RESPONSE-PORT answer arrived: the proof depends on it
-    assert "coturn-rfc5780_response_port.stun: from port 5063, RESPONSE-PORT 5062; sent from " \
+    assert (
+        "coturn-rfc5780_response_port.stun: from port 5063, RESPONSE-PORT 5062; sent from "
         "other, arrived on binding from 203.0.113.10:3478" in manifest
-    assert "coturn-debian_response_port.stun: from port 5063, RESPONSE-PORT 5062; sent from " \
+    )
+    assert (
+        "coturn-debian_response_port.stun: from port 5063, RESPONSE-PORT 5062; sent from "
         "other, arrived on other from 203.0.113.10:3478" in manifest
+    )
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

@@ -138,14 +138,23 @@ def fake_daemon(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Daemon, Silen
     monkeypatch.setattr(slot_module, "open_udp", lambda address, port, label: FakeSocket(net, port))
     monkeypatch.setattr(daemon_module, "Poller", lambda: FakePoller(net, clock))
     monkeypatch.setattr(sockets_module.AuxSockets, "open", lambda self, family: aux)
-    text = ("log: {target: stderr, level: debug}\n"
-            "defaults: {interval: 5, jitter: 0, timeout: 3, fail_threshold: 5, inbound_check: 0}\n"
-            "bindings:\n" + "".join(
-                f"  - {{name: b{i}, server: '{SERVER[0]}:{SERVER[1]}', source_port: {40000 + i}}}\n"
-                for i in range(3)))
+    text = (
+        "log: {target: stderr, level: debug}\n"
+        "defaults: {interval: 5, jitter: 0, timeout: 3, fail_threshold: 5, inbound_check: 0}\n"
+        "bindings:\n"
+        + "".join(
+            f"  - {{name: b{i}, server: '{SERVER[0]}:{SERVER[1]}', source_port: {40000 + i}}}\n"
+            for i in range(3)
+        )
+    )
     with tempfile.TemporaryDirectory() as folder:
-        daemon = Daemon(parse_config(text, "test"), ListSink(), str(Path(folder) / "s.json"),
-                        clock=clock, wall=lambda: 1.8e9 + clock.now)
+        daemon = Daemon(
+            parse_config(text, "test"),
+            ListSink(),
+            str(Path(folder) / "s.json"),
+            clock=clock,
+            wall=lambda: 1.8e9 + clock.now,
+        )
         daemon.start()
         try:
             yield daemon, net, clock
@@ -170,7 +179,8 @@ def sends_by_branch(net: SilentNet) -> dict[bytes, list[float]]:
 
 
 def test_unanswered_requests_are_retransmitted_at_t1_then_twice_t1(
-        fake_daemon: tuple[Daemon, SilentNet, Clock]) -> None:
+    fake_daemon: tuple[Daemon, SilentNet, Clock],
+) -> None:
     daemon, net, clock = fake_daemon
     net.silent = True
     start = clock.now
@@ -183,7 +193,8 @@ def test_unanswered_requests_are_retransmitted_at_t1_then_twice_t1(
 
 
 def test_answered_keepalives_leave_only_their_successors_in_the_timers(
-        fake_daemon: tuple[Daemon, SilentNet, Clock]) -> None:
+    fake_daemon: tuple[Daemon, SilentNet, Clock],
+) -> None:
     daemon, net, clock = fake_daemon
     run_until(daemon, clock, clock.now + 30.0)
     answered = sum(slot.engine.responses for slot in daemon.slots.values())
@@ -195,7 +206,8 @@ def test_answered_keepalives_leave_only_their_successors_in_the_timers(
 
 
 def test_a_removed_bindings_deadline_never_runs(
-        fake_daemon: tuple[Daemon, SilentNet, Clock], monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_daemon: tuple[Daemon, SilentNet, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
     daemon, _net, clock = fake_daemon
     run_until(daemon, clock, clock.now + 2.0)
     removed = daemon.slots["b1"]
@@ -203,9 +215,13 @@ def test_a_removed_bindings_deadline_never_runs(
     kept = parse_config(
         "log: {target: stderr, level: debug}\n"
         "defaults: {interval: 5, jitter: 0, timeout: 3, fail_threshold: 5, inbound_check: 0}\n"
-        "bindings:\n" + "".join(
+        "bindings:\n"
+        + "".join(
             f"  - {{name: b{i}, server: '{SERVER[0]}:{SERVER[1]}', source_port: {40000 + i}}}\n"
-            for i in (0, 2)), "test")
+            for i in (0, 2)
+        ),
+        "test",
+    )
     monkeypatch.setattr(daemon_module, "load_config_in_child", lambda path: kept)
     daemon.reload(clock.now)
     sent_before = removed.engine.probes_sent

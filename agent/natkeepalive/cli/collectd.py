@@ -22,8 +22,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 PLUGIN = "nat_keepalive"
-COUNTERS = (("probes_sent", "probes_sent"), ("answers", "responses"), ("timeouts", "timeouts"),
-            ("dropped", "dropped"), ("changes", "changes"), ("expiries", "expiries"))
+COUNTERS = (
+    ("probes_sent", "probes_sent"),
+    ("answers", "responses"),
+    ("timeouts", "timeouts"),
+    ("dropped", "dropped"),
+    ("changes", "changes"),
+    ("expiries", "expiries"),
+)
 DEFAULT_INTERVAL = 10.0
 
 
@@ -47,8 +53,7 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in text)[:63] or "_"
 
 
-def putval_lines(data: Mapping[str, Any], host: str, interval: float,
-                 now: float) -> Iterator[str]:
+def putval_lines(data: Mapping[str, Any], host: str, interval: float, now: float) -> Iterator[str]:
     bindings = data.get("bindings")
     if not isinstance(bindings, list):
         return
@@ -60,14 +65,17 @@ def putval_lines(data: Mapping[str, Any], host: str, interval: float,
         state = entry.get("state")
         yield f"{prefix}/bool-reachable{tail}{1 if state in ('reachable', 'lagged') else 0}"
         rtt = entry.get("rtt_ms")
-        rtt_s = rtt / 1000.0 if isinstance(rtt, (int, float)) and not isinstance(rtt, bool) \
-            else None
+        rtt_s = (
+            rtt / 1000.0 if isinstance(rtt, (int, float)) and not isinstance(rtt, bool) else None
+        )
         yield f"{prefix}/latency-rtt{tail}{_number(rtt_s)}"
         for instance, key in COUNTERS:
             value = entry.get(key)
             # a DERIVE is an integer; a missing one stays unknown rather than a fake 0
-            yield f"{prefix}/derive-{instance}{tail}" \
-                  f"{value if isinstance(value, int) and not isinstance(value, bool) else 'U'}"
+            yield (
+                f"{prefix}/derive-{instance}{tail}"
+                f"{value if isinstance(value, int) and not isinstance(value, bool) else 'U'}"
+            )
         yield f"{prefix}/duration-interval{tail}{_number(entry.get('interval_s'))}"
         yield f"{prefix}/duration-lifetime{tail}{_number(entry.get('lifetime_s'))}"
         answered = _epoch(entry.get("last_response_at"))

@@ -27,9 +27,11 @@ if TYPE_CHECKING:
 EXIT_CODES = (
     "exit codes: 0 success; 1 the checked thing failed (unreachable target, no status file, a "
     "local port already in use); 2 usage or configuration error; 3 (status) the agent is not "
-    "running; 130 interrupted")
-CONFIG_HELP = ("configuration file (default: $NAT_KEEPALIVE_CONFIG, else "
-               "/etc/nat-keepalive/config.yaml)")
+    "running; 130 interrupted"
+)
+CONFIG_HELP = (
+    "configuration file (default: $NAT_KEEPALIVE_CONFIG, else /etc/nat-keepalive/config.yaml)"
+)
 TARGET_HELP = "SIP server: host[:port], [v6addr]:port or sip:host[:port] (UDP, port 5060)"
 
 
@@ -39,94 +41,180 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n"
-                              f"Try '{self.prog} --help' for more information.\n")
+        self.exit(
+            EXIT_USAGE,
+            f"{self.prog}: error: {message}\nTry '{self.prog} --help' for more information.\n",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nat-keepalive",
-                     description="Keeps NAT UDP bindings alive with SIP OPTIONS and reports when "
-                                 "they change or expire.")
+    parser = _Parser(
+        prog="nat-keepalive",
+        description="Keeps NAT UDP bindings alive with SIP OPTIONS and reports when "
+        "they change or expire.",
+    )
     parser.add_argument("--version", action="version", version=f"nat-keepalive {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    run = sub.add_parser("run", help="run the agent in the foreground",
-                         description="Run the agent in the foreground until SIGTERM or SIGINT; "
-                                     "SIGHUP reloads the file, SIGUSR1 writes the status file, "
-                                     "SIGUSR2 probes every binding now.")
+    run = sub.add_parser(
+        "run",
+        help="run the agent in the foreground",
+        description="Run the agent in the foreground until SIGTERM or SIGINT; "
+        "SIGHUP reloads the file, SIGUSR1 writes the status file, "
+        "SIGUSR2 probes every binding now.",
+    )
     run.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
-    run.add_argument("--log", choices=("syslog", "stderr"),
-                     help="where log lines go (default: the file's log.target, else syslog)")
-    run.add_argument("--status-file", metavar="PATH",
-                     help="status file to write (default: the file's status_file, else "
-                          "/run/nat-keepalive/status.json)")
+    run.add_argument(
+        "--log",
+        choices=("syslog", "stderr"),
+        help="where log lines go (default: the file's log.target, else syslog)",
+    )
+    run.add_argument(
+        "--status-file",
+        metavar="PATH",
+        help="status file to write (default: the file's status_file, else "
+        "/run/nat-keepalive/status.json)",
+    )
 
-    probe = sub.add_parser("probe", help="send one OPTIONS and report the answer",
-                           description="Send one OPTIONS to TARGET and report the answer and "
-                                       "the public address the server saw.")
+    probe = sub.add_parser(
+        "probe",
+        help="send one OPTIONS and report the answer",
+        description="Send one OPTIONS to TARGET and report the answer and "
+        "the public address the server saw.",
+    )
     probe.add_argument("target", metavar="TARGET", help=TARGET_HELP)
-    probe.add_argument("--source-port", type=_port, default=0, metavar="N",
-                       help="local UDP port to send from (default: 0, an ephemeral port)")
+    probe.add_argument(
+        "--source-port",
+        type=_port,
+        default=0,
+        metavar="N",
+        help="local UDP port to send from (default: 0, an ephemeral port)",
+    )
     where = probe.add_mutually_exclusive_group()
-    where.add_argument("--bind", metavar="ADDR",
-                       help="local address to send from (default: the system's choice)")
-    where.add_argument("--interface", metavar="IFACE",
-                       help="send from this interface's address (default: the system's choice)")
-    probe.add_argument("--timeout", type=_positive, default=3.0, metavar="S",
-                       help="seconds to wait for a final answer (default: 3)")
-    probe.add_argument("--max-forwards", type=_max_forwards, default=70, metavar="N",
-                       help="Max-Forwards header, 0-255 (default: 70)")
-    probe.add_argument("--inbound-check", action="store_true",
-                       help="also check that the NAT lets the server's requests in, and which "
-                            "check methods (sent-by, relay, stun) this server supports")
-    probe.add_argument("--stun-server", metavar="HOST[:PORT]",
-                       help="with --inbound-check: an RFC 5780 STUN server to try the stun "
-                            "method with (port 3478 if omitted)")
+    where.add_argument(
+        "--bind", metavar="ADDR", help="local address to send from (default: the system's choice)"
+    )
+    where.add_argument(
+        "--interface",
+        metavar="IFACE",
+        help="send from this interface's address (default: the system's choice)",
+    )
+    probe.add_argument(
+        "--timeout",
+        type=_positive,
+        default=3.0,
+        metavar="S",
+        help="seconds to wait for a final answer (default: 3)",
+    )
+    probe.add_argument(
+        "--max-forwards",
+        type=_max_forwards,
+        default=70,
+        metavar="N",
+        help="Max-Forwards header, 0-255 (default: 70)",
+    )
+    probe.add_argument(
+        "--inbound-check",
+        action="store_true",
+        help="also check that the NAT lets the server's requests in, and which "
+        "check methods (sent-by, relay, stun) this server supports",
+    )
+    probe.add_argument(
+        "--stun-server",
+        metavar="HOST[:PORT]",
+        help="with --inbound-check: an RFC 5780 STUN server to try the stun "
+        "method with (port 3478 if omitted)",
+    )
     probe.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
-    disc = sub.add_parser("discover", help="measure how long the NAT keeps an idle binding",
-                          description="Measure how long the NAT keeps an idle UDP binding, and "
-                                      "recommend an interval. Progress goes to stderr, the "
-                                      "result to stdout.")
+    disc = sub.add_parser(
+        "discover",
+        help="measure how long the NAT keeps an idle binding",
+        description="Measure how long the NAT keeps an idle UDP binding, and "
+        "recommend an interval. Progress goes to stderr, the "
+        "result to stdout.",
+    )
     disc.add_argument("target", metavar="TARGET", help=TARGET_HELP)
-    disc.add_argument("--source-port", type=_port, default=0, metavar="N",
-                      help="first local port; trial k uses N+k (default: ephemeral ports)")
-    disc.add_argument("--bind", metavar="ADDR",
-                      help="local address to send from (default: the system's choice)")
-    disc.add_argument("--stun-server", metavar="HOST[:PORT]",
-                      help="an RFC 5780 STUN server (or `nat-keepalive responder`): measures "
-                           "behind a port-preserving NAT when the server forces rport (port "
-                           "3478 if omitted)")
-    disc.add_argument("--max-idle", type=_positive, default=600.0, metavar="S",
-                      help="longest idle time tried, seconds (default: 600)")
-    disc.add_argument("--resolution", type=_positive, default=0.1, metavar="R",
-                      help="bracket width: a fraction (<1) of the lifetime, at least 1 s, "
-                           "or seconds (>=1) (default: 0.1)")
-    disc.add_argument("--start", type=_positive, default=5.0, metavar="S",
-                      help="first idle time tried, seconds (default: 5)")
-    disc.add_argument("--timeout", type=_positive, default=3.0, metavar="S",
-                      help="seconds to wait for each answer (default: 3)")
+    disc.add_argument(
+        "--source-port",
+        type=_port,
+        default=0,
+        metavar="N",
+        help="first local port; trial k uses N+k (default: ephemeral ports)",
+    )
+    disc.add_argument(
+        "--bind", metavar="ADDR", help="local address to send from (default: the system's choice)"
+    )
+    disc.add_argument(
+        "--stun-server",
+        metavar="HOST[:PORT]",
+        help="an RFC 5780 STUN server (or `nat-keepalive responder`): measures "
+        "behind a port-preserving NAT when the server forces rport (port "
+        "3478 if omitted)",
+    )
+    disc.add_argument(
+        "--max-idle",
+        type=_positive,
+        default=600.0,
+        metavar="S",
+        help="longest idle time tried, seconds (default: 600)",
+    )
+    disc.add_argument(
+        "--resolution",
+        type=_positive,
+        default=0.1,
+        metavar="R",
+        help="bracket width: a fraction (<1) of the lifetime, at least 1 s, "
+        "or seconds (>=1) (default: 0.1)",
+    )
+    disc.add_argument(
+        "--start",
+        type=_positive,
+        default=5.0,
+        metavar="S",
+        help="first idle time tried, seconds (default: 5)",
+    )
+    disc.add_argument(
+        "--timeout",
+        type=_positive,
+        default=3.0,
+        metavar="S",
+        help="seconds to wait for each answer (default: 3)",
+    )
     disc.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
-    check = sub.add_parser("check", help="validate a configuration file",
-                           description="Validate a configuration file, including what `run` "
-                                       "needs from this host (the user, the hook command).")
+    check = sub.add_parser(
+        "check",
+        help="validate a configuration file",
+        description="Validate a configuration file, including what `run` "
+        "needs from this host (the user, the hook command).",
+    )
     check.add_argument("-c", "--config", metavar="FILE", help=CONFIG_HELP)
-    check.add_argument("--example", action="store_true",
-                       help="print the commented example configuration and exit")
+    check.add_argument(
+        "--example", action="store_true", help="print the commented example configuration and exit"
+    )
 
-    status = sub.add_parser("status", help="show the running agent's status",
-                            description="Show the running agent's status file as a table.")
-    status.add_argument("--status-file", metavar="PATH",
-                        help="status file to read (default: the configuration's status_file, "
-                             "else /run/nat-keepalive/status.json)")
+    status = sub.add_parser(
+        "status",
+        help="show the running agent's status",
+        description="Show the running agent's status file as a table.",
+    )
+    status.add_argument(
+        "--status-file",
+        metavar="PATH",
+        help="status file to read (default: the configuration's status_file, "
+        "else /run/nat-keepalive/status.json)",
+    )
     status.add_argument("--json", action="store_true", help="print the status file's JSON")
 
     collectd = sub.add_parser("collectd", help="print PUTVAL lines for collectd's exec plugin")
-    collectd.add_argument("--status-file", metavar="PATH",
-                          help="status file to read (default: the configuration's status_file, "
-                               "else /run/nat-keepalive/status.json)")
+    collectd.add_argument(
+        "--status-file",
+        metavar="PATH",
+        help="status file to read (default: the configuration's status_file, "
+        "else /run/nat-keepalive/status.json)",
+    )
     collectd.add_argument("--once", action="store_true", help="one set of values, then exit")
 
     add_responder_parser(sub)
@@ -135,24 +223,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_responder_parser(sub: Any) -> None:
     responder = sub.add_parser(
-        "responder", help="answer binding checks for agents (run on a public host)",
+        "responder",
+        help="answer binding checks for agents (run on a public host)",
         description="Answer STUN Binding requests (honouring RESPONSE-PORT) and SIP OPTIONS "
-                    "(to the Via sent-by port when there is no rport), only ever to the "
-                    "request's source address, rate-limited per source. See docs/responder.md.")
-    responder.add_argument("--listen", action="append", required=True, type=_listen,
-                           metavar="ADDR[:PORT]",
-                           help="address and UDP port to answer on (default port 3478); "
-                                "repeat for more")
-    responder.add_argument("--rate", type=_positive, default=5.0, metavar="N",
-                           help="answers per second per source address (default: 5)")
-    responder.add_argument("--burst", type=_positive, default=10.0, metavar="N",
-                           help="answers a source may get at once (default: 10)")
-    responder.add_argument("--total-rate", type=_positive, default=500.0, metavar="N",
-                           help="answers per second for all sources together (default: 500)")
-    responder.add_argument("--max-sources", type=int, default=4096, metavar="N",
-                           help="source addresses remembered for the rate limit (default: 4096)")
-    responder.add_argument("--stats-interval", type=_positive, default=3600.0, metavar="S",
-                           help="seconds between statistics lines on stderr (default: 3600)")
+        "(to the Via sent-by port when there is no rport), only ever to the "
+        "request's source address, rate-limited per source. See docs/responder.md.",
+    )
+    responder.add_argument(
+        "--listen",
+        action="append",
+        required=True,
+        type=_listen,
+        metavar="ADDR[:PORT]",
+        help="address and UDP port to answer on (default port 3478); repeat for more",
+    )
+    responder.add_argument(
+        "--rate",
+        type=_positive,
+        default=5.0,
+        metavar="N",
+        help="answers per second per source address (default: 5)",
+    )
+    responder.add_argument(
+        "--burst",
+        type=_positive,
+        default=10.0,
+        metavar="N",
+        help="answers a source may get at once (default: 10)",
+    )
+    responder.add_argument(
+        "--total-rate",
+        type=_positive,
+        default=500.0,
+        metavar="N",
+        help="answers per second for all sources together (default: 500)",
+    )
+    responder.add_argument(
+        "--max-sources",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="source addresses remembered for the rate limit (default: 4096)",
+    )
+    responder.add_argument(
+        "--stats-interval",
+        type=_positive,
+        default=3600.0,
+        metavar="S",
+        help="seconds between statistics lines on stderr (default: 3600)",
+    )
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -254,9 +373,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if gone is not None:
         if args.json:
             sys.stdout.write(json.dumps({**data, "running": False}, indent=2) + "\n")
-        return _fail(f"the agent is not running ({gone}; {path} is left from it, last "
-                     f"updated {data.get('updated_at') or 'at an unknown time'})",
-                     EXIT_NOT_RUNNING)
+        return _fail(
+            f"the agent is not running ({gone}; {path} is left from it, last "
+            f"updated {data.get('updated_at') or 'at an unknown time'})",
+            EXIT_NOT_RUNNING,
+        )
     if args.json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
@@ -314,15 +435,24 @@ def cmd_responder(args: argparse.Namespace) -> int:
     from natkeepalive.responder.loop import run
 
     if args.burst < 1 or args.max_sources < 1:
-        return _fail("nat-keepalive responder: --burst and --max-sources must be at least 1",
-                     EXIT_USAGE)
-    core = ResponderCore(rate=args.rate, burst=args.burst, total_rate=args.total_rate,
-                         max_sources=args.max_sources)
+        return _fail(
+            "nat-keepalive responder: --burst and --max-sources must be at least 1", EXIT_USAGE
+        )
+    core = ResponderCore(
+        rate=args.rate, burst=args.burst, total_rate=args.total_rate, max_sources=args.max_sources
+    )
     return run(args.listen, core, args.stats_interval)
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "status": cmd_status, "probe": cmd_probe,
-            "discover": cmd_discover, "collectd": cmd_collectd, "responder": cmd_responder}
+COMMANDS = {
+    "run": cmd_run,
+    "check": cmd_check,
+    "status": cmd_status,
+    "probe": cmd_probe,
+    "discover": cmd_discover,
+    "collectd": cmd_collectd,
+    "responder": cmd_responder,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -348,4 +478,3 @@ def socket_exit_code(exc: SocketSetupError) -> int:
     """A local port in use is exit 1 from every subcommand (as from `run`: it may be free
     later); any other address that cannot be bound is the caller's mistake, 2."""
     return EXIT_FAILED if isinstance(exc, PortInUseError) else EXIT_USAGE
-

@@ -31,8 +31,10 @@ def _bind_address(args: argparse.Namespace, server: str) -> str | None:
             raise SocketSetupError(f"--bind {bind}: not an IPv4 or IPv6 address")
         if family_of(bind) != family:
             other = "IPv4" if version == "IPv6" else "IPv6"
-            raise SocketSetupError(f"--bind {bind} is {other} but server {server} is {version}: "
-                                   "a socket reaches only its own address family")
+            raise SocketSetupError(
+                f"--bind {bind} is {other} but server {server} is {version}: "
+                "a socket reaches only its own address family"
+            )
         return bind
     if args.interface:
         from natkeepalive.netinfo import interface_addresses, interface_names
@@ -42,17 +44,28 @@ def _bind_address(args: argparse.Namespace, server: str) -> str | None:
         for address in interface_addresses(args.interface):
             if family_of(address) == family:
                 return address
-        raise SocketSetupError(f"--interface {args.interface} has no {version} address to "
-                               f"reach server {server} from")
+        raise SocketSetupError(
+            f"--interface {args.interface} has no {version} address to reach server {server} from"
+        )
     return None
 
 
 def run_probe(args: argparse.Namespace) -> int:
     target = parse_target(args.target)
     result: dict[str, Any] = {
-        "target": str(target), "server": None, "local": None, "reachable": False,
-        "status": None, "reason": None, "rtt_ms": None, "transmissions": 0, "public": None,
-        "rport_supported": None, "rport": None, "inbound_check": None, "checks": None,
+        "target": str(target),
+        "server": None,
+        "local": None,
+        "reachable": False,
+        "status": None,
+        "reason": None,
+        "rtt_ms": None,
+        "transmissions": 0,
+        "public": None,
+        "rport_supported": None,
+        "rport": None,
+        "inbound_check": None,
+        "checks": None,
     }
     try:
         server = resolve(target.host, target.port)
@@ -61,16 +74,19 @@ def run_probe(args: argparse.Namespace) -> int:
         return _report(args, result, 1)
     result["server"] = {"address": server[0], "port": server[1]}
     bind = _bind_address(args, server[0])
-    prober = Prober(server, target.host, target.port, args.source_port, bind,
-                    args.timeout, args.max_forwards)
+    prober = Prober(
+        server, target.host, target.port, args.source_port, bind, args.timeout, args.max_forwards
+    )
     with prober:
         result["local"] = {"address": prober.local[0], "port": prober.local[1]}
         answer = prober.keepalive()
         result["transmissions"] = answer.transmissions
         response = answer.response
         if answer.send_error is not None and response is None:
-            result["error"] = (f"cannot send from {format_hostport(*prober.local)} to "
-                               f"{format_hostport(*server)}: {answer.send_error}")
+            result["error"] = (
+                f"cannot send from {format_hostport(*prober.local)} to "
+                f"{format_hostport(*server)}: {answer.send_error}"
+            )
             return _report(args, result, 1)
         if response is None or answer.rtt is None:
             return _report(args, result, 1)
@@ -78,15 +94,19 @@ def run_probe(args: argparse.Namespace) -> int:
         # `rport`: "value", "bare" (no value: a server without RFC 3581, or one that leaves it
         # bare when the port did not change) or "absent". No `received`: the public address is
         # unknown, never the sent-by host, which is what we wrote.
-        rport = "value" if via.rport is not None else "bare" if via.has_param("rport") \
-            else "absent"
+        rport = "value" if via.rport is not None else "bare" if via.has_param("rport") else "absent"
         # an rport value without `received`: the server read the Via and saw no other address
         # (RFC 3261 §18.2.1); without either, the sent-by host is only what we wrote
         address = via.received or (via.host if via.rport is not None else None)
-        result.update(reachable=True, status=response.status, reason=response.reason,
-                      rtt_ms=round(answer.rtt * 1000.0, 3),
-                      public={"address": address, "port": via.rport},
-                      rport_supported=via.rport is not None, rport=rport)
+        result.update(
+            reachable=True,
+            status=response.status,
+            reason=response.reason,
+            rtt_ms=round(answer.rtt * 1000.0, 3),
+            public={"address": address, "port": via.rport},
+            rport_supported=via.rport is not None,
+            rport=rport,
+        )
         code = 0
         if args.inbound_check:
             port = via.rport
@@ -104,8 +124,7 @@ def run_probe(args: argparse.Namespace) -> int:
         return _report(args, result, code)
 
 
-def _inbound(prober: Prober, address: str | None, port: int | None, guessed: bool
-             ) -> str | None:
+def _inbound(prober: Prober, address: str | None, port: int | None, guessed: bool) -> str | None:
     """alive, expired, None (the server went away) or `unsupported: <why>`."""
     if address is None:
         return "unsupported: no received in the answer (public address unknown)"
@@ -127,8 +146,10 @@ def _relay(prober: Prober, address: str | None, port: int | None) -> str:
     if outcome == "relayed":
         return "alive"
     if response is not None:
-        return (f"unsupported: the server answered the relayed check itself "
-                f"({response.status} {escape_text(response.reason)})")
+        return (
+            f"unsupported: the server answered the relayed check itself "
+            f"({response.status} {escape_text(response.reason)})"
+        )
     return "unsupported: not relayed, and no answer"
 
 
@@ -154,8 +175,11 @@ def _stun(prober: Prober, text: str | None) -> str:
     if channel == "aux":
         return "unsupported: the STUN server does not honour RESPONSE-PORT (RFC 5780)"
     channel, _ = prober.stun(server, None, from_aux=True)
-    return ("unsupported: the STUN server drops requests with RESPONSE-PORT" if channel
-            else "unsupported: the STUN server does not answer the second socket")
+    return (
+        "unsupported: the STUN server drops requests with RESPONSE-PORT"
+        if channel
+        else "unsupported: the STUN server does not answer the second socket"
+    )
 
 
 def _report(args: argparse.Namespace, result: dict[str, Any], code: int) -> int:
@@ -171,15 +195,18 @@ def _report(args: argparse.Namespace, result: dict[str, Any], code: int) -> int:
         lines.append(f"local      {format_hostport(local['address'], local['port'])}")
     if result["reachable"]:
         # the reason phrase is the server's text: ANSI escapes or a CR must not reach a terminal
-        lines.append(f"reachable  yes: {result['status']} {escape_text(result['reason'])} in "
-                     f"{result['rtt_ms']} ms ({result['transmissions']} transmission(s))")
+        lines.append(
+            f"reachable  yes: {result['status']} {escape_text(result['reason'])} in "
+            f"{result['rtt_ms']} ms ({result['transmissions']} transmission(s))"
+        )
         public = result["public"]
         if public["address"] is None:
             port = "" if public["port"] is None else f", port {public['port']}"
             lines.append(f"public     unknown (the server sends no received{port})")
         elif public["port"] is None:
-            lines.append(f"public     {public['address']} (the server sends no rport value: "
-                         "port unknown)")
+            lines.append(
+                f"public     {public['address']} (the server sends no rport value: port unknown)"
+            )
         else:
             lines.append(f"public     {format_hostport(public['address'], public['port'])}")
     else:

@@ -57,8 +57,21 @@ HOOK_KEYS = ("command", "events")
 BINDING_KEYS = ("name", "server", "source_port", "interface", "bind")
 LOG_TARGETS = ("syslog", "stderr")
 LOG_LEVELS = ("debug", "info", "notice", "warning", "err")
-FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-              "authpriv", "ftp", *(f"local{i}" for i in range(8)))
+FACILITIES = (
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    *(f"local{i}" for i in range(8)),
+)
 USER_AGENT_MAX = 100
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
@@ -112,14 +125,18 @@ def load_config(path: str, host_checks: bool = True) -> Config:
         if fd >= 0:
             os.close(fd)
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"too large: a configuration file may have at most "
-                          f"{MAX_CONFIG_BYTES // 1024 // 1024} MiB", file=path)
+        raise ConfigError(
+            f"too large: a configuration file may have at most "
+            f"{MAX_CONFIG_BYTES // 1024 // 1024} MiB",
+            file=path,
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x})", file=path,
-                          line=line) from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x})", file=path, line=line
+        ) from None
     return parse_config(text, path, host_checks)
 
 
@@ -135,8 +152,11 @@ def _compose(text: str, file: str) -> Node:
         mark = exc.problem_mark or exc.context_mark
         parts = [str(p) for p in (exc.context, exc.problem) if p]
         where = f" (column {mark.column + 1})" if mark is not None else ""
-        raise ConfigError(f"invalid YAML{where}: {', '.join(parts)}", file=file,
-                          line=mark.line + 1 if mark is not None else None) from None
+        raise ConfigError(
+            f"invalid YAML{where}: {', '.join(parts)}",
+            file=file,
+            line=mark.line + 1 if mark is not None else None,
+        ) from None
     except yaml.YAMLError as exc:
         # ReaderError (a control character) carries a character offset instead of a mark.
         position = getattr(exc, "position", None)
@@ -203,8 +223,11 @@ class _Reader:
             if key_node.tag == _MERGE:
                 for key, pair in self._merged(key_node, value_node, path, [node]).items():
                     if key not in allowed:
-                        self.fail(f"unknown key {key!r}{_suggest(key, allowed)}", pair[0],
-                                  _join(path, key))
+                        self.fail(
+                            f"unknown key {key!r}{_suggest(key, allowed)}",
+                            pair[0],
+                            _join(path, key),
+                        )
                     merged.setdefault(key, pair)
                 continue
             if not isinstance(key_node, ScalarNode):
@@ -232,8 +255,9 @@ class _Reader:
             pairs: Pairs = {}
             for key_node, value_node in source.value:
                 if key_node.tag == _MERGE:
-                    for key, pair in self._merged(key_node, value_node, path,
-                                                     [*seen, source]).items():
+                    for key, pair in self._merged(
+                        key_node, value_node, path, [*seen, source]
+                    ).items():
                         pairs.setdefault(key, pair)
                 elif isinstance(key_node, ScalarNode):
                     pairs[str(key_node.value)] = (key_node, value_node)
@@ -291,8 +315,11 @@ class _Reader:
     def choice(self, node: Node, path: str, choices: Sequence[str]) -> str:
         value = self.text(node, path)
         if value not in choices:
-            self.fail(f"must be one of {', '.join(choices)}, not {value!r}"
-                      f"{_suggest(value, choices)}", node, path)
+            self.fail(
+                f"must be one of {', '.join(choices)}, not {value!r}{_suggest(value, choices)}",
+                node,
+                path,
+            )
         return value
 
     def absolute_path(self, node: Node, path: str) -> str:
@@ -308,8 +335,12 @@ class _Reader:
             return None
         value = self.absolute_path(node, "metrics_file")
         if not value.endswith(".prom") or value.endswith("/.prom"):
-            self.fail(f"must name a file ending in .prom (node_exporter's textfile collector "
-                      f"reads only those), not {value!r}", node, "metrics_file")
+            self.fail(
+                f"must name a file ending in .prom (node_exporter's textfile collector "
+                f"reads only those), not {value!r}",
+                node,
+                "metrics_file",
+            )
         return value
 
     def executable(self, command: str, node: Node, path: str) -> None:
@@ -326,13 +357,20 @@ class _Reader:
 
     def config(self, root: Node) -> Config:
         if not isinstance(root, MappingNode):
-            self.fail(f"the top level must be a mapping with keys {', '.join(TOP_KEYS)}, "
-                      f"not {_describe(root)}", root, "")
+            self.fail(
+                f"the top level must be a mapping with keys {', '.join(TOP_KEYS)}, "
+                f"not {_describe(root)}",
+                root,
+                "",
+            )
         top = self.mapping(root, "", TOP_KEYS)
         defaults_layer = self.settings(top["defaults"][1], "defaults") if "defaults" in top else {}
         log = self.log(top["log"][1]) if "log" in top else LogConfig()
-        status_file = (self.absolute_path(top["status_file"][1], "status_file")
-                       if "status_file" in top else Config.status_file)
+        status_file = (
+            self.absolute_path(top["status_file"][1], "status_file")
+            if "status_file" in top
+            else Config.status_file
+        )
         metrics_file = self.metrics_file(top["metrics_file"][1]) if "metrics_file" in top else None
         hooks = self.hooks(top["hooks"][1]) if "hooks" in top else HooksConfig()
         user = None
@@ -341,8 +379,11 @@ class _Reader:
             if not user:
                 self.fail("must not be empty", top["user"][1], "user")
             if self.host_checks and lookup_user(user) is None:
-                self.fail(f"no such user {user!r} on this host (create it, or remove 'user:')",
-                          top["user"][1], "user")
+                self.fail(
+                    f"no such user {user!r} on this host (create it, or remove 'user:')",
+                    top["user"][1],
+                    "user",
+                )
         # Bindings last: a file without them still gets its other mistakes reported first.
         if "bindings" not in top:
             self.fail("required key is missing", root, "bindings")
@@ -376,8 +417,9 @@ class _Reader:
             return value
         match = _HOSTPORT.match(value)
         if not match:
-            self.fail(f"must be a socket path (starting with /) or host:port, not {value!r}",
-                      node, path)
+            self.fail(
+                f"must be a socket path (starting with /) or host:port, not {value!r}", node, path
+            )
         port = int(match.group(2))
         if not 1 <= port <= 65535:
             self.fail(f"port must be between 1 and 65535, not {port}", node, path)
@@ -397,8 +439,9 @@ class _Reader:
                 path = f"hooks.events[{index}]"
                 name = self.text(item, path)
                 if name not in ALL_EVENTS:
-                    self.fail(f"unknown event {name!r}{_suggest(name, list(ALL_EVENTS))}",
-                              item, path)
+                    self.fail(
+                        f"unknown event {name!r}{_suggest(name, list(ALL_EVENTS))}", item, path
+                    )
                 if name not in names:
                     names.append(name)
             events = tuple(names)
@@ -406,8 +449,7 @@ class _Reader:
 
     # --- probe settings -----------------------------------------------------------------------
 
-    def settings(self, node: Node, path: str,
-                 keys: Pairs | None = None) -> dict[str, Setting]:
+    def settings(self, node: Node, path: str, keys: Pairs | None = None) -> dict[str, Setting]:
         """The probe settings written in one mapping (defaults or a binding), each validated."""
         if keys is None:
             keys = self.mapping(node, path, SETTING_KEYS)
@@ -433,12 +475,14 @@ class _Reader:
             lo_depth = merged["interval_min"][1] if "interval_min" in merged else -1
             hi_depth = merged["interval_max"][1] if "interval_max" in merged else -1
             _, node, path = merged["interval_min" if lo_depth >= hi_depth else "interval_max"][0]
-            self.fail(f"interval_min ({_num(low)}) must not be greater than interval_max "
-                      f"({_num(high)})", node, path)
+            self.fail(
+                f"interval_min ({_num(low)}) must not be greater than interval_max ({_num(high)})",
+                node,
+                path,
+            )
         if values.get("check") == "stun" and values.get("stun_server") is None:
             _, node, path = merged["check"][0]
-            self.fail("'stun' needs stun_server (an RFC 5780 STUN server, host[:port])", node,
-                      path)
+            self.fail("'stun' needs stun_server (an RFC 5780 STUN server, host[:port])", node, path)
         if values.get("interval") == AUTO:
             values["interval_auto"] = True
             values["interval"] = min(SAFE_INTERVAL, high)  # the safe start until measured
@@ -459,23 +503,30 @@ class _Reader:
             binding, keys = self.binding(item, path, defaults)
             first = by_name.get(binding.name)
             if first is not None:
-                self.fail(f"duplicate name {binding.name!r} (first at line "
-                          f"{_line(first[1]['name'][1])})", keys["name"][1], f"{path}.name")
+                self.fail(
+                    f"duplicate name {binding.name!r} (first at line {_line(first[1]['name'][1])})",
+                    keys["name"][1],
+                    f"{path}.name",
+                )
             same_port = by_port.setdefault(binding.source_port, [])
             for other, other_keys in same_port:
                 if _overlaps(binding, other):
-                    self.fail(f"binding {binding.name!r} shares local port {binding.source_port} "
-                              f"with binding {other.name!r} (line "
-                              f"{_line(other_keys['source_port'][1])}); give each its own "
-                              f"source_port, bind address or interface",
-                              keys["source_port"][1], f"{path}.source_port")
+                    self.fail(
+                        f"binding {binding.name!r} shares local port {binding.source_port} "
+                        f"with binding {other.name!r} (line "
+                        f"{_line(other_keys['source_port'][1])}); give each its own "
+                        f"source_port, bind address or interface",
+                        keys["source_port"][1],
+                        f"{path}.source_port",
+                    )
             by_name[binding.name] = (binding, keys)
             same_port.append((binding, keys))
             seen.append((binding, keys))
         return tuple(binding for binding, _ in seen)
 
-    def binding(self, node: Node, path: str, defaults: dict[str, Setting]
-                ) -> tuple[BindingConfig, Pairs]:
+    def binding(
+        self, node: Node, path: str, defaults: dict[str, Setting]
+    ) -> tuple[BindingConfig, Pairs]:
         if node.tag == _NULL:
             self.fail("must be a mapping, not empty", node, path)
         keys = self.mapping(node, path, _BINDING_ALL)
@@ -494,30 +545,47 @@ class _Reader:
         if not 1 <= port <= 65535:
             self.fail(f"must be between 1 and 65535, not {port}", port_node, f"{path}.source_port")
         if "interface" in keys and "bind" in keys:
-            self.fail("cannot be used together with 'interface': choose one",
-                      keys["bind"][0], f"{path}.bind")
+            self.fail(
+                "cannot be used together with 'interface': choose one",
+                keys["bind"][0],
+                f"{path}.bind",
+            )
         interface = bind = None
         if "interface" in keys:
             interface_node = keys["interface"][1]
             interface = self.text(interface_node, f"{path}.interface")
             if not _IFNAME.match(interface) or interface in (".", ".."):
-                self.fail(f"must be an interface name (letters, digits, _ . -), not {interface!r}",
-                          interface_node, f"{path}.interface")
+                self.fail(
+                    f"must be an interface name (letters, digits, _ . -), not {interface!r}",
+                    interface_node,
+                    f"{path}.interface",
+                )
         if "bind" in keys:
             bind_node = keys["bind"][1]
             bind = self.text(bind_node, f"{path}.bind")
             packed = _packed(bind)
             if packed is None:
-                self.fail(f"must be an IPv4 or IPv6 address, not {bind!r}", bind_node,
-                          f"{path}.bind")
+                self.fail(
+                    f"must be an IPv4 or IPv6 address, not {bind!r}", bind_node, f"{path}.bind"
+                )
             server_packed = _packed(server.host)
             if server_packed is not None and len(server_packed) != len(packed):
-                self.fail(f"{bind} is an {_family_name(packed)} address but server "
-                          f"{server.host} is {_family_name(server_packed)}: a socket can only "
-                          f"reach its own address family", bind_node, f"{path}.bind")
+                self.fail(
+                    f"{bind} is an {_family_name(packed)} address but server "
+                    f"{server.host} is {_family_name(server_packed)}: a socket can only "
+                    f"reach its own address family",
+                    bind_node,
+                    f"{path}.bind",
+                )
         settings = self.merge([defaults, self.settings(node, path, keys)])
-        return BindingConfig(name=name, server=server, source_port=port, interface=interface,
-                             bind=bind, settings=settings), keys
+        return BindingConfig(
+            name=name,
+            server=server,
+            source_port=port,
+            interface=interface,
+            bind=bind,
+            settings=settings,
+        ), keys
 
 
 # --- probe setting rules (one per key of `defaults:`) -------------------------------------------
@@ -540,7 +608,7 @@ def _interval(reader: _Reader, node: Node, path: str) -> Value:
     if isinstance(node, ScalarNode) and node.tag == _STR:
         if node.value == AUTO:
             return AUTO
-        reader.fail(f"must be a number of seconds or \"auto\", not {node.value!r}", node, path)
+        reader.fail(f'must be a number of seconds or "auto", not {node.value!r}', node, path)
     return _seconds(reader, node, path)
 
 
@@ -574,6 +642,7 @@ def _int_rule(low: int, high: int | None = None) -> Callable[[_Reader, Node, str
         if value < low:
             reader.fail(f"must be at least {low}, not {value}", node, path)
         return value
+
     return rule
 
 
@@ -621,6 +690,7 @@ _BINDING_ALL = BINDING_KEYS + SETTING_KEYS
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 _CLASSES: dict[str, Callable[..., object]] = {
-    cls.__name__: cls for cls in (Config, BindingConfig, Target, ProbeSettings, LogConfig,
-                                  HooksConfig)}
+    cls.__name__: cls
+    for cls in (Config, BindingConfig, Target, ProbeSettings, LogConfig, HooksConfig)
+}
 _KIND = ""  # a key no field can have: marks a dict as one model object
 
 

@@ -56,8 +56,15 @@ def crlf(engine: Engine, now: float) -> None:
     step(engine, CRLF, now)
 
 
-def receive(engine: Engine, branch: str, cseq: int, call_id: str, facts: AnswerFacts,
-            now: float, channel: str) -> None:
+def receive(
+    engine: Engine,
+    branch: str,
+    cseq: int,
+    call_id: str,
+    facts: AnswerFacts,
+    now: float,
+    channel: str,
+) -> None:
     """An answer from the server with this top-Via branch and CSeq number."""
     tx = engine._tx.get(branch)
     if tx is None:
@@ -69,8 +76,11 @@ def receive(engine: Engine, branch: str, cseq: int, call_id: str, facts: AnswerF
             engine.duplicates += 1
         return
     method = facts.cseq_method
-    if call_id != tx.key.call_id or cseq != tx.key.cseq \
-            or (method != "OPTIONS" and method.upper() != "OPTIONS"):
+    if (
+        call_id != tx.key.call_id
+        or cseq != tx.key.cseq
+        or (method != "OPTIONS" and method.upper() != "OPTIONS")
+    ):
         engine.dropped += 1
         return
     if tx.kind != INBOUND and tx.kind != SERVER_UP and channel != BINDING:
@@ -88,8 +98,9 @@ def receive(engine: Engine, branch: str, cseq: int, call_id: str, facts: AnswerF
         apply_answer(engine, tx, facts, rtt, now)
 
 
-def apply_answer(engine: Engine, tx: ClientTransaction, facts: AnswerFacts, rtt: float,
-                 now: float) -> None:
+def apply_answer(
+    engine: Engine, tx: ClientTransaction, facts: AnswerFacts, rtt: float, now: float
+) -> None:
     """A keepalive's or confirmation's final answer: RTT, status, flow timer, the mapping in
     its Via, reachability; a keepalive's steps the cycle too."""
     engine._send_failing = False
@@ -119,9 +130,11 @@ def apply_answer(engine: Engine, tx: ClientTransaction, facts: AnswerFacts, rtt:
             received = None if learned is None else learned[0]
     seen: Mapping = (received, facts.rport)
     if engine.debug_events:
-        engine.queued_events.append(ev.ProbeAnswered(
-            engine.name, tx.key.cseq, facts.status, round(rtt_ms, 3),
-            format_mapping(seen) or ""))
+        engine.queued_events.append(
+            ev.ProbeAnswered(
+                engine.name, tx.key.cseq, facts.status, round(rtt_ms, 3), format_mapping(seen) or ""
+            )
+        )
     if engine._stale(tx):
         return
     if tx.kind == KEEPALIVE and engine.phase != IDLE:  # IDLE: the fast path, pinned below
@@ -129,25 +142,31 @@ def apply_answer(engine: Engine, tx: ClientTransaction, facts: AnswerFacts, rtt:
     assert engine.local is not None
     tracker = engine.tracker
     changes_before = tracker.changes + tracker.expiries
-    bare = facts.rport_bare and seen[0] is not None and engine._guess != "failed" \
+    bare = (
+        facts.rport_bare
+        and seen[0] is not None
+        and engine._guess != "failed"
         and engine.settings.inbound_check > 0
-    found, confirm = tracker.observe(seen, now, idle_s, engine.local,
-                                     expiry_known=engine.phase == EXPIRED, defer_rport=bare)
-    if bare and engine._guess == "" and tracker.mapping is not None \
-            and tracker.mapping[1] is None:
+    )
+    found, confirm = tracker.observe(
+        seen, now, idle_s, engine.local, expiry_known=engine.phase == EXPIRED, defer_rport=bare
+    )
+    if bare and engine._guess == "" and tracker.mapping is not None and tracker.mapping[1] is None:
         engine._guess = "pending"
         engine._check_next = True
     if found:  # a change or an expiry always comes with its event
         engine.queued_events.extend(found)
         if tracker.changes + tracker.expiries != changes_before:
             engine._renew(now)
-    transition = engine.reach.feed(rtt_ms) if ok else engine.reach.feed(
-        None, f"answered {facts.status}, not 2xx (require_2xx)")
+    transition = (
+        engine.reach.feed(rtt_ms)
+        if ok
+        else engine.reach.feed(None, f"answered {facts.status}, not 2xx (require_2xx)")
+    )
     if transition is not None:
         engine.queued_events.append(transition)
     if confirm:
         engine._send_probe(CONFIRM, now)
-
 
 
 def expiry_detection(engine: Engine) -> str:
@@ -169,8 +188,9 @@ def expiry_detection(engine: Engine) -> str:
     if mapping is not None and mapping[0] is None and mapping[1] is not None:
         return "remap-only: server sends no received (the public address is unknown)"
     if mapping is not None and mapping[1] is None and engine._guess in ("", "failed"):
-        return ("unsupported: server sends no rport value"
-                if engine._guess == "failed" or mapping[0] is None
-                else "unsupported: server sends no rport")
+        return (
+            "unsupported: server sends no rport value"
+            if engine._guess == "failed" or mapping[0] is None
+            else "unsupported: server sends no rport"
+        )
     return DETECT_PENDING
-

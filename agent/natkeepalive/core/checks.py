@@ -69,10 +69,12 @@ NO_RELAY = "server does not relay the check"
 NO_STUN_SERVER = "no stun_server"
 STUN_IGNORES_PORT = "STUN server does not honour RESPONSE-PORT (RFC 5780 needs two addresses)"
 STUN_SILENT = "STUN server does not answer"
-REMEDY = ("expiry on a port-preserving NAT cannot be seen, only a remap to another port; it would "
-          "be with stun_server set to an RFC 5780 STUN server (coturn with two addresses) or to "
-          "`nat-keepalive responder` run beside the server, or a server that answers to the Via "
-          "sent-by port (RFC 3261 18.2.2) or relays the check (see the server recipes)")
+REMEDY = (
+    "expiry on a port-preserving NAT cannot be seen, only a remap to another port; it would "
+    "be with stun_server set to an RFC 5780 STUN server (coturn with two addresses) or to "
+    "`nat-keepalive responder` run beside the server, or a server that answers to the Via "
+    "sent-by port (RFC 3261 18.2.2) or relays the check (see the server recipes)"
+)
 # STUN Binding requests sent from the BINDING socket without any answer before the STUN server
 # is taken as silent (no check can go without a mapped port)
 STUN_UNANSWERED = 3
@@ -89,6 +91,7 @@ def looks_like_stun(data: bytes) -> bool:
 
 
 # --- STUN (natkeepalive/stun.py) ----------------------------------------------------------
+
 
 def stun_txid(call_id: str, cseq: int) -> bytes:
     """The 12-byte transaction id of the binding whose Call-ID prefix is `call_id` (16 hex)."""
@@ -118,6 +121,7 @@ def stun_answer(data: bytes) -> tuple[bytes, Address | None] | None:
 
 # --- the relayed check (SIP: natkeepalive/sip/answer.py) ----------------------------------
 
+
 def relayed_request(data: bytes) -> Request | None:
     """The datagram as an OPTIONS request that can be answered, or None."""
     if not data.startswith(b"OPTIONS "):
@@ -141,19 +145,30 @@ def answer_relayed(request: Request, source: Address, to_tag: str) -> tuple[byte
 
 # --- a binding's plan ----------------------------------------------------------------------
 
+
 class CheckPlan:
     """Which method a binding's checks use now, and what the methods have learnt."""
 
-    __slots__ = ("method", "mode", "notes", "stun_configured", "stun_mapped", "stun_server",
-                 "stun_txid", "stun_unanswered")
+    __slots__ = (
+        "method",
+        "mode",
+        "notes",
+        "stun_configured",
+        "stun_mapped",
+        "stun_server",
+        "stun_txid",
+        "stun_unanswered",
+    )
 
-    def __init__(self, mode: str, stun_configured: bool,
-                 stun_server: Address | None = None) -> None:
+    def __init__(
+        self, mode: str, stun_configured: bool, stun_server: Address | None = None
+    ) -> None:
         self.mode = mode
         self.stun_configured = stun_configured
         self.stun_server = stun_server  # its address, once resolved
-        self.method: str | None = SENT_BY if mode in (AUTO, SENT_BY) else (
-            None if mode == OFF else mode)
+        self.method: str | None = (
+            SENT_BY if mode in (AUTO, SENT_BY) else (None if mode == OFF else mode)
+        )
         self.notes: tuple[str, ...] = ()  # why each method tried is not usable, in order
         self.stun_mapped: Address | None = None  # the BINDING socket's mapping toward it
         self.stun_txid = b""  # the last STUN keepalive's

@@ -91,15 +91,32 @@ NO_CHECK_ANSWER = checks.NO_CHECK_ANSWER
 REMEDY = checks.REMEDY
 
 IDLE, CHECK, CHECK_UP, GUESS, SUSPECT, EXPIRED = (
-    "idle", "check", "check-up", "guess", "suspect", "expired")
+    "idle",
+    "check",
+    "check-up",
+    "guess",
+    "suspect",
+    "expired",
+)
 PHASES = (IDLE, CHECK, CHECK_UP, GUESS, SUSPECT, EXPIRED)
 CHECKING = frozenset((CHECK, CHECK_UP, GUESS))  # a check is out: the keepalive waits
 
 DUE_CHECK, DUE_GUESS, DUE_KEEPALIVE = "due-check", "due-guess", "due-keepalive"
 UP, ALIVE, CRLF, FORCED, SILENT = "up", "alive", "crlf", "forced", "silent"
 ANSWERED, ANSWERED_UNPROVEN, TIMEOUT = "answered", "answered-unproven", "timeout"
-OUTCOMES = (DUE_CHECK, DUE_GUESS, DUE_KEEPALIVE, UP, ALIVE, CRLF, FORCED, SILENT, ANSWERED,
-            ANSWERED_UNPROVEN, TIMEOUT)
+OUTCOMES = (
+    DUE_CHECK,
+    DUE_GUESS,
+    DUE_KEEPALIVE,
+    UP,
+    ALIVE,
+    CRLF,
+    FORCED,
+    SILENT,
+    ANSWERED,
+    ANSWERED_UNPROVEN,
+    TIMEOUT,
+)
 
 # actions
 NOTHING = "nothing"
@@ -134,22 +151,24 @@ for _phase in CHECKING:
     TABLE[(_phase, SILENT)] = (IDLE, NO_PROOF)
     for _outcome, _action in _CHECK_ENDS.items():
         TABLE[(_phase, _outcome)] = (IDLE, _action)
-TABLE.update({
-    (IDLE, ANSWERED): (IDLE, OBSERVE),
-    (IDLE, ANSWERED_UNPROVEN): (IDLE, OBSERVE),
-    (IDLE, TIMEOUT): (IDLE, TRIGGER),
-    (CHECK_UP, SILENT): (SUSPECT, SUSPECTED),
-    (GUESS, ALIVE): (IDLE, PORT_RIGHT),
-    (GUESS, CRLF): (IDLE, PORT_RIGHT),
-    (GUESS, FORCED): (IDLE, RPORT_FORCED_GUESS),
-    (GUESS, SILENT): (IDLE, PORT_WRONG),
-    (SUSPECT, ANSWERED): (EXPIRED, REPORT_EXPIRY),
-    (SUSPECT, ANSWERED_UNPROVEN): (IDLE, COUNT_UNPROVEN),
-    (SUSPECT, TIMEOUT): (IDLE, TRIGGER),
-    (EXPIRED, ANSWERED): (IDLE, OBSERVE),
-    (EXPIRED, ANSWERED_UNPROVEN): (IDLE, OBSERVE),
-    (EXPIRED, TIMEOUT): (EXPIRED, TRIGGER),
-})
+TABLE.update(
+    {
+        (IDLE, ANSWERED): (IDLE, OBSERVE),
+        (IDLE, ANSWERED_UNPROVEN): (IDLE, OBSERVE),
+        (IDLE, TIMEOUT): (IDLE, TRIGGER),
+        (CHECK_UP, SILENT): (SUSPECT, SUSPECTED),
+        (GUESS, ALIVE): (IDLE, PORT_RIGHT),
+        (GUESS, CRLF): (IDLE, PORT_RIGHT),
+        (GUESS, FORCED): (IDLE, RPORT_FORCED_GUESS),
+        (GUESS, SILENT): (IDLE, PORT_WRONG),
+        (SUSPECT, ANSWERED): (EXPIRED, REPORT_EXPIRY),
+        (SUSPECT, ANSWERED_UNPROVEN): (IDLE, COUNT_UNPROVEN),
+        (SUSPECT, TIMEOUT): (IDLE, TRIGGER),
+        (EXPIRED, ANSWERED): (IDLE, OBSERVE),
+        (EXPIRED, ANSWERED_UNPROVEN): (IDLE, OBSERVE),
+        (EXPIRED, TIMEOUT): (EXPIRED, TRIGGER),
+    }
+)
 del _phase, _outcome, _action
 
 _NO_CHECK_OUT = "no check is out, so nothing can end one"
@@ -172,8 +191,9 @@ class SentByCheck:
 
     __slots__ = ()
 
-    def request(self, template: Templates, public_host: str, port: int, branch: str,
-                cseq: int) -> bytes:
+    def request(
+        self, template: Templates, public_host: str, port: int, branch: str, cseq: int
+    ) -> bytes:
         return template(public_host, port, False).render(branch, cseq)
 
     def outcome(self, channel: str) -> str:
@@ -230,24 +250,32 @@ def count_unproven(engine: Engine) -> None:
     the binding: a server that ignores the check would make every cycle a false expiry;
     after UNPROVEN_CHECKS such cycles it is given up."""
     engine._unproven += 1
-    if engine._unproven >= UNPROVEN_CHECKS and engine.detection_note is None \
-            and engine.server is not None:
+    if (
+        engine._unproven >= UNPROVEN_CHECKS
+        and engine.detection_note is None
+        and engine.server is not None
+    ):
         engine._unproven = 0  # the next method (check: auto) starts its own count
-        method_failed(engine, checks.STUN_SILENT if engine._plan.method == checks.STUN
-                      else NO_CHECK_ANSWER)
+        method_failed(
+            engine, checks.STUN_SILENT if engine._plan.method == checks.STUN else NO_CHECK_ANSWER
+        )
 
 
 def keepalive_answered(engine: Engine, now: float) -> None:
     """A keepalive's answer (the newest outcome) moves the cycle: after a suspicion it decides."""
-    engine.phase, action = TABLE[(engine.phase, ANSWERED if engine._proven
-                                else ANSWERED_UNPROVEN)]
+    engine.phase, action = TABLE[(engine.phase, ANSWERED if engine._proven else ANSWERED_UNPROVEN)]
     if action == REPORT_EXPIRY:
         # SUSPECT came from a check, which needs a learned mapping; a new flow ends it
         assert engine.tracker.mapping is not None
         engine.tracker.expiries += 1
-        engine.queued_events.append(ev.BindingExpired(
-            engine.name, format_mapping(engine.tracker.mapping) or "",
-            round(engine._suspect_idle, 1), detected(engine)))
+        engine.queued_events.append(
+            ev.BindingExpired(
+                engine.name,
+                format_mapping(engine.tracker.mapping) or "",
+                round(engine._suspect_idle, 1),
+                detected(engine),
+            )
+        )
         engine._renew(now)
     elif action == COUNT_UNPROVEN:
         count_unproven(engine)
@@ -256,6 +284,7 @@ def keepalive_answered(engine: Engine, now: float) -> None:
 
 
 # ------------------------------------------------------------------ which check method
+
 
 def check_due(engine: Engine) -> bool:
     """Whether a check can go: on, and what its method needs known (sent-by: the public address
@@ -286,8 +315,11 @@ def method_failed(engine: Engine, why: str) -> None:
     plan = engine._plan
     if plan.fail(why) is None and engine.detection_note is None and engine.server is not None:
         engine.detection_note = plan.note
-        engine.queued_events.append(ev.InboundCheckUnsupported(
-            engine.name, format_hostport(*engine.server), plan.note, checks.REMEDY))
+        engine.queued_events.append(
+            ev.InboundCheckUnsupported(
+                engine.name, format_hostport(*engine.server), plan.note, checks.REMEDY
+            )
+        )
 
 
 def forced(engine: Engine, now: float) -> bool:
@@ -295,11 +327,20 @@ def forced(engine: Engine, now: float) -> bool:
     does not support the method. Whether the next method's check went at once (the relayed
     check, right after the sent-by one: the keepalive still waits)."""
     method = engine._plan.method
-    if method == checks.SENT_BY and engine.server is not None \
-            and engine.server not in engine.inbound_unsupported:
+    if (
+        method == checks.SENT_BY
+        and engine.server is not None
+        and engine.server not in engine.inbound_unsupported
+    ):
         engine.inbound_unsupported += (engine.server,)
-    method_failed(engine, checks.STUN_IGNORES_PORT if method == checks.STUN
-                  else checks.NO_RELAY if method == checks.RELAY else checks.FORCES_RPORT)
+    method_failed(
+        engine,
+        checks.STUN_IGNORES_PORT
+        if method == checks.STUN
+        else checks.NO_RELAY
+        if method == checks.RELAY
+        else checks.FORCES_RPORT,
+    )
     if engine._plan.method == checks.RELAY and check_due(engine):
         engine._check_next = True
         engine._start_cycle(now)

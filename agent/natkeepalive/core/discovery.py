@@ -59,13 +59,31 @@ SURVIVED, EXPIRED, FAILED, UNSUPPORTED = "survived", "expired", "failed", "unsup
 # trial phases; CONFIRM follows a silent check, RETEST is the rport method's keepalive
 # (VERIFY: a relay or stun method's check before its first idle time)
 ESTABLISH, SETTLE, PROMOTE, IDLE, VERIFY, CHECK, CONFIRM, RETEST, DONE = (
-    "establish", "settle", "promote", "idle", "verify", "check", "confirm", "retest", "done")
+    "establish",
+    "settle",
+    "promote",
+    "idle",
+    "verify",
+    "check",
+    "confirm",
+    "retest",
+    "done",
+)
 PHASES = (ESTABLISH, SETTLE, PROMOTE, IDLE, VERIFY, CHECK, CONFIRM, RETEST, DONE)
 WAKE, TEST_CHECK, TEST_RPORT, UNTESTABLE = "wake", "test-check", "test-rport", "untestable"
 VERIFY_CHECK = "verify-check"
 ANSWER, MOVED, AUX_ANSWER, SILENCE = "answer", "moved", "aux-answer", "silence"
-OUTCOMES = (WAKE, TEST_CHECK, TEST_RPORT, UNTESTABLE, VERIFY_CHECK, ANSWER, MOVED, AUX_ANSWER,
-            SILENCE)
+OUTCOMES = (
+    WAKE,
+    TEST_CHECK,
+    TEST_RPORT,
+    UNTESTABLE,
+    VERIFY_CHECK,
+    ANSWER,
+    MOVED,
+    AUX_ANSWER,
+    SILENCE,
+)
 # actions: send from the trial socket (with rport) or the AUX one (the check), wait, learn the
 # mapping and wait, or end the trial with its result
 SEND, SEND_CHECK, WAIT_IDLE, LEARN = "send", "send-check", "wait-idle", "learn"
@@ -100,8 +118,10 @@ TRIAL_TABLE: dict[tuple[str, str], tuple[str, str]] = {
 _NO_TX = "no request is out in this phase"
 _TX_OUT = "a request is out: the trial waits for its answer or its timeout, not a wake-up"
 _ONLY_IDLE = "only the end of the idle time tests the binding"
-_NOT_ITS_SOCKET = ("the request went from the trial socket: an answer on the AUX socket is not "
-                   "its answer and is dropped before it reaches the transaction")
+_NOT_ITS_SOCKET = (
+    "the request went from the trial socket: an answer on the AUX socket is not "
+    "its answer and is dropped before it reaches the transaction"
+)
 TRIAL_IMPOSSIBLE: dict[tuple[str, str], str] = {}
 for _phase in PHASES:
     for _outcome in OUTCOMES:
@@ -134,8 +154,13 @@ class SearchResult:
 class LifetimeSearch:
     """Grow, then bisect. Pure bookkeeping: which idle time to try next, and when to stop."""
 
-    def __init__(self, start: float = 5.0, max_idle: float = 600.0, resolution: float = 0.1,
-                 resolution_min: float = 1.0) -> None:
+    def __init__(
+        self,
+        start: float = 5.0,
+        max_idle: float = 600.0,
+        resolution: float = 0.1,
+        resolution_min: float = 1.0,
+    ) -> None:
         self.start = min(start, max_idle)
         self.max_idle = max_idle
         self.resolution = resolution
@@ -162,17 +187,26 @@ class LifetimeSearch:
             self.hi = idle if self.hi is None else min(self.hi, idle)
 
     def result(self, method: str) -> SearchResult:
-        return SearchResult(self.lo if self.lo > 0 else None, self.lo, self.hi, self.trials,
-                            method)
+        return SearchResult(self.lo if self.lo > 0 else None, self.lo, self.hi, self.trials, method)
 
 
 class Trial:
     """One fresh binding, established, left idle, tested. Channels: TRIAL (its socket) and AUX."""
 
-    def __init__(self, idle: float, method: str, server: Address, local: Address,
-                 uri_host: str, uri_port: int, now: float,
-                 random_bytes: Callable[[int], bytes], timeout: float = 3.0,
-                 stun_server: Address | None = None, verify: bool = False) -> None:
+    def __init__(
+        self,
+        idle: float,
+        method: str,
+        server: Address,
+        local: Address,
+        uri_host: str,
+        uri_port: int,
+        now: float,
+        random_bytes: Callable[[int], bytes],
+        timeout: float = 3.0,
+        stun_server: Address | None = None,
+        verify: bool = False,
+    ) -> None:
         self.idle = idle
         self.stun_server = stun_server
         # verify the method before the idle time (relay and stun only: see the rules)
@@ -274,19 +308,28 @@ class Trial:
         answer, destination = checks.answer_relayed(request, source, self.from_tag)
         self._outbox.append(Datagram(TRIAL, answer, destination))
         tx = self._tx
-        if tx is not None and self.phase in (CHECK, VERIFY) and request.call_id == \
-                tx.key.call_id and request.cseq == tx.key.cseq:
+        if (
+            tx is not None
+            and self.phase in (CHECK, VERIFY)
+            and request.call_id == tx.key.call_id
+            and request.cseq == tx.key.cseq
+        ):
             self._tx = None
             self._step(ANSWER, now)
 
-    def receive_response(self, response: Response, source: Address, now: float,
-                         channel: str) -> None:
+    def receive_response(
+        self, response: Response, source: Address, now: float, channel: str
+    ) -> None:
         tx = self._tx
-        if tx is None or source != self.server or response.top_via.branch != tx.key.branch \
-                or response.call_id != tx.key.call_id or response.cseq != tx.key.cseq \
-                or (channel != TRIAL and self.phase not in (CHECK, VERIFY)) \
-                or (channel == TRIAL and self.phase in (CHECK, VERIFY)
-                    and self.method == METHOD_RELAY):
+        if (
+            tx is None
+            or source != self.server
+            or response.top_via.branch != tx.key.branch
+            or response.call_id != tx.key.call_id
+            or response.cseq != tx.key.cseq
+            or (channel != TRIAL and self.phase not in (CHECK, VERIFY))
+            or (channel == TRIAL and self.phase in (CHECK, VERIFY) and self.method == METHOD_RELAY)
+        ):
             return  # (a relayed check proves the binding by arriving, not by an answer)
         final, _rtt = tx.on_response(response.status, now)
         if not final:
@@ -300,13 +343,13 @@ class Trial:
             self._step(AUX_ANSWER, now)
             return
         self.last_answer = now
-        self._step(ANSWER if self.public is not None and seen == self.public else MOVED, now,
-                   seen)
+        self._step(ANSWER if self.public is not None and seen == self.public else MOVED, now, seen)
 
     # ------------------------------------------------------------------ steps
 
-    def _step(self, outcome: str, now: float,
-              seen: tuple[str | None, int | None] | None = None) -> None:
+    def _step(
+        self, outcome: str, now: float, seen: tuple[str | None, int | None] | None = None
+    ) -> None:
         self.phase, action = TRIAL_TABLE[(self.phase, outcome)]
         if action == SEND_CHECK and self.method in (METHOD_RELAY, METHOD_STUN):
             self._send_check(now)
@@ -324,8 +367,9 @@ class Trial:
             assert self.phase == DONE
             self.result = action
 
-    def _send(self, now: float, rport: bool, uri: Address | None = None,
-              channel: str | None = None) -> None:
+    def _send(
+        self, now: float, rport: bool, uri: Address | None = None, channel: str | None = None
+    ) -> None:
         """An OPTIONS (with rport from the trial socket; without, the inbound check from AUX;
         with `uri`, the relayed check)."""
         self.cseq += 1
@@ -338,16 +382,27 @@ class Trial:
             via = self.public
         uri_host, uri_port = (self.uri_host, self.uri_port) if uri is None else uri
         payload = options_template(
-            uri_host=uri_host, uri_port=uri_port, via_host=via[0], via_port=via[1],
-            call_id=self.call_id, from_tag=self.from_tag, rport=rport).render(branch, self.cseq)
-        self._tx = ClientTransaction(TransactionKey(branch, call_id, self.cseq), payload,
-                                     "discovery", now, self.timeout)
+            uri_host=uri_host,
+            uri_port=uri_port,
+            via_host=via[0],
+            via_port=via[1],
+            call_id=self.call_id,
+            from_tag=self.from_tag,
+            rport=rport,
+        ).render(branch, self.cseq)
+        self._tx = ClientTransaction(
+            TransactionKey(branch, call_id, self.cseq), payload, "discovery", now, self.timeout
+        )
         self._dest = self.server
         if channel is None:
             channel = TRIAL if rport else AUX
         self._outbox.append(Datagram(channel, payload, self.server))
-        if channel == TRIAL and self.method == METHOD_STUN and self.stun_server is not None \
-                and self.phase in (ESTABLISH, PROMOTE):
+        if (
+            channel == TRIAL
+            and self.method == METHOD_STUN
+            and self.stun_server is not None
+            and self.phase in (ESTABLISH, PROMOTE)
+        ):
             # the mapping toward the STUN server, made and promoted with the binding's own
             txid = checks.stun_txid(self.call_id, self.cseq)
             self._outbox.append(Datagram(TRIAL, checks.stun_request(txid), self.stun_server))
@@ -374,8 +429,9 @@ class Trial:
         self.cseq += 1
         txid = checks.stun_txid(self.call_id, self.cseq)
         payload = checks.stun_request(txid, response_port)
-        self._tx = ClientTransaction(TransactionKey(txid.hex(), "", self.cseq), payload,
-                                     "discovery", now, self.timeout)
+        self._tx = ClientTransaction(
+            TransactionKey(txid.hex(), "", self.cseq), payload, "discovery", now, self.timeout
+        )
         self._dest = self.stun_server
         self._outbox.append(Datagram(channel, payload, self.stun_server))
 
@@ -389,10 +445,19 @@ class Discovery:
     The runtime opens a fresh socket for each trial and feeds the trial; this class only decides.
     """
 
-    def __init__(self, server: Address, uri_host: str, uri_port: int,
-                 random_bytes: Callable[[int], bytes], max_idle: float = 600.0,
-                 start: float = 5.0, resolution: float = 0.1, resolution_min: float = 1.0,
-                 timeout: float = 3.0, stun_server: Address | None = None) -> None:
+    def __init__(
+        self,
+        server: Address,
+        uri_host: str,
+        uri_port: int,
+        random_bytes: Callable[[int], bytes],
+        max_idle: float = 600.0,
+        start: float = 5.0,
+        resolution: float = 0.1,
+        resolution_min: float = 1.0,
+        timeout: float = 3.0,
+        stun_server: Address | None = None,
+    ) -> None:
         self.server = server
         self.stun_server = stun_server
         self._verified = False  # the current method passed a verification
@@ -415,8 +480,19 @@ class Discovery:
         if idle is None:
             self.done = True
             return None
-        return Trial(idle, self.method, self.server, local, self.uri_host, self.uri_port, now,
-                     self._random, self.timeout, self.stun_server, verify=not self._verified)
+        return Trial(
+            idle,
+            self.method,
+            self.server,
+            local,
+            self.uri_host,
+            self.uri_port,
+            now,
+            self._random,
+            self.timeout,
+            self.stun_server,
+            verify=not self._verified,
+        )
 
     def trial_done(self, trial: Trial) -> None:
         result = trial.result
@@ -424,19 +500,31 @@ class Discovery:
         if result in (SURVIVED, EXPIRED):
             if trial.verify:
                 self._verified = True
-            if trial.method == METHOD_RPORT and trial.public is not None \
-                    and trial.public[1] == trial.local[1] and not self.search.trials:
-                self._give_up("the NAT keeps source ports and the server forces rport and does "
-                              "not relay the check: neither the checks nor an rport change can "
-                              "show expiry" + ("" if self.stun_server is not None else
-                                               " (a stun_server with RFC 5780 would)"))
+            if (
+                trial.method == METHOD_RPORT
+                and trial.public is not None
+                and trial.public[1] == trial.local[1]
+                and not self.search.trials
+            ):
+                self._give_up(
+                    "the NAT keeps source ports and the server forces rport and does "
+                    "not relay the check: neither the checks nor an rport change can "
+                    "show expiry"
+                    + (
+                        ""
+                        if self.stun_server is not None
+                        else " (a stun_server with RFC 5780 would)"
+                    )
+                )
                 return
             self.search.record(trial.idle, result == SURVIVED)
             return
         if result == UNSUPPORTED:
             if trial.public is None:
-                self._give_up("the server gives no public address and port (no received, or no "
-                              "rport value): nothing to test")
+                self._give_up(
+                    "the server gives no public address and port (no received, or no "
+                    "rport value): nothing to test"
+                )
             elif self.method != METHOD_RPORT:
                 self._next_method()
             else:
@@ -465,7 +553,8 @@ class Discovery:
         return self.search.result(self.method)
 
 
-def recommended_interval(lo_s: float, safety: float, interval_min: float,
-                         interval_max: float) -> float:
+def recommended_interval(
+    lo_s: float, safety: float, interval_min: float, interval_max: float
+) -> float:
     """safety × lo, inside [interval_min, interval_max]: jitter only ever shortens a wait."""
     return max(interval_min, min(interval_max, round(safety * lo_s, 3)))

@@ -79,8 +79,20 @@ if TYPE_CHECKING:
 
     RandomBytes = Callable[[int], bytes]
 
-__all__ = ["AUX", "BINDING", "BRANCH_BYTES", "CONFIRM", "INBOUND", "KEEPALIVE", "PROMOTE_DELAY",
-           "SERVER_UP", "Address", "BindingEngine", "Datagram", "jitter_draw"]
+__all__ = [
+    "AUX",
+    "BINDING",
+    "BRANCH_BYTES",
+    "CONFIRM",
+    "INBOUND",
+    "KEEPALIVE",
+    "PROMOTE_DELAY",
+    "SERVER_UP",
+    "Address",
+    "BindingEngine",
+    "Datagram",
+    "jitter_draw",
+]
 
 # How early a keepalive whose wait was not drawn (the first, the promoting one, one brought
 # forward) may go when the loop is awake anyway: 1 % of its interval, at most EARLY_CAP, is
@@ -110,18 +122,66 @@ class BindingEngine:
 
     # One engine per binding, kept for the agent's life: slots, not a __dict__ per engine.
     __slots__ = (
-        "_answers", "_check_next", "_guess", "_keepalive_template", "_newest_outcome", "_plan",
-        "_promote", "_proven", "_random", "_recent_done", "_send_failing", "_since_check",
-        "_suspect_idle", "_templates", "_tx", "_unproven", "call_id", "crlf_received", "cseq",
-        "debug_events", "detection_note", "dropped", "duplicates", "flow_timer", "from_tag",
-        "inbound_result", "inbound_unsupported", "interval", "jitter", "keepalive_from",
-        "last_inbound_at", "last_keepalive_at", "last_response_at", "last_rtt_ms", "last_status",
-        "local", "name", "next_keepalive", "outbox", "phase", "probes_sent", "queued_events",
-        "reach", "responses", "server", "settings", "timeouts", "tracker", "uri_host", "uri_port",
+        "_answers",
+        "_check_next",
+        "_guess",
+        "_keepalive_template",
+        "_newest_outcome",
+        "_plan",
+        "_promote",
+        "_proven",
+        "_random",
+        "_recent_done",
+        "_send_failing",
+        "_since_check",
+        "_suspect_idle",
+        "_templates",
+        "_tx",
+        "_unproven",
+        "call_id",
+        "crlf_received",
+        "cseq",
+        "debug_events",
+        "detection_note",
+        "dropped",
+        "duplicates",
+        "flow_timer",
+        "from_tag",
+        "inbound_result",
+        "inbound_unsupported",
+        "interval",
+        "jitter",
+        "keepalive_from",
+        "last_inbound_at",
+        "last_keepalive_at",
+        "last_response_at",
+        "last_rtt_ms",
+        "last_status",
+        "local",
+        "name",
+        "next_keepalive",
+        "outbox",
+        "phase",
+        "probes_sent",
+        "queued_events",
+        "reach",
+        "responses",
+        "server",
+        "settings",
+        "timeouts",
+        "tracker",
+        "uri_host",
+        "uri_port",
     )
 
-    def __init__(self, name: str, settings: ProbeSettings, random_bytes: RandomBytes,
-                 uri_host: str, uri_port: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: ProbeSettings,
+        random_bytes: RandomBytes,
+        uri_host: str,
+        uri_port: int,
+    ) -> None:
         self.name = name
         self.settings = settings
         self._random = random_bytes
@@ -136,8 +196,9 @@ class BindingEngine:
         self.jitter = settings.jitter
         self.flow_timer: float | None = None
         self.tracker = Tracker(name, "")
-        self.reach = Reachability(name, settings.fail_threshold, settings.ok_threshold,
-                                  settings.lagged_ms)
+        self.reach = Reachability(
+            name, settings.fail_threshold, settings.ok_threshold, settings.lagged_ms
+        )
         self._tx: dict[str, ClientTransaction] = {}
         self._templates: dict[tuple[str, int, bool], OptionsTemplate] = {}
         # the keepalives' template for the current flow (set_flow clears it): saves _template's
@@ -189,8 +250,9 @@ class BindingEngine:
 
     # ------------------------------------------------------------------ inputs from the runtime
 
-    def set_flow(self, local: Address, server: Address, now: float, start_offset: float = 0.0
-                 ) -> None:
+    def set_flow(
+        self, local: Address, server: Address, now: float, start_offset: float = 0.0
+    ) -> None:
         """The socket's local address and the server's resolved address; a change is a new flow."""
         old_local, old_server = self.local, self.server
         self.local, self.server = local, server
@@ -201,8 +263,9 @@ class BindingEngine:
             self._schedule(now + start_offset)
             return
         if old_server is not None and old_server != server:
-            self.queued_events.append(ev.ServerChanged(
-                self.name, format_hostport(*old_server), server_text))
+            self.queued_events.append(
+                ev.ServerChanged(self.name, format_hostport(*old_server), server_text)
+            )
             self._plan = methods.new_plan(self)  # what the methods found was this server's
             self.detection_note = None
         if old_local is not None and old_local[0] != local[0]:
@@ -246,14 +309,16 @@ class BindingEngine:
             interval = self.flow_timer  # RFC 5626: the server's limit is never exceeded
         if interval == self.interval:
             return
-        self.queued_events.append(ev.IntervalAdjusted(
-            self.name, round(self.interval, 3), round(interval, 3), reason))
+        self.queued_events.append(
+            ev.IntervalAdjusted(self.name, round(self.interval, 3), round(interval, 3), reason)
+        )
         self.interval = interval
         if self.last_keepalive_at is not None and self.next_keepalive is not None:
             self._bring_forward(max(now, self.last_keepalive_at + interval))
 
-    def receive_datagram(self, data: bytes, source: Address, now: float,
-                         channel: str = BINDING) -> None:
+    def receive_datagram(
+        self, data: bytes, source: Address, now: float, channel: str = BINDING
+    ) -> None:
         if self.server is None or source != self.server:
             # before parsing: a flood from elsewhere costs a comparison (the STUN server's
             # answers, or a relayed check from another port of the server, one more)
@@ -271,16 +336,23 @@ class BindingEngine:
             return
         answers.receive(self, branch, cseq, call_id, facts, now, channel)
 
-    def receive_response(self, response: Response, source: Address, now: float,
-                         channel: str = BINDING) -> None:
+    def receive_response(
+        self, response: Response, source: Address, now: float, channel: str = BINDING
+    ) -> None:
         if self.server is None or source != self.server:
             self.dropped += 1
             return
-        answers.receive(self, response.top_via.branch or "", response.cseq, response.call_id,
-                        AnswerFacts(response), now, channel)
+        answers.receive(
+            self,
+            response.top_via.branch or "",
+            response.cseq,
+            response.call_id,
+            AnswerFacts(response),
+            now,
+            channel,
+        )
 
-    def handle_timer(self, now: float, *, early: bool = False, draw: float | None = None
-                     ) -> None:
+    def handle_timer(self, now: float, *, early: bool = False, draw: float | None = None) -> None:
         """Advance to `now`. With `early`, a keepalive whose window is open goes now, so one
         wake-up can send several; retransmissions and timeouts are never early. `draw` (in
         [0, 1)) replaces the random draw of the next wait: the loop passes one per wake-up, so
@@ -295,8 +367,9 @@ class BindingEngine:
                 methods.retransmit(self, channel, again)
                 if tx.kind == INBOUND and tx.transmissions == 2:
                     # with the check's first copy, and on its schedule from now on
-                    self._send_probe(SERVER_UP, now, timeout=tx.deadline - now,
-                                     t1=tx.next_retransmit - now)
+                    self._send_probe(
+                        SERVER_UP, now, timeout=tx.deadline - now, t1=tx.next_retransmit - now
+                    )
             elif tx.done:
                 self._finish(branch)
                 self._timed_out(tx, now)
@@ -360,11 +433,17 @@ class BindingEngine:
 
     def _start_cycle(self, now: float, draw: float | None = None) -> None:
         outcome = DUE_KEEPALIVE
-        if (self._check_next or self._since_check >= self.settings.inbound_check) \
-                and c.check_due(self):
+        if (self._check_next or self._since_check >= self.settings.inbound_check) and c.check_due(
+            self
+        ):
             mapping = self.tracker.mapping
-            outcome = DUE_GUESS if mapping is not None and mapping[1] is None \
-                and self._plan.method not in (RELAY, STUN) else DUE_CHECK
+            outcome = (
+                DUE_GUESS
+                if mapping is not None
+                and mapping[1] is None
+                and self._plan.method not in (RELAY, STUN)
+                else DUE_CHECK
+            )
         self.phase, action = TABLE[(self.phase, outcome)]
         if action == SEND_KEEPALIVE:
             self._send_keepalive(now, draw)
@@ -423,12 +502,18 @@ class BindingEngine:
         early = KEEPALIVE_EARLY * self.interval
         return early if early < EARLY_CAP else EARLY_CAP
 
-    def _send_probe(self, kind: str, now: float, *, timeout: float | None = None,
-                    t1: float = T1) -> None:
+    def _send_probe(
+        self, kind: str, now: float, *, timeout: float | None = None, t1: float = T1
+    ) -> None:
         assert self.server is not None and self.local is not None
         self.cseq += 1
-        if kind != KEEPALIVE and kind != CONFIRM and methods.check_request(
-                self, kind, now, self.settings.timeout if timeout is None else timeout, t1):
+        if (
+            kind != KEEPALIVE
+            and kind != CONFIRM
+            and methods.check_request(
+                self, kind, now, self.settings.timeout if timeout is None else timeout, t1
+            )
+        ):
             return
         branch = "z9hG4bK" + _hex(self._random, BRANCH_BYTES)
         if kind == INBOUND and self._plan.method == RELAY:
@@ -447,17 +532,19 @@ class BindingEngine:
             template = self._keepalive_template
             if template is None:
                 template = self._keepalive_template = self._template(
-                    self.local[0], self.local[1], True)
+                    self.local[0], self.local[1], True
+                )
             payload = template.render(branch, self.cseq)
         key = TransactionKey(branch, f"{self.call_id}-{self.cseq}", self.cseq)
-        self._tx[branch] = ClientTransaction(key, payload, kind, now,
-                                             self.settings.timeout if timeout is None else timeout,
-                                             t1)
+        self._tx[branch] = ClientTransaction(
+            key, payload, kind, now, self.settings.timeout if timeout is None else timeout, t1
+        )
         self.probes_sent += 1
         if self.debug_events:
             self.queued_events.append(ev.ProbeSent(self.name, self.cseq, 1, kind))
-        self.outbox.append(Datagram(BINDING if kind in (KEEPALIVE, CONFIRM) else AUX,
-                                    payload, self.server))
+        self.outbox.append(
+            Datagram(BINDING if kind in (KEEPALIVE, CONFIRM) else AUX, payload, self.server)
+        )
 
     def _template(self, via_host: str, via_port: int, rport: bool) -> OptionsTemplate:
         """The request around branch and CSeq, built once per Via (local or public mapping)."""
@@ -467,9 +554,16 @@ class BindingEngine:
             if len(self._templates) >= TEMPLATES_KEPT:  # old mappings: keep a handful at most
                 self._templates.clear()
             template = self._templates[key] = options_template(
-                uri_host=self.uri_host, uri_port=self.uri_port, via_host=via_host,
-                via_port=via_port, call_id=self.call_id, from_tag=self.from_tag, rport=rport,
-                max_forwards=self.settings.max_forwards, user_agent=self.settings.user_agent)
+                uri_host=self.uri_host,
+                uri_port=self.uri_port,
+                via_host=via_host,
+                via_port=via_port,
+                call_id=self.call_id,
+                from_tag=self.from_tag,
+                rport=rport,
+                max_forwards=self.settings.max_forwards,
+                user_agent=self.settings.user_agent,
+            )
         return template
 
     def _send(self, channel: str, payload: bytes) -> None:
@@ -517,6 +611,9 @@ class BindingEngine:
         transition = self.reach.feed(None)
         if transition is not None:
             self.queued_events.append(transition)
-            if self.reach.state == UNREACHABLE and self.next_keepalive is not None \
-                    and self.last_keepalive_at is not None:
+            if (
+                self.reach.state == UNREACHABLE
+                and self.next_keepalive is not None
+                and self.last_keepalive_at is not None
+            ):
                 self._bring_forward(self.last_keepalive_at + self._wait())

@@ -56,8 +56,8 @@ def set_stun_server(engine: Engine, address: Address | None) -> None:
 
 # ------------------------------------------------------------------ datagrams
 
-def check_request(engine: Engine, kind: str, now: float, timeout: float, t1: float
-                  ) -> bool:
+
+def check_request(engine: Engine, kind: str, now: float, timeout: float, t1: float) -> bool:
     """The check or server-up probe of the stun method (a STUN transaction to the STUN server,
     from the AUX socket), put out; False for the SIP methods, which the engine sends."""
     plan = engine._plan
@@ -71,8 +71,13 @@ def check_request(engine: Engine, kind: str, now: float, timeout: float, t1: flo
     payload = checks.stun_request(txid, port)
     key = txid.hex()
     engine._tx[key] = ClientTransaction(
-        TransactionKey(key, f"{engine.call_id}-{engine.cseq}", engine.cseq), payload, kind, now,
-        timeout, t1)
+        TransactionKey(key, f"{engine.call_id}-{engine.cseq}", engine.cseq),
+        payload,
+        kind,
+        now,
+        timeout,
+        t1,
+    )
     engine.outbox.append(Datagram(AUX, payload, plan.stun_server))
     engine.probes_sent += 1
     if engine.debug_events:
@@ -90,9 +95,16 @@ def relay_template(engine: Engine, host: str, port: int) -> OptionsTemplate:
         if len(engine._templates) >= 4:  # as the engine's own: old mappings, a handful
             engine._templates.clear()
         template = engine._templates[key] = options_template(
-            uri_host=host, uri_port=port, via_host=engine.local[0], via_port=engine.local[1],
-            call_id=engine.call_id, from_tag=engine.from_tag, rport=True,
-            max_forwards=engine.settings.max_forwards, user_agent=engine.settings.user_agent)
+            uri_host=host,
+            uri_port=port,
+            via_host=engine.local[0],
+            via_port=engine.local[1],
+            call_id=engine.call_id,
+            from_tag=engine.from_tag,
+            rport=True,
+            max_forwards=engine.settings.max_forwards,
+            user_agent=engine.settings.user_agent,
+        )
     return template
 
 
@@ -110,8 +122,7 @@ def stun_keepalive(engine: Engine) -> None:
             method_failed(engine, checks.STUN_SILENT)
             return
     plan.stun_txid = checks.stun_txid(engine.call_id, engine.cseq)
-    engine.outbox.append(Datagram(BINDING, checks.stun_request(plan.stun_txid),
-                                  plan.stun_server))
+    engine.outbox.append(Datagram(BINDING, checks.stun_request(plan.stun_txid), plan.stun_server))
 
 
 def retransmit(engine: Engine, channel: str, payload: bytes) -> None:
@@ -125,16 +136,20 @@ def retransmit(engine: Engine, channel: str, payload: bytes) -> None:
 
 # ------------------------------------------------------------------ what comes in
 
-def receive_other(engine: Engine, data: bytes, source: Address, now: float,
-                  channel: str) -> bool:
+
+def receive_other(engine: Engine, data: bytes, source: Address, now: float, channel: str) -> bool:
     """What a check method brings that is not the server's answer: a STUN answer from the STUN
     server, or on the BINDING socket the relayed check (from the server's address). Whether it
     was one (else the datagram is dropped)."""
     plan = engine._plan
     if plan.stun_server is not None and source == plan.stun_server:
         return receive_stun(engine, data, now, channel)
-    if channel != BINDING or plan.method != RELAY or engine.server is None \
-            or source[0] != engine.server[0]:
+    if (
+        channel != BINDING
+        or plan.method != RELAY
+        or engine.server is None
+        or source[0] != engine.server[0]
+    ):
         return False
     request = checks.relayed_request(data)
     if request is None:
@@ -144,11 +159,14 @@ def receive_other(engine: Engine, data: bytes, source: Address, now: float,
     # answered
     branches = [via.branch for via in request.vias if via.branch]
     tx = next((engine._tx[b] for b in branches if b in engine._tx), None)
-    if tx is not None and (tx.kind != INBOUND or request.call_id != tx.key.call_id
-                           or request.cseq != tx.key.cseq):
+    if tx is not None and (
+        tx.kind != INBOUND or request.call_id != tx.key.call_id or request.cseq != tx.key.cseq
+    ):
         return False
-    if tx is None and (request.call_id.rpartition("-")[0] != engine.call_id
-                       or not any(engine._just_finished(b) for b in branches)):
+    if tx is None and (
+        request.call_id.rpartition("-")[0] != engine.call_id
+        or not any(engine._just_finished(b) for b in branches)
+    ):
         return False
     answer, destination = checks.answer_relayed(request, source, engine.from_tag)
     engine.outbox.append(Datagram(BINDING, answer, destination))
@@ -170,8 +188,13 @@ def receive_stun(engine: Engine, data: bytes, now: float, channel: str) -> bool:
     if channel == BINDING:
         first = plan.stun_mapped is None
         if plan.stun_seen(txid, mapped):
-            if first and plan.stun_mapped is not None and not engine._proven \
-                    and engine.phase not in CHECKING and engine.next_keepalive is not None:
+            if (
+                first
+                and plan.stun_mapped is not None
+                and not engine._proven
+                and engine.phase not in CHECKING
+                and engine.next_keepalive is not None
+            ):
                 # the first mapping: check now, so that whether the STUN server proves the
                 # binding is known within seconds, as for the other methods
                 engine._check_next = True
@@ -189,4 +212,3 @@ def receive_stun(engine: Engine, data: bytes, now: float, channel: str) -> bool:
     else:
         step(engine, FORCED if channel == AUX else ALIVE, now)
     return True
-

@@ -36,11 +36,19 @@ TRANSITIONS: dict[tuple[str, str], tuple[str, str]] = {
 
 
 class Reachability:
-    __slots__ = ("answers", "binding", "fail_threshold", "failures", "lagged_ms",
-                 "ok_threshold", "state")
+    __slots__ = (
+        "answers",
+        "binding",
+        "fail_threshold",
+        "failures",
+        "lagged_ms",
+        "ok_threshold",
+        "state",
+    )
 
-    def __init__(self, binding: str, fail_threshold: int, ok_threshold: int,
-                 lagged_ms: int) -> None:
+    def __init__(
+        self, binding: str, fail_threshold: int, ok_threshold: int, lagged_ms: int
+    ) -> None:
         self.binding = binding
         self.fail_threshold = fail_threshold
         self.ok_threshold = ok_threshold

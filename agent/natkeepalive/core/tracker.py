@@ -60,8 +60,9 @@ def format_mapping(mapping: Mapping | None) -> str | None:
 
 def same_mapping(a: Mapping, b: Mapping) -> bool:
     """Whether nothing known of `a` differs from what is known of `b`."""
-    return (a[0] is None or b[0] is None or a[0] == b[0]) \
-        and (a[1] is None or b[1] is None or a[1] == b[1])
+    return (a[0] is None or b[0] is None or a[0] == b[0]) and (
+        a[1] is None or b[1] is None or a[1] == b[1]
+    )
 
 
 class Tracker:
@@ -109,14 +110,23 @@ class Tracker:
             return FIRST
         if same_mapping(seen, self.mapping):
             return SAME
-        if self.state == CONFIRMING and self.candidate is not None \
-                and same_mapping(seen, self.candidate):
+        if (
+            self.state == CONFIRMING
+            and self.candidate is not None
+            and same_mapping(seen, self.candidate)
+        ):
             return CANDIDATE
         return OTHER
 
-    def observe(self, seen: Mapping, now: float, idle_s: float, local: tuple[str, int],
-                expiry_known: bool = False, defer_rport: bool = False
-                ) -> tuple[list[ev.Event], bool]:
+    def observe(
+        self,
+        seen: Mapping,
+        now: float,
+        idle_s: float,
+        local: tuple[str, int],
+        expiry_known: bool = False,
+        defer_rport: bool = False,
+    ) -> tuple[list[ev.Event], bool]:
         """One answer's mapping; returns (events, whether to send a confirmation probe now).
         `local` is (address, port), formatted only for the event that names it."""
         if self.state == LEARNED and seen[1] is not None and seen == self.mapping:
@@ -130,15 +140,20 @@ class Tracker:
         self.state, action = TRANSITIONS[(self.state, kind)]
         if action == "learn":
             self.mapping = seen
-            out.append(ev.BindingLearned(self.binding, self.server, format_hostport(*local),
-                                         format_mapping(seen) or ""))
+            out.append(
+                ev.BindingLearned(
+                    self.binding, self.server, format_hostport(*local), format_mapping(seen) or ""
+                )
+            )
         elif action == "keep":
             old = self.mapping
             assert old is not None
             if (old[0] is None and seen[0] is not None) or (old[1] is None and seen[1] is not None):
                 # the server started to send received or rport: a refinement
-                self.mapping = (old[0] if seen[0] is None else seen[0],
-                                old[1] if seen[1] is None else seen[1])
+                self.mapping = (
+                    old[0] if seen[0] is None else seen[0],
+                    old[1] if seen[1] is None else seen[1],
+                )
         elif action == "confirm":
             self.candidate = seen
             self.candidate_idle = idle_s  # the idle time before the first sight counts
@@ -166,12 +181,21 @@ class Tracker:
                 self.changes += 1
                 if (old[0] == new[0] or None in (old[0], new[0])) and not expiry_known:
                     self.expiries += 1
-                    out.append(ev.BindingExpired(self.binding, format_mapping(old) or "",
-                                                 round(self.candidate_idle, 1), "remap"))
+                    out.append(
+                        ev.BindingExpired(
+                            self.binding,
+                            format_mapping(old) or "",
+                            round(self.candidate_idle, 1),
+                            "remap",
+                        )
+                    )
                 moved = old[0] is not None and new[0] is not None and old[0] != new[0]
                 cause = "address-changed" if moved else "port-remapped"
-                out.append(ev.BindingChanged(self.binding, format_mapping(old) or "",
-                                             format_mapping(new) or "", cause))
+                out.append(
+                    ev.BindingChanged(
+                        self.binding, format_mapping(old) or "", format_mapping(new) or "", cause
+                    )
+                )
         return out, False
 
     def rport_unsupported(self, out: list[ev.Event]) -> None:
@@ -189,5 +213,8 @@ class Tracker:
         pair = frozenset((public, alternate))
         if pair != self._flap_reported:
             self._flap_reported = pair
-            out.append(ev.BindingFlapping(self.binding, format_mapping(public) or "",
-                                          format_mapping(alternate) or ""))
+            out.append(
+                ev.BindingFlapping(
+                    self.binding, format_mapping(public) or "", format_mapping(alternate) or ""
+                )
+            )

@@ -35,11 +35,28 @@ class TransactionKey:
 
 
 class ClientTransaction:
-    __slots__ = ("_interval", "deadline", "first_sent", "key", "kind", "last_sent",
-                 "next_retransmit", "payload", "state", "transmissions")
+    __slots__ = (
+        "_interval",
+        "deadline",
+        "first_sent",
+        "key",
+        "kind",
+        "last_sent",
+        "next_retransmit",
+        "payload",
+        "state",
+        "transmissions",
+    )
 
-    def __init__(self, key: TransactionKey, payload: bytes, kind: str, now: float,
-                 timeout: float, t1: float = T1) -> None:
+    def __init__(
+        self,
+        key: TransactionKey,
+        payload: bytes,
+        kind: str,
+        now: float,
+        timeout: float,
+        t1: float = T1,
+    ) -> None:
         self.key = key
         self.payload = payload
         self.kind = kind

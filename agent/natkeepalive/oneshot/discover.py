@@ -23,8 +23,12 @@ def _local(sock: socket.socket, server: Address) -> Address:
     return str(host), int(port)
 
 
-def run_trial(trial: Trial, sock: socket.socket, aux: socket.socket,
-              clock: Callable[[], float] = time.monotonic) -> None:
+def run_trial(
+    trial: Trial,
+    sock: socket.socket,
+    aux: socket.socket,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
     """Drive one trial to its end (bounded: every phase has a deadline)."""
     with selectors.DefaultSelector() as selector:
         selector.register(sock, selectors.EVENT_READ, TRIAL)
@@ -32,8 +36,9 @@ def run_trial(trial: Trial, sock: socket.socket, aux: socket.socket,
         while trial.result is None:
             for datagram in trial.datagrams_to_send():
                 # an error is like a lost datagram: the transaction times out
-                send_datagram(aux if datagram.channel == AUX else sock, datagram.payload,
-                              datagram.destination)
+                send_datagram(
+                    aux if datagram.channel == AUX else sock, datagram.payload, datagram.destination
+                )
             deadline = trial.next_deadline()
             if deadline is None:
                 break
@@ -47,9 +52,13 @@ def run_trial(trial: Trial, sock: socket.socket, aux: socket.socket,
             trial.handle_timer(clock())
 
 
-def discover(discovery: Discovery, source_port: int = 0, bind: str | None = None,
-             progress: Progress | None = None,
-             clock: Callable[[], float] = time.monotonic) -> SearchResult:
+def discover(
+    discovery: Discovery,
+    source_port: int = 0,
+    bind: str | None = None,
+    progress: Progress | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> SearchResult:
     """Run the whole search. With source_port N, trial k uses port N+k (each a fresh binding)."""
     family = family_of(discovery.server[0])
     with closing(open_udp(wildcard(family), 0, "discover")) as aux:
@@ -67,4 +76,3 @@ def discover(discovery: Discovery, source_port: int = 0, bind: str | None = None
                     progress(trial, clock() - started)
             index += 1
     return discovery.result()
-

@@ -46,10 +46,18 @@ def _hex(n: int) -> str:
 class Prober:
     """Sockets toward one server: `main` (the binding's port) and, on demand, `aux`."""
 
-    def __init__(self, server: Address, uri_host: str, uri_port: int, source_port: int = 0,
-                 bind: str | None = None, timeout: float = 3.0, max_forwards: int = 70,
-                 user_agent: str = "nat-keepalive",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        server: Address,
+        uri_host: str,
+        uri_port: int,
+        source_port: int = 0,
+        bind: str | None = None,
+        timeout: float = 3.0,
+        max_forwards: int = 70,
+        user_agent: str = "nat-keepalive",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.server = server
         self.uri_host = uri_host
         self.uri_port = uri_port
@@ -101,22 +109,32 @@ class Prober:
             from natkeepalive.core import checks
 
             request = checks.relayed_request(data)
-            if request is None or source[0] != self.server[0] \
-                    or request.call_id.rpartition("-")[0] != self.call_id:
+            if (
+                request is None
+                or source[0] != self.server[0]
+                or request.call_id.rpartition("-")[0] != self.call_id
+            ):
                 self.dropped += 1
                 return
             answer, destination = checks.answer_relayed(request, source, self.from_tag)
             send_datagram(self.main, answer, destination)
             relayed.append(True)
 
-        answer = self._transact(self.local, rport=True, via_aux=True, uri=public,
-                                on_request=on_request, done=lambda: bool(relayed))
+        answer = self._transact(
+            self.local,
+            rport=True,
+            via_aux=True,
+            uri=public,
+            on_request=on_request,
+            done=lambda: bool(relayed),
+        )
         if relayed:
             return "relayed", None
         return ("answered", answer.response) if answer.response is not None else ("silent", None)
 
-    def stun(self, server: Address, response_port: int | None, from_aux: bool
-             ) -> tuple[str, Address | None]:
+    def stun(
+        self, server: Address, response_port: int | None, from_aux: bool
+    ) -> tuple[str, Address | None]:
         """One STUN Binding request to `server` (from the AUX socket when `from_aux`, with
         RESPONSE-PORT when given): (the socket its answer came to, "main" or "aux", or "" for
         none; the mapped address it carried)."""
@@ -128,8 +146,9 @@ class Prober:
         txid = checks.stun_txid(self.call_id, self.cseq)
         payload = checks.stun_request(txid, response_port)
         sender = self.aux if from_aux and self.aux is not None else self.main
-        tx = ClientTransaction(TransactionKey(txid.hex(), "", self.cseq), payload, "stun",
-                               self.clock(), self.timeout)
+        tx = ClientTransaction(
+            TransactionKey(txid.hex(), "", self.cseq), payload, "stun", self.clock(), self.timeout
+        )
         found: list[tuple[str, Address | None]] = []
 
         def read(sock: socket.socket, channel: str) -> bool:
@@ -147,8 +166,14 @@ class Prober:
         self._loop(tx, sender, payload, server, read)
         return found[0] if found else ("", None)
 
-    def _loop(self, tx: ClientTransaction, sender: socket.socket, payload: bytes,
-              destination: Address, read: Callable[[socket.socket, str], bool]) -> str | None:
+    def _loop(
+        self,
+        tx: ClientTransaction,
+        sender: socket.socket,
+        payload: bytes,
+        destination: Address,
+        read: Callable[[socket.socket, str], bool],
+    ) -> str | None:
         """Send `payload` and its retransmissions until `read` (of a ready socket) says done, or
         the transaction times out; the last send error."""
         sockets: dict[str, socket.socket] = {"main": self.main}
@@ -169,21 +194,35 @@ class Prober:
                 if again is not None:
                     error = send_datagram(sender, again, destination) or error
 
-    def _transact(self, via: Address, rport: bool, via_aux: bool, uri: Address | None = None,
-                  on_request: Callable[[bytes, Address], None] | None = None,
-                  done: Callable[[], bool] | None = None) -> Answer:
+    def _transact(
+        self,
+        via: Address,
+        rport: bool,
+        via_aux: bool,
+        uri: Address | None = None,
+        on_request: Callable[[bytes, Address], None] | None = None,
+        done: Callable[[], bool] | None = None,
+    ) -> Answer:
         self.cseq += 1
         branch = "z9hG4bK" + _hex(10)
         call_id = f"{self.call_id}-{self.cseq}"
         uri_host, uri_port = (self.uri_host, self.uri_port) if uri is None else uri
         payload = options_template(
-            uri_host=uri_host, uri_port=uri_port, via_host=via[0], via_port=via[1],
-            call_id=self.call_id, from_tag=self.from_tag, rport=rport,
-            max_forwards=self.max_forwards, user_agent=self.user_agent).render(branch, self.cseq)
+            uri_host=uri_host,
+            uri_port=uri_port,
+            via_host=via[0],
+            via_port=via[1],
+            call_id=self.call_id,
+            from_tag=self.from_tag,
+            rport=rport,
+            max_forwards=self.max_forwards,
+            user_agent=self.user_agent,
+        ).render(branch, self.cseq)
         sender = self.aux if via_aux and self.aux is not None else self.main
         now = self.clock()
-        tx = ClientTransaction(TransactionKey(branch, call_id, self.cseq), payload,
-                               "probe", now, self.timeout)
+        tx = ClientTransaction(
+            TransactionKey(branch, call_id, self.cseq), payload, "probe", now, self.timeout
+        )
         answers: list[Answer] = []
 
         def read(sock: socket.socket, channel: str) -> bool:
@@ -195,8 +234,13 @@ class Prober:
         error = self._loop(tx, sender, payload, self.server, read)
         return answers[0] if answers else Answer(None, "", None, tx.transmissions, error)
 
-    def _read(self, sock: socket.socket, channel: str, tx: ClientTransaction,
-              on_request: Callable[[bytes, Address], None] | None = None) -> Answer | None:
+    def _read(
+        self,
+        sock: socket.socket,
+        channel: str,
+        tx: ClientTransaction,
+        on_request: Callable[[bytes, Address], None] | None = None,
+    ) -> Answer | None:
         try:
             data, source = sock.recvfrom(65535)
         except OSError:
@@ -211,8 +255,12 @@ class Prober:
             self.dropped += 1
             return None
         key = tx.key
-        if (source[0], source[1]) != self.server or response.top_via.branch != key.branch \
-                or response.call_id != key.call_id or response.cseq != key.cseq:
+        if (
+            (source[0], source[1]) != self.server
+            or response.top_via.branch != key.branch
+            or response.call_id != key.call_id
+            or response.cseq != key.cseq
+        ):
             self.dropped += 1
             return None
         final, rtt = tx.on_response(response.status, now)

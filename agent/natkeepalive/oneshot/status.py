@@ -7,8 +7,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 COLUMNS = ("NAME", "STATE", "PUBLIC", "RTT_MS", "INTERVAL", "CHANGES", "EXPIRIES", "LAST_RESPONSE")
-_KEYS = ("name", "state", "public", "rtt_ms", "interval_s", "changes", "expiries",
-         "last_response_at")
+_KEYS = (
+    "name",
+    "state",
+    "public",
+    "rtt_ms",
+    "interval_s",
+    "changes",
+    "expiries",
+    "last_response_at",
+)
 _NUMERIC = frozenset((3, 4, 5, 6))  # right-aligned so digits line up
 
 
@@ -56,7 +64,9 @@ def render_table(data: Mapping[str, Any]) -> str:
         return "\n".join(lines)
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     for row in rows:
-        cells = [cell.rjust(width) if i in _NUMERIC else cell.ljust(width)
-                 for i, (cell, width) in enumerate(zip(row, widths))]
+        cells = [
+            cell.rjust(width) if i in _NUMERIC else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths))
+        ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)

@@ -28,13 +28,13 @@ MAX_REQUEST_BYTES = 1500  # one Ethernet frame: a check is a few hundred bytes
 TO_TAG = "nkr"
 # What each counter means: the names are the responder's statistics line.
 COUNTERS = (
-    "received",      # every datagram handled
-    "stun",          # STUN Binding success answers sent
-    "stun_error",    # STUN Binding error answers sent (unknown attribute, CHANGE-REQUEST)
-    "sip",           # SIP 200 answers sent to OPTIONS
-    "malformed",     # not STUN or SIP that can be answered: dropped
-    "ignored",       # well-formed but not a check (a SIP request other than OPTIONS, a
-                     # response, a CRLF keepalive, a STUN message other than a request)
+    "received",  # every datagram handled
+    "stun",  # STUN Binding success answers sent
+    "stun_error",  # STUN Binding error answers sent (unknown attribute, CHANGE-REQUEST)
+    "sip",  # SIP 200 answers sent to OPTIONS
+    "malformed",  # not STUN or SIP that can be answered: dropped
+    "ignored",  # well-formed but not a check (a SIP request other than OPTIONS, a
+    # response, a CRLF keepalive, a STUN message other than a request)
     "rate_limited",  # over the per-source or the overall rate: dropped
 )
 
@@ -42,8 +42,15 @@ COUNTERS = (
 class ResponderCore:
     """One instance per process, for all its sockets. `handle` never raises for any input."""
 
-    def __init__(self, *, rate: float = 5.0, burst: float = 10.0, total_rate: float = 500.0,
-                 max_sources: int = 4096, software: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        rate: float = 5.0,
+        burst: float = 10.0,
+        total_rate: float = 500.0,
+        max_sources: int = 4096,
+        software: str = "",
+    ) -> None:
         if rate <= 0 or burst < 1 or total_rate <= 0 or max_sources < 1:
             raise ValueError("rate, burst, total_rate and max_sources must be positive")
         self.rate = rate
@@ -83,8 +90,9 @@ class ResponderCore:
     def _admit(self, host: str, now: float) -> bool:
         if self._total_at is not None:
             elapsed = max(0.0, now - self._total_at)
-            self._total_tokens = min(self.total_rate,
-                                     self._total_tokens + elapsed * self.total_rate)
+            self._total_tokens = min(
+                self.total_rate, self._total_tokens + elapsed * self.total_rate
+            )
         self._total_at = now
         bucket = self._buckets.pop(host, None)
         if bucket is None:
@@ -119,8 +127,12 @@ class ResponderCore:
             unknown = (*unknown, stun.CHANGE_REQUEST)
         if unknown:
             self.counters["stun_error"] += 1
-            return [(stun.build_binding_error(txid, 420, "Unknown Attribute", unknown=unknown),
-                     (host, port))]
+            return [
+                (
+                    stun.build_binding_error(txid, 420, "Unknown Attribute", unknown=unknown),
+                    (host, port),
+                )
+            ]
         self.counters["stun"] += 1
         answer = stun.build_binding_success(txid, (host, port), software=self.software)
         return [(answer, (host, request.response_port or port))]
@@ -142,5 +154,7 @@ class ResponderCore:
         return [(build_answer(request, (host, port), to_tag=TO_TAG), destination)]
 
     def stats_line(self) -> str:
-        return " ".join(f"{name}={self.counters[name]}" for name in COUNTERS) + \
-            f" sources={len(self._buckets)}"
+        return (
+            " ".join(f"{name}={self.counters[name]}" for name in COUNTERS)
+            + f" sources={len(self._buckets)}"
+        )

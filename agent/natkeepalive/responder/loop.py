@@ -68,10 +68,15 @@ def open_socket(address: tuple[str, int]) -> socket.socket:
 class Responder:
     """Sockets and the loop. `serve()` returns when `stop()` was called (by a signal)."""
 
-    def __init__(self, addresses: Sequence[tuple[str, int]], core: ResponderCore, *,
-                 stats_interval: float = 3600.0,
-                 write: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        addresses: Sequence[tuple[str, int]],
+        core: ResponderCore,
+        *,
+        stats_interval: float = 3600.0,
+        write: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.core = core
         self.stats_interval = stats_interval
         self.write = write or _stderr
@@ -104,8 +109,9 @@ class Responder:
 
     def serve(self) -> None:
         for host, port in self.local_addresses():
-            self.write(f"responder: listening on {format_hostport(host, port)} "
-                       "(STUN Binding, SIP OPTIONS)")
+            self.write(
+                f"responder: listening on {format_hostport(host, port)} (STUN Binding, SIP OPTIONS)"
+            )
         next_stats = self.clock() + self.stats_interval
         while not self._stop:
             wait = max(0.0, next_stats - self.clock())
@@ -142,8 +148,7 @@ class Responder:
                 return
             except OSError:
                 continue  # e.g. an ICMP error reported on this socket: nothing to read
-            for answer, destination in self.core.handle(data, (source[0], source[1]),
-                                                        self.clock()):
+            for answer, destination in self.core.handle(data, (source[0], source[1]), self.clock()):
                 try:
                     sock.sendto(answer, destination)
                 except OSError:
@@ -155,8 +160,7 @@ def _stderr(line: str) -> None:
     sys.stderr.flush()
 
 
-def run(addresses: Sequence[tuple[str, int]], core: ResponderCore,
-        stats_interval: float) -> int:
+def run(addresses: Sequence[tuple[str, int]], core: ResponderCore, stats_interval: float) -> int:
     """The process: signals wired, sockets open, serve until SIGTERM or SIGINT. Exit 1 when a
     port is in use (it may be free later), 2 for an address this host cannot listen on."""
     try:

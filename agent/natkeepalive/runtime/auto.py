@@ -71,14 +71,16 @@ class AutoInterval:
         elif self.next_start is not None and now >= self.next_start:
             self._begin(now, out)
 
-    def receive(self, data: bytes, source: Address, now: float, channel: str,
-                out: list[ev.Event]) -> None:
+    def receive(
+        self, data: bytes, source: Address, now: float, channel: str, out: list[ev.Event]
+    ) -> None:
         if self.trial is not None:
             self.trial.receive_datagram(data, source, now, channel)
             self._progress(now, out)
 
-    def receive_response(self, response: Response, source: Address, now: float, channel: str,
-                         out: list[ev.Event]) -> None:
+    def receive_response(
+        self, response: Response, source: Address, now: float, channel: str, out: list[ev.Event]
+    ) -> None:
         if self.trial is not None:
             self.trial.receive_response(response, source, now, channel)
             self._progress(now, out)
@@ -90,8 +92,11 @@ class AutoInterval:
         readdressed = isinstance(event, ev.BindingChanged) and event.cause == "address-changed"
         if not (expired or readdressed):
             return
-        if isinstance(event, ev.BindingExpired) and self.lifetime is not None \
-                and event.idle_s + IDLE_ROUNDING >= self.lifetime:
+        if (
+            isinstance(event, ev.BindingExpired)
+            and self.lifetime is not None
+            and event.idle_s + IDLE_ROUNDING >= self.lifetime
+        ):
             return  # idle as long as the measured lifetime or longer: the measurement holds
         self.lifetime = None
         engine = self.slot.engine
@@ -110,11 +115,17 @@ class AutoInterval:
             return
         self.next_start = None
         self.discovery = Discovery(
-            server, self.slot.config.server.host, self.slot.config.server.port, self._random,
+            server,
+            self.slot.config.server.host,
+            self.slot.config.server.port,
+            self._random,
             max_idle=self.settings.interval_max / self.settings.safety,
-            start=self.settings.interval_min, resolution=RESOLUTION,
-            resolution_min=RESOLUTION_MIN, timeout=self.settings.timeout,
-            stun_server=self.slot.engine.stun_server)
+            start=self.settings.interval_min,
+            resolution=RESOLUTION,
+            resolution_min=RESOLUTION_MIN,
+            timeout=self.settings.timeout,
+            stun_server=self.slot.engine.stun_server,
+        )
         self._next_trial(now, out)
 
     def _next_trial(self, now: float, out: list[ev.Event]) -> None:
@@ -154,8 +165,7 @@ class AutoInterval:
             error = discovery.error
         name = self.slot.name
         if discovery is None or error is not None:
-            out.append(ev.LifetimeDiscoveryFailed(name, str(error),
-                                                  self.slot.engine.interval))
+            out.append(ev.LifetimeDiscoveryFailed(name, str(error), self.slot.engine.interval))
             return
         result = discovery.result()
         self.adopt(result.lo_s, result.hi_s, now, out)
@@ -165,8 +175,9 @@ class AutoInterval:
         becomes safety × lo_s."""
         self.lifetime = lo_s
         out.append(ev.LifetimeDiscovered(self.slot.name, lo_s, lo_s, hi_s))
-        interval = recommended_interval(lo_s, self.settings.safety,
-                                        self.settings.interval_min, self.settings.interval_max)
+        interval = recommended_interval(
+            lo_s, self.settings.safety, self.settings.interval_min, self.settings.interval_max
+        )
         engine = self.slot.engine
         engine.jitter = min(self.settings.jitter, ADAPTED_JITTER)
         engine.set_interval(interval, "lifetime-discovered", now)

@@ -68,12 +68,18 @@ def _child(work: Callable[[], bytes], read_fd: int, write_fd: int) -> NoReturn:
         # The parent's handlers would answer signals meant for the daemon (and write to its
         # wake-up pipe); the child should just die with its parent's service.
         signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
-                       signal.SIGUSR2, signal.SIGCHLD):
+        for signum in (
+            signal.SIGTERM,
+            signal.SIGINT,
+            signal.SIGHUP,
+            signal.SIGUSR1,
+            signal.SIGUSR2,
+            signal.SIGCHLD,
+        ):
             signal.signal(signum, signal.SIG_DFL)
         view = memoryview(work())
         while view:
-            view = view[os.write(write_fd, view):]
+            view = view[os.write(write_fd, view) :]
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

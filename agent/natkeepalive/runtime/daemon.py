@@ -75,11 +75,16 @@ START_GAP = 0.002
 
 
 class Daemon:
-    def __init__(self, config: Config, sink: Sink, status_path: str | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time,
-                 random_bytes: Callable[[int], bytes] | None = None,
-                 environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sink: Sink,
+        status_path: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        random_bytes: Callable[[int], bytes] | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.sink = sink
         self.status_path_override = status_path
@@ -123,15 +128,23 @@ class Daemon:
             raise
         self.selector.register(self.wakeup.reader, None)
         self.wakeup.install()
-        self.emit(ev.Started(__version__, len(self.slots), self.config.source, self.status_path,
-                             self.sink.describe()))
+        self.emit(
+            ev.Started(
+                __version__,
+                len(self.slots),
+                self.config.source,
+                self.status_path,
+                self.sink.describe(),
+            )
+        )
         self.notifier.ready(summary(self.slots.values()))
         self.routine = Housekeeping(now, self.notifier.watchdog_interval() is not None)
         self._write_status(now)
         gc.collect()  # start-up's cyclic garbage (imports, the configuration's reading)
 
-    def _add_slots(self, config: Config, now: float, fatal: bool,
-                   names: set[str] | None = None) -> None:
+    def _add_slots(
+        self, config: Config, now: float, fatal: bool, names: set[str] | None = None
+    ) -> None:
         chosen = [b for b in config.bindings if names is None or b.name in names]
         count = max(len(chosen), 1)
         shortest = min((b.settings.interval for b in chosen), default=START_SPREAD)
@@ -298,7 +311,7 @@ class Daemon:
             command = self.config.hooks.command or ""
             prefix = f"hook {command} "
             if problem.startswith(prefix):  # the event carries the command on its own
-                problem = problem[len(prefix):]
+                problem = problem[len(prefix) :]
             self.emit(ev.HookFailed(command, problem))
         if routine.drops.due(now):
             report = routine.drop_report(now, sum(s.engine.dropped for s in self.slots.values()))
@@ -426,8 +439,15 @@ class Daemon:
             self.hooks.fire(event, self.clock())
 
     def _write_status(self, now: float) -> None:
-        self.outputs.write(self.status_path, self.config.metrics_file, self.slots, self.autos,
-                           self.wall(), now, self._stopped)
+        self.outputs.write(
+            self.status_path,
+            self.config.metrics_file,
+            self.slots,
+            self.autos,
+            self.wall(),
+            now,
+            self._stopped,
+        )
 
     # ------------------------------------------------------------------ signals
 

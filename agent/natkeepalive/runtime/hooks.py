@@ -55,8 +55,11 @@ def _env_value(value: Value) -> str:
 
 
 def hook_environment(ev: Event, path: str | None = None) -> dict[str, str]:
-    env = {"PATH": path or DEFAULT_PATH, "EVENT": ev.NAME,
-           "NAT_KEEPALIVE_EVENT_LINE": format_event(ev)}
+    env = {
+        "PATH": path or DEFAULT_PATH,
+        "EVENT": ev.NAME,
+        "NAT_KEEPALIVE_EVENT_LINE": format_event(ev),
+    }
     for key, value in ev.items():
         name = "".join(c if c.isalnum() else "_" for c in key.upper())
         if name not in _RESERVED:
@@ -102,8 +105,14 @@ class _Job:
 
 
 class HookRunner:
-    def __init__(self, command: str | None, events: Iterable[str], timeout: float = 10.0,
-                 max_running: int = 1, queue_limit: int = 100) -> None:
+    def __init__(
+        self,
+        command: str | None,
+        events: Iterable[str],
+        timeout: float = 10.0,
+        max_running: int = 1,
+        queue_limit: int = 100,
+    ) -> None:
         self.command = command or None
         self.events = frozenset(events)
         self.timeout = timeout
@@ -145,8 +154,15 @@ class HookRunner:
         assert self.command is not None
         try:
             proc = subprocess.Popen(
-                [self.command, event], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, env=env, cwd="/", close_fds=True, start_new_session=True)
+                [self.command, event],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd="/",
+                close_fds=True,
+                start_new_session=True,
+            )
         except ValueError as exc:  # a NUL in the configured command
             self._problems.append(f"hook {self.command!r} {event}: could not start: {exc}")
             return
@@ -176,19 +192,22 @@ class HookRunner:
                 self._kill(job, now)
                 self._problems.append(
                     f"hook {self.command} {job.event}: killed after {format_float(self.timeout)} s "
-                    f"timeout{job.excerpt()}")
+                    f"timeout{job.excerpt()}"
+                )
             else:
                 still.append(job)
         self._running = still
-        self._killed = [(job, now + REAP_RETRY) for job, _ in self._killed
-                        if job.proc.poll() is None]
+        self._killed = [
+            (job, now + REAP_RETRY) for job, _ in self._killed if job.proc.poll() is None
+        ]
         while self._queue and len(self._running) < self.max_running:
             event, env = self._queue.popleft()
             self._start(event, env, now)
         if self._dropped:
             self._problems.append(
                 f"hook {self.command}: dropped {self._dropped} event(s), {self.max_running} hooks "
-                f"running and {self.queue_limit} waiting")
+                f"running and {self.queue_limit} waiting"
+            )
             self._dropped = 0
         problems, self._problems = self._problems, []
         return problems

@@ -30,8 +30,18 @@ LEVELS: dict[str, int] = {name: number for number, name in enumerate(SEVERITY_NA
 LEVELS.update({"error": 3, "warn": 4, "panic": 0})  # the aliases syslog.conf accepts
 
 FACILITIES: dict[str, int] = {
-    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
-    "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+    "kern": 0,
+    "user": 1,
+    "mail": 2,
+    "daemon": 3,
+    "auth": 4,
+    "syslog": 5,
+    "lpr": 6,
+    "news": 7,
+    "uucp": 8,
+    "cron": 9,
+    "authpriv": 10,
+    "ftp": 11,
     **{f"local{n}": 16 + n for n in range(8)},
 }
 
@@ -41,6 +51,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 # --- sinks ---------------------------------------------------------------------------------------
+
 
 def level_severity(level: str) -> int:
     """The highest severity number a `level` name lets through (debug -> 7)."""
@@ -128,8 +139,13 @@ class StderrSink(Sink):
     """`2026-12-07T01:02:03+0000 notice: event=...` on a terminal or in a file; `<5>event=...`
     under journald, which stamps each line itself."""
 
-    def __init__(self, stream: TextIO | None = None, level: str = "info",
-                 journal: bool | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        level: str = "info",
+        journal: bool | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(level)
         self._stream = stream
         self._clock = clock
@@ -198,9 +214,16 @@ class SyslogSink(Sink):
     The socket is non-blocking: a stuck syslogd costs a line on stderr, never a stalled loop.
     """
 
-    def __init__(self, address: str = "/dev/log", facility: str = "daemon", level: str = "info",
-                 ident: str = "nat-keepalive", *, fallback: TextIO | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        address: str = "/dev/log",
+        facility: str = "daemon",
+        level: str = "info",
+        ident: str = "nat-keepalive",
+        *,
+        fallback: TextIO | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(level)
         try:
             self.facility = FACILITIES[facility.strip().lower()]
@@ -293,8 +316,10 @@ class SyslogSink(Sink):
 
     def frame(self, severity: int, text: str) -> bytes:
         tm = time.localtime(self._clock())
-        stamp = (f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:2d} "
-                 f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}")
+        stamp = (
+            f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:2d} "
+            f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}"
+        )
         host = f" {self._hostname}" if self._remote is not None else ""
         pri = self.facility * 8 + severity
         line = f"<{pri}>{stamp}{host} {self.ident}[{os.getpid()}]: {text}"
@@ -367,6 +392,15 @@ def make_sink(log: LogConfig, override_target: str | None = None) -> Sink:
 
 
 __all__ = [
-    "FACILITIES", "LEVELS", "SEVERITY_NAMES", "ListSink", "Sink", "StderrSink", "SyslogSink",
-    "level_severity", "make_sink", "parse_syslog_address", "write_fatal",
+    "FACILITIES",
+    "LEVELS",
+    "SEVERITY_NAMES",
+    "ListSink",
+    "Sink",
+    "StderrSink",
+    "SyslogSink",
+    "level_severity",
+    "make_sink",
+    "parse_syslog_address",
+    "write_fatal",
 ]

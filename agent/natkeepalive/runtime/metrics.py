@@ -69,8 +69,7 @@ class MetricsWriter:
         kept = self._labels.get(key)
         if kept is not None and kept[0] is slot:
             return kept[1]
-        text = (f'binding="{escape(slot.name)}",'
-                f'server="{escape(str(slot.config.server))}"')
+        text = f'binding="{escape(slot.name)}",server="{escape(str(slot.config.server))}"'
         self._labels[key] = (slot, text)
         return text
 
@@ -79,93 +78,153 @@ class MetricsWriter:
         for key in [k for k in self._labels if k not in alive]:
             del self._labels[key]
 
-    def write(self, path: str, slots: Mapping[str, Slot], autos: Mapping[str, AutoInterval],
-              counts: Mapping[str, Mapping[str, int]], started_at: float, wall_now: float,
-              now: float) -> None:
+    def write(
+        self,
+        path: str,
+        slots: Mapping[str, Slot],
+        autos: Mapping[str, AutoInterval],
+        counts: Mapping[str, Mapping[str, int]],
+        started_at: float,
+        wall_now: float,
+        now: float,
+    ) -> None:
         """Replace `path` atomically. Raises OSError."""
         if len(self._labels) > len(slots):
             self.forget_others(slots.values())
         replace_atomically(path, self.render(slots, autos, counts, started_at, wall_now, now))
 
-    def render(self, slots: Mapping[str, Slot], autos: Mapping[str, AutoInterval],
-               counts: Mapping[str, Mapping[str, int]], started_at: float, wall_now: float,
-               now: float) -> Iterator[str]:
+    def render(
+        self,
+        slots: Mapping[str, Slot],
+        autos: Mapping[str, AutoInterval],
+        counts: Mapping[str, Mapping[str, int]],
+        started_at: float,
+        wall_now: float,
+        now: float,
+    ) -> Iterator[str]:
         """The text, in pieces: every family's HELP, TYPE and samples together."""
         rows = [(self.labels(slot), slot) for slot in slots.values()]
         yield header("build_info", "gauge", "The agent's version; always 1.")
         yield f'{PREFIX}build_info{{version="{escape(__version__)}"}} 1\n'
-        yield header("start_time_seconds", "gauge",
-                     "When the agent started, in seconds since the Unix epoch.")
+        yield header(
+            "start_time_seconds",
+            "gauge",
+            "When the agent started, in seconds since the Unix epoch.",
+        )
         yield f"{PREFIX}start_time_seconds {number(round(started_at, 3))}\n"
 
-        yield header("binding_info", "gauge",
-                     "A binding's public mapping, local address and the server's resolved "
-                     "address (empty when not known); always 1.")
+        yield header(
+            "binding_info",
+            "gauge",
+            "A binding's public mapping, local address and the server's resolved "
+            "address (empty when not known); always 1.",
+        )
         name = PREFIX + "binding_info"
         for labels, slot in rows:
             engine = slot.engine
             local = "" if engine.local is None else format_mapping(engine.local) or ""
             server = "" if engine.server is None else format_mapping(engine.server) or ""
-            yield (f'{name}{{{labels},public="{escape(format_mapping(engine.public) or "")}",'
-                   f'local="{escape(local)}",server_address="{escape(server)}"}} 1\n')
+            yield (
+                f'{name}{{{labels},public="{escape(format_mapping(engine.public) or "")}",'
+                f'local="{escape(local)}",server_address="{escape(server)}"}} 1\n'
+            )
 
-        yield header("binding_state", "gauge",
-                     "The binding's reachability: 1 for the current state, 0 for the others.")
+        yield header(
+            "binding_state",
+            "gauge",
+            "The binding's reachability: 1 for the current state, 0 for the others.",
+        )
         name = PREFIX + "binding_state"
         for labels, slot in rows:
             current = slot.engine.reach.state
-            yield "".join(f'{name}{{{labels},state="{state}"}} {1 if state == current else 0}\n'
-                          for state in STATES)
+            yield "".join(
+                f'{name}{{{labels},state="{state}"}} {1 if state == current else 0}\n'
+                for state in STATES
+            )
 
-        yield from _counter_family(rows, "probes_sent_total",
-                                   "Probes sent (keepalives, confirmations, inbound checks).",
-                                   "probes_sent")
-        yield from _counter_family(rows, "answers_total", "Answers accepted from the server.",
-                                   "responses")
-        yield from _counter_family(rows, "timeouts_total",
-                                   "Probes that went unanswered after every retransmission.",
-                                   "timeouts")
-        yield from _counter_family(rows, "dropped_datagrams_total",
-                                   "Datagrams refused: from elsewhere, malformed, or not an "
-                                   "answer to an open probe.", "dropped")
+        yield from _counter_family(
+            rows,
+            "probes_sent_total",
+            "Probes sent (keepalives, confirmations, inbound checks).",
+            "probes_sent",
+        )
+        yield from _counter_family(
+            rows, "answers_total", "Answers accepted from the server.", "responses"
+        )
+        yield from _counter_family(
+            rows,
+            "timeouts_total",
+            "Probes that went unanswered after every retransmission.",
+            "timeouts",
+        )
+        yield from _counter_family(
+            rows,
+            "dropped_datagrams_total",
+            "Datagrams refused: from elsewhere, malformed, or not an answer to an open probe.",
+            "dropped",
+        )
 
         for family, help_text, event, label, values in (
-                ("binding_changes_total", "Confirmed changes of the public mapping, by cause.",
-                 "binding-changed", "cause", CHANGE_CAUSES),
-                ("binding_expiries_total", "NAT bindings found expired, by how it was detected.",
-                 "binding-expired", "detected", EXPIRY_DETECTIONS)):
+            (
+                "binding_changes_total",
+                "Confirmed changes of the public mapping, by cause.",
+                "binding-changed",
+                "cause",
+                CHANGE_CAUSES,
+            ),
+            (
+                "binding_expiries_total",
+                "NAT bindings found expired, by how it was detected.",
+                "binding-expired",
+                "detected",
+                EXPIRY_DETECTIONS,
+            ),
+        ):
             yield header(family, "counter", help_text)
             name = PREFIX + family
             for labels, slot in rows:
                 mine = counts.get(slot.name, {})
-                yield "".join(f'{name}{{{labels},{label}="{value}"}} '
-                              f'{mine.get(f"{event}:{value}", 0)}\n' for value in values)
-        yield header("binding_flaps_total", "counter",
-                     "Times two public mappings were seen to alternate (an ALG, a load balancer).")
+                yield "".join(
+                    f'{name}{{{labels},{label}="{value}"}} {mine.get(f"{event}:{value}", 0)}\n'
+                    for value in values
+                )
+        yield header(
+            "binding_flaps_total",
+            "counter",
+            "Times two public mappings were seen to alternate (an ALG, a load balancer).",
+        )
         name = PREFIX + "binding_flaps_total"
         for labels, slot in rows:
             yield f"{name}{{{labels}}} {counts.get(slot.name, {}).get('binding-flapping', 0)}\n"
 
-        yield header("inbound_check", "gauge",
-                     "The last inbound check's result: 1 for it, 0 for the others; all 0 before "
-                     "the first.")
+        yield header(
+            "inbound_check",
+            "gauge",
+            "The last inbound check's result: 1 for it, 0 for the others; all 0 before the first.",
+        )
         name = PREFIX + "inbound_check"
         for labels, slot in rows:
             result_now = slot.engine.inbound_result
-            yield "".join(f'{name}{{{labels},result="{result}"}} '
-                          f'{1 if result == result_now else 0}\n' for result in INBOUND_RESULTS)
+            yield "".join(
+                f'{name}{{{labels},result="{result}"}} {1 if result == result_now else 0}\n'
+                for result in INBOUND_RESULTS
+            )
 
-        yield header("rtt_seconds", "gauge",
-                     "Round-trip time of the last answer; absent before the first.")
+        yield header(
+            "rtt_seconds", "gauge", "Round-trip time of the last answer; absent before the first."
+        )
         name = PREFIX + "rtt_seconds"
         for labels, slot in rows:
             rtt = slot.engine.last_rtt_ms
             if rtt is not None:
                 yield f"{name}{{{labels}}} {number(round(rtt / 1000.0, 6))}\n"
 
-        yield header("last_answer_timestamp_seconds", "gauge",
-                     "When the last answer came, in seconds since the Unix epoch; absent before "
-                     "the first and after a new flow.")
+        yield header(
+            "last_answer_timestamp_seconds",
+            "gauge",
+            "When the last answer came, in seconds since the Unix epoch; absent before "
+            "the first and after a new flow.",
+        )
         name = PREFIX + "last_answer_timestamp_seconds"
         for labels, slot in rows:
             at = slot.engine.last_response_at
@@ -177,8 +236,11 @@ class MetricsWriter:
         for labels, slot in rows:
             yield f"{name}{{{labels}}} {number(round(slot.engine.interval, 3))}\n"
 
-        yield header("lifetime_seconds", "gauge",
-                     "The NAT binding lifetime measured (interval: auto); absent until measured.")
+        yield header(
+            "lifetime_seconds",
+            "gauge",
+            "The NAT binding lifetime measured (interval: auto); absent until measured.",
+        )
         name = PREFIX + "lifetime_seconds"
         for labels, slot in rows:
             auto = autos.get(slot.name) if autos else None
@@ -186,8 +248,9 @@ class MetricsWriter:
                 yield f"{name}{{{labels}}} {number(auto.lifetime)}\n"
 
 
-def _counter_family(rows: list[tuple[str, Slot]], family: str, help_text: str,
-                    attribute: str) -> Iterator[str]:
+def _counter_family(
+    rows: list[tuple[str, Slot]], family: str, help_text: str, attribute: str
+) -> Iterator[str]:
     yield header(family, "counter", help_text)
     name = PREFIX + family
     for labels, slot in rows:

@@ -30,8 +30,12 @@ def _render(value: FieldValue) -> str:
 
 
 class Notifier:
-    def __init__(self, address: str | None = None, watchdog_usec: int | None = None,
-                 watchdog_pid: int | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        watchdog_usec: int | None = None,
+        watchdog_pid: int | None = None,
+    ) -> None:
         self._target: str | None = None
         if address and (address.startswith("/") or (address.startswith("@") and len(address) > 1)):
             # `@name` is Linux's abstract namespace: a leading NUL, no file
@@ -44,8 +48,11 @@ class Notifier:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Notifier:
         env = os.environ if environ is None else environ
-        return cls(env.get("NOTIFY_SOCKET") or None,
-                   _positive_int(env.get("WATCHDOG_USEC")), _positive_int(env.get("WATCHDOG_PID")))
+        return cls(
+            env.get("NOTIFY_SOCKET") or None,
+            _positive_int(env.get("WATCHDOG_USEC")),
+            _positive_int(env.get("WATCHDOG_PID")),
+        )
 
     @property
     def enabled(self) -> bool:
@@ -62,8 +69,11 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto("\n".join(lines).encode("utf-8", "replace"),
-                              socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL, self._target)
+            self._sock.sendto(
+                "\n".join(lines).encode("utf-8", "replace"),
+                socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL,
+                self._target,
+            )
         except OSError:
             return False
         return True

@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 
 # Events counted per binding for the metrics file, and the field that splits the count (the
 # engine keeps only their totals)
-COUNTED_EVENTS = {"binding-changed": "cause", "binding-expired": "detected",
-                  "binding-flapping": ""}
+COUNTED_EVENTS = {"binding-changed": "cause", "binding-expired": "detected", "binding-flapping": ""}
 
 
 class Outputs:
@@ -58,17 +57,26 @@ class Outputs:
         """A binding removed or reconfigured counts afresh, like its new engine."""
         self.cause_counts.pop(name, None)
 
-    def write(self, status_path: str, metrics_path: str | None, slots: Mapping[str, Slot],
-              autos: Mapping[str, AutoInterval], wall_now: float, now: float,
-              stopped: str | None = None) -> None:
+    def write(
+        self,
+        status_path: str,
+        metrics_path: str | None,
+        slots: Mapping[str, Slot],
+        autos: Mapping[str, AutoInterval],
+        wall_now: float,
+        now: float,
+        stopped: str | None = None,
+    ) -> None:
         self.dirty = False
         self.written_at = now
         self.counter_mark = counters(slots.values())
         if metrics_path:
             self._write_metrics(metrics_path, slots, autos, wall_now, now)
         try:
-            write_status(status_path, snapshot(slots.values(), autos, self.started_at, wall_now,
-                                               now, stopped))
+            write_status(
+                status_path,
+                snapshot(slots.values(), autos, self.started_at, wall_now, now, stopped),
+            )
         except OSError as exc:
             error = str(exc.strerror or exc)
             if error != self._status_error:
@@ -80,15 +88,22 @@ class Outputs:
             self.sink.emit(ev.StatusWriteRecovered(status_path))
         self.notifier.send(STATUS=summary(slots.values()))
 
-    def _write_metrics(self, path: str, slots: Mapping[str, Slot],
-                       autos: Mapping[str, AutoInterval], wall_now: float, now: float) -> None:
+    def _write_metrics(
+        self,
+        path: str,
+        slots: Mapping[str, Slot],
+        autos: Mapping[str, AutoInterval],
+        wall_now: float,
+        now: float,
+    ) -> None:
         if self._metrics is None:
             from natkeepalive.runtime.metrics import MetricsWriter
 
             self._metrics = MetricsWriter()
         try:
-            self._metrics.write(path, slots, autos, self.cause_counts, self.started_at,
-                                wall_now, now)
+            self._metrics.write(
+                path, slots, autos, self.cause_counts, self.started_at, wall_now, now
+            )
         except OSError as exc:
             error = str(exc.strerror or exc)
             if error != self._metrics_error:

@@ -44,8 +44,7 @@ class Poller:
         """The ready sockets and their tags; waits at most `timeout` seconds (rounded up to
         epoll's millisecond, so a deadline is never reached early), None for no limit."""
         try:
-            ready = self._epoll.poll(-1 if timeout is None else timeout,
-                                     max(len(self._owners), 1))
+            ready = self._epoll.poll(-1 if timeout is None else timeout, max(len(self._owners), 1))
         except InterruptedError:  # a signal: its handler ran, the loop looks at the flags
             return []
         owners = self._owners

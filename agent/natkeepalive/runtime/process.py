@@ -32,7 +32,8 @@ def raise_file_limit(bindings: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < needed:
         raise SocketSetupError(
             f"{bindings} bindings need about {needed} open files, but the limit is {soft} "
-            f"(hard limit {hard}); raise it (ulimit -n, LimitNOFILE=, procd limits)")
+            f"(hard limit {hard}); raise it (ulimit -n, LimitNOFILE=, procd limits)"
+        )
 
 
 def drop_privileges(user: str | None, status_path: str, source: str) -> None:
@@ -47,8 +48,11 @@ def drop_privileges(user: str | None, status_path: str, source: str) -> None:
 
     ids = lookup_user(user)
     if ids is None:  # `check` refuses this; the account may have gone since
-        raise ConfigError(f"no such user {user!r} on this host (create it, or remove "
-                          "'user:')", file=source, key="user")
+        raise ConfigError(
+            f"no such user {user!r} on this host (create it, or remove 'user:')",
+            file=source,
+            key="user",
+        )
     uid, gid = ids
     # The status file's folder (under /run, gone after a reboot) is made while root can,
     # and given to the user who writes the file from now on.

@@ -20,11 +20,16 @@ class BindingDiff:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, BindingDiff) and (self.added, self.changed, self.removed) == (
-            other.added, other.changed, other.removed)
+            other.added,
+            other.changed,
+            other.removed,
+        )
 
     def __repr__(self) -> str:
-        return (f"BindingDiff(added={sorted(self.added)}, changed={sorted(self.changed)}, "
-                f"removed={sorted(self.removed)})")
+        return (
+            f"BindingDiff(added={sorted(self.added)}, changed={sorted(self.changed)}, "
+            f"removed={sorted(self.removed)})"
+        )
 
 
 def diff_bindings(old: Iterable[BindingConfig], new: Iterable[BindingConfig]) -> BindingDiff:
@@ -33,4 +38,5 @@ def diff_bindings(old: Iterable[BindingConfig], new: Iterable[BindingConfig]) ->
     return BindingDiff(
         added={n for n in new_by_name if n not in old_by_name},
         changed={n for n, b in old_by_name.items() if n in new_by_name and b != new_by_name[n]},
-        removed={n for n in old_by_name if n not in new_by_name})
+        removed={n for n in old_by_name if n not in new_by_name},
+    )

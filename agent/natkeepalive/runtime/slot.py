@@ -43,20 +43,37 @@ STUN_KEY = "\0stun"  # the resolver's key for a binding's stun_server: its name 
 class Slot:
     # One per binding, like the engine: no per-instance __dict__.
     __slots__ = (
-        "addresses", "checked", "config", "engine", "literal", "missing", "name", "next_resolve",
-        "resolve_failing", "resolved_at", "scheduled", "server", "sock", "start_offset",
+        "addresses",
+        "checked",
+        "config",
+        "engine",
+        "literal",
+        "missing",
+        "name",
+        "next_resolve",
+        "resolve_failing",
+        "resolved_at",
+        "scheduled",
+        "server",
+        "sock",
+        "start_offset",
         "stun_next",
     )
 
-    def __init__(self, config: BindingConfig, random_bytes: Callable[[int], bytes],
-                 addresses: AddressWatch | None = None) -> None:
+    def __init__(
+        self,
+        config: BindingConfig,
+        random_bytes: Callable[[int], bytes],
+        addresses: AddressWatch | None = None,
+    ) -> None:
         # Without a watch (tests, one-off use) every question goes to the system.
         self.addresses = addresses if addresses is not None else AddressWatch(None)
         self.config = config
         self.literal = is_ip_literal(config.server.host)  # asked before every send otherwise
         self.name = config.name
-        self.engine = BindingEngine(config.name, config.settings, random_bytes,
-                                    config.server.host, config.server.port)
+        self.engine = BindingEngine(
+            config.name, config.settings, random_bytes, config.server.host, config.server.port
+        )
         self.sock: socket.socket | None = None
         self.server: Address | None = None
         self.next_resolve = 0.0
@@ -79,8 +96,8 @@ class Slot:
         interface = self.config.interface
         if interface:
             addresses = self.addresses.ask(
-                ("interface", interface),
-                lambda: tuple(netinfo.interface_addresses(interface)))
+                ("interface", interface), lambda: tuple(netinfo.interface_addresses(interface))
+            )
             for address in addresses:
                 if family_of(address) == family:
                     return address
@@ -94,7 +111,8 @@ class Slot:
             return bound
         return self.addresses.ask(
             ("source", server),
-            lambda: netinfo.source_address_for(server[0], server[1], family_of(server[0])))
+            lambda: netinfo.source_address_for(server[0], server[1], family_of(server[0])),
+        )
 
     def local_now(self) -> tuple[str, str] | None:
         """(bind address, via address) as they are now; None when the host has no usable one."""
@@ -111,18 +129,23 @@ class Slot:
     def resolve_due(self, now: float) -> bool:
         """Every RESOLVE_EVERY; every retry_interval while unreachable (the name may have moved)."""
         if self.engine.reach.state == UNREACHABLE and self.resolved_at is not None:
-            self.next_resolve = min(self.next_resolve,
-                                    self.resolved_at + self.config.settings.retry_interval)
+            self.next_resolve = min(
+                self.next_resolve, self.resolved_at + self.config.settings.retry_interval
+            )
         return now >= self.next_resolve
 
     def quiet(self, now: float, resolver: Resolver | None) -> bool:
         """Whether nothing refresh looks at can have moved since check_local last ran: no lookup
         is due or waiting, and no address or route change was announced (or forgotten): refresh
         can then be skipped, which matters since it would run before every keepalive."""
-        return (self.checked == self.addresses.changes and now < self.next_resolve
-                and self.sock is not None and self.addresses.sock is not None
-                and not self.resolve_failing
-                and (resolver is None or self.name not in resolver.results))
+        return (
+            self.checked == self.addresses.changes
+            and now < self.next_resolve
+            and self.sock is not None
+            and self.addresses.sock is not None
+            and not self.resolve_failing
+            and (resolver is None or self.name not in resolver.results)
+        )
 
     def refresh(self, now: float, out: list[ev.Event], resolver: Resolver | None = None) -> None:
         """Resolve the server if due and (re)open the socket if the local address moved.
@@ -130,8 +153,9 @@ class Slot:
         With a resolver a name is looked up off the loop: until the answer comes back (through
         the daemon's loop, which calls refresh again) the binding keeps its current server, or
         waits when it has none yet. Without one (at start) the lookup is done in place."""
-        if now >= self.stun_next or (resolver is not None and resolver.results
-                                     and self.name + STUN_KEY in resolver.results):
+        if now >= self.stun_next or (
+            resolver is not None and resolver.results and self.name + STUN_KEY in resolver.results
+        ):
             self._refresh_stun(now, resolver)
         if self.quiet(now, resolver):
             return
@@ -206,15 +230,18 @@ class Slot:
         bound, via = local
         engine_local = self.engine.local
         same_server = self.engine.server == self.server
-        if self.sock is not None and engine_local is not None and engine_local[0] == via \
-                and same_server:
+        if (
+            self.sock is not None
+            and engine_local is not None
+            and engine_local[0] == via
+            and same_server
+        ):
             self.checked = self.addresses.changes
             return
         if self.sock is None or engine_local is None or engine_local[0] != via:
             self.close()
             self.sock = open_udp(bound, self.config.source_port, f"binding {self.name}")
-        self.engine.set_flow((via, self.config.source_port), self.server, now,
-                             self.start_offset)
+        self.engine.set_flow((via, self.config.source_port), self.server, now, self.start_offset)
         self.checked = self.addresses.changes
 
     def _why_no_address(self) -> str:

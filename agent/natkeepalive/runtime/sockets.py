@@ -48,14 +48,18 @@ def open_udp(address: str, port: int, label: str) -> socket.socket:
         sock.close()
         where = format_hostport(address, port)
         if exc.errno == errno.EADDRINUSE:
-            raise PortInUseError(f"{label}: local port {port} is already in use ({where})") \
-                from None
+            raise PortInUseError(
+                f"{label}: local port {port} is already in use ({where})"
+            ) from None
         if exc.errno == errno.EADDRNOTAVAIL:
-            raise SocketSetupError(f"{label}: address {address} is not on this host ({where})") \
-                from None
+            raise SocketSetupError(
+                f"{label}: address {address} is not on this host ({where})"
+            ) from None
         if exc.errno == errno.EACCES:
-            raise BindPermissionError(f"{label}: no permission to bind {where} "
-                                     "(ports below 1024 need CAP_NET_BIND_SERVICE)") from None
+            raise BindPermissionError(
+                f"{label}: no permission to bind {where} "
+                "(ports below 1024 need CAP_NET_BIND_SERVICE)"
+            ) from None
         raise SocketSetupError(f"{label}: cannot bind {where}: {exc.strerror}") from None
     return sock
 
@@ -64,13 +68,13 @@ def resolve(host: str, port: int, family: int = 0) -> Address:
     """The first UDP address of host; raises OSError (socket.gaierror) when it does not resolve."""
     if is_ip_literal(host):
         return host, port
-    infos = socket.getaddrinfo(ascii_host(host), port, family, socket.SOCK_DGRAM,
-                               socket.IPPROTO_UDP)
+    infos = socket.getaddrinfo(
+        ascii_host(host), port, family, socket.SOCK_DGRAM, socket.IPPROTO_UDP
+    )
     if not infos:
         raise OSError(f"no address for {host}")
     address = infos[0][4]
     return str(address[0]), int(address[1])
-
 
 
 if TYPE_CHECKING:

@@ -37,8 +37,14 @@ def iso_utc(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def snapshot(slots: Iterable[Slot], autos: Mapping[str, AutoInterval], started_at: float,
-             wall_now: float, now: float, stopped: str | None) -> dict[str, object]:
+def snapshot(
+    slots: Iterable[Slot],
+    autos: Mapping[str, AutoInterval],
+    started_at: float,
+    wall_now: float,
+    now: float,
+    stopped: str | None,
+) -> dict[str, object]:
     """The status file's content: the process, and each binding from its engine's statistics.
     `now` is the monotonic clock's reading at wall-clock `wall_now`; `stopped` the stop reason,
     for the last file a stopping agent writes."""
@@ -59,31 +65,33 @@ def snapshot(slots: Iterable[Slot], autos: Mapping[str, AutoInterval], started_a
         public = engine.public
         local = engine.local
         auto = autos.get(slot.name)
-        bindings.append({
-            "name": slot.name,
-            "server": slot.server_text,
-            "local": None if local is None else format_hostport(*local),
-            "state": engine.reach.state if slot.missing is None else "no-local-address",
-            "problem": slot.missing,
-            "public": format_mapping(public),
-            "public_address": None if public is None else public[0],
-            "public_port": None if public is None else public[1],
-            "rtt_ms": engine.last_rtt_ms,
-            "last_status": engine.last_status,  # a 403 under require_2xx has an RTT too
-            "interval_s": round(engine.interval, 3),
-            "last_response_at": wall_of(engine.last_response_at),
-            "last_change_at": wall_of(engine.tracker.changed_at),
-            "changes": engine.tracker.changes,
-            "expiries": engine.tracker.expiries,
-            "probes_sent": engine.probes_sent,
-            "responses": engine.responses,
-            "timeouts": engine.timeouts,
-            "dropped": engine.dropped,
-            "inbound_check": engine.inbound_result,
-            "expiry_detection": engine.expiry_detection,
-            "crlf_keepalives": engine.crlf_received,
-            "lifetime_s": None if auto is None else auto.lifetime,
-        })
+        bindings.append(
+            {
+                "name": slot.name,
+                "server": slot.server_text,
+                "local": None if local is None else format_hostport(*local),
+                "state": engine.reach.state if slot.missing is None else "no-local-address",
+                "problem": slot.missing,
+                "public": format_mapping(public),
+                "public_address": None if public is None else public[0],
+                "public_port": None if public is None else public[1],
+                "rtt_ms": engine.last_rtt_ms,
+                "last_status": engine.last_status,  # a 403 under require_2xx has an RTT too
+                "interval_s": round(engine.interval, 3),
+                "last_response_at": wall_of(engine.last_response_at),
+                "last_change_at": wall_of(engine.tracker.changed_at),
+                "changes": engine.tracker.changes,
+                "expiries": engine.tracker.expiries,
+                "probes_sent": engine.probes_sent,
+                "responses": engine.responses,
+                "timeouts": engine.timeouts,
+                "dropped": engine.dropped,
+                "inbound_check": engine.inbound_result,
+                "expiry_detection": engine.expiry_detection,
+                "crlf_keepalives": engine.crlf_received,
+                "lifetime_s": None if auto is None else auto.lifetime,
+            }
+        )
     data: dict[str, object] = {
         "version": __version__,
         "pid": os.getpid(),
@@ -149,7 +157,7 @@ _CHUNK = 1 << 16
 def _write_all(fd: int, text: str) -> None:
     view = memoryview(text.encode("utf-8"))
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 # --- JSON out -------------------------------------------------------------------------------------
@@ -157,8 +165,15 @@ def _write_all(fd: int, text: str) -> None:
 # else as JSON. json's indented form is pure Python anyway, so this is no slower; the layout puts
 # one binding per line, which reads well and writes quicker.
 
-_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n",
-                  "\r": "\\r", "\t": "\\t"}
+_SHORT_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
 _INF = float("inf")
 
 
@@ -207,19 +222,26 @@ def _value(value: object, indent: str, depth: int) -> str:
         if not value:
             return "{}"
         if depth >= 2:
-            return "{" + ", ".join([_item(key, item, "", depth)
-                                    for key, item in value.items()]) + "}"
+            return (
+                "{" + ", ".join([_item(key, item, "", depth) for key, item in value.items()]) + "}"
+            )
         inner = indent + "  "
-        return "{\n" + ",\n".join([inner + _item(key, item, inner, depth)
-                                    for key, item in value.items()]) + f"\n{indent}}}"
+        return (
+            "{\n"
+            + ",\n".join([inner + _item(key, item, inner, depth) for key, item in value.items()])
+            + f"\n{indent}}}"
+        )
     if isinstance(value, (list, tuple)):
         if not value:
             return "[]"
         if depth >= 2:
             return "[" + ", ".join([_value(v, "", depth + 1) for v in value]) + "]"
         inner = indent + "  "
-        return "[\n" + ",\n".join([f"{inner}{_value(v, inner, depth + 1)}"
-                                    for v in value]) + f"\n{indent}]"
+        return (
+            "[\n"
+            + ",\n".join([f"{inner}{_value(v, inner, depth + 1)}" for v in value])
+            + f"\n{indent}]"
+        )
     raise TypeError(f"{type(value).__name__} has no JSON form")
 
 

@@ -32,8 +32,9 @@ def parse_request(data: bytes) -> Request:
     if message.top_via.protocol != "SIP/2.0/UDP":
         raise SipParseError(f"top Via is {message.top_via.protocol}, not SIP/2.0/UDP")
     if message.cseq_method != message.method:
-        raise SipParseError(f"CSeq method {message.cseq_method} is not the request's "
-                            f"{message.method}")
+        raise SipParseError(
+            f"CSeq method {message.cseq_method} is not the request's {message.method}"
+        )
     for name in _REQUIRED:
         if message.header(name) is None:
             raise SipParseError(f"missing {name} header")
@@ -52,8 +53,7 @@ def answer_destination(request: Request, source: tuple[str, int]) -> tuple[str, 
 def is_relayed_check(request: Request, call_id: str, cseq: int) -> bool:
     """Whether `request` is the check the agent sent (its Call-ID and CSeq), come back through a
     proxy: a relayed check must be answered, not counted as a stray request."""
-    return (request.method == "OPTIONS" and request.call_id == call_id
-            and request.cseq == cseq)
+    return request.method == "OPTIONS" and request.call_id == call_id and request.cseq == cseq
 
 
 def _top_via(via: Via, source: tuple[str, int]) -> str:
@@ -73,8 +73,13 @@ def _top_via(via: Via, source: tuple[str, int]) -> str:
     return f"{via.protocol} {via.sent_by}" + "".join(f";{p}" for p in params)
 
 
-def build_answer(request: Request, source: tuple[str, int], status: int = 200,
-                 reason: str = "OK", to_tag: str = "") -> bytes:
+def build_answer(
+    request: Request,
+    source: tuple[str, int],
+    status: int = 200,
+    reason: str = "OK",
+    to_tag: str = "",
+) -> bytes:
     """The answer to `request` received from `source`: its Via headers (the top one marked as
     above), From, To (with `to_tag` added when it has no tag), Call-ID and CSeq, no body."""
     if not 200 <= status <= 699 or not reason or any(c in reason for c in "\r\n"):
@@ -92,8 +97,15 @@ def build_answer(request: Request, source: tuple[str, int], status: int = 200,
     to = request.header("to") or ""
     if to_tag and ";tag=" not in to.replace(" ", "").lower():
         to += f";tag={to_tag}"
-    lines += [f"From: {request.header('from')}", f"To: {to}", f"Call-ID: {request.call_id}",
-              f"CSeq: {request.cseq} {request.cseq_method}", "Content-Length: 0", "", ""]
+    lines += [
+        f"From: {request.header('from')}",
+        f"To: {to}",
+        f"Call-ID: {request.call_id}",
+        f"CSeq: {request.cseq} {request.cseq_method}",
+        "Content-Length: 0",
+        "",
+        "",
+    ]
     return "\r\n".join(lines).encode("utf-8")
 
 

@@ -57,8 +57,16 @@ class AnswerFacts:
     """What the engine reads of an answer besides its top Via's branch and its CSeq number
     (core/engine.py `_receive` and `_answered`), read once per shape."""
 
-    __slots__ = ("call_id", "cseq_method", "flow_timer", "host", "received", "rport",
-                 "rport_bare", "status")
+    __slots__ = (
+        "call_id",
+        "cseq_method",
+        "flow_timer",
+        "host",
+        "received",
+        "rport",
+        "rport_bare",
+        "status",
+    )
 
     def __init__(self, response: Response) -> None:
         via = response.top_via
@@ -70,8 +78,9 @@ class AnswerFacts:
         self.rport = via.rport
         # `rport` without a value: a server that ignores RFC 3581, or one that leaves it bare
         # when the port did not change (linphone)
-        self.rport_bare = self.rport is None and via.has_param("rport") \
-            and via.param("rport") is None
+        self.rport_bare = (
+            self.rport is None and via.has_param("rport") and via.param("rport") is None
+        )
         self.flow_timer = response.flow_timer
 
 
@@ -94,12 +103,29 @@ class AnswerMemo:
             # The datagram's own values put between the learnt fixed bytes must give the
             # datagram back, and the values must be token characters: two C calls for all the
             # fixed bytes and one for the values: this runs for nearly every answer.
-            (start1, size1, after1, start2, size2, after2, start3, size3, after3,
-             start4, size4, after4) = spans
-            values = (data[start1:start1 + size1], data[start2:start2 + size2],
-                      data[start3:start3 + size3], data[start4:start4 + size4])
-            if b"".join((head, values[0], after1, values[1], after2, values[2], after3,
-                         values[3], after4)) != data or b"".join(values).strip(_TOKEN):
+            (
+                start1,
+                size1,
+                after1,
+                start2,
+                size2,
+                after2,
+                start3,
+                size3,
+                after3,
+                start4,
+                size4,
+                after4,
+            ) = spans
+            values = (
+                data[start1 : start1 + size1],
+                data[start2 : start2 + size2],
+                data[start3 : start3 + size3],
+                data[start4 : start4 + size4],
+            )
+            if b"".join(
+                (head, values[0], after1, values[1], after2, values[2], after3, values[3], after4)
+            ) != data or b"".join(values).strip(_TOKEN):
                 continue
             raw = values[cseq]
             number = int(raw) if raw.isdigit() else CSEQ_MAX + 1
@@ -107,16 +133,24 @@ class AnswerMemo:
                 if shape is not shapes[0]:
                     shapes.remove(shape)
                     shapes.insert(0, shape)
-                return (values[branch].decode("ascii"), number,
-                        facts.call_id if call_id < 0 else values[call_id].decode("ascii"), facts)
+                return (
+                    values[branch].decode("ascii"),
+                    number,
+                    facts.call_id if call_id < 0 else values[call_id].decode("ascii"),
+                    facts,
+                )
         response = parse_response(data)
         facts = AnswerFacts(response)
         self._learn(data, response, facts)
         return response.top_via.branch or "", response.cseq, response.call_id, facts
 
     def _learn(self, data: bytes, response: Response, facts: AnswerFacts) -> None:
-        if (type(data) is not bytes or len(data) > LEARN_MAX_BYTES or data[:1] in (b"\r", b"\n")
-                or not data.isascii()):
+        if (
+            type(data) is not bytes
+            or len(data) > LEARN_MAX_BYTES
+            or data[:1] in (b"\r", b"\n")
+            or not data.isascii()
+        ):
             return
         lines = _split_head(data)[0].decode("ascii").split("\n")  # as the parser splits it
         if len(lines) != len(response.headers) + 1:
@@ -146,18 +180,45 @@ class AnswerMemo:
             found.append(call_id)
         found.sort()
         ends = [start for start, *_ in found[1:]] + [len(data)]
-        pieces = [(start, length, data[start + length:end])
-                  for (start, length, _kind), end in zip(found, ends)]
+        pieces = [
+            (start, length, data[start + length : end])
+            for (start, length, _kind), end in zip(found, ends)
+        ]
         while len(pieces) < 4:  # empty spans at the end keep read() to one form
             pieces.append(_NO_SPAN)
-        ((start1, size1, after1), (start2, size2, after2), (start3, size3, after3),
-         (start4, size4, after4)) = pieces
-        spans: Spans = (start1, size1, after1, start2, size2, after2, start3, size3, after3,
-                        start4, size4, after4)
+        (
+            (start1, size1, after1),
+            (start2, size2, after2),
+            (start3, size3, after3),
+            (start4, size4, after4),
+        ) = pieces
+        spans: Spans = (
+            start1,
+            size1,
+            after1,
+            start2,
+            size2,
+            after2,
+            start3,
+            size3,
+            after3,
+            start4,
+            size4,
+            after4,
+        )
         kinds = [kind for _start, _length, kind in found]
-        self._shapes.insert(0, (len(data), data[:found[0][0]], spans, kinds.index(_BRANCH),
-                                kinds.index(_CSEQ),
-                                kinds.index(_CALL_ID) if _CALL_ID in kinds else -1, facts))
+        self._shapes.insert(
+            0,
+            (
+                len(data),
+                data[: found[0][0]],
+                spans,
+                kinds.index(_BRANCH),
+                kinds.index(_CSEQ),
+                kinds.index(_CALL_ID) if _CALL_ID in kinds else -1,
+                facts,
+            ),
+        )
         del self._shapes[SHAPES:]
 
 
@@ -166,21 +227,22 @@ def _tag(value: str) -> str:
     at = value.lower().find(";tag=")
     if at < 0:
         return ""
-    tag = value[at + 5:]
+    tag = value[at + 5 :]
     rest = tag.encode().lstrip(_TOKEN)  # from the first character that is not a token's
-    return tag[:len(tag) - len(rest)]
+    return tag[: len(tag) - len(rest)]
 
 
-def _span(lines: list[str], starts: list[int], index: int, value: str, text: str,
-          kind: int) -> tuple[int, int, int] | None:
+def _span(
+    lines: list[str], starts: list[int], index: int, value: str, text: str, kind: int
+) -> tuple[int, int, int] | None:
     """Where `text`, found once in header `index`'s value, lies in the datagram."""
     if not text or value.count(text) != 1 or text.encode().strip(_TOKEN):
         return None
     line = lines[index + 1].rstrip("\r")
     colon = line.find(":")
-    raw = line[colon + 1:]
+    raw = line[colon + 1 :]
     at = colon + 1 + len(raw) - len(raw.lstrip())
-    if line[at:at + len(value)] != value:
+    if line[at : at + len(value)] != value:
         return None
     start = starts[index + 1] + at + value.find(text)
     return (start, len(text), kind)

@@ -57,9 +57,7 @@ HEADER_NAMES: tuple[tuple[str, str], ...] = (
 )
 _COMPACT: dict[str, str] = {short: long for long, short in HEADER_NAMES if short}
 
-_TOKEN_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
-)
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 _HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
 _V6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 _WHITESPACE = " \t"
@@ -80,8 +78,10 @@ def _is_token(text: str) -> bool:
     return bool(text) and set(text) <= _TOKEN_CHARS
 
 
-_SIP_PROTOCOLS = {(n, v, t): f"{n}/{v}/{t}" for n, v, t in (
-    ("SIP", "2.0", "UDP"), ("SIP", "2.0", "TCP"), ("SIP", "2.0", "TLS"))}
+_SIP_PROTOCOLS = {
+    (n, v, t): f"{n}/{v}/{t}"
+    for n, v, t in (("SIP", "2.0", "UDP"), ("SIP", "2.0", "TCP"), ("SIP", "2.0", "TLS"))
+}
 
 
 def _header_name(raw: str, number: int) -> str:
@@ -125,7 +125,7 @@ class Via:
     """One Via value (RFC 3261 §20.42) with the RFC 3581 `received`/`rport` helpers."""
 
     protocol: str  # e.g. "SIP/2.0/UDP", upper case
-    host: str      # sent-by host, IPv6 without brackets
+    host: str  # sent-by host, IPv6 without brackets
     port: int | None
     params: Params  # names lower-cased, values as sent but trimmed (None: no '=')
 
@@ -317,9 +317,9 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
     lf_lf = data.find(b"\n\n")
     lf_crlf = data.find(b"\n\r\n")
     if lf_crlf >= 0 and (lf_lf < 0 or lf_crlf < lf_lf):
-        return data[:lf_crlf], data[lf_crlf + 3:]
+        return data[:lf_crlf], data[lf_crlf + 3 :]
     if lf_lf >= 0:
-        return data[:lf_lf], data[lf_lf + 2:]
+        return data[:lf_lf], data[lf_lf + 2 :]
     return data.rstrip(b"\r\n"), b""  # no empty line: tolerated, the datagram ends the message
 
 
@@ -348,8 +348,13 @@ def _header_lines(text: str) -> list[tuple[str, str]]:
 
 def _parse_cseq(value: str) -> tuple[int, str]:
     parts = value.split()
-    if (len(parts) != 2 or not parts[0].isdigit() or not parts[0].isascii()
-            or len(parts[0]) > 10 or not _is_token(parts[1])):
+    if (
+        len(parts) != 2
+        or not parts[0].isdigit()
+        or not parts[0].isascii()
+        or len(parts[0]) > 10
+        or not _is_token(parts[1])
+    ):
         raise SipParseError(f"bad CSeq {_show(value)}: expected 'number method'")
     number = int(parts[0])
     if number > CSEQ_MAX:
@@ -365,8 +370,7 @@ def _body(content_length: str | None, rest: bytes) -> bytes:
         raise SipParseError(f"bad Content-Length {_show(content_length)}")
     length = int(content_length)
     if length > len(rest):
-        raise SipParseError(
-            f"Content-Length {length} exceeds the {len(rest)} body bytes received")
+        raise SipParseError(f"Content-Length {length} exceeds the {len(rest)} body bytes received")
     return rest[:length]  # anything after it (e.g. CRLF padding) is not the body
 
 

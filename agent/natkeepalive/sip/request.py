@@ -29,15 +29,15 @@ _WORD_CHARS = _TOKEN_CHARS | frozenset('()<>:\\"/[]?{}')
 class OptionsRequest:
     """What varies between keepalives; `build_options` turns it into bytes."""
 
-    uri_host: str            # host or address as configured (IPv6 without brackets)
+    uri_host: str  # host or address as configured (IPv6 without brackets)
     uri_port: int | None  # None: omitted from the Request-URI (use None for 5060)
-    via_host: str            # local address, or the learned public one for the inbound check
+    via_host: str  # local address, or the learned public one for the inbound check
     via_port: int
-    branch: str              # full value including the z9hG4bK magic cookie
+    branch: str  # full value including the z9hG4bK magic cookie
     call_id: str
     from_tag: str
     cseq: int
-    rport: bool = True       # False for the inbound check: no rport parameter at all
+    rport: bool = True  # False for the inbound check: no rport parameter at all
     max_forwards: int = 70
     user_agent: str = "nat-keepalive"  # "" omits the header
 
@@ -80,8 +80,9 @@ def _check_int(value: int, what: str, high: int) -> int:
 def _user_agent(value: str) -> str:
     # Printable ASCII only: a control character or non-ASCII byte gains nothing on the wire.
     if value != value.strip() or any(not " " <= ch <= "~" for ch in value):
-        raise LocalProtocolError(f"user_agent {value!r} must be printable ASCII without "
-                                 "leading or trailing spaces")
+        raise LocalProtocolError(
+            f"user_agent {value!r} must be printable ASCII without leading or trailing spaces"
+        )
     return value
 
 
@@ -117,12 +118,13 @@ class OptionsTemplate:
         tag = _token(req.from_tag, "from_tag")
         max_forwards = _check_int(req.max_forwards, "max_forwards", 255)
         user_agent = _user_agent(req.user_agent)
-        self._before_branch = (f"OPTIONS {uri} SIP/2.0\r\n"
-                               f"Via: SIP/2.0/UDP {via_host}:{via_port};branch=")
+        self._before_branch = (
+            f"OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {via_host}:{via_port};branch="
+        )
         self._after_branch = (
-            (";rport" if req.rport else "")
-            + f"\r\nMax-Forwards: {max_forwards}\r\nTo: <{uri}>\r\n"
-            f"From: <sip:{FROM_USER}@{via_host}>;tag={tag}\r\nCall-ID: {call_id}")
+            (";rport" if req.rport else "") + f"\r\nMax-Forwards: {max_forwards}\r\nTo: <{uri}>\r\n"
+            f"From: <sip:{FROM_USER}@{via_host}>;tag={tag}\r\nCall-ID: {call_id}"
+        )
         agent_line = f"User-Agent: {user_agent}\r\n" if user_agent else ""
         self._after_cseq = f" OPTIONS\r\n{agent_line}Content-Length: 0\r\n\r\n"
         if numbered_call_id:
@@ -137,27 +139,51 @@ class OptionsTemplate:
         # (and their errors), which would otherwise run for every request.
         if type(cseq) is not int or not 0 <= cseq <= CSEQ_MAX:
             _check_int(cseq, "cseq", CSEQ_MAX)
-        if not (branch.isascii() and branch.isalnum() and branch.startswith(BRANCH_COOKIE)) \
-                or len(branch) == len(BRANCH_COOKIE):
+        if not (branch.isascii() and branch.isalnum() and branch.startswith(BRANCH_COOKIE)) or len(
+            branch
+        ) == len(BRANCH_COOKIE):
             _branch(branch)
         if self._after_number:
-            return (f"{self._before_branch}{branch}{self._after_branch}-{cseq}"
-                    f"{self._after_number}{cseq}{self._after_cseq}").encode("ascii")
-        return (f"{self._before_branch}{branch}{self._after_branch}{cseq}"
-                f"{self._after_cseq}").encode("ascii")
+            return (
+                f"{self._before_branch}{branch}{self._after_branch}-{cseq}"
+                f"{self._after_number}{cseq}{self._after_cseq}"
+            ).encode("ascii")
+        return (
+            f"{self._before_branch}{branch}{self._after_branch}{cseq}{self._after_cseq}"
+        ).encode("ascii")
 
 
-def options_template(*, uri_host: str, uri_port: int, via_host: str, via_port: int,
-                     call_id: str, from_tag: str, rport: bool, max_forwards: int = 70,
-                     user_agent: str = "nat-keepalive") -> OptionsTemplate:
+def options_template(
+    *,
+    uri_host: str,
+    uri_port: int,
+    via_host: str,
+    via_port: int,
+    call_id: str,
+    from_tag: str,
+    rport: bool,
+    max_forwards: int = 70,
+    user_agent: str = "nat-keepalive",
+) -> OptionsTemplate:
     """The agent's one way to make its OPTIONS (the engine's keepalives and checks, discovery's
     trials, the one-shot probe): the Request-URI without the default port 5060, and a Call-ID
     of `call_id`, "-" and the CSeq number; `render(branch, cseq)` gives each request."""
-    return OptionsTemplate(OptionsRequest(
-        uri_host=uri_host, uri_port=None if uri_port == 5060 else uri_port,
-        via_host=via_host, via_port=via_port, branch=BRANCH_PLACEHOLDER, call_id=call_id,
-        from_tag=from_tag, cseq=0, rport=rport, max_forwards=max_forwards,
-        user_agent=user_agent), numbered_call_id=True)
+    return OptionsTemplate(
+        OptionsRequest(
+            uri_host=uri_host,
+            uri_port=None if uri_port == 5060 else uri_port,
+            via_host=via_host,
+            via_port=via_port,
+            branch=BRANCH_PLACEHOLDER,
+            call_id=call_id,
+            from_tag=from_tag,
+            cseq=0,
+            rport=rport,
+            max_forwards=max_forwards,
+            user_agent=user_agent,
+        ),
+        numbered_call_id=True,
+    )
 
 
 def build_options(req: OptionsRequest) -> bytes:

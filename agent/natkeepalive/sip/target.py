@@ -20,8 +20,26 @@ else:
 
 DEFAULT_PORT = 5060
 STUN_PORT = 3478  # RFC 8489 §9
-_OTHER_SCHEMES = frozenset(("tel", "http", "https", "mailto", "urn", "im", "pres", "xmpp", "h323",
-                            "fax", "modem", "ws", "wss", "udp", "tcp", "tls"))
+_OTHER_SCHEMES = frozenset(
+    (
+        "tel",
+        "http",
+        "https",
+        "mailto",
+        "urn",
+        "im",
+        "pres",
+        "xmpp",
+        "h323",
+        "fax",
+        "modem",
+        "ws",
+        "wss",
+        "udp",
+        "tcp",
+        "tls",
+    )
+)
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})"
 _patterns: tuple[re.Pattern[str], re.Pattern[str]] | None = None
 
@@ -33,8 +51,10 @@ def _regexes() -> tuple[re.Pattern[str], re.Pattern[str]]:
     if _patterns is None:
         import re
 
-        _patterns = (re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$"),
-                     re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$"))
+        _patterns = (
+            re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$"),
+            re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$"),
+        )
     return _patterns
 
 
@@ -88,10 +108,16 @@ def parse_target(text: str) -> Target:
     else:
         scheme, colon, rest = lowered.partition(":")
         # `tel:+123` or `http://x` is a URI of another kind, not a host and a bad port
-        if colon and scheme.isalpha() and text.count(":") == 1 \
-                and (scheme in _OTHER_SCHEMES or rest.startswith(("+", "/"))):
-            raise TargetError(f"unsupported scheme {scheme + ':'!r} in target {original!r}: "
-                              "use host[:port], [v6addr]:port or sip:host[:port]")
+        if (
+            colon
+            and scheme.isalpha()
+            and text.count(":") == 1
+            and (scheme in _OTHER_SCHEMES or rest.startswith(("+", "/")))
+        ):
+            raise TargetError(
+                f"unsupported scheme {scheme + ':'!r} in target {original!r}: "
+                "use host[:port], [v6addr]:port or sip:host[:port]"
+            )
     port = DEFAULT_PORT
     hostname, v6 = _regexes()
     if text.startswith("["):
