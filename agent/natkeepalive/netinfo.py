@@ -16,7 +16,7 @@ from natkeepalive.cstdlib import socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from types import ModuleType  # +47 kB at run time for an annotation
+    from types import ModuleType
 
 SIOCGIFADDR = 0x8915
 IFNAMSIZ = 16
@@ -157,7 +157,7 @@ def interface_names(use_netifaces: bool | None = None) -> list[str]:
 
 def ascii_host(host: str) -> str | bytes:
     """The host as getaddrinfo() should get it: CPython runs every str host through the `idna`
-    codec, which loads encodings.idna, stringprep and unicodedata (0.1 MB for the daemon) even
+    codec, which loads encodings.idna, stringprep and unicodedata into the daemon even
     for `127.0.0.1`; bytes skip that. Non-ASCII names keep the codec."""
     return host.encode("ascii") if host.isascii() else host
 

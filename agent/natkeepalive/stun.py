@@ -19,7 +19,7 @@ from binascii import crc32
 
 from natkeepalive.errors import StunParseError
 
-TYPE_CHECKING = False  # typing costs 1.6 MB at run time; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from dataclasses import dataclass
 else:

@@ -6,9 +6,10 @@ escape) when an invariant is broken; returning normally means the input was fine
 - `parser`: natkeepalive.sip.message.parse_message and parse_response raise nothing but
   SipParseError, and whatever they return can be used the way the engine and the log use it.
 - `engine`: BindingEngine.receive_datagram with a live transaction outstanding raises nothing;
-  a datagram that does not match the outstanding transaction (DESIGN.md §5: the server's address
-  and port, its branch, Call-ID and CSeq) changes nothing but the drop counter, and every event a
-  datagram causes formats to one printable log line that parses back to the same event.
+  a datagram that does not match the outstanding transaction (docs/how-it-works.md: the
+  server's address and port, its branch, Call-ID and CSeq) changes nothing but the drop counter,
+  and every event a datagram causes formats to one printable log line that parses back to the
+  same event.
 
 The first input byte of the engine target picks the scenario, the source and the channel, so
 one corpus covers the keepalive, the confirmation probe and the inbound check; the rest is the
@@ -219,7 +220,8 @@ def counted_once(engine: BindingEngine, dropped: int, duplicates: int) -> bool:
 
 
 def is_match(engine: BindingEngine, data: bytes, source: tuple[str, int], channel: str) -> bool:
-    """Whether DESIGN.md §5 allows `data` to be accepted (computed apart from the engine)."""
+    """Whether the acceptance rule (docs/how-it-works.md) lets `data` in, computed apart from
+    the engine."""
     if source != engine.server:
         return False
     try:

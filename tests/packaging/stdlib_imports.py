@@ -52,7 +52,7 @@ SPLIT: dict[str, str] = {
     "_curses": "python3-ncurses",
     "_curses_panel": "python3-ncurses",
     # python3-openssl ships _ssl and _hashlib. hashlib itself is in python3-light and falls back
-    # to built-in digests without it, but loading it is the OpenSSL cost DESIGN.md rules out.
+    # to built-in digests without it; loading it would pull OpenSSL onto the router.
     "ssl": "python3-openssl",
     "_ssl": "python3-openssl",
     "hashlib": "python3-openssl",

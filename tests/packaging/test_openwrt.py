@@ -102,7 +102,7 @@ def test_makefile_depends_are_exactly_what_the_agent_imports() -> None:
 def test_agent_needs_no_heavy_stdlib_packages() -> None:
     table, _needed = stdlib_imports.needed(stdlib_imports.scan())
     culprits = {m: p for m, p in table.items() if p in FORBIDDEN}
-    assert not culprits, f"DESIGN.md keeps these off the router: {culprits}"
+    assert not culprits, f"heavy packages the router should not need: {culprits}"
     assert "python3-netifaces" not in stdlib_imports.makefile_depends()
     assert not [m for m, p in table.items() if p.startswith("(")], "module missing on OpenWrt"
 

@@ -1,7 +1,7 @@
 """Spoofed answers against the engine (fake clock and network) and a real daemon on loopback.
 
 An answer is accepted only from the server's address and port with the outstanding request's Via
-branch, Call-ID and CSeq (DESIGN.md §5). Everything else — another source address or port, a
+branch, Call-ID and CSeq (docs/how-it-works.md). Everything else — another source address or port, a
 guessed branch, a replay of an earlier transaction, the right branch with another Call-ID or
 CSeq, a keepalive's answer on the inbound-check socket — must change nothing but the `dropped`
 counter: not the learned mapping, not reachability, not the other counters, no event, no datagram.

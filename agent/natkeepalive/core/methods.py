@@ -27,7 +27,7 @@ from natkeepalive.core.transaction import ClientTransaction, TransactionKey
 from natkeepalive.core.wire import AUX, BINDING, Datagram
 from natkeepalive.sip.request import options_template
 
-TYPE_CHECKING = False  # the daemon does not import typing; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from natkeepalive.core.state import Engine
     from natkeepalive.core.wire import Address

@@ -5,7 +5,7 @@ module defines nothing and nothing imports it."""
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # the daemon does not import typing; mypy treats this name as True
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Protocol
 
