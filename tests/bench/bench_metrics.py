@@ -22,9 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def measure(bindings: int, writes: int) -> dict[str, float]:
     from natkeepalive.config.loader import parse_config
-    from natkeepalive.runtime import daemon as daemon_module
-    from natkeepalive.runtime import slot as slot_module
-    from natkeepalive.runtime import sockets as sockets_module
+    from natkeepalive.runtime import (
+        daemon as daemon_module,
+        slot as slot_module,
+        sockets as sockets_module,
+    )
     from natkeepalive.runtime.logsink import Sink
     from tests.bench.hotpath import SERVER, Clock, FakePoller, FakeSocket, Net
 

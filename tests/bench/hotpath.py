@@ -153,11 +153,12 @@ def measure(
 ) -> dict[str, float]:
     """µs of CPU per answered keepalive (key "total") and, with `split`, per part."""
     from natkeepalive.config.loader import parse_config
-    from natkeepalive.core import answers as answers_module
-    from natkeepalive.core import engine as engine_module
-    from natkeepalive.runtime import daemon as daemon_module
-    from natkeepalive.runtime import slot as slot_module
-    from natkeepalive.runtime import sockets as sockets_module
+    from natkeepalive.core import answers as answers_module, engine as engine_module
+    from natkeepalive.runtime import (
+        daemon as daemon_module,
+        slot as slot_module,
+        sockets as sockets_module,
+    )
     from natkeepalive.runtime.logsink import Sink
     from natkeepalive.sip import memo as memo_module
 

@@ -37,8 +37,8 @@ from tests.bench import (
     bench_scale,
     bench_startup,
     bench_wire,
+    common as c,
 )
-from tests.bench import common as c
 
 BENCHES: dict[str, ModuleType] = {
     module.NAME: module

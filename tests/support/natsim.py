@@ -7,8 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from natkeepalive import events as ev
-from natkeepalive import stun
+from natkeepalive import events as ev, stun
 from natkeepalive.core.discovery import TRIAL, Discovery, SearchResult, Trial
 from natkeepalive.core.engine import AUX, BINDING, BindingEngine, Datagram
 from natkeepalive.sip.message import Request, parse_message

@@ -6,8 +6,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings, Target

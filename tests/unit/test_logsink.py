@@ -10,8 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import LogConfig

@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import natkeepalive
-from natkeepalive import events as ev
-from natkeepalive import record
+from natkeepalive import events as ev, record
 from natkeepalive.config import model
 
 NAMES = ("a", "b", "c", "self", "key", "other")  # a few clash with names the generated code uses

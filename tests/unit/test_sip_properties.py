@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from natkeepalive.errors import SipParseError
 from natkeepalive.sip import OptionsRequest, Request, Response, build_options, parse_message

@@ -3,14 +3,11 @@ status file shows always equal the events that were reported."""
 
 from __future__ import annotations
 
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
-from natkeepalive.core import cycle as c
-from natkeepalive.core import reachability as r
-from natkeepalive.core import tracker as t
+from natkeepalive.core import cycle as c, reachability as r, tracker as t
 from tests.support.fakenet import FakeNet
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from natkeepalive.oneshot.status import read_status, render_table
 from natkeepalive.runtime.status import iso_utc, to_json, write_status

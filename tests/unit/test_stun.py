@@ -8,8 +8,7 @@ import struct
 from binascii import crc32
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from natkeepalive import stun
 from natkeepalive.errors import NatKeepaliveError, StunParseError

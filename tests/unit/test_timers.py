@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from natkeepalive.config.loader import parse_config
-from natkeepalive.runtime import daemon as daemon_module
-from natkeepalive.runtime import slot as slot_module
-from natkeepalive.runtime import sockets as sockets_module
+from natkeepalive.runtime import (
+    daemon as daemon_module,
+    slot as slot_module,
+    sockets as sockets_module,
+)
 from natkeepalive.runtime.daemon import Daemon
 from natkeepalive.runtime.logsink import ListSink
 from natkeepalive.runtime.timers import Timers

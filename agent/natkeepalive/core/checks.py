@@ -34,25 +34,14 @@ from __future__ import annotations
 
 from natkeepalive.config.model import (
     AUTO as AUTO,
-)
-from natkeepalive.config.model import (
     CHECK_CHOICES as CHECK_CHOICES,
-)
-from natkeepalive.config.model import (
     OFF as OFF,
-)
-from natkeepalive.config.model import (
     RELAY as RELAY,
-)
-from natkeepalive.config.model import (
     SENT_BY as SENT_BY,
-)
-from natkeepalive.config.model import (
     STUN as STUN,
 )
 from natkeepalive.errors import SipParseError, StunParseError
-from natkeepalive.sip.target import STUN_PORT as STUN_PORT
-from natkeepalive.sip.target import parse_stun_server as parse_stun_server
+from natkeepalive.sip.target import STUN_PORT as STUN_PORT, parse_stun_server as parse_stun_server
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

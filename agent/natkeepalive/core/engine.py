@@ -36,8 +36,7 @@ from __future__ import annotations
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
-from natkeepalive.core import answers, methods
-from natkeepalive.core import cycle as c
+from natkeepalive.core import answers, cycle as c, methods
 from natkeepalive.core.checks import RELAY, STUN, CheckPlan
 from natkeepalive.core.cycle import (
     CHECKING,

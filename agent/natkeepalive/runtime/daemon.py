@@ -26,8 +26,7 @@ import gc
 import os
 import time
 
-from natkeepalive import __version__
-from natkeepalive import events as ev
+from natkeepalive import __version__, events as ev
 from natkeepalive.config.model import Config
 from natkeepalive.core.checks import looks_like_stun
 from natkeepalive.core.engine import AUX, BINDING, jitter_draw

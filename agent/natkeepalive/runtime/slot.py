@@ -10,8 +10,7 @@ Rules:
 
 from __future__ import annotations
 
-from natkeepalive import events as ev
-from natkeepalive import netinfo
+from natkeepalive import events as ev, netinfo
 from natkeepalive.config.model import BindingConfig
 from natkeepalive.core.engine import Address, BindingEngine
 from natkeepalive.core.methods import set_stun_server

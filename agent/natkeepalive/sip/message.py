@@ -13,8 +13,10 @@ Rules:
 from __future__ import annotations
 
 from natkeepalive.errors import SipParseError
-from natkeepalive.sip.scan import _show
-from natkeepalive.sip.scan import split_outside as split_outside  # part of the codec's API
+from natkeepalive.sip.scan import (
+    _show,
+    split_outside as split_outside,  # part of the codec's API
+)
 from natkeepalive.sip.target import bracket
 
 TYPE_CHECKING = False
