@@ -10,6 +10,7 @@ Rules:
 - Unknown and duplicate keys are errors; a close spelling gets a "did you mean".
 - Precedence of probe settings: the binding's own key, then `defaults:`, then model.py.
 - Nothing here touches the network: a server name that does not resolve is the runtime's business.
+Reading one node into a checked value is nodes.py's; the probe settings' per-key rules are rules.py.
 """
 
 from __future__ import annotations
