@@ -30,7 +30,9 @@ FORBIDDEN = (
     "tokenize",  # type hints, dataclasses
     "yaml",
     "argparse",
-    "natkeepalive.config.loader",  # only in the config child
+    "natkeepalive.config.loader",
+    "natkeepalive.config.nodes",
+    "natkeepalive.config.rules",  # only in the config child
     "json",
     "re",
     "enum",

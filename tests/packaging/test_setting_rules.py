@@ -1,8 +1,9 @@
 """One table of probe-setting values, checked against both places that enforce the rules: the
-agent's loader (agent/natkeepalive/config/loader.py, on YAML) and the OpenWrt init script (its
-`nk_setting` and the uci_load_validate datatypes, on UCI; run under dash and busybox ash with the
-emulated validate_data of uci_emul.sh). A value one side accepts and the other refuses fails
-here: on a router it would pass `uci commit` and stop the agent at start, or the reverse.
+agent's loader (its per-key rules are agent/natkeepalive/config/rules.py; on YAML) and the OpenWrt
+init script (its `nk_setting` and the uci_load_validate datatypes, on UCI; run under dash and
+busybox ash with the emulated validate_data of uci_emul.sh). A value one side accepts and the other
+refuses fails here: on a router it would pass `uci commit` and stop the agent at start, or the
+reverse.
 
 Values are written as a user types them in either file. The sides differ in notation only where
 CASES says nothing: YAML's own spellings (0x10, 1_000, quoted strings) are the loader's tests'

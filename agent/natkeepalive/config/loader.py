@@ -10,21 +10,20 @@ Rules:
 - Unknown and duplicate keys are errors; a close spelling gets a "did you mean".
 - Precedence of probe settings: the binding's own key, then `defaults:`, then model.py.
 - Nothing here touches the network: a server name that does not resolve is the runtime's business.
+Reading one node into a checked value is nodes.py's; the probe settings' per-key rules are rules.py.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import socket
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, Union
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from natkeepalive.config.model import (
-    CHECK_CHOICES,
     DEFAULT_CONFIG_PATH,
     SAFE_INTERVAL,
     BindingConfig,
@@ -32,24 +31,19 @@ from natkeepalive.config.model import (
     HooksConfig,
     LogConfig,
     ProbeSettings,
-    Target,
 )
+from natkeepalive.config.nodes import NULL, NodeReader, describe, join_key, line_of, suggest
+from natkeepalive.config.rules import AUTO, SETTING_RULES, num
+from natkeepalive.config.rules import SETTING_KEYS as SETTING_KEYS  # tests read it here
 from natkeepalive.errors import ConfigError, TargetError
 from natkeepalive.events import ALL_EVENTS
 from natkeepalive.record import replace
-from natkeepalive.sip.target import parse_stun_server, parse_target
+from natkeepalive.sip.target import parse_target
 
 ENV_VAR = "NAT_KEEPALIVE_CONFIG"
 MAX_CONFIG_BYTES = 8 * 1024 * 1024  # 100,000 bindings fit; a runaway file does not
-# Shorter waits are no keepalive but a flood, on the agent's loop and on the server.
-MIN_INTERVAL = 0.1
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-_T = "tag:yaml.org,2002:"
-_STR, _INT, _FLOAT, _BOOL, _NULL = _T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"
-_MAP, _SEQ, _MERGE = _T + "map", _T + "seq", _T + "merge"
-_SCALAR_TAGS = frozenset((_STR, _INT, _FLOAT, _BOOL, _NULL, _T + "timestamp"))
 
 TOP_KEYS = ("log", "status_file", "metrics_file", "defaults", "bindings", "hooks", "user")
 LOG_KEYS = ("target", "facility", "address", "level")
@@ -72,18 +66,17 @@ FACILITIES = (
     "ftp",
     *(f"local{i}" for i in range(8)),
 )
-USER_AGENT_MAX = 100
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 _HOSTPORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]+)\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 if TYPE_CHECKING:  # aliases used only in annotations
-    Value = Union[str, int, float, bool, Target]
+    from natkeepalive.config.nodes import Pairs
+    from natkeepalive.config.rules import Value
+
     # A probe setting as read: its value, the node it came from and its key path.
     Setting = tuple[Value, Node, str]
-    Pairs = dict[str, tuple[Node, Node]]  # key -> (key node, value node)
 
 
 def config_path(explicit: str | None, environ: Mapping[str, str]) -> str:
@@ -168,170 +161,17 @@ def _compose(text: str, file: str) -> Node:
     return root
 
 
-def _line(node: Node) -> int | None:
-    return node.start_mark.line + 1 if node.start_mark is not None else None
-
-
-def _describe(node: Node) -> str:
-    """A node as an error message should show it."""
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
-    if node.tag == _NULL:
-        return "empty"
-    if node.tag == _BOOL:
-        return f"a boolean ({node.value})"
-    if node.tag == _STR:
-        return f"the string {node.value!r}"
-    return str(node.value)
-
-
-def _suggest(word: str, choices: Sequence[str]) -> str:
-    import difflib  # only on the error path: it is not small
-
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-class _Reader:
+class _Reader(NodeReader):
     """Walks the node tree; every check raises ConfigError with the node's line and key path."""
 
     def __init__(self, file: str, host_checks: bool = False) -> None:
-        self.file = file
+        super().__init__(file)
         self.host_checks = host_checks
-        self._constructor = yaml.constructor.SafeConstructor()
-
-    def fail(self, message: str, node: Node | None, key: str) -> NoReturn:
-        line = _line(node) if node is not None else None
-        raise ConfigError(message, file=self.file, line=line, key=key)
-
-    # --- structure ----------------------------------------------------------------------------
-
-    def mapping(self, node: Node, path: str, allowed: Sequence[str]) -> Pairs:
-        """key -> (key node, value node). YAML merge keys (`<<: *anchor`) are honoured; keys
-        written in this mapping win over merged ones and may not repeat."""
-        if node.tag == _NULL:  # an empty section (`hooks:`) means all defaults
-            return {}
-        if not isinstance(node, MappingNode):
-            self.fail(f"must be a mapping, not {_describe(node)}", node, path)
-        if node.tag != _MAP:
-            self.fail(f"unsupported YAML tag {node.tag!r}", node, path)
-        own: Pairs = {}
-        merged: Pairs = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE:
-                for key, pair in self._merged(key_node, value_node, path, [node]).items():
-                    if key not in allowed:
-                        self.fail(
-                            f"unknown key {key!r}{_suggest(key, allowed)}",
-                            pair[0],
-                            _join(path, key),
-                        )
-                    merged.setdefault(key, pair)
-                continue
-            if not isinstance(key_node, ScalarNode):
-                self.fail(f"keys must be names, not {_describe(key_node)}", key_node, path)
-            key = str(key_node.value)
-            full = _join(path, key)
-            if key in own:
-                first = _line(own[key][0])
-                self.fail(f"duplicate key {key!r} (first at line {first})", key_node, full)
-            if key not in allowed:
-                self.fail(f"unknown key {key!r}{_suggest(key, allowed)}", key_node, full)
-            own[key] = (key_node, value_node)
-        merged.update(own)
-        return merged
-
-    def _merged(self, at: Node, node: Node, path: str, seen: list[Node]) -> Pairs:
-        """The pairs a `<<` (the key node `at`) brings in; the first mapping listed wins."""
-        sources = node.value if isinstance(node, SequenceNode) else [node]
-        result: Pairs = {}
-        for source in sources:
-            if not isinstance(source, MappingNode):
-                self.fail(f"'<<' must merge a mapping, not {_describe(source)}", source, path)
-            if any(source is s for s in seen):  # an anchor merged into itself
-                self.fail("'<<' merges a mapping into itself", at, path)
-            pairs: Pairs = {}
-            for key_node, value_node in source.value:
-                if key_node.tag == _MERGE:
-                    for key, pair in self._merged(
-                        key_node, value_node, path, [*seen, source]
-                    ).items():
-                        pairs.setdefault(key, pair)
-                elif isinstance(key_node, ScalarNode):
-                    pairs[str(key_node.value)] = (key_node, value_node)
-            for key, pair in pairs.items():
-                result.setdefault(key, pair)
-        return result
-
-    def sequence(self, node: Node, path: str) -> list[Node]:
-        if not isinstance(node, SequenceNode):
-            self.fail(f"must be a list, not {_describe(node)}", node, path)
-        if node.tag != _SEQ:
-            self.fail(f"unsupported YAML tag {node.tag!r}", node, path)
-        return list(node.value)
-
-    # --- scalars ------------------------------------------------------------------------------
-
-    def _scalar(self, node: Node, path: str, what: str) -> object:
-        if not isinstance(node, ScalarNode):
-            self.fail(f"must be {what}, not {_describe(node)}", node, path)
-        if node.tag not in _SCALAR_TAGS:
-            self.fail(f"unsupported YAML tag {node.tag!r}", node, path)
-        try:
-            return self._constructor.construct_object(node)
-        except (yaml.YAMLError, ValueError, TypeError):
-            self.fail(f"must be {what}, not {_describe(node)}", node, path)
-
-    def number(self, node: Node, path: str) -> float:
-        value = self._scalar(node, path, "a number")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(f"must be a number, not {_describe(node)}", node, path)
-        if not math.isfinite(value):
-            self.fail(f"must be a finite number, not {node.value}", node, path)
-        return float(value)
-
-    def integer(self, node: Node, path: str) -> int:
-        value = self._scalar(node, path, "an integer")
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(f"must be an integer, not {_describe(node)}", node, path)
-        return value
-
-    def boolean(self, node: Node, path: str) -> bool:
-        value = self._scalar(node, path, "true or false")
-        if not isinstance(value, bool):
-            self.fail(f"must be true or false, not {_describe(node)}", node, path)
-        return value
-
-    def text(self, node: Node, path: str) -> str:
-        """Text as written: a plain `1000` or `2001:db8::1` is text here, not a number."""
-        if not isinstance(node, ScalarNode) or node.tag == _NULL:
-            self.fail(f"must be a string, not {_describe(node)}", node, path)
-        if node.tag not in _SCALAR_TAGS:
-            self.fail(f"unsupported YAML tag {node.tag!r}", node, path)
-        return str(node.value)
-
-    def choice(self, node: Node, path: str, choices: Sequence[str]) -> str:
-        value = self.text(node, path)
-        if value not in choices:
-            self.fail(
-                f"must be one of {', '.join(choices)}, not {value!r}{_suggest(value, choices)}",
-                node,
-                path,
-            )
-        return value
-
-    def absolute_path(self, node: Node, path: str) -> str:
-        value = self.text(node, path)
-        if not value.startswith("/"):
-            self.fail(f"must be an absolute path (starting with /), not {value!r}", node, path)
-        return value
 
     def metrics_file(self, node: Node) -> str | None:
         """An absolute path ending in .prom (node_exporter's textfile collector reads only
         those), or null: off."""
-        if node.tag == _NULL:
+        if node.tag == NULL:
             return None
         value = self.absolute_path(node, "metrics_file")
         if not value.endswith(".prom") or value.endswith("/.prom"):
@@ -359,7 +199,7 @@ class _Reader:
         if not isinstance(root, MappingNode):
             self.fail(
                 f"the top level must be a mapping with keys {', '.join(TOP_KEYS)}, "
-                f"not {_describe(root)}",
+                f"not {describe(root)}",
                 root,
                 "",
             )
@@ -374,7 +214,7 @@ class _Reader:
         metrics_file = self.metrics_file(top["metrics_file"][1]) if "metrics_file" in top else None
         hooks = self.hooks(top["hooks"][1]) if "hooks" in top else HooksConfig()
         user = None
-        if "user" in top and top["user"][1].tag != _NULL:
+        if "user" in top and top["user"][1].tag != NULL:
             user = self.text(top["user"][1], "user")
             if not user:
                 self.fail("must not be empty", top["user"][1], "user")
@@ -428,7 +268,7 @@ class _Reader:
     def hooks(self, node: Node) -> HooksConfig:
         keys = self.mapping(node, "hooks", HOOK_KEYS)
         command = None
-        if "command" in keys and keys["command"][1].tag != _NULL:
+        if "command" in keys and keys["command"][1].tag != NULL:
             command = self.absolute_path(keys["command"][1], "hooks.command")
             if self.host_checks:
                 self.executable(command, keys["command"][1], "hooks.command")
@@ -440,7 +280,7 @@ class _Reader:
                 name = self.text(item, path)
                 if name not in ALL_EVENTS:
                     self.fail(
-                        f"unknown event {name!r}{_suggest(name, list(ALL_EVENTS))}", item, path
+                        f"unknown event {name!r}{suggest(name, list(ALL_EVENTS))}", item, path
                     )
                 if name not in names:
                     names.append(name)
@@ -455,9 +295,9 @@ class _Reader:
             keys = self.mapping(node, path, SETTING_KEYS)
         layer: dict[str, Setting] = {}
         for key, (_, value_node) in keys.items():
-            rule = _SETTING_RULES.get(key)
+            rule = SETTING_RULES.get(key)
             if rule is not None:
-                key_path = _join(path, key)
+                key_path = join_key(path, key)
                 layer[key] = (rule(self, value_node, key_path), value_node, key_path)
         return layer
 
@@ -476,7 +316,7 @@ class _Reader:
             hi_depth = merged["interval_max"][1] if "interval_max" in merged else -1
             _, node, path = merged["interval_min" if lo_depth >= hi_depth else "interval_max"][0]
             self.fail(
-                f"interval_min ({_num(low)}) must not be greater than interval_max ({_num(high)})",
+                f"interval_min ({num(low)}) must not be greater than interval_max ({num(high)})",
                 node,
                 path,
             )
@@ -491,7 +331,7 @@ class _Reader:
     # --- bindings -----------------------------------------------------------------------------
 
     def bindings(self, node: Node, defaults: dict[str, Setting]) -> tuple[BindingConfig, ...]:
-        if node.tag == _NULL or (isinstance(node, SequenceNode) and not node.value):
+        if node.tag == NULL or (isinstance(node, SequenceNode) and not node.value):
             self.fail("must be a non-empty list of bindings", node, "bindings")
         seen: list[tuple[BindingConfig, Pairs]] = []
         # Indexed by name and by port, so a file of many bindings is checked in linear time:
@@ -504,7 +344,8 @@ class _Reader:
             first = by_name.get(binding.name)
             if first is not None:
                 self.fail(
-                    f"duplicate name {binding.name!r} (first at line {_line(first[1]['name'][1])})",
+                    f"duplicate name {binding.name!r} "
+                    f"(first at line {line_of(first[1]['name'][1])})",
                     keys["name"][1],
                     f"{path}.name",
                 )
@@ -514,7 +355,7 @@ class _Reader:
                     self.fail(
                         f"binding {binding.name!r} shares local port {binding.source_port} "
                         f"with binding {other.name!r} (line "
-                        f"{_line(other_keys['source_port'][1])}); give each its own "
+                        f"{line_of(other_keys['source_port'][1])}); give each its own "
                         f"source_port, bind address or interface",
                         keys["source_port"][1],
                         f"{path}.source_port",
@@ -527,7 +368,7 @@ class _Reader:
     def binding(
         self, node: Node, path: str, defaults: dict[str, Setting]
     ) -> tuple[BindingConfig, Pairs]:
-        if node.tag == _NULL:
+        if node.tag == NULL:
             self.fail("must be a mapping, not empty", node, path)
         keys = self.mapping(node, path, _BINDING_ALL)
         for required in ("name", "server", "source_port"):
@@ -588,112 +429,10 @@ class _Reader:
         ), keys
 
 
-# --- probe setting rules (one per key of `defaults:`) -------------------------------------------
-
-AUTO = "auto"
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if value == int(value) else str(value)
-
-
-def _positive(reader: _Reader, node: Node, path: str) -> float:
-    value = reader.number(node, path)
-    if value <= 0:
-        reader.fail(f"must be greater than 0, not {_num(value)}", node, path)
-    return value
-
-
-def _interval(reader: _Reader, node: Node, path: str) -> Value:
-    if isinstance(node, ScalarNode) and node.tag == _STR:
-        if node.value == AUTO:
-            return AUTO
-        reader.fail(f'must be a number of seconds or "auto", not {node.value!r}', node, path)
-    return _seconds(reader, node, path)
-
-
-def _seconds(reader: _Reader, node: Node, path: str) -> float:
-    """A wait between probes: positive, and not below MIN_INTERVAL."""
-    value = _positive(reader, node, path)
-    if value < MIN_INTERVAL:
-        reader.fail(f"must be at least {_num(MIN_INTERVAL)} s, not {_num(value)}", node, path)
-    return value
-
-
-def _jitter(reader: _Reader, node: Node, path: str) -> float:
-    value = reader.number(node, path)
-    if not 0 <= value < 1:
-        reader.fail(f"must be at least 0 and less than 1, not {_num(value)}", node, path)
-    return value
-
-
-def _safety(reader: _Reader, node: Node, path: str) -> float:
-    value = reader.number(node, path)
-    if not 0 < value <= 1:
-        reader.fail(f"must be greater than 0 and at most 1, not {_num(value)}", node, path)
-    return value
-
-
-def _int_rule(low: int, high: int | None = None) -> Callable[[_Reader, Node, str], int]:
-    def rule(reader: _Reader, node: Node, path: str) -> int:
-        value = reader.integer(node, path)
-        if high is not None and not low <= value <= high:
-            reader.fail(f"must be between {low} and {high}, not {value}", node, path)
-        if value < low:
-            reader.fail(f"must be at least {low}, not {value}", node, path)
-        return value
-
-    return rule
-
-
-def _check(reader: _Reader, node: Node, path: str) -> str:
-    return reader.choice(node, path, CHECK_CHOICES)  # as written: a plain `off` is not false
-
-
-def _stun_server(reader: _Reader, node: Node, path: str) -> Target:
-    try:
-        return parse_stun_server(reader.text(node, path))
-    except TargetError as exc:
-        reader.fail(f"must be host[:port] or [v6addr]:port of a STUN server ({exc})", node, path)
-
-
-def _user_agent(reader: _Reader, node: Node, path: str) -> str:
-    value = reader.text(node, path)
-    if _CONTROL.search(value):
-        reader.fail("must not contain control characters", node, path)
-    if len(value) > USER_AGENT_MAX:
-        reader.fail(f"must be at most {USER_AGENT_MAX} characters, not {len(value)}", node, path)
-    return value
-
-
-_SETTING_RULES: dict[str, Callable[[_Reader, Node, str], Value]] = {
-    "interval": _interval,
-    "jitter": _jitter,
-    "timeout": _positive,
-    "lagged_ms": _int_rule(1),
-    "fail_threshold": _int_rule(1),
-    "ok_threshold": _int_rule(1),
-    "retry_interval": _positive,
-    "inbound_check": _int_rule(0),
-    "check": _check,
-    "stun_server": _stun_server,
-    "require_2xx": _Reader.boolean,
-    "max_forwards": _int_rule(0, 255),
-    "user_agent": _user_agent,
-    "interval_min": _seconds,
-    "interval_max": _positive,
-    "safety": _safety,
-    "rediscover": _positive,
-}
-SETTING_KEYS = tuple(_SETTING_RULES)
 _BINDING_ALL = BINDING_KEYS + SETTING_KEYS
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 def _family_name(packed: bytes) -> str:
