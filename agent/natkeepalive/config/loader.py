@@ -33,8 +33,12 @@ from natkeepalive.config.model import (
     ProbeSettings,
 )
 from natkeepalive.config.nodes import NULL, NodeReader, describe, join_key, line_of, suggest
-from natkeepalive.config.rules import AUTO, SETTING_RULES, num
-from natkeepalive.config.rules import SETTING_KEYS as SETTING_KEYS  # tests read it here
+from natkeepalive.config.rules import (
+    AUTO,
+    SETTING_KEYS as SETTING_KEYS,  # tests read it here
+    SETTING_RULES,
+    num,
+)
 from natkeepalive.errors import ConfigError, TargetError
 from natkeepalive.events import ALL_EVENTS
 from natkeepalive.record import replace
