@@ -278,18 +278,6 @@ class BindingEngine(KeepaliveSchedule, ProbeRecords):
             self._send_failing = True
             self.queued_events.append(ev.SendFailed(self.name, error))
 
-    def set_interval(self, interval: float, reason: str, now: float) -> None:
-        if self.flow_timer is not None and interval > self.flow_timer:
-            interval = self.flow_timer  # RFC 5626: the server's limit is never exceeded
-        if interval == self.interval:
-            return
-        self.queued_events.append(
-            ev.IntervalAdjusted(self.name, round(self.interval, 3), round(interval, 3), reason)
-        )
-        self.interval = interval
-        if self.last_keepalive_at is not None and self.next_keepalive is not None:
-            self._bring_forward(max(now, self.last_keepalive_at + interval))
-
     def receive_datagram(
         self, data: bytes, source: Address, now: float, channel: str = BINDING
     ) -> None:
@@ -488,13 +476,6 @@ class BindingEngine(KeepaliveSchedule, ProbeRecords):
     def _send(self, channel: str, payload: bytes) -> None:
         assert self.server is not None
         self.outbox.append(Datagram(channel, payload, self.server))
-
-    def _stale(self, tx: ClientTransaction) -> bool:
-        """Whether a newer probe's outcome was applied already; if not, this one is the newest."""
-        if tx.key.cseq < self._newest_outcome:
-            return True
-        self._newest_outcome = tx.key.cseq
-        return False
 
     def _timed_out(self, tx: ClientTransaction, now: float) -> None:
         if tx.kind == INBOUND:

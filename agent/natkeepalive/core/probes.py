@@ -49,6 +49,7 @@ class ProbeRecords:
     _templates: dict[tuple[str, int, bool], OptionsTemplate]
     _recent_done: int
     _tx: dict[str, ClientTransaction]
+    _newest_outcome: int
 
     def _template(self, via_host: str, via_port: int, rport: bool) -> OptionsTemplate:
         """The request around branch and CSeq, built once per Via (local or public mapping)."""
@@ -82,4 +83,11 @@ class ProbeRecords:
             if done & _MARK_MASK == mark:
                 return True
             done >>= _MARK_BITS
+        return False
+
+    def _stale(self, tx: ClientTransaction) -> bool:
+        """Whether a newer probe's outcome was applied already; if not, this one is the newest."""
+        if tx.key.cseq < self._newest_outcome:
+            return True
+        self._newest_outcome = tx.key.cseq
         return False

@@ -12,6 +12,7 @@ keepalive comes on its usual wait, which is never stretched to PROMOTE_DELAY.
 
 from __future__ import annotations
 
+from natkeepalive import events as ev
 from natkeepalive.core.reachability import UNREACHABLE
 from natkeepalive.core.wire import PROMOTE_DELAY, jitter_draw
 
@@ -49,6 +50,21 @@ class KeepaliveSchedule:
     keepalive_from: float
     last_keepalive_at: float | None
     _random: Callable[[int], bytes]
+    flow_timer: float | None
+    name: str
+    queued_events: list[ev.Event]
+
+    def set_interval(self, interval: float, reason: str, now: float) -> None:
+        if self.flow_timer is not None and interval > self.flow_timer:
+            interval = self.flow_timer  # RFC 5626: the server's limit is never exceeded
+        if interval == self.interval:
+            return
+        self.queued_events.append(
+            ev.IntervalAdjusted(self.name, round(self.interval, 3), round(interval, 3), reason)
+        )
+        self.interval = interval
+        if self.last_keepalive_at is not None and self.next_keepalive is not None:
+            self._bring_forward(max(now, self.last_keepalive_at + interval))
 
     def _base(self) -> float:
         if self.reach.state == UNREACHABLE:
