@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "agent"))
 
 from natkeepalive.config.model import ProbeSettings
-from natkeepalive.core.discovery import recommended_interval
 from natkeepalive.core.engine import BindingEngine
+from natkeepalive.core.lifetime import recommended_interval
 from natkeepalive.runtime.auto import ADAPTED_JITTER, RESOLUTION, RESOLUTION_MIN
 from tests.support.natsim import NatSim, run_discovery, run_engine
 

@@ -49,6 +49,7 @@ FORBIDDEN = (
     "subprocess",
     "natkeepalive.runtime.hooks",  # no hook command configured
     "natkeepalive.core.discovery",
+    "natkeepalive.core.lifetime",
     "natkeepalive.runtime.auto",  # no interval: auto
     "natkeepalive.runtime.metrics",  # no metrics_file configured
     "natkeepalive.oneshot",

@@ -8,8 +8,9 @@ import random
 from dataclasses import dataclass, field
 
 from natkeepalive import events as ev, stun
-from natkeepalive.core.discovery import TRIAL, Discovery, SearchResult, Trial
+from natkeepalive.core.discovery import TRIAL, Discovery, Trial
 from natkeepalive.core.engine import AUX, BINDING, BindingEngine, Datagram
+from natkeepalive.core.lifetime import SearchResult
 from natkeepalive.sip.message import Request, parse_message
 from tests.support.sipfake import answer
 

@@ -11,9 +11,8 @@ from natkeepalive.core.discovery import (
     METHOD_RELAY,
     METHOD_RPORT,
     METHOD_STUN,
-    LifetimeSearch,
-    recommended_interval,
 )
+from natkeepalive.core.lifetime import LifetimeSearch, recommended_interval
 from natkeepalive.core.wire import AUX
 from tests.support.natsim import STUN_SERVER, NatSim, run_discovery
 from tests.support.sipfake import answer

@@ -6,7 +6,8 @@ import pytest
 
 from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
-from natkeepalive.core.engine import AUX, BINDING, PROMOTE_DELAY, RECENT_DONE
+from natkeepalive.core.engine import AUX, BINDING, PROMOTE_DELAY
+from natkeepalive.core.probes import RECENT_DONE
 from tests.support.fakenet import SERVER, FakeNet
 from tests.support.sipfake import answer
 
@@ -352,7 +353,7 @@ def test_server_address_change_is_a_new_flow() -> None:
 
 
 def test_a_deadline_that_was_not_drawn_goes_early_only_within_its_allowance() -> None:
-    from natkeepalive.core.engine import KEEPALIVE_EARLY
+    from natkeepalive.core.schedule import KEEPALIVE_EARLY
 
     n = net(interval=20.0, jitter=0.0)
     n.run_until(10)  # the first keepalive and the promoting one are answered

@@ -12,6 +12,7 @@ import pytest
 
 from natkeepalive.config.loader import parse_config
 from natkeepalive.runtime import (
+    control as control_module,
     daemon as daemon_module,
     slot as slot_module,
     sockets as sockets_module,
@@ -224,7 +225,7 @@ def test_a_removed_bindings_deadline_never_runs(
         ),
         "test",
     )
-    monkeypatch.setattr(daemon_module, "load_config_in_child", lambda path: kept)
+    monkeypatch.setattr(control_module, "load_config_in_child", lambda path: kept)
     daemon.reload(clock.now)
     sent_before = removed.engine.probes_sent
     run_until(daemon, clock, clock.now + 20.0)

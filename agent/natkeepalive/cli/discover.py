@@ -9,7 +9,8 @@ import sys
 from typing import Any
 
 from natkeepalive.config.model import ProbeSettings
-from natkeepalive.core.discovery import Discovery, Trial, recommended_interval
+from natkeepalive.core.discovery import Discovery, Trial
+from natkeepalive.core.lifetime import recommended_interval
 from natkeepalive.errors import SocketSetupError
 from natkeepalive.oneshot.discover import discover
 from natkeepalive.runtime.sockets import family_of, is_ip_literal, resolve

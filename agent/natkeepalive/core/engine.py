@@ -16,14 +16,8 @@ Rules:
   the CSeq number. A CRLF or double-CRLF datagram from the server on the BINDING socket is a
   keepalive, not a malformed answer (RFC 5626 §3.5.1; linphone sends them): it proves inbound
   packets reach the binding, and ends a pending check as alive.
-- Keepalives go `interval` (jittered down by up to `jitter`) after the previous one was sent, or
-  `retry_interval` while unreachable. A keepalive may go as soon as its window opens (the shortest
-  wait the jitter allows, or KEEPALIVE_EARLY before a deadline that was not drawn) when the loop
-  offers it, with the loop's draw for its next wait: bindings sent in one wake-up stay together.
-  A new flow (start, new server or local address, a changed or expired binding) gets a second
-  keepalive PROMOTE_DELAY after the first, so a Linux NAT moves the flow to its long stream
-  timeout; with an interval (or retry_interval while unreachable) no longer than that, the next
-  keepalive comes on its usual wait, which is never stretched to PROMOTE_DELAY.
+- Keepalives go `interval` (jittered) after the previous one, or `retry_interval` while
+  unreachable; when exactly, and how early one may go, is core/schedule.py.
 - Answers are accepted only from the server's address and port, with a known branch and the same
   Call-ID and CSeq; everything else (late duplicates and replays too) is counted as dropped and
   changes nothing else.
@@ -52,7 +46,9 @@ from natkeepalive.core.cycle import (
     SERVER_UP,
     TABLE,
 )
+from natkeepalive.core.probes import ProbeRecords, random_hex
 from natkeepalive.core.reachability import UNREACHABLE, Reachability
+from natkeepalive.core.schedule import KeepaliveSchedule
 from natkeepalive.core.tracker import Tracker
 from natkeepalive.core.transaction import T1, ClientTransaction, TransactionKey
 from natkeepalive.core.wire import (
@@ -67,7 +63,7 @@ from natkeepalive.core.wire import (
 from natkeepalive.errors import SipParseError
 from natkeepalive.sip.memo import AnswerFacts, AnswerMemo
 from natkeepalive.sip.message import Response
-from natkeepalive.sip.request import OptionsTemplate, options_template
+from natkeepalive.sip.request import OptionsTemplate
 from natkeepalive.sip.target import format_hostport
 
 TYPE_CHECKING = False
@@ -93,30 +89,8 @@ __all__ = [
     "jitter_draw",
 ]
 
-# How early a keepalive whose wait was not drawn (the first, the promoting one, one brought
-# forward) may go when the loop is awake anyway: 1 % of its interval, at most EARLY_CAP, is
-# harmless against any NAT timeout and lets one wake-up serve several bindings: wake-ups, not
-# the keepalives themselves, are most of an idle agent's CPU. A drawn wait may end anywhere the
-# jitter allows.
-KEEPALIVE_EARLY = 0.01
-EARLY_CAP = 0.05
-RECENT_DONE = 8
-# A finished branch's mark: 16 bits of its hash, and a 17th set so that no mark is 0 (empty)
-_MARK_BITS = 17
-_MARK_MASK = (1 << _MARK_BITS) - 1
-_RECENT_MASK = (1 << (RECENT_DONE * _MARK_BITS)) - 1
-TEMPLATES_KEPT = 4
 
-
-def _hex(random_bytes: RandomBytes, n: int) -> str:
-    return random_bytes(n).hex()
-
-
-def _mark(branch: str) -> int:
-    return (hash(branch) & 0xFFFF) | 0x10000
-
-
-class BindingEngine:
+class BindingEngine(KeepaliveSchedule, ProbeRecords):
     """The keepalive, inbound check, mapping and reachability logic of one binding."""
 
     # One engine per binding, kept for the agent's life: slots, not a __dict__ per engine.
@@ -186,8 +160,8 @@ class BindingEngine:
         self._random = random_bytes
         self.uri_host = uri_host
         self.uri_port = uri_port
-        self.call_id = _hex(random_bytes, 8)
-        self.from_tag = _hex(random_bytes, 4)
+        self.call_id = random_hex(random_bytes, 8)
+        self.from_tag = random_hex(random_bytes, 4)
         self.cseq = 0
         self.server: Address | None = None
         self.local: Address | None = None
@@ -302,18 +276,6 @@ class BindingEngine:
         if not self._send_failing:
             self._send_failing = True
             self.queued_events.append(ev.SendFailed(self.name, error))
-
-    def set_interval(self, interval: float, reason: str, now: float) -> None:
-        if self.flow_timer is not None and interval > self.flow_timer:
-            interval = self.flow_timer  # RFC 5626: the server's limit is never exceeded
-        if interval == self.interval:
-            return
-        self.queued_events.append(
-            ev.IntervalAdjusted(self.name, round(self.interval, 3), round(interval, 3), reason)
-        )
-        self.interval = interval
-        if self.last_keepalive_at is not None and self.next_keepalive is not None:
-            self._bring_forward(max(now, self.last_keepalive_at + interval))
 
     def receive_datagram(
         self, data: bytes, source: Address, now: float, channel: str = BINDING
@@ -466,41 +428,6 @@ class BindingEngine:
                 return
         self._schedule(now + self._wait(draw), now + base * (1.0 - self.jitter))
 
-    def _base(self) -> float:
-        if self.reach.state == UNREACHABLE:
-            return min(self.interval, self.settings.retry_interval)
-        return self.interval
-
-    def _wait(self, draw: float | None = None) -> float:
-        if draw is None:
-            draw = jitter_draw(self._random)
-        return self._base() * (1.0 - self.jitter * draw)
-
-    def _schedule(self, at: float, window: float | None = None) -> None:
-        """The next keepalive is due at `at`; it may go from `window` (where a drawn wait's
-        range begins) when that is earlier, else KEEPALIVE_EARLY before `at`. A drawn wait never
-        goes before its window: with a draw near 1 the allowance would reach below the jitter's
-        range (20 s, jitter 0.2: a wait of 15.985 s, found by test_state_properties). That holds
-        also when such a draw rounds `at` onto the window (jitter 0.5, a draw of 1 - 2**-53: a
-        wait of 9.96 s); only without jitter, where the window is `at` itself, does the
-        allowance apply."""
-        self.next_keepalive = at
-        if window is not None and (window < at or self.jitter > 0):
-            self.keepalive_from = window
-        else:
-            self.keepalive_from = at - self._allowance()
-
-    def _bring_forward(self, at: float) -> None:
-        assert self.next_keepalive is not None
-        if at < self.next_keepalive:
-            self.next_keepalive = at
-        self.keepalive_from = min(self.keepalive_from, self.next_keepalive - self._allowance())
-
-    def _allowance(self) -> float:
-        """How early a deadline that was not drawn may be met."""
-        early = KEEPALIVE_EARLY * self.interval
-        return early if early < EARLY_CAP else EARLY_CAP
-
     def _send_probe(
         self, kind: str, now: float, *, timeout: float | None = None, t1: float = T1
     ) -> None:
@@ -514,7 +441,7 @@ class BindingEngine:
             )
         ):
             return
-        branch = "z9hG4bK" + _hex(self._random, BRANCH_BYTES)
+        branch = "z9hG4bK" + random_hex(self._random, BRANCH_BYTES)
         if kind == INBOUND and self._plan.method == RELAY:
             public = self.tracker.mapping
             assert public is not None and public[0] is not None and public[1] is not None
@@ -545,55 +472,9 @@ class BindingEngine:
             Datagram(BINDING if kind in (KEEPALIVE, CONFIRM) else AUX, payload, self.server)
         )
 
-    def _template(self, via_host: str, via_port: int, rport: bool) -> OptionsTemplate:
-        """The request around branch and CSeq, built once per Via (local or public mapping)."""
-        key = (via_host, via_port, rport)
-        template = self._templates.get(key)
-        if template is None:
-            if len(self._templates) >= TEMPLATES_KEPT:  # old mappings: keep a handful at most
-                self._templates.clear()
-            template = self._templates[key] = options_template(
-                uri_host=self.uri_host,
-                uri_port=self.uri_port,
-                via_host=via_host,
-                via_port=via_port,
-                call_id=self.call_id,
-                from_tag=self.from_tag,
-                rport=rport,
-                max_forwards=self.settings.max_forwards,
-                user_agent=self.settings.user_agent,
-            )
-        return template
-
     def _send(self, channel: str, payload: bytes) -> None:
         assert self.server is not None
         self.outbox.append(Datagram(channel, payload, self.server))
-
-    def _finish(self, branch: str) -> None:
-        self._tx.pop(branch, None)
-        self._recent_done = ((self._recent_done << _MARK_BITS) | _mark(branch)) & _RECENT_MASK
-
-    def _just_finished(self, branch: str) -> bool:
-        """Whether `branch` is one of the last RECENT_DONE to finish (asked for refused answers
-        only)."""
-        mark, done = _mark(branch), self._recent_done
-        while done:
-            if done & _MARK_MASK == mark:
-                return True
-            done >>= _MARK_BITS
-        return False
-
-    def _stale(self, tx: ClientTransaction) -> bool:
-        """Whether a newer probe's outcome was applied already; if not, this one is the newest."""
-        if tx.key.cseq < self._newest_outcome:
-            return True
-        self._newest_outcome = tx.key.cseq
-        return False
-
-    def _renew(self, now: float) -> None:
-        """The NAT made a new binding: promote its flow with an early second keepalive."""
-        if self.last_keepalive_at is not None and self.next_keepalive is not None:
-            self._bring_forward(max(now, self.last_keepalive_at + PROMOTE_DELAY))
 
     def _timed_out(self, tx: ClientTransaction, now: float) -> None:
         if tx.kind == INBOUND:

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from natkeepalive.sip.request import OptionsTemplate
 
     class Engine(Protocol):
-        """The fields and helpers of core/engine.py's BindingEngine the cycle's functions use."""
+        """The fields and helpers of core/engine.py's BindingEngine (its bases in core/schedule.py
+        and core/probes.py included) the cycle's functions use."""
 
         name: str
         settings: ProbeSettings

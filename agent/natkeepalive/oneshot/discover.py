@@ -7,8 +7,9 @@ import time
 from contextlib import closing
 from typing import Callable
 
-from natkeepalive.core.discovery import TRIAL, Discovery, SearchResult, Trial
+from natkeepalive.core.discovery import TRIAL, Discovery, Trial
 from natkeepalive.core.engine import AUX, Address
+from natkeepalive.core.lifetime import SearchResult
 from natkeepalive.cstdlib import socket  # the class of runtime/sockets.py's open_udp()
 from natkeepalive.netinfo import source_address_for
 from natkeepalive.runtime.sockets import family_of, open_udp, send_datagram, wildcard

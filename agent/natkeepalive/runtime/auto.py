@@ -17,8 +17,9 @@ Rules:
 from __future__ import annotations
 
 from natkeepalive import events as ev
-from natkeepalive.core.discovery import Discovery, Trial, recommended_interval
+from natkeepalive.core.discovery import Discovery, Trial
 from natkeepalive.core.engine import Address, Datagram
+from natkeepalive.core.lifetime import recommended_interval
 from natkeepalive.cstdlib import socket
 from natkeepalive.runtime.slot import Slot
 from natkeepalive.runtime.sockets import family_of, open_udp, send_datagram, wildcard

@@ -5,8 +5,7 @@ Rules:
   timer; every wake-up does the due work and nothing else (no polling).
 - Signals only set flags (through the wake-up fd): SIGTERM/SIGINT stop, SIGHUP reloads, SIGUSR1
   writes the status file now, SIGUSR2 re-probes every binding now (an interface came up).
-- A reload keeps every binding whose configuration is unchanged, with its socket, state and learned
-  mapping; a bad file is rejected (`config-rejected`) and the old configuration keeps running.
+- What a signal or an address change does (reload, re-probe) is in runtime/control.py.
 - The status file is written when a reported state changed (coalesced to STATUS_MIN_GAP) and, for
   the counters alone, every STATUS_COUNTERS_EVERY seconds when they moved; the metrics file
   (metrics_file) with it (runtime/outputs.py, runtime/housekeeping.py).
@@ -32,10 +31,10 @@ from natkeepalive.core.checks import looks_like_stun
 from natkeepalive.core.engine import AUX, BINDING, jitter_draw
 from natkeepalive.core.methods import receive_stun
 from natkeepalive.core.reachability import UNREACHABLE
-from natkeepalive.cstdlib import heappop, signal, socket
+from natkeepalive.cstdlib import heappop, socket
 from natkeepalive.errors import ConfigError, SipParseError, SocketSetupError
 from natkeepalive.runtime.addrwatch import AddressWatch
-from natkeepalive.runtime.configproc import load_config_in_child
+from natkeepalive.runtime.control import Control
 from natkeepalive.runtime.entropy import RandomPool
 from natkeepalive.runtime.housekeeping import Housekeeping
 from natkeepalive.runtime.logsink import Sink
@@ -44,7 +43,6 @@ from natkeepalive.runtime.outputs import Outputs, counters, make_hooks, summary
 from natkeepalive.runtime.poller import Poller
 from natkeepalive.runtime.process import Wakeup, drop_privileges, raise_file_limit
 from natkeepalive.runtime.registry import Registry
-from natkeepalive.runtime.reload import diff_bindings
 from natkeepalive.runtime.slot import Slot
 from natkeepalive.runtime.sockets import AuxSockets, Resolver, drain
 from natkeepalive.runtime.timers import Timers
@@ -64,7 +62,6 @@ if TYPE_CHECKING:
 BATCH = 64
 ADDRESSES = "addresses"  # the selector's tags: the rtnetlink socket, the inbound-check sockets
 AUX_TAG = "aux"
-ADDRESS_SETTLE = 0.2  # one change comes as several messages: check the bindings once they are in
 STATUS_MIN_GAP = 1.0
 # The first keepalives of many bindings are spread out, at least START_GAP apart (about what one
 # keepalive costs the loop, with margin) and over at least START_SPREAD, never past an interval:
@@ -73,7 +70,7 @@ START_SPREAD = 1.0
 START_GAP = 0.002
 
 
-class Daemon:
+class Daemon(Control):
     def __init__(
         self,
         config: Config,
@@ -447,77 +444,6 @@ class Daemon:
             now,
             self._stopped,
         )
-
-    # ------------------------------------------------------------------ signals
-
-    def _addresses_changed(self) -> None:
-        """rtnetlink announced a change: check every binding's local address shortly."""
-        if self.addresses.poll():
-            self.routine.recheck(self.clock() + ADDRESS_SETTLE)
-
-    def _handle_signals(self) -> None:
-        pending = self.wakeup.take()
-        now = self.clock()
-        if signal.SIGTERM in pending or signal.SIGINT in pending:
-            self._stop_reason = "sigterm" if signal.SIGTERM in pending else "sigint"
-            return
-        if signal.SIGHUP in pending:
-            self.reload(now)
-        if signal.SIGUSR2 in pending:
-            self.emit(ev.SignalReceived("SIGUSR2", "probe every binding now"))
-            self.reprobe(now)
-        if signal.SIGUSR1 in pending:
-            self.emit(ev.SignalReceived("SIGUSR1", "write the status file now"))
-            self._write_status(now)
-
-    def reprobe(self, now: float) -> None:
-        """An interface came up: check local addresses and probe every binding now."""
-        self.addresses.forget()
-        for slot in list(self.slots.values()):
-            found: list[ev.Event] = []
-            self._refresh(slot, now, found)
-            slot.engine.keepalive_now(now)
-            self._after(slot, found, now)
-
-    def reload(self, now: float) -> None:
-        self.notifier.reloading()
-        path = self.config.source
-        try:
-            new = load_config_in_child(path)
-        except ConfigError as exc:
-            self.emit(ev.ConfigRejected(path, str(exc)))
-            self.notifier.ready(summary(self.slots.values()))
-            return
-        diff = diff_bindings(self.config.bindings, new.bindings)
-        added, changed, removed = diff.added, diff.changed, diff.removed
-        for name in removed | changed:
-            self._remove_slot(name)
-        if new.hooks != self.config.hooks:
-            self.hooks.close()
-            self.hooks = make_hooks(new.hooks)
-        if new.metrics_file != self.config.metrics_file:
-            self.outputs.remove_metrics(self.config.metrics_file)
-        if new.log.level != self.config.log.level:
-            self.sink.set_level(new.log.level)
-            for slot in self.slots.values():
-                slot.engine.debug_events = self.sink.wants(ev.DEBUG)
-        self.config = new
-        self._add_slots(new, now, fatal=False, names=added | changed)
-        self.emit(ev.Reloaded(len(added), len(changed), len(removed)))
-        self.notifier.ready(summary(self.slots.values()))
-        self._write_status(now)
-
-    def _remove_slot(self, name: str) -> None:
-        slot, auto = self.registry.remove(name)
-        if auto is not None:
-            auto.close()
-            self._after_auto(auto, [], self.clock())
-            Timers.cancel(auto)
-        Timers.cancel(slot)
-        self.outputs.forget(name)
-        self.resolver.forget(name)
-        slot.close()
-        self.registry.track(slot)
 
     # ------------------------------------------------------------------ shutdown
 
