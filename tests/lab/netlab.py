@@ -651,6 +651,24 @@ class Lab:
         self.run("router", ["nft", "-f", "-"], input=ruleset)
         self.wan_firewall = mode
 
+    def set_sip_alg(self, on: bool = True) -> None:
+        """The kernel's SIP ALG (nf_conntrack_sip + nf_nat_sip) on the router, as a home gateway
+        runs it: UDP to port 5060 from the lan gets the "sip" helper, which rewrites the Via
+        sent-by of requests to the public address and `received`/`rport` of answers back to the
+        lan address, and refreshes its flows with its own (one-hour) timeout."""
+        ruleset = "table inet nklabalg {}\ndelete table inet nklabalg\n"
+        if on:
+            ruleset += (
+                "table inet nklabalg {\n"
+                '  ct helper sip-5060 { type "sip" protocol udp; }\n'
+                "  chain prerouting {\n"
+                "    type filter hook prerouting priority filter; policy accept;\n"
+                f'    iifname "{ROUTER_LAN_IF}" udp dport 5060 ct helper set "sip-5060"\n'
+                "  }\n"
+                "}\n"
+            )
+        self.run("router", ["nft", "-f", "-"], input=ruleset)
+
     def nat_ruleset(self) -> str:
         return self.run("router", ["nft", "list", "table", "ip", "nat"]).stdout
 

@@ -129,6 +129,19 @@ def apply_answer(
             learned = engine.tracker.mapping
             received = None if learned is None else learned[0]
     seen: Mapping = (received, facts.rport)
+    local, server = engine.local, engine.server
+    if (
+        facts.received is not None
+        and local is not None
+        and server is not None
+        and facts.received == local[0]
+        and private_address(local[0])
+        and not private_address(server[0])
+    ):
+        # A server across the internet cannot have seen a private source address: a SIP ALG on
+        # the router rewrote `received`/`rport` back to ours, so the public mapping is unknown,
+        # and an inbound check would be answered through the ALG whatever the binding's state.
+        engine.tracker.rewritten = local[0]
     if engine.debug_events:
         engine.queued_events.append(
             ev.ProbeAnswered(
@@ -148,9 +161,12 @@ def apply_answer(
         and engine._guess != "failed"
         and engine.settings.inbound_check > 0
     )
-    found, confirm = tracker.observe(
-        seen, now, idle_s, engine.local, expiry_known=engine.phase == EXPIRED, defer_rport=bare
-    )
+    found: list[ev.Event] = []
+    confirm = False
+    if tracker.rewritten is None:
+        found, confirm = tracker.observe(
+            seen, now, idle_s, engine.local, expiry_known=engine.phase == EXPIRED, defer_rport=bare
+        )
     if bare and engine._guess == "" and tracker.mapping is not None and tracker.mapping[1] is None:
         engine._guess = "pending"
         engine._check_next = True
@@ -169,6 +185,25 @@ def apply_answer(
         engine._send_probe(CONFIRM, now)
 
 
+def private_address(host: str) -> bool:
+    """A private, shared (RFC 6598), link-local or loopback address: one no server across the
+    internet sees as a source."""
+    if ":" in host:
+        head = host.lower()
+        return head == "::1" or head.startswith(("fc", "fd", "fe8", "fe9", "fea", "feb"))
+    parts = host.split(".")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        return False
+    a, b = int(parts[0]), int(parts[1])
+    return (
+        a in (10, 127)
+        or (a == 172 and 16 <= b <= 31)
+        or (a == 192 and b == 168)
+        or (a == 100 and 64 <= b <= 127)
+        or (a == 169 and b == 254)
+    )
+
+
 def expiry_detection(engine: Engine) -> str:
     """How an expiry on a port-preserving NAT is seen (the status file's field):
     the check method that proved the binding (`inbound-check`, `relay-check`, `stun-check`),
@@ -178,6 +213,11 @@ def expiry_detection(engine: Engine) -> str:
         return DETECT_OFF
     if engine.settings.check == "off":
         return "off (check: off)"
+    if engine.tracker.rewritten is not None:
+        return (
+            f"unsupported: answers name the agent's own address {engine.tracker.rewritten}"
+            " (a SIP ALG on the router rewrites them); the public address is unknown"
+        )
     if engine.detection_note is not None:
         return f"remap-only: {engine.detection_note}"
     if engine._proven:

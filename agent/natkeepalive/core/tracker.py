@@ -77,6 +77,7 @@ class Tracker:
         "changes",
         "expiries",
         "mapping",
+        "rewritten",
         "rport_reported",
         "server",
         "state",
@@ -91,6 +92,8 @@ class Tracker:
         self.candidate_expiry_known = False
         self.candidate_idle = 0.0
         self.rport_reported = False
+        # the answers name the binding's own lan address (a SIP ALG rewrote them): no mapping
+        self.rewritten: str | None = None
         self.changes = 0
         self.expiries = 0
         self.changed_at: float | None = None
