@@ -148,3 +148,23 @@ def test_recommended_interval_is_bounded() -> None:
     assert recommended_interval(100.0, 0.8, 5.0, 25.0) == 25.0
     assert recommended_interval(20.0, 0.8, 5.0, 25.0) == 16.0
     assert recommended_interval(3.0, 0.8, 5.0, 25.0) == 5.0
+
+
+def test_behind_a_sip_alg_a_trial_tests_nothing() -> None:
+    """A server on a public address answers with our own lan address (a SIP ALG rewrote it):
+    the trial learns no public address and ends untestable, instead of finding `no NAT`."""
+    server, local = ("192.0.2.10", 5060), ("192.168.77.2", 40000)
+    trial = d.Trial(
+        5.0, d.METHOD_INBOUND, server, local, "example.org", 5060, 0.0, bytes, timeout=3.0
+    )
+    [first] = trial.datagrams_to_send()
+    trial.receive_datagram(answer(first.payload, local), server, 0.1, d.TRIAL)
+    assert trial.public is None and trial.rewritten
+    # the same answer from a server on the lan is the truth: no NAT between them
+    near = ("192.168.77.1", 5060)
+    trial = d.Trial(
+        5.0, d.METHOD_INBOUND, near, local, "example.org", 5060, 0.0, bytes, timeout=3.0
+    )
+    [first] = trial.datagrams_to_send()
+    trial.receive_datagram(answer(first.payload, local), near, 0.1, d.TRIAL)
+    assert trial.public == local and not trial.rewritten

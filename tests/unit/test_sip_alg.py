@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import re
 
+from natkeepalive import events as ev
 from natkeepalive.config.model import ProbeSettings
-from natkeepalive.core.answers import private_address
+from natkeepalive.core.checks import private_address
 from natkeepalive.core.engine import Datagram
 from tests.support.fakenet import LOCAL, FakeNet
 
@@ -48,6 +49,23 @@ def test_the_lan_address_in_an_answer_from_a_public_server_is_not_the_public_add
     detection = n.engine.expiry_detection
     assert detection.startswith("unsupported: answers name the agent's own address " + LOCAL[0])
     assert "SIP ALG" in detection
+    # said once, with what would help
+    unsupported = n.of(ev.InboundCheckUnsupported)
+    assert len(unsupported) == 1
+    assert "SIP ALG" in unsupported[0].reason and "5060" in unsupported[0].remedy
+
+
+def test_once_the_alg_is_gone_the_public_address_is_learned_again() -> None:
+    n = FakeNet(settings=ProbeSettings(interval=20.0))
+    original = n._server_receives
+    alg(n)
+    n.run_until(100)
+    assert n.engine.public is None
+    n._server_receives = original  # type: ignore[method-assign]
+    n.run_until(200)
+    assert n.engine.public is not None and n.engine.public[0] != LOCAL[0]
+    assert "SIP ALG" not in n.engine.expiry_detection
+    assert "binding-learned" in n.names()
 
 
 def test_without_the_rewrite_the_public_address_is_learned() -> None:

@@ -8,6 +8,7 @@ BindingEngine kept apart from its timers and its cycle; they read and write the 
 from __future__ import annotations
 
 from natkeepalive import events as ev
+from natkeepalive.core import checks
 from natkeepalive.core.cycle import (
     ANSWERED,
     ANSWERED_UNPROVEN,
@@ -29,6 +30,7 @@ from natkeepalive.core.cycle import (
 )
 from natkeepalive.core.tracker import format_mapping
 from natkeepalive.core.wire import BINDING
+from natkeepalive.sip.target import format_hostport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -135,13 +137,24 @@ def apply_answer(
         and local is not None
         and server is not None
         and facts.received == local[0]
-        and private_address(local[0])
-        and not private_address(server[0])
+        and checks.private_address(local[0])
+        and not checks.private_address(server[0])
     ):
         # A server across the internet cannot have seen a private source address: a SIP ALG on
         # the router rewrote `received`/`rport` back to ours, so the public mapping is unknown,
         # and an inbound check would be answered through the ALG whatever the binding's state.
+        if engine.tracker.rewritten is None:
+            engine.queued_events.append(
+                ev.InboundCheckUnsupported(
+                    engine.name,
+                    format_hostport(*server),
+                    checks.alg_reason(local[0]),
+                    checks.ALG_REMEDY,
+                )
+            )
         engine.tracker.rewritten = local[0]
+    elif facts.received is not None:
+        engine.tracker.rewritten = None  # the ALG is gone: learn the mapping again
     if engine.debug_events:
         engine.queued_events.append(
             ev.ProbeAnswered(
@@ -185,25 +198,6 @@ def apply_answer(
         engine._send_probe(CONFIRM, now)
 
 
-def private_address(host: str) -> bool:
-    """A private, shared (RFC 6598), link-local or loopback address: one no server across the
-    internet sees as a source."""
-    if ":" in host:
-        head = host.lower()
-        return head == "::1" or head.startswith(("fc", "fd", "fe8", "fe9", "fea", "feb"))
-    parts = host.split(".")
-    if len(parts) != 4 or not all(p.isdigit() for p in parts):
-        return False
-    a, b = int(parts[0]), int(parts[1])
-    return (
-        a in (10, 127)
-        or (a == 172 and 16 <= b <= 31)
-        or (a == 192 and b == 168)
-        or (a == 100 and 64 <= b <= 127)
-        or (a == 169 and b == 254)
-    )
-
-
 def expiry_detection(engine: Engine) -> str:
     """How an expiry on a port-preserving NAT is seen (the status file's field):
     the check method that proved the binding (`inbound-check`, `relay-check`, `stun-check`),
@@ -214,10 +208,8 @@ def expiry_detection(engine: Engine) -> str:
     if engine.settings.check == "off":
         return "off (check: off)"
     if engine.tracker.rewritten is not None:
-        return (
-            f"unsupported: answers name the agent's own address {engine.tracker.rewritten}"
-            " (a SIP ALG on the router rewrites them); the public address is unknown"
-        )
+        reason = checks.alg_reason(engine.tracker.rewritten)
+        return f"unsupported: {reason}; the public address is unknown"
     if engine.detection_note is not None:
         return f"remap-only: {engine.detection_note}"
     if engine._proven:

@@ -195,3 +195,36 @@ class CheckPlan:
         if mapped is not None:
             self.stun_mapped = mapped
         return True
+
+
+# --- behind a SIP ALG ---------------------------------------------------------------------
+
+ALG_REMEDY = (
+    "the public address, a remap and an expiry cannot be seen; turning the router's SIP ALG "
+    "off, or a server on a port other than 5060, would allow it"
+)
+
+
+def alg_reason(local_host: str) -> str:
+    return (
+        f"answers name the agent's own address {local_host} (a SIP ALG on the router rewrites them)"
+    )
+
+
+def private_address(host: str) -> bool:
+    """A private, shared (RFC 6598), link-local or loopback address: one no server across the
+    internet sees as a source."""
+    if ":" in host:
+        head = host.lower()
+        return head == "::1" or head.startswith(("fc", "fd", "fe8", "fe9", "fea", "feb"))
+    parts = host.split(".")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        return False
+    a, b = int(parts[0]), int(parts[1])
+    return (
+        a in (10, 127)
+        or (a == 172 and 16 <= b <= 31)
+        or (a == 192 and b == 168)
+        or (a == 100 and 64 <= b <= 127)
+        or (a == 169 and b == 254)
+    )

@@ -175,6 +175,7 @@ class Trial:
         self.phase = ESTABLISH
         self.result: str | None = None
         self.public: Address | None = None
+        self.rewritten = False  # the answers name our own lan address (a SIP ALG)
         self.last_answer: float | None = None
         self._wake: float | None = None
         self._tx: ClientTransaction | None = None
@@ -308,6 +309,14 @@ class Trial:
         elif action == LEARN:
             assert seen is not None
             self.public = None if seen[0] is None or seen[1] is None else (seen[0], seen[1])
+            if (
+                self.public is not None
+                and self.public[0] == self.local[0]
+                and checks.private_address(self.local[0])
+                and not checks.private_address(self.server[0])
+            ):
+                self.public = None  # a SIP ALG rewrote the answer: nothing true to test
+                self.rewritten = True
             self._wake = now + PROMOTE_DELAY
         elif action == WAIT_IDLE:
             self._wake = now + (0.0 if self._verify_pending else self.idle)
@@ -468,7 +477,11 @@ class Discovery:
             self.search.record(trial.idle, result == SURVIVED)
             return
         if result == UNSUPPORTED:
-            if trial.public is None:
+            if trial.rewritten:
+                self._give_up(
+                    f"{checks.alg_reason(trial.local[0])}: nothing to test; {checks.ALG_REMEDY}"
+                )
+            elif trial.public is None:
                 self._give_up(
                     "the server gives no public address and port (no received, or no "
                     "rport value): nothing to test"

@@ -106,6 +106,7 @@ class Tracker:
         self.state = NONE
         self.mapping = None
         self.candidate = None
+        self.rewritten = None
         self._left.clear()
 
     def _classify(self, seen: Mapping) -> str:
