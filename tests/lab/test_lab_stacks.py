@@ -59,7 +59,7 @@ NAT_SHORT = (4, 4)  # below it: every idle cycle expires
 OBSERVE = 2 * INTERVAL + 3
 # When something is to be reported: within two cycles (one to notice, one for a check's answer).
 REPORT_WITHIN = 2 * INTERVAL + 4
-WORKERS = int(os.environ.get("NK_STACK_WORKERS", "11"))  # 21 cells and coturn: two waves
+WORKERS = int(os.environ.get("NK_STACK_WORKERS", "11"))  # 25 cells and coturn: three waves
 
 Fields = dict[str, Optional[str]]
 
