@@ -40,7 +40,7 @@ from natkeepalive.sip.message import Request, parse_message
 from natkeepalive.sip.request import OptionsRequest, build_options
 from tests.lab import netlab
 from tests.lab.netlab import Lab, LabError
-from tests.lab.stacks import NODE_PREFIX, PORT, STACKS_DIR, StackServer
+from tests.lab.stacks import NODE_PREFIX, PORT, STACKS_DIR, KamailioStock, StackServer
 
 BINDING, OTHER = 5062, 5063
 NET_SIP_SAMPLE = "/usr/share/doc/libnet-sip-perl/examples/bin/stateless_proxy.pl"
@@ -323,44 +323,19 @@ def kamailio_recipe_config(relay: bool, sent_by: bool) -> str:
     return config
 
 
-class KamailioRecipe(StackServer):
+class KamailioRecipe(KamailioStock):
+    """Debian's Kamailio with its stock configuration plus the recipe lines, started as the stock
+    one is."""
+
     def __init__(self, lab: Lab, relay: bool, sent_by: bool) -> None:
         self.relay, self.sent_by = relay, sent_by
         super().__init__(lab, "kamailio-recipe", PORT)
 
     def prepare(self) -> None:
-        run = os.path.join(self.workdir, "run")
-        os.makedirs(run, exist_ok=True)
+        super().prepare()
         self.config = os.path.join(self.workdir, "kamailio.cfg")
         with open(self.config, "w") as handle:
             handle.write(kamailio_recipe_config(self.relay, self.sent_by))
-
-    def argv(self) -> list[str]:
-        from tests.lab.stacks import _private_mounts
-
-        run = os.path.join(self.workdir, "run")
-        return _private_mounts(
-            [(run, "/run/kamailio")],
-            [
-                "/usr/sbin/kamailio",
-                "-f",
-                self.config,
-                "-DD",
-                "-E",
-                "-m",
-                "16",
-                "-M",
-                "4",
-                "-n",
-                "2",
-                "-Y",
-                run,
-                "-P",
-                os.path.join(run, "pid"),
-                "-w",
-                run,
-            ],
-        )
 
 
 def _listening(lab: Lab, port: int, proc: Any, timeout: float) -> bool:

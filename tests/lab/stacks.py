@@ -21,7 +21,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
@@ -144,6 +144,8 @@ class StackServer:
 
 
 class KamailioStock(StackServer):
+    config = "/etc/kamailio/kamailio.cfg"  # a subclass may point at a changed copy
+
     def prepare(self) -> None:
         os.makedirs(os.path.join(self.workdir, "run"), exist_ok=True)
 
@@ -154,7 +156,7 @@ class KamailioStock(StackServer):
             [
                 "/usr/sbin/kamailio",
                 "-f",
-                "/etc/kamailio/kamailio.cfg",
+                self.config,
                 "-DD",
                 "-E",
                 "-m",
@@ -339,46 +341,15 @@ class PerlNetSip(StackServer):
         ]
 
 
-class Coturn(StackServer):
-    """turnserver with Debian's config file; ready once it answers a STUN Binding request."""
+def _coturn(lab: Lab, name: str, port: int) -> StackServer:
+    """turnserver with Debian's config file as shipped, on one address (tests/lab/stun_lab.py
+    holds the server, which can also run with RFC 5780 on and two addresses)."""
+    from tests.lab.stun_lab import CoturnServer
 
-    def argv(self) -> list[str]:
-        return [
-            "/usr/bin/turnserver",
-            "-c",
-            "/etc/turnserver.conf",
-            "--listening-ip",
-            self.lab.server_ip,
-            "--listening-port",
-            str(self.port),
-            "--no-cli",
-            "--pidfile",
-            os.path.join(self.workdir, "turnserver.pid"),
-            "--log-file",
-            "stdout",
-            "--simple-log",
-        ]
-
-    def wait_ready(self, timeout: float) -> bool:
-        code = (
-            "import socket,sys,os,time\n"
-            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(0.3)\n"
-            "end=time.time()+float(sys.argv[3])\n"
-            "while time.time()<end:\n"
-            "  s.sendto(b'\\x00\\x01\\x00\\x00\\x21\\x12\\xa4\\x42'+os.urandom(12),"
-            "(sys.argv[1],int(sys.argv[2])))\n"
-            "  try:\n"
-            "    s.recv(2048);sys.exit(0)\n"
-            "  except OSError: pass\n"
-            "sys.exit(1)\n"
-        )
-        done = self.lab.python(
-            "wan", code, self.lab.server_ip, str(self.port), str(timeout), timeout=timeout + 5
-        )
-        return done.returncode == 0
+    return CoturnServer(lab, rfc5780=False, port=port, name=name)
 
 
-_CLASSES: dict[str, type[StackServer]] = {
+_CLASSES: dict[str, Callable[[Lab, str, int], StackServer]] = {
     "kamailio-stock": KamailioStock,
     "kamailio-sentby": KamailioSentBy,
     "ejabberd": Ejabberd,
@@ -387,7 +358,7 @@ _CLASSES: dict[str, type[StackServer]] = {
     "sipp": Sipp,
     "node-sip": NodeSip,
     "perl-net-sip": PerlNetSip,
-    "coturn": Coturn,
+    "coturn": _coturn,
 }
 
 
